@@ -1,0 +1,62 @@
+use std::path::PathBuf;
+
+use clap::Args;
+use softlabel::dataset::DataSource;
+use softlabel::eval::evaluate;
+use softlabel::store::SoftLabels;
+use softlabel::student;
+
+use super::{pct, Bars, DataArgs};
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The student folder (made by `softlabel train`).
+    #[arg(long, value_name = "STUDENT_DIR")]
+    pub student: PathBuf,
+    /// Data to evaluate on: a Parquet file or folder, or a soft-label dataset.
+    #[arg(long, value_name = "PATH")]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub data_args: DataArgs,
+    /// The teacher's soft labels for the same rows (matched by id): adds agreement, KL and teacher accuracy.
+    #[arg(long, value_name = "DIR")]
+    pub labels: Option<PathBuf>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: EvalArgs, bars: &Bars) -> anyhow::Result<()> {
+    let s = student::io::load(&a.student)?;
+    let spec = a.data_args.spec(&a.data, Some(&s.info.input_column));
+    let source = DataSource::open(&a.data, &spec)?;
+    let teacher = match &a.labels {
+        Some(dir) => {
+            let labels = SoftLabels::open(dir)?;
+            if labels.manifest().num_classes != s.mlp.num_classes() {
+                anyhow::bail!(softlabel::Error::dataset(
+                    dir,
+                    format!("labels have {} classes, the student {}", labels.manifest().num_classes, s.mlp.num_classes())
+                ));
+            }
+            Some(labels.load()?)
+        }
+        None => None,
+    };
+    let r = evaluate(&s.mlp, &source, teacher.as_ref(), bars)?;
+    if a.json {
+        return super::print_json(&r);
+    }
+    println!("student {} on {} ({} rows)", a.student.display(), a.data.display(), r.rows);
+    println!("  accuracy  {}  errors {}  ECE {}  NLL {}", pct(r.accuracy), r.errors.map_or("-".into(), |e| e.to_string()), r.ece.map_or("-".into(), |e| format!("{e:.4}")), r.nll.map_or("-".into(), |e| format!("{e:.4}")));
+    if r.teacher_rows.is_some() {
+        println!(
+            "  teacher   accuracy {}  errors {}  agreement {}  KL(teacher||student) {}",
+            pct(r.teacher_accuracy),
+            r.teacher_errors.map_or("-".into(), |e| e.to_string()),
+            pct(r.teacher_agreement),
+            r.kl_to_teacher.map_or("-".into(), |k| format!("{k:.4}"))
+        );
+    }
+    Ok(())
+}

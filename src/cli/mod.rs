@@ -1,0 +1,171 @@
+//! Command-line definitions (clap derive), one file per subcommand, and the progress bars.
+
+mod eval;
+mod inspect;
+mod precompute;
+mod run;
+mod train;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use softlabel::dataset::DataSpec;
+use softlabel::progress::Progress;
+
+/// Offline knowledge distillation: ONNX teacher -> Parquet soft labels -> ndarray student.
+#[derive(Debug, Parser)]
+#[command(name = "softlabel", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// More log output on stderr (-v: info, -vv: debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// No progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// The ONNX Runtime shared library (default: $ORT_DYLIB_PATH, then the .ort/ folder `make setup`
+    /// fills, then an installed onnxruntime Python package).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an ONNX teacher over a dataset and write a soft-label dataset (Parquet parts + manifest.json).
+    Precompute(precompute::PrecomputeArgs),
+    /// Train an MLP student from a soft-label dataset with the distillation loss.
+    Train(train::TrainArgs),
+    /// Evaluate a student on a dataset, optionally against the teacher's outputs.
+    Eval(eval::EvalArgs),
+    /// Describe a soft-label dataset.
+    Inspect(inspect::InspectArgs),
+    /// Run a pipeline file: precompute train and test, train, evaluate, report.
+    Run(run::RunArgs),
+}
+
+/// Which columns of a dataset hold what (shared by precompute, eval and train --val).
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Input column: a list / fixed-size-list column of numbers, or several scalar columns
+    /// separated by commas (default: `input`).
+    #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
+    pub input_column: Option<Vec<String>>,
+    /// Hard-label column (default: `label` when the data has one; unlabeled otherwise).
+    #[arg(long, value_name = "NAME")]
+    pub label_column: Option<String>,
+    /// Id column, any integer type (default: `id` when present, else each row's index in the data).
+    #[arg(long, value_name = "NAME")]
+    pub id_column: Option<String>,
+}
+
+impl DataArgs {
+    /// The spec, with `fallback` as the input column when none was given and the data lacks `input`.
+    pub fn spec(&self, data: &std::path::Path, fallback: Option<&str>) -> DataSpec {
+        let input = match (&self.input_column, fallback) {
+            (Some(c), _) => c.clone(),
+            (None, Some(f)) if !has_column(data, "input") => vec![f.to_string()],
+            _ => vec!["input".to_string()],
+        };
+        DataSpec { input, label_column: self.label_column.clone(), id_column: self.id_column.clone() }
+    }
+}
+
+fn has_column(data: &std::path::Path, name: &str) -> bool {
+    let Ok(files) = softlabel::dataset::parquet_files(data) else { return false };
+    let Some(first) = files.first() else { return false };
+    let Ok(file) = std::fs::File::open(first) else { return false };
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map(|b| b.schema().field_with_name(name).is_ok())
+        .unwrap_or(false)
+}
+
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("softlabel={default},{default}")));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let bars = Bars::new(cli.quiet);
+    let ort = cli.ort_lib.as_deref();
+    match cli.command {
+        Command::Precompute(a) => precompute::run(a, ort, &bars),
+        Command::Train(a) => train::run(a, &bars),
+        Command::Eval(a) => eval::run(a, &bars),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Run(a) => run::run(a, ort, &bars),
+    }
+}
+
+/// indicatif bars on stderr (hidden when stderr is not a terminal or with --quiet).
+pub struct Bars {
+    quiet: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Bars {
+    fn new(quiet: bool) -> Self {
+        Bars { quiet, bar: Mutex::new(None) }
+    }
+}
+
+impl Progress for Bars {
+    fn begin(&self, phase: &str, total: Option<u64>) {
+        if self.quiet {
+            return;
+        }
+        let bar = match total {
+            Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()),
+            None => ProgressBar::new_spinner(),
+        };
+        let style = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(phase.to_string());
+        if let Ok(mut b) = self.bar.lock() {
+            *b = Some(bar);
+        }
+    }
+    fn advance(&self, n: u64) {
+        if let Ok(b) = self.bar.lock() {
+            if let Some(b) = b.as_ref() {
+                b.inc(n);
+            }
+        }
+    }
+    fn message(&self, text: &str) {
+        if let Ok(b) = self.bar.lock() {
+            if let Some(b) = b.as_ref() {
+                b.set_message(text.to_string());
+            }
+        }
+    }
+    fn end(&self) {
+        if let Ok(mut b) = self.bar.lock() {
+            if let Some(b) = b.take() {
+                b.finish_and_clear();
+            }
+        }
+    }
+}
+
+/// Prints `value` as one JSON object on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Formats an optional fraction as a percentage.
+pub fn pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v))
+}

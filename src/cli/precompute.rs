@@ -1,0 +1,75 @@
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use softlabel::precompute::{precompute, PrecomputeSettings};
+use softlabel::store::WriterOptions;
+use softlabel::teacher::TeacherOptions;
+
+use super::{Bars, DataArgs};
+
+#[derive(Debug, Args)]
+pub struct PrecomputeArgs {
+    /// The teacher: an ONNX model with one input [batch, ...] and logits output [batch, classes].
+    #[arg(long, value_name = "MODEL.onnx")]
+    pub teacher: PathBuf,
+    /// The data: a Parquet file or a folder of Parquet files.
+    #[arg(long, value_name = "PATH")]
+    pub data: PathBuf,
+    /// Softmax temperature for the stored `soft` column (finite, > 0). Raw logits are stored too,
+    /// so students may train at any temperature later.
+    #[arg(long, short = 'T', value_name = "T")]
+    pub temperature: f32,
+    /// Output folder for the soft-label dataset (created; must be empty unless --overwrite).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data_args: DataArgs,
+    /// Rows per inference call.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub batch_size: usize,
+    /// ONNX Runtime intra-op threads (0: all cores).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub threads: usize,
+    /// Class names, in output order, separated by commas (recorded in the metadata).
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub class_names: Option<Vec<String>>,
+    /// Rows per part file.
+    #[arg(long, default_value_t = 500_000, value_name = "N")]
+    pub rows_per_part: usize,
+    /// Replace the softlabel files of a non-empty output folder.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the manifest as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()> {
+    let settings = PrecomputeSettings {
+        spec: a.data_args.spec(&a.data, None),
+        teacher: a.teacher,
+        data: a.data,
+        temperature: a.temperature,
+        out: a.out,
+        batch_size: a.batch_size,
+        teacher_options: TeacherOptions { threads: a.threads, ort_lib: ort_lib.map(Path::to_path_buf) },
+        class_names: a.class_names,
+        writer: WriterOptions { rows_per_part: a.rows_per_part, overwrite: a.overwrite, ..Default::default() },
+    };
+    let start = std::time::Instant::now();
+    let m = precompute(&settings, bars)?;
+    let secs = start.elapsed().as_secs_f64();
+    if a.json {
+        return super::print_json(&m);
+    }
+    println!(
+        "wrote {} rows ({} classes, T = {}) in {} part(s) to {} in {secs:.1}s ({:.0} rows/s)",
+        m.rows,
+        m.num_classes,
+        m.temperature,
+        m.parts.len(),
+        settings.out.display(),
+        m.rows as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}

@@ -1,0 +1,58 @@
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use softlabel::pipeline::{run as run_pipeline, Pipeline};
+use softlabel::store::write_atomic;
+
+use super::{pct, Bars};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pipeline file (TOML; see pipelines/mnist.toml).
+    pub pipeline: PathBuf,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: RunArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()> {
+    let p = Pipeline::load(&a.pipeline)?;
+    let r = run_pipeline(&p, ort_lib, bars)?;
+    let json = serde_json::to_string_pretty(&r)?;
+    write_atomic(&p.output.dir.join("report.json"), json.as_bytes())?;
+    if a.json {
+        println!("{json}");
+        return Ok(());
+    }
+    let t = &r.test;
+    println!("softlabel run {}", a.pipeline.display());
+    println!(
+        "  soft labels  {} (T = {}, {})",
+        r.train_labels,
+        r.temperature,
+        if r.train_labels_reused { "reused".to_string() } else { format!("teacher pass {:.1}s", r.precompute_seconds) }
+    );
+    println!(
+        "  teacher      {}: test accuracy {} ({} errors)",
+        r.teacher,
+        pct(t.teacher_accuracy),
+        t.teacher_errors.map_or("-".into(), |e| e.to_string())
+    );
+    println!(
+        "  student      {:?}, {} parameters, trained in {:.1}s: test accuracy {} ({} errors)",
+        r.student_dims,
+        r.student_parameters,
+        r.train_seconds,
+        pct(t.accuracy),
+        t.errors.map_or("-".into(), |e| e.to_string())
+    );
+    println!(
+        "  vs teacher   agreement {}, KL(teacher||student) {}, ECE student {} / teacher {}",
+        pct(t.teacher_agreement),
+        t.kl_to_teacher.map_or("-".into(), |k| format!("{k:.4}")),
+        t.ece.map_or("-".into(), |k| format!("{k:.4}")),
+        t.teacher_ece.map_or("-".into(), |k| format!("{k:.4}"))
+    );
+    println!("  student saved to {}; report {}", r.student, p.output.dir.join("report.json").display());
+    Ok(())
+}

@@ -1,0 +1,641 @@
+//! Reading input datasets: a Parquet file or a folder of Parquet files, turned into batches of rows with
+//! ids, optional labels and a flat input matrix.
+//!
+//! The input is one list column (fixed-size list, list or large list of any integer or float type) or
+//! several scalar numeric columns. Values keep their Arrow type until a consumer converts them
+//! ([`Batch::input_f32`], [`Batch::input_i64`], ...), so the soft-label writer can store the input
+//! exactly as it came. Rows named in errors are 0-based positions within the file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{Array, ArrayRef, Float32Array, RecordBatch};
+use arrow_schema::{DataType, Schema};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ProjectionMask;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Which columns hold what. `None` for label or id means "the default name if the file has it".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataSpec {
+    /// The input: one list column or several scalar columns, in order.
+    pub input: Vec<String>,
+    /// Label column; `None`: use `label` when present, else rows are unlabeled.
+    pub label_column: Option<String>,
+    /// Id column; `None`: use `id` when present, else the row's index in the source.
+    pub id_column: Option<String>,
+}
+
+impl DataSpec {
+    /// A spec with one input column and default label and id columns.
+    pub fn new(input_column: impl Into<String>) -> Self {
+        DataSpec { input: vec![input_column.into()], label_column: None, id_column: None }
+    }
+
+    /// Validates the names given (non-empty, no duplicates).
+    pub fn validate(&self) -> Result<()> {
+        if self.input.is_empty() || self.input.iter().any(|c| c.is_empty()) {
+            return Err(Error::Config("--input-column needs at least one non-empty column name".into()));
+        }
+        for (i, c) in self.input.iter().enumerate() {
+            if self.input[..i].contains(c) {
+                return Err(Error::Config(format!("input column '{c}' is named twice")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The element type of the input values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum ElementType {
+    U8,
+    I8,
+    U16,
+    I16,
+    U32,
+    I32,
+    U64,
+    I64,
+    F32,
+    F64,
+}
+
+impl ElementType {
+    fn from_arrow(dt: &DataType) -> Option<Self> {
+        Some(match dt {
+            DataType::UInt8 => ElementType::U8,
+            DataType::Int8 => ElementType::I8,
+            DataType::UInt16 => ElementType::U16,
+            DataType::Int16 => ElementType::I16,
+            DataType::UInt32 => ElementType::U32,
+            DataType::Int32 => ElementType::I32,
+            DataType::UInt64 => ElementType::U64,
+            DataType::Int64 => ElementType::I64,
+            DataType::Float32 => ElementType::F32,
+            DataType::Float64 => ElementType::F64,
+            _ => return None,
+        })
+    }
+
+    /// The Arrow type.
+    pub fn to_arrow(self) -> DataType {
+        match self {
+            ElementType::U8 => DataType::UInt8,
+            ElementType::I8 => DataType::Int8,
+            ElementType::U16 => DataType::UInt16,
+            ElementType::I16 => DataType::Int16,
+            ElementType::U32 => DataType::UInt32,
+            ElementType::I32 => DataType::Int32,
+            ElementType::U64 => DataType::UInt64,
+            ElementType::I64 => DataType::Int64,
+            ElementType::F32 => DataType::Float32,
+            ElementType::F64 => DataType::Float64,
+        }
+    }
+
+    /// Whether values of this type can be NaN or infinite.
+    pub fn is_float(self) -> bool {
+        matches!(self, ElementType::F32 | ElementType::F64)
+    }
+}
+
+/// How the input is laid out in the files (the same in every file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum InputLayout {
+    /// One list column; `width` known for fixed-size lists.
+    List { column: String, width: Option<usize>, element: ElementType },
+    /// Several scalar columns, read as f32.
+    Scalars { columns: Vec<String> },
+}
+
+/// An opened input dataset: the files and how to read them.
+#[derive(Debug, Clone)]
+pub struct DataSource {
+    files: Vec<PathBuf>,
+    rows_per_file: Vec<u64>,
+    layout: InputLayout,
+    label_column: Option<String>,
+    id_column: Option<String>,
+}
+
+/// One batch of rows from one file.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The file the rows came from.
+    pub file: PathBuf,
+    /// The position in that file of the batch's first row.
+    pub first_row: u64,
+    /// One id per row.
+    pub ids: Vec<u64>,
+    /// One label per row (`None`: unlabeled).
+    pub labels: Vec<Option<i64>>,
+    /// The input values, `rows * width`, row-major, no nulls, in the source's element type.
+    pub input: ArrayRef,
+    /// Values per row.
+    pub width: usize,
+}
+
+/// The input data's identity: recorded in a soft-label dataset so its consumers can check what it was
+/// made from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceInfo {
+    /// One entry per file, in reading order.
+    pub files: Vec<SourceFile>,
+    /// sha256 over every file's name, size and sha256.
+    pub fingerprint: String,
+}
+
+/// One input file's identity.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceFile {
+    /// The path as given (or found in the folder given).
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// sha256 of the content.
+    pub sha256: String,
+    /// Rows in the file.
+    pub rows: u64,
+}
+
+/// Lists the Parquet files of `path`: the file itself, or a folder's `*.parquet` files sorted by name.
+pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(|e| Error::io(path, e))? {
+        let p = entry.map_err(|e| Error::io(path, e))?.path();
+        if p.extension().is_some_and(|e| e == "parquet") && p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::data(path, "folder holds no *.parquet files"));
+    }
+    Ok(files)
+}
+
+fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|source| Error::Parquet { path: path.to_path_buf(), source })
+}
+
+fn column_names(schema: &Schema) -> String {
+    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn find_column<'a>(schema: &'a Schema, path: &Path, name: &str) -> Result<&'a arrow_schema::Field> {
+    schema.field_with_name(name).map_err(|_| {
+        Error::data(path, format!("no column '{name}' (columns: {})", column_names(schema)))
+    })
+}
+
+fn check_integer(path: &Path, field: &arrow_schema::Field, what: &str) -> Result<()> {
+    if field.data_type().is_integer() {
+        Ok(())
+    } else {
+        Err(Error::data(
+            path,
+            format!("{what} column '{}' has type {}, expected an integer type", field.name(), field.data_type()),
+        ))
+    }
+}
+
+impl DataSource {
+    /// Opens `path` (a Parquet file or a folder of them) and checks that every file has the columns of
+    /// `spec` with usable types. Reads only footers.
+    pub fn open(path: &Path, spec: &DataSpec) -> Result<Self> {
+        spec.validate()?;
+        let files = parquet_files(path)?;
+        let mut layout: Option<InputLayout> = None;
+        let mut label_column = spec.label_column.clone();
+        let mut id_column = spec.id_column.clone();
+        let mut rows_per_file = Vec::with_capacity(files.len());
+        for (i, file) in files.iter().enumerate() {
+            let builder = open_builder(file)?;
+            let schema = builder.schema().clone();
+            rows_per_file.push(builder.metadata().file_metadata().num_rows().max(0) as u64);
+            let this = Self::layout_of(file, &schema, &spec.input)?;
+            if i == 0 {
+                // Default label/id columns are resolved on the first file and required in the rest.
+                if label_column.is_none() && schema.field_with_name("label").is_ok() {
+                    label_column = Some("label".into());
+                }
+                if id_column.is_none() && schema.field_with_name("id").is_ok() {
+                    id_column = Some("id".into());
+                }
+            }
+            if let Some(l) = &label_column {
+                check_integer(file, find_column(&schema, file, l)?, "label")?;
+            }
+            if let Some(c) = &id_column {
+                check_integer(file, find_column(&schema, file, c)?, "id")?;
+            }
+            match &layout {
+                None => layout = Some(this),
+                Some(first) if *first != this => {
+                    return Err(Error::data(
+                        file,
+                        format!("input layout {this:?} differs from {}'s {first:?}", files[0].display()),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let layout = layout.ok_or_else(|| Error::data(path, "no files"))?;
+        Ok(DataSource { files, rows_per_file, layout, label_column, id_column })
+    }
+
+    fn layout_of(path: &Path, schema: &Schema, input: &[String]) -> Result<InputLayout> {
+        if input.len() > 1 {
+            for name in input {
+                let f = find_column(schema, path, name)?;
+                if ElementType::from_arrow(f.data_type()).is_none() {
+                    return Err(Error::data(
+                        path,
+                        format!("input column '{name}' has type {}, expected a numeric scalar", f.data_type()),
+                    ));
+                }
+            }
+            return Ok(InputLayout::Scalars { columns: input.to_vec() });
+        }
+        let name = &input[0];
+        let f = find_column(schema, path, name)?;
+        let (width, item) = match f.data_type() {
+            DataType::FixedSizeList(item, n) => (Some(*n as usize), item),
+            DataType::List(item) | DataType::LargeList(item) => (None, item),
+            dt if ElementType::from_arrow(dt).is_some() => {
+                return Ok(InputLayout::Scalars { columns: input.to_vec() });
+            }
+            dt => {
+                return Err(Error::data(
+                    path,
+                    format!("input column '{name}' has type {dt}, expected a list of numbers or a numeric column"),
+                ))
+            }
+        };
+        let element = ElementType::from_arrow(item.data_type()).ok_or_else(|| {
+            Error::data(
+                path,
+                format!("input column '{name}' holds {} values, expected an integer or float type", item.data_type()),
+            )
+        })?;
+        Ok(InputLayout::List { column: name.clone(), width, element })
+    }
+
+    /// The files, in reading order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Total rows, from the files' footers.
+    pub fn rows(&self) -> u64 {
+        self.rows_per_file.iter().sum()
+    }
+
+    /// The label column in use, if any.
+    pub fn label_column(&self) -> Option<&str> {
+        self.label_column.as_deref()
+    }
+
+    /// The id column in use, if any (else ids are row indices in the source).
+    pub fn id_column(&self) -> Option<&str> {
+        self.id_column.as_deref()
+    }
+
+    /// The input column name(s), as one display string.
+    pub fn input_name(&self) -> String {
+        match &self.layout {
+            InputLayout::List { column, .. } => column.clone(),
+            InputLayout::Scalars { columns } => columns.join(","),
+        }
+    }
+
+    /// Values per row when the schema fixes it (fixed-size lists and scalar columns).
+    pub fn width(&self) -> Option<usize> {
+        match &self.layout {
+            InputLayout::List { width, .. } => *width,
+            InputLayout::Scalars { columns } => Some(columns.len()),
+        }
+    }
+
+    /// The element type of [`Batch::input`].
+    pub fn element_type(&self) -> ElementType {
+        match &self.layout {
+            InputLayout::List { element, .. } => *element,
+            InputLayout::Scalars { .. } => ElementType::F32,
+        }
+    }
+
+    /// Hashes every file (reads them whole, once).
+    pub fn source_info(&self) -> Result<SourceInfo> {
+        let mut outer = Sha256::new();
+        let mut files = Vec::with_capacity(self.files.len());
+        for (path, &rows) in self.files.iter().zip(&self.rows_per_file) {
+            let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+            let mut h = Sha256::new();
+            let bytes = std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+            let sha = hex(&h.finalize());
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            outer.update(format!("{name}\0{bytes}\0{sha}\n").as_bytes());
+            files.push(SourceFile { path: path.display().to_string(), bytes, sha256: sha, rows });
+        }
+        Ok(SourceInfo { files, fingerprint: hex(&outer.finalize()) })
+    }
+
+    /// Reads all rows in batches of at most `batch_size` rows (a batch never spans two files).
+    pub fn batches(&self, batch_size: usize) -> BatchIter<'_> {
+        BatchIter { source: self, batch_size: batch_size.max(1), file: 0, reader: None, row_in_file: 0, row_in_source: 0 }
+    }
+
+    fn open_reader(&self, file: &Path, batch_size: usize) -> Result<ParquetRecordBatchReader> {
+        let builder = open_builder(file)?;
+        let schema = builder.schema().clone();
+        let mut wanted: Vec<&str> = match &self.layout {
+            InputLayout::List { column, .. } => vec![column.as_str()],
+            InputLayout::Scalars { columns } => columns.iter().map(String::as_str).collect(),
+        };
+        wanted.extend(self.label_column.as_deref());
+        wanted.extend(self.id_column.as_deref());
+        let mut indices = Vec::new();
+        for name in wanted {
+            indices.push(schema.index_of(name).map_err(|_| {
+                Error::data(file, format!("no column '{name}' (columns: {})", column_names(&schema)))
+            })?);
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+        builder
+            .with_projection(mask)
+            .with_batch_size(batch_size)
+            .build()
+            .map_err(|source| Error::Parquet { path: file.to_path_buf(), source })
+    }
+
+    fn convert(&self, file: &Path, batch: &RecordBatch, first_row: u64, first_in_source: u64) -> Result<Batch> {
+        let n = batch.num_rows();
+        let row_err = |column: &str, i: usize, what: &str| {
+            Error::data(file, format!("column '{column}', row {}: {what}", first_row + i as u64))
+        };
+        let col = |name: &str| {
+            batch.column_by_name(name).ok_or_else(|| Error::data(file, format!("no column '{name}'")))
+        };
+
+        let ids = match &self.id_column {
+            Some(c) => {
+                let a = col(c)?;
+                let v = integers_to_i128(a).ok_or_else(|| Error::data(file, format!("id column '{c}' is not integer")))?;
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, x)| match x {
+                        None => Err(row_err(c, i, "id is null")),
+                        Some(x) if x < 0 || x > u64::MAX as i128 => Err(row_err(c, i, &format!("id {x} is not a u64"))),
+                        Some(x) => Ok(x as u64),
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
+            None => (first_in_source..first_in_source + n as u64).collect(),
+        };
+        let labels = match &self.label_column {
+            Some(c) => {
+                let a = col(c)?;
+                let v = integers_to_i128(a).ok_or_else(|| Error::data(file, format!("label column '{c}' is not integer")))?;
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, x)| match x {
+                        Some(x) if x < i64::MIN as i128 || x > i64::MAX as i128 => {
+                            Err(row_err(c, i, &format!("label {x} does not fit in int64")))
+                        }
+                        x => Ok(x.map(|x| x as i64)),
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
+            None => vec![None; n],
+        };
+
+        let (input, width) = match &self.layout {
+            InputLayout::List { column, width, element } => {
+                let a = col(column)?;
+                list_values(a, *width, n).map_err(|(i, what)| row_err(column, i, &what))?.check_finite(*element, column, &row_err)?
+            }
+            InputLayout::Scalars { columns } => {
+                let width = columns.len();
+                let mut flat = vec![0f32; n * width];
+                for (j, name) in columns.iter().enumerate() {
+                    let a = col(name)?;
+                    if let Some(i) = (0..n).find(|&i| a.is_null(i)) {
+                        return Err(row_err(name, i, "value is null"));
+                    }
+                    let v = numeric_to_f32(a).ok_or_else(|| Error::data(file, format!("column '{name}' is not numeric")))?;
+                    for (i, x) in v.into_iter().enumerate() {
+                        if !x.is_finite() {
+                            return Err(row_err(name, i, &format!("value is {x}")));
+                        }
+                        flat[i * width + j] = x;
+                    }
+                }
+                (Arc::new(Float32Array::from(flat)) as ArrayRef, width)
+            }
+        };
+        Ok(Batch { file: file.to_path_buf(), first_row, ids, labels, input, width })
+    }
+}
+
+/// Flat values of a list column with the row that is wrong on error.
+struct ListValues(ArrayRef, usize);
+
+impl ListValues {
+    fn check_finite(
+        self,
+        element: ElementType,
+        column: &str,
+        row_err: &dyn Fn(&str, usize, &str) -> Error,
+    ) -> Result<(ArrayRef, usize)> {
+        let ListValues(values, width) = self;
+        if element.is_float() && width > 0 {
+            let bad = match element {
+                ElementType::F32 => values.as_primitive::<Float32Type>().values().iter().position(|v| !v.is_finite()),
+                _ => values.as_primitive::<Float64Type>().values().iter().position(|v| !v.is_finite()),
+            };
+            if let Some(pos) = bad {
+                let v = numeric_to_f32(&values.slice(pos, 1)).map(|v| v[0]).unwrap_or(f32::NAN);
+                return Err(row_err(column, pos / width, &format!("input value {} of the row is {v}", pos % width)));
+            }
+        }
+        Ok((values, width))
+    }
+}
+
+fn list_values(a: &ArrayRef, width: Option<usize>, n: usize) -> std::result::Result<ListValues, (usize, String)> {
+    if let Some(i) = (0..n).find(|&i| a.is_null(i)) {
+        return Err((i, "input row is null".into()));
+    }
+    let (values, w) = match a.data_type() {
+        DataType::FixedSizeList(_, w) => {
+            let l = a.as_fixed_size_list();
+            let w = *w as usize;
+            (l.values().slice(l.value_offset_at(0), n * w), w)
+        }
+        DataType::List(_) => {
+            let l = a.as_list::<i32>();
+            let offs: Vec<usize> = l.value_offsets().iter().map(|&o| o as usize).collect();
+            let w = width.unwrap_or_else(|| if n > 0 { offs[1] - offs[0] } else { 0 });
+            if let Some(i) = (0..n).find(|&i| offs[i + 1] - offs[i] != w) {
+                return Err((i, format!("row has {} values, earlier rows have {w}", offs[i + 1] - offs[i])));
+            }
+            (l.values().slice(offs[0], n * w), w)
+        }
+        DataType::LargeList(_) => {
+            let l = a.as_list::<i64>();
+            let offs: Vec<usize> = l.value_offsets().iter().map(|&o| o as usize).collect();
+            let w = width.unwrap_or_else(|| if n > 0 { offs[1] - offs[0] } else { 0 });
+            if let Some(i) = (0..n).find(|&i| offs[i + 1] - offs[i] != w) {
+                return Err((i, format!("row has {} values, earlier rows have {w}", offs[i + 1] - offs[i])));
+            }
+            (l.values().slice(offs[0], n * w), w)
+        }
+        dt => return Err((0, format!("unexpected type {dt}"))),
+    };
+    if values.null_count() > 0 {
+        let pos = (0..values.len()).find(|&p| values.is_null(p)).unwrap_or(0);
+        return Err((pos / w.max(1), format!("input value {} of the row is null", pos % w.max(1))));
+    }
+    Ok(ListValues(values, w))
+}
+
+macro_rules! map_numeric {
+    ($a:expr, $f:expr, [$($t:ty),*]) => {{
+        let a: &dyn Array = $a;
+        match a.data_type() {
+            $(dt if dt == &<$t>::DATA_TYPE => Some(a.as_primitive::<$t>().values().iter().map(|&v| $f(v)).collect()),)*
+            _ => None,
+        }
+    }};
+}
+
+/// Any integer array as i128 values (`None` for nulls); `None` if the type is not an integer.
+fn integers_to_i128(a: &ArrayRef) -> Option<Vec<Option<i128>>> {
+    let vals: Vec<i128> = map_numeric!(
+        a.as_ref(),
+        |v| v as i128,
+        [UInt8Type, Int8Type, UInt16Type, Int16Type, UInt32Type, Int32Type, UInt64Type, Int64Type]
+    )?;
+    Some(vals.into_iter().enumerate().map(|(i, v)| if a.is_null(i) { None } else { Some(v) }).collect())
+}
+
+/// Any numeric array's values as f32 (nulls read as their placeholder value).
+pub fn numeric_to_f32(a: &dyn Array) -> Option<Vec<f32>> {
+    map_numeric!(
+        a,
+        |v| v as f32,
+        [UInt8Type, Int8Type, UInt16Type, Int16Type, UInt32Type, Int32Type, UInt64Type, Int64Type, Float32Type, Float64Type]
+    )
+}
+
+/// Any numeric array's values as i64 (floats truncated toward zero).
+pub fn numeric_to_i64(a: &dyn Array) -> Option<Vec<i64>> {
+    map_numeric!(
+        a,
+        |v| v as i64,
+        [UInt8Type, Int8Type, UInt16Type, Int16Type, UInt32Type, Int32Type, UInt64Type, Int64Type, Float32Type, Float64Type]
+    )
+}
+
+/// Any numeric array's values as i32 (out-of-range values saturate).
+pub fn numeric_to_i32(a: &dyn Array) -> Option<Vec<i32>> {
+    numeric_to_i64(a).map(|v| v.into_iter().map(|x| x.clamp(i32::MIN as i64, i32::MAX as i64) as i32).collect())
+}
+
+impl Batch {
+    /// Rows in the batch.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the batch has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The input as f32, `rows * width` row-major.
+    pub fn input_f32(&self) -> Vec<f32> {
+        numeric_to_f32(self.input.as_ref()).unwrap_or_default()
+    }
+}
+
+/// Iterator over a source's batches.
+pub struct BatchIter<'a> {
+    source: &'a DataSource,
+    batch_size: usize,
+    file: usize,
+    reader: Option<ParquetRecordBatchReader>,
+    row_in_file: u64,
+    row_in_source: u64,
+}
+
+impl Iterator for BatchIter<'_> {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let path = self.source.files.get(self.file)?.clone();
+            if self.reader.is_none() {
+                match self.source.open_reader(&path, self.batch_size) {
+                    Ok(r) => self.reader = Some(r),
+                    Err(e) => {
+                        self.file = self.source.files.len();
+                        return Some(Err(e));
+                    }
+                }
+            }
+            let reader = self.reader.as_mut()?;
+            match reader.next() {
+                Some(Ok(rb)) => {
+                    let out = self.source.convert(&path, &rb, self.row_in_file, self.row_in_source);
+                    self.row_in_file += rb.num_rows() as u64;
+                    self.row_in_source += rb.num_rows() as u64;
+                    if out.is_err() {
+                        self.file = self.source.files.len();
+                    }
+                    return Some(out);
+                }
+                Some(Err(e)) => {
+                    self.file = self.source.files.len();
+                    return Some(Err(Error::data(
+                        &path,
+                        format!("cannot decode rows after row {}: {e}", self.row_in_file),
+                    )));
+                }
+                None => {
+                    self.reader = None;
+                    self.file += 1;
+                    self.row_in_file = 0;
+                }
+            }
+        }
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of a file's content, in hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+    Ok(hex(&h.finalize()))
+}

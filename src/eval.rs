@@ -1,0 +1,182 @@
+//! Evaluating a student against hard labels and, when given, the teacher's outputs for the same rows.
+
+use std::collections::HashMap;
+
+use ndarray::{Array2, Axis};
+use serde::Serialize;
+
+use crate::dataset::DataSource;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::soften::{argmax, kl_t, softmax_t};
+use crate::store::TeacherOutputs;
+use crate::student::Mlp;
+
+/// Calibration bins for the expected calibration error (as in Guo et al. 2017).
+pub const ECE_BINS: usize = 15;
+
+/// What `eval` reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalReport {
+    /// Rows evaluated.
+    pub rows: u64,
+    /// Rows with a label.
+    pub labeled_rows: u64,
+    /// Student top-1 accuracy on labeled rows.
+    pub accuracy: Option<f64>,
+    /// Student errors on labeled rows.
+    pub errors: Option<u64>,
+    /// Student expected calibration error (15 equal-width confidence bins) on labeled rows.
+    pub ece: Option<f64>,
+    /// Student mean negative log-likelihood of the labels.
+    pub nll: Option<f64>,
+    /// Rows that have teacher outputs (matched by id).
+    pub teacher_rows: Option<u64>,
+    /// Fraction of those rows where student and teacher pick the same class.
+    pub teacher_agreement: Option<f64>,
+    /// Mean KL(teacher || student) at T = 1, in nats.
+    pub kl_to_teacher: Option<f64>,
+    /// Teacher top-1 accuracy on labeled rows that have teacher outputs.
+    pub teacher_accuracy: Option<f64>,
+    /// Teacher errors on those rows.
+    pub teacher_errors: Option<u64>,
+    /// Teacher expected calibration error on those rows.
+    pub teacher_ece: Option<f64>,
+}
+
+/// Accumulates calibration statistics.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    count: Vec<u64>,
+    conf: Vec<f64>,
+    correct: Vec<u64>,
+}
+
+impl Default for Calibration {
+    fn default() -> Self {
+        Calibration { count: vec![0; ECE_BINS], conf: vec![0.0; ECE_BINS], correct: vec![0; ECE_BINS] }
+    }
+}
+
+impl Calibration {
+    /// Adds one prediction with its top-1 probability.
+    pub fn add(&mut self, confidence: f64, correct: bool) {
+        let b = ((confidence * ECE_BINS as f64).ceil() as usize).clamp(1, ECE_BINS) - 1;
+        self.count[b] += 1;
+        self.conf[b] += confidence;
+        self.correct[b] += u64::from(correct);
+    }
+
+    /// sum_b |acc_b - conf_b| * n_b / n.
+    pub fn ece(&self) -> Option<f64> {
+        let n: u64 = self.count.iter().sum();
+        (n > 0).then(|| {
+            (0..ECE_BINS)
+                .filter(|&b| self.count[b] > 0)
+                .map(|b| (self.correct[b] as f64 - self.conf[b]).abs())
+                .sum::<f64>()
+                / n as f64
+        })
+    }
+}
+
+/// Evaluates `student` on every row of `data`; `teacher` outputs are matched by id.
+pub fn evaluate(student: &Mlp, data: &DataSource, teacher: Option<&TeacherOutputs>, progress: &dyn Progress) -> Result<EvalReport> {
+    let k = student.num_classes();
+    if let Some(t) = teacher {
+        if t.logits.ncols() != k {
+            return Err(Error::Config(format!("--labels have {} classes, the student has {k}", t.logits.ncols())));
+        }
+    }
+    let index: Option<HashMap<u64, usize>> = teacher.map(TeacherOutputs::id_index);
+    let (mut rows, mut labeled, mut errors, mut nll) = (0u64, 0u64, 0u64, 0f64);
+    let (mut t_rows, mut agree, mut kl, mut t_labeled, mut t_errors) = (0u64, 0u64, 0f64, 0u64, 0u64);
+    let mut cal = Calibration::default();
+    let mut t_cal = Calibration::default();
+    let mut probs = vec![0f32; k];
+    progress.begin("eval", Some(data.rows()));
+    for batch in data.batches(4096) {
+        let batch = batch?;
+        if batch.width != student.input_dim() {
+            return Err(Error::data(
+                &batch.file,
+                format!("column '{}' has {} values per row, the student expects {}", data.input_name(), batch.width, student.input_dim()),
+            ));
+        }
+        let x = Array2::from_shape_vec((batch.len(), batch.width), batch.input_f32()).map_err(|e| Error::Internal(e.to_string()))?;
+        let logits = student.forward(x.view());
+        for (i, z) in logits.axis_iter(Axis(0)).enumerate() {
+            let z = z.to_vec();
+            let pred = argmax(&z).unwrap_or(0);
+            rows += 1;
+            if let Some(y) = batch.labels[i] {
+                if y < 0 || y as usize >= k {
+                    return Err(Error::data(
+                        &batch.file,
+                        format!("column '{}', row {}: label {y} is outside [0, {k})", data.label_column().unwrap_or("label"), batch.first_row + i as u64),
+                    ));
+                }
+                labeled += 1;
+                softmax_t(&z, 1.0, &mut probs);
+                errors += u64::from(pred != y as usize);
+                nll -= f64::from(probs[y as usize].max(f32::MIN_POSITIVE)).ln();
+                cal.add(f64::from(probs[pred]), pred == y as usize);
+            }
+            if let (Some(t), Some(ix)) = (teacher, &index) {
+                if let Some(&r) = ix.get(&batch.ids[i]) {
+                    let tz = t.logits.row(r).to_vec();
+                    let tpred = argmax(&tz).unwrap_or(0);
+                    t_rows += 1;
+                    agree += u64::from(tpred == pred);
+                    kl += kl_t(&tz, &z, 1.0);
+                    if let Some(y) = batch.labels[i] {
+                        t_labeled += 1;
+                        t_errors += u64::from(tpred != y as usize);
+                        softmax_t(&tz, 1.0, &mut probs);
+                        t_cal.add(f64::from(probs[tpred]), tpred == y as usize);
+                    }
+                }
+            }
+        }
+        progress.advance(batch.len() as u64);
+    }
+    progress.end();
+    if teacher.is_some() && t_rows == 0 {
+        return Err(Error::Config("--labels share no ids with --data: they describe other rows".into()));
+    }
+    let frac = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+    Ok(EvalReport {
+        rows,
+        labeled_rows: labeled,
+        accuracy: frac(labeled - errors, labeled),
+        errors: (labeled > 0).then_some(errors),
+        ece: cal.ece(),
+        nll: (labeled > 0).then(|| nll / labeled as f64),
+        teacher_rows: teacher.map(|_| t_rows),
+        teacher_agreement: teacher.and(frac(agree, t_rows)),
+        kl_to_teacher: teacher.and((t_rows > 0).then(|| kl / t_rows as f64)),
+        teacher_accuracy: teacher.and(frac(t_labeled - t_errors, t_labeled)),
+        teacher_errors: teacher.and((t_labeled > 0).then_some(t_errors)),
+        teacher_ece: teacher.and(t_cal.ece()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ece_of_perfectly_calibrated_bins_is_zero_and_of_overconfidence_positive() {
+        let mut c = Calibration::default();
+        // 10 predictions at confidence 0.7, 7 correct: calibrated.
+        for i in 0..10 {
+            c.add(0.7, i < 7);
+        }
+        assert!(c.ece().unwrap() < 1e-12);
+        let mut o = Calibration::default();
+        for _ in 0..10 {
+            o.add(0.99, false);
+        }
+        assert!((o.ece().unwrap() - 0.99).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,27 @@
+//! The `softlabel` command: parse, set up logging, dispatch, map errors to exit codes.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = match cli::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    cli::init_logging(args.verbose, args.quiet);
+    match cli::dispatch(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            let code = err.downcast_ref::<softlabel::Error>().map_or(2, softlabel::Error::exit_code);
+            ExitCode::from(code as u8)
+        }
+    }
+}

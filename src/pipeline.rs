@@ -1,0 +1,378 @@
+//! Pipeline files (`softlabel run PIPELINE.toml`): precompute the train and test splits, train a
+//! student, evaluate it. Relative paths resolve against the pipeline file's folder.
+//!
+//! A complete soft-label dataset already in the output folder, made by the same teacher (sha256) from
+//! the same data (fingerprint) at the same temperature, is reused: the teacher pass is paid once.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{DataSource, DataSpec};
+use crate::error::{Error, Result};
+use crate::eval::{evaluate, EvalReport};
+use crate::precompute::{precompute, PrecomputeSettings};
+use crate::progress::Progress;
+use crate::store::{Manifest, SoftLabels, WriterOptions};
+use crate::student::{self, Adam, LrSchedule, Optimizer, Sgd, TrainSettings};
+use crate::teacher::TeacherOptions;
+
+/// One column name or several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Columns {
+    /// A list column (or one scalar column).
+    One(String),
+    /// Several scalar columns.
+    Many(Vec<String>),
+}
+
+impl Columns {
+    /// As a list.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Columns::One(c) => vec![c.clone()],
+            Columns::Many(c) => c.clone(),
+        }
+    }
+}
+
+/// `[data]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct DataSection {
+    /// Training (transfer) set: Parquet file or folder.
+    pub train: PathBuf,
+    /// Test set: Parquet file or folder.
+    pub test: PathBuf,
+    /// Input column(s).
+    #[serde(default = "default_input")]
+    pub input_column: Columns,
+    /// Label column (default: `label` when present).
+    pub label_column: Option<String>,
+    /// Id column (default: `id` when present, else row index).
+    pub id_column: Option<String>,
+}
+
+fn default_input() -> Columns {
+    Columns::One("input".into())
+}
+
+/// `[teacher]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct TeacherSection {
+    /// The ONNX model.
+    pub model: PathBuf,
+    /// Temperature of the stored `soft` column.
+    pub temperature: f32,
+    /// Rows per inference call.
+    #[serde(default = "default_teacher_batch")]
+    pub batch_size: usize,
+    /// ONNX Runtime intra-op threads (0: all cores).
+    #[serde(default)]
+    pub threads: usize,
+    /// Class names.
+    pub class_names: Option<Vec<String>>,
+}
+
+fn default_teacher_batch() -> usize {
+    256
+}
+
+/// The optimizer's name in pipeline files and on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// SGD with momentum.
+    Sgd,
+    /// Adam (AdamW with --weight-decay).
+    Adam,
+}
+
+/// `[student]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct StudentSection {
+    /// Hidden layer sizes.
+    #[serde(default = "default_hidden")]
+    pub hidden: Vec<usize>,
+    /// Epochs.
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Rows per step.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Optimizer.
+    #[serde(default = "default_optimizer")]
+    pub optimizer: OptimizerKind,
+    /// Learning rate (default: 1e-3 for Adam, 0.1 for SGD).
+    pub lr: Option<f32>,
+    /// SGD momentum.
+    #[serde(default = "default_momentum")]
+    pub momentum: f32,
+    /// Weight decay.
+    #[serde(default)]
+    pub weight_decay: f32,
+    /// Learning-rate schedule.
+    #[serde(default)]
+    pub schedule: LrSchedule,
+    /// Warm-up epochs.
+    #[serde(default)]
+    pub warmup_epochs: f32,
+    /// Weight of the distillation term.
+    #[serde(default = "default_alpha")]
+    pub alpha: f32,
+    /// Distillation temperature (default: the labels').
+    pub temperature: Option<f32>,
+    /// Seed.
+    #[serde(default)]
+    pub seed: u64,
+    /// Gradient-norm clipping.
+    pub clip_norm: Option<f32>,
+    /// Training threads (0: all cores).
+    #[serde(default)]
+    pub threads: usize,
+}
+
+fn default_hidden() -> Vec<usize> {
+    vec![800, 800]
+}
+fn default_epochs() -> usize {
+    20
+}
+fn default_batch() -> usize {
+    128
+}
+fn default_optimizer() -> OptimizerKind {
+    OptimizerKind::Adam
+}
+fn default_momentum() -> f32 {
+    0.9
+}
+fn default_alpha() -> f32 {
+    0.9
+}
+
+/// Builds the optimizer from its name and hyper-parameters.
+pub fn optimizer(kind: OptimizerKind, lr: Option<f32>, momentum: f32, weight_decay: f32) -> Optimizer {
+    match kind {
+        OptimizerKind::Sgd => Optimizer::Sgd(Sgd { lr: lr.unwrap_or(0.1), momentum, weight_decay, ..Default::default() }),
+        OptimizerKind::Adam => Optimizer::Adam(Adam { lr: lr.unwrap_or(1e-3), weight_decay, ..Default::default() }),
+    }
+}
+
+impl StudentSection {
+    /// The training settings this section describes.
+    pub fn settings(&self) -> TrainSettings {
+        TrainSettings {
+            hidden: self.hidden.clone(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            optimizer: optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay),
+            schedule: self.schedule,
+            warmup_epochs: self.warmup_epochs,
+            alpha: self.alpha,
+            temperature: self.temperature,
+            seed: self.seed,
+            clip_norm: self.clip_norm,
+        }
+    }
+}
+
+/// `[output]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct OutputSection {
+    /// Folder for labels, student and report.
+    pub dir: PathBuf,
+}
+
+/// A whole pipeline file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Pipeline {
+    /// Datasets.
+    pub data: DataSection,
+    /// Teacher and precompute.
+    pub teacher: TeacherSection,
+    /// Student and training.
+    pub student: StudentSection,
+    /// Output.
+    pub output: OutputSection,
+}
+
+impl Pipeline {
+    /// Reads and validates a pipeline file; relative paths become relative to its folder.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut p: Pipeline =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for f in [&mut p.data.train, &mut p.data.test, &mut p.teacher.model, &mut p.output.dir] {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+        crate::precompute::check_temperature(p.teacher.temperature)
+            .map_err(|e| Error::Config(format!("{}: [teacher] {e}", path.display())))?;
+        p.student.settings().validate().map_err(|e| Error::Config(format!("{}: [student] {e}", path.display())))?;
+        Ok(p)
+    }
+
+    fn spec(&self) -> DataSpec {
+        DataSpec {
+            input: self.data.input_column.to_vec(),
+            label_column: self.data.label_column.clone(),
+            id_column: self.data.id_column.clone(),
+        }
+    }
+}
+
+/// What `run` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The teacher file.
+    pub teacher: String,
+    /// Its sha256.
+    pub teacher_sha256: String,
+    /// Temperature of the labels.
+    pub temperature: f32,
+    /// Where the train labels are, and whether they were reused.
+    pub train_labels: String,
+    /// Whether the train labels were reused from an earlier run.
+    pub train_labels_reused: bool,
+    /// Teacher pass seconds (0 when reused).
+    pub precompute_seconds: f64,
+    /// The student folder.
+    pub student: String,
+    /// `[input, hidden..., classes]`.
+    pub student_dims: Vec<usize>,
+    /// Trainable parameters.
+    pub student_parameters: usize,
+    /// Training seconds.
+    pub train_seconds: f64,
+    /// Student on the test set, with the teacher's outputs for comparison.
+    pub test: EvalReport,
+}
+
+/// Reuses `out` if it is a complete dataset matching these settings, else (re)computes it.
+fn labels_for(
+    p: &Pipeline,
+    data: &Path,
+    out: &Path,
+    teacher_sha: &str,
+    progress: &dyn Progress,
+) -> Result<(SoftLabels, bool, f64)> {
+    let spec = p.spec();
+    if let Ok(existing) = SoftLabels::open(out) {
+        let m: &Manifest = existing.manifest();
+        let fingerprint = DataSource::open(data, &spec)?.source_info()?.fingerprint;
+        if m.teacher.sha256 == teacher_sha && m.temperature == p.teacher.temperature && m.source.fingerprint == fingerprint && m.class_names == p.teacher.class_names {
+            tracing::info!(dir = %out.display(), "reusing soft labels");
+            return Ok((existing, true, 0.0));
+        }
+    }
+    let start = Instant::now();
+    let settings = PrecomputeSettings {
+        teacher: p.teacher.model.clone(),
+        data: data.to_path_buf(),
+        spec,
+        temperature: p.teacher.temperature,
+        out: out.to_path_buf(),
+        batch_size: p.teacher.batch_size,
+        teacher_options: TeacherOptions { threads: p.teacher.threads, ort_lib: None },
+        class_names: p.teacher.class_names.clone(),
+        writer: WriterOptions { overwrite: true, ..Default::default() },
+    };
+    precompute(&settings, progress)?;
+    Ok((SoftLabels::open(out)?, false, start.elapsed().as_secs_f64()))
+}
+
+/// Runs a whole pipeline. `ort_lib` overrides the ONNX Runtime library.
+pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Result<RunReport> {
+    let teacher_sha = crate::dataset::sha256_file(&p.teacher.model)?;
+    if let Some(lib) = ort_lib {
+        crate::teacher::environment(Some(lib))?;
+    }
+    let out = &p.output.dir;
+    let (train_labels, reused, pre_train) = labels_for(p, &p.data.train, &out.join("labels-train"), &teacher_sha, progress)?;
+    let (test_labels, _, pre_test) = labels_for(p, &p.data.test, &out.join("labels-test"), &teacher_sha, progress)?;
+
+    let settings = p.student.settings();
+    let data = train_labels.load()?;
+    let m = train_labels.manifest().clone();
+    let test_outputs = test_labels.load()?;
+    let val = student::train::ValSet {
+        inputs: test_outputs.inputs.clone(),
+        labels: test_outputs.labels.iter().map(|l| l.unwrap_or(-1)).collect(),
+    };
+    let has_val_labels = test_outputs.labels.iter().all(Option::is_some);
+    let start = Instant::now();
+    let trained = with_threads(p.student.threads, || {
+        student::train(&data, m.num_classes, m.temperature, &settings, has_val_labels.then_some(&val), train_labels.dir(), progress)
+    })??;
+    let train_seconds = start.elapsed().as_secs_f64();
+    let student_dir = out.join("student");
+    let mut info = student_info(&trained, &settings, &train_labels, train_seconds)?;
+    student::io::save(&student_dir, &trained.mlp, &mut info, &trained.log)?;
+
+    let test_source = DataSource::open(test_labels.dir(), &DataSpec::new(crate::store::columns::INPUT))?;
+    let test = evaluate(&trained.mlp, &test_source, Some(&test_outputs), progress)?;
+    Ok(RunReport {
+        teacher: p.teacher.model.display().to_string(),
+        teacher_sha256: teacher_sha,
+        temperature: m.temperature,
+        train_labels: train_labels.dir().display().to_string(),
+        train_labels_reused: reused,
+        precompute_seconds: pre_train + pre_test,
+        student: student_dir.display().to_string(),
+        student_dims: trained.mlp.dims(),
+        student_parameters: trained.mlp.num_parameters(),
+        train_seconds,
+        test,
+    })
+}
+
+/// Runs `f` on a rayon pool of `threads` threads (0: the global pool).
+pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> Result<T> {
+    if threads == 0 {
+        return Ok(f());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Internal(format!("thread pool: {e}")))?;
+    Ok(pool.install(f))
+}
+
+/// The description saved next to a trained student.
+pub fn student_info(
+    trained: &student::TrainedStudent,
+    settings: &TrainSettings,
+    labels: &SoftLabels,
+    train_seconds: f64,
+) -> Result<student::StudentInfo> {
+    let m = labels.manifest();
+    Ok(student::StudentInfo {
+        format: "softlabel-student".into(),
+        version: 1,
+        created_by: format!("softlabel {}", env!("CARGO_PKG_VERSION")),
+        dims: trained.mlp.dims(),
+        activation: "relu".into(),
+        input_column: m.input.source_column.clone(),
+        input_dtype: m.input.dtype,
+        input_shape: m.input.shape.clone(),
+        class_names: m.class_names.clone(),
+        settings: settings.clone(),
+        temperature: trained.temperature,
+        labels_dir: labels.dir().display().to_string(),
+        labels_manifest_sha256: labels.manifest_sha256()?,
+        teacher_sha256: m.teacher.sha256.clone(),
+        train_rows: m.rows,
+        final_epoch: trained.log.last().cloned(),
+        train_seconds,
+        weights_sha256: String::new(),
+    })
+}

@@ -1,0 +1,225 @@
+//! `precompute`: run the teacher over a dataset and write a soft-label dataset.
+//!
+//! Three stages overlap, joined by bounded channels: a reader thread decodes Parquet batches, the
+//! calling thread runs ONNX Runtime, and a writer thread softens, encodes and writes parts.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+
+use arrow_array::ArrayRef;
+
+use crate::dataset::{Batch, DataSource, DataSpec};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::store::{InputInfo, Manifest, SoftLabelWriter, TeacherInfo, WriterOptions, FORMAT, SCHEMA_VERSION};
+use crate::teacher::{Teacher, TeacherOptions};
+
+/// Everything `precompute` needs, validated by [`PrecomputeSettings::validate`] before any model loads.
+#[derive(Debug, Clone)]
+pub struct PrecomputeSettings {
+    /// The ONNX teacher.
+    pub teacher: PathBuf,
+    /// A Parquet file or folder.
+    pub data: PathBuf,
+    /// Which columns hold what.
+    pub spec: DataSpec,
+    /// Softmax temperature for the `soft` column.
+    pub temperature: f32,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Rows per inference call.
+    pub batch_size: usize,
+    /// ONNX Runtime threads and library.
+    pub teacher_options: TeacherOptions,
+    /// Class names, when known.
+    pub class_names: Option<Vec<String>>,
+    /// Part size, compression, overwrite.
+    pub writer: WriterOptions,
+}
+
+/// Checks a temperature: finite and > 0.
+pub fn check_temperature(t: f32) -> Result<()> {
+    if t.is_finite() && t > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("temperature must be finite and > 0, got {t}")))
+    }
+}
+
+impl PrecomputeSettings {
+    /// Checks the settings that need no file.
+    pub fn validate(&self) -> Result<()> {
+        check_temperature(self.temperature)?;
+        if self.batch_size == 0 {
+            return Err(Error::Config("--batch-size must be > 0".into()));
+        }
+        if let Some(names) = &self.class_names {
+            if names.iter().any(|n| n.is_empty()) {
+                return Err(Error::Config("--class-names has an empty name".into()));
+            }
+        }
+        self.spec.validate()
+    }
+}
+
+struct Scored {
+    ids: Vec<u64>,
+    labels: Vec<Option<i64>>,
+    input: ArrayRef,
+    logits: Vec<f32>,
+}
+
+/// What the inference stage sends the writer: the writer finishes the dataset only on `Done`, so a
+/// failure anywhere upstream never produces a manifest.
+enum ToWriter {
+    Rows(Scored),
+    Done,
+}
+
+/// Runs the teacher over `settings.data` and writes the dataset; returns its manifest.
+pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Result<Manifest> {
+    settings.validate()?;
+    let source = DataSource::open(&settings.data, &settings.spec)?;
+    let mut teacher = Teacher::load(&settings.teacher, &settings.teacher_options)?;
+    if source.rows() == 0 {
+        return Err(Error::data(&settings.data, "dataset has zero rows"));
+    }
+    // The width comes from the schema when fixed, else from the first batch.
+    let width = match source.width() {
+        Some(w) => w,
+        None => match source.batches(1).next() {
+            Some(b) => b?.width,
+            None => return Err(Error::data(&settings.data, "dataset has zero rows")),
+        },
+    };
+    let column = source.input_name();
+    let row_shape = teacher.row_shape(width, &column)?;
+    let source_info = source.source_info()?;
+
+    // One tiny inference call learns K before any output exists (models often leave it dynamic).
+    let first = source.batches(1).next().ok_or_else(|| Error::data(&settings.data, "dataset has zero rows"))??;
+    check_width(&first, width, &column)?;
+    let (_, num_classes) = teacher.run(&first, &row_shape)?;
+    if let Some(names) = &settings.class_names {
+        if names.len() != num_classes {
+            return Err(Error::Config(format!(
+                "--class-names lists {} names, teacher {} has {num_classes} classes",
+                names.len(),
+                settings.teacher.display()
+            )));
+        }
+    }
+    let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        schema_version: SCHEMA_VERSION.into(),
+        created_by: format!("softlabel {}", env!("CARGO_PKG_VERSION")),
+        temperature: settings.temperature,
+        num_classes,
+        class_names: settings.class_names.clone(),
+        teacher: TeacherInfo {
+            file: file_name(&settings.teacher),
+            sha256: teacher.sha256().to_string(),
+            input_name: teacher.input_name().to_string(),
+            input_shape: teacher.input_shape().to_vec(),
+            output_name: teacher.output_name().to_string(),
+        },
+        input: InputInfo { source_column: column.clone(), dtype: source.element_type(), width, shape: row_shape.clone() },
+        label_column: source.label_column().map(str::to_string),
+        id_column: source.id_column().map(str::to_string),
+        source: source_info,
+        rows: 0,
+        labeled_rows: 0,
+        parts: Vec::new(),
+    };
+    let mut writer = SoftLabelWriter::create(&settings.out, manifest, settings.writer.clone())?;
+
+    progress.begin("precompute", Some(source.rows()));
+    let result = std::thread::scope(|scope| -> Result<Manifest> {
+        let (batch_tx, batch_rx) = sync_channel::<Result<Batch>>(2);
+        let (scored_tx, scored_rx) = sync_channel::<ToWriter>(2);
+        let source = &source;
+        let batch_size = settings.batch_size;
+        scope.spawn(move || {
+            for b in source.batches(batch_size) {
+                let stop = b.is_err();
+                if batch_tx.send(b).is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let writer_thread = scope.spawn(move || -> Result<Manifest> {
+            for msg in scored_rx {
+                match msg {
+                    ToWriter::Rows(s) => {
+                        writer.write(&s.ids, &s.labels, &s.input, &s.logits)?;
+                        progress.advance(s.ids.len() as u64);
+                    }
+                    ToWriter::Done => return writer.finish(),
+                }
+            }
+            Err(Error::Internal("precompute stopped before the last batch".into()))
+        });
+
+        let mut seen: HashSet<u64> = HashSet::with_capacity(source.rows() as usize);
+        let infer = (|| -> Result<()> {
+            for batch in batch_rx {
+                let batch = batch?;
+                check_width(&batch, width, &column)?;
+                let id_col = source.id_column().unwrap_or("(row index)");
+                for (i, id) in batch.ids.iter().enumerate() {
+                    if !seen.insert(*id) {
+                        return Err(Error::data(
+                            &batch.file,
+                            format!("column '{id_col}', row {}: duplicate id {id}", batch.first_row + i as u64),
+                        ));
+                    }
+                }
+                let (logits, k) = teacher.run(&batch, &row_shape)?;
+                if k != num_classes {
+                    return Err(Error::model(teacher.path(), format!("output has {k} classes, earlier batches had {num_classes}")));
+                }
+                if let Some(pos) = logits.iter().position(|z| !z.is_finite()) {
+                    return Err(Error::model(
+                        teacher.path(),
+                        format!(
+                            "teacher produced a non-finite logit ({}) for {}, row {} (id {})",
+                            logits[pos],
+                            batch.file.display(),
+                            batch.first_row + (pos / k) as u64,
+                            batch.ids[pos / k]
+                        ),
+                    ));
+                }
+                let scored = Scored { ids: batch.ids, labels: batch.labels, input: batch.input, logits };
+                if scored_tx.send(ToWriter::Rows(scored)).is_err() {
+                    break; // the writer failed; its error is returned below
+                }
+            }
+            Ok(())
+        })();
+        if infer.is_ok() {
+            let _ = scored_tx.send(ToWriter::Done);
+        }
+        drop(scored_tx);
+        if let Err(e) = infer {
+            // Dropping the channel ends the writer; its unfinished part is removed and no manifest written.
+            let _ = writer_thread.join();
+            return Err(e);
+        }
+        writer_thread.join().map_err(|_| Error::Internal("writer thread panicked".into()))?
+    });
+    progress.end();
+    result
+}
+
+fn check_width(batch: &Batch, width: usize, column: &str) -> Result<()> {
+    if batch.width != width {
+        return Err(Error::data(
+            &batch.file,
+            format!("column '{column}', row {}: rows have {} values, earlier rows have {width}", batch.first_row, batch.width),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Temperature softmax and friends: pure functions over one row of logits.
+//!
+//! All reductions run in f64, so a softened probability is the correctly rounded f32 of the exact value
+//! for the class counts softlabel meets (the stored `soft` column matches a float64 numpy recomputation
+//! to ~1e-7).
+
+/// log(sum_j exp(z_j / t)), computed stably (max subtracted first).
+pub fn logsumexp_t(logits: &[f32], t: f32) -> f64 {
+    let t = f64::from(t);
+    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &z| m.max(f64::from(z) / t));
+    if !max.is_finite() {
+        return max;
+    }
+    let sum: f64 = logits.iter().map(|&z| (f64::from(z) / t - max).exp()).sum();
+    max + sum.ln()
+}
+
+/// Writes softmax(logits / t) into `out`.
+pub fn softmax_t(logits: &[f32], t: f32, out: &mut [f32]) {
+    debug_assert_eq!(logits.len(), out.len());
+    let lse = logsumexp_t(logits, t);
+    let t = f64::from(t);
+    for (o, &z) in out.iter_mut().zip(logits) {
+        *o = (f64::from(z) / t - lse).exp() as f32;
+    }
+}
+
+/// Writes log_softmax(logits / t) into `out`.
+pub fn log_softmax_t(logits: &[f32], t: f32, out: &mut [f32]) {
+    debug_assert_eq!(logits.len(), out.len());
+    let lse = logsumexp_t(logits, t);
+    let t = f64::from(t);
+    for (o, &z) in out.iter_mut().zip(logits) {
+        *o = (f64::from(z) / t - lse) as f32;
+    }
+}
+
+/// Index of the largest value (the first one on ties); `None` for an empty row.
+pub fn argmax(row: &[f32]) -> Option<usize> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in row.iter().enumerate() {
+        match best {
+            Some((_, b)) if !(v > b) => {}
+            _ => best = Some((i, v)),
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// KL(p || q) in nats for p = softmax(p_logits / t), q = softmax(q_logits / t).
+pub fn kl_t(p_logits: &[f32], q_logits: &[f32], t: f32) -> f64 {
+    let lp = logsumexp_t(p_logits, t);
+    let lq = logsumexp_t(q_logits, t);
+    let t = f64::from(t);
+    p_logits
+        .iter()
+        .zip(q_logits)
+        .map(|(&a, &b)| {
+            let log_p = f64::from(a) / t - lp;
+            let log_q = f64::from(b) / t - lq;
+            let p = log_p.exp();
+            if p == 0.0 {
+                0.0
+            } else {
+                p * (log_p - log_q)
+            }
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_is_shift_invariant() {
+        let z = [130.0f32, -5.0, 0.5, 42.0, 129.0];
+        for t in [0.5f32, 1.0, 4.0, 20.0] {
+            let mut p = [0f32; 5];
+            softmax_t(&z, t, &mut p);
+            let s: f32 = p.iter().sum();
+            assert!((s - 1.0).abs() < 1e-6, "t={t}: sum {s}");
+            let shifted: Vec<f32> = z.iter().map(|v| v - 1000.0).collect();
+            let mut q = [0f32; 5];
+            softmax_t(&shifted, t, &mut q);
+            for (a, b) in p.iter().zip(&q) {
+                assert!((a - b).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_matches_numpy_reference() {
+        // numpy: z = np.array([1., 2., 3.]); e = np.exp(z / 2); e / e.sum()
+        // -> [0.18632372, 0.30719589, 0.50648039]
+        let mut p = [0f32; 3];
+        softmax_t(&[1.0, 2.0, 3.0], 2.0, &mut p);
+        for (a, b) in p.iter().zip([0.18632372f32, 0.30719589, 0.50648039]) {
+            assert!((a - b).abs() < 1e-7, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn kl_is_zero_for_equal_and_positive_otherwise() {
+        let a = [1.0f32, -2.0, 3.5];
+        let b = [0.0f32, 1.0, 2.0];
+        assert!(kl_t(&a, &a, 3.0).abs() < 1e-12);
+        assert!(kl_t(&a, &b, 1.0) > 0.0);
+        assert!(kl_t(&b, &a, 7.0) > 0.0);
+    }
+
+    #[test]
+    fn argmax_first_on_ties_and_ignores_nan_start() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0]), Some(1));
+        assert_eq!(argmax(&[]), None);
+    }
+}

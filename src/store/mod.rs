@@ -1,0 +1,239 @@
+//! The soft-label dataset: a folder with `manifest.json` and `part-NNNNN.parquet` files.
+//! SCHEMA.md is the contract; this module is its implementation.
+
+mod reader;
+mod writer;
+
+pub use reader::{SoftLabels, TeacherOutputs};
+pub use writer::{write_atomic, SoftLabelWriter, WriterOptions};
+
+use std::path::Path;
+
+use arrow_schema::{DataType, Field, Schema};
+
+use crate::dataset::{ElementType, SourceInfo};
+use crate::error::{Error, Result};
+
+/// The schema version this build writes. Readers accept every version with the same major number.
+pub const SCHEMA_VERSION: &str = "1.0";
+/// The major schema version this build reads.
+pub const SCHEMA_MAJOR: u32 = 1;
+/// The manifest's file name inside a dataset folder.
+pub const MANIFEST: &str = "manifest.json";
+/// The value of the manifest's `format` field.
+pub const FORMAT: &str = "softlabel";
+
+/// Column names.
+pub mod columns {
+    /// Row id (uint64).
+    pub const ID: &str = "id";
+    /// Hard label (int64, nullable).
+    pub const LABEL: &str = "label";
+    /// The input row (fixed_size_list of the source's element type).
+    pub const INPUT: &str = "input";
+    /// Raw teacher logits (fixed_size_list<float32>[K]).
+    pub const LOGITS: &str = "logits";
+    /// softmax(logits / T) (fixed_size_list<float32>[K]).
+    pub const SOFT: &str = "soft";
+}
+
+/// What the dataset's teacher was.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherInfo {
+    /// The model's file name.
+    pub file: String,
+    /// sha256 of the model file.
+    pub sha256: String,
+    /// The input the data was fed to.
+    pub input_name: String,
+    /// The input shape the model declares (-1: dynamic).
+    pub input_shape: Vec<i64>,
+    /// The output read as logits.
+    pub output_name: String,
+}
+
+/// How the stored input looks and where it came from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputInfo {
+    /// The source column(s) the input was read from.
+    pub source_column: String,
+    /// Element type of the stored `input` column.
+    pub dtype: ElementType,
+    /// Values per row.
+    pub width: usize,
+    /// The per-row shape fed to the teacher (without the batch dimension).
+    pub shape: Vec<usize>,
+}
+
+/// One part file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartInfo {
+    /// File name inside the dataset folder.
+    pub file: String,
+    /// Rows in the part.
+    pub rows: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// sha256 of the file.
+    pub sha256: String,
+    /// Smallest id in the part.
+    pub min_id: u64,
+    /// Largest id in the part.
+    pub max_id: u64,
+}
+
+/// `manifest.json`: written last, atomically, so a folder with a manifest is a complete dataset.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always "softlabel".
+    pub format: String,
+    /// "MAJOR.MINOR".
+    pub schema_version: String,
+    /// "softlabel VERSION".
+    pub created_by: String,
+    /// The temperature `soft` was computed with.
+    pub temperature: f32,
+    /// K, the number of classes.
+    pub num_classes: usize,
+    /// Class names, when known.
+    pub class_names: Option<Vec<String>>,
+    /// The teacher.
+    pub teacher: TeacherInfo,
+    /// The stored input.
+    pub input: InputInfo,
+    /// The source's label column, if it had one.
+    pub label_column: Option<String>,
+    /// The source's id column (else ids are row indices in the source).
+    pub id_column: Option<String>,
+    /// The input data's identity.
+    pub source: SourceInfo,
+    /// Total rows.
+    pub rows: u64,
+    /// Rows with a label.
+    pub labeled_rows: u64,
+    /// The part files, in order.
+    pub parts: Vec<PartInfo>,
+}
+
+impl Manifest {
+    /// The Parquet key-value metadata every part carries (the manifest's fields, minus the parts list).
+    pub fn key_values(&self) -> Vec<(String, String)> {
+        let json = |v: &dyn erased::Json| v.to_json();
+        let mut kv = vec![
+            ("softlabel.schema_version".to_string(), self.schema_version.clone()),
+            ("softlabel.created_by".into(), self.created_by.clone()),
+            ("softlabel.temperature".into(), json(&self.temperature)),
+            ("softlabel.num_classes".into(), self.num_classes.to_string()),
+            ("softlabel.teacher_sha256".into(), self.teacher.sha256.clone()),
+            ("softlabel.teacher_file".into(), self.teacher.file.clone()),
+            ("softlabel.teacher".into(), json(&self.teacher)),
+            ("softlabel.input_shape".into(), json(&self.input.shape)),
+            ("softlabel.input".into(), json(&self.input)),
+            ("softlabel.source".into(), json(&self.source)),
+        ];
+        if let Some(names) = &self.class_names {
+            kv.push(("softlabel.class_names".into(), json(names)));
+        }
+        kv
+    }
+
+    /// The Arrow schema of every part, carrying [`Manifest::key_values`] as its metadata (so readers
+    /// that look at the embedded Arrow schema, like pyarrow's `schema.metadata`, see them too).
+    pub fn arrow_schema(&self) -> Schema {
+        part_schema(self.input.dtype, self.input.width, self.num_classes).with_metadata(self.key_values().into_iter().collect::<std::collections::HashMap<_, _>>())
+    }
+
+    /// Reads and checks `DIR/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(MANIFEST);
+        if !dir.is_dir() {
+            return Err(Error::dataset(dir, "no such soft-label dataset folder"));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::dataset(&path, "missing: the folder is not a complete soft-label dataset (an interrupted precompute leaves no manifest)")
+            } else {
+                Error::io(&path, e)
+            }
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::dataset(&path, format!("not valid JSON: {e}")))?;
+        // Check format and version before the fields, so a newer major version gets the right message.
+        if value.get("format").and_then(|v| v.as_str()) != Some(FORMAT) {
+            return Err(Error::dataset(&path, format!("field 'format' is not \"{FORMAT}\"")));
+        }
+        let version = value.get("schema_version").and_then(|v| v.as_str()).unwrap_or("");
+        let major: Option<u32> = version.split('.').next().and_then(|m| m.parse().ok());
+        match major {
+            Some(SCHEMA_MAJOR) => {}
+            Some(m) if m > SCHEMA_MAJOR => {
+                return Err(Error::dataset(
+                    &path,
+                    format!("schema version {version} is newer than this softlabel reads ({SCHEMA_VERSION}); upgrade softlabel"),
+                ))
+            }
+            _ => return Err(Error::dataset(&path, format!("unsupported schema version '{version}'"))),
+        }
+        let m: Manifest = serde_json::from_value(value).map_err(|e| Error::dataset(&path, format!("invalid manifest: {e}")))?;
+        m.validate(&path)?;
+        Ok(m)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |msg: String| Err(Error::dataset(path, msg));
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad(format!("temperature {} is not finite and > 0", self.temperature));
+        }
+        if self.num_classes == 0 {
+            return bad("num_classes is 0".into());
+        }
+        if let Some(names) = &self.class_names {
+            if names.len() != self.num_classes {
+                return bad(format!("{} class names for {} classes", names.len(), self.num_classes));
+            }
+        }
+        if self.input.shape.iter().product::<usize>() != self.input.width {
+            return bad(format!("input shape {:?} does not hold {} values", self.input.shape, self.input.width));
+        }
+        let total: u64 = self.parts.iter().map(|p| p.rows).sum();
+        if total != self.rows {
+            return bad(format!("parts hold {total} rows, manifest says {}", self.rows));
+        }
+        for p in &self.parts {
+            if p.file.contains('/') || p.file.contains('\\') || p.file.starts_with('.') {
+                return bad(format!("part name '{}' is not a plain file name", p.file));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The Arrow schema of a part.
+pub fn part_schema(input: ElementType, width: usize, classes: usize) -> Schema {
+    let list = |dt: DataType, n: usize| {
+        DataType::FixedSizeList(std::sync::Arc::new(Field::new("item", dt, false)), n as i32)
+    };
+    Schema::new(vec![
+        Field::new(columns::ID, DataType::UInt64, false),
+        Field::new(columns::LABEL, DataType::Int64, true),
+        Field::new(columns::INPUT, list(input.to_arrow(), width), false),
+        Field::new(columns::LOGITS, list(DataType::Float32, classes), false),
+        Field::new(columns::SOFT, list(DataType::Float32, classes), false),
+    ])
+}
+
+mod erased {
+    /// Serialises any value as compact JSON (a tiny object-safe wrapper for the key-value builder).
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Reading a soft-label dataset back, checking it against its manifest.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Int64Type, UInt64Type};
+use arrow_array::{Array, RecordBatch};
+use ndarray::Array2;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::{columns, Manifest};
+use crate::dataset::{numeric_to_f32, sha256_file};
+use crate::error::{Error, Result};
+
+/// An opened, checked soft-label dataset.
+#[derive(Debug, Clone)]
+pub struct SoftLabels {
+    dir: PathBuf,
+    manifest: Manifest,
+}
+
+/// Everything a student learns from, in memory.
+#[derive(Debug, Clone)]
+pub struct TeacherOutputs {
+    /// Row ids.
+    pub ids: Vec<u64>,
+    /// Hard labels (`None`: unlabeled).
+    pub labels: Vec<Option<i64>>,
+    /// Inputs as f32, `[rows, width]`.
+    pub inputs: Array2<f32>,
+    /// Raw teacher logits, `[rows, classes]`.
+    pub logits: Array2<f32>,
+}
+
+impl TeacherOutputs {
+    /// A map from id to row.
+    pub fn id_index(&self) -> HashMap<u64, usize> {
+        self.ids.iter().enumerate().map(|(i, &id)| (id, i)).collect()
+    }
+}
+
+impl SoftLabels {
+    /// Opens `dir`: reads the manifest and checks that every part exists with the recorded size and
+    /// sha256, so a missing, truncated or swapped part is caught before any work.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let manifest = Manifest::read(dir)?;
+        for part in &manifest.parts {
+            let path = dir.join(&part.file);
+            let meta = std::fs::metadata(&path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Error::dataset(&path, "part listed in manifest.json is missing")
+                } else {
+                    Error::io(&path, e)
+                }
+            })?;
+            if meta.len() != part.bytes {
+                return Err(Error::dataset(
+                    &path,
+                    format!("part has {} bytes, manifest.json says {}", meta.len(), part.bytes),
+                ));
+            }
+            let sha = sha256_file(&path)?;
+            if sha != part.sha256 {
+                return Err(Error::dataset(
+                    &path,
+                    format!("sha256 {sha} differs from manifest.json's {}: the part was changed or replaced", part.sha256),
+                ));
+            }
+        }
+        Ok(SoftLabels { dir: dir.to_path_buf(), manifest })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// sha256 of manifest.json's content (identifies exactly what a student learned from).
+    pub fn manifest_sha256(&self) -> Result<String> {
+        sha256_file(&self.dir.join(super::MANIFEST))
+    }
+
+    /// Reads every part into memory.
+    pub fn load(&self) -> Result<TeacherOutputs> {
+        let m = &self.manifest;
+        let (k, w) = (m.num_classes, m.input.width);
+        let rows = m.rows as usize;
+        let mut ids = Vec::with_capacity(rows);
+        let mut labels = Vec::with_capacity(rows);
+        let mut inputs = Vec::with_capacity(rows * w);
+        let mut logits = Vec::with_capacity(rows * k);
+        let expected = super::part_schema(m.input.dtype, m.input.width, m.num_classes);
+        for part in &m.parts {
+            let path = self.dir.join(&part.file);
+            let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|source| Error::Parquet { path: path.clone(), source })?;
+            for field in expected.fields() {
+                match builder.schema().field_with_name(field.name()) {
+                    Ok(f) if f.data_type() == field.data_type() => {}
+                    Ok(f) => {
+                        return Err(Error::dataset(
+                            &path,
+                            format!("column '{}' has type {}, manifest implies {}", f.name(), f.data_type(), field.data_type()),
+                        ))
+                    }
+                    Err(_) => return Err(Error::dataset(&path, format!("no column '{}'", field.name()))),
+                }
+            }
+            let reader = builder.with_batch_size(8192).build().map_err(|source| Error::Parquet { path: path.clone(), source })?;
+            let mut part_rows = 0u64;
+            for rb in reader {
+                let rb = rb.map_err(|e| Error::dataset(&path, format!("cannot decode rows after row {part_rows}: {e}")))?;
+                read_batch(&path, &rb, &mut ids, &mut labels, &mut inputs, &mut logits, part_rows)?;
+                part_rows += rb.num_rows() as u64;
+            }
+            if part_rows != part.rows {
+                return Err(Error::dataset(&path, format!("part has {part_rows} rows, manifest.json says {}", part.rows)));
+            }
+        }
+        let inputs = Array2::from_shape_vec((ids.len(), w), inputs).map_err(|e| Error::Internal(e.to_string()))?;
+        let logits = Array2::from_shape_vec((ids.len(), k), logits).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(TeacherOutputs { ids, labels, inputs, logits })
+    }
+}
+
+fn read_batch(
+    path: &Path,
+    rb: &RecordBatch,
+    ids: &mut Vec<u64>,
+    labels: &mut Vec<Option<i64>>,
+    inputs: &mut Vec<f32>,
+    logits: &mut Vec<f32>,
+    first_row: u64,
+) -> Result<()> {
+    let col = |name: &str| rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")));
+    let id = col(columns::ID)?.as_primitive::<UInt64Type>();
+    if id.null_count() > 0 {
+        let row = (0..id.len()).find(|&i| id.is_null(i)).unwrap_or(0) as u64 + first_row;
+        return Err(Error::dataset(path, format!("column 'id', row {row}: id is null")));
+    }
+    ids.extend_from_slice(id.values());
+    let label = col(columns::LABEL)?.as_primitive::<Int64Type>();
+    labels.extend((0..label.len()).map(|i| (!label.is_null(i)).then(|| label.value(i))));
+    for (name, out) in [(columns::INPUT, &mut *inputs), (columns::LOGITS, &mut *logits)] {
+        let list = col(name)?.as_fixed_size_list();
+        if list.null_count() > 0 {
+            let row = (0..list.len()).find(|&i| list.is_null(i)).unwrap_or(0) as u64 + first_row;
+            return Err(Error::dataset(path, format!("column '{name}', row {row}: value is null")));
+        }
+        let width = list.value_length() as usize;
+        let values = list.values().slice(list.value_offset_at(0), list.len() * width);
+        if name == columns::LOGITS {
+            let v = values.as_primitive::<Float32Type>().values();
+            if let Some(pos) = v.iter().position(|x| x.is_nan()) {
+                return Err(Error::dataset(path, format!("column 'logits', row {}: NaN logit", first_row + (pos / width) as u64)));
+            }
+            out.extend_from_slice(v);
+        } else {
+            out.extend(numeric_to_f32(values.as_ref()).ok_or_else(|| Error::dataset(path, "column 'input' is not numeric"))?);
+        }
+    }
+    Ok(())
+}

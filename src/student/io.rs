@@ -1,0 +1,213 @@
+//! The student on disk: `STUDENT_DIR/student.safetensors` (weights, PyTorch layout) and
+//! `STUDENT_DIR/student.json` (architecture, input, training settings, provenance, metrics).
+//!
+//! Tensor names: `layers.{i}.weight` `[out, in]` and `layers.{i}.bias` `[out]` as in `torch.nn.Linear`,
+//! plus `input.shift` and `input.scale` `[in]`: the model computes `(x - shift) * scale` first.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array1, Array2};
+
+use super::mlp::{Dense, Mlp};
+use super::train::{EpochLog, TrainSettings};
+use crate::dataset::{sha256_file, ElementType};
+use crate::error::{Error, Result};
+use crate::store::write_atomic;
+
+/// File names inside a student folder.
+pub const WEIGHTS: &str = "student.safetensors";
+/// The description file.
+pub const INFO: &str = "student.json";
+/// The per-epoch training log (JSON lines).
+pub const TRAIN_LOG: &str = "train_log.jsonl";
+
+/// What `student.json` says.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudentInfo {
+    /// Always "softlabel-student".
+    pub format: String,
+    /// Format version.
+    pub version: u32,
+    /// "softlabel VERSION".
+    pub created_by: String,
+    /// `[input, hidden..., classes]`.
+    pub dims: Vec<usize>,
+    /// Always "relu".
+    pub activation: String,
+    /// The raw input the student expects (the teacher's input column and type).
+    pub input_column: String,
+    /// Element type of the raw input in the labels it learned from.
+    pub input_dtype: ElementType,
+    /// Per-row shape.
+    pub input_shape: Vec<usize>,
+    /// Class names, when known.
+    pub class_names: Option<Vec<String>>,
+    /// The settings it was trained with.
+    pub settings: TrainSettings,
+    /// The temperature used.
+    pub temperature: f32,
+    /// The labels folder it learned from.
+    pub labels_dir: String,
+    /// sha256 of that folder's manifest.json.
+    pub labels_manifest_sha256: String,
+    /// The teacher's sha256 (from the labels).
+    pub teacher_sha256: String,
+    /// Rows trained on.
+    pub train_rows: u64,
+    /// The last epoch's log line.
+    pub final_epoch: Option<EpochLog>,
+    /// Wall time of training in seconds.
+    pub train_seconds: f64,
+    /// sha256 of student.safetensors.
+    pub weights_sha256: String,
+}
+
+/// A student folder loaded back.
+#[derive(Debug, Clone)]
+pub struct StudentFile {
+    /// The folder.
+    pub dir: PathBuf,
+    /// The network.
+    pub mlp: Mlp,
+    /// Its description.
+    pub info: StudentInfo,
+}
+
+fn tensors(mlp: &Mlp) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut out = vec![
+        ("input.shift".to_string(), vec![mlp.shift.len()], mlp.shift.to_vec()),
+        ("input.scale".to_string(), vec![mlp.scale.len()], mlp.scale.to_vec()),
+    ];
+    for (i, l) in mlp.layers.iter().enumerate() {
+        let wt = l.w.t();
+        out.push((format!("layers.{i}.weight"), vec![wt.nrows(), wt.ncols()], wt.iter().copied().collect()));
+        out.push((format!("layers.{i}.bias"), vec![l.b.len()], l.b.to_vec()));
+    }
+    out
+}
+
+/// Serialises `mlp` as a safetensors file with `metadata` in its header.
+pub fn to_safetensors(mlp: &Mlp, metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    let ts = tensors(mlp);
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::to_value(metadata).unwrap_or_default());
+    let mut offset = 0usize;
+    for (name, shape, data) in &ts {
+        let len = data.len() * 4;
+        header.insert(name.clone(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}));
+        offset += len;
+    }
+    let mut h = serde_json::to_vec(&header).unwrap_or_default();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + h.len() + offset);
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    for (_, _, data) in &ts {
+        for v in data {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Parses a safetensors file into an MLP with `dims`.
+pub fn from_safetensors(bytes: &[u8], dims: &[usize], path: &Path) -> Result<Mlp> {
+    let bad = |m: String| Error::dataset(path, m);
+    if bytes.len() < 8 {
+        return Err(bad("too short for a safetensors file".into()));
+    }
+    let hlen = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default()) as usize;
+    if hlen > bytes.len() - 8 {
+        return Err(bad("header length exceeds the file".into()));
+    }
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + hlen]).map_err(|e| bad(format!("invalid header: {e}")))?;
+    let data = &bytes[8 + hlen..];
+    let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+        let t = header.get(name).ok_or_else(|| bad(format!("no tensor '{name}'")))?;
+        if t.get("dtype").and_then(|d| d.as_str()) != Some("F32") {
+            return Err(bad(format!("tensor '{name}' is not F32")));
+        }
+        let got: Vec<usize> = t.get("shape").and_then(|s| serde_json::from_value(s.clone()).ok()).unwrap_or_default();
+        if got != shape {
+            return Err(bad(format!("tensor '{name}' has shape {got:?}, student.json implies {shape:?}")));
+        }
+        let off: Vec<usize> = t.get("data_offsets").and_then(|s| serde_json::from_value(s.clone()).ok()).unwrap_or_default();
+        let n: usize = shape.iter().product();
+        if off.len() != 2 || off[1] < off[0] || off[1] > data.len() || off[1] - off[0] != n * 4 {
+            return Err(bad(format!("tensor '{name}' has bad data offsets {off:?}")));
+        }
+        Ok(data[off[0]..off[1]].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    };
+    if dims.len() < 2 {
+        return Err(bad(format!("dims {dims:?} need at least input and output")));
+    }
+    let d = dims[0];
+    let shift = Array1::from(get("input.shift", &[d])?);
+    let scale = Array1::from(get("input.scale", &[d])?);
+    let mut layers = Vec::new();
+    for (i, io) in dims.windows(2).enumerate() {
+        let wt = Array2::from_shape_vec((io[1], io[0]), get(&format!("layers.{i}.weight"), &[io[1], io[0]])?)
+            .map_err(|e| bad(e.to_string()))?;
+        let b = Array1::from(get(&format!("layers.{i}.bias"), &[io[1]])?);
+        layers.push(Dense { w: wt.t().to_owned(), b });
+    }
+    Ok(Mlp { layers, shift, scale })
+}
+
+/// Writes a student folder: weights first, then student.json naming their hash (each atomically).
+pub fn save(dir: &Path, mlp: &Mlp, info: &mut StudentInfo, log: &[EpochLog]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), info.format.clone());
+    meta.insert("dims".to_string(), serde_json::to_string(&info.dims).unwrap_or_default());
+    meta.insert("created_by".to_string(), info.created_by.clone());
+    let bytes = to_safetensors(mlp, &meta);
+    let wpath = dir.join(WEIGHTS);
+    write_atomic(&wpath, &bytes)?;
+    info.weights_sha256 = sha256_file(&wpath)?;
+    let lines: String = log.iter().map(|l| serde_json::to_string(l).unwrap_or_default() + "\n").collect();
+    write_atomic(&dir.join(TRAIN_LOG), lines.as_bytes())?;
+    let json = serde_json::to_vec_pretty(info).map_err(|e| Error::Internal(e.to_string()))?;
+    write_atomic(&dir.join(INFO), &json)
+}
+
+/// Loads a student folder, checking the weights' hash against student.json.
+pub fn load(dir: &Path) -> Result<StudentFile> {
+    let ipath = dir.join(INFO);
+    let text = std::fs::read_to_string(&ipath).map_err(|e| Error::io(&ipath, e))?;
+    let info: StudentInfo = serde_json::from_str(&text).map_err(|e| Error::dataset(&ipath, format!("invalid student.json: {e}")))?;
+    if info.format != "softlabel-student" {
+        return Err(Error::dataset(&ipath, "not a softlabel student (field 'format')"));
+    }
+    let wpath = dir.join(WEIGHTS);
+    let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
+    let sha = crate::dataset::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    if sha != info.weights_sha256 {
+        return Err(Error::dataset(&wpath, "sha256 differs from student.json's weights_sha256: the weights were changed"));
+    }
+    let mlp = from_safetensors(&bytes, &info.dims, &wpath)?;
+    Ok(StudentFile { dir: dir.to_path_buf(), mlp, info })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn safetensors_round_trip() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut mlp = Mlp::init(&[5, 4, 3], &mut rng);
+        mlp.shift = Array1::from(vec![0.5; 5]);
+        let bytes = to_safetensors(&mlp, &BTreeMap::new());
+        let back = from_safetensors(&bytes, &[5, 4, 3], Path::new("x")).unwrap();
+        assert_eq!(mlp, back);
+        assert!(from_safetensors(&bytes, &[5, 3, 3], Path::new("x")).is_err());
+        assert!(from_safetensors(&bytes[..20], &[5, 4, 3], Path::new("x")).is_err());
+    }
+}

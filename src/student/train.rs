@@ -1,0 +1,476 @@
+//! The training loop: mini-batch distillation, data-parallel over rayon workers.
+//!
+//! Each batch is split into one contiguous chunk per worker; every worker runs forward and backward on
+//! its chunk into its own preallocated workspace (no allocation per step), the gradients are summed in
+//! a fixed order, and the optimizer updates the weights in parallel. Same seed and same thread count
+//! give bit-identical weights.
+
+use std::path::Path;
+use std::time::Instant;
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{s, Array1, Array2, ArrayView2, Zip};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use super::loss::kd_row;
+use super::mlp::{gather_scaled, Mlp};
+use super::optim::{LrSchedule, Optimizer};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::soften::{argmax, log_softmax_t, softmax_t};
+use crate::store::TeacherOutputs;
+
+/// Training settings; [`TrainSettings::validate`] runs before any data is read.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainSettings {
+    /// Hidden layer sizes.
+    pub hidden: Vec<usize>,
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Rows per step.
+    pub batch_size: usize,
+    /// Optimizer and its hyper-parameters.
+    pub optimizer: Optimizer,
+    /// Learning-rate schedule.
+    pub schedule: LrSchedule,
+    /// Linear warm-up, in epochs (may be fractional).
+    pub warmup_epochs: f32,
+    /// Weight of the distillation term (1: soft targets only, 0: hard labels only).
+    pub alpha: f32,
+    /// Distillation temperature; `None`: the one the labels were made with.
+    pub temperature: Option<f32>,
+    /// Seed for initialisation and shuffling.
+    pub seed: u64,
+    /// Clip the gradient's global L2 norm to this value.
+    pub clip_norm: Option<f32>,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            hidden: vec![800, 800],
+            epochs: 20,
+            batch_size: 128,
+            optimizer: Optimizer::Adam(Default::default()),
+            schedule: LrSchedule::Cosine,
+            warmup_epochs: 0.0,
+            alpha: 0.9,
+            temperature: None,
+            seed: 0,
+            clip_norm: None,
+        }
+    }
+}
+
+impl TrainSettings {
+    /// Checks every setting that needs no data.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if !(self.alpha.is_finite() && (0.0..=1.0).contains(&self.alpha)) {
+            return bad(format!("--alpha must be in [0, 1], got {}", self.alpha));
+        }
+        if let Some(t) = self.temperature {
+            crate::precompute::check_temperature(t)?;
+        }
+        if self.hidden.contains(&0) {
+            return bad("--hidden sizes must be > 0".into());
+        }
+        if self.epochs == 0 || self.batch_size == 0 {
+            return bad("--epochs and --batch-size must be > 0".into());
+        }
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
+            return bad(format!("--warmup-epochs must be >= 0, got {}", self.warmup_epochs));
+        }
+        if let Some(c) = self.clip_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return bad(format!("--clip-norm must be finite and > 0, got {c}"));
+            }
+        }
+        let lr = self.optimizer.lr();
+        if !(lr.is_finite() && lr > 0.0) {
+            return bad(format!("--lr must be finite and > 0, got {lr}"));
+        }
+        match self.optimizer {
+            Optimizer::Sgd(s) => {
+                if !(0.0..1.0).contains(&s.momentum) || !(s.weight_decay.is_finite() && s.weight_decay >= 0.0) {
+                    return bad("--momentum must be in [0, 1) and --weight-decay >= 0".into());
+                }
+            }
+            Optimizer::Adam(a) => {
+                if !(a.weight_decay.is_finite() && a.weight_decay >= 0.0) {
+                    return bad("--weight-decay must be >= 0".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line of the training log.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochLog {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean loss over the epoch's steps.
+    pub train_loss: f64,
+    /// Learning rate at the epoch's last step.
+    pub lr: f32,
+    /// Accuracy on the validation set, if one was given.
+    pub val_accuracy: Option<f64>,
+    /// Errors on the validation set.
+    pub val_errors: Option<u64>,
+    /// Wall time of the epoch (training and validation).
+    pub seconds: f64,
+}
+
+/// The result of [`train`].
+#[derive(Debug, Clone)]
+pub struct TrainedStudent {
+    /// The network.
+    pub mlp: Mlp,
+    /// Per-epoch log.
+    pub log: Vec<EpochLog>,
+    /// The temperature used.
+    pub temperature: f32,
+}
+
+/// Labelled rows to report accuracy on after each epoch.
+#[derive(Debug, Clone)]
+pub struct ValSet {
+    /// Raw inputs, `[rows, width]`.
+    pub inputs: Array2<f32>,
+    /// Labels.
+    pub labels: Vec<i64>,
+}
+
+impl ValSet {
+    /// Errors of `mlp` on this set.
+    pub fn errors(&self, mlp: &Mlp) -> u64 {
+        let logits = mlp.forward(self.inputs.view());
+        logits.rows().into_iter().zip(&self.labels).filter(|(r, &y)| argmax(r.as_slice().unwrap_or(&[])) != Some(y as usize)).count() as u64
+    }
+}
+
+/// Per-worker buffers, allocated once for the largest chunk.
+struct Workspace {
+    x: Array2<f32>,
+    acts: Vec<Array2<f32>>,
+    delta: Vec<Array2<f32>>,
+    gw: Vec<Array2<f32>>,
+    gb: Vec<Array1<f32>>,
+    loss: f64,
+    rows: usize,
+}
+
+impl Workspace {
+    fn new(mlp: &Mlp, cap: usize) -> Self {
+        Workspace {
+            x: Array2::zeros((cap, mlp.input_dim())),
+            acts: mlp.layers.iter().map(|l| Array2::zeros((cap, l.b.len()))).collect(),
+            delta: mlp.layers.iter().map(|l| Array2::zeros((cap, l.b.len()))).collect(),
+            gw: mlp.layers.iter().map(|l| Array2::zeros(l.w.raw_dim())).collect(),
+            gb: mlp.layers.iter().map(|l| Array1::zeros(l.b.len())).collect(),
+            loss: 0.0,
+            rows: 0,
+        }
+    }
+}
+
+struct Targets<'a> {
+    soft: &'a Array2<f32>,
+    log_soft: &'a Array2<f32>,
+    labels: &'a [Option<usize>],
+    t: f32,
+    alpha: f32,
+}
+
+/// Forward and backward for `idx` rows; gradients are scaled by `scale` (1 / batch rows).
+fn step_chunk(mlp: &Mlp, inputs: ArrayView2<f32>, idx: &[usize], tg: &Targets, scale: f32, ws: &mut Workspace) {
+    let m = idx.len();
+    ws.rows = m;
+    ws.loss = 0.0;
+    if m == 0 {
+        return;
+    }
+    gather_scaled(inputs, idx, &mlp.shift, &mlp.scale, &mut ws.x);
+    let last = mlp.layers.len() - 1;
+    for (l, layer) in mlp.layers.iter().enumerate() {
+        let (before, after) = ws.acts.split_at_mut(l);
+        let out = &mut after[0];
+        let input = if l == 0 { ws.x.slice(s![..m, ..]) } else { before[l - 1].slice(s![..m, ..]) };
+        let mut z = out.slice_mut(s![..m, ..]);
+        general_mat_mul(1.0, &input, &layer.w, 0.0, &mut z);
+        if l < last {
+            Zip::from(z.rows_mut()).for_each(|mut row| {
+                Zip::from(&mut row).and(&layer.b).for_each(|v, &b| *v = (*v + b).max(0.0));
+            });
+        } else {
+            z += &layer.b;
+        }
+    }
+    // Loss gradient at the logits.
+    let k = mlp.num_classes();
+    let logits = &ws.acts[last];
+    let dl = &mut ws.delta[last];
+    for (r, &i) in idx.iter().enumerate() {
+        let z = logits.row(r);
+        let mut g = dl.row_mut(r);
+        g.fill(0.0);
+        let (z, g) = (z.as_slice().unwrap_or(&[]), g.as_slice_mut().unwrap_or(&mut []));
+        if z.len() != k || g.len() != k {
+            continue;
+        }
+        let soft = tg.soft.row(i);
+        let log_soft = tg.log_soft.row(i);
+        ws.loss += kd_row(
+            z,
+            soft.as_slice().unwrap_or(&[]),
+            log_soft.as_slice().unwrap_or(&[]),
+            tg.labels[i],
+            tg.t,
+            tg.alpha,
+            scale,
+            g,
+        );
+    }
+    // Backward.
+    for l in (0..=last).rev() {
+        let layer = &mlp.layers[l];
+        let (dbefore, dafter) = ws.delta.split_at_mut(l);
+        let d = dafter[0].slice(s![..m, ..]);
+        let input = if l == 0 { ws.x.slice(s![..m, ..]) } else { ws.acts[l - 1].slice(s![..m, ..]) };
+        general_mat_mul(1.0, &input.t(), &d, 0.0, &mut ws.gw[l]);
+        ws.gb[l].fill(0.0);
+        for row in d.rows() {
+            ws.gb[l] += &row;
+        }
+        if l > 0 {
+            let mut prev = dbefore[l - 1].slice_mut(s![..m, ..]);
+            general_mat_mul(1.0, &d, &layer.w.t(), 0.0, &mut prev);
+            Zip::from(&mut prev).and(ws.acts[l - 1].slice(s![..m, ..])).for_each(|g, &a| {
+                if a <= 0.0 {
+                    *g = 0.0;
+                }
+            });
+        }
+    }
+}
+
+/// Trains a student on `data` (from a soft-label dataset at `origin`, named in errors).
+pub fn train(
+    data: &TeacherOutputs,
+    num_classes: usize,
+    label_temperature: f32,
+    settings: &TrainSettings,
+    val: Option<&ValSet>,
+    origin: &Path,
+    progress: &dyn Progress,
+) -> Result<TrainedStudent> {
+    settings.validate()?;
+    let n = data.ids.len();
+    if n == 0 {
+        return Err(Error::dataset(origin, "no rows to train on"));
+    }
+    let t = settings.temperature.unwrap_or(label_temperature);
+    let labels: Vec<Option<usize>> = data
+        .labels
+        .iter()
+        .zip(&data.ids)
+        .map(|(l, id)| match *l {
+            Some(y) if y < 0 || y as usize >= num_classes => Err(Error::dataset(
+                origin,
+                format!("column 'label', id {id}: label {y} is outside [0, {num_classes})"),
+            )),
+            Some(y) => Ok(Some(y as usize)),
+            None => Ok(None),
+        })
+        .collect::<Result<_>>()?;
+    if settings.alpha < 1.0 && labels.iter().all(Option::is_none) {
+        return Err(Error::Config(format!(
+            "--alpha {} needs hard labels, but {} has none; use --alpha 1",
+            settings.alpha,
+            origin.display()
+        )));
+    }
+
+    // The teacher's softened targets at T, computed once.
+    let mut soft = Array2::<f32>::zeros((n, num_classes));
+    let mut log_soft = Array2::<f32>::zeros((n, num_classes));
+    Zip::from(soft.rows_mut()).and(log_soft.rows_mut()).and(data.logits.rows()).par_for_each(|mut p, mut lp, z| {
+        let z = z.to_vec();
+        if let (Some(p), Some(lp)) = (p.as_slice_mut(), lp.as_slice_mut()) {
+            softmax_t(&z, t, p);
+            log_softmax_t(&z, t, lp);
+        }
+    });
+    let targets = Targets { soft: &soft, log_soft: &log_soft, labels: &labels, t, alpha: settings.alpha };
+
+    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
+    let mut dims = vec![data.inputs.ncols()];
+    dims.extend(&settings.hidden);
+    dims.push(num_classes);
+    let mut mlp = Mlp::init(&dims, &mut rng);
+    mlp.fit_input_scaling(data.inputs.view());
+
+    let workers = rayon::current_num_threads().max(1);
+    let batch = settings.batch_size.min(n);
+    let cap = batch.div_ceil(workers);
+    let mut spaces: Vec<Workspace> = (0..workers).map(|_| Workspace::new(&mlp, cap)).collect();
+    let mut state: Vec<[ndarray::ArrayD<f32>; 4]> = mlp
+        .layers
+        .iter()
+        .map(|l| {
+            let w = ndarray::ArrayD::zeros(l.w.shape());
+            let b = ndarray::ArrayD::zeros(l.b.shape());
+            [w.clone(), w, b.clone(), b]
+        })
+        .collect();
+
+    let steps_per_epoch = n.div_ceil(batch) as u64;
+    let total_steps = steps_per_epoch * settings.epochs as u64;
+    let warmup = (f64::from(settings.warmup_epochs) * steps_per_epoch as f64).round() as u64;
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut log = Vec::with_capacity(settings.epochs);
+    let mut global_step = 0u64;
+    progress.begin("train", Some(total_steps));
+    for epoch in 1..=settings.epochs {
+        let start = Instant::now();
+        order.shuffle(&mut rng);
+        let mut epoch_loss = 0f64;
+        let mut lr = 0f32;
+        for (step, idx) in order.chunks(batch).enumerate() {
+            let scale = 1.0 / idx.len() as f32;
+            let chunk = idx.len().div_ceil(workers);
+            spaces.par_iter_mut().enumerate().for_each(|(w, ws)| {
+                let lo = (w * chunk).min(idx.len());
+                let hi = ((w + 1) * chunk).min(idx.len());
+                step_chunk(&mlp, data.inputs.view(), &idx[lo..hi], &targets, scale, ws);
+            });
+            let (first, rest) = spaces.split_at_mut(1);
+            let acc = &mut first[0];
+            let loss: f64 = (acc.loss + rest.iter().map(|w| w.loss).sum::<f64>()) / idx.len() as f64;
+            if !loss.is_finite() {
+                progress.end();
+                return Err(Error::Diverged { epoch, step: step + 1, loss: loss as f32 });
+            }
+            epoch_loss += loss;
+            for other in rest.iter().filter(|w| w.rows > 0) {
+                for l in 0..mlp.layers.len() {
+                    Zip::from(&mut acc.gw[l]).and(&other.gw[l]).par_for_each(|a, &b| *a += b);
+                    acc.gb[l] += &other.gb[l];
+                }
+            }
+            if let Some(max_norm) = settings.clip_norm {
+                let sq: f64 = acc.gw.iter().map(|g| g.par_iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>()).sum::<f64>()
+                    + acc.gb.iter().map(|g| g.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>()).sum::<f64>();
+                let norm = sq.sqrt() as f32;
+                if norm > max_norm {
+                    let c = max_norm / norm;
+                    acc.gw.iter_mut().for_each(|g| g.par_mapv_inplace(|v| v * c));
+                    acc.gb.iter_mut().for_each(|g| g.mapv_inplace(|v| v * c));
+                }
+            }
+            global_step += 1;
+            lr = settings.schedule.rate(settings.optimizer.lr(), global_step - 1, total_steps, warmup);
+            for (l, layer) in mlp.layers.iter_mut().enumerate() {
+                let [mw, vw, mb, vb] = &mut state[l];
+                settings.optimizer.update(layer.w.view_mut().into_dyn(), acc.gw[l].view().into_dyn(), mw.view_mut(), vw.view_mut(), global_step, lr);
+                settings.optimizer.update(layer.b.view_mut().into_dyn(), acc.gb[l].view().into_dyn(), mb.view_mut(), vb.view_mut(), global_step, lr);
+            }
+            progress.advance(1);
+        }
+        let val_errors = val.map(|v| v.errors(&mlp));
+        let entry = EpochLog {
+            epoch,
+            train_loss: epoch_loss / steps_per_epoch as f64,
+            lr,
+            val_accuracy: val.zip(val_errors).map(|(v, e)| 1.0 - e as f64 / v.labels.len().max(1) as f64),
+            val_errors,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        tracing::info!(epoch, loss = entry.train_loss, val_errors = ?entry.val_errors, seconds = entry.seconds, "epoch done");
+        progress.message(&match entry.val_errors {
+            Some(e) => format!("epoch {epoch}: loss {:.4}, val errors {e}", entry.train_loss),
+            None => format!("epoch {epoch}: loss {:.4}", entry.train_loss),
+        });
+        log.push(entry);
+    }
+    progress.end();
+    Ok(TrainedStudent { mlp, log, temperature: t })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+
+    /// Finite-difference check of the whole network's gradient (loss summed over a small batch).
+    #[test]
+    fn backprop_matches_finite_differences() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (n, d, k) = (6, 5, 4);
+        let mut mlp = Mlp::init(&[d, 7, 6, k], &mut rng);
+        let inputs = Array2::from_shape_fn((n, d), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 5.0 - 1.0);
+        let teacher = Array2::from_shape_fn((n, k), |(i, j)| ((i * 5 + j * 13) % 17) as f32 - 8.0);
+        mlp.fit_input_scaling(inputs.view());
+        let t = 3.0;
+        let mut soft = Array2::zeros((n, k));
+        let mut log_soft = Array2::zeros((n, k));
+        for i in 0..n {
+            let z = teacher.row(i).to_vec();
+            softmax_t(&z, t, soft.row_mut(i).as_slice_mut().unwrap());
+            log_softmax_t(&z, t, log_soft.row_mut(i).as_slice_mut().unwrap());
+        }
+        let labels: Vec<Option<usize>> = (0..n).map(|i| if i == 2 { None } else { Some(i % k) }).collect();
+        let tg = Targets { soft: &soft, log_soft: &log_soft, labels: &labels, t, alpha: 0.6 };
+        let idx: Vec<usize> = (0..n).collect();
+        let loss_of = |m: &Mlp| {
+            let mut ws = Workspace::new(m, n);
+            step_chunk(m, inputs.view(), &idx, &tg, 1.0, &mut ws);
+            ws.loss
+        };
+        let mut ws = Workspace::new(&mlp, n);
+        step_chunk(&mlp, inputs.view(), &idx, &tg, 1.0, &mut ws);
+        let h = 1e-2f32;
+        for l in 0..mlp.layers.len() {
+            for &(i, j) in &[(0usize, 0usize), (1, 2), (3, 1)] {
+                let mut p = mlp.clone();
+                p.layers[l].w[[i, j]] += h;
+                let mut m = mlp.clone();
+                m.layers[l].w[[i, j]] -= h;
+                let fd = (loss_of(&p) - loss_of(&m)) / (2.0 * f64::from(h));
+                let g = f64::from(ws.gw[l][[i, j]]);
+                assert!((fd - g).abs() < 5e-3 * (1.0 + fd.abs()), "layer {l} w[{i},{j}]: fd {fd} vs {g}");
+            }
+            let mut p = mlp.clone();
+            p.layers[l].b[1] += h;
+            let mut m = mlp.clone();
+            m.layers[l].b[1] -= h;
+            let fd = (loss_of(&p) - loss_of(&m)) / (2.0 * f64::from(h));
+            let g = f64::from(ws.gb[l][1]);
+            assert!((fd - g).abs() < 5e-3 * (1.0 + fd.abs()), "layer {l} b[1]: fd {fd} vs {g}");
+        }
+    }
+
+    #[test]
+    fn same_seed_same_weights_and_nan_is_reported() {
+        let n = 64;
+        let inputs = Array2::from_shape_fn((n, 8), |(i, j)| ((i * 3 + j) % 7) as f32);
+        let logits = Array2::from_shape_fn((n, 3), |(i, j)| if (i % 3) == j { 5.0 } else { -1.0 });
+        let data = TeacherOutputs { ids: (0..n as u64).collect(), labels: (0..n).map(|i| Some((i % 3) as i64)).collect(), inputs, logits };
+        let s = TrainSettings { hidden: vec![16], epochs: 2, batch_size: 16, ..Default::default() };
+        let a = train(&data, 3, 2.0, &s, None, Path::new("mem"), &NoProgress).unwrap();
+        let b = train(&data, 3, 2.0, &s, None, Path::new("mem"), &NoProgress).unwrap();
+        assert_eq!(a.mlp, b.mlp);
+        assert!(a.log[1].train_loss < a.log[0].train_loss, "{:?}", a.log);
+
+        let huge = TrainSettings { optimizer: Optimizer::Sgd(crate::student::Sgd { lr: 1e30, ..Default::default() }), ..s };
+        match train(&data, 3, 2.0, &huge, None, Path::new("mem"), &NoProgress) {
+            Err(Error::Diverged { epoch, step, .. }) => assert!(epoch >= 1 && step >= 1),
+            other => panic!("expected divergence, got {other:?}"),
+        }
+    }
+}
