@@ -58,14 +58,14 @@ impl SoftLabels {
             if meta.len() != part.bytes {
                 return Err(Error::dataset(
                     &path,
-                    format!("part has {} bytes, manifest.json says {}", meta.len(), part.bytes),
+                    format!("part was changed or replaced: it has {} bytes, manifest.json says {}", meta.len(), part.bytes),
                 ));
             }
             let sha = sha256_file(&path)?;
             if sha != part.sha256 {
                 return Err(Error::dataset(
                     &path,
-                    format!("sha256 {sha} differs from manifest.json's {}: the part was changed or replaced", part.sha256),
+                    format!("part was changed or replaced: sha256 {sha}, manifest.json says {}", part.sha256),
                 ));
             }
         }

@@ -111,6 +111,7 @@ mod tests {
     fn zero_kl_when_student_equals_teacher() {
         let z = [1.0f32, -3.0, 0.25];
         let l = loss_only(&z, &z, None, 3.0, 1.0);
-        assert!(l.abs() < 1e-9, "{l}");
+        // Targets are stored as f32, so log p carries ~1e-7 relative rounding, times T^2 = 9.
+        assert!(l.abs() < 1e-6, "{l}");
     }
 }

@@ -1,0 +1,377 @@
+//! End-to-end tests of the `softlabel` binary against real ONNX Runtime and real Parquet files.
+//!
+//! Fixtures (small ONNX models built with the `onnx` package, Parquet files written by pyarrow) come
+//! from tests/fixtures/make_models.py; `make test` generates them and sets SOFTLABEL_FIXTURES.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use softlabel::store::SoftLabels;
+
+fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("SOFTLABEL_FIXTURES").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fixtures")
+    });
+    assert!(
+        dir.join("linear.json").is_file(),
+        "test fixtures missing in {}: run `make test` (it runs tests/fixtures/make_models.py first)",
+        dir.display()
+    );
+    dir
+}
+
+fn fx(name: &str) -> PathBuf {
+    fixtures().join(name)
+}
+
+fn softlabel(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args).arg("--quiet").output().expect("run softlabel")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The fixture teacher's parameters (linear.json) and the expected logits x @ W + b (f64 reference).
+struct Linear {
+    w: Vec<Vec<f64>>,
+    b: Vec<f64>,
+}
+
+impl Linear {
+    fn load() -> Self {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fx("linear.json")).unwrap()).unwrap();
+        let w = v["W"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()).collect();
+        let b = v["B"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        Linear { w, b }
+    }
+    fn logits(&self, x: &[f32]) -> Vec<f64> {
+        (0..self.b.len()).map(|k| self.b[k] + x.iter().enumerate().map(|(d, &v)| f64::from(v) * self.w[d][k]).sum::<f64>()).collect()
+    }
+}
+
+fn precompute(teacher: &str, data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["precompute", "--teacher", teacher, "--data", s(data), "--temperature", "2", "--out", s(out)];
+    args.extend_from_slice(extra);
+    softlabel(&args)
+}
+
+fn assert_ok(o: &Output) {
+    assert!(o.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+}
+
+/// Checks every stored logit against the f64 reference within 1e-5, and soft = softmax(logits / 2).
+fn check_against_reference(out: &Path, expect_rows: usize) {
+    let lin = Linear::load();
+    let ds = SoftLabels::open(out).unwrap();
+    let data = ds.load().unwrap();
+    assert_eq!(data.ids.len(), expect_rows);
+    for (i, row) in data.inputs.rows().into_iter().enumerate() {
+        let expected = lin.logits(row.as_slice().unwrap());
+        for (k, e) in expected.iter().enumerate() {
+            let got = f64::from(data.logits[[i, k]]);
+            assert!((got - e).abs() < 1e-5 * (1.0 + e.abs()), "row {i} class {k}: {got} vs reference {e}");
+        }
+    }
+    assert_eq!(ds.manifest().temperature, 2.0);
+    assert_eq!(ds.manifest().num_classes, 3);
+}
+
+#[test]
+fn precompute_writes_exact_logits_and_a_complete_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("labels");
+    let o = precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &out, &["--batch-size", "37", "--rows-per-part", "64"]);
+    assert_ok(&o);
+    check_against_reference(&out, 200);
+    let ds = SoftLabels::open(&out).unwrap();
+    let m = ds.manifest();
+    // 200 rows at 64 per part: parts of 64, 64, 64, 8, named in order, ids preserved.
+    assert_eq!(m.parts.iter().map(|p| p.rows).collect::<Vec<_>>(), vec![64, 64, 64, 8]);
+    assert_eq!(m.parts[0].file, "part-00000.parquet");
+    let data = ds.load().unwrap();
+    assert_eq!(data.ids, (1000..1200).collect::<Vec<u64>>());
+    assert_eq!(m.labeled_rows, 200);
+    // No temporary files left behind.
+    let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+}
+
+#[test]
+fn precompute_accepts_every_input_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A folder of two files, a list<double> column, four scalar columns, and a teacher wanting [batch,1,2,2].
+    let cases: Vec<(&str, PathBuf, Vec<&str>)> = vec![
+        ("linear.onnx", fx("small_dir"), vec![]),
+        ("linear.onnx", fx("list_f64.parquet"), vec!["--input-column", "features"]),
+        ("linear.onnx", fx("scalars.parquet"), vec!["--input-column", "f0,f1,f2,f3"]),
+        ("linear_image.onnx", fx("small.parquet"), vec![]),
+        ("linear_fixed_batch.onnx", fx("small.parquet"), vec!["--batch-size", "7"]),
+    ];
+    for (i, (model, data, extra)) in cases.iter().enumerate() {
+        let out = tmp.path().join(format!("case{i}"));
+        let o = precompute(s(&fx(model)), data, &out, extra);
+        assert_ok(&o);
+        check_against_reference(&out, 200);
+    }
+}
+
+#[test]
+fn integer_inputs_reach_an_int64_teacher_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ints");
+    assert_ok(&precompute(s(&fx("linear_int64.onnx")), &fx("ints.parquet"), &out, &[]));
+    // The stored input keeps its int64 type; logits are W applied to those integers.
+    let m = SoftLabels::open(&out).unwrap();
+    assert_eq!(m.manifest().input.dtype, softlabel::dataset::ElementType::I64);
+    check_against_reference(&out, 200);
+}
+
+/// One bad input: the arguments, and fragments the error message must contain.
+struct Bad {
+    name: &'static str,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    expect: Vec<String>,
+}
+
+fn bad_precompute(name: &'static str, teacher: &str, data: &str, extra: &[&str], expect: &[&str]) -> Bad {
+    let mut args: Vec<String> = ["precompute", "--teacher", teacher, "--data", data, "--out", "OUT"].iter().map(|s| s.to_string()).collect();
+    if !extra.iter().any(|a| a.starts_with("--temperature")) {
+        args.extend(["--temperature".to_string(), "2".to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Bad { name, args, env: vec![], expect: expect.iter().map(|s| s.to_string()).collect() }
+}
+
+#[test]
+fn bad_input_exits_1_naming_file_column_and_row_and_leaves_no_dataset() {
+    let f = |n: &str| fx(n).to_str().unwrap().to_string();
+    let lin = f("linear.onnx");
+    let cases = vec![
+        bad_precompute("missing data file", &lin, "/nonexistent/data.parquet", &[], &["/nonexistent/data.parquet", "No such file"]),
+        bad_precompute("missing column", &lin, &f("small.parquet"), &["--input-column", "pixels"], &["small.parquet", "no column 'pixels'", "columns: id, input, label"]),
+        bad_precompute("wrong input width", &lin, &f("wide.parquet"), &[], &["linear.onnx", "column 'input' has 5 values per row", "[batch, 4]", "(4 values per row)"]),
+        bad_precompute("non-ONNX teacher", &f("not_onnx.onnx"), &f("small.parquet"), &[], &["not_onnx.onnx", "cannot load as an ONNX model"]),
+        bad_precompute("missing teacher", "/nonexistent/t.onnx", &f("small.parquet"), &[], &["/nonexistent/t.onnx"]),
+        bad_precompute("teacher with two inputs", &f("two_inputs.onnx"), &f("small.parquet"), &[], &["two_inputs.onnx", "2 inputs (a, b)"]),
+        bad_precompute("teacher output of rank 3", &f("rank3_output.onnx"), &f("small.parquet"), &[], &["rank3_output.onnx", "expected [batch, classes]"]),
+        bad_precompute("teacher producing NaN", &f("nan_output.onnx"), &f("small.parquet"), &[], &["nan_output.onnx", "non-finite logit", "small.parquet, row 0"]),
+        bad_precompute("T = 0", &lin, &f("small.parquet"), &["--temperature", "0"], &["temperature must be finite and > 0"]),
+        bad_precompute("T = NaN", &lin, &f("small.parquet"), &["--temperature", "NaN"], &["temperature must be finite and > 0"]),
+        bad_precompute("T < 0", &lin, &f("small.parquet"), &["--temperature=-1"], &["temperature must be finite and > 0"]),
+        bad_precompute("ragged list", &lin, &f("ragged.parquet"), &[], &["ragged.parquet", "column 'input', row 7", "3 values"]),
+        bad_precompute("NaN input", &lin, &f("nan_input.parquet"), &[], &["nan_input.parquet", "column 'input', row 17", "NaN"]),
+        bad_precompute("null input", &lin, &f("null_input.parquet"), &[], &["null_input.parquet", "column 'input', row 5", "null"]),
+        bad_precompute("duplicate ids", &lin, &f("dup_ids.parquet"), &[], &["dup_ids.parquet", "column 'id', row 9", "duplicate id 1003"]),
+        bad_precompute("string input column", &lin, &f("string_input.parquet"), &[], &["string_input.parquet", "input column 'input' has type Utf8"]),
+        bad_precompute("zero rows", &lin, &f("zero_rows.parquet"), &[], &["zero_rows.parquet", "zero rows"]),
+        bad_precompute("truncated Parquet", &lin, &f("truncated.parquet"), &[], &["truncated.parquet", "not a readable Parquet file"]),
+        bad_precompute("corrupt footer", &lin, &f("corrupt_footer.parquet"), &[], &["corrupt_footer.parquet", "not a readable Parquet file"]),
+        bad_precompute("empty file", &lin, &f("empty.parquet"), &[], &["empty.parquet", "not a readable Parquet file"]),
+        bad_precompute("class names of wrong count", &lin, &f("small.parquet"), &["--class-names", "a,b"], &["--class-names lists 2 names", "3 classes"]),
+        Bad {
+            name: "missing ONNX Runtime library",
+            args: bad_precompute("", &lin, &f("small.parquet"), &[], &[]).args,
+            env: vec![("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so".into())],
+            expect: vec!["ORT_DYLIB_PATH=/nonexistent/libonnxruntime.so: no such file".into()],
+        },
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, case) in cases.iter().enumerate() {
+        let out = tmp.path().join(format!("out{i}"));
+        let args: Vec<String> = case.args.iter().map(|a| if a == "OUT" { out.to_str().unwrap().to_string() } else { a.clone() }).collect();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_softlabel"));
+        cmd.args(&args).arg("--quiet");
+        for (k, v) in &case.env {
+            cmd.env(k, v);
+        }
+        let o = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{}: exit {:?}, stderr: {err}", case.name, o.status.code());
+        for e in &case.expect {
+            assert!(err.contains(e.as_str()), "{}: stderr lacks {e:?}: {err}", case.name);
+        }
+        assert!(!err.contains("panicked"), "{}: {err}", case.name);
+        // Nothing that looks complete: no manifest, no part with a final name.
+        if out.exists() {
+            for entry in std::fs::read_dir(&out).unwrap() {
+                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                assert!(name != "manifest.json" && !name.ends_with(".tmp"), "{}: left {name}", case.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn existing_output_is_refused_then_replaced_with_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("labels");
+    assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &out, &[]));
+    let again = precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &out, &[]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &out, &["--overwrite"]));
+    check_against_reference(&out, 200);
+}
+
+#[test]
+fn tampered_datasets_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("labels");
+    assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &out, &["--rows-per-part", "100"]));
+    let other = tmp.path().join("other");
+    assert_ok(&precompute(s(&fx("linear_image.onnx")), &fx("small.parquet"), &other, &["--rows-per-part", "100"]));
+
+    let inspect = |dir: &Path| softlabel(&["inspect", s(dir)]);
+    assert_ok(&inspect(&out));
+    // A part replaced by another run's part (same rows, other teacher file in the metadata).
+    let swapped = tmp.path().join("swapped");
+    copy_dir(&out, &swapped);
+    std::fs::copy(other.join("part-00001.parquet"), swapped.join("part-00001.parquet")).unwrap();
+    let o = inspect(&swapped);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("part-00001.parquet: part was changed or replaced"), "{}", String::from_utf8_lossy(&o.stderr));
+    // A missing part.
+    let missing = tmp.path().join("missing");
+    copy_dir(&out, &missing);
+    std::fs::remove_file(missing.join("part-00000.parquet")).unwrap();
+    let o = inspect(&missing);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("part-00000.parquet: part listed in manifest.json is missing"));
+    // A manifest edited by hand to a newer major version.
+    let newer = tmp.path().join("newer");
+    copy_dir(&out, &newer);
+    let text = std::fs::read_to_string(newer.join("manifest.json")).unwrap().replace("\"schema_version\": \"1.0\"", "\"schema_version\": \"2.0\"");
+    std::fs::write(newer.join("manifest.json"), text).unwrap();
+    let o = inspect(&newer);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("schema version 2.0 is newer"));
+    // No manifest at all (an interrupted run).
+    let partial = tmp.path().join("partial");
+    copy_dir(&out, &partial);
+    std::fs::remove_file(partial.join("manifest.json")).unwrap();
+    let o = inspect(&partial);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("manifest.json: missing"));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn train_and_eval_learn_the_teacher_and_are_deterministic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = tmp.path().join("labels");
+    assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &labels, &[]));
+    let train = |out: &Path| {
+        softlabel(&[
+            "train", "--labels", s(&labels), "--out", s(out), "--hidden", "16", "--epochs", "30", "--batch-size", "32",
+            "--lr", "0.01", "--alpha", "0.7", "--seed", "3", "--val", s(&fx("small.parquet")), "--threads", "2", "--json",
+        ])
+    };
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    let oa = train(&a);
+    assert_ok(&oa);
+    assert_ok(&train(&b));
+    let wa = std::fs::read(a.join("student.safetensors")).unwrap();
+    let wb = std::fs::read(b.join("student.safetensors")).unwrap();
+    assert_eq!(wa, wb, "same seed and threads must give identical weights");
+    let info: serde_json::Value = serde_json::from_slice(&oa.stdout).unwrap();
+    assert_eq!(info["dims"], serde_json::json!([4, 16, 3]));
+    assert_eq!(info["temperature"], serde_json::json!(2.0));
+    // The log has one line per epoch.
+    assert_eq!(std::fs::read_to_string(a.join("train_log.jsonl")).unwrap().lines().count(), 30);
+
+    let e = softlabel(&["eval", "--student", s(&a), "--data", s(&fx("small.parquet")), "--labels", s(&labels), "--json"]);
+    assert_ok(&e);
+    let r: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+    assert_eq!(r["rows"], 200);
+    let acc = r["accuracy"].as_f64().unwrap();
+    let errors = r["errors"].as_u64().unwrap();
+    assert!((acc - (200 - errors) as f64 / 200.0).abs() < 1e-12);
+    // The labels are the teacher's argmax, so a student that learned the teacher scores high on both.
+    assert!(acc > 0.9, "student accuracy {acc}");
+    assert!(r["teacher_agreement"].as_f64().unwrap() > 0.9);
+    assert_eq!(r["teacher_accuracy"], 1.0);
+    assert!(r["kl_to_teacher"].as_f64().unwrap() >= 0.0);
+    for key in ["ece", "nll", "teacher_ece", "teacher_rows"] {
+        assert!(!r[key].is_null(), "{key} missing in {r}");
+    }
+}
+
+#[test]
+fn train_and_eval_reject_bad_settings_before_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = tmp.path().join("labels");
+    assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &labels, &[]));
+    let out = tmp.path().join("st");
+    for (args, expect) in [
+        (vec!["--alpha", "1.5"], "--alpha must be in [0, 1]"),
+        (vec!["--alpha=-0.1"], "--alpha must be in [0, 1]"),
+        (vec!["--temperature", "0"], "temperature must be finite and > 0"),
+        (vec!["--lr", "inf"], "--lr must be finite and > 0"),
+        (vec!["--val", s(&fx("wide.parquet"))], "wide.parquet: column 'input' has 5 values per row"),
+    ] {
+        let mut full = vec!["train", "--labels", s(&labels), "--out", s(&out)];
+        full.extend(args.iter());
+        let o = softlabel(&full);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(!out.join("student.json").exists());
+    }
+    let o = softlabel(&["train", "--labels", "/nonexistent/labels", "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/labels"));
+}
+
+#[test]
+fn pipeline_runs_end_to_end_and_rejects_unknown_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = |n: &str| fx(n).to_str().unwrap().to_string();
+    let good = format!(
+        "[data]\ntrain = \"{}\"\ntest = \"{}\"\n\n[teacher]\nmodel = \"{}\"\ntemperature = 2.0\n\n[student]\nhidden = [16]\nepochs = 5\nbatch_size = 32\nlr = 0.01\n\n[output]\ndir = \"{}\"\n",
+        f("small.parquet"),
+        f("small_dir"),
+        f("linear.onnx"),
+        tmp.path().join("run").display()
+    );
+    let path = tmp.path().join("p.toml");
+    std::fs::write(&path, &good).unwrap();
+    let o = softlabel(&["run", s(&path), "--json"]);
+    assert_ok(&o);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["test"]["rows"], 200);
+    assert_eq!(r["train_labels_reused"], false);
+    // The second run reuses the teacher pass.
+    let o = softlabel(&["run", s(&path), "--json"]);
+    assert_ok(&o);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["train_labels_reused"], true);
+
+    let bad = good.replace("temperature = 2.0", "temperature = 2.0\ntemprature = 3.0");
+    std::fs::write(&path, bad).unwrap();
+    let o = softlabel(&["run", s(&path)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("p.toml") && err.contains("unknown field `temprature`"), "{err}");
+}
+
+#[test]
+fn help_explains_every_subcommand() {
+    let o = softlabel(&["--help"]);
+    assert_ok(&o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    for sub in ["precompute", "train", "eval", "inspect", "run"] {
+        assert!(out.contains(sub), "{out}");
+    }
+    let o = softlabel(&["precompute", "--help"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Softmax temperature"));
+}
