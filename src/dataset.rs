@@ -188,8 +188,7 @@ pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
 
 fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|source| Error::Parquet { path: path.to_path_buf(), source })
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| Error::Parquet { path: path.to_path_buf(), source })
 }
 
 fn column_names(schema: &Schema) -> String {
@@ -197,9 +196,9 @@ fn column_names(schema: &Schema) -> String {
 }
 
 fn find_column<'a>(schema: &'a Schema, path: &Path, name: &str) -> Result<&'a arrow_schema::Field> {
-    schema.field_with_name(name).map_err(|_| {
-        Error::data(path, format!("no column '{name}' (columns: {})", column_names(schema)))
-    })
+    schema
+        .field_with_name(name)
+        .map_err(|_| Error::data(path, format!("no column '{name}' (columns: {})", column_names(schema))))
 }
 
 fn check_integer(path: &Path, field: &arrow_schema::Field, what: &str) -> Result<()> {
@@ -357,7 +356,14 @@ impl DataSource {
 
     /// Reads all rows in batches of at most `batch_size` rows (a batch never spans two files).
     pub fn batches(&self, batch_size: usize) -> BatchIter<'_> {
-        BatchIter { source: self, batch_size: batch_size.max(1), file: 0, reader: None, row_in_file: 0, row_in_source: 0 }
+        BatchIter {
+            source: self,
+            batch_size: batch_size.max(1),
+            file: 0,
+            reader: None,
+            row_in_file: 0,
+            row_in_source: 0,
+        }
     }
 
     fn open_reader(&self, file: &Path, batch_size: usize) -> Result<ParquetRecordBatchReader> {
@@ -371,9 +377,11 @@ impl DataSource {
         wanted.extend(self.id_column.as_deref());
         let mut indices = Vec::new();
         for name in wanted {
-            indices.push(schema.index_of(name).map_err(|_| {
-                Error::data(file, format!("no column '{name}' (columns: {})", column_names(&schema)))
-            })?);
+            indices.push(
+                schema.index_of(name).map_err(|_| {
+                    Error::data(file, format!("no column '{name}' (columns: {})", column_names(&schema)))
+                })?,
+            );
         }
         let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
         builder
@@ -388,14 +396,14 @@ impl DataSource {
         let row_err = |column: &str, i: usize, what: &str| {
             Error::data(file, format!("column '{column}', row {}: {what}", first_row + i as u64))
         };
-        let col = |name: &str| {
-            batch.column_by_name(name).ok_or_else(|| Error::data(file, format!("no column '{name}'")))
-        };
+        let col =
+            |name: &str| batch.column_by_name(name).ok_or_else(|| Error::data(file, format!("no column '{name}'")));
 
         let ids = match &self.id_column {
             Some(c) => {
                 let a = col(c)?;
-                let v = integers_to_i128(a).ok_or_else(|| Error::data(file, format!("id column '{c}' is not integer")))?;
+                let v =
+                    integers_to_i128(a).ok_or_else(|| Error::data(file, format!("id column '{c}' is not integer")))?;
                 v.into_iter()
                     .enumerate()
                     .map(|(i, x)| match x {
@@ -410,7 +418,8 @@ impl DataSource {
         let labels = match &self.label_column {
             Some(c) => {
                 let a = col(c)?;
-                let v = integers_to_i128(a).ok_or_else(|| Error::data(file, format!("label column '{c}' is not integer")))?;
+                let v = integers_to_i128(a)
+                    .ok_or_else(|| Error::data(file, format!("label column '{c}' is not integer")))?;
                 v.into_iter()
                     .enumerate()
                     .map(|(i, x)| match x {
@@ -427,7 +436,9 @@ impl DataSource {
         let (input, width) = match &self.layout {
             InputLayout::List { column, width, element } => {
                 let a = col(column)?;
-                list_values(a, *width, n).map_err(|(i, what)| row_err(column, i, &what))?.check_finite(*element, column, &row_err)?
+                list_values(a, *width, n)
+                    .map_err(|(i, what)| row_err(column, i, &what))?
+                    .check_finite(*element, column, &row_err)?
             }
             InputLayout::Scalars { columns } => {
                 let width = columns.len();
@@ -437,7 +448,8 @@ impl DataSource {
                     if let Some(i) = (0..n).find(|&i| a.is_null(i)) {
                         return Err(row_err(name, i, "value is null"));
                     }
-                    let v = numeric_to_f32(a).ok_or_else(|| Error::data(file, format!("column '{name}' is not numeric")))?;
+                    let v = numeric_to_f32(a)
+                        .ok_or_else(|| Error::data(file, format!("column '{name}' is not numeric")))?;
                     for (i, x) in v.into_iter().enumerate() {
                         if !x.is_finite() {
                             return Err(row_err(name, i, &format!("value is {x}")));
@@ -535,20 +547,44 @@ fn integers_to_i128(a: &ArrayRef) -> Option<Vec<Option<i128>>> {
 }
 
 /// Any numeric array's values as f32 (nulls read as their placeholder value).
+#[allow(clippy::unnecessary_cast)] // the macro casts every type, f32 itself included
 pub fn numeric_to_f32(a: &dyn Array) -> Option<Vec<f32>> {
     map_numeric!(
         a,
         |v| v as f32,
-        [UInt8Type, Int8Type, UInt16Type, Int16Type, UInt32Type, Int32Type, UInt64Type, Int64Type, Float32Type, Float64Type]
+        [
+            UInt8Type,
+            Int8Type,
+            UInt16Type,
+            Int16Type,
+            UInt32Type,
+            Int32Type,
+            UInt64Type,
+            Int64Type,
+            Float32Type,
+            Float64Type
+        ]
     )
 }
 
 /// Any numeric array's values as i64 (floats truncated toward zero).
+#[allow(clippy::unnecessary_cast)] // the macro casts every type, i64 itself included
 pub fn numeric_to_i64(a: &dyn Array) -> Option<Vec<i64>> {
     map_numeric!(
         a,
         |v| v as i64,
-        [UInt8Type, Int8Type, UInt16Type, Int16Type, UInt32Type, Int32Type, UInt64Type, Int64Type, Float32Type, Float64Type]
+        [
+            UInt8Type,
+            Int8Type,
+            UInt16Type,
+            Int16Type,
+            UInt32Type,
+            Int32Type,
+            UInt64Type,
+            Int64Type,
+            Float32Type,
+            Float64Type
+        ]
     )
 }
 

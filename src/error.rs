@@ -40,7 +40,7 @@ pub enum Error {
         message: String,
     },
 
-    /// A soft-label dataset (folder with manifest.json) is malformed or inconsistent.
+    /// A soft-label dataset (folder with _manifest.json) is malformed or inconsistent.
     #[error("{}: {message}", path.display())]
     Dataset {
         /// The dataset folder or one of its files.

@@ -81,7 +81,12 @@ impl Calibration {
 }
 
 /// Evaluates `student` on every row of `data`; `teacher` outputs are matched by id.
-pub fn evaluate(student: &Mlp, data: &DataSource, teacher: Option<&TeacherOutputs>, progress: &dyn Progress) -> Result<EvalReport> {
+pub fn evaluate(
+    student: &Mlp,
+    data: &DataSource,
+    teacher: Option<&TeacherOutputs>,
+    progress: &dyn Progress,
+) -> Result<EvalReport> {
     let k = student.num_classes();
     if let Some(t) = teacher {
         if t.logits.ncols() != k {
@@ -100,10 +105,16 @@ pub fn evaluate(student: &Mlp, data: &DataSource, teacher: Option<&TeacherOutput
         if batch.width != student.input_dim() {
             return Err(Error::data(
                 &batch.file,
-                format!("column '{}' has {} values per row, the student expects {}", data.input_name(), batch.width, student.input_dim()),
+                format!(
+                    "column '{}' has {} values per row, the student expects {}",
+                    data.input_name(),
+                    batch.width,
+                    student.input_dim()
+                ),
             ));
         }
-        let x = Array2::from_shape_vec((batch.len(), batch.width), batch.input_f32()).map_err(|e| Error::Internal(e.to_string()))?;
+        let x = Array2::from_shape_vec((batch.len(), batch.width), batch.input_f32())
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let logits = student.forward(x.view());
         for (i, z) in logits.axis_iter(Axis(0)).enumerate() {
             let z = z.to_vec();
@@ -113,7 +124,11 @@ pub fn evaluate(student: &Mlp, data: &DataSource, teacher: Option<&TeacherOutput
                 if y < 0 || y as usize >= k {
                     return Err(Error::data(
                         &batch.file,
-                        format!("column '{}', row {}: label {y} is outside [0, {k})", data.label_column().unwrap_or("label"), batch.first_row + i as u64),
+                        format!(
+                            "column '{}', row {}: label {y} is outside [0, {k})",
+                            data.label_column().unwrap_or("label"),
+                            batch.first_row + i as u64
+                        ),
                     ));
                 }
                 labeled += 1;

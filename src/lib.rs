@@ -4,7 +4,7 @@
 //!
 //! 1. [`precompute`] runs an ONNX teacher through ONNX Runtime ([`teacher`]) over a Parquet dataset
 //!    ([`dataset`]) and writes a soft-label dataset ([`store`]): Parquet parts keyed by row id with hard
-//!    labels, inputs, raw logits and `softmax(logits / T)` ([`soften`]), described by `manifest.json`.
+//!    labels, inputs, raw logits and `softmax(logits / T)` ([`soften`]), described by `_manifest.json`.
 //! 2. [`student::train`] trains a pure-ndarray MLP from those files with the distillation loss of
 //!    Hinton et al. (2015), data-parallel over rayon; [`eval`] measures it against labels and teacher.
 //!

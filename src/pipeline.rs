@@ -158,7 +158,9 @@ fn default_alpha() -> f32 {
 /// Builds the optimizer from its name and hyper-parameters.
 pub fn optimizer(kind: OptimizerKind, lr: Option<f32>, momentum: f32, weight_decay: f32) -> Optimizer {
     match kind {
-        OptimizerKind::Sgd => Optimizer::Sgd(Sgd { lr: lr.unwrap_or(0.1), momentum, weight_decay, ..Default::default() }),
+        OptimizerKind::Sgd => {
+            Optimizer::Sgd(Sgd { lr: lr.unwrap_or(0.1), momentum, weight_decay, ..Default::default() })
+        }
         OptimizerKind::Adam => Optimizer::Adam(Adam { lr: lr.unwrap_or(1e-3), weight_decay, ..Default::default() }),
     }
 }
@@ -207,8 +209,8 @@ impl Pipeline {
     /// Reads and validates a pipeline file; relative paths become relative to its folder.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut p: Pipeline =
-            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
+        let mut p: Pipeline = toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for f in [&mut p.data.train, &mut p.data.test, &mut p.teacher.model, &mut p.output.dir] {
             if f.is_relative() {
@@ -269,7 +271,11 @@ fn labels_for(
     if let Ok(existing) = SoftLabels::open(out) {
         let m: &Manifest = existing.manifest();
         let fingerprint = DataSource::open(data, &spec)?.source_info()?.fingerprint;
-        if m.teacher.sha256 == teacher_sha && m.temperature == p.teacher.temperature && m.source.fingerprint == fingerprint && m.class_names == p.teacher.class_names {
+        if m.teacher.sha256 == teacher_sha
+            && m.temperature == p.teacher.temperature
+            && m.source.fingerprint == fingerprint
+            && m.class_names == p.teacher.class_names
+        {
             tracing::info!(dir = %out.display(), "reusing soft labels");
             return Ok((existing, true, 0.0));
         }
@@ -297,7 +303,8 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
         crate::teacher::environment(Some(lib))?;
     }
     let out = &p.output.dir;
-    let (train_labels, reused, pre_train) = labels_for(p, &p.data.train, &out.join("labels-train"), &teacher_sha, progress)?;
+    let (train_labels, reused, pre_train) =
+        labels_for(p, &p.data.train, &out.join("labels-train"), &teacher_sha, progress)?;
     let (test_labels, _, pre_test) = labels_for(p, &p.data.test, &out.join("labels-test"), &teacher_sha, progress)?;
 
     let settings = p.student.settings();
@@ -311,7 +318,15 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
     let has_val_labels = test_outputs.labels.iter().all(Option::is_some);
     let start = Instant::now();
     let trained = with_threads(p.student.threads, || {
-        student::train(&data, m.num_classes, m.temperature, &settings, has_val_labels.then_some(&val), train_labels.dir(), progress)
+        student::train(
+            &data,
+            m.num_classes,
+            m.temperature,
+            &settings,
+            has_val_labels.then_some(&val),
+            train_labels.dir(),
+            progress,
+        )
     })??;
     let train_seconds = start.elapsed().as_secs_f64();
     let student_dir = out.join("student");

@@ -125,7 +125,12 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
             input_shape: teacher.input_shape().to_vec(),
             output_name: teacher.output_name().to_string(),
         },
-        input: InputInfo { source_column: column.clone(), dtype: source.element_type(), width, shape: row_shape.clone() },
+        input: InputInfo {
+            source_column: column.clone(),
+            dtype: source.element_type(),
+            width,
+            shape: row_shape.clone(),
+        },
         label_column: source.label_column().map(str::to_string),
         id_column: source.id_column().map(str::to_string),
         source: source_info,
@@ -178,7 +183,10 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
                 }
                 let (logits, k) = teacher.run(&batch, &row_shape)?;
                 if k != num_classes {
-                    return Err(Error::model(teacher.path(), format!("output has {k} classes, earlier batches had {num_classes}")));
+                    return Err(Error::model(
+                        teacher.path(),
+                        format!("output has {k} classes, earlier batches had {num_classes}"),
+                    ));
                 }
                 if let Some(pos) = logits.iter().position(|z| !z.is_finite()) {
                     return Err(Error::model(
@@ -218,7 +226,10 @@ fn check_width(batch: &Batch, width: usize, column: &str) -> Result<()> {
     if batch.width != width {
         return Err(Error::data(
             &batch.file,
-            format!("column '{column}', row {}: rows have {} values, earlier rows have {width}", batch.first_row, batch.width),
+            format!(
+                "column '{column}', row {}: rows have {} values, earlier rows have {width}",
+                batch.first_row, batch.width
+            ),
         ));
     }
     Ok(())

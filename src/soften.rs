@@ -40,7 +40,7 @@ pub fn argmax(row: &[f32]) -> Option<usize> {
     let mut best: Option<(usize, f32)> = None;
     for (i, &v) in row.iter().enumerate() {
         match best {
-            Some((_, b)) if !(v > b) => {}
+            Some((_, b)) if v.partial_cmp(&b) != Some(std::cmp::Ordering::Greater) => {}
             _ => best = Some((i, v)),
         }
     }
@@ -95,8 +95,8 @@ mod tests {
         // -> [0.18632372, 0.30719589, 0.50648039]
         let mut p = [0f32; 3];
         softmax_t(&[1.0, 2.0, 3.0], 2.0, &mut p);
-        for (a, b) in p.iter().zip([0.18632372f32, 0.30719589, 0.50648039]) {
-            assert!((a - b).abs() < 1e-7, "{a} vs {b}");
+        for (a, b) in p.iter().zip([0.18632372f64, 0.30719589, 0.50648039]) {
+            assert!((f64::from(*a) - b).abs() < 1e-7, "{a} vs {b}");
         }
     }
 

@@ -165,8 +165,21 @@ impl std::fmt::Debug for Teacher {
 }
 
 fn shape_string(shape: &[i64]) -> String {
-    let dims: Vec<String> =
-        shape.iter().enumerate().map(|(i, &d)| if d < 0 { if i == 0 { "batch".into() } else { "?".into() } } else { d.to_string() }).collect();
+    let dims: Vec<String> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| {
+            if d < 0 {
+                if i == 0 {
+                    "batch".into()
+                } else {
+                    "?".into()
+                }
+            } else {
+                d.to_string()
+            }
+        })
+        .collect();
     format!("[{}]", dims.join(", "))
 }
 
@@ -179,7 +192,9 @@ impl Teacher {
         }
         let sha256 = sha256_file(path)?;
         let env = environment(options.ort_lib.as_deref())?;
-        let rt = |e: ort::Error<ort::session::builder::SessionBuilder>| Error::Runtime(format!("ONNX Runtime session options: {e}"));
+        let rt = |e: ort::Error<ort::session::builder::SessionBuilder>| {
+            Error::Runtime(format!("ONNX Runtime session options: {e}"))
+        };
         let mut builder = Session::builder(env)
             .map_err(|e| Error::Runtime(format!("ONNX Runtime: {e}")))?
             .with_optimization_level(GraphOptimizationLevel::All)
@@ -215,7 +230,10 @@ impl Teacher {
             other => {
                 return Err(Error::model(
                     path,
-                    format!("input '{}' has element type {other:?}; softlabel feeds float32, int32 or int64", input.name()),
+                    format!(
+                        "input '{}' has element type {other:?}; softlabel feeds float32, int32 or int64",
+                        input.name()
+                    ),
                 ))
             }
         };
@@ -235,7 +253,11 @@ impl Teacher {
                 if shape.len() != 2 {
                     return Err(Error::model(
                         path,
-                        format!("output '{}' has shape {}, expected [batch, classes]", output.name(), shape_string(shape)),
+                        format!(
+                            "output '{}' has shape {}, expected [batch, classes]",
+                            output.name(),
+                            shape_string(shape)
+                        ),
                     ));
                 }
                 (shape[1] > 0).then_some(shape[1] as usize)
@@ -303,7 +325,7 @@ impl Teacher {
         };
         match dynamic {
             0 if known as usize == width => Ok(rest.iter().map(|&d| d as usize).collect()),
-            1 if known > 0 && width % known as usize == 0 => {
+            1 if known > 0 && width.is_multiple_of(known as usize) => {
                 let fill = width / known as usize;
                 Ok(rest.iter().map(|&d| if d < 0 { fill } else { d as usize }).collect())
             }
@@ -321,15 +343,18 @@ impl Teacher {
         let rows = batch.len();
         match self.input_type {
             InputType::F32 => {
-                let v = numeric_to_f32(batch.input.as_ref()).ok_or_else(|| Error::Internal("input not numeric".into()))?;
+                let v =
+                    numeric_to_f32(batch.input.as_ref()).ok_or_else(|| Error::Internal("input not numeric".into()))?;
                 self.run_typed(&v, rows, row_shape)
             }
             InputType::I32 => {
-                let v = numeric_to_i32(batch.input.as_ref()).ok_or_else(|| Error::Internal("input not numeric".into()))?;
+                let v =
+                    numeric_to_i32(batch.input.as_ref()).ok_or_else(|| Error::Internal("input not numeric".into()))?;
                 self.run_typed(&v, rows, row_shape)
             }
             InputType::I64 => {
-                let v = numeric_to_i64(batch.input.as_ref()).ok_or_else(|| Error::Internal("input not numeric".into()))?;
+                let v =
+                    numeric_to_i64(batch.input.as_ref()).ok_or_else(|| Error::Internal("input not numeric".into()))?;
                 self.run_typed(&v, rows, row_shape)
             }
         }

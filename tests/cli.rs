@@ -9,9 +9,9 @@ use std::process::{Command, Output};
 use softlabel::store::SoftLabels;
 
 fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("SOFTLABEL_FIXTURES").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fixtures")
-    });
+    let dir = std::env::var_os("SOFTLABEL_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fixtures"));
     assert!(
         dir.join("linear.json").is_file(),
         "test fixtures missing in {}: run `make test` (it runs tests/fixtures/make_models.py first)",
@@ -41,12 +41,19 @@ struct Linear {
 impl Linear {
     fn load() -> Self {
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fx("linear.json")).unwrap()).unwrap();
-        let w = v["W"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()).collect();
+        let w = v["W"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+            .collect();
         let b = v["B"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
         Linear { w, b }
     }
     fn logits(&self, x: &[f32]) -> Vec<f64> {
-        (0..self.b.len()).map(|k| self.b[k] + x.iter().enumerate().map(|(d, &v)| f64::from(v) * self.w[d][k]).sum::<f64>()).collect()
+        (0..self.b.len())
+            .map(|k| self.b[k] + x.iter().enumerate().map(|(d, &v)| f64::from(v) * self.w[d][k]).sum::<f64>())
+            .collect()
     }
 }
 
@@ -57,7 +64,13 @@ fn precompute(teacher: &str, data: &Path, out: &Path, extra: &[&str]) -> Output 
 }
 
 fn assert_ok(o: &Output) {
-    assert!(o.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// Checks every stored logit against the f64 reference within 1e-5, and soft = softmax(logits / 2).
@@ -81,7 +94,8 @@ fn check_against_reference(out: &Path, expect_rows: usize) {
 fn precompute_writes_exact_logits_and_a_complete_dataset() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("labels");
-    let o = precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &out, &["--batch-size", "37", "--rows-per-part", "64"]);
+    let o =
+        precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &out, &["--batch-size", "37", "--rows-per-part", "64"]);
     assert_ok(&o);
     check_against_reference(&out, 200);
     let ds = SoftLabels::open(&out).unwrap();
@@ -93,7 +107,8 @@ fn precompute_writes_exact_logits_and_a_complete_dataset() {
     assert_eq!(data.ids, (1000..1200).collect::<Vec<u64>>());
     assert_eq!(m.labeled_rows, 200);
     // No temporary files left behind.
-    let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 }
 
@@ -136,7 +151,8 @@ struct Bad {
 }
 
 fn bad_precompute(name: &'static str, teacher: &str, data: &str, extra: &[&str], expect: &[&str]) -> Bad {
-    let mut args: Vec<String> = ["precompute", "--teacher", teacher, "--data", data, "--out", "OUT"].iter().map(|s| s.to_string()).collect();
+    let mut args: Vec<String> =
+        ["precompute", "--teacher", teacher, "--data", data, "--out", "OUT"].iter().map(|s| s.to_string()).collect();
     if !extra.iter().any(|a| a.starts_with("--temperature")) {
         args.extend(["--temperature".to_string(), "2".to_string()]);
     }
@@ -149,27 +165,135 @@ fn bad_input_exits_1_naming_file_column_and_row_and_leaves_no_dataset() {
     let f = |n: &str| fx(n).to_str().unwrap().to_string();
     let lin = f("linear.onnx");
     let cases = vec![
-        bad_precompute("missing data file", &lin, "/nonexistent/data.parquet", &[], &["/nonexistent/data.parquet", "No such file"]),
-        bad_precompute("missing column", &lin, &f("small.parquet"), &["--input-column", "pixels"], &["small.parquet", "no column 'pixels'", "columns: id, input, label"]),
-        bad_precompute("wrong input width", &lin, &f("wide.parquet"), &[], &["linear.onnx", "column 'input' has 5 values per row", "[batch, 4]", "(4 values per row)"]),
-        bad_precompute("non-ONNX teacher", &f("not_onnx.onnx"), &f("small.parquet"), &[], &["not_onnx.onnx", "cannot load as an ONNX model"]),
+        bad_precompute(
+            "missing data file",
+            &lin,
+            "/nonexistent/data.parquet",
+            &[],
+            &["/nonexistent/data.parquet", "No such file"],
+        ),
+        bad_precompute(
+            "missing column",
+            &lin,
+            &f("small.parquet"),
+            &["--input-column", "pixels"],
+            &["small.parquet", "no column 'pixels'", "columns: id, input, label"],
+        ),
+        bad_precompute(
+            "wrong input width",
+            &lin,
+            &f("wide.parquet"),
+            &[],
+            &["linear.onnx", "column 'input' has 5 values per row", "[batch, 4]", "(4 values per row)"],
+        ),
+        bad_precompute(
+            "non-ONNX teacher",
+            &f("not_onnx.onnx"),
+            &f("small.parquet"),
+            &[],
+            &["not_onnx.onnx", "cannot load as an ONNX model"],
+        ),
         bad_precompute("missing teacher", "/nonexistent/t.onnx", &f("small.parquet"), &[], &["/nonexistent/t.onnx"]),
-        bad_precompute("teacher with two inputs", &f("two_inputs.onnx"), &f("small.parquet"), &[], &["two_inputs.onnx", "2 inputs (a, b)"]),
-        bad_precompute("teacher output of rank 3", &f("rank3_output.onnx"), &f("small.parquet"), &[], &["rank3_output.onnx", "expected [batch, classes]"]),
-        bad_precompute("teacher producing NaN", &f("nan_output.onnx"), &f("small.parquet"), &[], &["nan_output.onnx", "non-finite logit", "small.parquet, row 0"]),
-        bad_precompute("T = 0", &lin, &f("small.parquet"), &["--temperature", "0"], &["temperature must be finite and > 0"]),
-        bad_precompute("T = NaN", &lin, &f("small.parquet"), &["--temperature", "NaN"], &["temperature must be finite and > 0"]),
-        bad_precompute("T < 0", &lin, &f("small.parquet"), &["--temperature=-1"], &["temperature must be finite and > 0"]),
-        bad_precompute("ragged list", &lin, &f("ragged.parquet"), &[], &["ragged.parquet", "column 'input', row 7", "3 values"]),
-        bad_precompute("NaN input", &lin, &f("nan_input.parquet"), &[], &["nan_input.parquet", "column 'input', row 17", "NaN"]),
-        bad_precompute("null input", &lin, &f("null_input.parquet"), &[], &["null_input.parquet", "column 'input', row 5", "null"]),
-        bad_precompute("duplicate ids", &lin, &f("dup_ids.parquet"), &[], &["dup_ids.parquet", "column 'id', row 9", "duplicate id 1003"]),
-        bad_precompute("string input column", &lin, &f("string_input.parquet"), &[], &["string_input.parquet", "input column 'input' has type Utf8"]),
+        bad_precompute(
+            "teacher with two inputs",
+            &f("two_inputs.onnx"),
+            &f("small.parquet"),
+            &[],
+            &["two_inputs.onnx", "2 inputs (a, b)"],
+        ),
+        bad_precompute(
+            "teacher output of rank 3",
+            &f("rank3_output.onnx"),
+            &f("small.parquet"),
+            &[],
+            &["rank3_output.onnx", "expected [batch, classes]"],
+        ),
+        bad_precompute(
+            "teacher producing NaN",
+            &f("nan_output.onnx"),
+            &f("small.parquet"),
+            &[],
+            &["nan_output.onnx", "non-finite logit", "small.parquet, row 0"],
+        ),
+        bad_precompute(
+            "T = 0",
+            &lin,
+            &f("small.parquet"),
+            &["--temperature", "0"],
+            &["temperature must be finite and > 0"],
+        ),
+        bad_precompute(
+            "T = NaN",
+            &lin,
+            &f("small.parquet"),
+            &["--temperature", "NaN"],
+            &["temperature must be finite and > 0"],
+        ),
+        bad_precompute(
+            "T < 0",
+            &lin,
+            &f("small.parquet"),
+            &["--temperature=-1"],
+            &["temperature must be finite and > 0"],
+        ),
+        bad_precompute(
+            "ragged list",
+            &lin,
+            &f("ragged.parquet"),
+            &[],
+            &["ragged.parquet", "column 'input', row 7", "3 values"],
+        ),
+        bad_precompute(
+            "NaN input",
+            &lin,
+            &f("nan_input.parquet"),
+            &[],
+            &["nan_input.parquet", "column 'input', row 17", "NaN"],
+        ),
+        bad_precompute(
+            "null input",
+            &lin,
+            &f("null_input.parquet"),
+            &[],
+            &["null_input.parquet", "column 'input', row 5", "null"],
+        ),
+        bad_precompute(
+            "duplicate ids",
+            &lin,
+            &f("dup_ids.parquet"),
+            &[],
+            &["dup_ids.parquet", "column 'id', row 9", "duplicate id 1003"],
+        ),
+        bad_precompute(
+            "string input column",
+            &lin,
+            &f("string_input.parquet"),
+            &[],
+            &["string_input.parquet", "input column 'input' has type Utf8"],
+        ),
         bad_precompute("zero rows", &lin, &f("zero_rows.parquet"), &[], &["zero_rows.parquet", "zero rows"]),
-        bad_precompute("truncated Parquet", &lin, &f("truncated.parquet"), &[], &["truncated.parquet", "not a readable Parquet file"]),
-        bad_precompute("corrupt footer", &lin, &f("corrupt_footer.parquet"), &[], &["corrupt_footer.parquet", "not a readable Parquet file"]),
+        bad_precompute(
+            "truncated Parquet",
+            &lin,
+            &f("truncated.parquet"),
+            &[],
+            &["truncated.parquet", "not a readable Parquet file"],
+        ),
+        bad_precompute(
+            "corrupt footer",
+            &lin,
+            &f("corrupt_footer.parquet"),
+            &[],
+            &["corrupt_footer.parquet", "not a readable Parquet file"],
+        ),
         bad_precompute("empty file", &lin, &f("empty.parquet"), &[], &["empty.parquet", "not a readable Parquet file"]),
-        bad_precompute("class names of wrong count", &lin, &f("small.parquet"), &["--class-names", "a,b"], &["--class-names lists 2 names", "3 classes"]),
+        bad_precompute(
+            "class names of wrong count",
+            &lin,
+            &f("small.parquet"),
+            &["--class-names", "a,b"],
+            &["--class-names lists 2 names", "3 classes"],
+        ),
         Bad {
             name: "missing ONNX Runtime library",
             args: bad_precompute("", &lin, &f("small.parquet"), &[], &[]).args,
@@ -180,7 +304,8 @@ fn bad_input_exits_1_naming_file_column_and_row_and_leaves_no_dataset() {
     let tmp = tempfile::tempdir().unwrap();
     for (i, case) in cases.iter().enumerate() {
         let out = tmp.path().join(format!("out{i}"));
-        let args: Vec<String> = case.args.iter().map(|a| if a == "OUT" { out.to_str().unwrap().to_string() } else { a.clone() }).collect();
+        let args: Vec<String> =
+            case.args.iter().map(|a| if a == "OUT" { out.to_str().unwrap().to_string() } else { a.clone() }).collect();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_softlabel"));
         cmd.args(&args).arg("--quiet");
         for (k, v) in &case.env {
@@ -197,7 +322,7 @@ fn bad_input_exits_1_naming_file_column_and_row_and_leaves_no_dataset() {
         if out.exists() {
             for entry in std::fs::read_dir(&out).unwrap() {
                 let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-                assert!(name != "manifest.json" && !name.ends_with(".tmp"), "{}: left {name}", case.name);
+                assert!(name != "_manifest.json" && !name.ends_with(".tmp"), "{}: left {name}", case.name);
             }
         }
     }
@@ -231,29 +356,35 @@ fn tampered_datasets_are_refused() {
     std::fs::copy(other.join("part-00001.parquet"), swapped.join("part-00001.parquet")).unwrap();
     let o = inspect(&swapped);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("part-00001.parquet: part was changed or replaced"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("part-00001.parquet: part was changed or replaced"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // A missing part.
     let missing = tmp.path().join("missing");
     copy_dir(&out, &missing);
     std::fs::remove_file(missing.join("part-00000.parquet")).unwrap();
     let o = inspect(&missing);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("part-00000.parquet: part listed in manifest.json is missing"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("part-00000.parquet: part listed in _manifest.json is missing"));
     // A manifest edited by hand to a newer major version.
     let newer = tmp.path().join("newer");
     copy_dir(&out, &newer);
-    let text = std::fs::read_to_string(newer.join("manifest.json")).unwrap().replace("\"schema_version\": \"1.0\"", "\"schema_version\": \"2.0\"");
-    std::fs::write(newer.join("manifest.json"), text).unwrap();
+    let text = std::fs::read_to_string(newer.join("_manifest.json"))
+        .unwrap()
+        .replace("\"schema_version\": \"1.0\"", "\"schema_version\": \"2.0\"");
+    std::fs::write(newer.join("_manifest.json"), text).unwrap();
     let o = inspect(&newer);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("schema version 2.0 is newer"));
     // No manifest at all (an interrupted run).
     let partial = tmp.path().join("partial");
     copy_dir(&out, &partial);
-    std::fs::remove_file(partial.join("manifest.json")).unwrap();
+    std::fs::remove_file(partial.join("_manifest.json")).unwrap();
     let o = inspect(&partial);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("manifest.json: missing"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("_manifest.json: missing"));
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -271,8 +402,28 @@ fn train_and_eval_learn_the_teacher_and_are_deterministic() {
     assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &labels, &[]));
     let train = |out: &Path| {
         softlabel(&[
-            "train", "--labels", s(&labels), "--out", s(out), "--hidden", "16", "--epochs", "30", "--batch-size", "32",
-            "--lr", "0.01", "--alpha", "0.7", "--seed", "3", "--val", s(&fx("small.parquet")), "--threads", "2", "--json",
+            "train",
+            "--labels",
+            s(&labels),
+            "--out",
+            s(out),
+            "--hidden",
+            "16",
+            "--epochs",
+            "30",
+            "--batch-size",
+            "32",
+            "--lr",
+            "0.01",
+            "--alpha",
+            "0.7",
+            "--seed",
+            "3",
+            "--val",
+            s(&fx("small.parquet")),
+            "--threads",
+            "2",
+            "--json",
         ])
     };
     let a = tmp.path().join("a");
@@ -289,7 +440,8 @@ fn train_and_eval_learn_the_teacher_and_are_deterministic() {
     // The log has one line per epoch.
     assert_eq!(std::fs::read_to_string(a.join("train_log.jsonl")).unwrap().lines().count(), 30);
 
-    let e = softlabel(&["eval", "--student", s(&a), "--data", s(&fx("small.parquet")), "--labels", s(&labels), "--json"]);
+    let e =
+        softlabel(&["eval", "--student", s(&a), "--data", s(&fx("small.parquet")), "--labels", s(&labels), "--json"]);
     assert_ok(&e);
     let r: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
     assert_eq!(r["rows"], 200);

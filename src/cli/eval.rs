@@ -36,7 +36,11 @@ pub fn run(a: EvalArgs, bars: &Bars) -> anyhow::Result<()> {
             if labels.manifest().num_classes != s.mlp.num_classes() {
                 anyhow::bail!(softlabel::Error::dataset(
                     dir,
-                    format!("labels have {} classes, the student {}", labels.manifest().num_classes, s.mlp.num_classes())
+                    format!(
+                        "labels have {} classes, the student {}",
+                        labels.manifest().num_classes,
+                        s.mlp.num_classes()
+                    )
                 ));
             }
             Some(labels.load()?)
@@ -48,7 +52,13 @@ pub fn run(a: EvalArgs, bars: &Bars) -> anyhow::Result<()> {
         return super::print_json(&r);
     }
     println!("student {} on {} ({} rows)", a.student.display(), a.data.display(), r.rows);
-    println!("  accuracy  {}  errors {}  ECE {}  NLL {}", pct(r.accuracy), r.errors.map_or("-".into(), |e| e.to_string()), r.ece.map_or("-".into(), |e| format!("{e:.4}")), r.nll.map_or("-".into(), |e| format!("{e:.4}")));
+    println!(
+        "  accuracy  {}  errors {}  ECE {}  NLL {}",
+        pct(r.accuracy),
+        r.errors.map_or("-".into(), |e| e.to_string()),
+        r.ece.map_or("-".into(), |e| format!("{e:.4}")),
+        r.nll.map_or("-".into(), |e| format!("{e:.4}"))
+    );
     if r.teacher_rows.is_some() {
         println!(
             "  teacher   accuracy {}  errors {}  agreement {}  KL(teacher||student) {}",

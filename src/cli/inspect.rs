@@ -21,11 +21,25 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     let bytes: u64 = m.parts.iter().map(|p| p.bytes).sum();
     println!("{}", a.dir.display());
     println!("  schema version  {} ({})", m.schema_version, m.created_by);
-    println!("  rows            {} ({} labeled) in {} part(s), {:.1} MB, {:.0} bytes/row", m.rows, m.labeled_rows, m.parts.len(), bytes as f64 / 1e6, bytes as f64 / m.rows.max(1) as f64);
-    println!("  classes         {}{}", m.num_classes, m.class_names.as_ref().map(|n| format!(" ({})", n.join(", "))).unwrap_or_default());
+    println!(
+        "  rows            {} ({} labeled) in {} part(s), {:.1} MB, {:.0} bytes/row",
+        m.rows,
+        m.labeled_rows,
+        m.parts.len(),
+        bytes as f64 / 1e6,
+        bytes as f64 / m.rows.max(1) as f64
+    );
+    println!(
+        "  classes         {}{}",
+        m.num_classes,
+        m.class_names.as_ref().map(|n| format!(" ({})", n.join(", "))).unwrap_or_default()
+    );
     println!("  temperature     {}", m.temperature);
     println!("  teacher         {} sha256 {}", m.teacher.file, m.teacher.sha256);
-    println!("  input           '{}' {:?} x {} shape {:?}", m.input.source_column, m.input.dtype, m.input.width, m.input.shape);
+    println!(
+        "  input           '{}' {:?} x {} shape {:?}",
+        m.input.source_column, m.input.dtype, m.input.width, m.input.shape
+    );
     println!("  source          {} file(s), fingerprint {}", m.source.files.len(), m.source.fingerprint);
     for p in &m.parts {
         println!("  {}  {} rows  ids {}..={}  sha256 {}", p.file, p.rows, p.min_id, p.max_id, p.sha256);

@@ -34,7 +34,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run an ONNX teacher over a dataset and write a soft-label dataset (Parquet parts + manifest.json).
+    /// Run an ONNX teacher over a dataset and write a soft-label dataset (Parquet parts + _manifest.json).
     Precompute(precompute::PrecomputeArgs),
     /// Train an MLP student from a soft-label dataset with the distillation loss.
     Train(train::TrainArgs),
@@ -91,7 +91,8 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("softlabel={default},{default}")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {

@@ -85,7 +85,9 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
     let labels = SoftLabels::open(&a.labels)?;
     let m = labels.manifest().clone();
     let val = match &a.val {
-        Some(path) => Some(load_val(path, &a.val_args.spec(path, Some(&m.input.source_column)), m.num_classes, m.input.width)?),
+        Some(path) => {
+            Some(load_val(path, &a.val_args.spec(path, Some(&m.input.source_column)), m.num_classes, m.input.width)?)
+        }
         None => None,
     };
     let data = labels.load()?;
@@ -129,7 +131,11 @@ fn load_val(path: &std::path::Path, spec: &DataSpec, classes: usize, width: usiz
         if b.width != width {
             anyhow::bail!(softlabel::Error::data(
                 &b.file,
-                format!("column '{}' has {} values per row, the labels' inputs have {width}", source.input_name(), b.width)
+                format!(
+                    "column '{}' has {} values per row, the labels' inputs have {width}",
+                    source.input_name(),
+                    b.width
+                )
             ));
         }
         for (i, l) in b.labels.iter().enumerate() {

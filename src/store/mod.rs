@@ -1,4 +1,4 @@
-//! The soft-label dataset: a folder with `manifest.json` and `part-NNNNN.parquet` files.
+//! The soft-label dataset: a folder with `_manifest.json` and `part-NNNNN.parquet` files.
 //! SCHEMA.md is the contract; this module is its implementation.
 
 mod reader;
@@ -19,7 +19,7 @@ pub const SCHEMA_VERSION: &str = "1.0";
 /// The major schema version this build reads.
 pub const SCHEMA_MAJOR: u32 = 1;
 /// The manifest's file name inside a dataset folder.
-pub const MANIFEST: &str = "manifest.json";
+pub const MANIFEST: &str = "_manifest.json";
 /// The value of the manifest's `format` field.
 pub const FORMAT: &str = "softlabel";
 
@@ -85,7 +85,7 @@ pub struct PartInfo {
     pub max_id: u64,
 }
 
-/// `manifest.json`: written last, atomically, so a folder with a manifest is a complete dataset.
+/// `_manifest.json`: written last, atomically, so a folder with a manifest is a complete dataset.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -144,10 +144,11 @@ impl Manifest {
     /// The Arrow schema of every part, carrying [`Manifest::key_values`] as its metadata (so readers
     /// that look at the embedded Arrow schema, like pyarrow's `schema.metadata`, see them too).
     pub fn arrow_schema(&self) -> Schema {
-        part_schema(self.input.dtype, self.input.width, self.num_classes).with_metadata(self.key_values().into_iter().collect::<std::collections::HashMap<_, _>>())
+        part_schema(self.input.dtype, self.input.width, self.num_classes)
+            .with_metadata(self.key_values().into_iter().collect::<std::collections::HashMap<_, _>>())
     }
 
-    /// Reads and checks `DIR/manifest.json`.
+    /// Reads and checks `DIR/_manifest.json`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST);
         if !dir.is_dir() {
@@ -173,12 +174,15 @@ impl Manifest {
             Some(m) if m > SCHEMA_MAJOR => {
                 return Err(Error::dataset(
                     &path,
-                    format!("schema version {version} is newer than this softlabel reads ({SCHEMA_VERSION}); upgrade softlabel"),
+                    format!(
+                    "schema version {version} is newer than this softlabel reads ({SCHEMA_VERSION}); upgrade softlabel"
+                ),
                 ))
             }
             _ => return Err(Error::dataset(&path, format!("unsupported schema version '{version}'"))),
         }
-        let m: Manifest = serde_json::from_value(value).map_err(|e| Error::dataset(&path, format!("invalid manifest: {e}")))?;
+        let m: Manifest =
+            serde_json::from_value(value).map_err(|e| Error::dataset(&path, format!("invalid manifest: {e}")))?;
         m.validate(&path)?;
         Ok(m)
     }
@@ -214,9 +218,8 @@ impl Manifest {
 
 /// The Arrow schema of a part.
 pub fn part_schema(input: ElementType, width: usize, classes: usize) -> Schema {
-    let list = |dt: DataType, n: usize| {
-        DataType::FixedSizeList(std::sync::Arc::new(Field::new("item", dt, false)), n as i32)
-    };
+    let list =
+        |dt: DataType, n: usize| DataType::FixedSizeList(std::sync::Arc::new(Field::new("item", dt, false)), n as i32);
     Schema::new(vec![
         Field::new(columns::ID, DataType::UInt64, false),
         Field::new(columns::LABEL, DataType::Int64, true),

@@ -50,7 +50,7 @@ impl SoftLabels {
             let path = dir.join(&part.file);
             let meta = std::fs::metadata(&path).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
-                    Error::dataset(&path, "part listed in manifest.json is missing")
+                    Error::dataset(&path, "part listed in _manifest.json is missing")
                 } else {
                     Error::io(&path, e)
                 }
@@ -58,14 +58,18 @@ impl SoftLabels {
             if meta.len() != part.bytes {
                 return Err(Error::dataset(
                     &path,
-                    format!("part was changed or replaced: it has {} bytes, manifest.json says {}", meta.len(), part.bytes),
+                    format!(
+                        "part was changed or replaced: it has {} bytes, _manifest.json says {}",
+                        meta.len(),
+                        part.bytes
+                    ),
                 ));
             }
             let sha = sha256_file(&path)?;
             if sha != part.sha256 {
                 return Err(Error::dataset(
                     &path,
-                    format!("part was changed or replaced: sha256 {sha}, manifest.json says {}", part.sha256),
+                    format!("part was changed or replaced: sha256 {sha}, _manifest.json says {}", part.sha256),
                 ));
             }
         }
@@ -82,7 +86,7 @@ impl SoftLabels {
         &self.manifest
     }
 
-    /// sha256 of manifest.json's content (identifies exactly what a student learned from).
+    /// sha256 of _manifest.json's content (identifies exactly what a student learned from).
     pub fn manifest_sha256(&self) -> Result<String> {
         sha256_file(&self.dir.join(super::MANIFEST))
     }
@@ -108,21 +112,33 @@ impl SoftLabels {
                     Ok(f) => {
                         return Err(Error::dataset(
                             &path,
-                            format!("column '{}' has type {}, manifest implies {}", f.name(), f.data_type(), field.data_type()),
+                            format!(
+                                "column '{}' has type {}, manifest implies {}",
+                                f.name(),
+                                f.data_type(),
+                                field.data_type()
+                            ),
                         ))
                     }
                     Err(_) => return Err(Error::dataset(&path, format!("no column '{}'", field.name()))),
                 }
             }
-            let reader = builder.with_batch_size(8192).build().map_err(|source| Error::Parquet { path: path.clone(), source })?;
+            let reader = builder
+                .with_batch_size(8192)
+                .build()
+                .map_err(|source| Error::Parquet { path: path.clone(), source })?;
             let mut part_rows = 0u64;
             for rb in reader {
-                let rb = rb.map_err(|e| Error::dataset(&path, format!("cannot decode rows after row {part_rows}: {e}")))?;
+                let rb =
+                    rb.map_err(|e| Error::dataset(&path, format!("cannot decode rows after row {part_rows}: {e}")))?;
                 read_batch(&path, &rb, &mut ids, &mut labels, &mut inputs, &mut logits, part_rows)?;
                 part_rows += rb.num_rows() as u64;
             }
             if part_rows != part.rows {
-                return Err(Error::dataset(&path, format!("part has {part_rows} rows, manifest.json says {}", part.rows)));
+                return Err(Error::dataset(
+                    &path,
+                    format!("part has {part_rows} rows, _manifest.json says {}", part.rows),
+                ));
             }
         }
         let inputs = Array2::from_shape_vec((ids.len(), w), inputs).map_err(|e| Error::Internal(e.to_string()))?;
@@ -160,11 +176,16 @@ fn read_batch(
         if name == columns::LOGITS {
             let v = values.as_primitive::<Float32Type>().values();
             if let Some(pos) = v.iter().position(|x| x.is_nan()) {
-                return Err(Error::dataset(path, format!("column 'logits', row {}: NaN logit", first_row + (pos / width) as u64)));
+                return Err(Error::dataset(
+                    path,
+                    format!("column 'logits', row {}: NaN logit", first_row + (pos / width) as u64),
+                ));
             }
             out.extend_from_slice(v);
         } else {
-            out.extend(numeric_to_f32(values.as_ref()).ok_or_else(|| Error::dataset(path, "column 'input' is not numeric"))?);
+            out.extend(
+                numeric_to_f32(values.as_ref()).ok_or_else(|| Error::dataset(path, "column 'input' is not numeric"))?,
+            );
         }
     }
     Ok(())

@@ -57,7 +57,9 @@ pub struct SoftLabelWriter {
 }
 
 fn is_dataset_file(name: &str) -> bool {
-    name == MANIFEST || name == ".manifest.json.tmp" || (name.starts_with("part-") && name.ends_with(".parquet"))
+    name == MANIFEST
+        || name == "._manifest.json.tmp"
+        || (name.starts_with("part-") && name.ends_with(".parquet"))
         || (name.starts_with(".part-") && name.ends_with(".parquet.tmp"))
 }
 
@@ -76,7 +78,10 @@ fn prepare_dir(dir: &Path, overwrite: bool) -> Result<()> {
     if !overwrite {
         return Err(Error::dataset(
             dir,
-            format!("output folder is not empty ({} entries); choose another --out or pass --overwrite", existing.len()),
+            format!(
+                "output folder is not empty ({} entries); choose another --out or pass --overwrite",
+                existing.len()
+            ),
         ));
     }
     if let Some(other) = existing.iter().find(|n| !is_dataset_file(n)) {
@@ -98,9 +103,8 @@ fn prepare_dir(dir: &Path, overwrite: bool) -> Result<()> {
 fn writer_properties(schema: &SchemaRef, manifest: &Manifest, options: &WriterOptions) -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(options.zstd_level)
         .map_err(|e| Error::Config(format!("zstd level {}: {e}", options.zstd_level)))?;
-    let descr = ArrowSchemaConverter::new()
-        .convert(schema)
-        .map_err(|e| Error::Internal(format!("schema conversion: {e}")))?;
+    let descr =
+        ArrowSchemaConverter::new().convert(schema).map_err(|e| Error::Internal(format!("schema conversion: {e}")))?;
     let kv = manifest.key_values().into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
@@ -112,10 +116,14 @@ fn writer_properties(schema: &SchemaRef, manifest: &Manifest, options: &WriterOp
         let top = path.parts()[0].as_str();
         if col.physical_type() == PhysicalType::FLOAT {
             // Floats compress far better with their bytes split into streams; dictionaries never pay.
-            b = b.set_column_dictionary_enabled(path.clone(), false).set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
+            b = b
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
         } else if top == columns::ID {
             // Ids are unique: a dictionary would only grow the file.
-            b = b.set_column_dictionary_enabled(path.clone(), false).set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+            b = b
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
         } else if top == columns::INPUT {
             b = b.set_column_dictionary_enabled(path, false);
         }
@@ -189,7 +197,12 @@ impl SoftLabelWriter {
             let room = self.options.rows_per_part - self.current.as_ref().map_or(0, |p| p.rows as usize);
             let take = room.min(n - start);
             let end = start + take;
-            self.write_rows(&ids[start..end], &labels[start..end], &input.slice(start * w, take * w), &logits[start * k..end * k])?;
+            self.write_rows(
+                &ids[start..end],
+                &labels[start..end],
+                &input.slice(start * w, take * w),
+                &logits[start * k..end * k],
+            )?;
             start = end;
             if self.current.as_ref().is_some_and(|p| p.rows as usize >= self.options.rows_per_part) {
                 self.close_part()?;
@@ -208,7 +221,8 @@ impl SoftLabelWriter {
         let list = |values: ArrayRef, n: usize| -> Result<ArrayRef> {
             let item = Arc::new(Field::new("item", values.data_type().clone(), false));
             Ok(Arc::new(
-                FixedSizeListArray::try_new(item, n as i32, values, None).map_err(|e| Error::Internal(e.to_string()))?,
+                FixedSizeListArray::try_new(item, n as i32, values, None)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
             ))
         };
         let batch = RecordBatch::try_new(
@@ -238,8 +252,12 @@ impl SoftLabelWriter {
         let name = format!("part-{:05}.parquet", self.manifest.parts.len());
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let writer = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), self.schema.clone(), Some(self.props.clone()))
-            .map_err(|e| Error::dataset(&tmp, format!("cannot start Parquet writer: {e}")))?;
+        let writer = ArrowWriter::try_new(
+            BufWriter::with_capacity(1 << 20, file),
+            self.schema.clone(),
+            Some(self.props.clone()),
+        )
+        .map_err(|e| Error::dataset(&tmp, format!("cannot start Parquet writer: {e}")))?;
         self.current = Some(OpenPart { writer, tmp, name, rows: 0, min_id: u64::MAX, max_id: 0 });
         Ok(())
     }

@@ -50,7 +50,7 @@ pub struct StudentInfo {
     pub temperature: f32,
     /// The labels folder it learned from.
     pub labels_dir: String,
-    /// sha256 of that folder's manifest.json.
+    /// sha256 of that folder's _manifest.json.
     pub labels_manifest_sha256: String,
     /// The teacher's sha256 (from the labels).
     pub teacher_sha256: String,
@@ -96,11 +96,14 @@ pub fn to_safetensors(mlp: &Mlp, metadata: &BTreeMap<String, String>) -> Vec<u8>
     let mut offset = 0usize;
     for (name, shape, data) in &ts {
         let len = data.len() * 4;
-        header.insert(name.clone(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}));
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}),
+        );
         offset += len;
     }
     let mut h = serde_json::to_vec(&header).unwrap_or_default();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + h.len() + offset);
@@ -136,7 +139,8 @@ pub fn from_safetensors(bytes: &[u8], dims: &[usize], path: &Path) -> Result<Mlp
         if got != shape {
             return Err(bad(format!("tensor '{name}' has shape {got:?}, student.json implies {shape:?}")));
         }
-        let off: Vec<usize> = t.get("data_offsets").and_then(|s| serde_json::from_value(s.clone()).ok()).unwrap_or_default();
+        let off: Vec<usize> =
+            t.get("data_offsets").and_then(|s| serde_json::from_value(s.clone()).ok()).unwrap_or_default();
         let n: usize = shape.iter().product();
         if off.len() != 2 || off[1] < off[0] || off[1] > data.len() || off[1] - off[0] != n * 4 {
             return Err(bad(format!("tensor '{name}' has bad data offsets {off:?}")));
@@ -180,7 +184,8 @@ pub fn save(dir: &Path, mlp: &Mlp, info: &mut StudentInfo, log: &[EpochLog]) -> 
 pub fn load(dir: &Path) -> Result<StudentFile> {
     let ipath = dir.join(INFO);
     let text = std::fs::read_to_string(&ipath).map_err(|e| Error::io(&ipath, e))?;
-    let info: StudentInfo = serde_json::from_str(&text).map_err(|e| Error::dataset(&ipath, format!("invalid student.json: {e}")))?;
+    let info: StudentInfo =
+        serde_json::from_str(&text).map_err(|e| Error::dataset(&ipath, format!("invalid student.json: {e}")))?;
     if info.format != "softlabel-student" {
         return Err(Error::dataset(&ipath, "not a softlabel student (field 'format')"));
     }
@@ -188,7 +193,10 @@ pub fn load(dir: &Path) -> Result<StudentFile> {
     let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
     let sha = crate::dataset::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     if sha != info.weights_sha256 {
-        return Err(Error::dataset(&wpath, "sha256 differs from student.json's weights_sha256: the weights were changed"));
+        return Err(Error::dataset(
+            &wpath,
+            "sha256 differs from student.json's weights_sha256: the weights were changed",
+        ));
     }
     let mlp = from_safetensors(&bytes, &info.dims, &wpath)?;
     Ok(StudentFile { dir: dir.to_path_buf(), mlp, info })

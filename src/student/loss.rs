@@ -78,7 +78,9 @@ mod tests {
         // Large teacher logits as real teachers produce them (spread ~130), several T and alpha.
         let teacher = [60.0f32, -70.0, 10.0, 3.0, -1.0];
         let z = [0.3f32, -1.2, 2.0, 0.1, -0.4];
-        for &(t, alpha, label) in &[(1.0f32, 0.5f32, Some(2usize)), (4.0, 0.9, Some(0)), (20.0, 1.0, None), (2.0, 0.0, Some(4))] {
+        for &(t, alpha, label) in
+            &[(1.0f32, 0.5f32, Some(2usize)), (4.0, 0.9, Some(0)), (20.0, 1.0, None), (2.0, 0.0, Some(4))]
+        {
             let mut p = vec![0f32; 5];
             let mut lp = vec![0f32; 5];
             softmax_t(&teacher, t, &mut p);
@@ -91,8 +93,13 @@ mod tests {
                 zp[i] += h;
                 let mut zm = z;
                 zm[i] -= h;
-                let fd = (loss_only(&zp, &teacher, label, t, alpha) - loss_only(&zm, &teacher, label, t, alpha)) / (2.0 * f64::from(h));
-                assert!((fd - f64::from(g[i])).abs() < 2e-3 * (1.0 + fd.abs()), "t={t} a={alpha} i={i}: fd {fd} vs {}", g[i]);
+                let fd = (loss_only(&zp, &teacher, label, t, alpha) - loss_only(&zm, &teacher, label, t, alpha))
+                    / (2.0 * f64::from(h));
+                assert!(
+                    (fd - f64::from(g[i])).abs() < 2e-3 * (1.0 + fd.abs()),
+                    "t={t} a={alpha} i={i}: fd {fd} vs {}",
+                    g[i]
+                );
             }
         }
     }

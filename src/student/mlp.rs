@@ -82,7 +82,7 @@ impl Mlp {
     }
 
     fn forward_block(&self, x: ArrayView2<f32>) -> Array2<f32> {
-        let mut a = (&x - &self.shift.view().insert_axis(Axis(0))) * &self.scale.view().insert_axis(Axis(0));
+        let mut a = (&x - &self.shift.view().insert_axis(Axis(0))) * self.scale.view().insert_axis(Axis(0));
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             let mut z = a.dot(&layer.w);
@@ -118,7 +118,13 @@ impl Mlp {
 }
 
 /// Copies rows `idx` of `x` into the first `idx.len()` rows of `out`, applying the input scaling.
-pub(crate) fn gather_scaled(x: ArrayView2<f32>, idx: &[usize], shift: &Array1<f32>, scale: &Array1<f32>, out: &mut Array2<f32>) {
+pub(crate) fn gather_scaled(
+    x: ArrayView2<f32>,
+    idx: &[usize],
+    shift: &Array1<f32>,
+    scale: &Array1<f32>,
+    out: &mut Array2<f32>,
+) {
     for (r, &i) in idx.iter().enumerate() {
         let mut dst = out.slice_mut(s![r, ..]);
         let src = x.row(i);

@@ -1,7 +1,7 @@
 //! Optimizers and learning-rate schedules. Configs implement `Default`, so callers write
 //! `Adam { lr: 1e-3, ..Default::default() }`.
 
-use ndarray::{ArrayViewMutD, ArrayViewD, Zip};
+use ndarray::{ArrayViewD, ArrayViewMutD, Zip};
 
 /// SGD with (optionally Nesterov) momentum and L2 weight decay added to the gradient.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -64,7 +64,15 @@ impl Optimizer {
 
     /// Updates one parameter tensor. `m`, `v` are its state buffers (same shape, zero at start), `step`
     /// is 1-based, `lr` the scheduled learning rate.
-    pub fn update(&self, p: ArrayViewMutD<f32>, g: ArrayViewD<f32>, m: ArrayViewMutD<f32>, v: ArrayViewMutD<f32>, step: u64, lr: f32) {
+    pub fn update(
+        &self,
+        p: ArrayViewMutD<f32>,
+        g: ArrayViewD<f32>,
+        m: ArrayViewMutD<f32>,
+        v: ArrayViewMutD<f32>,
+        step: u64,
+        lr: f32,
+    ) {
         match *self {
             Optimizer::Sgd(Sgd { momentum, nesterov, weight_decay, .. }) => {
                 Zip::from(p).and(g).and(m).par_for_each(|p, &g, buf| {

@@ -95,7 +95,8 @@ impl TrainSettings {
         }
         match self.optimizer {
             Optimizer::Sgd(s) => {
-                if !(0.0..1.0).contains(&s.momentum) || !(s.weight_decay.is_finite() && s.weight_decay >= 0.0) {
+                let momentum_ok = (0.0..1.0).contains(&s.momentum);
+                if !(momentum_ok && s.weight_decay.is_finite() && s.weight_decay >= 0.0) {
                     return bad("--momentum must be in [0, 1) and --weight-decay >= 0".into());
                 }
             }
@@ -150,7 +151,12 @@ impl ValSet {
     /// Errors of `mlp` on this set.
     pub fn errors(&self, mlp: &Mlp) -> u64 {
         let logits = mlp.forward(self.inputs.view());
-        logits.rows().into_iter().zip(&self.labels).filter(|(r, &y)| argmax(r.as_slice().unwrap_or(&[])) != Some(y as usize)).count() as u64
+        logits
+            .rows()
+            .into_iter()
+            .zip(&self.labels)
+            .filter(|(r, &y)| argmax(r.as_slice().unwrap_or(&[])) != Some(y as usize))
+            .count() as u64
     }
 }
 
@@ -280,10 +286,9 @@ pub fn train(
         .iter()
         .zip(&data.ids)
         .map(|(l, id)| match *l {
-            Some(y) if y < 0 || y as usize >= num_classes => Err(Error::dataset(
-                origin,
-                format!("column 'label', id {id}: label {y} is outside [0, {num_classes})"),
-            )),
+            Some(y) if y < 0 || y as usize >= num_classes => {
+                Err(Error::dataset(origin, format!("column 'label', id {id}: label {y} is outside [0, {num_classes})")))
+            }
             Some(y) => Ok(Some(y as usize)),
             None => Ok(None),
         })
@@ -364,7 +369,11 @@ pub fn train(
                 }
             }
             if let Some(max_norm) = settings.clip_norm {
-                let sq: f64 = acc.gw.iter().map(|g| g.par_iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>()).sum::<f64>()
+                let sq: f64 = acc
+                    .gw
+                    .iter()
+                    .map(|g| g.par_iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>())
+                    .sum::<f64>()
                     + acc.gb.iter().map(|g| g.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>()).sum::<f64>();
                 let norm = sq.sqrt() as f32;
                 if norm > max_norm {
@@ -377,8 +386,22 @@ pub fn train(
             lr = settings.schedule.rate(settings.optimizer.lr(), global_step - 1, total_steps, warmup);
             for (l, layer) in mlp.layers.iter_mut().enumerate() {
                 let [mw, vw, mb, vb] = &mut state[l];
-                settings.optimizer.update(layer.w.view_mut().into_dyn(), acc.gw[l].view().into_dyn(), mw.view_mut(), vw.view_mut(), global_step, lr);
-                settings.optimizer.update(layer.b.view_mut().into_dyn(), acc.gb[l].view().into_dyn(), mb.view_mut(), vb.view_mut(), global_step, lr);
+                settings.optimizer.update(
+                    layer.w.view_mut().into_dyn(),
+                    acc.gw[l].view().into_dyn(),
+                    mw.view_mut(),
+                    vw.view_mut(),
+                    global_step,
+                    lr,
+                );
+                settings.optimizer.update(
+                    layer.b.view_mut().into_dyn(),
+                    acc.gb[l].view().into_dyn(),
+                    mb.view_mut(),
+                    vb.view_mut(),
+                    global_step,
+                    lr,
+                );
             }
             progress.advance(1);
         }
@@ -460,14 +483,20 @@ mod tests {
         let n = 64;
         let inputs = Array2::from_shape_fn((n, 8), |(i, j)| ((i * 3 + j) % 7) as f32);
         let logits = Array2::from_shape_fn((n, 3), |(i, j)| if (i % 3) == j { 5.0 } else { -1.0 });
-        let data = TeacherOutputs { ids: (0..n as u64).collect(), labels: (0..n).map(|i| Some((i % 3) as i64)).collect(), inputs, logits };
+        let data = TeacherOutputs {
+            ids: (0..n as u64).collect(),
+            labels: (0..n).map(|i| Some((i % 3) as i64)).collect(),
+            inputs,
+            logits,
+        };
         let s = TrainSettings { hidden: vec![16], epochs: 2, batch_size: 16, ..Default::default() };
         let a = train(&data, 3, 2.0, &s, None, Path::new("mem"), &NoProgress).unwrap();
         let b = train(&data, 3, 2.0, &s, None, Path::new("mem"), &NoProgress).unwrap();
         assert_eq!(a.mlp, b.mlp);
         assert!(a.log[1].train_loss < a.log[0].train_loss, "{:?}", a.log);
 
-        let huge = TrainSettings { optimizer: Optimizer::Sgd(crate::student::Sgd { lr: 1e30, ..Default::default() }), ..s };
+        let huge =
+            TrainSettings { optimizer: Optimizer::Sgd(crate::student::Sgd { lr: 1e30, ..Default::default() }), ..s };
         match train(&data, 3, 2.0, &huge, None, Path::new("mem"), &NoProgress) {
             Err(Error::Diverged { epoch, step, .. }) => assert!(epoch >= 1 && step >= 1),
             other => panic!("expected divergence, got {other:?}"),
