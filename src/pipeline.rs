@@ -214,7 +214,7 @@ impl Pipeline {
         let base = path.parent().unwrap_or(Path::new("."));
         for f in [&mut p.data.train, &mut p.data.test, &mut p.teacher.model, &mut p.output.dir] {
             if f.is_relative() {
-                *f = base.join(&*f);
+                *f = normalize(&base.join(&*f));
             }
         }
         crate::precompute::check_temperature(p.teacher.temperature)
@@ -230,6 +230,25 @@ impl Pipeline {
             id_column: self.data.id_column.clone(),
         }
     }
+}
+
+/// Removes `.` and resolves `..` lexically (`pipelines/../out` -> `out`), keeping leading `..`.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }
 
 /// What `run` reports.
@@ -390,4 +409,18 @@ pub fn student_info(
         train_seconds,
         weights_sha256: String::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_resolves_parent_dirs_lexically() {
+        assert_eq!(normalize(Path::new("pipelines/../out/mnist")), PathBuf::from("out/mnist"));
+        assert_eq!(normalize(Path::new("./a/./b")), PathBuf::from("a/b"));
+        assert_eq!(normalize(Path::new("../x")), PathBuf::from("../x"));
+        assert_eq!(normalize(Path::new("/a/../b")), PathBuf::from("/b"));
+        assert_eq!(normalize(Path::new("a/..")), PathBuf::from("."));
+    }
 }
