@@ -133,6 +133,8 @@ pub struct Batch {
     pub file: PathBuf,
     /// The position in that file of the batch's first row.
     pub first_row: u64,
+    /// The position in the whole source (files in reading order) of the batch's first row.
+    pub first_source_row: u64,
     /// One id per row.
     pub ids: Vec<u64>,
     /// One label per row (`None`: unlabeled).
@@ -354,19 +356,36 @@ impl DataSource {
         Ok(SourceInfo { files, fingerprint: hex(&outer.finalize()) })
     }
 
-    /// Reads all rows in batches of at most `batch_size` rows (a batch never spans two files).
+    /// Reads all rows in batches of at most `batch_size` rows (a batch never spans two files; within a
+    /// file, batches start at multiples of `batch_size`).
     pub fn batches(&self, batch_size: usize) -> BatchIter<'_> {
+        self.batches_from(batch_size, 0)
+    }
+
+    /// Like [`DataSource::batches`], starting at the batch that holds source row `skip`: files before it
+    /// are not opened, and the batches are the same ones a full read yields from there on (so the
+    /// caller drops the rows before `skip` from the first batch).
+    pub fn batches_from(&self, batch_size: usize, skip: u64) -> BatchIter<'_> {
+        let batch_size = batch_size.max(1);
+        let mut file = 0;
+        let mut file_start = 0u64;
+        while file < self.files.len() && file_start + self.rows_per_file[file] <= skip {
+            file_start += self.rows_per_file[file];
+            file += 1;
+        }
+        let local = skip.saturating_sub(file_start);
+        let offset = local - local % batch_size as u64;
         BatchIter {
             source: self,
-            batch_size: batch_size.max(1),
-            file: 0,
+            batch_size,
+            file,
             reader: None,
-            row_in_file: 0,
-            row_in_source: 0,
+            row_in_file: offset,
+            row_in_source: file_start + offset,
         }
     }
 
-    fn open_reader(&self, file: &Path, batch_size: usize) -> Result<ParquetRecordBatchReader> {
+    fn open_reader(&self, file: &Path, batch_size: usize, offset: u64) -> Result<ParquetRecordBatchReader> {
         let builder = open_builder(file)?;
         let schema = builder.schema().clone();
         let mut wanted: Vec<&str> = match &self.layout {
@@ -384,11 +403,11 @@ impl DataSource {
             );
         }
         let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-        builder
-            .with_projection(mask)
-            .with_batch_size(batch_size)
-            .build()
-            .map_err(|source| Error::Parquet { path: file.to_path_buf(), source })
+        let mut builder = builder.with_projection(mask).with_batch_size(batch_size);
+        if offset > 0 {
+            builder = builder.with_offset(offset as usize);
+        }
+        builder.build().map_err(|source| Error::Parquet { path: file.to_path_buf(), source })
     }
 
     fn convert(&self, file: &Path, batch: &RecordBatch, first_row: u64, first_in_source: u64) -> Result<Batch> {
@@ -460,7 +479,7 @@ impl DataSource {
                 (Arc::new(Float32Array::from(flat)) as ArrayRef, width)
             }
         };
-        Ok(Batch { file: file.to_path_buf(), first_row, ids, labels, input, width })
+        Ok(Batch { file: file.to_path_buf(), first_row, first_source_row: first_in_source, ids, labels, input, width })
     }
 }
 
@@ -608,6 +627,29 @@ impl Batch {
     pub fn input_f32(&self) -> Vec<f32> {
         numeric_to_f32(self.input.as_ref()).unwrap_or_default()
     }
+
+    /// Keeps only the rows where `keep` is true; returns them with each kept row's source position.
+    pub fn retain(&self, keep: &[bool]) -> Result<(Batch, Vec<u64>)> {
+        let rows: Vec<usize> = (0..self.len()).filter(|&i| keep[i]).collect();
+        let source_rows = rows.iter().map(|&i| self.first_source_row + i as u64).collect();
+        let mut values = Vec::with_capacity(rows.len() * self.width);
+        for &i in &rows {
+            values.extend((i * self.width) as u64..((i + 1) * self.width) as u64);
+        }
+        let idx = arrow_array::UInt64Array::from(values);
+        let input =
+            arrow_select::take::take(self.input.as_ref(), &idx, None).map_err(|e| Error::Internal(e.to_string()))?;
+        let batch = Batch {
+            file: self.file.clone(),
+            first_row: self.first_row,
+            first_source_row: self.first_source_row,
+            ids: rows.iter().map(|&i| self.ids[i]).collect(),
+            labels: rows.iter().map(|&i| self.labels[i]).collect(),
+            input,
+            width: self.width,
+        };
+        Ok((batch, source_rows))
+    }
 }
 
 /// Iterator over a source's batches.
@@ -627,7 +669,7 @@ impl Iterator for BatchIter<'_> {
         loop {
             let path = self.source.files.get(self.file)?.clone();
             if self.reader.is_none() {
-                match self.source.open_reader(&path, self.batch_size) {
+                match self.source.open_reader(&path, self.batch_size, self.row_in_file) {
                     Ok(r) => self.reader = Some(r),
                     Err(e) => {
                         self.file = self.source.files.len();

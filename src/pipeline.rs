@@ -309,9 +309,23 @@ fn labels_for(
         batch_size: p.teacher.batch_size,
         teacher_options: TeacherOptions { threads: p.teacher.threads, ort_lib: None },
         class_names: p.teacher.class_names.clone(),
-        writer: WriterOptions { overwrite: true, ..Default::default() },
+        writer: WriterOptions::default(),
+        resume: true,
+        shard: None,
     };
-    precompute(&settings, progress)?;
+    // An interrupted earlier run is continued; labels from other settings are replaced.
+    if let Err(e) = precompute(&settings, progress) {
+        if !matches!(e, Error::Dataset { .. }) {
+            return Err(e);
+        }
+        tracing::warn!("{e}; recomputing {}", out.display());
+        let fresh = PrecomputeSettings {
+            resume: false,
+            writer: WriterOptions { overwrite: true, ..Default::default() },
+            ..settings
+        };
+        precompute(&fresh, progress)?;
+    }
     Ok((SoftLabels::open(out)?, false, start.elapsed().as_secs_f64()))
 }
 

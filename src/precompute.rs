@@ -12,7 +12,10 @@ use arrow_array::ArrayRef;
 use crate::dataset::{Batch, DataSource, DataSpec};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::store::{InputInfo, Manifest, SoftLabelWriter, TeacherInfo, WriterOptions, FORMAT, SCHEMA_VERSION};
+use crate::store::{
+    InputInfo, Manifest, Resumed, Shard, SoftLabelWriter, SoftLabels, TeacherInfo, WriterOptions, FORMAT,
+    SCHEMA_VERSION,
+};
 use crate::teacher::{Teacher, TeacherOptions};
 
 /// Everything `precompute` needs, validated by [`PrecomputeSettings::validate`] before any model loads.
@@ -36,6 +39,10 @@ pub struct PrecomputeSettings {
     pub class_names: Option<Vec<String>>,
     /// Part size, compression, overwrite.
     pub writer: WriterOptions,
+    /// Continue an interrupted run in `out` (see [`SoftLabelWriter::resume`]).
+    pub resume: bool,
+    /// Process only this shard of the rows.
+    pub shard: Option<Shard>,
 }
 
 /// Checks a temperature: finite and > 0.
@@ -59,6 +66,9 @@ impl PrecomputeSettings {
                 return Err(Error::Config("--class-names has an empty name".into()));
             }
         }
+        if self.resume && self.writer.overwrite {
+            return Err(Error::Config("--resume and --overwrite exclude each other".into()));
+        }
         self.spec.validate()
     }
 }
@@ -68,6 +78,7 @@ struct Scored {
     labels: Vec<Option<i64>>,
     input: ArrayRef,
     logits: Vec<f32>,
+    source_rows: Vec<u64>,
 }
 
 /// What the inference stage sends the writer: the writer finishes the dataset only on `Done`, so a
@@ -137,17 +148,32 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
         rows: 0,
         labeled_rows: 0,
         parts: Vec::new(),
+        shard: settings.shard,
     };
-    let mut writer = SoftLabelWriter::create(&settings.out, manifest, settings.writer.clone())?;
+    let (mut writer, skip) = if settings.resume {
+        match SoftLabelWriter::resume(&settings.out, manifest, settings.writer.clone(), settings.batch_size)? {
+            Resumed::Complete(m) => return Ok(m),
+            Resumed::Continue { writer, source_rows_done } => (writer, source_rows_done),
+        }
+    } else {
+        (SoftLabelWriter::create(&settings.out, manifest, settings.writer.clone(), settings.batch_size)?, 0)
+    };
+    // Ids already committed count for the duplicate check.
+    let mut seen: HashSet<u64> = HashSet::with_capacity(source.rows() as usize);
+    if !writer.manifest().parts.is_empty() {
+        let committed = SoftLabels::from_parts(writer.dir(), writer.manifest().clone());
+        seen.extend(committed.ids()?);
+        tracing::info!(rows = seen.len(), skip, "resuming after committed parts");
+    }
 
-    progress.begin("precompute", Some(source.rows()));
+    progress.begin("precompute", Some(source.rows().saturating_sub(skip)));
     let result = std::thread::scope(|scope| -> Result<Manifest> {
         let (batch_tx, batch_rx) = sync_channel::<Result<Batch>>(2);
         let (scored_tx, scored_rx) = sync_channel::<ToWriter>(2);
         let source = &source;
         let batch_size = settings.batch_size;
         scope.spawn(move || {
-            for b in source.batches(batch_size) {
+            for b in source.batches_from(batch_size, skip) {
                 let stop = b.is_err();
                 if batch_tx.send(b).is_err() || stop {
                     break;
@@ -158,8 +184,7 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
             for msg in scored_rx {
                 match msg {
                     ToWriter::Rows(s) => {
-                        writer.write(&s.ids, &s.labels, &s.input, &s.logits)?;
-                        progress.advance(s.ids.len() as u64);
+                        writer.write(&s.ids, &s.labels, &s.input, &s.logits, &s.source_rows)?;
                     }
                     ToWriter::Done => return writer.finish(),
                 }
@@ -167,26 +192,52 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
             Err(Error::Internal("precompute stopped before the last batch".into()))
         });
 
-        let mut seen: HashSet<u64> = HashSet::with_capacity(source.rows() as usize);
         let infer = (|| -> Result<()> {
             for batch in batch_rx {
                 let batch = batch?;
                 check_width(&batch, width, &column)?;
-                let id_col = source.id_column().unwrap_or("(row index)");
-                for (i, id) in batch.ids.iter().enumerate() {
-                    if !seen.insert(*id) {
-                        return Err(Error::data(
-                            &batch.file,
-                            format!("column '{id_col}', row {}: duplicate id {id}", batch.first_row + i as u64),
-                        ));
+                progress
+                    .advance(batch.len() as u64 - skip.saturating_sub(batch.first_source_row).min(batch.len() as u64));
+                // Only this shard's rows go to the teacher; with no shard the teacher gets every batch
+                // whole, as an uninterrupted run does, even the first one after a resume point.
+                let (batch, source_rows) = match settings.shard {
+                    Some(shard) => batch.retain(&batch.ids.iter().map(|&id| shard.owns(id)).collect::<Vec<_>>())?,
+                    None => {
+                        let rows = (batch.first_source_row..batch.first_source_row + batch.len() as u64).collect();
+                        (batch, rows)
                     }
+                };
+                if batch.is_empty() {
+                    continue;
                 }
-                let (logits, k) = teacher.run(&batch, &row_shape)?;
+                let (mut logits, k) = teacher.run(&batch, &row_shape)?;
                 if k != num_classes {
                     return Err(Error::model(
                         teacher.path(),
                         format!("output has {k} classes, earlier batches had {num_classes}"),
                     ));
+                }
+                // Rows before the resume point are already in committed parts.
+                let from = source_rows.partition_point(|&r| r < skip);
+                if from == source_rows.len() {
+                    continue;
+                }
+                let n = batch.len() - from;
+                let (ids, labels) = (batch.ids[from..].to_vec(), batch.labels[from..].to_vec());
+                let input = batch.input.slice(from * width, n * width);
+                let logits = logits.split_off(from * k);
+                let source_rows = source_rows[from..].to_vec();
+                let id_col = source.id_column().unwrap_or("(row index)");
+                for (i, id) in ids.iter().enumerate() {
+                    if !seen.insert(*id) {
+                        return Err(Error::data(
+                            &batch.file,
+                            format!(
+                                "column '{id_col}', row {}: duplicate id {id}",
+                                row_in_file(&batch, source_rows[i])
+                            ),
+                        ));
+                    }
                 }
                 if let Some(pos) = logits.iter().position(|z| !z.is_finite()) {
                     return Err(Error::model(
@@ -195,12 +246,12 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
                             "teacher produced a non-finite logit ({}) for {}, row {} (id {})",
                             logits[pos],
                             batch.file.display(),
-                            batch.first_row + (pos / k) as u64,
-                            batch.ids[pos / k]
+                            row_in_file(&batch, source_rows[pos / k]),
+                            ids[pos / k]
                         ),
                     ));
                 }
-                let scored = Scored { ids: batch.ids, labels: batch.labels, input: batch.input, logits };
+                let scored = Scored { ids, labels, input, logits, source_rows };
                 if scored_tx.send(ToWriter::Rows(scored)).is_err() {
                     break; // the writer failed; its error is returned below
                 }
@@ -220,6 +271,11 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
     });
     progress.end();
     result
+}
+
+/// The position in its file of the batch row at `source_row`.
+fn row_in_file(batch: &Batch, source_row: u64) -> u64 {
+    batch.first_row + (source_row - batch.first_source_row)
 }
 
 fn check_width(batch: &Batch, width: usize, column: &str) -> Result<()> {

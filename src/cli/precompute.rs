@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use softlabel::precompute::{precompute, PrecomputeSettings};
-use softlabel::store::WriterOptions;
+use softlabel::store::{Shard, WriterOptions};
 use softlabel::teacher::TeacherOptions;
 
 use super::{Bars, DataArgs};
@@ -39,6 +39,15 @@ pub struct PrecomputeArgs {
     /// Replace the softlabel files of a non-empty output folder.
     #[arg(long)]
     pub overwrite: bool,
+    /// Continue an interrupted run in --out: committed parts are verified and kept, the unfinished one
+    /// discarded, and work restarts after the last committed row. The result is identical to an
+    /// uninterrupted run (same settings required).
+    #[arg(long)]
+    pub resume: bool,
+    /// Process only shard I of N (0 <= I < N): the rows whose id hashes to I, stable across runs. Merge
+    /// the N outputs with `softlabel merge`.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
     /// Print the manifest as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -55,6 +64,8 @@ pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Re
         teacher_options: TeacherOptions { threads: a.threads, ort_lib: ort_lib.map(Path::to_path_buf) },
         class_names: a.class_names,
         writer: WriterOptions { rows_per_part: a.rows_per_part, overwrite: a.overwrite, ..Default::default() },
+        resume: a.resume,
+        shard: a.shard,
     };
     let start = std::time::Instant::now();
     let m = precompute(&settings, bars)?;
@@ -72,4 +83,8 @@ pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Re
         m.rows as f64 / secs.max(1e-9)
     );
     Ok(())
+}
+
+fn parse_shard(text: &str) -> Result<Shard, String> {
+    Shard::parse(text).map_err(|e| e.to_string())
 }

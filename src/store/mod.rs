@@ -5,7 +5,7 @@ mod reader;
 mod writer;
 
 pub use reader::{SoftLabels, TeacherOutputs};
-pub use writer::{write_atomic, SoftLabelWriter, WriterOptions};
+pub use writer::{write_atomic, Resumed, SoftLabelWriter, WriterOptions};
 
 use std::path::Path;
 
@@ -20,6 +20,8 @@ pub const SCHEMA_VERSION: &str = "1.0";
 pub const SCHEMA_MAJOR: u32 = 1;
 /// The manifest's file name inside a dataset folder.
 pub const MANIFEST: &str = "_manifest.json";
+/// The progress journal of an unfinished precompute (removed when the manifest is written).
+pub const PROGRESS: &str = "_progress.json";
 /// The value of the manifest's `format` field.
 pub const FORMAT: &str = "softlabel";
 
@@ -117,6 +119,47 @@ pub struct Manifest {
     pub labeled_rows: u64,
     /// The part files, in order.
     pub parts: Vec<PartInfo>,
+    /// Which shard of the source this dataset holds (`--shard I/N`); absent for a whole dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+}
+
+/// Shard `index` of `count`: the rows whose id hashes to `index` (see [`Shard::owns`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shard {
+    /// 0-based shard index, < count.
+    pub index: u32,
+    /// Number of shards.
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `I/N` with 0 <= I < N.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = || Error::Config(format!("--shard '{text}' is not I/N with 0 <= I < N (e.g. 0/4)"));
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether this shard owns the row with `id`: splitmix64(id) mod count == index. Stable across runs,
+    /// machines and versions (part of the schema contract).
+    pub fn owns(&self, id: u64) -> bool {
+        splitmix64(id) % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
+/// The splitmix64 finaliser (Steele, Lea, Flood 2014): a fixed, well-mixed 64-bit hash.
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl Manifest {
@@ -137,6 +180,9 @@ impl Manifest {
         ];
         if let Some(names) = &self.class_names {
             kv.push(("softlabel.class_names".into(), json(names)));
+        }
+        if let Some(shard) = &self.shard {
+            kv.push(("softlabel.shard".into(), json(shard)));
         }
         kv
     }

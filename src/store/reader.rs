@@ -76,6 +76,40 @@ impl SoftLabels {
         Ok(SoftLabels { dir: dir.to_path_buf(), manifest })
     }
 
+    /// A dataset from a manifest already checked by the caller (e.g. a resuming writer's committed parts).
+    pub fn from_parts(dir: &Path, manifest: Manifest) -> Self {
+        SoftLabels { dir: dir.to_path_buf(), manifest }
+    }
+
+    /// Every row's id, reading only the `id` column.
+    pub fn ids(&self) -> Result<Vec<u64>> {
+        let mut ids = Vec::with_capacity(self.manifest.rows as usize);
+        for part in &self.manifest.parts {
+            let path = self.dir.join(&part.file);
+            let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|source| Error::Parquet { path: path.clone(), source })?;
+            let idx = builder
+                .schema()
+                .index_of(columns::ID)
+                .map_err(|_| Error::dataset(&path, format!("no column '{}'", columns::ID)))?;
+            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
+            let reader = builder
+                .with_projection(mask)
+                .build()
+                .map_err(|source| Error::Parquet { path: path.clone(), source })?;
+            for rb in reader {
+                let rb = rb.map_err(|e| Error::dataset(&path, format!("cannot decode ids: {e}")))?;
+                let col = rb
+                    .column(0)
+                    .as_primitive_opt::<UInt64Type>()
+                    .ok_or_else(|| Error::dataset(&path, "column 'id' is not uint64"))?;
+                ids.extend_from_slice(col.values());
+            }
+        }
+        Ok(ids)
+    }
+
     /// The folder.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -12,7 +12,7 @@ use parquet::basic::{Compression, Encoding, Type as PhysicalType, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
-use super::{columns, Manifest, PartInfo, MANIFEST};
+use super::{columns, Manifest, PartInfo, MANIFEST, PROGRESS};
 use crate::dataset::sha256_file;
 use crate::error::{Error, Result};
 use crate::soften::softmax_t;
@@ -45,6 +45,25 @@ struct OpenPart {
     max_id: u64,
 }
 
+/// Rows reach the Parquet writer in blocks of this many rows, counted from the part's start, whatever
+/// the batches the writer was given: a part's bytes then depend only on its rows, so a resumed run
+/// writes byte-identical parts.
+const WRITE_BLOCK: usize = 8192;
+
+/// The journal of an unfinished run (`_progress.json`), rewritten atomically after each part closes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Progress {
+    format: String,
+    /// Source rows (in reading order) fully covered by the committed parts.
+    source_rows_done: u64,
+    /// Settings that shape the bytes: a resume must use the same.
+    batch_size: usize,
+    rows_per_part: usize,
+    /// The manifest so far: committed parts only.
+    manifest: Manifest,
+}
+
 /// Writes a soft-label dataset folder. Call [`SoftLabelWriter::finish`]: a dropped writer leaves no
 /// manifest, so the folder never looks complete.
 pub struct SoftLabelWriter {
@@ -53,25 +72,49 @@ pub struct SoftLabelWriter {
     schema: SchemaRef,
     props: WriterProperties,
     options: WriterOptions,
+    batch_size: usize,
     current: Option<OpenPart>,
+    /// Rows given to the current part (written or pending).
+    part_rows: usize,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    last_source_row: Option<u64>,
+}
+
+/// What [`SoftLabelWriter::resume`] found.
+pub enum Resumed {
+    /// The dataset is already complete: its manifest.
+    Complete(Manifest),
+    /// A writer continuing after the committed parts.
+    Continue {
+        /// The writer.
+        writer: SoftLabelWriter,
+        /// Source rows already covered: reading restarts after them.
+        source_rows_done: u64,
+    },
 }
 
 fn is_dataset_file(name: &str) -> bool {
-    name == MANIFEST
-        || name == "._manifest.json.tmp"
+    [MANIFEST, PROGRESS].contains(&name)
+        || [MANIFEST, PROGRESS].iter().any(|m| name == format!(".{m}.tmp"))
         || (name.starts_with("part-") && name.ends_with(".parquet"))
         || (name.starts_with(".part-") && name.ends_with(".parquet.tmp"))
+}
+
+/// Lists a folder's entry names.
+fn entries(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        names.push(entry.map_err(|e| Error::io(dir, e))?.file_name().to_string_lossy().into_owned());
+    }
+    Ok(names)
 }
 
 /// Makes `dir` ready for a new dataset: created if missing; if it holds files, refused unless
 /// `overwrite`, and then only softlabel's own files are removed.
 fn prepare_dir(dir: &Path, overwrite: bool) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut existing = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        existing.push(entry.file_name().to_string_lossy().into_owned());
-    }
+    let existing = entries(dir)?;
     if existing.is_empty() {
         return Ok(());
     }
@@ -79,22 +122,25 @@ fn prepare_dir(dir: &Path, overwrite: bool) -> Result<()> {
         return Err(Error::dataset(
             dir,
             format!(
-                "output folder is not empty ({} entries); choose another --out or pass --overwrite",
+                "output folder is not empty ({} entries); choose another --out, pass --resume to continue an \
+                 interrupted run, or --overwrite to replace it",
                 existing.len()
             ),
         ));
     }
-    if let Some(other) = existing.iter().find(|n| !is_dataset_file(n)) {
-        return Err(Error::dataset(
-            dir,
-            format!("--overwrite refused: the folder holds '{other}', which softlabel did not write"),
-        ));
+    remove_dataset_files(dir, &existing, |_| true)
+}
+
+/// Removes softlabel's files among `names` for which `keep` is false; refuses if a foreign file is there.
+fn remove_dataset_files(dir: &Path, names: &[String], remove: impl Fn(&str) -> bool) -> Result<()> {
+    if let Some(other) = names.iter().find(|n| !is_dataset_file(n)) {
+        return Err(Error::dataset(dir, format!("refused: the folder holds '{other}', which softlabel did not write")));
     }
-    // The manifest goes first, so an interrupted overwrite never leaves a manifest naming missing parts.
-    let mut ordered = existing;
-    ordered.sort_by_key(|n| n != MANIFEST);
+    // The manifest and journal go first, so an interrupted clean-up never leaves them naming missing parts.
+    let mut ordered: Vec<&String> = names.iter().filter(|n| remove(n)).collect();
+    ordered.sort_by_key(|n| !(n.as_str() == MANIFEST || n.as_str() == PROGRESS));
     for name in ordered {
-        let p = dir.join(&name);
+        let p = dir.join(name);
         std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
     }
     Ok(())
@@ -154,10 +200,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
+/// The manifest fields that must agree for a resume to continue an earlier run.
+fn same_run(a: &Manifest, b: &Manifest) -> std::result::Result<(), String> {
+    let checks: [(&str, bool); 9] = [
+        ("teacher (sha256)", a.teacher == b.teacher),
+        ("temperature", a.temperature == b.temperature),
+        ("number of classes", a.num_classes == b.num_classes),
+        ("class names", a.class_names == b.class_names),
+        ("input column/shape", a.input == b.input),
+        ("label column", a.label_column == b.label_column),
+        ("id column", a.id_column == b.id_column),
+        ("source data (fingerprint)", a.source.fingerprint == b.source.fingerprint),
+        ("shard", a.shard == b.shard),
+    ];
+    match checks.iter().find(|(_, ok)| !ok) {
+        Some((what, _)) => Err(format!("the {what} differs from the interrupted run's")),
+        None => Ok(()),
+    }
+}
+
 impl SoftLabelWriter {
     /// Prepares `dir` and returns a writer for a dataset described by `manifest` (its `parts`, `rows` and
-    /// `labeled_rows` are filled in as rows are written).
-    pub fn create(dir: &Path, mut manifest: Manifest, options: WriterOptions) -> Result<Self> {
+    /// `labeled_rows` are filled in as rows are written). `batch_size` is recorded in the journal.
+    pub fn create(dir: &Path, mut manifest: Manifest, options: WriterOptions, batch_size: usize) -> Result<Self> {
         if options.rows_per_part == 0 {
             return Err(Error::Config("rows per part must be > 0".into()));
         }
@@ -165,9 +230,79 @@ impl SoftLabelWriter {
         manifest.parts.clear();
         manifest.rows = 0;
         manifest.labeled_rows = 0;
+        Self::with_manifest(dir, manifest, options, batch_size)
+    }
+
+    fn with_manifest(dir: &Path, manifest: Manifest, options: WriterOptions, batch_size: usize) -> Result<Self> {
         let schema: SchemaRef = Arc::new(manifest.arrow_schema());
         let props = writer_properties(&schema, &manifest, &options)?;
-        Ok(SoftLabelWriter { dir: dir.to_path_buf(), manifest, schema, props, options, current: None })
+        Ok(SoftLabelWriter {
+            dir: dir.to_path_buf(),
+            manifest,
+            schema,
+            props,
+            options,
+            batch_size,
+            current: None,
+            part_rows: 0,
+            pending: Vec::new(),
+            pending_rows: 0,
+            last_source_row: None,
+        })
+    }
+
+    /// Continues an interrupted run in `dir`: committed parts (listed in `_progress.json`) are verified
+    /// (size and sha256) and kept; everything else softlabel wrote is removed. A folder with no journal
+    /// starts afresh; a complete dataset is returned as is.
+    pub fn resume(dir: &Path, template: Manifest, options: WriterOptions, batch_size: usize) -> Result<Resumed> {
+        if !dir.join(PROGRESS).exists() {
+            if dir.join(MANIFEST).exists() {
+                let m = Manifest::read(dir)?;
+                same_run(&m, &template).map_err(|e| Error::dataset(dir, format!("cannot resume: {e}")))?;
+                crate::store::SoftLabels::open(dir)?;
+                return Ok(Resumed::Complete(m));
+            }
+            // Interrupted before the first part was committed (or never started): start afresh.
+            if dir.exists() {
+                let names = entries(dir)?;
+                remove_dataset_files(dir, &names, |_| true)?;
+            }
+            let writer = Self::create(dir, template, WriterOptions { overwrite: false, ..options }, batch_size)?;
+            return Ok(Resumed::Continue { writer, source_rows_done: 0 });
+        }
+        let path = dir.join(PROGRESS);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let progress: Progress =
+            serde_json::from_str(&text).map_err(|e| Error::dataset(&path, format!("invalid progress journal: {e}")))?;
+        let cannot =
+            |msg: String| Error::dataset(dir, format!("cannot resume: {msg}; rerun with --overwrite to start again"));
+        same_run(&progress.manifest, &template).map_err(cannot)?;
+        if progress.batch_size != batch_size {
+            return Err(cannot(format!(
+                "--batch-size {batch_size} differs from the interrupted run's {}",
+                progress.batch_size
+            )));
+        }
+        if progress.rows_per_part != options.rows_per_part {
+            return Err(cannot(format!(
+                "--rows-per-part {} differs from the interrupted run's {}",
+                options.rows_per_part, progress.rows_per_part
+            )));
+        }
+        let committed: Vec<String> = progress.manifest.parts.iter().map(|p| p.file.clone()).collect();
+        for part in &progress.manifest.parts {
+            let p = dir.join(&part.file);
+            let bytes = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?.len();
+            if bytes != part.bytes || sha256_file(&p)? != part.sha256 {
+                return Err(cannot(format!("committed part {} was changed since it was written", part.file)));
+            }
+        }
+        let names = entries(dir)?;
+        remove_dataset_files(dir, &names, |n| n != PROGRESS && !committed.iter().any(|c| c == n))?;
+        let mut manifest = progress.manifest;
+        manifest.created_by = template.created_by;
+        let writer = Self::with_manifest(dir, manifest, options, batch_size)?;
+        Ok(Resumed::Continue { writer, source_rows_done: progress.source_rows_done })
     }
 
     /// The folder being written.
@@ -175,43 +310,61 @@ impl SoftLabelWriter {
         &self.dir
     }
 
+    /// The manifest so far (committed parts only).
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
     /// Appends rows: `input` holds `ids.len() * width` values of the manifest's input type, `logits`
-    /// holds `ids.len() * num_classes` raw logits. `soft` is computed here.
-    pub fn write(&mut self, ids: &[u64], labels: &[Option<i64>], input: &ArrayRef, logits: &[f32]) -> Result<()> {
+    /// holds `ids.len() * num_classes` raw logits, `source_rows` each row's position in the source
+    /// (increasing). `soft` is computed here.
+    pub fn write(
+        &mut self,
+        ids: &[u64],
+        labels: &[Option<i64>],
+        input: &ArrayRef,
+        logits: &[f32],
+        source_rows: &[u64],
+    ) -> Result<()> {
         let k = self.manifest.num_classes;
         let w = self.manifest.input.width;
         let n = ids.len();
-        if labels.len() != n || input.len() != n * w || logits.len() != n * k {
+        if labels.len() != n || input.len() != n * w || logits.len() != n * k || source_rows.len() != n {
             return Err(Error::Internal(format!(
-                "write: {n} ids, {} labels, {} input values (width {w}), {} logits (K {k})",
+                "write: {n} ids, {} labels, {} input values (width {w}), {} logits (K {k}), {} source rows",
                 labels.len(),
                 input.len(),
-                logits.len()
+                logits.len(),
+                source_rows.len()
             )));
         }
+        if n == 0 {
+            return Ok(());
+        }
+        let batch = self.record_batch(ids, labels, input, logits)?;
         let mut start = 0;
         while start < n {
             if self.current.is_none() {
                 self.open_part()?;
             }
-            let room = self.options.rows_per_part - self.current.as_ref().map_or(0, |p| p.rows as usize);
-            let take = room.min(n - start);
-            let end = start + take;
-            self.write_rows(
-                &ids[start..end],
-                &labels[start..end],
-                &input.slice(start * w, take * w),
-                &logits[start * k..end * k],
-            )?;
-            start = end;
-            if self.current.as_ref().is_some_and(|p| p.rows as usize >= self.options.rows_per_part) {
-                self.close_part()?;
+            let take = (self.options.rows_per_part - self.part_rows).min(n - start);
+            self.push(batch.slice(start, take), &ids[start..start + take], &labels[start..start + take])?;
+            start += take;
+            self.last_source_row = Some(source_rows[start - 1]);
+            if self.part_rows == self.options.rows_per_part {
+                self.close_part(source_rows[start - 1] + 1)?;
             }
         }
         Ok(())
     }
 
-    fn write_rows(&mut self, ids: &[u64], labels: &[Option<i64>], input: &ArrayRef, logits: &[f32]) -> Result<()> {
+    fn record_batch(
+        &self,
+        ids: &[u64],
+        labels: &[Option<i64>],
+        input: &ArrayRef,
+        logits: &[f32],
+    ) -> Result<RecordBatch> {
         let k = self.manifest.num_classes;
         let t = self.manifest.temperature;
         let mut soft = vec![0f32; logits.len()];
@@ -225,7 +378,7 @@ impl SoftLabelWriter {
                     .map_err(|e| Error::Internal(e.to_string()))?,
             ))
         };
-        let batch = RecordBatch::try_new(
+        RecordBatch::try_new(
             self.schema.clone(),
             vec![
                 Arc::new(UInt64Array::from(ids.to_vec())),
@@ -235,16 +388,39 @@ impl SoftLabelWriter {
                 list(Arc::new(Float32Array::from(soft)), k)?,
             ],
         )
-        .map_err(|e| Error::Internal(format!("record batch: {e}")))?;
+        .map_err(|e| Error::Internal(format!("record batch: {e}")))
+    }
+
+    /// Queues rows for the current part and writes every complete block.
+    fn push(&mut self, batch: RecordBatch, ids: &[u64], labels: &[Option<i64>]) -> Result<()> {
         let part = self.current.as_mut().ok_or_else(|| Error::Internal("no open part".into()))?;
-        part.writer.write(&batch).map_err(|e| Error::dataset(&part.tmp, format!("cannot write: {e}")))?;
         part.rows += ids.len() as u64;
         if let (Some(lo), Some(hi)) = (ids.iter().min(), ids.iter().max()) {
             part.min_id = part.min_id.min(*lo);
             part.max_id = part.max_id.max(*hi);
         }
+        self.part_rows += ids.len();
         self.manifest.rows += ids.len() as u64;
         self.manifest.labeled_rows += labels.iter().filter(|l| l.is_some()).count() as u64;
+        self.pending_rows += batch.num_rows();
+        self.pending.push(batch);
+        while self.pending_rows >= WRITE_BLOCK {
+            self.flush(WRITE_BLOCK)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the first `rows` pending rows as one batch.
+    fn flush(&mut self, rows: usize) -> Result<()> {
+        if rows == 0 {
+            return Ok(());
+        }
+        let all = arrow_select::concat::concat_batches(&self.schema, &self.pending)
+            .map_err(|e| Error::Internal(format!("concat: {e}")))?;
+        let part = self.current.as_mut().ok_or_else(|| Error::Internal("no open part".into()))?;
+        part.writer.write(&all.slice(0, rows)).map_err(|e| Error::dataset(&part.tmp, format!("cannot write: {e}")))?;
+        self.pending = if rows < all.num_rows() { vec![all.slice(rows, all.num_rows() - rows)] } else { Vec::new() };
+        self.pending_rows = all.num_rows() - rows;
         Ok(())
     }
 
@@ -259,10 +435,16 @@ impl SoftLabelWriter {
         )
         .map_err(|e| Error::dataset(&tmp, format!("cannot start Parquet writer: {e}")))?;
         self.current = Some(OpenPart { writer, tmp, name, rows: 0, min_id: u64::MAX, max_id: 0 });
+        self.part_rows = 0;
         Ok(())
     }
 
-    fn close_part(&mut self) -> Result<()> {
+    /// Closes the current part, renames it into place and commits it to the journal.
+    fn close_part(&mut self, source_rows_done: u64) -> Result<()> {
+        if self.current.is_none() {
+            return Ok(());
+        }
+        self.flush(self.pending_rows)?;
         let Some(part) = self.current.take() else { return Ok(()) };
         let OpenPart { writer, tmp, name, rows, min_id, max_id } = part;
         // Only close() writes the footer; the file keeps its temporary name until it is complete and synced.
@@ -274,14 +456,29 @@ impl SoftLabelWriter {
         let bytes = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
         let sha256 = sha256_file(&path)?;
         self.manifest.parts.push(PartInfo { file: name, rows, bytes, sha256, min_id, max_id });
-        Ok(())
+        self.part_rows = 0;
+        let progress = Progress {
+            format: "softlabel-progress".into(),
+            source_rows_done,
+            batch_size: self.batch_size,
+            rows_per_part: self.options.rows_per_part,
+            manifest: self.manifest.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&progress).map_err(|e| Error::Internal(e.to_string()))?;
+        write_atomic(&self.dir.join(PROGRESS), &json)
     }
 
-    /// Closes the last part and writes the manifest; returns it.
+    /// Closes the last part and writes the manifest; returns it. The journal is removed last.
     pub fn finish(mut self) -> Result<Manifest> {
-        self.close_part()?;
+        let done = self.last_source_row.map_or(0, |r| r + 1);
+        self.close_part(done)?;
         let json = serde_json::to_vec_pretty(&self.manifest).map_err(|e| Error::Internal(e.to_string()))?;
         write_atomic(&self.dir.join(MANIFEST), &json)?;
+        let progress = self.dir.join(PROGRESS);
+        if progress.exists() {
+            std::fs::remove_file(&progress).map_err(|e| Error::io(&progress, e))?;
+            sync_dir(&self.dir)?;
+        }
         Ok(self.manifest.clone())
     }
 }
