@@ -527,3 +527,136 @@ fn help_explains_every_subcommand() {
     let o = softlabel(&["precompute", "--help"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("Softmax temperature"));
 }
+
+fn mnist(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
+}
+
+/// Content of a dataset sorted by id: (id, label, input, logits bits, soft bits).
+type Rows = Vec<(u64, Option<i64>, Vec<u32>, Vec<u32>)>;
+
+fn rows_by_id(dir: &Path) -> Rows {
+    let d = SoftLabels::open(dir).unwrap().load().unwrap();
+    let mut rows: Rows = (0..d.ids.len())
+        .map(|i| {
+            (
+                d.ids[i],
+                d.labels[i],
+                d.inputs.row(i).iter().map(|v| v.to_bits()).collect(),
+                d.logits.row(i).iter().map(|v| v.to_bits()).collect(),
+            )
+        })
+        .collect();
+    rows.sort_by_key(|r| r.0);
+    rows
+}
+
+#[test]
+fn three_shards_in_separate_processes_merge_to_the_unsharded_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let teacher = mnist("teachers/mnist_cnn.onnx");
+    let data = mnist("mnist/test.parquet");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "precompute",
+            "--teacher",
+            s(&teacher),
+            "--data",
+            s(&data),
+            "--input-column",
+            "image",
+            "--temperature",
+            "4",
+            "--out",
+            s(out),
+            "--quiet",
+            "--threads",
+            "1",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let whole = tmp.path().join("whole");
+    assert_ok(&Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args(&whole)).output().unwrap());
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            let out = tmp.path().join(format!("shard{i}"));
+            let child = Command::new(env!("CARGO_BIN_EXE_softlabel"))
+                .args(args(&out))
+                .args(["--shard", &format!("{i}/3")])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (out, child)
+        })
+        .collect();
+    let mut shard_dirs = Vec::new();
+    for (out, child) in children {
+        assert_ok(&child.wait_with_output().unwrap());
+        shard_dirs.push(out);
+    }
+    // Each shard holds roughly a third, and no row twice.
+    let sizes: Vec<u64> = shard_dirs.iter().map(|d| SoftLabels::open(d).unwrap().manifest().rows).collect();
+    assert_eq!(sizes.iter().sum::<u64>(), 10_000);
+    assert!(sizes.iter().all(|&n| (3_000..3_700).contains(&n)), "{sizes:?}");
+
+    let merged = tmp.path().join("merged");
+    // Shards given out of order: merge orders them by index.
+    let o = softlabel(&["merge", "--out", s(&merged), s(&shard_dirs[2]), s(&shard_dirs[0]), s(&shard_dirs[1])]);
+    assert_ok(&o);
+    assert_eq!(rows_by_id(&merged), rows_by_id(&whole));
+    let m = SoftLabels::open(&merged).unwrap();
+    assert_eq!(m.manifest().shard, None);
+    assert_eq!(m.manifest().rows, 10_000);
+
+    // Refusals: a missing shard, a shard given twice, a dataset from another teacher.
+    let o = softlabel(&["merge", "--out", s(&tmp.path().join("m2")), s(&shard_dirs[0]), s(&shard_dirs[1])]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("missing shard(s) 2/3"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = softlabel(&[
+        "merge",
+        "--out",
+        s(&tmp.path().join("m3")),
+        s(&shard_dirs[0]),
+        s(&shard_dirs[0]),
+        s(&shard_dirs[1]),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("shard 0/3 is also"));
+    let o = softlabel(&["merge", "--out", s(&tmp.path().join("m4")), s(&whole), s(&merged)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("also appears in an earlier input"));
+}
+
+#[test]
+fn resume_refuses_changed_settings_and_completes_a_finished_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("labels");
+    let run = |extra: &[&str]| precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &out, extra);
+    assert_ok(&run(&["--rows-per-part", "64"]));
+    // Resuming a complete dataset with the same settings is a no-op.
+    let before = std::fs::read(out.join("_manifest.json")).unwrap();
+    assert_ok(&run(&["--rows-per-part", "64", "--resume"]));
+    assert_eq!(before, std::fs::read(out.join("_manifest.json")).unwrap());
+    // An interrupted run (journal, no manifest): the journal's settings must match.
+    std::fs::remove_file(out.join("_manifest.json")).unwrap();
+    let progress = serde_json::json!({
+        "format": "softlabel-progress", "source_rows_done": 64, "batch_size": 256, "rows_per_part": 64,
+        "manifest": serde_json::from_slice::<serde_json::Value>(&before).unwrap(),
+    });
+    std::fs::write(out.join("_progress.json"), progress.to_string()).unwrap();
+    let o = run(&["--rows-per-part", "32", "--resume"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--rows-per-part 32 differs from the interrupted run's 64"));
+    let o = precompute(s(&fx("linear_image.onnx")), &fx("small.parquet"), &out, &["--rows-per-part", "64", "--resume"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot resume: the teacher (sha256) differs"));
+    let o = run(&["--resume", "--overwrite"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume and --overwrite exclude each other"));
+}

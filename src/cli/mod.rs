@@ -2,6 +2,7 @@
 
 mod eval;
 mod inspect;
+mod merge;
 mod precompute;
 mod run;
 mod train;
@@ -42,6 +43,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Describe a soft-label dataset.
     Inspect(inspect::InspectArgs),
+    /// Combine soft-label datasets (the shards of one run) into one, checking every id appears once.
+    Merge(merge::MergeArgs),
     /// Run a pipeline file: precompute train and test, train, evaluate, report.
     Run(run::RunArgs),
 }
@@ -103,6 +106,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train::run(a, &bars),
         Command::Eval(a) => eval::run(a, &bars),
         Command::Inspect(a) => inspect::run(a),
+        Command::Merge(a) => merge::run(a),
         Command::Run(a) => run::run(a, ort, &bars),
     }
 }

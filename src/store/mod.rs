@@ -5,6 +5,7 @@ mod reader;
 mod writer;
 
 pub use reader::{SoftLabels, TeacherOutputs};
+pub(crate) use writer::prepare_dir;
 pub use writer::{write_atomic, Resumed, SoftLabelWriter, WriterOptions};
 
 use std::path::Path;

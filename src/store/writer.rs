@@ -112,7 +112,7 @@ fn entries(dir: &Path) -> Result<Vec<String>> {
 
 /// Makes `dir` ready for a new dataset: created if missing; if it holds files, refused unless
 /// `overwrite`, and then only softlabel's own files are removed.
-fn prepare_dir(dir: &Path, overwrite: bool) -> Result<()> {
+pub(crate) fn prepare_dir(dir: &Path, overwrite: bool) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let existing = entries(dir)?;
     if existing.is_empty() {

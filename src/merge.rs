@@ -1,0 +1,133 @@
+//! `merge`: combine soft-label datasets (the shards of one run, or runs over disjoint data) into one.
+//!
+//! Parts are copied byte for byte (so their sha256 stays valid) and renumbered; the new manifest is
+//! written last. Every id must appear exactly once across the inputs.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::dataset::{hex, SourceInfo};
+use crate::error::{Error, Result};
+use crate::store::{prepare_dir, write_atomic, Manifest, PartInfo, SoftLabels};
+
+/// Fields every input must share, named for error messages.
+fn differs(a: &Manifest, b: &Manifest) -> Option<&'static str> {
+    if a.teacher.sha256 != b.teacher.sha256 {
+        Some("teacher (sha256)")
+    } else if a.temperature != b.temperature {
+        Some("temperature")
+    } else if a.num_classes != b.num_classes {
+        Some("number of classes")
+    } else if a.class_names != b.class_names {
+        Some("class names")
+    } else if a.input != b.input {
+        Some("input column/type/shape")
+    } else if a.schema_version != b.schema_version {
+        Some("schema version")
+    } else {
+        None
+    }
+}
+
+/// Merges `inputs` into `out` (created; must be empty unless `overwrite`). Returns the new manifest.
+pub fn merge(inputs: &[PathBuf], out: &Path, overwrite: bool) -> Result<Manifest> {
+    if inputs.is_empty() {
+        return Err(Error::Config("merge needs at least one input dataset".into()));
+    }
+    let sets: Vec<SoftLabels> = inputs.iter().map(|d| SoftLabels::open(d)).collect::<Result<_>>()?;
+    let first = sets[0].manifest();
+    for s in &sets[1..] {
+        if let Some(what) = differs(first, s.manifest()) {
+            return Err(Error::dataset(
+                s.dir(),
+                format!("its {what} differs from {}'s: not parts of one dataset", sets[0].dir().display()),
+            ));
+        }
+    }
+    let shards: Vec<_> = sets.iter().map(|s| s.manifest().shard).collect();
+    let sharded = shards.iter().any(Option::is_some);
+    if sharded {
+        let count = shards.iter().flatten().map(|s| s.count).next().unwrap_or(0);
+        let mut seen = vec![None::<&Path>; count as usize];
+        for (s, set) in shards.iter().zip(&sets) {
+            let Some(s) = s.filter(|s| s.count == count) else {
+                return Err(Error::dataset(set.dir(), format!("is not one of {count} shards like the other inputs")));
+            };
+            if s.index as usize >= seen.len() {
+                return Err(Error::dataset(set.dir(), format!("shard {}/{} is out of range", s.index, s.count)));
+            }
+            if let Some(other) = seen[s.index as usize] {
+                return Err(Error::dataset(
+                    set.dir(),
+                    format!("shard {}/{count} is also {}", s.index, other.display()),
+                ));
+            }
+            if set.manifest().source.fingerprint != first.source.fingerprint {
+                return Err(Error::dataset(set.dir(), "its source data (fingerprint) differs from the other shards'"));
+            }
+            seen[s.index as usize] = Some(set.dir());
+        }
+        let missing: Vec<String> =
+            (0..count).filter(|&i| seen[i as usize].is_none()).map(|i| format!("{i}/{count}")).collect();
+        if !missing.is_empty() {
+            return Err(Error::Config(format!("merge is missing shard(s) {}", missing.join(", "))));
+        }
+    }
+    // Every id exactly once.
+    let mut ids = HashSet::new();
+    for set in &sets {
+        for id in set.ids()? {
+            if !ids.insert(id) {
+                return Err(Error::dataset(
+                    set.dir(),
+                    format!("column 'id': id {id} also appears in an earlier input"),
+                ));
+            }
+        }
+    }
+
+    // Prepare the folder like a writer would (refusing foreign files), then copy parts in input order
+    // (shards by index).
+    let mut order: Vec<usize> = (0..sets.len()).collect();
+    order.sort_by_key(|&i| shards[i].map_or(i as u32, |s| s.index));
+    prepare_dir(out, overwrite)?;
+    let mut manifest = Manifest { parts: Vec::new(), rows: 0, labeled_rows: 0, shard: None, ..first.clone() };
+    for &i in &order {
+        let set = &sets[i];
+        for part in &set.manifest().parts {
+            let name = format!("part-{:05}.parquet", manifest.parts.len());
+            let tmp = out.join(format!(".{name}.tmp"));
+            let from = set.dir().join(&part.file);
+            std::fs::copy(&from, &tmp).map_err(|e| Error::io(&from, e))?;
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+            std::fs::rename(&tmp, out.join(&name)).map_err(|e| Error::io(out.join(&name), e))?;
+            manifest.parts.push(PartInfo { file: name, ..part.clone() });
+        }
+        manifest.rows += set.manifest().rows;
+        manifest.labeled_rows += set.manifest().labeled_rows;
+    }
+    if !sharded {
+        manifest.source = merged_source(sets.iter().map(|s| &s.manifest().source));
+    }
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
+    write_atomic(&out.join(crate::store::MANIFEST), &json)?;
+    Ok(manifest)
+}
+
+/// The union of several sources' files, with a fingerprint over all of them.
+fn merged_source<'a>(sources: impl Iterator<Item = &'a SourceInfo>) -> SourceInfo {
+    let mut files = Vec::new();
+    let mut h = Sha256::new();
+    for s in sources {
+        for f in &s.files {
+            if !files.contains(f) {
+                let name = Path::new(&f.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                h.update(format!("{name}\0{}\0{}\n", f.bytes, f.sha256).as_bytes());
+                files.push(f.clone());
+            }
+        }
+    }
+    SourceInfo { files, fingerprint: hex(&h.finalize()) }
+}
