@@ -350,21 +350,33 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
     };
     let has_val_labels = test_outputs.labels.iter().all(Option::is_some);
     let start = Instant::now();
-    let trained = with_threads(p.student.threads, || {
-        student::train(
-            &data,
-            m.num_classes,
-            m.temperature,
-            &settings,
-            has_val_labels.then_some(&val),
-            train_labels.dir(),
-            progress,
-        )
-    })??;
-    let train_seconds = start.elapsed().as_secs_f64();
     let student_dir = out.join("student");
+    // A run interrupted during training continues from its last epoch.
+    let cp = student::Checkpointing {
+        dir: student_dir.clone(),
+        resume: true,
+        labels_sha256: train_labels.manifest_sha256()?,
+    };
+    let td = student::TrainData {
+        outputs: &data,
+        num_classes: m.num_classes,
+        temperature: m.temperature,
+        origin: train_labels.dir(),
+    };
+    let val = has_val_labels.then_some(&val);
+    let trained =
+        with_threads(p.student.threads, || match student::train(&td, &settings, val, Some(&cp), progress) {
+            Err(Error::Dataset { path, message }) if path.starts_with(&student_dir) => {
+                tracing::warn!("{}: {message}; training from scratch", path.display());
+                let fresh = student::Checkpointing { resume: false, ..cp.clone() };
+                student::train(&td, &settings, val, Some(&fresh), progress)
+            }
+            other => other,
+        })??;
+    let train_seconds = start.elapsed().as_secs_f64();
     let mut info = student_info(&trained, &settings, &train_labels, train_seconds)?;
     student::io::save(&student_dir, &trained.mlp, &mut info, &trained.log)?;
+    student::checkpoint::remove(&student_dir)?;
 
     let test_source = DataSource::open(test_labels.dir(), &DataSpec::new(crate::store::columns::INPUT))?;
     let test = evaluate(&trained.mlp, &test_source, Some(&test_outputs), progress)?;

@@ -660,3 +660,97 @@ fn resume_refuses_changed_settings_and_completes_a_finished_run() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--resume and --overwrite exclude each other"));
 }
+
+#[test]
+fn train_killed_after_a_checkpoint_resumes_to_identical_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = tmp.path().join("labels");
+    let o = softlabel(&[
+        "precompute",
+        "--teacher",
+        s(&mnist("teachers/mnist_cnn.onnx")),
+        "--data",
+        s(&mnist("mnist/test.parquet")),
+        "--input-column",
+        "image",
+        "--temperature",
+        "4",
+        "--out",
+        s(&labels),
+    ]);
+    assert_ok(&o);
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--labels",
+            s(&labels),
+            "--out",
+            s(out),
+            "--hidden",
+            "256",
+            "--epochs",
+            "8",
+            "--batch-size",
+            "32",
+            "--threads",
+            "2",
+            "--seed",
+            "5",
+            "--quiet",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let whole = tmp.path().join("whole");
+    assert_ok(&Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args(&whole)).output().unwrap());
+    assert!(!whole.join("checkpoint.json").exists(), "checkpoints are removed once the student is saved");
+
+    let killed = tmp.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args(&killed)).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let done = std::fs::read_to_string(killed.join("checkpoint.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["epochs_done"].as_u64())
+            .unwrap_or(0);
+        if done >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no checkpoint after 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!killed.join("student.json").exists(), "the run finished before it was killed: the test proves nothing");
+
+    let mut resume = args(&killed);
+    resume.push("--resume".into());
+    assert_ok(&Command::new(env!("CARGO_BIN_EXE_softlabel")).args(&resume).output().unwrap());
+    assert_eq!(
+        std::fs::read(whole.join("student.safetensors")).unwrap(),
+        std::fs::read(killed.join("student.safetensors")).unwrap(),
+        "resumed training must reach the uninterrupted run's weights exactly"
+    );
+    let log = |d: &Path| std::fs::read_to_string(d.join("train_log.jsonl")).unwrap().lines().count();
+    assert_eq!(log(&killed), 8);
+
+    // A checkpoint made with other settings is refused.
+    let other = tmp.path().join("other");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args(&other)).spawn().unwrap();
+    while !other.join("checkpoint.json").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut changed = args(&other);
+    changed.extend(["--resume".to_string(), "--lr".to_string(), "0.002".to_string()]);
+    let o = Command::new(env!("CARGO_BIN_EXE_softlabel")).args(&changed).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot resume: the training settings differ"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

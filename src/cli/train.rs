@@ -4,7 +4,7 @@ use clap::Args;
 use softlabel::dataset::{DataSource, DataSpec};
 use softlabel::pipeline::{optimizer, student_info, with_threads, OptimizerKind};
 use softlabel::store::SoftLabels;
-use softlabel::student::{self, train::ValSet, LrSchedule, TrainSettings};
+use softlabel::student::{self, train::ValSet, Checkpointing, LrSchedule, TrainData, TrainSettings};
 
 use super::{Bars, DataArgs};
 
@@ -63,6 +63,10 @@ pub struct TrainArgs {
     /// Training threads (0: all cores).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
+    /// Continue from the checkpoint in --out (written after every epoch) if there is one; the result
+    /// equals an uninterrupted run's (same settings and --threads required).
+    #[arg(long)]
+    pub resume: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -92,12 +96,13 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
     };
     let data = labels.load()?;
     let start = std::time::Instant::now();
-    let trained = with_threads(a.threads, || {
-        student::train(&data, m.num_classes, m.temperature, &settings, val.as_ref(), labels.dir(), bars)
-    })??;
+    let cp = Checkpointing { dir: a.out.clone(), resume: a.resume, labels_sha256: labels.manifest_sha256()? };
+    let td = TrainData { outputs: &data, num_classes: m.num_classes, temperature: m.temperature, origin: labels.dir() };
+    let trained = with_threads(a.threads, || student::train(&td, &settings, val.as_ref(), Some(&cp), bars))??;
     let secs = start.elapsed().as_secs_f64();
     let mut info = student_info(&trained, &settings, &labels, secs)?;
     student::io::save(&a.out, &trained.mlp, &mut info, &trained.log)?;
+    student::checkpoint::remove(&a.out)?;
     if a.json {
         return super::print_json(&info);
     }

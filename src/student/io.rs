@@ -75,7 +75,8 @@ pub struct StudentFile {
     pub info: StudentInfo,
 }
 
-fn tensors(mlp: &Mlp) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+/// The MLP's tensors: `input.shift`, `input.scale`, `layers.{i}.weight` (`[out, in]`), `layers.{i}.bias`.
+pub fn tensors(mlp: &Mlp) -> Vec<Tensor> {
     let mut out = vec![
         ("input.shift".to_string(), vec![mlp.shift.len()], mlp.shift.to_vec()),
         ("input.scale".to_string(), vec![mlp.scale.len()], mlp.scale.to_vec()),
@@ -88,13 +89,15 @@ fn tensors(mlp: &Mlp) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     out
 }
 
-/// Serialises `mlp` as a safetensors file with `metadata` in its header.
-pub fn to_safetensors(mlp: &Mlp, metadata: &BTreeMap<String, String>) -> Vec<u8> {
-    let ts = tensors(mlp);
+/// One named f32 tensor.
+pub type Tensor = (String, Vec<usize>, Vec<f32>);
+
+/// Serialises tensors as a safetensors file (F32, little-endian) with `metadata` in its header.
+pub fn write_tensors(tensors: &[Tensor], metadata: &BTreeMap<String, String>) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::to_value(metadata).unwrap_or_default());
     let mut offset = 0usize;
-    for (name, shape, data) in &ts {
+    for (name, shape, data) in tensors {
         let len = data.len() * 4;
         header.insert(
             name.clone(),
@@ -109,7 +112,7 @@ pub fn to_safetensors(mlp: &Mlp, metadata: &BTreeMap<String, String>) -> Vec<u8>
     let mut out = Vec::with_capacity(8 + h.len() + offset);
     out.extend_from_slice(&(h.len() as u64).to_le_bytes());
     out.extend_from_slice(&h);
-    for (_, _, data) in &ts {
+    for (_, _, data) in tensors {
         for v in data {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -117,47 +120,90 @@ pub fn to_safetensors(mlp: &Mlp, metadata: &BTreeMap<String, String>) -> Vec<u8>
     out
 }
 
-/// Parses a safetensors file into an MLP with `dims`.
-pub fn from_safetensors(bytes: &[u8], dims: &[usize], path: &Path) -> Result<Mlp> {
+/// Parses a safetensors file of F32 tensors.
+pub fn read_tensors(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
     let bad = |m: String| Error::dataset(path, m);
     if bytes.len() < 8 {
         return Err(bad("too short for a safetensors file".into()));
     }
-    let hlen = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default()) as usize;
-    if hlen > bytes.len() - 8 {
+    let hlen = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default());
+    if hlen > (bytes.len() - 8) as u64 {
         return Err(bad("header length exceeds the file".into()));
     }
+    let hlen = hlen as usize;
     let header: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&bytes[8..8 + hlen]).map_err(|e| bad(format!("invalid header: {e}")))?;
     let data = &bytes[8 + hlen..];
-    let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-        let t = header.get(name).ok_or_else(|| bad(format!("no tensor '{name}'")))?;
+    let mut out = BTreeMap::new();
+    for (name, t) in &header {
+        if name == "__metadata__" {
+            continue;
+        }
         if t.get("dtype").and_then(|d| d.as_str()) != Some("F32") {
             return Err(bad(format!("tensor '{name}' is not F32")));
         }
-        let got: Vec<usize> = t.get("shape").and_then(|s| serde_json::from_value(s.clone()).ok()).unwrap_or_default();
-        if got != shape {
-            return Err(bad(format!("tensor '{name}' has shape {got:?}, student.json implies {shape:?}")));
-        }
+        let shape: Vec<usize> = t
+            .get("shape")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .ok_or_else(|| bad(format!("tensor '{name}' has no valid shape")))?;
         let off: Vec<usize> =
             t.get("data_offsets").and_then(|s| serde_json::from_value(s.clone()).ok()).unwrap_or_default();
-        let n: usize = shape.iter().product();
-        if off.len() != 2 || off[1] < off[0] || off[1] > data.len() || off[1] - off[0] != n * 4 {
-            return Err(bad(format!("tensor '{name}' has bad data offsets {off:?}")));
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let ok = off.len() == 2
+            && off[0] <= off[1]
+            && off[1] <= data.len()
+            && n.and_then(|n| n.checked_mul(4)) == Some(off[1] - off[0]);
+        if !ok {
+            return Err(bad(format!("tensor '{name}' has bad data offsets {off:?} for shape {shape:?}")));
         }
-        Ok(data[off[0]..off[1]].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-    };
+        let values =
+            data[off[0]..off[1]].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        out.insert(name.clone(), (shape, values));
+    }
+    Ok(out)
+}
+
+/// Takes tensor `name` with `shape` out of `tensors`.
+pub fn take_tensor(
+    tensors: &mut BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    name: &str,
+    shape: &[usize],
+    path: &Path,
+) -> Result<Vec<f32>> {
+    let (got, values) = tensors.remove(name).ok_or_else(|| Error::dataset(path, format!("no tensor '{name}'")))?;
+    if got != shape {
+        return Err(Error::dataset(path, format!("tensor '{name}' has shape {got:?}, expected {shape:?}")));
+    }
+    Ok(values)
+}
+
+/// Serialises `mlp` as a safetensors file with `metadata` in its header.
+pub fn to_safetensors(mlp: &Mlp, metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    write_tensors(&tensors(mlp), metadata)
+}
+
+/// Parses a safetensors file into an MLP with `dims`.
+pub fn from_safetensors(bytes: &[u8], dims: &[usize], path: &Path) -> Result<Mlp> {
+    let mut t = read_tensors(bytes, path)?;
+    mlp_from_tensors(&mut t, dims, path)
+}
+
+/// Builds an MLP with `dims` from tensors named as in [`to_safetensors`].
+pub fn mlp_from_tensors(t: &mut BTreeMap<String, (Vec<usize>, Vec<f32>)>, dims: &[usize], path: &Path) -> Result<Mlp> {
     if dims.len() < 2 {
-        return Err(bad(format!("dims {dims:?} need at least input and output")));
+        return Err(Error::dataset(path, format!("dims {dims:?} need at least input and output")));
     }
     let d = dims[0];
-    let shift = Array1::from(get("input.shift", &[d])?);
-    let scale = Array1::from(get("input.scale", &[d])?);
+    let shift = Array1::from(take_tensor(t, "input.shift", &[d], path)?);
+    let scale = Array1::from(take_tensor(t, "input.scale", &[d], path)?);
     let mut layers = Vec::new();
     for (i, io) in dims.windows(2).enumerate() {
-        let wt = Array2::from_shape_vec((io[1], io[0]), get(&format!("layers.{i}.weight"), &[io[1], io[0]])?)
-            .map_err(|e| bad(e.to_string()))?;
-        let b = Array1::from(get(&format!("layers.{i}.bias"), &[io[1]])?);
+        let wt = Array2::from_shape_vec(
+            (io[1], io[0]),
+            take_tensor(t, &format!("layers.{i}.weight"), &[io[1], io[0]], path)?,
+        )
+        .map_err(|e| Error::dataset(path, e.to_string()))?;
+        let b = Array1::from(take_tensor(t, &format!("layers.{i}.bias"), &[io[1]], path)?);
         layers.push(Dense { w: wt.t().to_owned(), b });
     }
     Ok(Mlp { layers, shift, scale })

@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use super::checkpoint::{self, Checkpointing};
 use super::loss::kd_row;
 use super::mlp::{gather_scaled, Mlp};
 use super::optim::{LrSchedule, Optimizer};
@@ -265,16 +266,29 @@ fn step_chunk(mlp: &Mlp, inputs: ArrayView2<f32>, idx: &[usize], tg: &Targets, s
     }
 }
 
-/// Trains a student on `data` (from a soft-label dataset at `origin`, named in errors).
+/// What a student learns from.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainData<'a> {
+    /// Inputs, teacher logits, labels.
+    pub outputs: &'a TeacherOutputs,
+    /// K.
+    pub num_classes: usize,
+    /// The temperature the labels were made with (the default distillation temperature).
+    pub temperature: f32,
+    /// Where the data came from, named in errors.
+    pub origin: &'a Path,
+}
+
+/// Trains a student. With `checkpoint`, the training state is saved after every epoch and, when
+/// `checkpoint.resume` is set and a matching checkpoint exists, training continues from it.
 pub fn train(
-    data: &TeacherOutputs,
-    num_classes: usize,
-    label_temperature: f32,
+    train_data: &TrainData,
     settings: &TrainSettings,
     val: Option<&ValSet>,
-    origin: &Path,
+    checkpoint: Option<&Checkpointing>,
     progress: &dyn Progress,
 ) -> Result<TrainedStudent> {
+    let TrainData { outputs: data, num_classes, temperature: label_temperature, origin } = *train_data;
     settings.validate()?;
     let n = data.ids.len();
     if n == 0 {
@@ -317,32 +331,47 @@ pub fn train(
     let mut dims = vec![data.inputs.ncols()];
     dims.extend(&settings.hidden);
     dims.push(num_classes);
-    let mut mlp = Mlp::init(&dims, &mut rng);
-    mlp.fit_input_scaling(data.inputs.view());
-
     let workers = rayon::current_num_threads().max(1);
+    let resumed = match checkpoint {
+        Some(cp) if cp.resume => checkpoint::load(cp, settings, workers, &dims)?,
+        _ => None,
+    };
+    let (mut mlp, mut state, epochs_done, mut global_step, mut log) = match resumed {
+        Some(st) => {
+            rng.set_word_pos(st.rng_word_pos);
+            tracing::info!(epochs_done = st.epochs_done, "resuming from checkpoint");
+            (st.mlp, st.optim, st.epochs_done, st.global_step, st.log)
+        }
+        None => {
+            let mut mlp = Mlp::init(&dims, &mut rng);
+            mlp.fit_input_scaling(data.inputs.view());
+            let state = mlp
+                .layers
+                .iter()
+                .map(|l| {
+                    let w = ndarray::ArrayD::zeros(l.w.shape());
+                    let b = ndarray::ArrayD::zeros(l.b.shape());
+                    [w.clone(), w, b.clone(), b]
+                })
+                .collect();
+            (mlp, state, 0, 0u64, Vec::with_capacity(settings.epochs))
+        }
+    };
+
     let batch = settings.batch_size.min(n);
     let cap = batch.div_ceil(workers);
     let mut spaces: Vec<Workspace> = (0..workers).map(|_| Workspace::new(&mlp, cap)).collect();
-    let mut state: Vec<[ndarray::ArrayD<f32>; 4]> = mlp
-        .layers
-        .iter()
-        .map(|l| {
-            let w = ndarray::ArrayD::zeros(l.w.shape());
-            let b = ndarray::ArrayD::zeros(l.b.shape());
-            [w.clone(), w, b.clone(), b]
-        })
-        .collect();
-
     let steps_per_epoch = n.div_ceil(batch) as u64;
     let total_steps = steps_per_epoch * settings.epochs as u64;
     let warmup = (f64::from(settings.warmup_epochs) * steps_per_epoch as f64).round() as u64;
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut log = Vec::with_capacity(settings.epochs);
-    let mut global_step = 0u64;
+    let mut order: Vec<usize> = Vec::with_capacity(n);
     progress.begin("train", Some(total_steps));
-    for epoch in 1..=settings.epochs {
+    progress.advance(global_step);
+    for epoch in epochs_done + 1..=settings.epochs {
         let start = Instant::now();
+        // Each epoch's order depends only on the RNG's position, which a checkpoint records.
+        order.clear();
+        order.extend(0..n);
         order.shuffle(&mut rng);
         let mut epoch_loss = 0f64;
         let mut lr = 0f32;
@@ -420,6 +449,17 @@ pub fn train(
             None => format!("epoch {epoch}: loss {:.4}", entry.train_loss),
         });
         log.push(entry);
+        if let Some(cp) = checkpoint {
+            let st = checkpoint::State {
+                mlp: mlp.clone(),
+                optim: state.clone(),
+                epochs_done: epoch,
+                global_step,
+                rng_word_pos: rng.get_word_pos(),
+                log: log.clone(),
+            };
+            checkpoint::save(cp, &st, settings, workers)?;
+        }
     }
     progress.end();
     Ok(TrainedStudent { mlp, log, temperature: t })
@@ -490,14 +530,15 @@ mod tests {
             logits,
         };
         let s = TrainSettings { hidden: vec![16], epochs: 2, batch_size: 16, ..Default::default() };
-        let a = train(&data, 3, 2.0, &s, None, Path::new("mem"), &NoProgress).unwrap();
-        let b = train(&data, 3, 2.0, &s, None, Path::new("mem"), &NoProgress).unwrap();
+        let td = TrainData { outputs: &data, num_classes: 3, temperature: 2.0, origin: Path::new("mem") };
+        let a = train(&td, &s, None, None, &NoProgress).unwrap();
+        let b = train(&td, &s, None, None, &NoProgress).unwrap();
         assert_eq!(a.mlp, b.mlp);
         assert!(a.log[1].train_loss < a.log[0].train_loss, "{:?}", a.log);
 
         let huge =
             TrainSettings { optimizer: Optimizer::Sgd(crate::student::Sgd { lr: 1e30, ..Default::default() }), ..s };
-        match train(&data, 3, 2.0, &huge, None, Path::new("mem"), &NoProgress) {
+        match train(&td, &huge, None, None, &NoProgress) {
             Err(Error::Diverged { epoch, step, .. }) => assert!(epoch >= 1 && step >= 1),
             other => panic!("expected divergence, got {other:?}"),
         }
