@@ -88,7 +88,7 @@ pub enum Resumed {
     /// A writer continuing after the committed parts.
     Continue {
         /// The writer.
-        writer: SoftLabelWriter,
+        writer: Box<SoftLabelWriter>,
         /// Source rows already covered: reading restarts after them.
         source_rows_done: u64,
     },
@@ -268,7 +268,7 @@ impl SoftLabelWriter {
                 remove_dataset_files(dir, &names, |_| true)?;
             }
             let writer = Self::create(dir, template, WriterOptions { overwrite: false, ..options }, batch_size)?;
-            return Ok(Resumed::Continue { writer, source_rows_done: 0 });
+            return Ok(Resumed::Continue { writer: Box::new(writer), source_rows_done: 0 });
         }
         let path = dir.join(PROGRESS);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
@@ -302,7 +302,7 @@ impl SoftLabelWriter {
         let mut manifest = progress.manifest;
         manifest.created_by = template.created_by;
         let writer = Self::with_manifest(dir, manifest, options, batch_size)?;
-        Ok(Resumed::Continue { writer, source_rows_done: progress.source_rows_done })
+        Ok(Resumed::Continue { writer: Box::new(writer), source_rows_done: progress.source_rows_done })
     }
 
     /// The folder being written.

@@ -91,6 +91,8 @@ pub fn tensors(mlp: &Mlp) -> Vec<Tensor> {
 
 /// One named f32 tensor.
 pub type Tensor = (String, Vec<usize>, Vec<f32>);
+/// Tensors by name: shape and values.
+pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Serialises tensors as a safetensors file (F32, little-endian) with `metadata` in its header.
 pub fn write_tensors(tensors: &[Tensor], metadata: &BTreeMap<String, String>) -> Vec<u8> {
@@ -121,7 +123,7 @@ pub fn write_tensors(tensors: &[Tensor], metadata: &BTreeMap<String, String>) ->
 }
 
 /// Parses a safetensors file of F32 tensors.
-pub fn read_tensors(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+pub fn read_tensors(bytes: &[u8], path: &Path) -> Result<Tensors> {
     let bad = |m: String| Error::dataset(path, m);
     if bytes.len() < 8 {
         return Err(bad("too short for a safetensors file".into()));
@@ -164,12 +166,7 @@ pub fn read_tensors(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, (Vec<u
 }
 
 /// Takes tensor `name` with `shape` out of `tensors`.
-pub fn take_tensor(
-    tensors: &mut BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-    name: &str,
-    shape: &[usize],
-    path: &Path,
-) -> Result<Vec<f32>> {
+pub fn take_tensor(tensors: &mut Tensors, name: &str, shape: &[usize], path: &Path) -> Result<Vec<f32>> {
     let (got, values) = tensors.remove(name).ok_or_else(|| Error::dataset(path, format!("no tensor '{name}'")))?;
     if got != shape {
         return Err(Error::dataset(path, format!("tensor '{name}' has shape {got:?}, expected {shape:?}")));
@@ -189,7 +186,7 @@ pub fn from_safetensors(bytes: &[u8], dims: &[usize], path: &Path) -> Result<Mlp
 }
 
 /// Builds an MLP with `dims` from tensors named as in [`to_safetensors`].
-pub fn mlp_from_tensors(t: &mut BTreeMap<String, (Vec<usize>, Vec<f32>)>, dims: &[usize], path: &Path) -> Result<Mlp> {
+pub fn mlp_from_tensors(t: &mut Tensors, dims: &[usize], path: &Path) -> Result<Mlp> {
     if dims.len() < 2 {
         return Err(Error::dataset(path, format!("dims {dims:?} need at least input and output")));
     }
