@@ -152,7 +152,7 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
     };
     let (mut writer, skip) = if settings.resume {
         match SoftLabelWriter::resume(&settings.out, manifest, settings.writer.clone(), settings.batch_size)? {
-            Resumed::Complete(m) => return Ok(m),
+            Resumed::Complete(m) => return Ok(*m),
             Resumed::Continue { writer, source_rows_done } => (*writer, source_rows_done),
         }
     } else {

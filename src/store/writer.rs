@@ -84,7 +84,7 @@ pub struct SoftLabelWriter {
 /// What [`SoftLabelWriter::resume`] found.
 pub enum Resumed {
     /// The dataset is already complete: its manifest.
-    Complete(Manifest),
+    Complete(Box<Manifest>),
     /// A writer continuing after the committed parts.
     Continue {
         /// The writer.
@@ -260,7 +260,7 @@ impl SoftLabelWriter {
                 let m = Manifest::read(dir)?;
                 same_run(&m, &template).map_err(|e| Error::dataset(dir, format!("cannot resume: {e}")))?;
                 crate::store::SoftLabels::open(dir)?;
-                return Ok(Resumed::Complete(m));
+                return Ok(Resumed::Complete(Box::new(m)));
             }
             // Interrupted before the first part was committed (or never started): start afresh.
             if dir.exists() {
