@@ -29,12 +29,14 @@ pub struct DataSpec {
     pub label_column: Option<String>,
     /// Id column; `None`: use `id` when present, else the row's index in the source.
     pub id_column: Option<String>,
+    /// Mark rows with NaN or infinite inputs in [`Batch::nonfinite`] instead of failing on them.
+    pub skip_nonfinite: bool,
 }
 
 impl DataSpec {
     /// A spec with one input column and default label and id columns.
     pub fn new(input_column: impl Into<String>) -> Self {
-        DataSpec { input: vec![input_column.into()], label_column: None, id_column: None }
+        DataSpec { input: vec![input_column.into()], label_column: None, id_column: None, skip_nonfinite: false }
     }
 
     /// Validates the names given (non-empty, no duplicates).
@@ -124,6 +126,7 @@ pub struct DataSource {
     layout: InputLayout,
     label_column: Option<String>,
     id_column: Option<String>,
+    skip_nonfinite: bool,
 }
 
 /// One batch of rows from one file.
@@ -143,6 +146,9 @@ pub struct Batch {
     pub input: ArrayRef,
     /// Values per row.
     pub width: usize,
+    /// Rows (positions in the batch) whose input has a NaN or infinite value; only filled with
+    /// [`DataSpec::skip_nonfinite`], else such a row is an error.
+    pub nonfinite: Vec<usize>,
 }
 
 /// The input data's identity: recorded in a soft-label dataset so its consumers can check what it was
@@ -256,7 +262,7 @@ impl DataSource {
             }
         }
         let layout = layout.ok_or_else(|| Error::data(path, "no files"))?;
-        Ok(DataSource { files, rows_per_file, layout, label_column, id_column })
+        Ok(DataSource { files, rows_per_file, layout, label_column, id_column, skip_nonfinite: spec.skip_nonfinite })
     }
 
     fn layout_of(path: &Path, schema: &Schema, input: &[String]) -> Result<InputLayout> {
@@ -452,12 +458,30 @@ impl DataSource {
             None => vec![None; n],
         };
 
+        let mut nonfinite = Vec::new();
         let (input, width) = match &self.layout {
             InputLayout::List { column, width, element } => {
                 let a = col(column)?;
-                list_values(a, *width, n)
-                    .map_err(|(i, what)| row_err(column, i, &what))?
-                    .check_finite(*element, column, &row_err)?
+                let (values, width) = list_values(a, *width, n).map_err(|(i, what)| row_err(column, i, &what))?;
+                if element.is_float() && width > 0 {
+                    let flat = numeric_to_f32(values.as_ref()).unwrap_or_default();
+                    for (i, row) in flat.chunks_exact(width).enumerate() {
+                        if let Some(j) = row.iter().position(|v| !v.is_finite()) {
+                            if !self.skip_nonfinite {
+                                return Err(row_err(
+                                    column,
+                                    i,
+                                    &format!(
+                                        "input value {j} of the row is {} (--skip-nonfinite skips such rows)",
+                                        row[j]
+                                    ),
+                                ));
+                            }
+                            nonfinite.push(i);
+                        }
+                    }
+                }
+                (values, width)
             }
             InputLayout::Scalars { columns } => {
                 let width = columns.len();
@@ -471,7 +495,14 @@ impl DataSource {
                         .ok_or_else(|| Error::data(file, format!("column '{name}' is not numeric")))?;
                     for (i, x) in v.into_iter().enumerate() {
                         if !x.is_finite() {
-                            return Err(row_err(name, i, &format!("value is {x}")));
+                            if !self.skip_nonfinite {
+                                return Err(row_err(
+                                    name,
+                                    i,
+                                    &format!("value is {x} (--skip-nonfinite skips such rows)"),
+                                ));
+                            }
+                            nonfinite.push(i);
                         }
                         flat[i * width + j] = x;
                     }
@@ -479,36 +510,26 @@ impl DataSource {
                 (Arc::new(Float32Array::from(flat)) as ArrayRef, width)
             }
         };
-        Ok(Batch { file: file.to_path_buf(), first_row, first_source_row: first_in_source, ids, labels, input, width })
+        nonfinite.sort_unstable();
+        nonfinite.dedup();
+        Ok(Batch {
+            file: file.to_path_buf(),
+            first_row,
+            first_source_row: first_in_source,
+            ids,
+            labels,
+            input,
+            width,
+            nonfinite,
+        })
     }
 }
 
-/// Flat values of a list column with the row that is wrong on error.
-struct ListValues(ArrayRef, usize);
-
-impl ListValues {
-    fn check_finite(
-        self,
-        element: ElementType,
-        column: &str,
-        row_err: &dyn Fn(&str, usize, &str) -> Error,
-    ) -> Result<(ArrayRef, usize)> {
-        let ListValues(values, width) = self;
-        if element.is_float() && width > 0 {
-            let bad = match element {
-                ElementType::F32 => values.as_primitive::<Float32Type>().values().iter().position(|v| !v.is_finite()),
-                _ => values.as_primitive::<Float64Type>().values().iter().position(|v| !v.is_finite()),
-            };
-            if let Some(pos) = bad {
-                let v = numeric_to_f32(&values.slice(pos, 1)).map(|v| v[0]).unwrap_or(f32::NAN);
-                return Err(row_err(column, pos / width, &format!("input value {} of the row is {v}", pos % width)));
-            }
-        }
-        Ok((values, width))
-    }
-}
-
-fn list_values(a: &ArrayRef, width: Option<usize>, n: usize) -> std::result::Result<ListValues, (usize, String)> {
+fn list_values(
+    a: &ArrayRef,
+    width: Option<usize>,
+    n: usize,
+) -> std::result::Result<(ArrayRef, usize), (usize, String)> {
     if let Some(i) = (0..n).find(|&i| a.is_null(i)) {
         return Err((i, "input row is null".into()));
     }
@@ -542,7 +563,7 @@ fn list_values(a: &ArrayRef, width: Option<usize>, n: usize) -> std::result::Res
         let pos = (0..values.len()).find(|&p| values.is_null(p)).unwrap_or(0);
         return Err((pos / w.max(1), format!("input value {} of the row is null", pos % w.max(1))));
     }
-    Ok(ListValues(values, w))
+    Ok((values, w))
 }
 
 macro_rules! map_numeric {
@@ -647,6 +668,7 @@ impl Batch {
             labels: rows.iter().map(|&i| self.labels[i]).collect(),
             input,
             width: self.width,
+            nonfinite: Vec::new(),
         };
         Ok((batch, source_rows))
     }

@@ -20,6 +20,8 @@ pub const ECE_BINS: usize = 15;
 pub struct EvalReport {
     /// Rows evaluated.
     pub rows: u64,
+    /// Rows skipped for NaN or infinite inputs (`--skip-nonfinite`).
+    pub skipped_nonfinite_rows: u64,
     /// Rows with a label.
     pub labeled_rows: u64,
     /// Student top-1 accuracy on labeled rows.
@@ -94,7 +96,7 @@ pub fn evaluate(
         }
     }
     let index: Option<HashMap<u64, usize>> = teacher.map(TeacherOutputs::id_index);
-    let (mut rows, mut labeled, mut errors, mut nll) = (0u64, 0u64, 0u64, 0f64);
+    let (mut rows, mut labeled, mut errors, mut nll, mut skipped) = (0u64, 0u64, 0u64, 0f64, 0u64);
     let (mut t_rows, mut agree, mut kl, mut t_labeled, mut t_errors) = (0u64, 0u64, 0f64, 0u64, 0u64);
     let mut cal = Calibration::default();
     let mut t_cal = Calibration::default();
@@ -117,6 +119,10 @@ pub fn evaluate(
             .map_err(|e| Error::Internal(e.to_string()))?;
         let logits = student.forward(x.view());
         for (i, z) in logits.axis_iter(Axis(0)).enumerate() {
+            if batch.nonfinite.binary_search(&i).is_ok() {
+                skipped += 1;
+                continue;
+            }
             let z = z.to_vec();
             let pred = argmax(&z).unwrap_or(0);
             rows += 1;
@@ -162,6 +168,7 @@ pub fn evaluate(
     let frac = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
     Ok(EvalReport {
         rows,
+        skipped_nonfinite_rows: skipped,
         labeled_rows: labeled,
         accuracy: frac(labeled - errors, labeled),
         errors: (labeled > 0).then_some(errors),

@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A file-size limit (ulimit -f) must surface as a write error naming the file, not kill the process:
+    // the error path then removes the unfinished part. SIG_IGN on SIGXFSZ makes write() return EFBIG.
+    // SAFETY: setting a signal's disposition to SIG_IGN at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {

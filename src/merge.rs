@@ -93,7 +93,14 @@ pub fn merge(inputs: &[PathBuf], out: &Path, overwrite: bool) -> Result<Manifest
     let mut order: Vec<usize> = (0..sets.len()).collect();
     order.sort_by_key(|&i| shards[i].map_or(i as u32, |s| s.index));
     prepare_dir(out, overwrite)?;
-    let mut manifest = Manifest { parts: Vec::new(), rows: 0, labeled_rows: 0, shard: None, ..first.clone() };
+    let mut manifest = Manifest {
+        parts: Vec::new(),
+        rows: 0,
+        labeled_rows: 0,
+        skipped_nonfinite_rows: 0,
+        shard: None,
+        ..first.clone()
+    };
     for &i in &order {
         let set = &sets[i];
         for part in &set.manifest().parts {
@@ -107,12 +114,13 @@ pub fn merge(inputs: &[PathBuf], out: &Path, overwrite: bool) -> Result<Manifest
         }
         manifest.rows += set.manifest().rows;
         manifest.labeled_rows += set.manifest().labeled_rows;
+        manifest.skipped_nonfinite_rows += set.manifest().skipped_nonfinite_rows;
     }
     if !sharded {
         manifest.source = merged_source(sets.iter().map(|s| &s.manifest().source));
     }
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-    write_atomic(&out.join(crate::store::MANIFEST), &json)?;
+    manifest.seal();
+    write_atomic(&out.join(crate::store::MANIFEST), &manifest.to_json()?)?;
     Ok(manifest)
 }
 

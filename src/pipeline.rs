@@ -53,6 +53,9 @@ pub struct DataSection {
     pub label_column: Option<String>,
     /// Id column (default: `id` when present, else row index).
     pub id_column: Option<String>,
+    /// Skip (and count) rows whose input has NaN or infinite values instead of failing.
+    #[serde(default)]
+    pub skip_nonfinite: bool,
 }
 
 fn default_input() -> Columns {
@@ -228,6 +231,7 @@ impl Pipeline {
             input: self.data.input_column.to_vec(),
             label_column: self.data.label_column.clone(),
             id_column: self.data.id_column.clone(),
+            skip_nonfinite: self.data.skip_nonfinite,
         }
     }
 }

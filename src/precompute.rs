@@ -79,12 +79,15 @@ struct Scored {
     input: ArrayRef,
     logits: Vec<f32>,
     source_rows: Vec<u64>,
+    /// Source rows skipped for non-finite inputs in the same batch.
+    skipped: Vec<u64>,
 }
 
 /// What the inference stage sends the writer: the writer finishes the dataset only on `Done`, so a
 /// failure anywhere upstream never produces a manifest.
 enum ToWriter {
     Rows(Scored),
+    Skipped(Vec<u64>),
     Done,
 }
 
@@ -148,7 +151,9 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
         rows: 0,
         labeled_rows: 0,
         parts: Vec::new(),
+        checksum: String::new(),
         shard: settings.shard,
+        skipped_nonfinite_rows: 0,
     };
     let (mut writer, skip) = if settings.resume {
         match SoftLabelWriter::resume(&settings.out, manifest, settings.writer.clone(), settings.batch_size)? {
@@ -184,8 +189,10 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
             for msg in scored_rx {
                 match msg {
                     ToWriter::Rows(s) => {
+                        writer.skipped(&s.skipped);
                         writer.write(&s.ids, &s.labels, &s.input, &s.logits, &s.source_rows)?;
                     }
+                    ToWriter::Skipped(rows) => writer.skipped(&rows),
                     ToWriter::Done => return writer.finish(),
                 }
             }
@@ -198,17 +205,44 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
                 check_width(&batch, width, &column)?;
                 progress
                     .advance(batch.len() as u64 - skip.saturating_sub(batch.first_source_row).min(batch.len() as u64));
-                // Only this shard's rows go to the teacher; with no shard the teacher gets every batch
-                // whole, as an uninterrupted run does, even the first one after a resume point.
-                let (batch, source_rows) = match settings.shard {
-                    Some(shard) => batch.retain(&batch.ids.iter().map(|&id| shard.owns(id)).collect::<Vec<_>>())?,
-                    None => {
-                        let rows = (batch.first_source_row..batch.first_source_row + batch.len() as u64).collect();
-                        (batch, rows)
-                    }
+                // Only this shard's rows with finite inputs go to the teacher; otherwise the teacher gets
+                // every batch whole, as an uninterrupted run does, even the first one after a resume point.
+                let owned: Vec<bool> = batch.ids.iter().map(|&id| settings.shard.is_none_or(|s| s.owns(id))).collect();
+                let skipped: Vec<u64> = batch
+                    .nonfinite
+                    .iter()
+                    .filter(|&&i| owned[i])
+                    .map(|&i| batch.first_source_row + i as u64)
+                    .filter(|&r| r >= skip)
+                    .collect();
+                let (batch, source_rows) = if settings.shard.is_none() && batch.nonfinite.is_empty() {
+                    let rows = (batch.first_source_row..batch.first_source_row + batch.len() as u64).collect();
+                    (batch, rows)
+                } else {
+                    let mut keep = owned;
+                    batch.nonfinite.iter().for_each(|&i| keep[i] = false);
+                    batch.retain(&keep)?
                 };
                 if batch.is_empty() {
+                    if !skipped.is_empty() && scored_tx.send(ToWriter::Skipped(skipped)).is_err() {
+                        break;
+                    }
                     continue;
+                }
+                if let Some((i, y)) = batch
+                    .labels
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, l)| l.filter(|&y| y < 0 || y as usize >= num_classes).map(|y| (i, y)))
+                {
+                    return Err(Error::data(
+                        &batch.file,
+                        format!(
+                            "column '{}', row {}: label {y} is outside [0, {num_classes}) (the teacher has {num_classes} classes)",
+                            source.label_column().unwrap_or("label"),
+                            row_in_file(&batch, source_rows[i])
+                        ),
+                    ));
                 }
                 let (mut logits, k) = teacher.run(&batch, &row_shape)?;
                 if k != num_classes {
@@ -251,7 +285,7 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
                         ),
                     ));
                 }
-                let scored = Scored { ids, labels, input, logits, source_rows };
+                let scored = Scored { ids, labels, input, logits, source_rows, skipped };
                 if scored_tx.send(ToWriter::Rows(scored)).is_err() {
                     break; // the writer failed; its error is returned below
                 }

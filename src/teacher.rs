@@ -34,7 +34,11 @@ pub fn find_ort_library(explicit: Option<&Path>) -> Result<PathBuf> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(Error::Runtime(format!("ORT_DYLIB_PATH={}: no such file", p.display())))
+            Err(Error::Runtime(format!(
+                "ORT_DYLIB_PATH={}: no such file; point it at libonnxruntime.so.<version> (from `pip install \
+                 onnxruntime`, in .../onnxruntime/capi/), or unset it to use the library `make setup` links",
+                p.display()
+            )))
         };
     }
     let mut tried = Vec::new();

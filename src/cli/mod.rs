@@ -62,6 +62,9 @@ pub struct DataArgs {
     /// Id column, any integer type (default: `id` when present, else each row's index in the data).
     #[arg(long, value_name = "NAME")]
     pub id_column: Option<String>,
+    /// Skip rows whose input holds NaN or infinity (counted in the output) instead of failing on them.
+    #[arg(long)]
+    pub skip_nonfinite: bool,
 }
 
 impl DataArgs {
@@ -72,7 +75,12 @@ impl DataArgs {
             (None, Some(f)) if !has_column(data, "input") => vec![f.to_string()],
             _ => vec!["input".to_string()],
         };
-        DataSpec { input, label_column: self.label_column.clone(), id_column: self.id_column.clone() }
+        DataSpec {
+            input,
+            label_column: self.label_column.clone(),
+            id_column: self.id_column.clone(),
+            skip_nonfinite: self.skip_nonfinite,
+        }
     }
 }
 

@@ -143,7 +143,12 @@ fn load_val(path: &std::path::Path, spec: &DataSpec, classes: usize, width: usiz
                 )
             ));
         }
+        let flat = b.input_f32();
         for (i, l) in b.labels.iter().enumerate() {
+            if b.nonfinite.binary_search(&i).is_ok() {
+                continue;
+            }
+            inputs.extend_from_slice(&flat[i * width..(i + 1) * width]);
             match l {
                 Some(y) if *y >= 0 && (*y as usize) < classes => labels.push(*y),
                 Some(y) => anyhow::bail!(softlabel::Error::data(
@@ -156,7 +161,6 @@ fn load_val(path: &std::path::Path, spec: &DataSpec, classes: usize, width: usiz
                 )),
             }
         }
-        inputs.extend(b.input_f32());
     }
     let rows = labels.len();
     Ok(ValSet { inputs: ndarray::Array2::from_shape_vec((rows, width), inputs)?, labels })

@@ -120,9 +120,15 @@ pub struct Manifest {
     pub labeled_rows: u64,
     /// The part files, in order.
     pub parts: Vec<PartInfo>,
+    /// Source rows skipped for NaN or infinite inputs (`--skip-nonfinite`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_nonfinite_rows: u64,
     /// Which shard of the source this dataset holds (`--shard I/N`); absent for a whole dataset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
+    /// sha256 of this manifest's compact JSON with `checksum` set to "": any edit by hand shows.
+    #[serde(default)]
+    pub checksum: String,
 }
 
 /// Shard `index` of `count`: the rows whose id hashes to `index` (see [`Shard::owns`]).
@@ -164,6 +170,23 @@ pub fn splitmix64(x: u64) -> u64 {
 }
 
 impl Manifest {
+    /// The checksum of the manifest's content (see [`Manifest::checksum`]).
+    pub fn compute_checksum(&self) -> String {
+        let unsealed = Manifest { checksum: String::new(), ..self.clone() };
+        let bytes = serde_json::to_vec(&unsealed).unwrap_or_default();
+        crate::dataset::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+    }
+
+    /// Sets `checksum` for the current content.
+    pub fn seal(&mut self) {
+        self.checksum = self.compute_checksum();
+    }
+
+    /// The manifest as written to `_manifest.json`.
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(|e| Error::Internal(e.to_string()))
+    }
+
     /// The Parquet key-value metadata every part carries (the manifest's fields, minus the parts list).
     pub fn key_values(&self) -> Vec<(String, String)> {
         let json = |v: &dyn erased::Json| v.to_json();
@@ -231,6 +254,12 @@ impl Manifest {
         let m: Manifest =
             serde_json::from_value(value).map_err(|e| Error::dataset(&path, format!("invalid manifest: {e}")))?;
         m.validate(&path)?;
+        if m.checksum != m.compute_checksum() {
+            return Err(Error::dataset(
+                &path,
+                "checksum does not match the content: the manifest was edited by hand or damaged",
+            ));
+        }
         Ok(m)
     }
 
@@ -261,6 +290,10 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The Arrow schema of a part.

@@ -65,6 +65,7 @@ impl SoftLabels {
                     ),
                 ));
             }
+            check_footer(&path, &manifest)?;
             let sha = sha256_file(&path)?;
             if sha != part.sha256 {
                 return Err(Error::dataset(
@@ -179,6 +180,46 @@ impl SoftLabels {
         let logits = Array2::from_shape_vec((ids.len(), k), logits).map_err(|e| Error::Internal(e.to_string()))?;
         Ok(TeacherOutputs { ids, labels, inputs, logits })
     }
+}
+
+/// Checks a part's own metadata against the manifest: a part made by another teacher, at another
+/// temperature or with another class count is refused even if the manifest's hashes were edited to match.
+fn check_footer(path: &Path, m: &Manifest) -> Result<()> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|source| Error::Parquet { path: path.to_path_buf(), source })?;
+    let kv: HashMap<&str, &str> = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| kv.iter().filter_map(|e| e.value.as_deref().map(|v| (e.key.as_str(), v))).collect())
+        .unwrap_or_default();
+    let get = |key: &str| {
+        kv.get(key).copied().ok_or_else(|| Error::dataset(path, format!("part lacks metadata key '{key}'")))
+    };
+    let sha = get("softlabel.teacher_sha256")?;
+    if sha != m.teacher.sha256 {
+        return Err(Error::dataset(
+            path,
+            format!("part was made by teacher sha256 {sha}, {} says {}", super::MANIFEST, m.teacher.sha256),
+        ));
+    }
+    let t: f32 = get("softlabel.temperature")?
+        .parse()
+        .map_err(|_| Error::dataset(path, "softlabel.temperature is not a number"))?;
+    if t != m.temperature {
+        return Err(Error::dataset(
+            path,
+            format!("part was made at temperature {t}, {} says {}", super::MANIFEST, m.temperature),
+        ));
+    }
+    let k: usize = get("softlabel.num_classes")?
+        .parse()
+        .map_err(|_| Error::dataset(path, "softlabel.num_classes is not a number"))?;
+    if k != m.num_classes {
+        return Err(Error::dataset(path, format!("part has {k} classes, {} says {}", super::MANIFEST, m.num_classes)));
+    }
+    Ok(())
 }
 
 fn read_batch(

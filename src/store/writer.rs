@@ -79,6 +79,8 @@ pub struct SoftLabelWriter {
     pending: Vec<RecordBatch>,
     pending_rows: usize,
     last_source_row: Option<u64>,
+    /// Source rows skipped (non-finite inputs) and not yet counted in a committed part.
+    skipped: Vec<u64>,
 }
 
 /// What [`SoftLabelWriter::resume`] found.
@@ -248,6 +250,7 @@ impl SoftLabelWriter {
             pending: Vec::new(),
             pending_rows: 0,
             last_source_row: None,
+            skipped: Vec::new(),
         })
     }
 
@@ -310,6 +313,15 @@ impl SoftLabelWriter {
         &self.dir
     }
 
+    /// Records source rows that were skipped for non-finite inputs. They are counted in the manifest
+    /// with the part that covers them, so a resumed run counts each exactly once.
+    pub fn skipped(&mut self, source_rows: &[u64]) {
+        self.skipped.extend_from_slice(source_rows);
+        if let Some(&last) = source_rows.last() {
+            self.last_source_row = Some(self.last_source_row.map_or(last, |r| r.max(last)));
+        }
+    }
+
     /// The manifest so far (committed parts only).
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
@@ -350,7 +362,8 @@ impl SoftLabelWriter {
             let take = (self.options.rows_per_part - self.part_rows).min(n - start);
             self.push(batch.slice(start, take), &ids[start..start + take], &labels[start..start + take])?;
             start += take;
-            self.last_source_row = Some(source_rows[start - 1]);
+            self.last_source_row =
+                Some(self.last_source_row.map_or(source_rows[start - 1], |r| r.max(source_rows[start - 1])));
             if self.part_rows == self.options.rows_per_part {
                 self.close_part(source_rows[start - 1] + 1)?;
             }
@@ -448,8 +461,15 @@ impl SoftLabelWriter {
         let Some(part) = self.current.take() else { return Ok(()) };
         let OpenPart { writer, tmp, name, rows, min_id, max_id } = part;
         // Only close() writes the footer; the file keeps its temporary name until it is complete and synced.
-        writer.close().map_err(|e| Error::dataset(&tmp, format!("cannot finish Parquet file: {e}")))?;
-        File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+        // If that fails (disk full), the unfinished file is removed: it is not data.
+        let finished = writer
+            .close()
+            .map_err(|e| Error::dataset(&tmp, format!("cannot finish Parquet file: {e}")))
+            .and_then(|_| File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e)));
+        if let Err(e) = finished {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         let path = self.dir.join(&name);
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
         sync_dir(&self.dir)?;
@@ -457,6 +477,9 @@ impl SoftLabelWriter {
         let sha256 = sha256_file(&path)?;
         self.manifest.parts.push(PartInfo { file: name, rows, bytes, sha256, min_id, max_id });
         self.part_rows = 0;
+        let counted = self.skipped.iter().filter(|&&r| r < source_rows_done).count();
+        self.manifest.skipped_nonfinite_rows += counted as u64;
+        self.skipped.retain(|&r| r >= source_rows_done);
         let progress = Progress {
             format: "softlabel-progress".into(),
             source_rows_done,
@@ -472,8 +495,10 @@ impl SoftLabelWriter {
     pub fn finish(mut self) -> Result<Manifest> {
         let done = self.last_source_row.map_or(0, |r| r + 1);
         self.close_part(done)?;
-        let json = serde_json::to_vec_pretty(&self.manifest).map_err(|e| Error::Internal(e.to_string()))?;
-        write_atomic(&self.dir.join(MANIFEST), &json)?;
+        self.manifest.skipped_nonfinite_rows += self.skipped.len() as u64;
+        self.skipped.clear();
+        self.manifest.seal();
+        write_atomic(&self.dir.join(MANIFEST), &self.manifest.to_json()?)?;
         let progress = self.dir.join(PROGRESS);
         if progress.exists() {
             std::fs::remove_file(&progress).map_err(|e| Error::io(&progress, e))?;
