@@ -628,6 +628,37 @@ pub fn numeric_to_i64(a: &dyn Array) -> Option<Vec<i64>> {
     )
 }
 
+/// Any numeric array's values as f64.
+#[allow(clippy::unnecessary_cast)] // the macro casts every type, f64 itself included
+pub fn numeric_to_f64(a: &dyn Array) -> Option<Vec<f64>> {
+    map_numeric!(
+        a,
+        |v| v as f64,
+        [
+            UInt8Type,
+            Int8Type,
+            UInt16Type,
+            Int16Type,
+            UInt32Type,
+            Int32Type,
+            UInt64Type,
+            Int64Type,
+            Float32Type,
+            Float64Type
+        ]
+    )
+}
+
+/// Any numeric array's values as u8; the position and value of the first one that is not an integer in
+/// 0..=255 on error.
+pub fn numeric_to_u8(a: &dyn Array) -> std::result::Result<Vec<u8>, (usize, f64)> {
+    let v = numeric_to_f64(a).ok_or((0, f64::NAN))?;
+    v.iter()
+        .enumerate()
+        .map(|(i, &x)| if x.fract() == 0.0 && (0.0..=255.0).contains(&x) { Ok(x as u8) } else { Err((i, x)) })
+        .collect()
+}
+
 /// Any numeric array's values as i32 (out-of-range values saturate).
 pub fn numeric_to_i32(a: &dyn Array) -> Option<Vec<i32>> {
     numeric_to_i64(a).map(|v| v.into_iter().map(|x| x.clamp(i32::MIN as i64, i32::MAX as i64) as i32).collect())

@@ -16,6 +16,7 @@
 pub mod dataset;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod merge;
 pub mod pipeline;
 pub mod precompute;

@@ -212,7 +212,12 @@ impl Pipeline {
     /// Reads and validates a pipeline file; relative paths become relative to its folder.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut p: Pipeline = toml::from_str(&text)
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates a pipeline's text; `path` locates relative paths and is named in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let mut p: Pipeline = toml::from_str(text)
             .map_err(|e| Error::Config(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for f in [&mut p.data.train, &mut p.data.test, &mut p.teacher.model, &mut p.output.dir] {

@@ -12,7 +12,9 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{PrimitiveTensorElementType, TensorElementType, TensorRef, ValueType};
 
-use crate::dataset::{numeric_to_f32, numeric_to_i32, numeric_to_i64, sha256_file, Batch};
+use crate::dataset::{
+    numeric_to_f32, numeric_to_f64, numeric_to_i32, numeric_to_i64, numeric_to_u8, sha256_file, Batch,
+};
 use crate::error::{Error, Result};
 
 /// The unversioned and versioned names the library goes by in the `onnxruntime` wheel.
@@ -131,8 +133,10 @@ pub fn loaded_library() -> Option<&'static Path> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum InputType {
     F32,
+    F64,
     I32,
     I64,
+    U8,
 }
 
 /// Settings for loading a teacher.
@@ -231,15 +235,15 @@ impl Teacher {
             TensorElementType::Float32 => InputType::F32,
             TensorElementType::Int32 => InputType::I32,
             TensorElementType::Int64 => InputType::I64,
-            other => {
-                return Err(Error::model(
-                    path,
-                    format!(
-                        "input '{}' has element type {other:?}; softlabel feeds float32, int32 or int64",
-                        input.name()
-                    ),
-                ))
-            }
+            TensorElementType::Float64 => InputType::F64,
+            TensorElementType::Uint8 => InputType::U8,
+            other => return Err(Error::model(
+                path,
+                format!(
+                    "input '{}' has element type {other:?}; softlabel feeds float32, float64, int32, int64 or uint8",
+                    input.name()
+                ),
+            )),
         };
         if shape.is_empty() {
             return Err(Error::model(path, format!("input '{}' is a scalar; expected [batch, ...]", input.name())));
@@ -359,6 +363,23 @@ impl Teacher {
             InputType::I64 => {
                 let v =
                     numeric_to_i64(batch.input.as_ref()).ok_or_else(|| Error::Internal("input not numeric".into()))?;
+                self.run_typed(&v, rows, row_shape)
+            }
+            InputType::F64 => {
+                let v =
+                    numeric_to_f64(batch.input.as_ref()).ok_or_else(|| Error::Internal("input not numeric".into()))?;
+                self.run_typed(&v, rows, row_shape)
+            }
+            InputType::U8 => {
+                let v = numeric_to_u8(batch.input.as_ref()).map_err(|(i, v)| {
+                    Error::data(
+                        &batch.file,
+                        format!(
+                            "row {}: input value {v} does not fit the teacher's uint8 input",
+                            batch.first_row + (i / batch.width.max(1)) as u64
+                        ),
+                    )
+                })?;
                 self.run_typed(&v, rows, row_shape)
             }
         }

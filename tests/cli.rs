@@ -568,3 +568,49 @@ fn train_killed_after_a_checkpoint_resumes_to_identical_weights() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn exported_onnx_student_matches_the_rust_forward_pass() {
+    use softlabel::dataset::{DataSource, DataSpec};
+    use softlabel::teacher::{Teacher, TeacherOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = tmp.path().join("labels");
+    assert_ok(&softlabel(&[
+        "precompute",
+        "--teacher",
+        s(&mnist("teachers/mnist_cnn.onnx")),
+        "--data",
+        s(&mnist("mnist/test.parquet")),
+        "--input-column",
+        "image",
+        "--temperature",
+        "4",
+        "--out",
+        s(&labels),
+    ]));
+    let st = tmp.path().join("student");
+    assert_ok(&softlabel(&["train", "--labels", s(&labels), "--out", s(&st), "--hidden", "64,32", "--epochs", "1"]));
+    let onnx = tmp.path().join("export/student.onnx");
+    assert_ok(&softlabel(&["export", "--student", s(&st), "--out", s(&onnx)]));
+    assert!(tmp.path().join("export/student.safetensors").is_file());
+
+    // The exported model takes the teacher's input as is: uint8 [batch, 1, 28, 28].
+    let student = softlabel::student::io::load(&st).unwrap();
+    let mut model = Teacher::load(&onnx, &TeacherOptions::default()).unwrap();
+    assert_eq!(model.input_shape(), &[-1, 1, 28, 28]);
+    let source = DataSource::open(&mnist("mnist/test.parquet"), &DataSpec::new("image")).unwrap();
+    let row_shape = model.row_shape(784, "image").unwrap();
+    let mut worst = 0f32;
+    for batch in source.batches(1000) {
+        let batch = batch.unwrap();
+        let (ort_logits, k) = model.run(&batch, &row_shape).unwrap();
+        assert_eq!(k, 10);
+        let x = ndarray::Array2::from_shape_vec((batch.len(), 784), batch.input_f32()).unwrap();
+        let rust = student.mlp.forward(x.view());
+        for (a, b) in ort_logits.iter().zip(rust.iter()) {
+            worst = worst.max((a - b).abs() / b.abs().max(1.0));
+        }
+    }
+    // Same weights, different summation order (ONNX Runtime's GEMM vs matrixmultiply) in f32.
+    assert!(worst < 1e-5, "largest difference between ONNX Runtime and the Rust forward pass: {worst}");
+}

@@ -1,6 +1,7 @@
 //! Command-line definitions (clap derive), one file per subcommand, and the progress bars.
 
 mod eval;
+mod export;
 mod inspect;
 mod merge;
 mod precompute;
@@ -41,6 +42,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Evaluate a student on a dataset, optionally against the teacher's outputs.
     Eval(eval::EvalArgs),
+    /// Export a student as an ONNX model (plus a safetensors file of its weights).
+    Export(export::ExportArgs),
     /// Describe a soft-label dataset.
     Inspect(inspect::InspectArgs),
     /// Combine soft-label datasets (the shards of one run) into one, checking every id appears once.
@@ -113,6 +116,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Precompute(a) => precompute::run(a, ort, &bars),
         Command::Train(a) => train::run(a, &bars),
         Command::Eval(a) => eval::run(a, &bars),
+        Command::Export(a) => export::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Run(a) => run::run(a, ort, &bars),

@@ -231,8 +231,14 @@ impl Manifest {
                 Error::io(&path, e)
             }
         })?;
+        Self::parse(&text, &path)
+    }
+
+    /// Parses and checks a manifest's text; `path` is named in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let path = path.to_path_buf();
         let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::dataset(&path, format!("not valid JSON: {e}")))?;
+            serde_json::from_str(text).map_err(|e| Error::dataset(&path, format!("not valid JSON: {e}")))?;
         // Check format and version before the fields, so a newer major version gets the right message.
         if value.get("format").and_then(|v| v.as_str()) != Some(FORMAT) {
             return Err(Error::dataset(&path, format!("field 'format' is not \"{FORMAT}\"")));

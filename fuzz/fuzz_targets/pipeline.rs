@@ -1,0 +1,10 @@
+//! Any bytes as a pipeline file: Ok or Err, never panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use std::path::Path;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = softlabel::pipeline::Pipeline::parse(text, Path::new("pipelines/fuzz.toml"));
+    }
+});

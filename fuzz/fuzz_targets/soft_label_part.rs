@@ -1,0 +1,25 @@
+//! Any bytes as a soft-label part: the reader (schema checks, decoding) returns Ok or Err, never panics.
+//! The manifest is a fixed valid one (fuzz/manifest.json, from the test fixtures), so the fuzzer reaches
+//! the part reader past the hash checks that `SoftLabels::open` does first.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+fn dir() -> &'static (PathBuf, softlabel::store::Manifest) {
+    static DIR: OnceLock<(PathBuf, softlabel::store::Manifest)> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("softlabel-fuzz-part-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = include_str!("../manifest.json");
+        let m = softlabel::store::Manifest::parse(text, &dir).expect("fuzz/manifest.json is valid");
+        (dir, m)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (dir, manifest) = dir();
+    std::fs::write(dir.join(&manifest.parts[0].file), data).unwrap();
+    let _ = softlabel::store::SoftLabels::from_parts(dir, manifest.clone()).load();
+    let _ = softlabel::store::SoftLabels::from_parts(dir, manifest.clone()).ids();
+});

@@ -1,0 +1,200 @@
+//! Exporting a trained student as a standard ONNX model (opset 17, dynamic batch).
+//!
+//! The model takes the same input as the teacher did (same element type, same per-row shape, e.g.
+//! uint8 `[batch, 1, 28, 28]`), so it drops in where the teacher ran:
+//! `input -> Flatten -> Cast(float) -> Sub(shift) -> Mul(scale) -> [Gemm -> Relu]* -> Gemm -> logits`,
+//! plus `probs = Softmax(logits)`. The protobuf is written directly (a few message types of onnx.proto),
+//! with the student's description in the model's metadata.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::dataset::ElementType;
+use crate::error::{Error, Result};
+use crate::store::write_atomic;
+use crate::student::io::{to_safetensors, StudentFile};
+
+/// The opset the exported graph uses.
+pub const OPSET: i64 = 17;
+/// ONNX IR version matching opset 17.
+const IR_VERSION: i64 = 8;
+
+/// A protobuf message being built (only the wire types ONNX needs).
+#[derive(Default)]
+struct Pb(Vec<u8>);
+
+impl Pb {
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+    fn key(&mut self, field: u32, wire: u8) {
+        self.varint((u64::from(field) << 3) | u64::from(wire));
+    }
+    fn int(&mut self, field: u32, v: i64) -> &mut Self {
+        self.key(field, 0);
+        self.varint(v as u64);
+        self
+    }
+    fn bytes(&mut self, field: u32, b: &[u8]) -> &mut Self {
+        self.key(field, 2);
+        self.varint(b.len() as u64);
+        self.0.extend_from_slice(b);
+        self
+    }
+    fn str(&mut self, field: u32, s: &str) -> &mut Self {
+        self.bytes(field, s.as_bytes())
+    }
+    fn msg(&mut self, field: u32, m: Pb) -> &mut Self {
+        self.bytes(field, &m.0)
+    }
+}
+
+/// TensorProto.DataType of an element type.
+fn onnx_type(t: ElementType) -> i64 {
+    match t {
+        ElementType::F32 => 1,
+        ElementType::U8 => 2,
+        ElementType::I8 => 3,
+        ElementType::U16 => 4,
+        ElementType::I16 => 5,
+        ElementType::I32 => 6,
+        ElementType::I64 => 7,
+        ElementType::F64 => 11,
+        ElementType::U32 => 12,
+        ElementType::U64 => 13,
+    }
+}
+
+fn tensor(name: &str, dims: &[usize], values: &[f32]) -> Pb {
+    let mut t = Pb::default();
+    for &d in dims {
+        t.int(1, d as i64);
+    }
+    t.int(2, 1).str(8, name);
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    t.bytes(9, &raw);
+    t
+}
+
+/// ValueInfoProto for a tensor with `dims` (`None`: the symbolic batch dimension).
+fn value_info(name: &str, elem: i64, dims: &[Option<usize>]) -> Pb {
+    let mut shape = Pb::default();
+    for d in dims {
+        let mut dim = Pb::default();
+        match d {
+            Some(v) => dim.int(1, *v as i64),
+            None => dim.str(2, "batch"),
+        };
+        shape.msg(1, dim);
+    }
+    let mut tensor_type = Pb::default();
+    tensor_type.int(1, elem).msg(2, shape);
+    let mut ty = Pb::default();
+    ty.msg(1, tensor_type);
+    let mut vi = Pb::default();
+    vi.str(1, name).msg(2, ty);
+    vi
+}
+
+fn node(op: &str, inputs: &[&str], outputs: &[&str], name: &str, int_attrs: &[(&str, i64)]) -> Pb {
+    let mut n = Pb::default();
+    for i in inputs {
+        n.str(1, i);
+    }
+    for o in outputs {
+        n.str(2, o);
+    }
+    n.str(3, name).str(4, op);
+    for (k, v) in int_attrs {
+        let mut a = Pb::default();
+        a.str(1, k).int(3, *v).int(20, 2); // type = INT
+        n.msg(5, a);
+    }
+    n
+}
+
+/// Builds the ONNX model bytes for a student.
+pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
+    let mlp = &student.mlp;
+    let info = &student.info;
+    let d = mlp.input_dim();
+    let row_shape: Vec<usize> =
+        if info.input_shape.iter().product::<usize>() == d { info.input_shape.clone() } else { vec![d] };
+    let mut graph = Pb::default();
+    let mut cur = "input".to_string();
+    let mut nodes = Vec::new();
+    if row_shape.len() > 1 {
+        nodes.push(node("Flatten", &[&cur], &["flat"], "flatten", &[("axis", 1)]));
+        cur = "flat".into();
+    }
+    if info.input_dtype != ElementType::F32 {
+        nodes.push(node("Cast", &[&cur], &["x"], "cast", &[("to", 1)]));
+        cur = "x".into();
+    }
+    nodes.push(node("Sub", &[&cur, "input.shift"], &["centred"], "shift", &[]));
+    nodes.push(node("Mul", &["centred", "input.scale"], &["h0"], "scale", &[]));
+    let mut inits =
+        vec![tensor("input.shift", &[d], &mlp.shift.to_vec()), tensor("input.scale", &[d], &mlp.scale.to_vec())];
+    let last = mlp.layers.len() - 1;
+    for (i, layer) in mlp.layers.iter().enumerate() {
+        let (w, b) = (format!("layers.{i}.weight"), format!("layers.{i}.bias"));
+        let wt = layer.w.t();
+        inits.push(tensor(&w, &[wt.nrows(), wt.ncols()], &wt.iter().copied().collect::<Vec<_>>()));
+        inits.push(tensor(&b, &[layer.b.len()], &layer.b.to_vec()));
+        let input = format!("h{i}");
+        let z = if i == last { "logits".to_string() } else { format!("z{i}") };
+        nodes.push(node("Gemm", &[&input, &w, &b], &[&z], &format!("gemm{i}"), &[("transB", 1)]));
+        if i < last {
+            nodes.push(node("Relu", &[&z], &[&format!("h{}", i + 1)], &format!("relu{i}"), &[]));
+        }
+    }
+    nodes.push(node("Softmax", &["logits"], &["probs"], "softmax", &[("axis", 1)]));
+    for n in nodes {
+        graph.msg(1, n);
+    }
+    graph.str(2, "softlabel_student");
+    for t in inits {
+        graph.msg(5, t);
+    }
+    let mut in_dims = vec![None];
+    in_dims.extend(row_shape.iter().map(|&v| Some(v)));
+    graph.msg(11, value_info("input", onnx_type(info.input_dtype), &in_dims));
+    let k = Some(mlp.num_classes());
+    graph.msg(12, value_info("logits", 1, &[None, k]));
+    graph.msg(12, value_info("probs", 1, &[None, k]));
+
+    let mut model = Pb::default();
+    model.int(1, IR_VERSION).str(2, "softlabel").str(3, env!("CARGO_PKG_VERSION"));
+    let mut opset = Pb::default();
+    opset.str(1, "").int(2, OPSET);
+    model.msg(8, opset).msg(7, graph);
+    let json = serde_json::to_string(info).map_err(|e| Error::Internal(e.to_string()))?;
+    for (k, v) in [("softlabel.student", json.as_str()), ("softlabel.teacher_sha256", info.teacher_sha256.as_str())] {
+        let mut entry = Pb::default();
+        entry.str(1, k).str(2, v);
+        model.msg(14, entry);
+    }
+    Ok(model.0)
+}
+
+/// Writes `out` (the ONNX model) and, beside it, `<out>.safetensors`: the weights with the student's full
+/// description (student.json) in the metadata under `config`.
+pub fn export(student: &StudentFile, out: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    write_atomic(out, &onnx_model(student)?)?;
+    let st = out.with_extension("safetensors");
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), "softlabel-student".to_string());
+    meta.insert(
+        "config".to_string(),
+        serde_json::to_string(&student.info).map_err(|e| Error::Internal(e.to_string()))?,
+    );
+    write_atomic(&st, &to_safetensors(&student.mlp, &meta))?;
+    Ok((out.to_path_buf(), st))
+}

@@ -1,0 +1,73 @@
+"""The exported student as a deployment team sees it: a valid ONNX model (onnx.checker, full check) that
+ONNX Runtime runs on the teacher's raw input, equal to a numpy forward pass over the exported
+safetensors weights (an independent reference implementation of the MLP)."""
+import json
+import os
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("SOFTLABEL_BIN", str(ROOT / "target" / "release" / "softlabel"))
+
+
+def run(*args):
+    subprocess.run([BIN, "--quiet", *map(str, args)], check=True, stdout=subprocess.DEVNULL)
+
+
+def read_safetensors(path: Path):
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    data = raw[8 + n :]
+    meta = header.pop("__metadata__", {})
+    tensors = {}
+    for name, t in header.items():
+        a, b = t["data_offsets"]
+        assert t["dtype"] == "F32"
+        tensors[name] = np.frombuffer(data[a:b], dtype="<f4").reshape(t["shape"])
+    return tensors, meta
+
+
+def numpy_forward(t, x):
+    h = (x.astype(np.float64) - t["input.shift"]) * t["input.scale"]
+    i = 0
+    while f"layers.{i}.weight" in t:
+        h = h @ t[f"layers.{i}.weight"].T.astype(np.float64) + t[f"layers.{i}.bias"]
+        i += 1
+        if f"layers.{i}.weight" in t:
+            h = np.maximum(h, 0)
+    return h
+
+
+def test_export_is_valid_onnx_and_matches_numpy(tmp_path):
+    labels, student, out = tmp_path / "labels", tmp_path / "student", tmp_path / "student.onnx"
+    test = ROOT / "data" / "mnist" / "test.parquet"
+    run("precompute", "--teacher", ROOT / "data/teachers/mnist_cnn.onnx", "--data", test, "--input-column", "image",
+        "--temperature", "4", "--out", labels)
+    run("train", "--labels", labels, "--out", student, "--hidden", "64,32", "--epochs", "1")
+    run("export", "--student", student, "--out", out)
+
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version >= 17
+    (inp,) = model.graph.input
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert dims == ["batch", 1, 28, 28] and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["softlabel.student"])["dims"] == [784, 64, 32, 10]
+
+    tensors, st_meta = read_safetensors(out.with_suffix(".safetensors"))
+    assert json.loads(st_meta["config"])["dims"] == [784, 64, 32, 10]
+    images = np.stack(pq.read_table(test).column("image").to_numpy(zero_copy_only=False))[:2000]
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    logits, probs = sess.run(None, {"input": images.reshape(-1, 1, 28, 28)})
+    ref = numpy_forward(tensors, images.astype(np.float32))
+    assert np.abs(logits - ref).max() / max(1.0, np.abs(ref).max()) < 1e-5
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert (probs.argmax(1) == ref.argmax(1)).mean() > 0.999
