@@ -21,6 +21,7 @@ pub mod merge;
 pub mod pipeline;
 pub mod precompute;
 pub mod progress;
+pub mod report;
 pub mod soften;
 pub mod store;
 pub mod student;

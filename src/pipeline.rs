@@ -192,6 +192,9 @@ impl StudentSection {
 pub struct OutputSection {
     /// Folder for labels, student and report.
     pub dir: PathBuf,
+    /// Also export the student and write a compression report (`DIR/report/`).
+    #[serde(default)]
+    pub report: bool,
 }
 
 /// A whole pipeline file.
@@ -285,6 +288,8 @@ pub struct RunReport {
     pub train_seconds: f64,
     /// Student on the test set, with the teacher's outputs for comparison.
     pub test: EvalReport,
+    /// The compression report, when `[output] report = true`.
+    pub report: Option<crate::report::Report>,
 }
 
 /// Reuses `out` if it is a complete dataset matching these settings, else (re)computes it.
@@ -389,6 +394,21 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
 
     let test_source = DataSource::open(test_labels.dir(), &DataSpec::new(crate::store::columns::INPUT))?;
     let test = evaluate(&trained.mlp, &test_source, Some(&test_outputs), progress)?;
+    let report = if p.output.report {
+        let settings = crate::report::ReportSettings {
+            teacher: p.teacher.model.clone(),
+            student: student_dir.clone(),
+            data: test_labels.dir().to_path_buf(),
+            spec: DataSpec::new(crate::store::columns::INPUT),
+            labels: Some(test_labels.dir().to_path_buf()),
+            out: out.join("report"),
+            threads: p.teacher.threads,
+            latency_runs: 200,
+        };
+        Some(crate::report::report(&settings, progress)?)
+    } else {
+        None
+    };
     Ok(RunReport {
         teacher: p.teacher.model.display().to_string(),
         teacher_sha256: teacher_sha,
@@ -401,6 +421,7 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
         student_parameters: trained.mlp.num_parameters(),
         train_seconds,
         test,
+        report,
     })
 }
 

@@ -237,13 +237,15 @@ impl Teacher {
             TensorElementType::Int64 => InputType::I64,
             TensorElementType::Float64 => InputType::F64,
             TensorElementType::Uint8 => InputType::U8,
-            other => return Err(Error::model(
-                path,
-                format!(
+            other => {
+                return Err(Error::model(
+                    path,
+                    format!(
                     "input '{}' has element type {other:?}; softlabel feeds float32, float64, int32, int64 or uint8",
                     input.name()
                 ),
-            )),
+                ))
+            }
         };
         if shape.is_empty() {
             return Err(Error::model(path, format!("input '{}' is a scalar; expected [batch, ...]", input.name())));

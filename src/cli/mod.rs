@@ -5,6 +5,7 @@ mod export;
 mod inspect;
 mod merge;
 mod precompute;
+mod report;
 mod run;
 mod train;
 
@@ -48,6 +49,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Combine soft-label datasets (the shards of one run) into one, checking every id appears once.
     Merge(merge::MergeArgs),
+    /// Compare teacher and student: size, latency, throughput, accuracy, calibration; plots.
+    Report(report::ReportArgs),
     /// Run a pipeline file: precompute train and test, train, evaluate, report.
     Run(run::RunArgs),
 }
@@ -119,6 +122,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => export::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Report(a) => report::run(a, ort, &bars),
         Command::Run(a) => run::run(a, ort, &bars),
     }
 }

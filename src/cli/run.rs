@@ -53,6 +53,19 @@ pub fn run(a: RunArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()
         t.ece.map_or("-".into(), |k| format!("{k:.4}")),
         t.teacher_ece.map_or("-".into(), |k| format!("{k:.4}"))
     );
-    println!("  student saved to {}; report {}", r.student, p.output.dir.join("report.json").display());
+    if let Some(rep) = &r.report {
+        let q = &rep.ratios;
+        println!(
+            "  deployment   student {:.1}x smaller on disk, {:.1}x faster at batch 1 (p50 {:.3} vs {:.3} ms), {:.1}x throughput at batch 256, keeps {} of the teacher's accuracy",
+            q.smaller_x,
+            q.latency_speedup_x,
+            rep.student.latency_p50_ms,
+            rep.teacher.latency_p50_ms,
+            q.throughput_speedup_x,
+            q.accuracy_kept_pct.map_or("-".into(), |v| format!("{v:.2}%"))
+        );
+        println!("  report       {}", p.output.dir.join("report").join("report.md").display());
+    }
+    println!("  student saved to {}; summary {}", r.student, p.output.dir.join("report.json").display());
     Ok(())
 }

@@ -71,3 +71,37 @@ def test_export_is_valid_onnx_and_matches_numpy(tmp_path):
     assert np.abs(logits - ref).max() / max(1.0, np.abs(ref).max()) < 1e-5
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert (probs.argmax(1) == ref.argmax(1)).mean() > 0.999
+
+
+def test_report_numbers_and_plots(tmp_path):
+    """`softlabel report`: parameter counts equal the onnx package's count of initializer elements, the
+    ratios follow from the numbers, and the three plots are well-formed, non-empty SVG."""
+    labels, student, out = tmp_path / "labels", tmp_path / "student", tmp_path / "report"
+    test = ROOT / "data" / "mnist" / "test.parquet"
+    teacher = ROOT / "data/teachers/mnist_cnn.onnx"
+    run("precompute", "--teacher", teacher, "--data", test, "--input-column", "image", "--temperature", "4", "--out", labels)
+    run("train", "--labels", labels, "--out", student, "--hidden", "32", "--epochs", "2", "--val", test)
+    run("report", "--teacher", teacher, "--student", student, "--data", test, "--labels", labels, "--out", out,
+        "--latency-runs", "50")
+    r = json.loads((out / "report.json").read_text())
+
+    def count(path):
+        m = onnx.load(str(path))
+        return int(sum(np.prod(t.dims) for t in m.graph.initializer))
+
+    assert r["teacher"]["parameters"] == count(teacher)
+    assert r["student"]["parameters"] == count(out / "student.onnx")
+    assert r["teacher"]["bytes"] == teacher.stat().st_size
+    q = r["ratios"]
+    assert abs(q["smaller_x"] - r["teacher"]["bytes"] / r["student"]["bytes"]) < 1e-9
+    assert abs(q["accuracy_kept_pct"] - 100 * r["student"]["accuracy"] / r["teacher"]["accuracy"]) < 1e-9
+    assert r["teacher"]["accuracy"] == 1 - 37 / 10_000  # the shipped teacher's 37 test errors
+    for key in ("latency_p50_ms", "latency_p99_ms", "throughput_rows_per_s"):
+        assert r["student"][key] > 0 and r["teacher"][key] > 0
+    assert r["teacher"]["latency_p99_ms"] >= r["teacher"]["latency_p50_ms"]
+    assert sorted(r["plots"]) == ["reliability.svg", "temperatures.svg", "training_curves.svg"]
+    import xml.etree.ElementTree as ET
+    for p in r["plots"]:
+        root = ET.parse(out / p).getroot()
+        assert root.tag.endswith("svg") and len(list(root.iter())) > 20
+    assert "| top-1 accuracy |" in (out / "report.md").read_text()

@@ -1,0 +1,660 @@
+//! `report`: what distillation bought. Teacher and student side by side: parameters, bytes on disk,
+//! latency (batch 1, p50/p99) and throughput (batch 256) through ONNX Runtime with the same threads,
+//! accuracy, agreement, KL and calibration; the ratios; and plots (SVG) of training curves, reliability
+//! and the teacher's softmax at three temperatures.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ndarray::Array2;
+use serde::Serialize;
+
+use crate::dataset::{Batch, DataSource, DataSpec};
+use crate::error::{Error, Result};
+use crate::eval::{evaluate, EvalReport, ECE_BINS};
+use crate::progress::Progress;
+use crate::soften::{argmax, softmax_t};
+use crate::store::{write_atomic, SoftLabels, TeacherOutputs};
+use crate::student::io::{load as load_student, TRAIN_LOG};
+use crate::student::EpochLog;
+use crate::teacher::{Teacher, TeacherOptions};
+
+/// Settings for a report.
+#[derive(Debug, Clone)]
+pub struct ReportSettings {
+    /// The teacher model.
+    pub teacher: PathBuf,
+    /// The student folder.
+    pub student: PathBuf,
+    /// Labeled test data.
+    pub data: PathBuf,
+    /// Which columns hold what.
+    pub spec: DataSpec,
+    /// The teacher's soft labels for the same rows (else the teacher is run on the data).
+    pub labels: Option<PathBuf>,
+    /// Output folder.
+    pub out: PathBuf,
+    /// ONNX Runtime threads for both models (0: all cores).
+    pub threads: usize,
+    /// Timed batch-1 runs per model.
+    pub latency_runs: usize,
+}
+
+/// Size and speed of one model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelStats {
+    /// The ONNX file.
+    pub file: String,
+    /// Parameters (elements of the ONNX initializers).
+    pub parameters: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Batch-1 latency, median, ms.
+    pub latency_p50_ms: f64,
+    /// Batch-1 latency, 99th percentile, ms.
+    pub latency_p99_ms: f64,
+    /// Rows per second at batch 256.
+    pub throughput_rows_per_s: f64,
+    /// Top-1 accuracy on the data.
+    pub accuracy: Option<f64>,
+    /// Expected calibration error (15 bins).
+    pub ece: Option<f64>,
+}
+
+/// The ratios users care about.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratios {
+    /// Teacher bytes / student bytes.
+    pub smaller_x: f64,
+    /// Teacher parameters / student parameters.
+    pub fewer_parameters_x: f64,
+    /// Teacher p50 latency / student p50 latency.
+    pub latency_speedup_x: f64,
+    /// Student throughput / teacher throughput.
+    pub throughput_speedup_x: f64,
+    /// Student accuracy / teacher accuracy, in percent.
+    pub accuracy_kept_pct: Option<f64>,
+}
+
+/// The whole report (report.json).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// ONNX Runtime threads used for both models.
+    pub threads: usize,
+    /// Rows evaluated.
+    pub rows: u64,
+    /// The teacher.
+    pub teacher: ModelStats,
+    /// The student (exported to ONNX for timing).
+    pub student: ModelStats,
+    /// Student against labels and teacher.
+    pub student_eval: EvalReport,
+    /// Ratios.
+    pub ratios: Ratios,
+    /// Plot files, relative to the report folder.
+    pub plots: Vec<String>,
+}
+
+/// Counts the elements of an ONNX model's initializers (reads the protobuf directly).
+pub fn onnx_parameters(bytes: &[u8], path: &Path) -> Result<u64> {
+    let bad = || Error::model(path, "cannot read the ONNX protobuf to count parameters");
+    let graph =
+        pb_fields(bytes).ok_or_else(bad)?.into_iter().filter(|(f, _)| *f == 7).filter_map(|(_, v)| v.bytes()).last();
+    let Some(graph) = graph else { return Ok(0) };
+    let mut total = 0u64;
+    for (f, v) in pb_fields(graph).ok_or_else(bad)? {
+        if f != 5 {
+            continue;
+        }
+        let tensor = v.bytes().ok_or_else(bad)?;
+        let mut n = 1u64;
+        for (tf, tv) in pb_fields(tensor).ok_or_else(bad)? {
+            if tf == 1 {
+                match tv {
+                    PbValue::Varint(d) => n = n.saturating_mul(d),
+                    PbValue::Bytes(packed) => {
+                        let mut p = packed;
+                        while !p.is_empty() {
+                            let (d, rest) = varint(p).ok_or_else(bad)?;
+                            n = n.saturating_mul(d);
+                            p = rest;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        total = total.saturating_add(n);
+    }
+    Ok(total)
+}
+
+enum PbValue<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+impl<'a> PbValue<'a> {
+    fn bytes(self) -> Option<&'a [u8]> {
+        match self {
+            PbValue::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+fn varint(b: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            return Some((v, &b[i + 1..]));
+        }
+    }
+    None
+}
+
+/// The top-level fields of a protobuf message; `None` if it is malformed.
+fn pb_fields(mut b: &[u8]) -> Option<Vec<(u64, PbValue<'_>)>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let (key, rest) = varint(b)?;
+        b = rest;
+        let (field, wire) = (key >> 3, key & 7);
+        let value = match wire {
+            0 => {
+                let (v, rest) = varint(b)?;
+                b = rest;
+                PbValue::Varint(v)
+            }
+            1 | 5 => {
+                let n = if wire == 1 { 8 } else { 4 };
+                b = b.get(n..)?;
+                PbValue::Fixed
+            }
+            2 => {
+                let (len, rest) = varint(b)?;
+                let len = usize::try_from(len).ok()?;
+                let v = rest.get(..len)?;
+                b = &rest[len..];
+                PbValue::Bytes(v)
+            }
+            _ => return None,
+        };
+        out.push((field, value));
+    }
+    Some(out)
+}
+
+/// Batch-1 latency percentiles (ms) and batch-256 throughput (rows/s) of a model on `rows`.
+fn speed(model: &mut Teacher, rows: &Batch, row_shape: &[usize], runs: usize) -> Result<(f64, f64, f64)> {
+    let one = slice_batch(rows, 0, 1);
+    for _ in 0..10 {
+        model.run(&one, row_shape)?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let b = slice_batch(rows, i % rows.len(), 1);
+        let t = Instant::now();
+        model.run(&b, row_shape)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    let big = slice_batch(rows, 0, rows.len().min(256));
+    model.run(&big, row_shape)?;
+    let reps = 10;
+    let t = Instant::now();
+    for _ in 0..reps {
+        model.run(&big, row_shape)?;
+    }
+    let throughput = (reps * big.len()) as f64 / t.elapsed().as_secs_f64();
+    Ok((pct(0.5), pct(0.99), throughput))
+}
+
+fn slice_batch(b: &Batch, start: usize, n: usize) -> Batch {
+    Batch {
+        file: b.file.clone(),
+        first_row: b.first_row + start as u64,
+        first_source_row: b.first_source_row + start as u64,
+        ids: b.ids[start..start + n].to_vec(),
+        labels: b.labels[start..start + n].to_vec(),
+        input: b.input.slice(start * b.width, n * b.width),
+        width: b.width,
+        nonfinite: Vec::new(),
+    }
+}
+
+/// Runs the teacher over the data (when no soft labels are given).
+fn teacher_outputs(teacher: &mut Teacher, source: &DataSource, row_shape: &[usize]) -> Result<TeacherOutputs> {
+    let (mut ids, mut labels, mut inputs, mut logits) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut k = 0;
+    for b in source.batches(256) {
+        let b = b?;
+        let (z, classes) = teacher.run(&b, row_shape)?;
+        k = classes;
+        ids.extend_from_slice(&b.ids);
+        labels.extend_from_slice(&b.labels);
+        inputs.extend(b.input_f32());
+        logits.extend(z);
+    }
+    let n = ids.len();
+    let width = if n > 0 { inputs.len() / n } else { 0 };
+    Ok(TeacherOutputs {
+        ids,
+        labels,
+        inputs: Array2::from_shape_vec((n, width), inputs).map_err(|e| Error::Internal(e.to_string()))?,
+        logits: Array2::from_shape_vec((n, k), logits).map_err(|e| Error::Internal(e.to_string()))?,
+    })
+}
+
+/// Builds the report in `settings.out`: report.json, report.md, student.onnx and the plots.
+pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Report> {
+    std::fs::create_dir_all(&settings.out).map_err(|e| Error::io(&settings.out, e))?;
+    let student = load_student(&settings.student)?;
+    let student_onnx = settings.out.join("student.onnx");
+    crate::export::export(&student, &student_onnx)?;
+    let options = TeacherOptions { threads: settings.threads, ort_lib: None };
+    let mut teacher = Teacher::load(&settings.teacher, &options)?;
+    let mut student_model = Teacher::load(&student_onnx, &options)?;
+    let source = DataSource::open(&settings.data, &settings.spec)?;
+    let first = source.batches(256).next().ok_or_else(|| Error::data(&settings.data, "dataset has zero rows"))??;
+    let t_shape = teacher.row_shape(first.width, &source.input_name())?;
+    let s_shape = student_model.row_shape(first.width, &source.input_name())?;
+
+    progress.begin("latency", None);
+    let (t50, t99, tput) = speed(&mut teacher, &first, &t_shape, settings.latency_runs)?;
+    let (s50, s99, sput) = speed(&mut student_model, &first, &s_shape, settings.latency_runs)?;
+    progress.end();
+
+    let outputs = match &settings.labels {
+        Some(dir) => SoftLabels::open(dir)?.load()?,
+        None => teacher_outputs(&mut teacher, &source, &t_shape)?,
+    };
+    let eval = evaluate(&student.mlp, &source, Some(&outputs), progress)?;
+    let size = |p: &Path| -> Result<(u64, u64)> {
+        let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
+        Ok((onnx_parameters(&bytes, p)?, bytes.len() as u64))
+    };
+    let (tp, tb) = size(&settings.teacher)?;
+    let (sp, sb) = size(&student_onnx)?;
+    let t_stats = ModelStats {
+        file: settings.teacher.display().to_string(),
+        parameters: tp,
+        bytes: tb,
+        latency_p50_ms: t50,
+        latency_p99_ms: t99,
+        throughput_rows_per_s: tput,
+        accuracy: eval.teacher_accuracy,
+        ece: eval.teacher_ece,
+    };
+    let s_stats = ModelStats {
+        file: student_onnx.display().to_string(),
+        parameters: sp,
+        bytes: sb,
+        latency_p50_ms: s50,
+        latency_p99_ms: s99,
+        throughput_rows_per_s: sput,
+        accuracy: eval.accuracy,
+        ece: eval.ece,
+    };
+    let ratios = Ratios {
+        smaller_x: tb as f64 / sb.max(1) as f64,
+        fewer_parameters_x: tp as f64 / sp.max(1) as f64,
+        latency_speedup_x: t50 / s50.max(1e-9),
+        throughput_speedup_x: sput / tput.max(1e-9),
+        accuracy_kept_pct: eval.accuracy.zip(eval.teacher_accuracy).map(|(s, t)| 100.0 * s / t),
+    };
+
+    // Plots.
+    let mut plots = Vec::new();
+    let log_path = settings.student.join(TRAIN_LOG);
+    if let Ok(text) = std::fs::read_to_string(&log_path) {
+        let log: Vec<EpochLog> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        if !log.is_empty() {
+            write_atomic(&settings.out.join("training_curves.svg"), svg_training(&log).as_bytes())?;
+            plots.push("training_curves.svg".to_string());
+        }
+    }
+    let student_logits = student.mlp.forward(outputs.inputs.view());
+    let labels: Vec<i64> = outputs.labels.iter().map(|l| l.unwrap_or(-1)).collect();
+    let rel_t = reliability(&outputs.logits, &labels);
+    let rel_s = reliability(&student_logits, &labels);
+    write_atomic(&settings.out.join("reliability.svg"), svg_reliability(&rel_t, &rel_s).as_bytes())?;
+    plots.push("reliability.svg".to_string());
+    write_atomic(&settings.out.join("temperatures.svg"), svg_temperatures(&outputs).as_bytes())?;
+    plots.push("temperatures.svg".to_string());
+
+    let report = Report {
+        threads: settings.threads,
+        rows: eval.rows,
+        teacher: t_stats,
+        student: s_stats,
+        student_eval: eval,
+        ratios,
+        plots,
+    };
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;
+    write_atomic(&settings.out.join("report.json"), &json)?;
+    write_atomic(&settings.out.join("report.md"), markdown(&report).as_bytes())?;
+    Ok(report)
+}
+
+/// One reliability bin: mean confidence, accuracy, count.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bin {
+    /// Mean top-1 probability in the bin.
+    pub confidence: f64,
+    /// Fraction correct in the bin.
+    pub accuracy: f64,
+    /// Predictions in the bin.
+    pub count: u64,
+}
+
+/// Reliability bins (15, equal width) of logits against labels (rows with label < 0 are left out).
+pub fn reliability(logits: &Array2<f32>, labels: &[i64]) -> Vec<Bin> {
+    let mut bins = vec![Bin::default(); ECE_BINS];
+    let mut p = vec![0f32; logits.ncols()];
+    for (row, &y) in logits.rows().into_iter().zip(labels) {
+        if y < 0 {
+            continue;
+        }
+        let z = row.to_vec();
+        softmax_t(&z, 1.0, &mut p);
+        let pred = argmax(&p).unwrap_or(0);
+        let c = f64::from(p[pred]);
+        let b = ((c * ECE_BINS as f64).ceil() as usize).clamp(1, ECE_BINS) - 1;
+        bins[b].confidence += c;
+        bins[b].accuracy += f64::from(u8::from(pred as i64 == y));
+        bins[b].count += 1;
+    }
+    for b in &mut bins {
+        if b.count > 0 {
+            b.confidence /= b.count as f64;
+            b.accuracy /= b.count as f64;
+        }
+    }
+    bins
+}
+
+fn markdown(r: &Report) -> String {
+    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
+    let mut s = String::new();
+    let _ = writeln!(s, "# Distillation report\n");
+    let _ = writeln!(
+        s,
+        "{} rows; ONNX Runtime with {} intra-op thread(s) for both models (0 = all cores).\n",
+        r.rows, r.threads
+    );
+    let _ = writeln!(s, "| | teacher | student | ratio |\n|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| parameters | {} | {} | {:.1}x fewer |",
+        r.teacher.parameters, r.student.parameters, r.ratios.fewer_parameters_x
+    );
+    let _ = writeln!(
+        s,
+        "| bytes on disk | {} | {} | {:.1}x smaller |",
+        r.teacher.bytes, r.student.bytes, r.ratios.smaller_x
+    );
+    let _ = writeln!(
+        s,
+        "| latency batch 1, p50 | {:.3} ms | {:.3} ms | {:.1}x faster |",
+        r.teacher.latency_p50_ms, r.student.latency_p50_ms, r.ratios.latency_speedup_x
+    );
+    let _ = writeln!(
+        s,
+        "| latency batch 1, p99 | {:.3} ms | {:.3} ms | |",
+        r.teacher.latency_p99_ms, r.student.latency_p99_ms
+    );
+    let _ = writeln!(
+        s,
+        "| throughput batch 256 | {:.0} rows/s | {:.0} rows/s | {:.1}x |",
+        r.teacher.throughput_rows_per_s, r.student.throughput_rows_per_s, r.ratios.throughput_speedup_x
+    );
+    let _ = writeln!(
+        s,
+        "| top-1 accuracy | {} | {} | {} kept |",
+        pct(r.teacher.accuracy),
+        pct(r.student.accuracy),
+        r.ratios.accuracy_kept_pct.map_or("-".into(), |v| format!("{v:.2}%"))
+    );
+    let _ = writeln!(
+        s,
+        "| ECE (15 bins) | {} | {} | |",
+        r.teacher.ece.map_or("-".into(), |v| format!("{v:.4}")),
+        r.student.ece.map_or("-".into(), |v| format!("{v:.4}"))
+    );
+    let e = &r.student_eval;
+    let _ = writeln!(
+        s,
+        "\nStudent vs teacher: agreement {}, KL(teacher || student) {} nats (T = 1).\n",
+        pct(e.teacher_agreement),
+        e.kl_to_teacher.map_or("-".into(), |v| format!("{v:.4}"))
+    );
+    for p in &r.plots {
+        let _ = writeln!(s, "![{p}]({p})");
+    }
+    s
+}
+
+// --- SVG plots, written by hand (no plotting dependency).
+
+const W: f64 = 640.0;
+const H: f64 = 400.0;
+const M: f64 = 50.0;
+
+fn svg_open(title: &str) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"15\">{title}</text>\n",
+        W / 2.0
+    )
+}
+
+/// Axes with 5 ticks on y; on x, 5 ticks (`Some((x0, x1))`), integer ticks, or none.
+fn axes(s: &mut String, x: XTicks, y0: f64, y1: f64, xl: &str, yl: &str) {
+    let (l, r, t, b) = (M, W - M, M, H - M);
+    let _ = writeln!(s, "<line x1=\"{l}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/><line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{b}\" stroke=\"black\"/>");
+    for i in 0..=4 {
+        let f = f64::from(i) / 4.0;
+        let y = b - f * (b - t);
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+            l - 5.0,
+            y + 4.0,
+            fmt_tick(y0 + f * (y1 - y0))
+        );
+    }
+    let xs: Vec<(f64, String)> = match x {
+        XTicks::Range(x0, x1) => {
+            (0..=4).map(|i| f64::from(i) / 4.0).map(|f| (l + f * (r - l), fmt_tick(x0 + f * (x1 - x0)))).collect()
+        }
+        XTicks::Integers(n) => {
+            let step = n.div_ceil(10).max(1);
+            (1..=n)
+                .filter(|i| (i - 1) % step == 0 || *i == n)
+                .map(|i| (scale(i as f64, 1.0, (n as f64).max(2.0), l, r), i.to_string()))
+                .collect()
+        }
+        XTicks::None => Vec::new(),
+    };
+    for (x, label) in xs {
+        let _ = writeln!(s, "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>", b + 15.0);
+    }
+    let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{xl}</text>", W / 2.0, H - 12.0);
+    let _ = writeln!(
+        s,
+        "<text x=\"14\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 14 {})\">{yl}</text>",
+        H / 2.0,
+        H / 2.0
+    );
+}
+
+#[derive(Clone, Copy)]
+enum XTicks {
+    Range(f64, f64),
+    Integers(usize),
+    None,
+}
+
+fn fmt_tick(v: f64) -> String {
+    if v.abs() >= 100.0 || v == v.round() {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn scale(v: f64, lo: f64, hi: f64, a: f64, b: f64) -> f64 {
+    if hi > lo {
+        a + (v - lo) / (hi - lo) * (b - a)
+    } else {
+        a
+    }
+}
+
+fn polyline(s: &mut String, pts: &[(f64, f64)], color: &str) {
+    let p: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+    let _ = writeln!(s, "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>", p.join(" "));
+    for (x, y) in pts {
+        let _ = writeln!(s, "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{color}\"/>");
+    }
+}
+
+/// A legend in one row under the title.
+fn legend(s: &mut String, items: &[(&str, &str)]) {
+    for (i, (name, color)) in items.iter().enumerate() {
+        let x = M + 10.0 + 130.0 * i as f64;
+        let _ = writeln!(s, "<rect x=\"{x}\" y=\"28\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{}\" y=\"38\">{name}</text>", x + 16.0);
+    }
+}
+
+/// Training loss and validation accuracy per epoch (two series, each on its own scale).
+fn svg_training(log: &[EpochLog]) -> String {
+    let mut s = svg_open("Training curves");
+    let n = log.len() as f64;
+    let lmax = log.iter().map(|e| e.train_loss).fold(0.0, f64::max);
+    axes(&mut s, XTicks::Integers(log.len()), 0.0, lmax, "epoch", "train loss");
+    let x = |i: usize| scale(i as f64 + 1.0, 1.0, n.max(2.0), M, W - M);
+    polyline(
+        &mut s,
+        &log.iter().enumerate().map(|(i, e)| (x(i), scale(e.train_loss, 0.0, lmax, H - M, M))).collect::<Vec<_>>(),
+        "#1f77b4",
+    );
+    let acc: Vec<(usize, f64)> = log.iter().enumerate().filter_map(|(i, e)| e.val_accuracy.map(|a| (i, a))).collect();
+    if !acc.is_empty() {
+        let lo = acc.iter().map(|a| a.1).fold(1.0, f64::min).min(0.99) - 0.005;
+        polyline(&mut s, &acc.iter().map(|&(i, a)| (x(i), scale(a, lo, 1.0, H - M, M))).collect::<Vec<_>>(), "#ff7f0e");
+        // Right-hand axis for accuracy.
+        let r = W - M;
+        let _ = writeln!(s, "<line x1=\"{r}\" y1=\"{M}\" x2=\"{r}\" y2=\"{}\" stroke=\"#ff7f0e\"/>", H - M);
+        for i in 0..=4 {
+            let f = f64::from(i) / 4.0;
+            let _ = writeln!(
+                s,
+                "<text x=\"{}\" y=\"{:.1}\" fill=\"#ff7f0e\">{:.2}%</text>",
+                r + 4.0,
+                H - M - f * (H - 2.0 * M) + 4.0,
+                100.0 * (lo + f * (1.0 - lo))
+            );
+        }
+    }
+    legend(&mut s, &[("train loss", "#1f77b4"), ("val accuracy", "#ff7f0e")]);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Reliability diagram: accuracy against confidence per bin, teacher and student, with the diagonal.
+fn svg_reliability(teacher: &[Bin], student: &[Bin]) -> String {
+    let mut s = svg_open("Reliability (15 bins): accuracy vs confidence");
+    axes(&mut s, XTicks::Range(0.0, 1.0), 0.0, 1.0, "confidence (top-1 probability)", "accuracy");
+    let _ = writeln!(
+        s,
+        "<line x1=\"{M}\" y1=\"{}\" x2=\"{}\" y2=\"{M}\" stroke=\"gray\" stroke-dasharray=\"4\"/>",
+        H - M,
+        W - M
+    );
+    let bw = (W - 2.0 * M) / ECE_BINS as f64;
+    for (k, (bins, color)) in [(teacher, "#2ca02c"), (student, "#d62728")].into_iter().enumerate() {
+        for (i, b) in bins.iter().enumerate().filter(|(_, b)| b.count > 0) {
+            let x = M + i as f64 * bw + k as f64 * bw / 2.0;
+            let y = scale(b.accuracy, 0.0, 1.0, H - M, M);
+            let _ = writeln!(s, "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\" opacity=\"0.8\"><title>n={}</title></rect>", bw / 2.0 - 1.0, H - M - y, b.count);
+        }
+    }
+    legend(&mut s, &[("teacher", "#2ca02c"), ("student", "#d62728")]);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The teacher's softmax for three rows at T = 1, 4 and 20: what a higher temperature reveals.
+fn svg_temperatures(outputs: &TeacherOutputs) -> String {
+    let temps = [(1.0f32, "#1f77b4"), (4.0, "#ff7f0e"), (20.0, "#2ca02c")];
+    let k = outputs.logits.ncols();
+    let rows: Vec<usize> = (0..outputs.ids.len().min(3)).collect();
+    let mut s = svg_open("Teacher softmax at T = 1, 4, 20 for three rows");
+    let panel_w = (W - 2.0 * M) / rows.len().max(1) as f64;
+    axes(&mut s, XTicks::None, 0.0, 1.0, "class (one group of bars per row)", "probability");
+    let mut p = vec![0f32; k];
+    for (j, &r) in rows.iter().enumerate() {
+        let z = outputs.logits.row(r).to_vec();
+        let x0 = M + j as f64 * panel_w;
+        let bw = panel_w / (k as f64 * 3.0 + 2.0);
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">id {}, label {}</text>",
+            x0 + panel_w / 2.0,
+            M + 4.0,
+            outputs.ids[r],
+            outputs.labels[r].map_or("-".into(), |l| l.to_string())
+        );
+        if k <= 20 {
+            for c in 0..k {
+                let _ = writeln!(
+                    s,
+                    "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" font-size=\"10\">{c}</text>",
+                    x0 + bw + (c * 3) as f64 * bw + 1.5 * bw,
+                    H - M + 13.0
+                );
+            }
+        }
+        for (t_i, (t, color)) in temps.iter().enumerate() {
+            softmax_t(&z, *t, &mut p);
+            for (c, &pc) in p.iter().enumerate() {
+                let x = x0 + bw + (c * 3 + t_i) as f64 * bw;
+                let y = scale(f64::from(pc), 0.0, 1.0, H - M, M);
+                let _ = writeln!(s, "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"><title>class {c}, T={t}: {pc:.4}</title></rect>", bw * 0.9, H - M - y);
+            }
+        }
+    }
+    legend(&mut s, &[("T = 1", "#1f77b4"), ("T = 4", "#ff7f0e"), ("T = 20", "#2ca02c")]);
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_count_of_a_hand_built_model() {
+        // A model with initializers of shapes [3, 4] and [3] (written by export's encoder elsewhere);
+        // here a minimal protobuf: graph (7) { initializer (5) { dims (1) 3, dims (1) 4 }, initializer { dims 3 } }.
+        let t1 = [0x08, 3, 0x08, 4];
+        let t2 = [0x08, 3];
+        let mut graph = vec![0x2a, t1.len() as u8];
+        graph.extend_from_slice(&t1);
+        graph.extend_from_slice(&[0x2a, t2.len() as u8]);
+        graph.extend_from_slice(&t2);
+        let mut model = vec![0x3a, graph.len() as u8];
+        model.extend_from_slice(&graph);
+        assert_eq!(onnx_parameters(&model, Path::new("m")).unwrap(), 15);
+        assert!(onnx_parameters(&[0x3a, 50, 1], Path::new("m")).is_err());
+    }
+}
