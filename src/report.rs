@@ -99,8 +99,12 @@ pub struct Report {
 /// Counts the elements of an ONNX model's initializers (reads the protobuf directly).
 pub fn onnx_parameters(bytes: &[u8], path: &Path) -> Result<u64> {
     let bad = || Error::model(path, "cannot read the ONNX protobuf to count parameters");
-    let graph =
-        pb_fields(bytes).ok_or_else(bad)?.into_iter().filter(|(f, _)| *f == 7).filter_map(|(_, v)| v.bytes()).last();
+    let graph = pb_fields(bytes)
+        .ok_or_else(bad)?
+        .into_iter()
+        .filter(|(f, _)| *f == 7)
+        .filter_map(|(_, v)| v.bytes())
+        .next_back();
     let Some(graph) = graph else { return Ok(0) };
     let mut total = 0u64;
     for (f, v) in pb_fields(graph).ok_or_else(bad)? {
@@ -241,7 +245,7 @@ fn teacher_outputs(teacher: &mut Teacher, source: &DataSource, row_shape: &[usiz
         logits.extend(z);
     }
     let n = ids.len();
-    let width = if n > 0 { inputs.len() / n } else { 0 };
+    let width = inputs.len().checked_div(n).unwrap_or(0);
     Ok(TeacherOutputs {
         ids,
         labels,
