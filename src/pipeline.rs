@@ -16,7 +16,7 @@ use crate::precompute::{precompute, PrecomputeSettings};
 use crate::progress::Progress;
 use crate::store::{Manifest, SoftLabels, WriterOptions};
 use crate::student::{self, Adam, LrSchedule, Optimizer, Sgd, TrainSettings};
-use crate::teacher::TeacherOptions;
+use crate::teacher::{Combine, OutputKind, TeacherOptions};
 
 /// One column name or several.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,8 +66,18 @@ fn default_input() -> Columns {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct TeacherSection {
-    /// The ONNX model.
-    pub model: PathBuf,
+    /// The ONNX model, or a list of models forming an ensemble.
+    pub model: Models,
+    /// How an ensemble's outputs are combined.
+    #[serde(default)]
+    pub combine: Combine,
+    /// What the teacher outputs (default: detected).
+    #[serde(default)]
+    pub output: OutputKind,
+    /// The input to feed, for models with several.
+    pub input_name: Option<String>,
+    /// The output to read, for models with several.
+    pub output_name: Option<String>,
     /// Temperature of the stored `soft` column.
     pub temperature: f32,
     /// Rows per inference call.
@@ -78,6 +88,33 @@ pub struct TeacherSection {
     pub threads: usize,
     /// Class names.
     pub class_names: Option<Vec<String>>,
+}
+
+/// One model or several (an ensemble).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Models {
+    /// One teacher.
+    One(PathBuf),
+    /// An ensemble.
+    Many(Vec<PathBuf>),
+}
+
+impl Models {
+    /// The paths.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        match self {
+            Models::One(p) => vec![p.clone()],
+            Models::Many(p) => p.clone(),
+        }
+    }
+
+    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        match self {
+            Models::One(p) => vec![p],
+            Models::Many(p) => p.iter_mut().collect(),
+        }
+    }
 }
 
 fn default_teacher_batch() -> usize {
@@ -223,7 +260,12 @@ impl Pipeline {
         let mut p: Pipeline = toml::from_str(text)
             .map_err(|e| Error::Config(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for f in [&mut p.data.train, &mut p.data.test, &mut p.teacher.model, &mut p.output.dir] {
+        let mut paths = vec![&mut p.data.train, &mut p.data.test, &mut p.output.dir];
+        paths.extend(p.teacher.model.paths_mut());
+        if paths.len() == 3 {
+            return Err(Error::Config(format!("{}: [teacher] model lists no model", path.display())));
+        }
+        for f in paths {
             if f.is_relative() {
                 *f = normalize(&base.join(&*f));
             }
@@ -232,6 +274,16 @@ impl Pipeline {
             .map_err(|e| Error::Config(format!("{}: [teacher] {e}", path.display())))?;
         p.student.settings().validate().map_err(|e| Error::Config(format!("{}: [student] {e}", path.display())))?;
         Ok(p)
+    }
+
+    fn teacher_options(&self) -> TeacherOptions {
+        TeacherOptions {
+            threads: self.teacher.threads,
+            ort_lib: None,
+            input_name: self.teacher.input_name.clone(),
+            output_name: self.teacher.output_name.clone(),
+            output_kind: self.teacher.output,
+        }
     }
 
     fn spec(&self) -> DataSpec {
@@ -315,13 +367,14 @@ fn labels_for(
     }
     let start = Instant::now();
     let settings = PrecomputeSettings {
-        teacher: p.teacher.model.clone(),
+        teachers: p.teacher.model.paths(),
+        combine: p.teacher.combine,
         data: data.to_path_buf(),
         spec,
         temperature: p.teacher.temperature,
         out: out.to_path_buf(),
         batch_size: p.teacher.batch_size,
-        teacher_options: TeacherOptions { threads: p.teacher.threads, ort_lib: None },
+        teacher_options: p.teacher_options(),
         class_names: p.teacher.class_names.clone(),
         writer: WriterOptions::default(),
         resume: true,
@@ -345,7 +398,11 @@ fn labels_for(
 
 /// Runs a whole pipeline. `ort_lib` overrides the ONNX Runtime library.
 pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Result<RunReport> {
-    let teacher_sha = crate::dataset::sha256_file(&p.teacher.model)?;
+    let shas = p.teacher.model.paths().iter().map(|m| crate::dataset::sha256_file(m)).collect::<Result<Vec<_>>>()?;
+    let teacher_sha = crate::teacher::ensemble_sha256(&shas, p.teacher.combine);
+    if p.output.report && shas.len() > 1 {
+        return Err(Error::Config("[output] report = true needs a single teacher model, not an ensemble".into()));
+    }
     if let Some(lib) = ort_lib {
         crate::teacher::environment(Some(lib))?;
     }
@@ -396,7 +453,7 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
     let test = evaluate(&trained.mlp, &test_source, Some(&test_outputs), progress)?;
     let report = if p.output.report {
         let settings = crate::report::ReportSettings {
-            teacher: p.teacher.model.clone(),
+            teacher: p.teacher.model.paths()[0].clone(),
             student: student_dir.clone(),
             data: test_labels.dir().to_path_buf(),
             spec: DataSpec::new(crate::store::columns::INPUT),
@@ -410,7 +467,7 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
         None
     };
     Ok(RunReport {
-        teacher: p.teacher.model.display().to_string(),
+        teacher: p.teacher.model.paths().iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(" + "),
         teacher_sha256: teacher_sha,
         temperature: m.temperature,
         train_labels: train_labels.dir().display().to_string(),

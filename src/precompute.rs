@@ -12,17 +12,20 @@ use arrow_array::ArrayRef;
 use crate::dataset::{Batch, DataSource, DataSpec};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::store::EnsembleInfo;
 use crate::store::{
     InputInfo, Manifest, Resumed, Shard, SoftLabelWriter, SoftLabels, TeacherInfo, WriterOptions, FORMAT,
     SCHEMA_VERSION,
 };
-use crate::teacher::{Teacher, TeacherOptions};
+use crate::teacher::{Combine, Ensemble, OutputKind, Teacher, TeacherOptions};
 
 /// Everything `precompute` needs, validated by [`PrecomputeSettings::validate`] before any model loads.
 #[derive(Debug, Clone)]
 pub struct PrecomputeSettings {
-    /// The ONNX teacher.
-    pub teacher: PathBuf,
+    /// The ONNX teacher(s): several form an ensemble.
+    pub teachers: Vec<PathBuf>,
+    /// How an ensemble's outputs are combined.
+    pub combine: Combine,
     /// A Parquet file or folder.
     pub data: PathBuf,
     /// Which columns hold what.
@@ -95,7 +98,7 @@ enum ToWriter {
 pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Result<Manifest> {
     settings.validate()?;
     let source = DataSource::open(&settings.data, &settings.spec)?;
-    let mut teacher = Teacher::load(&settings.teacher, &settings.teacher_options)?;
+    let mut teacher = Ensemble::load(&settings.teachers, &settings.teacher_options, settings.combine)?;
     if source.rows() == 0 {
         return Err(Error::data(&settings.data, "dataset has zero rows"));
     }
@@ -108,23 +111,28 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
         },
     };
     let column = source.input_name();
-    let row_shape = teacher.row_shape(width, &column)?;
+    let row_shape = teacher.prepare(width, &column)?;
     let source_info = source.source_info()?;
 
-    // One tiny inference call learns K before any output exists (models often leave it dynamic).
-    let first = source.batches(1).next().ok_or_else(|| Error::data(&settings.data, "dataset has zero rows"))??;
+    // A first inference call learns K before any output exists (models often leave it dynamic) and,
+    // with --teacher-output auto, what the outputs are (logits, probabilities or log-probabilities).
+    let first = source
+        .batches(settings.batch_size)
+        .next()
+        .ok_or_else(|| Error::data(&settings.data, "dataset has zero rows"))??;
     check_width(&first, width, &column)?;
-    let (_, num_classes) = teacher.run(&first, &row_shape)?;
+    let (_, num_classes) = teacher.run(&first)?;
     if let Some(names) = &settings.class_names {
         if names.len() != num_classes {
             return Err(Error::Config(format!(
                 "--class-names lists {} names, teacher {} has {num_classes} classes",
                 names.len(),
-                settings.teacher.display()
+                teacher.first().path().display()
             )));
         }
     }
     let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let members: Vec<TeacherInfo> = teacher.members().iter().map(|m| member_info(m, &file_name(m.path()))).collect();
     let manifest = Manifest {
         format: FORMAT.into(),
         schema_version: SCHEMA_VERSION.into(),
@@ -132,13 +140,18 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
         temperature: settings.temperature,
         num_classes,
         class_names: settings.class_names.clone(),
-        teacher: TeacherInfo {
-            file: file_name(&settings.teacher),
-            sha256: teacher.sha256().to_string(),
-            input_name: teacher.input_name().to_string(),
-            input_shape: teacher.input_shape().to_vec(),
-            output_name: teacher.output_name().to_string(),
+        teacher: if members.len() == 1 {
+            members[0].clone()
+        } else {
+            TeacherInfo {
+                file: members.iter().map(|m| m.file.as_str()).collect::<Vec<_>>().join("+"),
+                sha256: teacher.sha256(),
+                output_name: "ensemble".into(),
+                output_kind: OutputKind::Logits,
+                ..members[0].clone()
+            }
         },
+        ensemble: (members.len() > 1).then(|| EnsembleInfo { combine: teacher.combine(), members: members.clone() }),
         input: InputInfo {
             source_column: column.clone(),
             dtype: source.element_type(),
@@ -244,10 +257,10 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
                         ),
                     ));
                 }
-                let (mut logits, k) = teacher.run(&batch, &row_shape)?;
+                let (mut logits, k) = teacher.run(&batch)?;
                 if k != num_classes {
                     return Err(Error::model(
-                        teacher.path(),
+                        teacher.first().path(),
                         format!("output has {k} classes, earlier batches had {num_classes}"),
                     ));
                 }
@@ -273,9 +286,12 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
                         ));
                     }
                 }
-                if let Some(pos) = logits.iter().position(|z| !z.is_finite()) {
+                // -inf is a valid logit (log of a probability of 0); NaN, +inf and all--inf rows are not.
+                let bad_row =
+                    logits.chunks_exact(k).position(|r| r.iter().all(|&z| z == f32::NEG_INFINITY)).map(|r| r * k);
+                if let Some(pos) = logits.iter().position(|z| z.is_nan() || *z == f32::INFINITY).or(bad_row) {
                     return Err(Error::model(
-                        teacher.path(),
+                        teacher.first().path(),
                         format!(
                             "teacher produced a non-finite logit ({}) for {}, row {} (id {})",
                             logits[pos],
@@ -323,4 +339,15 @@ fn check_width(batch: &Batch, width: usize, column: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+fn member_info(m: &Teacher, file: &str) -> TeacherInfo {
+    TeacherInfo {
+        file: file.to_string(),
+        sha256: m.sha256().to_string(),
+        input_name: m.input_name().to_string(),
+        input_shape: m.input_shape().to_vec(),
+        output_name: m.output_name().to_string(),
+        output_kind: m.output_kind(),
+    }
 }

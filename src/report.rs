@@ -260,7 +260,7 @@ pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Repo
     let student = load_student(&settings.student)?;
     let student_onnx = settings.out.join("student.onnx");
     crate::export::export(&student, &student_onnx)?;
-    let options = TeacherOptions { threads: settings.threads, ort_lib: None };
+    let options = TeacherOptions { threads: settings.threads, ..Default::default() };
     let mut teacher = Teacher::load(&settings.teacher, &options)?;
     let mut student_model = Teacher::load(&student_onnx, &options)?;
     let source = DataSource::open(&settings.data, &settings.spec)?;

@@ -146,6 +146,56 @@ pub struct TeacherOptions {
     pub threads: usize,
     /// Explicit ONNX Runtime library.
     pub ort_lib: Option<PathBuf>,
+    /// The input to feed, for models with several (default: the only one).
+    pub input_name: Option<String>,
+    /// The output to read, for models with several (default: the first).
+    pub output_name: Option<String>,
+    /// What the output holds (default: detected on the first batch).
+    pub output_kind: OutputKind,
+}
+
+/// What a teacher's output holds. softlabel stores logits; probabilities p become log p, and
+/// log-probabilities are logits already (both give back p under softmax). log 0 = -inf is kept: it
+/// softmaxes to exactly 0 and never turns into NaN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputKind {
+    /// Detect on the first batch: rows of non-negative values summing to 1 are probabilities; rows of
+    /// non-positive values whose exponentials sum to 1 are log-probabilities; anything else logits.
+    #[default]
+    Auto,
+    /// Raw scores (softmax not applied).
+    Logits,
+    /// Probabilities (softmax applied).
+    Probs,
+    /// Log-probabilities (log-softmax applied).
+    LogProbs,
+}
+
+impl OutputKind {
+    /// What `rows` (row-major, `k` per row) look like, for [`OutputKind::Auto`].
+    pub fn detect(values: &[f32], k: usize) -> OutputKind {
+        let rows = || values.chunks_exact(k.max(1));
+        let sums_to_one = |s: f64| (s - 1.0).abs() < 1e-3;
+        if values.is_empty() {
+            OutputKind::Logits
+        } else if rows().all(|r| r.iter().all(|&v| v >= 0.0) && sums_to_one(r.iter().map(|&v| f64::from(v)).sum())) {
+            OutputKind::Probs
+        } else if rows()
+            .all(|r| r.iter().all(|&v| v <= 0.0) && sums_to_one(r.iter().map(|&v| f64::from(v).exp()).sum()))
+        {
+            OutputKind::LogProbs
+        } else {
+            OutputKind::Logits
+        }
+    }
+
+    /// Converts `values` of this kind to logits in place.
+    pub fn to_logits(self, values: &mut [f32]) {
+        if self == OutputKind::Probs {
+            values.iter_mut().for_each(|v| *v = v.ln());
+        }
+    }
 }
 
 /// A loaded teacher model.
@@ -159,6 +209,8 @@ pub struct Teacher {
     input_shape: Vec<i64>,
     output_name: String,
     num_classes: Option<usize>,
+    /// `Auto` until the first batch decides.
+    output_kind: OutputKind,
 }
 
 impl std::fmt::Debug for Teacher {
@@ -219,14 +271,25 @@ impl Teacher {
             .map_err(|e| Error::model(path, format!("cannot load as an ONNX model: {e}")))?;
 
         let inputs = session.inputs();
-        if inputs.len() != 1 {
-            let names: Vec<&str> = inputs.iter().map(|i| i.name()).collect();
-            return Err(Error::model(
-                path,
-                format!("teacher has {} inputs ({}), softlabel feeds exactly one", inputs.len(), names.join(", ")),
-            ));
-        }
-        let input = &inputs[0];
+        let names = |outlets: &[ort::value::Outlet]| {
+            outlets.iter().map(|i| i.name().to_string()).collect::<Vec<_>>().join(", ")
+        };
+        let input = match &options.input_name {
+            Some(name) => inputs.iter().find(|i| i.name() == name).ok_or_else(|| {
+                Error::model(path, format!("--input-name '{name}': the teacher's inputs are {}", names(inputs)))
+            })?,
+            None if inputs.len() == 1 => &inputs[0],
+            None => {
+                return Err(Error::model(
+                    path,
+                    format!(
+                        "teacher has {} inputs ({}), softlabel feeds exactly one: choose it with --input-name",
+                        inputs.len(),
+                        names(inputs)
+                    ),
+                ))
+            }
+        };
         let (ty, shape) = match input.dtype() {
             ValueType::Tensor { ty, shape, .. } => (*ty, shape.to_vec()),
             other => return Err(Error::model(path, format!("input '{}' is {other:?}, not a tensor", input.name()))),
@@ -251,7 +314,12 @@ impl Teacher {
             return Err(Error::model(path, format!("input '{}' is a scalar; expected [batch, ...]", input.name())));
         }
         let outputs = session.outputs();
-        let output = outputs.first().ok_or_else(|| Error::model(path, "teacher has no outputs"))?;
+        let output = match &options.output_name {
+            Some(name) => outputs.iter().find(|o| o.name() == name).ok_or_else(|| {
+                Error::model(path, format!("--output-name '{name}': the teacher's outputs are {}", names(outputs)))
+            })?,
+            None => outputs.first().ok_or_else(|| Error::model(path, "teacher has no outputs"))?,
+        };
         let num_classes = match output.dtype() {
             ValueType::Tensor { shape, ty, .. } => {
                 if !matches!(ty, TensorElementType::Float32 | TensorElementType::Float64) {
@@ -282,8 +350,14 @@ impl Teacher {
             input_type,
             input_shape: shape,
             num_classes,
+            output_kind: options.output_kind,
             session,
         })
+    }
+
+    /// What the output holds (`Auto` until the first batch ran).
+    pub fn output_kind(&self) -> OutputKind {
+        self.output_kind
     }
 
     /// The model file.
@@ -438,6 +512,126 @@ impl Teacher {
             logits.extend_from_slice(&flat[..n * classes]);
             start += n;
         }
+        if self.output_kind == OutputKind::Auto {
+            self.output_kind = OutputKind::detect(&logits, classes);
+            tracing::info!(teacher = %self.path.display(), kind = ?self.output_kind, "teacher output detected");
+        }
+        self.output_kind.to_logits(&mut logits);
         Ok((logits, classes))
+    }
+}
+
+/// How an ensemble combines its members' outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Combine {
+    /// The mean of the members' logits.
+    #[default]
+    MeanLogits,
+    /// The log of the mean of the members' probabilities (softmax at T = 1).
+    MeanProbs,
+}
+
+/// The sha256 identifying teachers with these model hashes: the model's own for one, else a hash of the
+/// combination and every member's sha256 in order.
+pub fn ensemble_sha256(shas: &[String], combine: Combine) -> String {
+    if shas.len() == 1 {
+        return shas[0].clone();
+    }
+    let name = match combine {
+        Combine::MeanLogits => "mean-logits",
+        Combine::MeanProbs => "mean-probs",
+    };
+    let mut text = format!("softlabel-ensemble {name}\n");
+    for s in shas {
+        text.push_str(s);
+        text.push('\n');
+    }
+    crate::dataset::hex(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))
+}
+
+/// One or more teachers run on the same rows; their outputs combined per [`Combine`].
+#[derive(Debug)]
+pub struct Ensemble {
+    members: Vec<Teacher>,
+    row_shapes: Vec<Vec<usize>>,
+    combine: Combine,
+}
+
+impl Ensemble {
+    /// Loads every model.
+    pub fn load(paths: &[PathBuf], options: &TeacherOptions, combine: Combine) -> Result<Self> {
+        if paths.is_empty() {
+            return Err(Error::Config("at least one --teacher is needed".into()));
+        }
+        let members = paths.iter().map(|p| Teacher::load(p, options)).collect::<Result<Vec<_>>>()?;
+        Ok(Ensemble { members, row_shapes: Vec::new(), combine })
+    }
+
+    /// The members.
+    pub fn members(&self) -> &[Teacher] {
+        &self.members
+    }
+
+    /// How outputs are combined.
+    pub fn combine(&self) -> Combine {
+        self.combine
+    }
+
+    /// The first member (named in errors that concern the whole ensemble).
+    pub fn first(&self) -> &Teacher {
+        &self.members[0]
+    }
+
+    /// Resolves every member's per-row shape for rows of `width` values; returns the first member's.
+    pub fn prepare(&mut self, width: usize, column: &str) -> Result<Vec<usize>> {
+        self.row_shapes = self.members.iter().map(|m| m.row_shape(width, column)).collect::<Result<_>>()?;
+        Ok(self.row_shapes[0].clone())
+    }
+
+    /// sha256 identifying the teacher: the model's, or for an ensemble a hash of the combination and
+    /// every member's sha256 in order.
+    pub fn sha256(&self) -> String {
+        let shas: Vec<String> = self.members.iter().map(|m| m.sha256().to_string()).collect();
+        ensemble_sha256(&shas, self.combine)
+    }
+
+    /// Runs every member and combines their logits; row-major `[rows, classes]`.
+    pub fn run(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
+        let n = self.members.len();
+        if n == 1 {
+            return self.members[0].run(batch, &self.row_shapes[0]);
+        }
+        let mut combined: Vec<f64> = Vec::new();
+        let mut classes = 0;
+        for (i, member) in self.members.iter_mut().enumerate() {
+            let (logits, k) = member.run(batch, &self.row_shapes[i])?;
+            if i == 0 {
+                classes = k;
+                combined = vec![0.0; logits.len()];
+            } else if k != classes {
+                return Err(Error::model(
+                    member.path(),
+                    format!("has {k} classes, the first teacher {classes}: ensemble members must agree"),
+                ));
+            }
+            match self.combine {
+                Combine::MeanLogits => {
+                    combined.iter_mut().zip(&logits).for_each(|(c, &z)| *c += f64::from(z) / n as f64)
+                }
+                Combine::MeanProbs => {
+                    let mut p = vec![0f32; k];
+                    for (row, out) in logits.chunks_exact(k).zip(combined.chunks_exact_mut(k)) {
+                        crate::soften::softmax_t(row, 1.0, &mut p);
+                        out.iter_mut().zip(&p).for_each(|(c, &q)| *c += f64::from(q) / n as f64);
+                    }
+                }
+            }
+        }
+        let out = match self.combine {
+            Combine::MeanLogits => combined.into_iter().map(|v| v as f32).collect(),
+            Combine::MeanProbs => combined.into_iter().map(|v| v.ln() as f32).collect(),
+        };
+        Ok((out, classes))
     }
 }

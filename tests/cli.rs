@@ -614,3 +614,167 @@ fn exported_onnx_student_matches_the_rust_forward_pass() {
     // Same weights, different summation order (ONNX Runtime's GEMM vs matrixmultiply) in f32.
     assert!(worst < 1e-5, "largest difference between ONNX Runtime and the Rust forward pass: {worst}");
 }
+
+/// Every row's logits and soft probabilities of a dataset, in id order.
+fn logits_and_soft(dir: &Path) -> (Vec<Vec<f32>>, Vec<Vec<f64>>) {
+    let d = SoftLabels::open(dir).unwrap().load().unwrap();
+    let t = SoftLabels::open(dir).unwrap().manifest().temperature;
+    let logits: Vec<Vec<f32>> = d.logits.rows().into_iter().map(|r| r.to_vec()).collect();
+    let soft = logits
+        .iter()
+        .map(|z| {
+            let mut p = vec![0f32; z.len()];
+            softlabel::soften::softmax_t(z, t, &mut p);
+            p.into_iter().map(f64::from).collect()
+        })
+        .collect();
+    (logits, soft)
+}
+
+fn log_softmax64(z: &[f64]) -> Vec<f64> {
+    let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let lse = m + z.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+    z.iter().map(|v| v - lse).collect()
+}
+
+#[test]
+fn probability_and_log_probability_teachers_are_detected_and_stored_as_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lin = Linear::load();
+    let x = SoftLabels::open(&{
+        let d = tmp.path().join("plain");
+        assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &d, &[]));
+        d
+    })
+    .unwrap()
+    .load()
+    .unwrap()
+    .inputs;
+    let (_, plain_soft) = logits_and_soft(&tmp.path().join("plain"));
+    for (model, kind) in [("softmax_teacher.onnx", "probs"), ("logsoftmax_teacher.onnx", "log-probs")] {
+        let out = tmp.path().join(model);
+        assert_ok(&precompute(s(&fx(model)), &fx("small.parquet"), &out, &[]));
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("_manifest.json")).unwrap()).unwrap();
+        assert_eq!(m["teacher"]["output_kind"], kind, "{model}");
+        // Stored logits are log p = log_softmax(x W + b) (f64 reference); soft equals the plain teacher's.
+        let (logits, soft) = logits_and_soft(&out);
+        for (i, row) in x.rows().into_iter().enumerate() {
+            let want = log_softmax64(&lin.logits(row.as_slice().unwrap()));
+            for (a, b) in logits[i].iter().zip(&want) {
+                assert!((f64::from(*a) - b).abs() < 1e-5, "{model} row {i}: {a} vs {b}");
+            }
+            for (a, b) in soft[i].iter().zip(&plain_soft[i]) {
+                assert!((a - b).abs() < 1e-6, "{model} row {i}: soft {a} vs {b}");
+            }
+        }
+    }
+    // Forcing --teacher-output logits stores the probabilities as they are.
+    let forced = tmp.path().join("forced");
+    assert_ok(&precompute(
+        s(&fx("softmax_teacher.onnx")),
+        &fx("small.parquet"),
+        &forced,
+        &["--teacher-output", "logits"],
+    ));
+    let (logits, _) = logits_and_soft(&forced);
+    assert!(logits.iter().all(|r| r.iter().all(|&v| (0.0..=1.0).contains(&v))));
+}
+
+#[test]
+fn saturated_probabilities_give_minus_infinity_logits_never_nan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sat");
+    assert_ok(&precompute(s(&fx("saturated_softmax_teacher.onnx")), &fx("small.parquet"), &out, &[]));
+    let (logits, soft) = logits_and_soft(&out);
+    let minus_inf = logits.iter().flatten().filter(|v| **v == f32::NEG_INFINITY).count();
+    assert!(minus_inf > 0, "the fixture should saturate some probabilities to exactly 0");
+    assert!(logits.iter().flatten().all(|v| !v.is_nan()));
+    for p in &soft {
+        assert!(p.iter().all(|v| v.is_finite()));
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-6);
+    }
+    // A student trains on them with a finite loss.
+    let st = tmp.path().join("st");
+    let o = softlabel(&["train", "--labels", s(&out), "--out", s(&st), "--hidden", "8", "--epochs", "2", "--json"]);
+    assert_ok(&o);
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(info["final_epoch"]["train_loss"].as_f64().unwrap().is_finite());
+}
+
+#[test]
+fn ensembles_average_logits_or_probabilities_and_record_every_member() {
+    let tmp = tempfile::tempdir().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fx("linear.json")).unwrap()).unwrap();
+    let m = |key: &str| -> Vec<Vec<f64>> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+            .collect()
+    };
+    let second = Linear { w: m("W2"), b: v["B2"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+    let first = Linear::load();
+    for combine in ["mean-logits", "mean-probs"] {
+        let out = tmp.path().join(combine);
+        let o = softlabel(&[
+            "precompute",
+            "--teacher",
+            s(&fx("linear.onnx")),
+            "--teacher",
+            s(&fx("linear_b.onnx")),
+            "--combine",
+            combine,
+            "--data",
+            s(&fx("small.parquet")),
+            "--temperature",
+            "2",
+            "--out",
+            s(&out),
+        ]);
+        assert_ok(&o);
+        let ds = SoftLabels::open(&out).unwrap();
+        let man = ds.manifest();
+        let ens = man.ensemble.as_ref().expect("ensemble recorded");
+        assert_eq!(ens.members.len(), 2);
+        assert_eq!(ens.members[0].file, "linear.onnx");
+        assert_eq!(ens.members[1].file, "linear_b.onnx");
+        assert_ne!(ens.members[0].sha256, ens.members[1].sha256);
+        assert_eq!(man.teacher.file, "linear.onnx+linear_b.onnx");
+        let d = ds.load().unwrap();
+        for (i, row) in d.inputs.rows().into_iter().enumerate() {
+            let (a, b) = (first.logits(row.as_slice().unwrap()), second.logits(row.as_slice().unwrap()));
+            let want: Vec<f64> = if combine == "mean-logits" {
+                a.iter().zip(&b).map(|(x, y)| (x + y) / 2.0).collect()
+            } else {
+                let (pa, pb) = (log_softmax64(&a), log_softmax64(&b));
+                pa.iter().zip(&pb).map(|(x, y)| ((x.exp() + y.exp()) / 2.0).ln()).collect()
+            };
+            for (k, w) in want.iter().enumerate() {
+                let got = f64::from(d.logits[[i, k]]);
+                assert!((got - w).abs() < 1e-5, "{combine} row {i}: {got} vs {w}");
+            }
+        }
+    }
+    // Members must agree on the number of classes.
+    let o = softlabel(&[
+        "precompute",
+        "--teacher",
+        s(&fx("linear.onnx")),
+        "--teacher",
+        s(&fx("linear_k4.onnx")),
+        "--data",
+        s(&fx("small.parquet")),
+        "--temperature",
+        "2",
+        "--out",
+        s(&tmp.path().join("bad")),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("linear_k4.onnx: has 4 classes, the first teacher 3"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

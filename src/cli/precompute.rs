@@ -3,15 +3,29 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use softlabel::precompute::{precompute, PrecomputeSettings};
 use softlabel::store::{Shard, WriterOptions};
-use softlabel::teacher::TeacherOptions;
+use softlabel::teacher::{Combine, OutputKind, TeacherOptions};
 
 use super::{Bars, DataArgs};
 
 #[derive(Debug, Args)]
 pub struct PrecomputeArgs {
-    /// The teacher: an ONNX model with one input [batch, ...] and logits output [batch, classes].
-    #[arg(long, value_name = "MODEL.onnx")]
-    pub teacher: PathBuf,
+    /// The teacher: an ONNX model with one input [batch, ...] and an output [batch, classes] of logits,
+    /// probabilities or log-probabilities. Repeat for an ensemble (outputs combined per --combine).
+    #[arg(long, value_name = "MODEL.onnx", required = true)]
+    pub teacher: Vec<PathBuf>,
+    /// How an ensemble's outputs are combined: the mean of the logits, or the log of the mean probability.
+    #[arg(long, value_enum, default_value_t = Combine::MeanLogits)]
+    pub combine: Combine,
+    /// What the teacher outputs; `auto` detects probabilities (rows >= 0 summing to 1) and
+    /// log-probabilities (rows <= 0 whose exponentials sum to 1) on the first batch. Stored as logits.
+    #[arg(long, value_enum, default_value_t = OutputKind::Auto)]
+    pub teacher_output: OutputKind,
+    /// The teacher input to feed the data to, for models with several inputs.
+    #[arg(long, value_name = "NAME")]
+    pub input_name: Option<String>,
+    /// The teacher output to read, for models with several outputs (default: the first).
+    #[arg(long, value_name = "NAME")]
+    pub output_name: Option<String>,
     /// The data: a Parquet file or a folder of Parquet files.
     #[arg(long, value_name = "PATH")]
     pub data: PathBuf,
@@ -56,12 +70,19 @@ pub struct PrecomputeArgs {
 pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()> {
     let settings = PrecomputeSettings {
         spec: a.data_args.spec(&a.data, None),
-        teacher: a.teacher,
+        teachers: a.teacher,
+        combine: a.combine,
         data: a.data,
         temperature: a.temperature,
         out: a.out,
         batch_size: a.batch_size,
-        teacher_options: TeacherOptions { threads: a.threads, ort_lib: ort_lib.map(Path::to_path_buf) },
+        teacher_options: TeacherOptions {
+            threads: a.threads,
+            ort_lib: ort_lib.map(Path::to_path_buf),
+            input_name: a.input_name,
+            output_name: a.output_name,
+            output_kind: a.teacher_output,
+        },
         class_names: a.class_names,
         writer: WriterOptions { rows_per_part: a.rows_per_part, overwrite: a.overwrite, ..Default::default() },
         resume: a.resume,

@@ -54,6 +54,23 @@ pub struct TeacherInfo {
     pub input_shape: Vec<i64>,
     /// The output read as logits.
     pub output_name: String,
+    /// What that output held (probabilities are stored as log p).
+    #[serde(default = "logits_kind")]
+    pub output_kind: crate::teacher::OutputKind,
+}
+
+fn logits_kind() -> crate::teacher::OutputKind {
+    crate::teacher::OutputKind::Logits
+}
+
+/// The members of a teacher ensemble and how their outputs were combined.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleInfo {
+    /// mean-logits or mean-probs.
+    pub combine: crate::teacher::Combine,
+    /// Every member, in order.
+    pub members: Vec<TeacherInfo>,
 }
 
 /// How the stored input looks and where it came from.
@@ -123,6 +140,9 @@ pub struct Manifest {
     /// Source rows skipped for NaN or infinite inputs (`--skip-nonfinite`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skipped_nonfinite_rows: u64,
+    /// For a teacher ensemble: its members (`teacher` then describes the ensemble as a whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<EnsembleInfo>,
     /// Which shard of the source this dataset holds (`--shard I/N`); absent for a whole dataset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
@@ -207,6 +227,9 @@ impl Manifest {
         }
         if let Some(shard) = &self.shard {
             kv.push(("softlabel.shard".into(), json(shard)));
+        }
+        if let Some(ensemble) = &self.ensemble {
+            kv.push(("softlabel.ensemble".into(), json(ensemble)));
         }
         kv
     }
