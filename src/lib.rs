@@ -26,5 +26,6 @@ pub mod soften;
 pub mod store;
 pub mod student;
 pub mod teacher;
+pub mod verify;
 
 pub use error::{Error, Result};

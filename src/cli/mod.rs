@@ -8,6 +8,7 @@ mod precompute;
 mod report;
 mod run;
 mod train;
+mod verify;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -47,6 +48,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Describe a soft-label dataset.
     Inspect(inspect::InspectArgs),
+    /// Check a soft-label dataset completely: manifest, checksums, ids, rows, soft = softmax(logits/T).
+    Verify(verify::VerifyArgs),
     /// Combine soft-label datasets (the shards of one run) into one, checking every id appears once.
     Merge(merge::MergeArgs),
     /// Compare teacher and student: size, latency, throughput, accuracy, calibration; plots.
@@ -122,6 +125,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => export::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Verify(a) => verify::run(a),
         Command::Report(a) => report::run(a, ort, &bars),
         Command::Run(a) => run::run(a, ort, &bars),
     }

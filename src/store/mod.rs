@@ -192,9 +192,10 @@ pub fn splitmix64(x: u64) -> u64 {
 impl Manifest {
     /// The checksum of the manifest's content (see [`Manifest::checksum`]).
     pub fn compute_checksum(&self) -> String {
-        let unsealed = Manifest { checksum: String::new(), ..self.clone() };
-        let bytes = serde_json::to_vec(&unsealed).unwrap_or_default();
-        crate::dataset::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+        // Through the text a reader will parse, so numbers are compared as written (an f32 0.3 is
+        // written "0.3", not its f64 widening).
+        let text = serde_json::to_vec(self).unwrap_or_default();
+        checksum_of(&serde_json::from_slice(&text).unwrap_or_default())
     }
 
     /// Sets `checksum` for the current content.
@@ -280,10 +281,10 @@ impl Manifest {
             }
             _ => return Err(Error::dataset(&path, format!("unsupported schema version '{version}'"))),
         }
-        let m: Manifest =
-            serde_json::from_value(value).map_err(|e| Error::dataset(&path, format!("invalid manifest: {e}")))?;
+        let m: Manifest = serde_json::from_value(value.clone())
+            .map_err(|e| Error::dataset(&path, format!("invalid manifest: {e}")))?;
         m.validate(&path)?;
-        if m.checksum != m.compute_checksum() {
+        if m.checksum != checksum_of(&value) {
             return Err(Error::dataset(
                 &path,
                 "checksum does not match the content: the manifest was edited by hand or damaged",
@@ -321,6 +322,17 @@ impl Manifest {
     }
 }
 
+/// sha256 of a manifest's JSON as written (keys sorted, compact, `checksum` set to ""). Computed on the
+/// JSON value, not the struct, so fields a later version adds (absent from older files) never change an
+/// older manifest's checksum.
+fn checksum_of(value: &serde_json::Value) -> String {
+    let mut v = value.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("checksum".into(), serde_json::Value::String(String::new()));
+    }
+    crate::dataset::hex(&<sha2::Sha256 as sha2::Digest>::digest(serde_json::to_vec(&v).unwrap_or_default()))
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -347,5 +359,61 @@ mod erased {
         fn to_json(&self) -> String {
             serde_json::to_string(self).unwrap_or_default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(t: f32) -> String {
+        let m = Manifest {
+            format: FORMAT.into(),
+            schema_version: SCHEMA_VERSION.into(),
+            created_by: "softlabel test".into(),
+            temperature: t,
+            num_classes: 2,
+            class_names: None,
+            teacher: TeacherInfo {
+                file: "t.onnx".into(),
+                sha256: "ab".into(),
+                input_name: "x".into(),
+                input_shape: vec![-1, 2],
+                output_name: "y".into(),
+                output_kind: crate::teacher::OutputKind::Logits,
+            },
+            input: InputInfo { source_column: "input".into(), dtype: ElementType::F32, width: 2, shape: vec![2] },
+            label_column: None,
+            id_column: None,
+            source: SourceInfo { files: vec![], fingerprint: "f".into() },
+            rows: 0,
+            labeled_rows: 0,
+            parts: vec![],
+            skipped_nonfinite_rows: 0,
+            ensemble: None,
+            shard: None,
+            checksum: String::new(),
+        };
+        let mut m = m;
+        m.seal();
+        String::from_utf8(m.to_json().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn checksum_survives_round_trips_and_fields_added_later() {
+        for t in [4.0, 0.3, 1e-3, 123.456] {
+            let text = written(t);
+            Manifest::parse(&text, Path::new("m")).unwrap_or_else(|e| panic!("T = {t}: {e}"));
+        }
+        // A manifest written before `output_kind` existed (the field absent) still checks out, once its
+        // checksum was computed without the field.
+        let mut v: serde_json::Value = serde_json::from_str(&written(2.0)).unwrap();
+        v["teacher"].as_object_mut().unwrap().remove("output_kind");
+        v["checksum"] = checksum_of(&v).into();
+        assert!(Manifest::parse(&v.to_string(), Path::new("m")).is_ok());
+        // Any edit shows.
+        v["created_by"] = "someone else".into();
+        let err = Manifest::parse(&v.to_string(), Path::new("m")).unwrap_err().to_string();
+        assert!(err.contains("edited by hand"), "{err}");
     }
 }

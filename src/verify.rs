@@ -1,0 +1,108 @@
+//! `verify`: a full check of a soft-label dataset, for datasets that travelled between teams.
+//!
+//! Beyond what every reader checks on open (manifest checksum and fields, schema version, each part's size,
+//! sha256 and metadata), it reads every row: ids unique and within each part's recorded range, row
+//! counts, no NaN, and `soft` equal to softmax(logits / T).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::Path;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, UInt64Type};
+use arrow_array::Array;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::soften::softmax_t;
+use crate::store::{columns, SoftLabels};
+
+/// Largest |soft - softmax(logits / T)| accepted (soft is the f32 rounding of an f64 computation).
+pub const SOFT_TOLERANCE: f64 = 1e-6;
+
+/// What `verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    /// Rows read.
+    pub rows: u64,
+    /// Parts read.
+    pub parts: usize,
+    /// Largest |soft - softmax(logits / T)| seen.
+    pub max_soft_error: f64,
+}
+
+/// Verifies `dir`; the first problem is returned as an error naming the file, column and row.
+pub fn verify(dir: &Path) -> Result<Verified> {
+    let ds = SoftLabels::open(dir)?;
+    let m = ds.manifest();
+    let k = m.num_classes;
+    let mut seen = HashSet::with_capacity(m.rows as usize);
+    let mut max_err = 0f64;
+    let mut total = 0u64;
+    let mut p = vec![0f32; k];
+    for part in &m.parts {
+        let path = dir.join(&part.file);
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(8192).build())
+            .map_err(|source| Error::Parquet { path: path.clone(), source })?;
+        let mut row = 0u64;
+        for rb in reader {
+            let rb = rb.map_err(|e| Error::dataset(&path, format!("cannot decode rows after row {row}: {e}")))?;
+            let col = |name: &str| {
+                rb.column_by_name(name).ok_or_else(|| Error::dataset(&path, format!("no column '{name}'")))
+            };
+            let ids = col(columns::ID)?
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or_else(|| Error::dataset(&path, "column 'id' is not uint64"))?
+                .clone();
+            let logits = col(columns::LOGITS)?.as_fixed_size_list().clone();
+            let soft = col(columns::SOFT)?.as_fixed_size_list().clone();
+            let lv = logits.values().slice(logits.value_offset_at(0), logits.len() * k);
+            let sv = soft.values().slice(soft.value_offset_at(0), soft.len() * k);
+            let lv = lv.as_primitive::<Float32Type>().values();
+            let sv = sv.as_primitive::<Float32Type>().values();
+            for i in 0..rb.num_rows() {
+                let r = row + i as u64;
+                let id = ids.value(i);
+                if !seen.insert(id) {
+                    return Err(Error::dataset(&path, format!("column 'id', row {r}: duplicate id {id}")));
+                }
+                if id < part.min_id || id > part.max_id {
+                    return Err(Error::dataset(
+                        &path,
+                        format!(
+                            "column 'id', row {r}: id {id} outside the manifest's range {}..={}",
+                            part.min_id, part.max_id
+                        ),
+                    ));
+                }
+                let z = &lv[i * k..(i + 1) * k];
+                if let Some(j) = z.iter().position(|v| v.is_nan() || *v == f32::INFINITY) {
+                    return Err(Error::dataset(&path, format!("column 'logits', row {r}: value {j} is {}", z[j])));
+                }
+                softmax_t(z, m.temperature, &mut p);
+                for (j, (&a, &b)) in sv[i * k..(i + 1) * k].iter().zip(&p).enumerate() {
+                    let err = (f64::from(a) - f64::from(b)).abs();
+                    if err.is_nan() || err > SOFT_TOLERANCE {
+                        return Err(Error::dataset(
+                            &path,
+                            format!(
+                                "column 'soft', row {r}: value {j} is {a}, softmax(logits / {}) gives {b}",
+                                m.temperature
+                            ),
+                        ));
+                    }
+                    max_err = max_err.max(err);
+                }
+            }
+            row += rb.num_rows() as u64;
+        }
+        if row != part.rows {
+            return Err(Error::dataset(&path, format!("part has {row} rows, the manifest says {}", part.rows)));
+        }
+        total += row;
+    }
+    Ok(Verified { rows: total, parts: m.parts.len(), max_soft_error: max_err })
+}
