@@ -196,7 +196,7 @@ pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
 
 fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| Error::Parquet { path: path.to_path_buf(), source })
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|error| Error::Parquet { path: path.to_path_buf(), error })
 }
 
 fn column_names(schema: &Schema) -> String {
@@ -413,7 +413,7 @@ impl DataSource {
         if offset > 0 {
             builder = builder.with_offset(offset as usize);
         }
-        builder.build().map_err(|source| Error::Parquet { path: file.to_path_buf(), source })
+        builder.build().map_err(|error| Error::Parquet { path: file.to_path_buf(), error })
     }
 
     fn convert(&self, file: &Path, batch: &RecordBatch, first_row: u64, first_in_source: u64) -> Result<Batch> {

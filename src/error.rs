@@ -14,21 +14,21 @@ pub enum Error {
     Config(String),
 
     /// A file could not be read, written or renamed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file or folder.
         path: PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
+        /// The operating system's error (in the message; not a separate `source`, so it prints once).
+        error: std::io::Error,
     },
 
     /// A file is not valid Parquet (truncated, corrupt footer, empty, ...).
-    #[error("{}: not a readable Parquet file: {source}", path.display())]
+    #[error("{}: not a readable Parquet file: {error}", path.display())]
     Parquet {
         /// The file.
         path: PathBuf,
-        /// What the Parquet reader said.
-        source: parquet::errors::ParquetError,
+        /// What the Parquet reader said (in the message; not a separate `source`, so it prints once).
+        error: parquet::errors::ParquetError,
     },
 
     /// A data file's content is wrong: a missing column, a wrong type, a bad value.
@@ -83,8 +83,8 @@ pub enum Error {
 
 impl Error {
     /// Shorthand for [`Error::Io`].
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        Error::Io { path: path.into(), error }
     }
 
     /// Shorthand for [`Error::Data`].

@@ -46,7 +46,7 @@ pub fn verify(dir: &Path) -> Result<Verified> {
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.with_batch_size(8192).build())
-            .map_err(|source| Error::Parquet { path: path.clone(), source })?;
+            .map_err(|error| Error::Parquet { path: path.clone(), error })?;
         let mut row = 0u64;
         for rb in reader {
             let rb = rb.map_err(|e| Error::dataset(&path, format!("cannot decode rows after row {row}: {e}")))?;

@@ -89,16 +89,14 @@ impl SoftLabels {
             let path = self.dir.join(&part.file);
             let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
             let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|source| Error::Parquet { path: path.clone(), source })?;
+                .map_err(|error| Error::Parquet { path: path.clone(), error })?;
             let idx = builder
                 .schema()
                 .index_of(columns::ID)
                 .map_err(|_| Error::dataset(&path, format!("no column '{}'", columns::ID)))?;
             let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
-            let reader = builder
-                .with_projection(mask)
-                .build()
-                .map_err(|source| Error::Parquet { path: path.clone(), source })?;
+            let reader =
+                builder.with_projection(mask).build().map_err(|error| Error::Parquet { path: path.clone(), error })?;
             for rb in reader {
                 let rb = rb.map_err(|e| Error::dataset(&path, format!("cannot decode ids: {e}")))?;
                 let col = rb
@@ -140,7 +138,7 @@ impl SoftLabels {
             let path = self.dir.join(&part.file);
             let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
             let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|source| Error::Parquet { path: path.clone(), source })?;
+                .map_err(|error| Error::Parquet { path: path.clone(), error })?;
             for field in expected.fields() {
                 match builder.schema().field_with_name(field.name()) {
                     Ok(f) if f.data_type() == field.data_type() => {}
@@ -158,10 +156,8 @@ impl SoftLabels {
                     Err(_) => return Err(Error::dataset(&path, format!("no column '{}'", field.name()))),
                 }
             }
-            let reader = builder
-                .with_batch_size(8192)
-                .build()
-                .map_err(|source| Error::Parquet { path: path.clone(), source })?;
+            let reader =
+                builder.with_batch_size(8192).build().map_err(|error| Error::Parquet { path: path.clone(), error })?;
             let mut part_rows = 0u64;
             for rb in reader {
                 let rb =
@@ -187,7 +183,7 @@ impl SoftLabels {
 fn check_footer(path: &Path, m: &Manifest) -> Result<()> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|source| Error::Parquet { path: path.to_path_buf(), source })?;
+        .map_err(|error| Error::Parquet { path: path.to_path_buf(), error })?;
     let kv: HashMap<&str, &str> = builder
         .metadata()
         .file_metadata()

@@ -1,0 +1,45 @@
+//! Inputs the fuzzers found (tests/fuzz_regressions/), each refused cleanly by every reader.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn inputs() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no regression inputs in {}", dir.display());
+    v
+}
+
+#[test]
+fn fuzz_found_parquet_inputs_are_refused_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let teacher = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/teachers/mnist_cnn.onnx");
+    for input in inputs() {
+        // As input data.
+        let o = Command::new(env!("CARGO_BIN_EXE_softlabel"))
+            .args(["precompute", "--quiet", "--temperature", "2", "--teacher"])
+            .arg(&teacher)
+            .arg("--data")
+            .arg(&input)
+            .arg("--out")
+            .arg(tmp.path().join("out"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{}: {err}", input.display());
+        assert_eq!(err.matches("not a readable Parquet file").count(), 1, "{err}");
+        assert!(err.contains(input.to_str().unwrap()), "{err}");
+        // As a soft-label part (past the hash checks, straight into the part reader).
+        let dir = tmp.path().join("part");
+        std::fs::create_dir_all(&dir).unwrap();
+        let manifest: softlabel::store::Manifest = serde_json::from_str(include_str!("../fuzz/manifest.json")).unwrap();
+        std::fs::copy(&input, dir.join(&manifest.parts[0].file)).unwrap();
+        let r = softlabel::store::SoftLabels::from_parts(&dir, manifest).load();
+        assert!(r.is_err(), "{}: the part reader accepted it", input.display());
+    }
+}

@@ -1,0 +1,89 @@
+"""The soft-label folder as other teams open it: pandas, polars and DuckDB read every part (the folder or a
+glob), see the documented types and metadata, recompute `soft` from `logits` and T within 1e-6, and a
+numpy student trains on the files. Uses the real MNIST test split through the shipped teacher."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("SOFTLABEL_BIN", str(ROOT / "target" / "release" / "softlabel"))
+T = 4.0
+
+
+@pytest.fixture(scope="module")
+def labels(tmp_path_factory):
+    out = tmp_path_factory.mktemp("readers") / "mnist-test"
+    subprocess.run([BIN, "--quiet", "precompute", "--teacher", str(ROOT / "data/teachers/mnist_cnn.onnx"),
+                    "--data", str(ROOT / "data/mnist/test.parquet"), "--input-column", "image",
+                    "--temperature", str(T), "--out", str(out), "--rows-per-part", "3000"], check=True)
+    return out
+
+
+def softmax_t(logits, t):
+    z = logits.astype(np.float64) / t
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_pandas(labels):
+    df = pd.read_parquet(labels)  # the folder: _manifest.json is skipped like _SUCCESS
+    assert len(df) == 10_000 and df["id"].is_unique
+    assert str(df["id"].dtype) == "uint64" and str(df["label"].dtype) in ("int64", "Int64")
+    logits, soft = np.stack(df["logits"].to_numpy()), np.stack(df["soft"].to_numpy())
+    assert logits.dtype == np.float32 and logits.shape == (10_000, 10)
+    assert np.abs(soft - softmax_t(logits, T)).max() < 1e-6
+
+
+def test_polars(labels):
+    df = pl.read_parquet(str(labels / "*.parquet"))
+    assert df.height == 10_000
+    assert df.schema["id"] == pl.UInt64 and df.schema["label"] == pl.Int64
+    assert df.schema["logits"] == pl.Array(pl.Float32, 10) and df.schema["input"] == pl.Array(pl.UInt8, 784)
+    logits, soft = df["logits"].to_numpy(), df["soft"].to_numpy()
+    assert np.abs(soft - softmax_t(logits, T)).max() < 1e-6
+
+
+def test_duckdb(labels):
+    con = duckdb.connect()
+    glob = str(labels / "*.parquet")
+    n, ids = con.execute(f"SELECT count(*), count(DISTINCT id) FROM read_parquet('{glob}')").fetchone()
+    assert n == ids == 10_000
+    types = dict(con.execute(f"DESCRIBE SELECT id, label, logits, soft FROM read_parquet('{glob}')").fetchall()[i][:2]
+                 for i in range(4))
+    # Parquet has no fixed-size list: readers that ignore the embedded Arrow schema (DuckDB, Spark) see a
+    # variable-length list, every one of length K.
+    assert types == {"id": "UBIGINT", "label": "BIGINT", "logits": "FLOAT[]", "soft": "FLOAT[]"}
+    lo, hi = con.execute(f"SELECT min(len(logits)), max(len(soft)) FROM read_parquet('{glob}')").fetchone()
+    assert lo == hi == 10
+    kv = {k.decode(): v.decode() for k, v in con.execute(
+        f"SELECT key, value FROM parquet_kv_metadata('{glob}') WHERE file_name LIKE '%part-00000%'").fetchall()}
+    manifest = json.loads((labels / "_manifest.json").read_text())
+    assert kv["softlabel.teacher_sha256"] == manifest["teacher"]["sha256"]
+    assert float(kv["softlabel.temperature"]) == T
+    rows = con.execute(f"SELECT logits, soft FROM read_parquet('{glob}') ORDER BY id").fetchall()
+    logits = np.array([r[0] for r in rows], np.float32)
+    soft = np.array([r[1] for r in rows])
+    assert np.abs(soft - softmax_t(logits, T)).max() < 1e-6
+
+
+def test_a_numpy_student_learns_from_the_files(labels):
+    """The README's snippet, extended: softmax regression on the soft targets; the KD loss falls."""
+    import pyarrow.dataset as ds
+    t = ds.dataset(str(labels), format="parquet").to_table()
+    x = np.stack(t["input"].to_numpy(zero_copy_only=False)).astype(np.float32) / 255.0
+    p = np.stack(t["soft"].to_numpy(zero_copy_only=False)).astype(np.float64)
+    w = np.zeros((784, 10))
+    losses = []
+    for _ in range(30):
+        q = softmax_t(x @ w, T)
+        losses.append(float(-(p * np.log(q + 1e-12)).sum(axis=1).mean()))
+        w -= 5.0 * x.T @ (q - p) / (T * len(x))
+    assert losses[-1] < losses[0] - 0.1, losses
