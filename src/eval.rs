@@ -90,14 +90,17 @@ pub fn evaluate(
     progress: &dyn Progress,
 ) -> Result<EvalReport> {
     let k = student.num_classes();
-    if let Some(t) = teacher {
+    if let Some(t) = teacher.filter(|t| t.sparse.is_none()) {
         if t.logits.ncols() != k {
             return Err(Error::Config(format!("--labels have {} classes, the student has {k}", t.logits.ncols())));
         }
     }
+    // Sparse labels give the teacher's top class (agreement, accuracy) but not its full distribution.
+    let dense = teacher.is_some_and(|t| t.sparse.is_none());
     let index: Option<HashMap<u64, usize>> = teacher.map(TeacherOutputs::id_index);
     let (mut rows, mut labeled, mut errors, mut nll, mut skipped) = (0u64, 0u64, 0u64, 0f64, 0u64);
     let (mut t_rows, mut agree, mut kl, mut t_labeled, mut t_errors) = (0u64, 0u64, 0f64, 0u64, 0u64);
+    let mut matched = 0u64;
     let mut cal = Calibration::default();
     let mut t_cal = Calibration::default();
     let mut probs = vec![0f32; k];
@@ -145,16 +148,21 @@ pub fn evaluate(
             }
             if let (Some(t), Some(ix)) = (teacher, &index) {
                 if let Some(&r) = ix.get(&batch.ids[i]) {
-                    let tz = t.logits.row(r).to_vec();
-                    let tpred = argmax(&tz).unwrap_or(0);
+                    matched += 1;
+                    let Some(tpred) = t.teacher_top1(r) else { continue };
                     t_rows += 1;
                     agree += u64::from(tpred == pred);
-                    kl += kl_t(&tz, &z, 1.0);
+                    let tz = t.logits.row(r).to_vec();
+                    if dense {
+                        kl += kl_t(&tz, &z, 1.0);
+                    }
                     if let Some(y) = batch.labels[i] {
                         t_labeled += 1;
                         t_errors += u64::from(tpred != y as usize);
-                        softmax_t(&tz, 1.0, &mut probs);
-                        t_cal.add(f64::from(probs[tpred]), tpred == y as usize);
+                        if dense {
+                            softmax_t(&tz, 1.0, &mut probs);
+                            t_cal.add(f64::from(probs[tpred]), tpred == y as usize);
+                        }
                     }
                 }
             }
@@ -162,7 +170,7 @@ pub fn evaluate(
         progress.advance(batch.len() as u64);
     }
     progress.end();
-    if teacher.is_some() && t_rows == 0 {
+    if teacher.is_some() && matched == 0 {
         return Err(Error::Config("--labels share no ids with --data: they describe other rows".into()));
     }
     let frac = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
@@ -174,12 +182,12 @@ pub fn evaluate(
         errors: (labeled > 0).then_some(errors),
         ece: cal.ece(),
         nll: (labeled > 0).then(|| nll / labeled as f64),
-        teacher_rows: teacher.map(|_| t_rows),
+        teacher_rows: teacher.filter(|_| t_rows > 0).map(|_| t_rows),
         teacher_agreement: teacher.and(frac(agree, t_rows)),
-        kl_to_teacher: teacher.and((t_rows > 0).then(|| kl / t_rows as f64)),
+        kl_to_teacher: (dense && t_rows > 0).then(|| kl / t_rows as f64),
         teacher_accuracy: teacher.and(frac(t_labeled - t_errors, t_labeled)),
         teacher_errors: teacher.and((t_labeled > 0).then_some(t_errors)),
-        teacher_ece: teacher.and(t_cal.ece()),
+        teacher_ece: if dense { t_cal.ece() } else { None },
     })
 }
 

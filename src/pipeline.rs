@@ -379,6 +379,7 @@ fn labels_for(
         writer: WriterOptions::default(),
         resume: true,
         shard: None,
+        form: Default::default(),
     };
     // An interrupted earlier run is continued; labels from other settings are replaced.
     if let Err(e) = precompute(&settings, progress) {

@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::store::EnsembleInfo;
 use crate::store::{
-    InputInfo, Manifest, Resumed, Shard, SoftLabelWriter, SoftLabels, TeacherInfo, WriterOptions, FORMAT,
-    SCHEMA_VERSION,
+    InputInfo, LabelForm, Manifest, Resumed, Shard, SoftLabelWriter, SoftLabels, TeacherInfo, WriterOptions, FORMAT,
+    SCHEMA_VERSION, SCHEMA_VERSION_SPARSE,
 };
 use crate::teacher::{Combine, Ensemble, OutputKind, Teacher, TeacherOptions};
 
@@ -46,6 +46,8 @@ pub struct PrecomputeSettings {
     pub resume: bool,
     /// Process only this shard of the rows.
     pub shard: Option<Shard>,
+    /// How to store the teacher's outputs: dense, top-k or sampled.
+    pub form: LabelForm,
 }
 
 /// Checks a temperature: finite and > 0.
@@ -122,6 +124,13 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
         .ok_or_else(|| Error::data(&settings.data, "dataset has zero rows"))??;
     check_width(&first, width, &column)?;
     let (_, num_classes) = teacher.run(&first)?;
+    match settings.form {
+        LabelForm::TopK { k } if k == 0 || k > num_classes => {
+            return Err(Error::Config(format!("--top-k {k} must be in 1..={num_classes} (the teacher's classes)")))
+        }
+        LabelForm::Sampled { k: 0, .. } => return Err(Error::Config("--sample-k must be > 0".into())),
+        _ => {}
+    }
     if let Some(names) = &settings.class_names {
         if names.len() != num_classes {
             return Err(Error::Config(format!(
@@ -135,7 +144,7 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
     let members: Vec<TeacherInfo> = teacher.members().iter().map(|m| member_info(m, &file_name(m.path()))).collect();
     let manifest = Manifest {
         format: FORMAT.into(),
-        schema_version: SCHEMA_VERSION.into(),
+        schema_version: if settings.form.is_dense() { SCHEMA_VERSION } else { SCHEMA_VERSION_SPARSE }.into(),
         created_by: format!("softlabel {}", env!("CARGO_PKG_VERSION")),
         temperature: settings.temperature,
         num_classes,
@@ -167,6 +176,7 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
         checksum: String::new(),
         shard: settings.shard,
         skipped_nonfinite_rows: 0,
+        form: settings.form,
     };
     let (mut writer, skip) = if settings.resume {
         match SoftLabelWriter::resume(&settings.out, manifest, settings.writer.clone(), settings.batch_size)? {

@@ -251,6 +251,7 @@ fn teacher_outputs(teacher: &mut Teacher, source: &DataSource, row_shape: &[usiz
         labels,
         inputs: Array2::from_shape_vec((n, width), inputs).map_err(|e| Error::Internal(e.to_string()))?,
         logits: Array2::from_shape_vec((n, k), logits).map_err(|e| Error::Internal(e.to_string()))?,
+        sparse: None,
     })
 }
 
@@ -273,8 +274,13 @@ pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Repo
     let (s50, s99, sput) = speed(&mut student_model, &first, &s_shape, settings.latency_runs)?;
     progress.end();
 
+    // The plots need the teacher's full distribution: sparse labels are not enough, so run the teacher.
     let outputs = match &settings.labels {
-        Some(dir) => SoftLabels::open(dir)?.load()?,
+        Some(dir) => Some(SoftLabels::open(dir)?.load()?).filter(|o| o.sparse.is_none()),
+        None => None,
+    };
+    let outputs = match outputs {
+        Some(o) => o,
         None => teacher_outputs(&mut teacher, &source, &t_shape)?,
     };
     let eval = evaluate(&student.mlp, &source, Some(&outputs), progress)?;

@@ -28,13 +28,17 @@ pub struct Verified {
     pub rows: u64,
     /// Parts read.
     pub parts: usize,
-    /// Largest |soft - softmax(logits / T)| seen.
-    pub max_soft_error: f64,
+    /// Largest |soft - softmax(logits / T)| seen (dense datasets).
+    pub max_soft_error: Option<f64>,
 }
 
 /// Verifies `dir`; the first problem is returned as an error naming the file, column and row.
 pub fn verify(dir: &Path) -> Result<Verified> {
     let ds = SoftLabels::open(dir)?;
+    if !ds.manifest().form.is_dense() {
+        // Reading every row checks the sparse columns' types, class ranges and values.
+        ds.load()?;
+    }
     let m = ds.manifest();
     let k = m.num_classes;
     let mut seen = HashSet::with_capacity(m.rows as usize);
@@ -57,6 +61,17 @@ pub fn verify(dir: &Path) -> Result<Verified> {
                 .as_primitive_opt::<UInt64Type>()
                 .ok_or_else(|| Error::dataset(&path, "column 'id' is not uint64"))?
                 .clone();
+            if !m.form.is_dense() {
+                // Sparse parts: ids as above; class indices and values were range-checked by the reader.
+                for i in 0..rb.num_rows() {
+                    let (r, id) = (row + i as u64, ids.value(i));
+                    if !seen.insert(id) {
+                        return Err(Error::dataset(&path, format!("column 'id', row {r}: duplicate id {id}")));
+                    }
+                }
+                row += rb.num_rows() as u64;
+                continue;
+            }
             let logits = col(columns::LOGITS)?.as_fixed_size_list().clone();
             let soft = col(columns::SOFT)?.as_fixed_size_list().clone();
             let lv = logits.values().slice(logits.value_offset_at(0), logits.len() * k);
@@ -104,5 +119,5 @@ pub fn verify(dir: &Path) -> Result<Verified> {
         }
         total += row;
     }
-    Ok(Verified { rows: total, parts: m.parts.len(), max_soft_error: max_err })
+    Ok(Verified { rows: total, parts: m.parts.len(), max_soft_error: m.form.is_dense().then_some(max_err) })
 }

@@ -778,3 +778,85 @@ fn ensembles_average_logits_or_probabilities_and_record_every_member() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn top_k_and_sampled_labels_store_exact_values_and_train() {
+    use softlabel::store::Sparse;
+    let tmp = tempfile::tempdir().unwrap();
+    let lin = Linear::load();
+    let topk = tmp.path().join("topk");
+    assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &topk, &["--top-k", "2"]));
+    let ds = SoftLabels::open(&topk).unwrap();
+    assert_eq!(ds.manifest().schema_version, "1.1");
+    let d = ds.load().unwrap();
+    let Some(Sparse::TopK { index, logit, logsumexp_t }) = &d.sparse else { panic!("not top-k") };
+    for (i, row) in d.inputs.rows().into_iter().enumerate() {
+        let z = lin.logits(row.as_slice().unwrap());
+        let mut order: Vec<usize> = (0..3).collect();
+        order.sort_by(|a, b| z[*b].total_cmp(&z[*a]));
+        assert_eq!(index.row(i).iter().map(|&c| c as usize).collect::<Vec<_>>(), order[..2].to_vec(), "row {i}");
+        for (j, &c) in order[..2].iter().enumerate() {
+            assert!((f64::from(logit[[i, j]]) - z[c]).abs() < 1e-5);
+        }
+        // The exact normaliser over all classes at T = 2 (f64 reference).
+        let lse = z.iter().map(|v| (v / 2.0).exp()).sum::<f64>().ln();
+        assert!((logsumexp_t[i] - lse).abs() < 1e-5, "row {i}: {} vs {lse}", logsumexp_t[i]);
+    }
+    assert_ok(&softlabel(&["verify", s(&topk)]));
+
+    // Sampled: the draws depend on (seed, id) only, not on the batch size.
+    let a = tmp.path().join("sampled-a");
+    let b = tmp.path().join("sampled-b");
+    assert_ok(&precompute(
+        s(&fx("linear.onnx")),
+        &fx("small.parquet"),
+        &a,
+        &["--sample-k", "6", "--sample-seed", "9", "--batch-size", "7"],
+    ));
+    assert_ok(&precompute(
+        s(&fx("linear.onnx")),
+        &fx("small.parquet"),
+        &b,
+        &["--sample-k", "6", "--sample-seed", "9", "--batch-size", "64"],
+    ));
+    let draws = |dir: &Path| match SoftLabels::open(dir).unwrap().load().unwrap().sparse {
+        Some(Sparse::Sampled { index }) => index,
+        _ => panic!("not sampled"),
+    };
+    assert_eq!(draws(&a), draws(&b));
+    assert!(
+        draws(&a).rows().into_iter().all(|r| r.to_vec().windows(2).all(|w| w[0] <= w[1])),
+        "draws are stored ascending"
+    );
+
+    // Both train; their temperature is fixed.
+    for dir in [&topk, &a] {
+        let st = dir.with_extension("student");
+        assert_ok(&softlabel(&[
+            "train",
+            "--labels",
+            s(dir),
+            "--out",
+            s(&st),
+            "--hidden",
+            "16",
+            "--epochs",
+            "30",
+            "--batch-size",
+            "32",
+            "--lr",
+            "0.01",
+            "--alpha",
+            "0.7",
+        ]));
+        let e = softlabel(&["eval", "--student", s(&st), "--data", s(&fx("small.parquet")), "--json"]);
+        let r: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+        assert!(r["accuracy"].as_f64().unwrap() > 0.8, "{}: {r}", dir.display());
+        let o = softlabel(&["train", "--labels", s(dir), "--out", s(&st), "--temperature", "5"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("sparse labels made at T = 2"));
+    }
+    let o = precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &tmp.path().join("k9"), &["--top-k", "9"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--top-k 9 must be in 1..=3"));
+}

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use softlabel::precompute::{precompute, PrecomputeSettings};
-use softlabel::store::{Shard, WriterOptions};
+use softlabel::store::{LabelForm, Shard, WriterOptions};
 use softlabel::teacher::{Combine, OutputKind, TeacherOptions};
 
 use super::{Bars, DataArgs};
@@ -62,6 +62,17 @@ pub struct PrecomputeArgs {
     /// the N outputs with `softlabel merge`.
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     pub shard: Option<Shard>,
+    /// Store only the K largest classes per row (topk_index, topk_logit) and the exact normaliser
+    /// logsumexp(logits/T) over all classes, instead of dense logits and soft.
+    #[arg(long, value_name = "K", conflicts_with = "sample_k")]
+    pub top_k: Option<usize>,
+    /// Store K classes per row drawn from softmax(logits/T) (sample_index): training on them is an
+    /// unbiased estimate of the full distillation loss (Anshumann et al. 2025), unlike top-k.
+    #[arg(long, value_name = "K")]
+    pub sample_k: Option<usize>,
+    /// Seed of --sample-k's draws (with the row id: reproducible across batching, shards and resumes).
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub sample_seed: u64,
     /// Print the manifest as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -87,6 +98,11 @@ pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Re
         writer: WriterOptions { rows_per_part: a.rows_per_part, overwrite: a.overwrite, ..Default::default() },
         resume: a.resume,
         shard: a.shard,
+        form: match (a.top_k, a.sample_k) {
+            (Some(k), _) => LabelForm::TopK { k },
+            (None, Some(k)) => LabelForm::Sampled { k, seed: a.sample_seed },
+            (None, None) => LabelForm::Dense,
+        },
     };
     let start = std::time::Instant::now();
     let m = precompute(&settings, bars)?;

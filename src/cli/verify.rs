@@ -16,12 +16,7 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<()> {
     if a.json {
         return super::print_json(&v);
     }
-    println!(
-        "{}: ok ({} rows in {} part(s); max |soft - softmax(logits/T)| = {:.1e})",
-        a.dir.display(),
-        v.rows,
-        v.parts,
-        v.max_soft_error
-    );
+    let soft = v.max_soft_error.map(|e| format!("; max |soft - softmax(logits/T)| = {e:.1e}")).unwrap_or_default();
+    println!("{}: ok ({} rows in {} part(s){soft})", a.dir.display(), v.rows, v.parts);
     Ok(())
 }

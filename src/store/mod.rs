@@ -4,7 +4,7 @@
 mod reader;
 mod writer;
 
-pub use reader::{SoftLabels, TeacherOutputs};
+pub use reader::{SoftLabels, Sparse, TeacherOutputs};
 pub(crate) use writer::prepare_dir;
 pub use writer::{write_atomic, Resumed, SoftLabelWriter, WriterOptions};
 
@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 
 /// The schema version this build writes. Readers accept every version with the same major number.
 pub const SCHEMA_VERSION: &str = "1.0";
+/// The schema version of sparse (top-k or sampled) datasets, which add columns and the `form` field.
+pub const SCHEMA_VERSION_SPARSE: &str = "1.1";
 /// The major schema version this build reads.
 pub const SCHEMA_MAJOR: u32 = 1;
 /// The manifest's file name inside a dataset folder.
@@ -38,6 +40,14 @@ pub mod columns {
     pub const LOGITS: &str = "logits";
     /// softmax(logits / T) (fixed_size_list<float32>[K]).
     pub const SOFT: &str = "soft";
+    /// Top-k: class indices, by descending logit (fixed_size_list<uint32>[k]).
+    pub const TOPK_INDEX: &str = "topk_index";
+    /// Top-k: their raw logits (fixed_size_list<float32>[k]).
+    pub const TOPK_LOGIT: &str = "topk_logit";
+    /// Top-k: logsumexp(logits / T) over all classes (float64).
+    pub const LOGSUMEXP_T: &str = "logsumexp_t";
+    /// Sampled: the k classes drawn from softmax(logits / T), ascending (fixed_size_list<uint32>[k]).
+    pub const SAMPLE_INDEX: &str = "sample_index";
 }
 
 /// What the dataset's teacher was.
@@ -140,6 +150,9 @@ pub struct Manifest {
     /// Source rows skipped for NaN or infinite inputs (`--skip-nonfinite`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skipped_nonfinite_rows: u64,
+    /// How the teacher's outputs are stored (absent: dense).
+    #[serde(default, skip_serializing_if = "LabelForm::is_dense")]
+    pub form: LabelForm,
     /// For a teacher ensemble: its members (`teacher` then describes the ensemble as a whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<EnsembleInfo>,
@@ -229,6 +242,9 @@ impl Manifest {
         if let Some(shard) = &self.shard {
             kv.push(("softlabel.shard".into(), json(shard)));
         }
+        if !self.form.is_dense() {
+            kv.push(("softlabel.form".into(), json(&self.form)));
+        }
         if let Some(ensemble) = &self.ensemble {
             kv.push(("softlabel.ensemble".into(), json(ensemble)));
         }
@@ -238,7 +254,7 @@ impl Manifest {
     /// The Arrow schema of every part, carrying [`Manifest::key_values`] as its metadata (so readers
     /// that look at the embedded Arrow schema, like pyarrow's `schema.metadata`, see them too).
     pub fn arrow_schema(&self) -> Schema {
-        part_schema(self.input.dtype, self.input.width, self.num_classes)
+        part_schema(self.input.dtype, self.input.width, self.num_classes, self.form)
             .with_metadata(self.key_values().into_iter().collect::<std::collections::HashMap<_, _>>())
     }
 
@@ -301,6 +317,13 @@ impl Manifest {
         if self.num_classes == 0 {
             return bad("num_classes is 0".into());
         }
+        match self.form {
+            LabelForm::TopK { k } if k == 0 || k > self.num_classes => {
+                return bad(format!("top-k {k} is not in 1..={}", self.num_classes))
+            }
+            LabelForm::Sampled { k: 0, .. } => return bad("sample k is 0".into()),
+            _ => {}
+        }
         if let Some(names) = &self.class_names {
             if names.len() != self.num_classes {
                 return bad(format!("{} class names for {} classes", names.len(), self.num_classes));
@@ -338,16 +361,59 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// The Arrow schema of a part.
-pub fn part_schema(input: ElementType, width: usize, classes: usize) -> Schema {
+pub fn part_schema(input: ElementType, width: usize, classes: usize, form: LabelForm) -> Schema {
     let list =
         |dt: DataType, n: usize| DataType::FixedSizeList(std::sync::Arc::new(Field::new("item", dt, false)), n as i32);
-    Schema::new(vec![
+    let mut fields = vec![
         Field::new(columns::ID, DataType::UInt64, false),
         Field::new(columns::LABEL, DataType::Int64, true),
         Field::new(columns::INPUT, list(input.to_arrow(), width), false),
-        Field::new(columns::LOGITS, list(DataType::Float32, classes), false),
-        Field::new(columns::SOFT, list(DataType::Float32, classes), false),
-    ])
+    ];
+    match form {
+        LabelForm::Dense => fields.extend([
+            Field::new(columns::LOGITS, list(DataType::Float32, classes), false),
+            Field::new(columns::SOFT, list(DataType::Float32, classes), false),
+        ]),
+        LabelForm::TopK { k } => fields.extend([
+            Field::new(columns::TOPK_INDEX, list(DataType::UInt32, k), false),
+            Field::new(columns::TOPK_LOGIT, list(DataType::Float32, k), false),
+            Field::new(columns::LOGSUMEXP_T, DataType::Float64, false),
+        ]),
+        LabelForm::Sampled { k, .. } => {
+            fields.push(Field::new(columns::SAMPLE_INDEX, list(DataType::UInt32, k), false))
+        }
+    }
+    Schema::new(fields)
+}
+
+/// How the teacher's outputs are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum LabelForm {
+    /// All K logits and softened probabilities (`logits`, `soft`).
+    #[default]
+    Dense,
+    /// The k largest logits (`topk_index`, `topk_logit`, descending) and the exact normaliser
+    /// `logsumexp_t` = logsumexp(logits / T) over all K classes.
+    TopK {
+        /// Classes kept per row.
+        k: usize,
+    },
+    /// k classes drawn with replacement from softmax(logits / T) (`sample_index`, ascending), seeded per
+    /// row by (seed, id): the mean of -log q over the draws is an unbiased estimate of the cross-entropy.
+    Sampled {
+        /// Draws per row.
+        k: usize,
+        /// Seed of the draws.
+        seed: u64,
+    },
+}
+
+impl LabelForm {
+    /// Whether this is the dense form.
+    pub fn is_dense(&self) -> bool {
+        *self == LabelForm::Dense
+    }
 }
 
 mod erased {
@@ -390,6 +456,7 @@ mod tests {
             labeled_rows: 0,
             parts: vec![],
             skipped_nonfinite_rows: 0,
+            form: LabelForm::Dense,
             ensemble: None,
             shard: None,
             checksum: String::new(),

@@ -5,12 +5,12 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Int64Type, UInt64Type};
+use arrow_array::types::{Float32Type, Float64Type, Int64Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use ndarray::Array2;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::{columns, Manifest};
+use super::{columns, LabelForm, Manifest};
 use crate::dataset::{numeric_to_f32, sha256_file};
 use crate::error::{Error, Result};
 
@@ -30,14 +30,45 @@ pub struct TeacherOutputs {
     pub labels: Vec<Option<i64>>,
     /// Inputs as f32, `[rows, width]`.
     pub inputs: Array2<f32>,
-    /// Raw teacher logits, `[rows, classes]`.
+    /// Raw teacher logits, `[rows, classes]`; `[rows, 0]` for a sparse dataset.
     pub logits: Array2<f32>,
+    /// The stored classes of a sparse (top-k or sampled) dataset.
+    pub sparse: Option<Sparse>,
+}
+
+/// The teacher's outputs as a sparse dataset stores them.
+#[derive(Debug, Clone)]
+pub enum Sparse {
+    /// The k largest logits per row and the normaliser over all classes.
+    TopK {
+        /// Class indices, by descending logit, `[rows, k]`.
+        index: Array2<u32>,
+        /// Their logits, `[rows, k]`.
+        logit: Array2<f32>,
+        /// logsumexp(logits / T) over all classes, per row.
+        logsumexp_t: Vec<f64>,
+    },
+    /// k classes drawn from softmax(logits / T), `[rows, k]`.
+    Sampled {
+        /// Class indices, ascending.
+        index: Array2<u32>,
+    },
 }
 
 impl TeacherOutputs {
     /// A map from id to row.
     pub fn id_index(&self) -> HashMap<u64, usize> {
         self.ids.iter().enumerate().map(|(i, &id)| (id, i)).collect()
+    }
+
+    /// The teacher's top class for `row`: the largest logit, or the first top-k index. `None` for sampled
+    /// labels, whose draws do not identify it.
+    pub fn teacher_top1(&self, row: usize) -> Option<usize> {
+        match &self.sparse {
+            None => crate::soften::argmax(&self.logits.row(row).to_vec()),
+            Some(Sparse::TopK { index, .. }) => Some(index[[row, 0]] as usize),
+            Some(Sparse::Sampled { .. }) => None,
+        }
     }
 }
 
@@ -127,13 +158,9 @@ impl SoftLabels {
     /// Reads every part into memory.
     pub fn load(&self) -> Result<TeacherOutputs> {
         let m = &self.manifest;
-        let (k, w) = (m.num_classes, m.input.width);
-        let rows = m.rows as usize;
-        let mut ids = Vec::with_capacity(rows);
-        let mut labels = Vec::with_capacity(rows);
-        let mut inputs = Vec::with_capacity(rows * w);
-        let mut logits = Vec::with_capacity(rows * k);
-        let expected = super::part_schema(m.input.dtype, m.input.width, m.num_classes);
+        let w = m.input.width;
+        let mut acc = Columns::default();
+        let expected = super::part_schema(m.input.dtype, m.input.width, m.num_classes, m.form);
         for part in &m.parts {
             let path = self.dir.join(&part.file);
             let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
@@ -162,7 +189,7 @@ impl SoftLabels {
             for rb in reader {
                 let rb =
                     rb.map_err(|e| Error::dataset(&path, format!("cannot decode rows after row {part_rows}: {e}")))?;
-                read_batch(&path, &rb, &mut ids, &mut labels, &mut inputs, &mut logits, part_rows)?;
+                acc.read(&path, &rb, m, part_rows)?;
                 part_rows += rb.num_rows() as u64;
             }
             if part_rows != part.rows {
@@ -172,14 +199,153 @@ impl SoftLabels {
                 ));
             }
         }
-        let inputs = Array2::from_shape_vec((ids.len(), w), inputs).map_err(|e| Error::Internal(e.to_string()))?;
-        let logits = Array2::from_shape_vec((ids.len(), k), logits).map_err(|e| Error::Internal(e.to_string()))?;
-        Ok(TeacherOutputs { ids, labels, inputs, logits })
+        let n = acc.ids.len();
+        let shape = |cols: usize, what: &str, len: usize| {
+            if len == n * cols {
+                Ok((n, cols))
+            } else {
+                Err(Error::Internal(format!("{what}: {len} values for {n} rows of {cols}")))
+            }
+        };
+        let inputs = Array2::from_shape_vec(shape(w, "input", acc.inputs.len())?, acc.inputs)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let (logits, sparse) = match m.form {
+            LabelForm::Dense => (
+                Array2::from_shape_vec(shape(m.num_classes, "logits", acc.logits.len())?, acc.logits)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+                None,
+            ),
+            LabelForm::TopK { k } => (
+                Array2::zeros((n, 0)),
+                Some(Sparse::TopK {
+                    index: Array2::from_shape_vec(shape(k, "topk_index", acc.index.len())?, acc.index)
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                    logit: Array2::from_shape_vec(shape(k, "topk_logit", acc.logits.len())?, acc.logits)
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                    logsumexp_t: acc.lse,
+                }),
+            ),
+            LabelForm::Sampled { k, .. } => (
+                Array2::zeros((n, 0)),
+                Some(Sparse::Sampled {
+                    index: Array2::from_shape_vec(shape(k, "sample_index", acc.index.len())?, acc.index)
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                }),
+            ),
+        };
+        Ok(TeacherOutputs { ids: acc.ids, labels: acc.labels, inputs, logits, sparse })
     }
 }
 
-/// Checks a part's own metadata against the manifest: a part made by another teacher, at another
-/// temperature or with another class count is refused even if the manifest's hashes were edited to match.
+/// Values read so far.
+#[derive(Default)]
+struct Columns {
+    ids: Vec<u64>,
+    labels: Vec<Option<i64>>,
+    inputs: Vec<f32>,
+    /// Dense logits, or top-k logits.
+    logits: Vec<f32>,
+    /// Top-k or sampled indices.
+    index: Vec<u32>,
+    lse: Vec<f64>,
+}
+
+/// The flat values of a non-null fixed-size list column.
+fn list_values(path: &Path, rb: &RecordBatch, name: &str, first_row: u64) -> Result<arrow_array::ArrayRef> {
+    let col = rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")))?;
+    let list = col
+        .as_fixed_size_list_opt()
+        .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not a fixed-size list")))?;
+    if list.null_count() > 0 {
+        let row = (0..list.len()).find(|&i| list.is_null(i)).unwrap_or(0) as u64 + first_row;
+        return Err(Error::dataset(path, format!("column '{name}', row {row}: value is null")));
+    }
+    let width = list.value_length() as usize;
+    Ok(list.values().slice(list.value_offset_at(0), list.len() * width))
+}
+
+impl Columns {
+    fn read(&mut self, path: &Path, rb: &RecordBatch, m: &Manifest, first_row: u64) -> Result<()> {
+        let col =
+            |name: &str| rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")));
+        let id = col(columns::ID)?
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| Error::dataset(path, "column 'id' is not uint64"))?;
+        if id.null_count() > 0 {
+            let row = (0..id.len()).find(|&i| id.is_null(i)).unwrap_or(0) as u64 + first_row;
+            return Err(Error::dataset(path, format!("column 'id', row {row}: id is null")));
+        }
+        self.ids.extend_from_slice(id.values());
+        let label = col(columns::LABEL)?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| Error::dataset(path, "column 'label' is not int64"))?;
+        self.labels.extend((0..label.len()).map(|i| (!label.is_null(i)).then(|| label.value(i))));
+        let input = list_values(path, rb, columns::INPUT, first_row)?;
+        self.inputs.extend(
+            numeric_to_f32(input.as_ref()).ok_or_else(|| Error::dataset(path, "column 'input' is not numeric"))?,
+        );
+        let floats = |name: &str, width: usize| -> Result<Vec<f32>> {
+            let v = list_values(path, rb, name, first_row)?;
+            let v = v
+                .as_primitive_opt::<Float32Type>()
+                .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not float32")))?
+                .values()
+                .to_vec();
+            if let Some(pos) = v.iter().position(|x| x.is_nan() || *x == f32::INFINITY) {
+                return Err(Error::dataset(
+                    path,
+                    format!(
+                        "column '{name}', row {}: value {} is {}",
+                        first_row + (pos / width.max(1)) as u64,
+                        pos % width.max(1),
+                        v[pos]
+                    ),
+                ));
+            }
+            Ok(v)
+        };
+        let indices = |name: &str, width: usize| -> Result<Vec<u32>> {
+            let v = list_values(path, rb, name, first_row)?;
+            let v = v
+                .as_primitive_opt::<UInt32Type>()
+                .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not uint32")))?
+                .values()
+                .to_vec();
+            if let Some(pos) = v.iter().position(|&c| c as usize >= m.num_classes) {
+                return Err(Error::dataset(
+                    path,
+                    format!(
+                        "column '{name}', row {}: class {} is outside [0, {})",
+                        first_row + (pos / width.max(1)) as u64,
+                        v[pos],
+                        m.num_classes
+                    ),
+                ));
+            }
+            Ok(v)
+        };
+        match m.form {
+            LabelForm::Dense => self.logits.extend(floats(columns::LOGITS, m.num_classes)?),
+            LabelForm::TopK { k } => {
+                self.index.extend(indices(columns::TOPK_INDEX, k)?);
+                self.logits.extend(floats(columns::TOPK_LOGIT, k)?);
+                let lse = col(columns::LOGSUMEXP_T)?
+                    .as_primitive_opt::<Float64Type>()
+                    .ok_or_else(|| Error::dataset(path, "column 'logsumexp_t' is not float64"))?;
+                if let Some(i) = lse.values().iter().position(|v| !v.is_finite()) {
+                    return Err(Error::dataset(
+                        path,
+                        format!("column 'logsumexp_t', row {}: {}", first_row + i as u64, lse.value(i)),
+                    ));
+                }
+                self.lse.extend_from_slice(lse.values());
+            }
+            LabelForm::Sampled { k, .. } => self.index.extend(indices(columns::SAMPLE_INDEX, k)?),
+        }
+        Ok(())
+    }
+}
+
 fn check_footer(path: &Path, m: &Manifest) -> Result<()> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -214,50 +380,6 @@ fn check_footer(path: &Path, m: &Manifest) -> Result<()> {
         .map_err(|_| Error::dataset(path, "softlabel.num_classes is not a number"))?;
     if k != m.num_classes {
         return Err(Error::dataset(path, format!("part has {k} classes, {} says {}", super::MANIFEST, m.num_classes)));
-    }
-    Ok(())
-}
-
-fn read_batch(
-    path: &Path,
-    rb: &RecordBatch,
-    ids: &mut Vec<u64>,
-    labels: &mut Vec<Option<i64>>,
-    inputs: &mut Vec<f32>,
-    logits: &mut Vec<f32>,
-    first_row: u64,
-) -> Result<()> {
-    let col = |name: &str| rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")));
-    let id = col(columns::ID)?.as_primitive::<UInt64Type>();
-    if id.null_count() > 0 {
-        let row = (0..id.len()).find(|&i| id.is_null(i)).unwrap_or(0) as u64 + first_row;
-        return Err(Error::dataset(path, format!("column 'id', row {row}: id is null")));
-    }
-    ids.extend_from_slice(id.values());
-    let label = col(columns::LABEL)?.as_primitive::<Int64Type>();
-    labels.extend((0..label.len()).map(|i| (!label.is_null(i)).then(|| label.value(i))));
-    for (name, out) in [(columns::INPUT, &mut *inputs), (columns::LOGITS, &mut *logits)] {
-        let list = col(name)?.as_fixed_size_list();
-        if list.null_count() > 0 {
-            let row = (0..list.len()).find(|&i| list.is_null(i)).unwrap_or(0) as u64 + first_row;
-            return Err(Error::dataset(path, format!("column '{name}', row {row}: value is null")));
-        }
-        let width = list.value_length() as usize;
-        let values = list.values().slice(list.value_offset_at(0), list.len() * width);
-        if name == columns::LOGITS {
-            let v = values.as_primitive::<Float32Type>().values();
-            if let Some(pos) = v.iter().position(|x| x.is_nan()) {
-                return Err(Error::dataset(
-                    path,
-                    format!("column 'logits', row {}: NaN logit", first_row + (pos / width) as u64),
-                ));
-            }
-            out.extend_from_slice(v);
-        } else {
-            out.extend(
-                numeric_to_f32(values.as_ref()).ok_or_else(|| Error::dataset(path, "column 'input' is not numeric"))?,
-            );
-        }
     }
     Ok(())
 }

@@ -5,17 +5,19 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, UInt64Array};
+use arrow_array::{
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int64Array, RecordBatch, UInt32Array, UInt64Array,
+};
 use arrow_schema::{Field, SchemaRef};
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, Encoding, Type as PhysicalType, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
-use super::{columns, Manifest, PartInfo, MANIFEST, PROGRESS};
+use super::{columns, LabelForm, Manifest, PartInfo, MANIFEST, PROGRESS};
 use crate::dataset::sha256_file;
 use crate::error::{Error, Result};
-use crate::soften::softmax_t;
+use crate::soften::{logsumexp_t, sample_classes, softmax_t, top_k};
 
 /// How parts are cut and compressed.
 #[derive(Debug, Clone)]
@@ -380,10 +382,6 @@ impl SoftLabelWriter {
     ) -> Result<RecordBatch> {
         let k = self.manifest.num_classes;
         let t = self.manifest.temperature;
-        let mut soft = vec![0f32; logits.len()];
-        for (z, p) in logits.chunks_exact(k).zip(soft.chunks_exact_mut(k)) {
-            softmax_t(z, t, p);
-        }
         let list = |values: ArrayRef, n: usize| -> Result<ArrayRef> {
             let item = Arc::new(Field::new("item", values.data_type().clone(), false));
             Ok(Arc::new(
@@ -391,17 +389,41 @@ impl SoftLabelWriter {
                     .map_err(|e| Error::Internal(e.to_string()))?,
             ))
         };
-        RecordBatch::try_new(
-            self.schema.clone(),
-            vec![
-                Arc::new(UInt64Array::from(ids.to_vec())),
-                Arc::new(Int64Array::from(labels.to_vec())),
-                list(input.clone(), self.manifest.input.width)?,
-                list(Arc::new(Float32Array::from(logits.to_vec())), k)?,
-                list(Arc::new(Float32Array::from(soft)), k)?,
-            ],
-        )
-        .map_err(|e| Error::Internal(format!("record batch: {e}")))
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(UInt64Array::from(ids.to_vec())),
+            Arc::new(Int64Array::from(labels.to_vec())),
+            list(input.clone(), self.manifest.input.width)?,
+        ];
+        match self.manifest.form {
+            LabelForm::Dense => {
+                let mut soft = vec![0f32; logits.len()];
+                for (z, p) in logits.chunks_exact(k).zip(soft.chunks_exact_mut(k)) {
+                    softmax_t(z, t, p);
+                }
+                cols.push(list(Arc::new(Float32Array::from(logits.to_vec())), k)?);
+                cols.push(list(Arc::new(Float32Array::from(soft)), k)?);
+            }
+            LabelForm::TopK { k: top } => {
+                let (mut index, mut value, mut lse) = (Vec::new(), Vec::new(), Vec::new());
+                for z in logits.chunks_exact(k) {
+                    let idx = top_k(z, top);
+                    value.extend(idx.iter().map(|&i| z[i as usize]));
+                    index.extend(idx);
+                    lse.push(logsumexp_t(z, t));
+                }
+                cols.push(list(Arc::new(UInt32Array::from(index)), top)?);
+                cols.push(list(Arc::new(Float32Array::from(value)), top)?);
+                cols.push(Arc::new(Float64Array::from(lse)));
+            }
+            LabelForm::Sampled { k: draws, seed } => {
+                let mut index = Vec::with_capacity(ids.len() * draws);
+                for (z, &id) in logits.chunks_exact(k).zip(ids) {
+                    index.extend(sample_classes(z, t, draws, seed, id));
+                }
+                cols.push(list(Arc::new(UInt32Array::from(index)), draws)?);
+            }
+        }
+        RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| Error::Internal(format!("record batch: {e}")))
     }
 
     /// Queues rows for the current part and writes every complete block.

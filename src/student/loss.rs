@@ -21,42 +21,130 @@ pub fn kd_row(
     scale: f32,
     grad: &mut [f32],
 ) -> f64 {
-    let k = student.len();
     let mut loss = 0f64;
     if alpha > 0.0 {
-        // log p_T(student), stable: subtract the max before exp.
-        let inv_t = 1.0 / f64::from(t);
-        let max = student.iter().fold(f64::NEG_INFINITY, |m, &z| m.max(f64::from(z) * inv_t));
-        let sum: f64 = student.iter().map(|&z| (f64::from(z) * inv_t - max).exp()).sum();
-        let lse = max + sum.ln();
+        let (log_q, _) = log_softmax_t64(student, t);
         let mut kl = 0f64;
         let a = f64::from(alpha);
         let tt = f64::from(t);
-        for i in 0..k {
-            let log_q = f64::from(student[i]) * inv_t - lse;
+        for (i, &lq) in log_q.iter().enumerate() {
             let p = f64::from(teacher_soft[i]);
             if p > 0.0 {
-                kl += p * (f64::from(teacher_log_soft[i]) - log_q);
+                kl += p * (f64::from(teacher_log_soft[i]) - lq);
             }
-            grad[i] += scale * (a * tt * (log_q.exp() - p)) as f32;
+            grad[i] += scale * (a * tt * (lq.exp() - p)) as f32;
         }
         loss += a * tt * tt * kl;
     }
-    if alpha < 1.0 {
-        if let Some(y) = label {
-            let max = student.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z));
-            let sum: f64 = student.iter().map(|&z| f64::from(z - max).exp()).sum();
-            let lse = f64::from(max) + sum.ln();
-            let b = f64::from(1.0 - alpha);
-            for i in 0..k {
-                let q = (f64::from(student[i]) - lse).exp();
-                let target = if i == y { 1.0 } else { 0.0 };
-                grad[i] += scale * (b * (q - target)) as f32;
-            }
-            loss += b * (lse - f64::from(student[y]));
-        }
+    loss + ce_row(student, label, alpha, scale, grad)
+}
+
+/// log softmax(z / t) in f64, and logsumexp(z / t).
+fn log_softmax_t64(z: &[f32], t: f32) -> (Vec<f64>, f64) {
+    let inv_t = 1.0 / f64::from(t);
+    let max = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v) * inv_t));
+    let lse = max + z.iter().map(|&v| (f64::from(v) * inv_t - max).exp()).sum::<f64>().ln();
+    (z.iter().map(|&v| f64::from(v) * inv_t - lse).collect(), lse)
+}
+
+/// The hard-label term `(1 - alpha) * CE(label, p_1(student))`: adds its gradient, returns its value.
+pub fn ce_row(student: &[f32], label: Option<usize>, alpha: f32, scale: f32, grad: &mut [f32]) -> f64 {
+    let Some(y) = label.filter(|_| alpha < 1.0) else { return 0.0 };
+    let (log_q, _) = log_softmax_t64(student, 1.0);
+    let b = f64::from(1.0 - alpha);
+    for (i, lq) in log_q.iter().enumerate() {
+        let target = if i == y { 1.0 } else { 0.0 };
+        grad[i] += scale * (b * (lq.exp() - target)) as f32;
     }
-    loss
+    -b * log_q[y]
+}
+
+/// Top-k distillation: KL between the teacher's distribution over the k stored classes plus one residual
+/// bucket (the rest of its mass, `residual`) and the student's over the same buckets. The student's
+/// probabilities come from its log-softmax over ALL classes (gathered at `index`), never a softmax over
+/// the k alone. `p` are the teacher's p_T at `index` (exact: the stored normaliser covers all classes).
+/// Gradient: `alpha * T * (q - target)`, target = p on the stored classes and the residual spread over
+/// the others in proportion to the student's own probabilities.
+#[allow(clippy::too_many_arguments)]
+pub fn kd_row_topk(
+    student: &[f32],
+    index: &[u32],
+    p: &[f64],
+    residual: f64,
+    label: Option<usize>,
+    t: f32,
+    alpha: f32,
+    scale: f32,
+    grad: &mut [f32],
+) -> f64 {
+    let mut loss = 0f64;
+    if alpha > 0.0 {
+        let (log_q, _) = log_softmax_t64(student, t);
+        let (a, tt) = (f64::from(alpha), f64::from(t));
+        let mut stored = vec![false; student.len()];
+        let mut kl = 0f64;
+        for (&i, &pi) in index.iter().zip(p) {
+            let i = i as usize;
+            stored[i] = true;
+            if pi > 0.0 {
+                kl += pi * (pi.ln() - log_q[i]);
+            }
+            grad[i] -= scale * (a * tt * pi) as f32;
+        }
+        // The residual bucket: log q_R = logsumexp of log q over the classes not stored.
+        let rest_max = log_q.iter().zip(&stored).filter(|(_, &s)| !s).fold(f64::NEG_INFINITY, |m, (&v, _)| m.max(v));
+        let log_q_rest = if rest_max.is_finite() {
+            rest_max
+                + log_q.iter().zip(&stored).filter(|(_, &s)| !s).map(|(&v, _)| (v - rest_max).exp()).sum::<f64>().ln()
+        } else {
+            f64::NEG_INFINITY
+        };
+        let r = residual.max(0.0);
+        if r > 0.0 && log_q_rest.is_finite() {
+            kl += r * (r.ln() - log_q_rest);
+        }
+        for (j, &lq) in log_q.iter().enumerate() {
+            let mut g = lq.exp();
+            if !stored[j] && log_q_rest.is_finite() {
+                g -= r * (lq - log_q_rest).exp();
+            }
+            grad[j] += scale * (a * tt * g) as f32;
+        }
+        loss += a * tt * tt * kl;
+    }
+    loss + ce_row(student, label, alpha, scale, grad)
+}
+
+/// Sampled distillation (Anshumann et al. 2025): with `draws` drawn from the teacher's p_T, the mean of
+/// -log q_T(draw) is an unbiased estimate of the cross-entropy H(p_T, q_T), which differs from the KL by
+/// the teacher's entropy, a constant. Gradient: `alpha * T * (q - counts / k)`. Returns
+/// `alpha * T^2 * estimate` plus the hard-label term.
+#[allow(clippy::too_many_arguments)]
+pub fn kd_row_sampled(
+    student: &[f32],
+    draws: &[u32],
+    label: Option<usize>,
+    t: f32,
+    alpha: f32,
+    scale: f32,
+    grad: &mut [f32],
+) -> f64 {
+    let mut loss = 0f64;
+    if alpha > 0.0 && !draws.is_empty() {
+        let (log_q, _) = log_softmax_t64(student, t);
+        let (a, tt) = (f64::from(alpha), f64::from(t));
+        let w = 1.0 / draws.len() as f64;
+        let mut ce = 0f64;
+        for &d in draws {
+            ce -= w * log_q[d as usize];
+            grad[d as usize] -= scale * (a * tt * w) as f32;
+        }
+        for (j, &lq) in log_q.iter().enumerate() {
+            grad[j] += scale * (a * tt * lq.exp()) as f32;
+        }
+        loss += a * tt * tt * ce;
+    }
+    loss + ce_row(student, label, alpha, scale, grad)
 }
 
 #[cfg(test)]
@@ -120,5 +208,70 @@ mod tests {
         let l = loss_only(&z, &z, None, 3.0, 1.0);
         // Targets are stored as f32, so log p carries ~1e-7 relative rounding, times T^2 = 9.
         assert!(l.abs() < 1e-6, "{l}");
+    }
+
+    /// Central finite differences of `f` at `z`, against the gradient `g` it reports.
+    fn check_grad(z: &[f32], f: &dyn Fn(&[f32], &mut [f32]) -> f64) {
+        let mut g = vec![0f32; z.len()];
+        f(z, &mut g);
+        for i in 0..z.len() {
+            let h = 1e-2f32;
+            let (mut zp, mut zm) = (z.to_vec(), z.to_vec());
+            zp[i] += h;
+            zm[i] -= h;
+            let mut scratch = vec![0f32; z.len()];
+            let fd = (f(&zp, &mut scratch) - f(&zm, &mut scratch)) / (2.0 * f64::from(h));
+            assert!((fd - f64::from(g[i])).abs() < 2e-3 * (1.0 + fd.abs()), "class {i}: fd {fd} vs {}", g[i]);
+        }
+    }
+
+    #[test]
+    fn topk_and_sampled_gradients_match_finite_differences() {
+        let z = [0.3f32, -1.2, 2.0, 0.1, -0.4, 1.1];
+        let teacher = [4.0f32, -3.0, 1.0, 2.5, -1.0, 0.0];
+        let t = 2.0;
+        let lse = crate::soften::logsumexp_t(&teacher, t);
+        let index = crate::soften::top_k(&teacher, 3);
+        let p: Vec<f64> = index.iter().map(|&i| (f64::from(teacher[i as usize]) / f64::from(t) - lse).exp()).collect();
+        let residual = 1.0 - p.iter().sum::<f64>();
+        check_grad(&z, &|z, g| kd_row_topk(z, &index, &p, residual, Some(1), t, 0.8, 1.0, g));
+        let draws = crate::soften::sample_classes(&teacher, t, 7, 3, 11);
+        check_grad(&z, &|z, g| kd_row_sampled(z, &draws, Some(2), t, 0.6, 1.0, g));
+    }
+
+    #[test]
+    fn topk_with_all_classes_equals_the_dense_loss() {
+        // k = K: no residual, the top-k KL is the dense KL.
+        let z = [0.3f32, -1.2, 2.0, 0.1];
+        let teacher = [1.0f32, -2.0, 3.5, 0.0];
+        let t = 3.0;
+        let dense = loss_only(&z, &teacher, Some(0), t, 0.7);
+        let lse = crate::soften::logsumexp_t(&teacher, t);
+        let index = crate::soften::top_k(&teacher, 4);
+        let p: Vec<f64> = index.iter().map(|&i| (f64::from(teacher[i as usize]) / f64::from(t) - lse).exp()).collect();
+        let mut g = vec![0f32; 4];
+        let topk = kd_row_topk(&z, &index, &p, 0.0, Some(0), t, 0.7, 1.0, &mut g);
+        // The dense path's targets are f32-rounded (~1e-7 relative), times T^2 = 9.
+        assert!((dense - topk).abs() < 1e-6, "{dense} vs {topk}");
+    }
+
+    #[test]
+    fn sampled_loss_is_unbiased_for_the_cross_entropy() {
+        // Mean over many rows' draws of the estimate -> H(p, q) = KL(p||q) + H(p) (f64 reference).
+        let z = [0.5f32, -0.5, 1.5, 0.0];
+        let teacher = [2.0f32, 0.0, -1.0, 1.0];
+        let t = 2.0;
+        let mut p = [0f32; 4];
+        softmax_t(&teacher, t, &mut p);
+        let (log_q, _) = log_softmax_t64(&z, t);
+        let h_pq: f64 = p.iter().zip(&log_q).map(|(&pi, lq)| -f64::from(pi) * lq).sum();
+        let n = 20_000;
+        let mut mean = 0f64;
+        for id in 0..n {
+            let d = crate::soften::sample_classes(&teacher, t, 5, 9, id);
+            let mut g = vec![0f32; 4];
+            mean += kd_row_sampled(&z, &d, None, t, 1.0, 1.0, &mut g) / (f64::from(t) * f64::from(t)) / n as f64;
+        }
+        assert!((mean - h_pq).abs() < 0.01, "{mean} vs {h_pq}");
     }
 }

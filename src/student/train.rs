@@ -16,13 +16,13 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::checkpoint::{self, Checkpointing};
-use super::loss::kd_row;
+use super::loss::{kd_row, kd_row_sampled, kd_row_topk};
 use super::mlp::{gather_scaled, Mlp};
 use super::optim::{LrSchedule, Optimizer};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::soften::{argmax, log_softmax_t, softmax_t};
-use crate::store::TeacherOutputs;
+use crate::store::{Sparse, TeacherOutputs};
 
 /// Training settings; [`TrainSettings::validate`] runs before any data is read.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -187,11 +187,51 @@ impl Workspace {
 }
 
 struct Targets<'a> {
-    soft: &'a Array2<f32>,
-    log_soft: &'a Array2<f32>,
+    teacher: TeacherTargets<'a>,
     labels: &'a [Option<usize>],
     t: f32,
     alpha: f32,
+}
+
+/// The teacher's side of the loss, per storage form.
+enum TeacherTargets<'a> {
+    /// softmax(logits / T) and its log, `[rows, K]`.
+    Dense { soft: Array2<f32>, log_soft: Array2<f32> },
+    /// Top-k: stored classes, their p_T (exact) and the residual mass.
+    TopK { index: &'a Array2<u32>, p: Array2<f64>, residual: Vec<f64> },
+    /// Sampled classes.
+    Sampled { index: &'a Array2<u32> },
+}
+
+impl Targets<'_> {
+    /// Adds row `i`'s loss gradient (scaled) to `g` and returns its loss.
+    fn row(&self, i: usize, z: &[f32], scale: f32, g: &mut [f32]) -> f64 {
+        let (label, t, alpha) = (self.labels[i], self.t, self.alpha);
+        match &self.teacher {
+            TeacherTargets::Dense { soft, log_soft } => {
+                let (p, lp) = (soft.row(i), log_soft.row(i));
+                kd_row(z, p.as_slice().unwrap_or(&[]), lp.as_slice().unwrap_or(&[]), label, t, alpha, scale, g)
+            }
+            TeacherTargets::TopK { index, p, residual } => {
+                let (idx, p) = (index.row(i), p.row(i));
+                kd_row_topk(
+                    z,
+                    idx.as_slice().unwrap_or(&[]),
+                    p.as_slice().unwrap_or(&[]),
+                    residual[i],
+                    label,
+                    t,
+                    alpha,
+                    scale,
+                    g,
+                )
+            }
+            TeacherTargets::Sampled { index } => {
+                let d = index.row(i);
+                kd_row_sampled(z, d.as_slice().unwrap_or(&[]), label, t, alpha, scale, g)
+            }
+        }
+    }
 }
 
 /// Forward and backward for `idx` rows; gradients are scaled by `scale` (1 / batch rows).
@@ -230,18 +270,7 @@ fn step_chunk(mlp: &Mlp, inputs: ArrayView2<f32>, idx: &[usize], tg: &Targets, s
         if z.len() != k || g.len() != k {
             continue;
         }
-        let soft = tg.soft.row(i);
-        let log_soft = tg.log_soft.row(i);
-        ws.loss += kd_row(
-            z,
-            soft.as_slice().unwrap_or(&[]),
-            log_soft.as_slice().unwrap_or(&[]),
-            tg.labels[i],
-            tg.t,
-            tg.alpha,
-            scale,
-            g,
-        );
+        ws.loss += tg.row(i, z, scale, g);
     }
     // Backward.
     for l in (0..=last).rev() {
@@ -315,17 +344,39 @@ pub fn train(
         )));
     }
 
-    // The teacher's softened targets at T, computed once.
-    let mut soft = Array2::<f32>::zeros((n, num_classes));
-    let mut log_soft = Array2::<f32>::zeros((n, num_classes));
-    Zip::from(soft.rows_mut()).and(log_soft.rows_mut()).and(data.logits.rows()).par_for_each(|mut p, mut lp, z| {
-        let z = z.to_vec();
-        if let (Some(p), Some(lp)) = (p.as_slice_mut(), lp.as_slice_mut()) {
-            softmax_t(&z, t, p);
-            log_softmax_t(&z, t, lp);
+    // The teacher's side of the loss at T, computed once.
+    if data.sparse.is_some() && t != label_temperature {
+        return Err(Error::Config(format!(
+            "{} stores sparse labels made at T = {label_temperature}: their normaliser (top-k) or draws (sampled) \
+             hold only at that temperature, so --temperature {t} cannot be used",
+            origin.display()
+        )));
+    }
+    let teacher = match &data.sparse {
+        None => {
+            let mut soft = Array2::<f32>::zeros((n, num_classes));
+            let mut log_soft = Array2::<f32>::zeros((n, num_classes));
+            Zip::from(soft.rows_mut()).and(log_soft.rows_mut()).and(data.logits.rows()).par_for_each(
+                |mut p, mut lp, z| {
+                    let z = z.to_vec();
+                    if let (Some(p), Some(lp)) = (p.as_slice_mut(), lp.as_slice_mut()) {
+                        softmax_t(&z, t, p);
+                        log_softmax_t(&z, t, lp);
+                    }
+                },
+            );
+            TeacherTargets::Dense { soft, log_soft }
         }
-    });
-    let targets = Targets { soft: &soft, log_soft: &log_soft, labels: &labels, t, alpha: settings.alpha };
+        Some(Sparse::TopK { index, logit, logsumexp_t }) => {
+            let tt = f64::from(t);
+            let p =
+                Array2::from_shape_fn(logit.raw_dim(), |(i, j)| (f64::from(logit[[i, j]]) / tt - logsumexp_t[i]).exp());
+            let residual = p.rows().into_iter().map(|r| (1.0 - r.sum()).max(0.0)).collect();
+            TeacherTargets::TopK { index, p, residual }
+        }
+        Some(Sparse::Sampled { index }) => TeacherTargets::Sampled { index },
+    };
+    let targets = Targets { teacher, labels: &labels, t, alpha: settings.alpha };
 
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
     let mut dims = vec![data.inputs.ncols()];
@@ -488,7 +539,7 @@ mod tests {
             log_softmax_t(&z, t, log_soft.row_mut(i).as_slice_mut().unwrap());
         }
         let labels: Vec<Option<usize>> = (0..n).map(|i| if i == 2 { None } else { Some(i % k) }).collect();
-        let tg = Targets { soft: &soft, log_soft: &log_soft, labels: &labels, t, alpha: 0.6 };
+        let tg = Targets { teacher: TeacherTargets::Dense { soft, log_soft }, labels: &labels, t, alpha: 0.6 };
         let idx: Vec<usize> = (0..n).collect();
         let loss_of = |m: &Mlp| {
             let mut ws = Workspace::new(m, n);
@@ -528,6 +579,7 @@ mod tests {
             labels: (0..n).map(|i| Some((i % 3) as i64)).collect(),
             inputs,
             logits,
+            sparse: None,
         };
         let s = TrainSettings { hidden: vec![16], epochs: 2, batch_size: 16, ..Default::default() };
         let td = TrainData { outputs: &data, num_classes: 3, temperature: 2.0, origin: Path::new("mem") };
