@@ -87,3 +87,27 @@ def test_a_numpy_student_learns_from_the_files(labels):
         losses.append(float(-(p * np.log(q + 1e-12)).sum(axis=1).mean()))
         w -= 5.0 * x.T @ (q - p) / (T * len(x))
     assert losses[-1] < losses[0] - 0.1, losses
+
+
+def test_top_k_files_read_everywhere_and_give_exact_probabilities(labels, tmp_path):
+    """A top-k dataset: every reader sees the sparse columns; p_T of a stored class,
+    exp(topk_logit / T - logsumexp_t), equals the dense dataset's `soft` at that class within 1e-6."""
+    topk = tmp_path / "topk"
+    subprocess.run([BIN, "--quiet", "precompute", "--teacher", str(ROOT / "data/teachers/mnist_cnn.onnx"),
+                    "--data", str(ROOT / "data/mnist/test.parquet"), "--input-column", "image",
+                    "--temperature", str(T), "--out", str(topk), "--top-k", "5"], check=True)
+    sp = pd.read_parquet(topk).sort_values("id")
+    dense = pd.read_parquet(labels).sort_values("id")
+    assert list(sp.columns) == ["id", "label", "input", "topk_index", "topk_logit", "logsumexp_t"]
+    idx = np.stack(sp["topk_index"].to_numpy()).astype(np.int64)
+    p = np.exp(np.stack(sp["topk_logit"].to_numpy()).astype(np.float64) / T - sp["logsumexp_t"].to_numpy()[:, None])
+    soft = np.stack(dense["soft"].to_numpy())
+    assert np.abs(p - np.take_along_axis(soft, idx, axis=1)).max() < 1e-6
+    assert (np.diff(p, axis=1) <= 1e-12).all()  # stored by descending probability
+    pl_df = pl.read_parquet(str(topk / "*.parquet"))
+    assert pl_df.schema["topk_index"] == pl.Array(pl.UInt32, 5) and pl_df.schema["logsumexp_t"] == pl.Float64
+    n, lo, hi = duckdb.connect().execute(
+        f"SELECT count(*), min(len(topk_index)), max(len(topk_logit)) FROM read_parquet('{topk}/*.parquet')").fetchone()
+    assert (n, lo, hi) == (10_000, 5, 5)
+    manifest = json.loads((topk / "_manifest.json").read_text())
+    assert manifest["schema_version"] == "1.1" and manifest["form"] == {"kind": "top-k", "k": 5}
