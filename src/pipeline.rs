@@ -380,6 +380,7 @@ fn labels_for(
         resume: true,
         shard: None,
         form: Default::default(),
+        no_inputs: false,
     };
     // An interrupted earlier run is continued; labels from other settings are replaced.
     if let Err(e) = precompute(&settings, progress) {

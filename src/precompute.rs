@@ -48,6 +48,8 @@ pub struct PrecomputeSettings {
     pub shard: Option<Shard>,
     /// How to store the teacher's outputs: dense, top-k or sampled.
     pub form: LabelForm,
+    /// Leave the input column out (label-only dataset; `train --inputs` joins the source by id).
+    pub no_inputs: bool,
 }
 
 /// Checks a temperature: finite and > 0.
@@ -166,6 +168,7 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
             dtype: source.element_type(),
             width,
             shape: row_shape.clone(),
+            stored: !settings.no_inputs,
         },
         label_column: source.label_column().map(str::to_string),
         id_column: source.id_column().map(str::to_string),

@@ -860,3 +860,39 @@ fn top_k_and_sampled_labels_store_exact_values_and_train() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--top-k 9 must be in 1..=3"));
 }
+
+#[test]
+fn label_only_datasets_join_their_source_by_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full");
+    let bare = tmp.path().join("bare");
+    assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &full, &[]));
+    assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &bare, &["--no-inputs"]));
+    let bytes = |d: &Path| SoftLabels::open(d).unwrap().manifest().parts.iter().map(|p| p.bytes).sum::<u64>();
+    assert!(bytes(&bare) < bytes(&full));
+    let train = |labels: &Path, out: &Path, extra: &[&str]| {
+        let mut args =
+            vec!["train", "--labels", s(labels), "--out", s(out), "--hidden", "8", "--epochs", "3", "--threads", "1"];
+        args.extend_from_slice(extra);
+        softlabel(&args)
+    };
+    let o = train(&bare, &tmp.path().join("x"), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("was made with --no-inputs: pass --inputs"));
+    // Joined by id, the student learns exactly what it learns from the dataset that stores the inputs.
+    assert_ok(&train(&full, &tmp.path().join("a"), &[]));
+    assert_ok(&train(&bare, &tmp.path().join("b"), &["--inputs", s(&fx("small.parquet"))]));
+    assert_eq!(
+        std::fs::read(tmp.path().join("a/student.safetensors")).unwrap(),
+        std::fs::read(tmp.path().join("b/student.safetensors")).unwrap()
+    );
+    // Other data (same ids, other values) is refused unless the fingerprint check is overridden.
+    let o = train(&bare, &tmp.path().join("c"), &["--inputs", s(&fx("ints.parquet"))]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("ints.parquet: fingerprint"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_ok(&train(&bare, &tmp.path().join("c"), &["--inputs", s(&fx("ints.parquet")), "--ignore-fingerprint"]));
+}

@@ -73,6 +73,10 @@ pub struct PrecomputeArgs {
     /// Seed of --sample-k's draws (with the row id: reproducible across batching, shards and resumes).
     #[arg(long, default_value_t = 0, value_name = "S")]
     pub sample_seed: u64,
+    /// Leave the input column out: ids, labels and teacher outputs only. `train --inputs SOURCE` joins
+    /// the source back by id (checking its fingerprint).
+    #[arg(long)]
+    pub no_inputs: bool,
     /// Print the manifest as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -103,6 +107,7 @@ pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Re
             (None, Some(k)) => LabelForm::Sampled { k, seed: a.sample_seed },
             (None, None) => LabelForm::Dense,
         },
+        no_inputs: a.no_inputs,
     };
     let start = std::time::Instant::now();
     let m = precompute(&settings, bars)?;

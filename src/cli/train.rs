@@ -63,6 +63,13 @@ pub struct TrainArgs {
     /// Training threads (0: all cores).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
+    /// The source data, for labels made with `precompute --no-inputs`: joined by id (columns as recorded
+    /// in the labels' manifest).
+    #[arg(long, value_name = "PATH")]
+    pub inputs: Option<PathBuf>,
+    /// Join --inputs even if its fingerprint differs from the data the labels were made from.
+    #[arg(long)]
+    pub ignore_fingerprint: bool,
     /// Continue from the checkpoint in --out (written after every epoch) if there is one; the result
     /// equals an uninterrupted run's (same settings and --threads required).
     #[arg(long)]
@@ -94,7 +101,23 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let data = labels.load()?;
+    let mut data = labels.load()?;
+    match (&a.inputs, m.input.stored) {
+        (Some(path), _) => {
+            let spec = DataSpec {
+                input: m.input.source_column.split(',').map(str::to_string).collect(),
+                label_column: None,
+                id_column: m.id_column.clone(),
+                skip_nonfinite: false,
+            };
+            data.join_inputs(&m, &DataSource::open(path, &spec)?, path, a.ignore_fingerprint)?;
+        }
+        (None, false) => anyhow::bail!(softlabel::Error::dataset(
+            &a.labels,
+            "was made with --no-inputs: pass --inputs with the data it was made from"
+        )),
+        (None, true) => {}
+    }
     let start = std::time::Instant::now();
     let cp = Checkpointing { dir: a.out.clone(), resume: a.resume, labels_sha256: labels.manifest_sha256()? };
     let td = TrainData { outputs: &data, num_classes: m.num_classes, temperature: m.temperature, origin: labels.dir() };

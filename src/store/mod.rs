@@ -95,6 +95,17 @@ pub struct InputInfo {
     pub width: usize,
     /// The per-row shape fed to the teacher (without the batch dimension).
     pub shape: Vec<usize>,
+    /// Whether the `input` column is stored (false with `--no-inputs`: join the source by id).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub stored: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// One part file.
@@ -254,8 +265,13 @@ impl Manifest {
     /// The Arrow schema of every part, carrying [`Manifest::key_values`] as its metadata (so readers
     /// that look at the embedded Arrow schema, like pyarrow's `schema.metadata`, see them too).
     pub fn arrow_schema(&self) -> Schema {
-        part_schema(self.input.dtype, self.input.width, self.num_classes, self.form)
-            .with_metadata(self.key_values().into_iter().collect::<std::collections::HashMap<_, _>>())
+        part_schema(
+            self.input.dtype,
+            if self.input.stored { Some(self.input.width) } else { None },
+            self.num_classes,
+            self.form,
+        )
+        .with_metadata(self.key_values().into_iter().collect::<std::collections::HashMap<_, _>>())
     }
 
     /// Reads and checks `DIR/_manifest.json`.
@@ -361,14 +377,15 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// The Arrow schema of a part.
-pub fn part_schema(input: ElementType, width: usize, classes: usize, form: LabelForm) -> Schema {
+/// The Arrow schema of a part; `width` is `None` when inputs are not stored.
+pub fn part_schema(input: ElementType, width: Option<usize>, classes: usize, form: LabelForm) -> Schema {
     let list =
         |dt: DataType, n: usize| DataType::FixedSizeList(std::sync::Arc::new(Field::new("item", dt, false)), n as i32);
-    let mut fields = vec![
-        Field::new(columns::ID, DataType::UInt64, false),
-        Field::new(columns::LABEL, DataType::Int64, true),
-        Field::new(columns::INPUT, list(input.to_arrow(), width), false),
-    ];
+    let mut fields =
+        vec![Field::new(columns::ID, DataType::UInt64, false), Field::new(columns::LABEL, DataType::Int64, true)];
+    if let Some(width) = width {
+        fields.push(Field::new(columns::INPUT, list(input.to_arrow(), width), false));
+    }
     match form {
         LabelForm::Dense => fields.extend([
             Field::new(columns::LOGITS, list(DataType::Float32, classes), false),
@@ -448,7 +465,13 @@ mod tests {
                 output_name: "y".into(),
                 output_kind: crate::teacher::OutputKind::Logits,
             },
-            input: InputInfo { source_column: "input".into(), dtype: ElementType::F32, width: 2, shape: vec![2] },
+            input: InputInfo {
+                source_column: "input".into(),
+                dtype: ElementType::F32,
+                width: 2,
+                shape: vec![2],
+                stored: true,
+            },
             label_column: None,
             id_column: None,
             source: SourceInfo { files: vec![], fingerprint: "f".into() },

@@ -11,7 +11,7 @@ use ndarray::Array2;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{columns, LabelForm, Manifest};
-use crate::dataset::{numeric_to_f32, sha256_file};
+use crate::dataset::{numeric_to_f32, sha256_file, DataSource};
 use crate::error::{Error, Result};
 
 /// An opened, checked soft-label dataset.
@@ -56,6 +56,58 @@ pub enum Sparse {
 }
 
 impl TeacherOutputs {
+    /// Fills `inputs` of a label-only dataset (made with `--no-inputs`) from its source, joined by id.
+    /// The source must be the data the labels were made from (same fingerprint) unless
+    /// `ignore_fingerprint`; every id must be found.
+    pub fn join_inputs(
+        &mut self,
+        m: &Manifest,
+        source: &DataSource,
+        source_path: &Path,
+        ignore_fingerprint: bool,
+    ) -> Result<()> {
+        let fingerprint = source.source_info()?.fingerprint;
+        if fingerprint != m.source.fingerprint && !ignore_fingerprint {
+            return Err(Error::dataset(
+                source_path,
+                format!(
+                    "fingerprint {fingerprint} differs from the data the labels were made from ({}): not the same \
+                     files; pass --ignore-fingerprint to join by id anyway",
+                    m.source.fingerprint
+                ),
+            ));
+        }
+        let w = m.input.width;
+        let index = self.id_index();
+        let mut inputs = Array2::<f32>::zeros((self.ids.len(), w));
+        let mut found = vec![false; self.ids.len()];
+        for b in source.batches(8192) {
+            let b = b?;
+            if b.width != w {
+                return Err(Error::data(
+                    &b.file,
+                    format!(
+                        "column '{}' has {} values per row, the labels' inputs have {w}",
+                        source.input_name(),
+                        b.width
+                    ),
+                ));
+            }
+            let flat = b.input_f32();
+            for (i, id) in b.ids.iter().enumerate() {
+                if let Some(&r) = index.get(id) {
+                    inputs.row_mut(r).assign(&ndarray::ArrayView1::from(&flat[i * w..(i + 1) * w]));
+                    found[r] = true;
+                }
+            }
+        }
+        if let Some(r) = found.iter().position(|f| !f) {
+            return Err(Error::dataset(source_path, format!("no row with id {} (which the labels have)", self.ids[r])));
+        }
+        self.inputs = inputs;
+        Ok(())
+    }
+
     /// A map from id to row.
     pub fn id_index(&self) -> HashMap<u64, usize> {
         self.ids.iter().enumerate().map(|(i, &id)| (id, i)).collect()
@@ -160,7 +212,7 @@ impl SoftLabels {
         let m = &self.manifest;
         let w = m.input.width;
         let mut acc = Columns::default();
-        let expected = super::part_schema(m.input.dtype, m.input.width, m.num_classes, m.form);
+        let expected = super::part_schema(m.input.dtype, m.input.stored.then_some(w), m.num_classes, m.form);
         for part in &m.parts {
             let path = self.dir.join(&part.file);
             let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
@@ -207,6 +259,7 @@ impl SoftLabels {
                 Err(Error::Internal(format!("{what}: {len} values for {n} rows of {cols}")))
             }
         };
+        let w = if m.input.stored { w } else { 0 };
         let inputs = Array2::from_shape_vec(shape(w, "input", acc.inputs.len())?, acc.inputs)
             .map_err(|e| Error::Internal(e.to_string()))?;
         let (logits, sparse) = match m.form {
@@ -280,10 +333,12 @@ impl Columns {
             .as_primitive_opt::<Int64Type>()
             .ok_or_else(|| Error::dataset(path, "column 'label' is not int64"))?;
         self.labels.extend((0..label.len()).map(|i| (!label.is_null(i)).then(|| label.value(i))));
-        let input = list_values(path, rb, columns::INPUT, first_row)?;
-        self.inputs.extend(
-            numeric_to_f32(input.as_ref()).ok_or_else(|| Error::dataset(path, "column 'input' is not numeric"))?,
-        );
+        if m.input.stored {
+            let input = list_values(path, rb, columns::INPUT, first_row)?;
+            self.inputs.extend(
+                numeric_to_f32(input.as_ref()).ok_or_else(|| Error::dataset(path, "column 'input' is not numeric"))?,
+            );
+        }
         let floats = |name: &str, width: usize| -> Result<Vec<f32>> {
             let v = list_values(path, rb, name, first_row)?;
             let v = v

@@ -389,11 +389,11 @@ impl SoftLabelWriter {
                     .map_err(|e| Error::Internal(e.to_string()))?,
             ))
         };
-        let mut cols: Vec<ArrayRef> = vec![
-            Arc::new(UInt64Array::from(ids.to_vec())),
-            Arc::new(Int64Array::from(labels.to_vec())),
-            list(input.clone(), self.manifest.input.width)?,
-        ];
+        let mut cols: Vec<ArrayRef> =
+            vec![Arc::new(UInt64Array::from(ids.to_vec())), Arc::new(Int64Array::from(labels.to_vec()))];
+        if self.manifest.input.stored {
+            cols.push(list(input.clone(), self.manifest.input.width)?);
+        }
         match self.manifest.form {
             LabelForm::Dense => {
                 let mut soft = vec![0f32; logits.len()];
