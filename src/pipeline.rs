@@ -381,6 +381,7 @@ fn labels_for(
         shard: None,
         form: Default::default(),
         no_inputs: false,
+        float16: false,
     };
     // An interrupted earlier run is continued; labels from other settings are replaced.
     if let Err(e) = precompute(&settings, progress) {

@@ -50,6 +50,8 @@ pub struct PrecomputeSettings {
     pub form: LabelForm,
     /// Leave the input column out (label-only dataset; `train --inputs` joins the source by id).
     pub no_inputs: bool,
+    /// Store logits and probabilities as float16.
+    pub float16: bool,
 }
 
 /// Checks a temperature: finite and > 0.
@@ -146,7 +148,12 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
     let members: Vec<TeacherInfo> = teacher.members().iter().map(|m| member_info(m, &file_name(m.path()))).collect();
     let manifest = Manifest {
         format: FORMAT.into(),
-        schema_version: if settings.form.is_dense() { SCHEMA_VERSION } else { SCHEMA_VERSION_SPARSE }.into(),
+        schema_version: if settings.form.is_dense() && !settings.float16 {
+            SCHEMA_VERSION
+        } else {
+            SCHEMA_VERSION_SPARSE
+        }
+        .into(),
         created_by: format!("softlabel {}", env!("CARGO_PKG_VERSION")),
         temperature: settings.temperature,
         num_classes,
@@ -180,6 +187,7 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
         shard: settings.shard,
         skipped_nonfinite_rows: 0,
         form: settings.form,
+        float16: settings.float16,
     };
     let (mut writer, skip) = if settings.resume {
         match SoftLabelWriter::resume(&settings.out, manifest, settings.writer.clone(), settings.batch_size)? {

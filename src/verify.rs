@@ -9,7 +9,7 @@ use std::fs::File;
 use std::path::Path;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, UInt64Type};
+use arrow_array::types::{Float16Type, Float32Type, UInt64Type};
 use arrow_array::Array;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
@@ -20,6 +20,8 @@ use crate::store::{columns, SoftLabels};
 
 /// Largest |soft - softmax(logits / T)| accepted (soft is the f32 rounding of an f64 computation).
 pub const SOFT_TOLERANCE: f64 = 1e-6;
+/// The same for float16 datasets.
+pub const SOFT_TOLERANCE_F16: f64 = 2e-3;
 
 /// What `verify` found.
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +47,8 @@ pub fn verify(dir: &Path) -> Result<Verified> {
     let mut max_err = 0f64;
     let mut total = 0u64;
     let mut p = vec![0f32; k];
+    // float16 storage rounds soft (and the logits it is recomputed from) to 11 significant bits.
+    let tolerance = if m.float16 { SOFT_TOLERANCE_F16 } else { SOFT_TOLERANCE };
     for part in &m.parts {
         let path = dir.join(&part.file);
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
@@ -76,8 +80,16 @@ pub fn verify(dir: &Path) -> Result<Verified> {
             let soft = col(columns::SOFT)?.as_fixed_size_list().clone();
             let lv = logits.values().slice(logits.value_offset_at(0), logits.len() * k);
             let sv = soft.values().slice(soft.value_offset_at(0), soft.len() * k);
-            let lv = lv.as_primitive::<Float32Type>().values();
-            let sv = sv.as_primitive::<Float32Type>().values();
+            let floats = |a: &arrow_array::ArrayRef, name: &str| -> Result<Vec<f32>> {
+                if let Some(v) = a.as_primitive_opt::<Float32Type>() {
+                    Ok(v.values().to_vec())
+                } else if let Some(v) = a.as_primitive_opt::<Float16Type>() {
+                    Ok(v.values().iter().map(|h| h.to_f32()).collect())
+                } else {
+                    Err(Error::dataset(&path, format!("column '{name}' is not float32 or float16")))
+                }
+            };
+            let (lv, sv) = (floats(&lv, columns::LOGITS)?, floats(&sv, columns::SOFT)?);
             for i in 0..rb.num_rows() {
                 let r = row + i as u64;
                 let id = ids.value(i);
@@ -100,7 +112,7 @@ pub fn verify(dir: &Path) -> Result<Verified> {
                 softmax_t(z, m.temperature, &mut p);
                 for (j, (&a, &b)) in sv[i * k..(i + 1) * k].iter().zip(&p).enumerate() {
                     let err = (f64::from(a) - f64::from(b)).abs();
-                    if err.is_nan() || err > SOFT_TOLERANCE {
+                    if err.is_nan() || err > tolerance {
                         return Err(Error::dataset(
                             &path,
                             format!(

@@ -896,3 +896,31 @@ fn label_only_datasets_join_their_source_by_id() {
     );
     assert_ok(&train(&bare, &tmp.path().join("c"), &["--inputs", s(&fx("ints.parquet")), "--ignore-fingerprint"]));
 }
+
+#[test]
+fn float16_storage_stays_within_half_precision_of_the_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("f16");
+    assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &out, &["--float16"]));
+    assert_ok(&softlabel(&["verify", s(&out)]));
+    let lin = Linear::load();
+    let d = SoftLabels::open(&out).unwrap().load().unwrap();
+    for (i, row) in d.inputs.rows().into_iter().enumerate() {
+        for (k, want) in lin.logits(row.as_slice().unwrap()).iter().enumerate() {
+            // float16 keeps 11 significant bits: relative error <= 2^-11 (plus the f32 computation's).
+            let got = f64::from(d.logits[[i, k]]);
+            assert!((got - want).abs() <= want.abs() * 2f64.powi(-11) + 1e-4, "row {i}: {got} vs {want}");
+        }
+    }
+    assert_ok(&softlabel(&[
+        "train",
+        "--labels",
+        s(&out),
+        "--out",
+        s(&tmp.path().join("st")),
+        "--hidden",
+        "8",
+        "--epochs",
+        "2",
+    ]));
+}

@@ -77,6 +77,10 @@ pub struct PrecomputeArgs {
     /// the source back by id (checking its fingerprint).
     #[arg(long)]
     pub no_inputs: bool,
+    /// Store logits and probabilities (dense) or top-k logits as float16: half the bytes, with a
+    /// relative error up to 2^-11 (measured in SCHEMA.md).
+    #[arg(long)]
+    pub float16: bool,
     /// Print the manifest as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -108,6 +112,7 @@ pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Re
             (None, None) => LabelForm::Dense,
         },
         no_inputs: a.no_inputs,
+        float16: a.float16,
     };
     let start = std::time::Instant::now();
     let m = precompute(&settings, bars)?;

@@ -164,6 +164,9 @@ pub struct Manifest {
     /// How the teacher's outputs are stored (absent: dense).
     #[serde(default, skip_serializing_if = "LabelForm::is_dense")]
     pub form: LabelForm,
+    /// Logits and probabilities stored as float16 (`--float16`) instead of float32.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub float16: bool,
     /// For a teacher ensemble: its members (`teacher` then describes the ensemble as a whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<EnsembleInfo>,
@@ -256,6 +259,9 @@ impl Manifest {
         if !self.form.is_dense() {
             kv.push(("softlabel.form".into(), json(&self.form)));
         }
+        if self.float16 {
+            kv.push(("softlabel.float16".into(), "true".into()));
+        }
         if let Some(ensemble) = &self.ensemble {
             kv.push(("softlabel.ensemble".into(), json(ensemble)));
         }
@@ -270,6 +276,7 @@ impl Manifest {
             if self.input.stored { Some(self.input.width) } else { None },
             self.num_classes,
             self.form,
+            self.float16,
         )
         .with_metadata(self.key_values().into_iter().collect::<std::collections::HashMap<_, _>>())
     }
@@ -378,7 +385,8 @@ fn is_zero(n: &u64) -> bool {
 
 /// The Arrow schema of a part.
 /// The Arrow schema of a part; `width` is `None` when inputs are not stored.
-pub fn part_schema(input: ElementType, width: Option<usize>, classes: usize, form: LabelForm) -> Schema {
+pub fn part_schema(input: ElementType, width: Option<usize>, classes: usize, form: LabelForm, float16: bool) -> Schema {
+    let float = if float16 { DataType::Float16 } else { DataType::Float32 };
     let list =
         |dt: DataType, n: usize| DataType::FixedSizeList(std::sync::Arc::new(Field::new("item", dt, false)), n as i32);
     let mut fields =
@@ -388,12 +396,12 @@ pub fn part_schema(input: ElementType, width: Option<usize>, classes: usize, for
     }
     match form {
         LabelForm::Dense => fields.extend([
-            Field::new(columns::LOGITS, list(DataType::Float32, classes), false),
-            Field::new(columns::SOFT, list(DataType::Float32, classes), false),
+            Field::new(columns::LOGITS, list(float.clone(), classes), false),
+            Field::new(columns::SOFT, list(float, classes), false),
         ]),
         LabelForm::TopK { k } => fields.extend([
             Field::new(columns::TOPK_INDEX, list(DataType::UInt32, k), false),
-            Field::new(columns::TOPK_LOGIT, list(DataType::Float32, k), false),
+            Field::new(columns::TOPK_LOGIT, list(float, k), false),
             Field::new(columns::LOGSUMEXP_T, DataType::Float64, false),
         ]),
         LabelForm::Sampled { k, .. } => {
@@ -480,6 +488,7 @@ mod tests {
             parts: vec![],
             skipped_nonfinite_rows: 0,
             form: LabelForm::Dense,
+            float16: false,
             ensemble: None,
             shard: None,
             checksum: String::new(),

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, Int64Type, UInt32Type, UInt64Type};
+use arrow_array::types::{Float16Type, Float32Type, Float64Type, Int64Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use ndarray::Array2;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -212,7 +212,7 @@ impl SoftLabels {
         let m = &self.manifest;
         let w = m.input.width;
         let mut acc = Columns::default();
-        let expected = super::part_schema(m.input.dtype, m.input.stored.then_some(w), m.num_classes, m.form);
+        let expected = super::part_schema(m.input.dtype, m.input.stored.then_some(w), m.num_classes, m.form, m.float16);
         for part in &m.parts {
             let path = self.dir.join(&part.file);
             let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
@@ -341,11 +341,19 @@ impl Columns {
         }
         let floats = |name: &str, width: usize| -> Result<Vec<f32>> {
             let v = list_values(path, rb, name, first_row)?;
-            let v = v
-                .as_primitive_opt::<Float32Type>()
-                .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not float32")))?
-                .values()
-                .to_vec();
+            let v: Vec<f32> = if m.float16 {
+                v.as_primitive_opt::<Float16Type>()
+                    .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not float16")))?
+                    .values()
+                    .iter()
+                    .map(|h| h.to_f32())
+                    .collect()
+            } else {
+                v.as_primitive_opt::<Float32Type>()
+                    .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not float32")))?
+                    .values()
+                    .to_vec()
+            };
             if let Some(pos) = v.iter().position(|x| x.is_nan() || *x == f32::INFINITY) {
                 return Err(Error::dataset(
                     path,

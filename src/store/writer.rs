@@ -400,8 +400,8 @@ impl SoftLabelWriter {
                 for (z, p) in logits.chunks_exact(k).zip(soft.chunks_exact_mut(k)) {
                     softmax_t(z, t, p);
                 }
-                cols.push(list(Arc::new(Float32Array::from(logits.to_vec())), k)?);
-                cols.push(list(Arc::new(Float32Array::from(soft)), k)?);
+                cols.push(list(self.floats(logits)?, k)?);
+                cols.push(list(self.floats(&soft)?, k)?);
             }
             LabelForm::TopK { k: top } => {
                 let (mut index, mut value, mut lse) = (Vec::new(), Vec::new(), Vec::new());
@@ -412,7 +412,7 @@ impl SoftLabelWriter {
                     lse.push(logsumexp_t(z, t));
                 }
                 cols.push(list(Arc::new(UInt32Array::from(index)), top)?);
-                cols.push(list(Arc::new(Float32Array::from(value)), top)?);
+                cols.push(list(self.floats(&value)?, top)?);
                 cols.push(Arc::new(Float64Array::from(lse)));
             }
             LabelForm::Sampled { k: draws, seed } => {
@@ -424,6 +424,18 @@ impl SoftLabelWriter {
             }
         }
         RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| Error::Internal(format!("record batch: {e}")))
+    }
+
+    /// Float values as the manifest stores them: float32, or float16 (refusing values out of its range).
+    fn floats(&self, v: &[f32]) -> Result<ArrayRef> {
+        if !self.manifest.float16 {
+            return Ok(Arc::new(Float32Array::from(v.to_vec())));
+        }
+        let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
+        if let Some(i) = (0..v.len()).find(|&i| v[i].is_finite() && !h[i].is_finite()) {
+            return Err(Error::Config(format!("value {} does not fit float16 (max 65504): drop --float16", v[i])));
+        }
+        Ok(Arc::new(arrow_array::Float16Array::from(h)))
     }
 
     /// Queues rows for the current part and writes every complete block.
