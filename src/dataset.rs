@@ -194,9 +194,38 @@ pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+/// Opens a Parquet file for reading, after checking its footer's column-chunk byte ranges: the parquet
+/// crate panics on negative offsets or sizes (found by fuzzing), so a damaged footer must be refused
+/// here, as an error naming the file. Every Parquet file softlabel reads is opened through this.
+pub fn open_parquet(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|error| Error::Parquet { path: path.to_path_buf(), error })
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|error| Error::Parquet { path: path.to_path_buf(), error })?;
+    for (g, rg) in builder.metadata().row_groups().iter().enumerate() {
+        if rg.num_rows() < 0 {
+            return Err(Error::data(path, format!("corrupt footer: row group {g} has {} rows", rg.num_rows())));
+        }
+        for c in rg.columns() {
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            let size = c.compressed_size();
+            let end = start.checked_add(size);
+            if start < 0 || size < 0 || end.is_none_or(|e| e as u64 > len) {
+                return Err(Error::data(
+                    path,
+                    format!(
+                        "corrupt footer: column '{}' in row group {g} claims bytes {start}..+{size} of a {len}-byte file",
+                        c.column_path().string()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(builder)
+}
+
+fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    open_parquet(path)
 }
 
 fn column_names(schema: &Schema) -> String {

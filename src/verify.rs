@@ -5,13 +5,11 @@
 //! counts, no NaN, and `soft` equal to softmax(logits / T).
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::path::Path;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float16Type, Float32Type, UInt64Type};
 use arrow_array::Array;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -51,9 +49,9 @@ pub fn verify(dir: &Path) -> Result<Verified> {
     let tolerance = if m.float16 { SOFT_TOLERANCE_F16 } else { SOFT_TOLERANCE };
     for part in &m.parts {
         let path = dir.join(&part.file);
-        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.with_batch_size(8192).build())
+        let reader = crate::dataset::open_parquet(&path)?
+            .with_batch_size(8192)
+            .build()
             .map_err(|error| Error::Parquet { path: path.clone(), error })?;
         let mut row = 0u64;
         for rb in reader {

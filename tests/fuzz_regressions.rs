@@ -32,7 +32,9 @@ fn fuzz_found_parquet_inputs_are_refused_with_a_clear_message() {
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{}: {err}", input.display());
-        assert_eq!(err.matches("not a readable Parquet file").count(), 1, "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one error line: {err}");
+        assert!(err.contains("not a readable Parquet file") || err.contains("corrupt footer"), "{err}");
         assert!(err.contains(input.to_str().unwrap()), "{err}");
         // As a soft-label part (past the hash checks, straight into the part reader).
         let dir = tmp.path().join("part");

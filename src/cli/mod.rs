@@ -96,10 +96,7 @@ impl DataArgs {
 fn has_column(data: &std::path::Path, name: &str) -> bool {
     let Ok(files) = softlabel::dataset::parquet_files(data) else { return false };
     let Some(first) = files.first() else { return false };
-    let Ok(file) = std::fs::File::open(first) else { return false };
-    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .map(|b| b.schema().field_with_name(name).is_ok())
-        .unwrap_or(false)
+    softlabel::dataset::open_parquet(first).map(|b| b.schema().field_with_name(name).is_ok()).unwrap_or(false)
 }
 
 pub fn init_logging(verbose: u8, quiet: bool) {

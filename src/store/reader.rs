@@ -1,14 +1,12 @@
 //! Reading a soft-label dataset back, checking it against its manifest.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float16Type, Float32Type, Float64Type, Int64Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use ndarray::Array2;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{columns, LabelForm, Manifest};
 use crate::dataset::{numeric_to_f32, sha256_file, DataSource};
@@ -170,9 +168,7 @@ impl SoftLabels {
         let mut ids = Vec::with_capacity(self.manifest.rows as usize);
         for part in &self.manifest.parts {
             let path = self.dir.join(&part.file);
-            let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|error| Error::Parquet { path: path.clone(), error })?;
+            let builder = crate::dataset::open_parquet(&path)?;
             let idx = builder
                 .schema()
                 .index_of(columns::ID)
@@ -215,9 +211,7 @@ impl SoftLabels {
         let expected = super::part_schema(m.input.dtype, m.input.stored.then_some(w), m.num_classes, m.form, m.float16);
         for part in &m.parts {
             let path = self.dir.join(&part.file);
-            let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|error| Error::Parquet { path: path.clone(), error })?;
+            let builder = crate::dataset::open_parquet(&path)?;
             for field in expected.fields() {
                 match builder.schema().field_with_name(field.name()) {
                     Ok(f) if f.data_type() == field.data_type() => {}
@@ -410,9 +404,7 @@ impl Columns {
 }
 
 fn check_footer(path: &Path, m: &Manifest) -> Result<()> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|error| Error::Parquet { path: path.to_path_buf(), error })?;
+    let builder = crate::dataset::open_parquet(path)?;
     let kv: HashMap<&str, &str> = builder
         .metadata()
         .file_metadata()
