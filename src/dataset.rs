@@ -605,6 +605,28 @@ macro_rules! map_numeric {
     }};
 }
 
+/// `map_numeric!` over every integer and float type, casting to `$t`.
+macro_rules! numeric_as {
+    ($a:expr, $t:ty) => {
+        map_numeric!(
+            $a,
+            |v| v as $t,
+            [
+                UInt8Type,
+                Int8Type,
+                UInt16Type,
+                Int16Type,
+                UInt32Type,
+                Int32Type,
+                UInt64Type,
+                Int64Type,
+                Float32Type,
+                Float64Type
+            ]
+        )
+    };
+}
+
 /// Any integer array as i128 values (`None` for nulls); `None` if the type is not an integer.
 fn integers_to_i128(a: &ArrayRef) -> Option<Vec<Option<i128>>> {
     let vals: Vec<i128> = map_numeric!(
@@ -618,64 +640,19 @@ fn integers_to_i128(a: &ArrayRef) -> Option<Vec<Option<i128>>> {
 /// Any numeric array's values as f32 (nulls read as their placeholder value).
 #[allow(clippy::unnecessary_cast)] // the macro casts every type, f32 itself included
 pub fn numeric_to_f32(a: &dyn Array) -> Option<Vec<f32>> {
-    map_numeric!(
-        a,
-        |v| v as f32,
-        [
-            UInt8Type,
-            Int8Type,
-            UInt16Type,
-            Int16Type,
-            UInt32Type,
-            Int32Type,
-            UInt64Type,
-            Int64Type,
-            Float32Type,
-            Float64Type
-        ]
-    )
+    numeric_as!(a, f32)
 }
 
 /// Any numeric array's values as i64 (floats truncated toward zero).
 #[allow(clippy::unnecessary_cast)] // the macro casts every type, i64 itself included
 pub fn numeric_to_i64(a: &dyn Array) -> Option<Vec<i64>> {
-    map_numeric!(
-        a,
-        |v| v as i64,
-        [
-            UInt8Type,
-            Int8Type,
-            UInt16Type,
-            Int16Type,
-            UInt32Type,
-            Int32Type,
-            UInt64Type,
-            Int64Type,
-            Float32Type,
-            Float64Type
-        ]
-    )
+    numeric_as!(a, i64)
 }
 
 /// Any numeric array's values as f64.
 #[allow(clippy::unnecessary_cast)] // the macro casts every type, f64 itself included
 pub fn numeric_to_f64(a: &dyn Array) -> Option<Vec<f64>> {
-    map_numeric!(
-        a,
-        |v| v as f64,
-        [
-            UInt8Type,
-            Int8Type,
-            UInt16Type,
-            Int16Type,
-            UInt32Type,
-            Int32Type,
-            UInt64Type,
-            Int64Type,
-            Float32Type,
-            Float64Type
-        ]
-    )
+    numeric_as!(a, f64)
 }
 
 /// Any numeric array's values as u8; the position and value of the first one that is not an integer in

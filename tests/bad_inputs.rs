@@ -9,16 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("SOFTLABEL_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fixtures"));
-    assert!(dir.join("linear.json").is_file(), "fixtures missing in {}: run `make test`", dir.display());
-    dir
-}
+mod common;
+use common::{copy_dir, fx};
 
 fn f(name: &str) -> String {
-    fixtures().join(name).to_str().unwrap().to_string()
+    fx(name).to_str().unwrap().to_string()
 }
 
 fn repo(name: &str) -> String {
@@ -239,14 +234,6 @@ fn good_dataset_and_student(root: &Path) -> (PathBuf, PathBuf) {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     (ds, st)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
 }
 
 fn is_complete_parquet(p: &Path) -> bool {

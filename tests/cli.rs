@@ -8,21 +8,8 @@ use std::process::{Command, Output};
 
 use softlabel::store::SoftLabels;
 
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("SOFTLABEL_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fixtures"));
-    assert!(
-        dir.join("linear.json").is_file(),
-        "test fixtures missing in {}: run `make test` (it runs tests/fixtures/make_models.py first)",
-        dir.display()
-    );
-    dir
-}
-
-fn fx(name: &str) -> PathBuf {
-    fixtures().join(name)
-}
+mod common;
+use common::{copy_dir, fx};
 
 fn softlabel(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args).arg("--quiet").output().expect("run softlabel")
@@ -199,14 +186,6 @@ fn tampered_datasets_are_refused() {
     let o = inspect(&partial);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("_manifest.json: missing"));
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
 }
 
 #[test]
