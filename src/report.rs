@@ -389,6 +389,15 @@ pub fn reliability(logits: &Array2<f32>, labels: &[i64]) -> Vec<Bin> {
     bins
 }
 
+/// "3.2x smaller" or, when the student is the bigger one, "3.9x larger".
+pub fn size_ratio(teacher_over_student: f64) -> String {
+    if teacher_over_student >= 1.0 {
+        format!("{teacher_over_student:.1}x smaller")
+    } else {
+        format!("{:.1}x larger", 1.0 / teacher_over_student.max(1e-12))
+    }
+}
+
 fn markdown(r: &Report) -> String {
     let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
     let mut s = String::new();
@@ -651,6 +660,12 @@ fn svg_temperatures(outputs: &TeacherOutputs) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_ratio_says_smaller_or_larger() {
+        assert_eq!(size_ratio(3.2), "3.2x smaller");
+        assert_eq!(size_ratio(0.25), "4.0x larger");
+    }
 
     #[test]
     fn parameter_count_of_a_hand_built_model() {

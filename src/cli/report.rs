@@ -73,8 +73,8 @@ pub fn run(a: ReportArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result
         pct(r.student.accuracy)
     );
     println!(
-        "  student is {:.1}x smaller, {:.1}x faster at batch 1, {:.1}x at batch 256, keeps {} of the accuracy",
-        q.smaller_x,
+        "  student is {}, {:.1}x faster at batch 1, {:.1}x at batch 256, keeps {} of the accuracy",
+        softlabel::report::size_ratio(q.smaller_x),
         q.latency_speedup_x,
         q.throughput_speedup_x,
         q.accuracy_kept_pct.map_or("-".into(), |v| format!("{v:.2}%"))

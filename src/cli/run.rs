@@ -56,8 +56,8 @@ pub fn run(a: RunArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()
     if let Some(rep) = &r.report {
         let q = &rep.ratios;
         println!(
-            "  deployment   student {:.1}x smaller on disk, {:.1}x faster at batch 1 (p50 {:.3} vs {:.3} ms), {:.1}x throughput at batch 256, keeps {} of the teacher's accuracy",
-            q.smaller_x,
+            "  deployment   student {} on disk, {:.1}x faster at batch 1 (p50 {:.3} vs {:.3} ms), {:.1}x throughput at batch 256, keeps {} of the teacher's accuracy",
+            softlabel::report::size_ratio(q.smaller_x),
             q.latency_speedup_x,
             rep.student.latency_p50_ms,
             rep.teacher.latency_p50_ms,
