@@ -35,6 +35,13 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         m.class_names.as_ref().map(|n| format!(" ({})", n.join(", "))).unwrap_or_default()
     );
     println!("  temperature     {}", m.temperature);
+    let form = match m.form {
+        softlabel::store::LabelForm::Dense => "dense (logits, soft)".to_string(),
+        softlabel::store::LabelForm::TopK { k } => format!("top-{k} (topk_index, topk_logit, logsumexp_t)"),
+        softlabel::store::LabelForm::Sampled { k, seed } => format!("{k} samples per row, seed {seed} (sample_index)"),
+    };
+    let inputs = if m.input.stored { "" } else { ", inputs not stored" };
+    println!("  form            {form}{}{inputs}", if m.float16 { ", float16" } else { "" });
     println!("  teacher         {} sha256 {}", m.teacher.file, m.teacher.sha256);
     println!(
         "  input           '{}' {:?} x {} shape {:?}",
