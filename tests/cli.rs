@@ -50,6 +50,13 @@ fn precompute(teacher: &str, data: &Path, out: &Path, extra: &[&str]) -> Output 
     softlabel(&args)
 }
 
+/// Asserts the command failed with exit code 1 and a message containing `expect`.
+fn assert_fails(o: &Output, expect: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert!(err.contains(expect), "stderr lacks {expect:?}: {err}");
+}
+
 fn assert_ok(o: &Output) {
     assert!(
         o.status.success(),
@@ -156,19 +163,13 @@ fn tampered_datasets_are_refused() {
     copy_dir(&out, &swapped);
     std::fs::copy(other.join("part-00001.parquet"), swapped.join("part-00001.parquet")).unwrap();
     let o = inspect(&swapped);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("part-00001.parquet: part was changed or replaced"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_fails(&o, "part-00001.parquet: part was changed or replaced");
     // A missing part.
     let missing = tmp.path().join("missing");
     copy_dir(&out, &missing);
     std::fs::remove_file(missing.join("part-00000.parquet")).unwrap();
     let o = inspect(&missing);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("part-00000.parquet: part listed in _manifest.json is missing"));
+    assert_fails(&o, "part-00000.parquet: part listed in _manifest.json is missing");
     // A manifest edited by hand to a newer major version.
     let newer = tmp.path().join("newer");
     copy_dir(&out, &newer);
@@ -177,15 +178,13 @@ fn tampered_datasets_are_refused() {
         .replace("\"schema_version\": \"1.0\"", "\"schema_version\": \"2.0\"");
     std::fs::write(newer.join("_manifest.json"), text).unwrap();
     let o = inspect(&newer);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("schema version 2.0 is newer"));
+    assert_fails(&o, "schema version 2.0 is newer");
     // No manifest at all (an interrupted run).
     let partial = tmp.path().join("partial");
     copy_dir(&out, &partial);
     std::fs::remove_file(partial.join("_manifest.json")).unwrap();
     let o = inspect(&partial);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("_manifest.json: missing"));
+    assert_fails(&o, "_manifest.json: missing");
 }
 
 #[test]
@@ -273,8 +272,7 @@ fn train_and_eval_reject_bad_settings_before_work() {
         assert!(!out.join("student.json").exists());
     }
     let o = softlabel(&["train", "--labels", "/nonexistent/labels", "--out", s(&out)]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/labels"));
+    assert_fails(&o, "/nonexistent/labels");
 }
 
 #[test]
@@ -405,12 +403,7 @@ fn three_shards_in_separate_processes_merge_to_the_unsharded_run() {
 
     // Refusals: a missing shard, a shard given twice, a dataset from another teacher.
     let o = softlabel(&["merge", "--out", s(&tmp.path().join("m2")), s(&shard_dirs[0]), s(&shard_dirs[1])]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("missing shard(s) 2/3"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_fails(&o, "missing shard(s) 2/3");
     let o = softlabel(&[
         "merge",
         "--out",
@@ -419,11 +412,9 @@ fn three_shards_in_separate_processes_merge_to_the_unsharded_run() {
         s(&shard_dirs[0]),
         s(&shard_dirs[1]),
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("shard 0/3 is also"));
+    assert_fails(&o, "shard 0/3 is also");
     let o = softlabel(&["merge", "--out", s(&tmp.path().join("m4")), s(&whole), s(&merged)]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("also appears in an earlier input"));
+    assert_fails(&o, "also appears in an earlier input");
 }
 
 #[test]
@@ -444,14 +435,11 @@ fn resume_refuses_changed_settings_and_completes_a_finished_run() {
     });
     std::fs::write(out.join("_progress.json"), progress.to_string()).unwrap();
     let o = run(&["--rows-per-part", "32", "--resume"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--rows-per-part 32 differs from the interrupted run's 64"));
+    assert_fails(&o, "--rows-per-part 32 differs from the interrupted run's 64");
     let o = precompute(s(&fx("linear_image.onnx")), &fx("small.parquet"), &out, &["--rows-per-part", "64", "--resume"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot resume: the teacher (sha256) differs"));
+    assert_fails(&o, "cannot resume: the teacher (sha256) differs");
     let o = run(&["--resume", "--overwrite"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume and --overwrite exclude each other"));
+    assert_fails(&o, "--resume and --overwrite exclude each other");
 }
 
 #[test]
@@ -540,12 +528,7 @@ fn train_killed_after_a_checkpoint_resumes_to_identical_weights() {
     let mut changed = args(&other);
     changed.extend(["--resume".to_string(), "--lr".to_string(), "0.002".to_string()]);
     let o = Command::new(env!("CARGO_BIN_EXE_softlabel")).args(&changed).output().unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("cannot resume: the training settings differ"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_fails(&o, "cannot resume: the training settings differ");
 }
 
 #[test]
@@ -750,12 +733,7 @@ fn ensembles_average_logits_or_probabilities_and_record_every_member() {
         "--out",
         s(&tmp.path().join("bad")),
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("linear_k4.onnx: has 4 classes, the first teacher 3"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_fails(&o, "linear_k4.onnx: has 4 classes, the first teacher 3");
 }
 
 #[test]
@@ -832,12 +810,10 @@ fn top_k_and_sampled_labels_store_exact_values_and_train() {
         let r: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
         assert!(r["accuracy"].as_f64().unwrap() > 0.8, "{}: {r}", dir.display());
         let o = softlabel(&["train", "--labels", s(dir), "--out", s(&st), "--temperature", "5"]);
-        assert_eq!(o.status.code(), Some(1));
-        assert!(String::from_utf8_lossy(&o.stderr).contains("sparse labels made at T = 2"));
+        assert_fails(&o, "sparse labels made at T = 2");
     }
     let o = precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &tmp.path().join("k9"), &["--top-k", "9"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--top-k 9 must be in 1..=3"));
+    assert_fails(&o, "--top-k 9 must be in 1..=3");
 }
 
 #[test]
@@ -856,8 +832,7 @@ fn label_only_datasets_join_their_source_by_id() {
         softlabel(&args)
     };
     let o = train(&bare, &tmp.path().join("x"), &[]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("was made with --no-inputs: pass --inputs"));
+    assert_fails(&o, "was made with --no-inputs: pass --inputs");
     // Joined by id, the student learns exactly what it learns from the dataset that stores the inputs.
     assert_ok(&train(&full, &tmp.path().join("a"), &[]));
     assert_ok(&train(&bare, &tmp.path().join("b"), &["--inputs", s(&fx("small.parquet"))]));
@@ -867,12 +842,7 @@ fn label_only_datasets_join_their_source_by_id() {
     );
     // Other data (same ids, other values) is refused unless the fingerprint check is overridden.
     let o = train(&bare, &tmp.path().join("c"), &["--inputs", s(&fx("ints.parquet"))]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("ints.parquet: fingerprint"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_fails(&o, "ints.parquet: fingerprint");
     assert_ok(&train(&bare, &tmp.path().join("c"), &["--inputs", s(&fx("ints.parquet")), "--ignore-fingerprint"]));
 }
 
