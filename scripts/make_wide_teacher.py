@@ -4,7 +4,7 @@ seeded random weights, /255 input scaling inside), for benchmarks and the sparse
 many classes matter. Its logits have a standard deviation of about 8 per row (measured on MNIST), so
 softened at T = 4 the distribution is neither one-hot nor flat.
 
-    python scripts/make_wide_teacher.py OUT.onnx [--classes 1000] [--hidden 2048] [--seed 0]
+    python scripts/make_wide_teacher.py OUT.onnx [--classes 1000] [--hidden 2048] [--depth 2] [--seed 0]
 """
 import argparse
 
@@ -19,9 +19,10 @@ def main():
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--hidden", type=int, default=2048)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--depth", type=int, default=2, help="hidden layers (1 gives the light 784-256-10 teacher)")
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
-    dims = [784, a.hidden, a.hidden, a.classes]
+    dims = [784] + [a.hidden] * a.depth + [a.classes]
     inits, nodes = [numpy_helper.from_array(np.array([1 / 255], np.float32), "scale")], []
     nodes += [helper.make_node("Cast", ["image"], ["xf"], to=TensorProto.FLOAT), helper.make_node("Mul", ["xf", "scale"], ["h0"])]
     for i, (n_in, n_out) in enumerate(zip(dims, dims[1:])):
