@@ -769,6 +769,11 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// sha256 of bytes, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 /// sha256 of a file's content, in hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = File::open(path).map_err(|e| Error::io(path, e))?;

@@ -547,7 +547,7 @@ pub fn ensemble_sha256(shas: &[String], combine: Combine) -> String {
         text.push_str(s);
         text.push('\n');
     }
-    crate::dataset::hex(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))
+    crate::dataset::sha256_hex(text.as_bytes())
 }
 
 /// One or more teachers run on the same rows; their outputs combined per [`Combine`].

@@ -56,22 +56,16 @@ pub fn run(a: ReportArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result
     }
     let q = &r.ratios;
     println!("report written to {}", settings.out.join("report.md").display());
-    println!(
-        "  teacher  {} params, {:.2} MB, p50 {:.3} ms, {:.0} rows/s, accuracy {}",
-        r.teacher.parameters,
-        r.teacher.bytes as f64 / 1e6,
-        r.teacher.latency_p50_ms,
-        r.teacher.throughput_rows_per_s,
-        pct(r.teacher.accuracy)
-    );
-    println!(
-        "  student  {} params, {:.2} MB, p50 {:.3} ms, {:.0} rows/s, accuracy {}",
-        r.student.parameters,
-        r.student.bytes as f64 / 1e6,
-        r.student.latency_p50_ms,
-        r.student.throughput_rows_per_s,
-        pct(r.student.accuracy)
-    );
+    for (name, m) in [("teacher", &r.teacher), ("student", &r.student)] {
+        println!(
+            "  {name}  {} params, {:.2} MB, p50 {:.3} ms, {:.0} rows/s, accuracy {}",
+            m.parameters,
+            m.bytes as f64 / 1e6,
+            m.latency_p50_ms,
+            m.throughput_rows_per_s,
+            pct(m.accuracy)
+        );
+    }
     println!(
         "  student is {}, {:.1}x faster at batch 1, {:.1}x at batch 256, keeps {} of the accuracy",
         softlabel::report::size_ratio(q.smaller_x),

@@ -376,7 +376,7 @@ fn checksum_of(value: &serde_json::Value) -> String {
     if let Some(o) = v.as_object_mut() {
         o.insert("checksum".into(), serde_json::Value::String(String::new()));
     }
-    crate::dataset::hex(&<sha2::Sha256 as sha2::Digest>::digest(serde_json::to_vec(&v).unwrap_or_default()))
+    crate::dataset::sha256_hex(&serde_json::to_vec(&v).unwrap_or_default())
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -10,7 +10,7 @@ use ndarray::ArrayD;
 use super::io::{mlp_from_tensors, read_tensors, take_tensor, tensors, write_tensors, Tensor};
 use super::mlp::Mlp;
 use super::train::{EpochLog, TrainSettings};
-use crate::dataset::{hex, sha256_file};
+use crate::dataset::{sha256_file, sha256_hex};
 use crate::error::{Error, Result};
 use crate::store::write_atomic;
 
@@ -82,7 +82,7 @@ pub(crate) fn save(cp: &Checkpointing, state: &State, settings: &TrainSettings, 
         threads,
         dims: state.mlp.dims(),
         log: state.log.clone(),
-        weights_sha256: hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+        weights_sha256: sha256_hex(&bytes),
     };
     let json = serde_json::to_vec_pretty(&info).map_err(|e| Error::Internal(e.to_string()))?;
     write_atomic(&cp.dir.join(INFO), &json)

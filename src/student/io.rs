@@ -234,7 +234,7 @@ pub fn load(dir: &Path) -> Result<StudentFile> {
     }
     let wpath = dir.join(WEIGHTS);
     let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
-    let sha = crate::dataset::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    let sha = crate::dataset::sha256_hex(&bytes);
     if sha != info.weights_sha256 {
         return Err(Error::dataset(
             &wpath,

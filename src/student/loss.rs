@@ -23,7 +23,7 @@ pub fn kd_row(
 ) -> f64 {
     let mut loss = 0f64;
     if alpha > 0.0 {
-        let (log_q, _) = log_softmax_t64(student, t);
+        let log_q = log_softmax_t64(student, t);
         let mut kl = 0f64;
         let a = f64::from(alpha);
         let tt = f64::from(t);
@@ -39,18 +39,17 @@ pub fn kd_row(
     loss + ce_row(student, label, alpha, scale, grad)
 }
 
-/// log softmax(z / t) in f64, and logsumexp(z / t).
-fn log_softmax_t64(z: &[f32], t: f32) -> (Vec<f64>, f64) {
-    let inv_t = 1.0 / f64::from(t);
-    let max = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v) * inv_t));
-    let lse = max + z.iter().map(|&v| (f64::from(v) * inv_t - max).exp()).sum::<f64>().ln();
-    (z.iter().map(|&v| f64::from(v) * inv_t - lse).collect(), lse)
+/// log softmax(z / t) in f64.
+fn log_softmax_t64(z: &[f32], t: f32) -> Vec<f64> {
+    let lse = crate::soften::logsumexp_t(z, t);
+    let t = f64::from(t);
+    z.iter().map(|&v| f64::from(v) / t - lse).collect()
 }
 
 /// The hard-label term `(1 - alpha) * CE(label, p_1(student))`: adds its gradient, returns its value.
 pub fn ce_row(student: &[f32], label: Option<usize>, alpha: f32, scale: f32, grad: &mut [f32]) -> f64 {
     let Some(y) = label.filter(|_| alpha < 1.0) else { return 0.0 };
-    let (log_q, _) = log_softmax_t64(student, 1.0);
+    let log_q = log_softmax_t64(student, 1.0);
     let b = f64::from(1.0 - alpha);
     for (i, lq) in log_q.iter().enumerate() {
         let target = if i == y { 1.0 } else { 0.0 };
@@ -79,7 +78,7 @@ pub fn kd_row_topk(
 ) -> f64 {
     let mut loss = 0f64;
     if alpha > 0.0 {
-        let (log_q, _) = log_softmax_t64(student, t);
+        let log_q = log_softmax_t64(student, t);
         let (a, tt) = (f64::from(alpha), f64::from(t));
         let mut stored = vec![false; student.len()];
         let mut kl = 0f64;
@@ -131,7 +130,7 @@ pub fn kd_row_sampled(
 ) -> f64 {
     let mut loss = 0f64;
     if alpha > 0.0 && !draws.is_empty() {
-        let (log_q, _) = log_softmax_t64(student, t);
+        let log_q = log_softmax_t64(student, t);
         let (a, tt) = (f64::from(alpha), f64::from(t));
         let w = 1.0 / draws.len() as f64;
         let mut ce = 0f64;
@@ -263,7 +262,7 @@ mod tests {
         let t = 2.0;
         let mut p = [0f32; 4];
         softmax_t(&teacher, t, &mut p);
-        let (log_q, _) = log_softmax_t64(&z, t);
+        let log_q = log_softmax_t64(&z, t);
         let h_pq: f64 = p.iter().zip(&log_q).map(|(&pi, lq)| -f64::from(pi) * lq).sum();
         let n = 20_000;
         let mut mean = 0f64;
