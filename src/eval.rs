@@ -44,6 +44,10 @@ pub struct EvalReport {
     pub teacher_errors: Option<u64>,
     /// Teacher expected calibration error on those rows.
     pub teacher_ece: Option<f64>,
+    /// Labeled rows per class (empty without labels).
+    pub class_rows: Vec<u64>,
+    /// Student errors per true class (empty without labels).
+    pub class_errors: Vec<u64>,
 }
 
 /// Accumulates calibration statistics.
@@ -104,6 +108,7 @@ pub fn evaluate(
     let mut cal = Calibration::default();
     let mut t_cal = Calibration::default();
     let mut probs = vec![0f32; k];
+    let (mut class_rows, mut class_errors) = (vec![0u64; k], vec![0u64; k]);
     progress.begin("eval", Some(data.rows()));
     for batch in data.batches(4096) {
         let batch = batch?;
@@ -141,6 +146,8 @@ pub fn evaluate(
                     ));
                 }
                 labeled += 1;
+                class_rows[y as usize] += 1;
+                class_errors[y as usize] += u64::from(pred != y as usize);
                 softmax_t(&z, 1.0, &mut probs);
                 errors += u64::from(pred != y as usize);
                 nll -= f64::from(probs[y as usize].max(f32::MIN_POSITIVE)).ln();
@@ -188,7 +195,88 @@ pub fn evaluate(
         teacher_accuracy: teacher.and(frac(t_labeled - t_errors, t_labeled)),
         teacher_errors: teacher.and((t_labeled > 0).then_some(t_errors)),
         teacher_ece: if dense { t_cal.ece() } else { None },
+        class_rows: if labeled > 0 { class_rows } else { Vec::new() },
+        class_errors: if labeled > 0 { class_errors } else { Vec::new() },
     })
+}
+
+/// The result of [`tune_bias`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BiasTuning {
+    /// The class whose output bias moves.
+    pub class: usize,
+    /// The chosen change of its bias.
+    pub by: f32,
+    /// Labeled rows it was tuned on.
+    pub rows: u64,
+    /// Errors on those rows before and after.
+    pub errors_before: u64,
+    /// Errors after the change.
+    pub errors_after: u64,
+}
+
+/// Finds the change of `class`'s output bias, on the grid `-range..=range` in steps of `step`, that
+/// minimises the student's errors on the labeled rows of `data` (ties: the smallest change). This is
+/// Hinton et al. 2015's bias adjustment for a class left out of the transfer set, chosen on data the
+/// caller names rather than on the test set.
+pub fn tune_bias(student: &Mlp, data: &DataSource, class: usize, range: f32, step: f32) -> Result<BiasTuning> {
+    let k = student.num_classes();
+    if class >= k {
+        return Err(Error::Config(format!("--class {class} is outside the student's {k} classes")));
+    }
+    if !(range.is_finite() && range > 0.0 && step.is_finite() && step > 0.0) {
+        return Err(Error::Config("the search range and step must be finite and > 0".into()));
+    }
+    // Per labeled row: the true class, the best other logit besides `class`, and `class`'s logit.
+    let mut rows: Vec<(usize, f32, f32, f32)> = Vec::new(); // (y, z_y, best other than class, z_class)
+    for batch in data.batches(4096) {
+        let batch = batch?;
+        if batch.width != student.input_dim() {
+            return Err(Error::data(
+                &batch.file,
+                format!("rows have {} values, the student expects {}", batch.width, student.input_dim()),
+            ));
+        }
+        let x = Array2::from_shape_vec((batch.len(), batch.width), batch.input_f32())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let logits = student.forward(x.view());
+        for (i, z) in logits.axis_iter(Axis(0)).enumerate() {
+            let Some(y) = batch.labels[i] else { continue };
+            if y < 0 || y as usize >= k {
+                return Err(Error::data(
+                    &batch.file,
+                    format!("row {}: label {y} is outside [0, {k})", batch.first_row + i as u64),
+                ));
+            }
+            let best_other =
+                z.iter().enumerate().filter(|&(j, _)| j != class).map(|(_, &v)| v).fold(f32::NEG_INFINITY, f32::max);
+            rows.push((y as usize, z[y as usize], best_other, z[class]));
+        }
+    }
+    if rows.is_empty() {
+        return Err(Error::Config("the tuning data has no labeled rows".into()));
+    }
+    // With the class's logit raised by b, the prediction is `class` iff z_class + b > best other (ties go
+    // to the lower index, as argmax does; negligible on real logits), else the argmax of the others.
+    let errors = |b: f32| -> u64 {
+        rows.iter()
+            .map(|&(y, zy, other, zc)| {
+                let picks_class = zc + b > other;
+                let wrong = if y == class { !picks_class } else { picks_class || zy < other };
+                u64::from(wrong)
+            })
+            .sum()
+    };
+    let steps = (range / step).round() as i64;
+    let mut best = (errors(0.0), 0.0f32);
+    for s in (-steps..=steps).filter(|&s| s != 0) {
+        let b = s as f32 * step;
+        let e = errors(b);
+        if e < best.0 || (e == best.0 && b.abs() < best.1.abs()) {
+            best = (e, b);
+        }
+    }
+    Ok(BiasTuning { class, by: best.1, rows: rows.len() as u64, errors_before: errors(0.0), errors_after: best.0 })
 }
 
 #[cfg(test)]

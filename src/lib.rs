@@ -13,6 +13,7 @@
 //! column and row concerned.
 #![deny(missing_docs)]
 
+pub mod augment;
 pub mod dataset;
 pub mod error;
 pub mod eval;

@@ -26,6 +26,10 @@ fn differs(a: &Manifest, b: &Manifest) -> Option<&'static str> {
         Some("input column/type/shape")
     } else if a.schema_version != b.schema_version {
         Some("schema version")
+    } else if a.form != b.form || a.float16 != b.float16 {
+        Some("storage form")
+    } else if a.views != b.views {
+        Some("views setting")
     } else {
         None
     }
@@ -75,10 +79,15 @@ pub fn merge(inputs: &[PathBuf], out: &Path, overwrite: bool) -> Result<Manifest
             return Err(Error::Config(format!("merge is missing shard(s) {}", missing.join(", "))));
         }
     }
-    // Every id exactly once.
+    // Every id in exactly one input (and once in it, or once per view with views: `verify` checks those).
     let mut ids = HashSet::new();
     for set in &sets {
-        for id in set.ids()? {
+        let mut set_ids = set.ids()?;
+        if first.views.is_some() {
+            set_ids.sort_unstable();
+            set_ids.dedup();
+        }
+        for id in set_ids {
             if !ids.insert(id) {
                 return Err(Error::dataset(
                     set.dir(),

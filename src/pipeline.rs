@@ -88,6 +88,42 @@ pub struct TeacherSection {
     pub threads: usize,
     /// Class names.
     pub class_names: Option<Vec<String>>,
+    /// Views per training row (`precompute --views`): view 0 as it is, the others shifted by up to
+    /// `max_shift` pixels. The test split is never augmented.
+    #[serde(default = "one")]
+    pub views: u16,
+    /// Largest shift of a view, in pixels.
+    #[serde(default = "default_max_shift")]
+    pub max_shift: u16,
+    /// The input's image layout, "HxW" or "CxHxW" (default: from the teacher's input shape).
+    pub image: Option<String>,
+    /// Seed of the views' shifts.
+    #[serde(default)]
+    pub view_seed: u64,
+}
+
+fn one() -> u16 {
+    1
+}
+
+fn default_max_shift() -> u16 {
+    2
+}
+
+impl TeacherSection {
+    /// The views the training split is stored with, if more than one per row.
+    pub fn view_options(&self) -> Result<Option<crate::augment::ViewOptions>> {
+        if self.views <= 1 {
+            return Ok(None);
+        }
+        let image = self.image.as_deref().map(crate::augment::parse_image).transpose()?;
+        Ok(Some(crate::augment::ViewOptions {
+            count: self.views,
+            max_shift: self.max_shift,
+            image,
+            seed: self.view_seed,
+        }))
+    }
 }
 
 /// One model or several (an ensemble).
@@ -174,6 +210,10 @@ pub struct StudentSection {
     /// Training threads (0: all cores).
     #[serde(default)]
     pub threads: usize,
+    /// Leave the rows with these hard labels out of the transfer set (e.g. Hinton et al.'s
+    /// omitted-3 experiment); the teacher's soft targets still cover every class.
+    #[serde(default)]
+    pub exclude_labels: Vec<i64>,
 }
 
 fn default_hidden() -> Vec<usize> {
@@ -219,6 +259,7 @@ impl StudentSection {
             temperature: self.temperature,
             seed: self.seed,
             clip_norm: self.clip_norm,
+            exclude_labels: self.exclude_labels.clone(),
         }
     }
 }
@@ -273,6 +314,10 @@ impl Pipeline {
         crate::precompute::check_temperature(p.teacher.temperature)
             .map_err(|e| Error::Config(format!("{}: [teacher] {e}", path.display())))?;
         p.student.settings().validate().map_err(|e| Error::Config(format!("{}: [student] {e}", path.display())))?;
+        if p.teacher.views == 0 {
+            return Err(Error::Config(format!("{}: [teacher] views must be >= 1", path.display())));
+        }
+        p.teacher.view_options().map_err(|e| Error::Config(format!("{}: [teacher] {e}", path.display())))?;
         Ok(p)
     }
 
@@ -350,6 +395,7 @@ fn labels_for(
     data: &Path,
     out: &Path,
     teacher_sha: &str,
+    views: Option<crate::augment::ViewOptions>,
     progress: &dyn Progress,
 ) -> Result<(SoftLabels, bool, f64)> {
     let spec = p.spec();
@@ -360,6 +406,7 @@ fn labels_for(
             && m.temperature == p.teacher.temperature
             && m.source.fingerprint == fingerprint
             && m.class_names == p.teacher.class_names
+            && same_views(m.views.as_ref(), views.as_ref())
         {
             tracing::info!(dir = %out.display(), "reusing soft labels");
             return Ok((existing, true, 0.0));
@@ -382,6 +429,7 @@ fn labels_for(
         form: Default::default(),
         no_inputs: false,
         float16: false,
+        views,
     };
     // An interrupted earlier run is continued; labels from other settings are replaced.
     if let Err(e) = precompute(&settings, progress) {
@@ -410,12 +458,15 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
         crate::teacher::environment(Some(lib))?;
     }
     let out = &p.output.dir;
+    let views = p.teacher.view_options()?;
     let (train_labels, reused, pre_train) =
-        labels_for(p, &p.data.train, &out.join("labels-train"), &teacher_sha, progress)?;
-    let (test_labels, _, pre_test) = labels_for(p, &p.data.test, &out.join("labels-test"), &teacher_sha, progress)?;
+        labels_for(p, &p.data.train, &out.join("labels-train"), &teacher_sha, views, progress)?;
+    let (test_labels, _, pre_test) =
+        labels_for(p, &p.data.test, &out.join("labels-test"), &teacher_sha, None, progress)?;
 
     let settings = p.student.settings();
-    let data = train_labels.load()?;
+    let mut data = train_labels.load()?;
+    exclude_labels(&mut data, &settings.exclude_labels, train_labels.dir())?;
     let m = train_labels.manifest().clone();
     let test_outputs = test_labels.load()?;
     let val = student::train::ValSet {
@@ -448,7 +499,7 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
             other => other,
         })??;
     let train_seconds = start.elapsed().as_secs_f64();
-    let mut info = student_info(&trained, &settings, &train_labels, train_seconds)?;
+    let mut info = student_info(&trained, &settings, &train_labels, data.len() as u64, train_seconds)?;
     student::io::save(&student_dir, &trained.mlp, &mut info, &trained.log)?;
     student::checkpoint::remove(&student_dir)?;
 
@@ -485,6 +536,32 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
     })
 }
 
+/// Whether stored views match the requested ones (the image layout may have come from the teacher).
+fn same_views(stored: Option<&crate::augment::Views>, wanted: Option<&crate::augment::ViewOptions>) -> bool {
+    match (stored, wanted) {
+        (None, None) => true,
+        (Some(s), Some(w)) => {
+            s.count == w.count && s.max_shift == w.max_shift && s.seed == w.seed && w.image.is_none_or(|i| i == s.image)
+        }
+        _ => false,
+    }
+}
+
+/// Drops the rows whose hard label is in `classes` (an empty list keeps everything); refuses to leave
+/// no rows.
+pub fn exclude_labels(data: &mut crate::store::TeacherOutputs, classes: &[i64], dir: &Path) -> Result<()> {
+    if classes.is_empty() {
+        return Ok(());
+    }
+    let keep: Vec<bool> = data.labels.iter().map(|l| l.is_none_or(|y| !classes.contains(&y))).collect();
+    data.retain(&keep);
+    tracing::info!(rows = data.len(), ?classes, "excluded labels from the transfer set");
+    if data.is_empty() {
+        return Err(Error::dataset(dir, format!("no rows left after excluding labels {classes:?}")));
+    }
+    Ok(())
+}
+
 /// Runs `f` on a rayon pool of `threads` threads (0: the global pool).
 pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> Result<T> {
     if threads == 0 {
@@ -502,6 +579,7 @@ pub fn student_info(
     trained: &student::TrainedStudent,
     settings: &TrainSettings,
     labels: &SoftLabels,
+    train_rows: u64,
     train_seconds: f64,
 ) -> Result<student::StudentInfo> {
     let m = labels.manifest();
@@ -520,10 +598,11 @@ pub fn student_info(
         labels_dir: labels.dir().display().to_string(),
         labels_manifest_sha256: labels.manifest_sha256()?,
         teacher_sha256: m.teacher.sha256.clone(),
-        train_rows: m.rows,
+        train_rows,
         final_epoch: trained.log.last().cloned(),
         train_seconds,
         weights_sha256: String::new(),
+        bias_adjustments: Vec::new(),
     })
 }
 

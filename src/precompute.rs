@@ -9,13 +9,14 @@ use std::sync::mpsc::sync_channel;
 
 use arrow_array::ArrayRef;
 
+use crate::augment::{ViewColumns, ViewOptions};
 use crate::dataset::{Batch, DataSource, DataSpec};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::store::EnsembleInfo;
 use crate::store::{
     InputInfo, LabelForm, Manifest, Resumed, Shard, SoftLabelWriter, SoftLabels, TeacherInfo, WriterOptions, FORMAT,
-    SCHEMA_VERSION, SCHEMA_VERSION_SPARSE,
+    SCHEMA_VERSION, SCHEMA_VERSION_SPARSE, SCHEMA_VERSION_VIEWS,
 };
 use crate::teacher::{Combine, Ensemble, OutputKind, Teacher, TeacherOptions};
 
@@ -52,6 +53,8 @@ pub struct PrecomputeSettings {
     pub no_inputs: bool,
     /// Store logits and probabilities as float16.
     pub float16: bool,
+    /// Augmented views of every row (`--views`); `None`: each row once, as it is.
+    pub views: Option<ViewOptions>,
 }
 
 /// Checks a temperature: finite and > 0.
@@ -88,6 +91,7 @@ struct Scored {
     input: ArrayRef,
     logits: Vec<f32>,
     source_rows: Vec<u64>,
+    views: Option<ViewColumns>,
     /// Source rows skipped for non-finite inputs in the same batch.
     skipped: Vec<u64>,
 }
@@ -118,6 +122,7 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
     };
     let column = source.input_name();
     let row_shape = teacher.prepare(width, &column)?;
+    let views = settings.views.map(|v| v.resolve(width, &row_shape)).transpose()?;
     let source_info = source.source_info()?;
 
     // A first inference call learns K before any output exists (models often leave it dynamic) and,
@@ -148,7 +153,9 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
     let members: Vec<TeacherInfo> = teacher.members().iter().map(|m| member_info(m, &file_name(m.path()))).collect();
     let manifest = Manifest {
         format: FORMAT.into(),
-        schema_version: if settings.form.is_dense() && !settings.float16 {
+        schema_version: if views.is_some() {
+            SCHEMA_VERSION_VIEWS
+        } else if settings.form.is_dense() && !settings.float16 {
             SCHEMA_VERSION
         } else {
             SCHEMA_VERSION_SPARSE
@@ -188,6 +195,7 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
         skipped_nonfinite_rows: 0,
         form: settings.form,
         float16: settings.float16,
+        views,
     };
     let (mut writer, skip) = if settings.resume {
         match SoftLabelWriter::resume(&settings.out, manifest, settings.writer.clone(), settings.batch_size)? {
@@ -224,7 +232,7 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
                 match msg {
                     ToWriter::Rows(s) => {
                         writer.skipped(&s.skipped);
-                        writer.write(&s.ids, &s.labels, &s.input, &s.logits, &s.source_rows)?;
+                        writer.write(&s.ids, &s.labels, &s.input, &s.logits, &s.source_rows, s.views.as_ref())?;
                     }
                     ToWriter::Skipped(rows) => writer.skipped(&rows),
                     ToWriter::Done => return writer.finish(),
@@ -278,6 +286,14 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
                         ),
                     ));
                 }
+                // Each row's views go to the teacher together, in order, as rows of one larger batch.
+                let (batch, source_rows, view_cols) = match &views {
+                    Some(v) => {
+                        let (b, rows, cols) = v.expand(&batch, &source_rows)?;
+                        (b, rows, Some(cols))
+                    }
+                    None => (batch, source_rows, None),
+                };
                 let (mut logits, k) = teacher.run(&batch)?;
                 if k != num_classes {
                     return Err(Error::model(
@@ -295,9 +311,12 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
                 let input = batch.input.slice(from * width, n * width);
                 let logits = logits.split_off(from * k);
                 let source_rows = source_rows[from..].to_vec();
+                let view_cols = view_cols.map(|v| v.slice(from, n));
                 let id_col = source.id_column().unwrap_or("(row index)");
                 for (i, id) in ids.iter().enumerate() {
-                    if !seen.insert(*id) {
+                    // A row's views share its id; its first view is checked.
+                    let first_view = view_cols.as_ref().is_none_or(|v| v.view[i] == 0);
+                    if first_view && !seen.insert(*id) {
                         return Err(Error::data(
                             &batch.file,
                             format!(
@@ -322,7 +341,7 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
                         ),
                     ));
                 }
-                let scored = Scored { ids, labels, input, logits, source_rows, skipped };
+                let scored = Scored { ids, labels, input, logits, source_rows, views: view_cols, skipped };
                 if scored_tx.send(ToWriter::Rows(scored)).is_err() {
                     break; // the writer failed; its error is returned below
                 }

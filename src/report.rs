@@ -16,7 +16,7 @@ use crate::eval::{evaluate, EvalReport, ECE_BINS};
 use crate::progress::Progress;
 use crate::soften::{argmax, softmax_t};
 use crate::store::{write_atomic, SoftLabels, TeacherOutputs};
-use crate::student::io::{load as load_student, TRAIN_LOG};
+use crate::student::io::load as load_student;
 use crate::student::EpochLog;
 use crate::teacher::{Teacher, TeacherOptions};
 
@@ -252,6 +252,7 @@ fn teacher_outputs(teacher: &mut Teacher, source: &DataSource, row_shape: &[usiz
         inputs: Array2::from_shape_vec((n, width), inputs).map_err(|e| Error::Internal(e.to_string()))?,
         logits: Array2::from_shape_vec((n, k), logits).map_err(|e| Error::Internal(e.to_string()))?,
         sparse: None,
+        views: None,
     })
 }
 
@@ -320,13 +321,10 @@ pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Repo
 
     // Plots.
     let mut plots = Vec::new();
-    let log_path = settings.student.join(TRAIN_LOG);
-    if let Ok(text) = std::fs::read_to_string(&log_path) {
-        let log: Vec<EpochLog> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-        if !log.is_empty() {
-            write_atomic(&settings.out.join("training_curves.svg"), svg_training(&log).as_bytes())?;
-            plots.push("training_curves.svg".to_string());
-        }
+    let log = crate::student::io::load_log(&settings.student)?;
+    if !log.is_empty() {
+        write_atomic(&settings.out.join("training_curves.svg"), svg_training(&log).as_bytes())?;
+        plots.push("training_curves.svg".to_string());
     }
     let student_logits = student.mlp.forward(outputs.inputs.view());
     let labels: Vec<i64> = outputs.labels.iter().map(|l| l.unwrap_or(-1)).collect();

@@ -63,11 +63,31 @@ pub fn verify(dir: &Path) -> Result<Verified> {
                 .as_primitive_opt::<UInt64Type>()
                 .ok_or_else(|| Error::dataset(&path, "column 'id' is not uint64"))?
                 .clone();
+            // A row is keyed by (id, view); a dataset without views has view 0 throughout.
+            let views: Vec<u16> = match &m.views {
+                Some(v) => {
+                    let (view, sx, sy) = crate::store::read_views(&path, &rb)?;
+                    if let Some(i) = (0..rb.num_rows()).find(|&i| v.shift(ids.value(i), view[i]) != (sx[i], sy[i])) {
+                        return Err(Error::dataset(
+                            &path,
+                            format!(
+                                "columns 'shift_x', 'shift_y', row {}: ({}, {}) is not view {}'s shift",
+                                row + i as u64,
+                                sx[i],
+                                sy[i],
+                                view[i]
+                            ),
+                        ));
+                    }
+                    view.to_vec()
+                }
+                None => vec![0; rb.num_rows()],
+            };
             if !m.form.is_dense() {
                 // Sparse parts: ids as above; class indices and values were range-checked by the reader.
-                for i in 0..rb.num_rows() {
+                for (i, &view) in views.iter().enumerate() {
                     let (r, id) = (row + i as u64, ids.value(i));
-                    if !seen.insert(id) {
+                    if !seen.insert((id, view)) {
                         return Err(Error::dataset(&path, format!("column 'id', row {r}: duplicate id {id}")));
                     }
                 }
@@ -91,8 +111,9 @@ pub fn verify(dir: &Path) -> Result<Verified> {
             for i in 0..rb.num_rows() {
                 let r = row + i as u64;
                 let id = ids.value(i);
-                if !seen.insert(id) {
-                    return Err(Error::dataset(&path, format!("column 'id', row {r}: duplicate id {id}")));
+                if !seen.insert((id, views[i])) {
+                    let what = if m.views.is_some() { format!(" (view {})", views[i]) } else { String::new() };
+                    return Err(Error::dataset(&path, format!("column 'id', row {r}: duplicate id {id}{what}")));
                 }
                 if id < part.min_id || id > part.max_id {
                     return Err(Error::dataset(

@@ -873,3 +873,168 @@ fn float16_storage_stays_within_half_precision_of_the_reference() {
         "2",
     ]));
 }
+
+#[test]
+fn views_store_shifted_rows_with_exact_logits_and_rebuild_from_their_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full");
+    let bare = tmp.path().join("bare");
+    let views = ["--views", "4", "--max-shift", "1", "--image", "2x2", "--view-seed", "5", "--rows-per-part", "30"];
+    assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &full, &views));
+    let ds = SoftLabels::open(&full).unwrap();
+    let m = ds.manifest();
+    assert_eq!((m.schema_version.as_str(), m.rows), ("1.2", 800));
+    // Parts hold whole groups of views (30 rounded up to 32).
+    assert!(m.parts.iter().rev().skip(1).all(|p| p.rows == 32), "{:?}", m.parts);
+    // Every stored input is its source row shifted as recorded (checked independently of the library's
+    // shift code: out[y][x] = in[y - dy][x - dx] on the 2x2 image), and its logits are the f64 reference's.
+    check_against_reference(&full, 800);
+    let stored = ds.load().unwrap();
+    let source = softlabel::dataset::DataSource::open(
+        &fx("small.parquet"),
+        &softlabel::dataset::DataSpec::new(softlabel::store::columns::INPUT),
+    )
+    .unwrap();
+    let mut by_id = std::collections::HashMap::new();
+    for b in source.batches(1000) {
+        let b = b.unwrap();
+        let flat = b.input_f32();
+        for (i, id) in b.ids.iter().enumerate() {
+            by_id.insert(*id, flat[i * 4..(i + 1) * 4].to_vec());
+        }
+    }
+    let v = stored.views.as_ref().unwrap();
+    let mut shifted = 0;
+    for r in 0..stored.ids.len() {
+        let (dx, dy) = (i64::from(v.shift_x[r]), i64::from(v.shift_y[r]));
+        assert!(dx.abs() <= 1 && dy.abs() <= 1);
+        assert_eq!(v.view[r] as usize, r % 4, "views of a row are stored together, in order");
+        if v.view[r] == 0 {
+            assert_eq!((dx, dy), (0, 0));
+        }
+        shifted += usize::from((dx, dy) != (0, 0));
+        let src = &by_id[&stored.ids[r]];
+        for y in 0..2i64 {
+            for x in 0..2i64 {
+                let (sy, sx) = (y - dy, x - dx);
+                let want = if (0..2).contains(&sy) && (0..2).contains(&sx) { src[(sy * 2 + sx) as usize] } else { 0.0 };
+                assert_eq!(stored.inputs[[r, (y * 2 + x) as usize]], want, "row {r}");
+            }
+        }
+    }
+    assert!(shifted > 400, "most views 1..3 are shifted: {shifted}");
+    assert_ok(&softlabel(&["verify", s(&full)]));
+
+    // Label-only views: train --inputs rebuilds each view from its source row, giving identical weights.
+    assert_ok(&precompute(
+        s(&fx("linear.onnx")),
+        &fx("small.parquet"),
+        &bare,
+        &[&views[..], &["--no-inputs"]].concat(),
+    ));
+    let train = |labels: &Path, out: &Path, extra: &[&str]| {
+        let mut args =
+            vec!["train", "--labels", s(labels), "--out", s(out), "--hidden", "8", "--epochs", "2", "--threads", "1"];
+        args.extend_from_slice(extra);
+        softlabel(&args)
+    };
+    assert_ok(&train(&full, &tmp.path().join("a"), &[]));
+    assert_ok(&train(&bare, &tmp.path().join("b"), &["--inputs", s(&fx("small.parquet"))]));
+    assert_eq!(
+        std::fs::read(tmp.path().join("a/student.safetensors")).unwrap(),
+        std::fs::read(tmp.path().join("b/student.safetensors")).unwrap()
+    );
+
+    // Flat teachers need the image layout; a layout that does not hold the row is refused.
+    let o = precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &tmp.path().join("x"), &["--views", "2"]);
+    assert_fails(&o, "pass --image");
+    let o = precompute(
+        s(&fx("linear.onnx")),
+        &fx("small.parquet"),
+        &tmp.path().join("y"),
+        &["--views", "2", "--image", "3x3"],
+    );
+    assert_fails(&o, "holds 9 values, the input rows have 4");
+    // An image-shaped teacher gives the layout itself.
+    assert_ok(&precompute(
+        s(&fx("linear_image.onnx")),
+        &fx("small.parquet"),
+        &tmp.path().join("z"),
+        &["--views", "2", "--max-shift", "1"],
+    ));
+}
+
+#[test]
+fn omitted_class_transfer_set_and_bias_adjustment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = tmp.path().join("labels");
+    assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &labels, &[]));
+    let student = tmp.path().join("student");
+    let o = softlabel(&[
+        "train",
+        "--labels",
+        s(&labels),
+        "--out",
+        s(&student),
+        "--hidden",
+        "8",
+        "--epochs",
+        "3",
+        "--threads",
+        "1",
+        "--exclude-labels",
+        "2",
+        "--json",
+    ]);
+    assert_ok(&o);
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let all = SoftLabels::open(&labels).unwrap().load().unwrap();
+    let without_2 = all.labels.iter().filter(|l| **l != Some(2)).count() as u64;
+    assert!(without_2 < 200);
+    assert_eq!(info["train_rows"], without_2, "rows labeled 2 are left out");
+    assert_eq!(info["settings"]["exclude_labels"], serde_json::json!([2]));
+
+    // --by adds exactly that to the class's output bias and nothing else.
+    let adjusted = tmp.path().join("adjusted");
+    let o = softlabel(&["adjust-bias", "--student", s(&student), "--class", "2", "--by", "1.5", "--out", s(&adjusted)]);
+    assert_ok(&o);
+    let (a, b) = (softlabel::student::io::load(&student).unwrap(), softlabel::student::io::load(&adjusted).unwrap());
+    let (la, lb) = (a.mlp.layers.last().unwrap(), b.mlp.layers.last().unwrap());
+    assert_eq!(lb.b[2], la.b[2] + 1.5);
+    assert_eq!((lb.b[0], lb.b[1], &lb.w), (la.b[0], la.b[1], &la.w));
+    assert_eq!(b.info.bias_adjustments.len(), 1);
+
+    // --tune-on never makes the tuning data's errors worse, and the reported count is what eval measures.
+    let tuned = tmp.path().join("tuned");
+    let o = softlabel(&[
+        "adjust-bias",
+        "--student",
+        s(&student),
+        "--class",
+        "2",
+        "--tune-on",
+        s(&fx("small.parquet")),
+        "--out",
+        s(&tuned),
+        "--json",
+    ]);
+    assert_ok(&o);
+    let t: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (before, after) =
+        (t["tuning"]["errors_before"].as_u64().unwrap(), t["tuning"]["errors_after"].as_u64().unwrap());
+    assert!(after <= before, "{t}");
+    let eval = |dir: &Path| -> serde_json::Value {
+        let o = softlabel(&["eval", "--student", s(dir), "--data", s(&fx("small.parquet")), "--json"]);
+        assert_ok(&o);
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    assert_eq!(eval(&student)["errors"].as_u64().unwrap(), before);
+    let e = eval(&tuned);
+    assert_eq!(e["errors"].as_u64().unwrap(), after);
+    // Per-class errors add up to the total.
+    let per_class: u64 = e["class_errors"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(per_class, after);
+
+    let o = softlabel(&["adjust-bias", "--student", s(&student), "--class", "7", "--by", "1", "--out", s(&tuned)]);
+    assert_fails(&o, "--class 7 is outside the student's 3 classes");
+}

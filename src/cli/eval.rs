@@ -59,6 +59,11 @@ pub fn run(a: EvalArgs, bars: &Bars) -> anyhow::Result<()> {
         r.ece.map_or("-".into(), |e| format!("{e:.4}")),
         r.nll.map_or("-".into(), |e| format!("{e:.4}"))
     );
+    if !r.class_errors.is_empty() {
+        let per: Vec<String> =
+            r.class_errors.iter().zip(&r.class_rows).enumerate().map(|(c, (e, n))| format!("{c}:{e}/{n}")).collect();
+        println!("  errors by class  {}", per.join(" "));
+    }
     if r.teacher_rows.is_some() {
         println!(
             "  teacher   accuracy {}  errors {}  agreement {}  KL(teacher||student) {}",

@@ -42,6 +42,12 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     };
     let inputs = if m.input.stored { "" } else { ", inputs not stored" };
     println!("  form            {form}{}{inputs}", if m.float16 { ", float16" } else { "" });
+    if let Some(v) = &m.views {
+        println!(
+            "  views           {} per source row (view 0 unshifted), shifts up to {} px, image {}x{}x{}, seed {}",
+            v.count, v.max_shift, v.image[0], v.image[1], v.image[2], v.seed
+        );
+    }
     println!("  teacher         {} sha256 {}", m.teacher.file, m.teacher.sha256);
     println!(
         "  input           '{}' {:?} x {} shape {:?}",

@@ -1,5 +1,6 @@
 //! Command-line definitions (clap derive), one file per subcommand, and the progress bars.
 
+mod adjust_bias;
 mod eval;
 mod export;
 mod inspect;
@@ -54,6 +55,9 @@ pub enum Command {
     Merge(merge::MergeArgs),
     /// Compare teacher and student: size, latency, throughput, accuracy, calibration; plots.
     Report(report::ReportArgs),
+    /// Change one class's output bias of a trained student: by a given amount, or by the amount that
+    /// minimises errors on labeled data (Hinton et al. 2015's fix for a class left out of the transfer set).
+    AdjustBias(adjust_bias::AdjustBiasArgs),
     /// Run a pipeline file: precompute train and test, train, evaluate, report.
     Run(run::RunArgs),
 }
@@ -125,6 +129,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(a) => verify::run(a),
         Command::Report(a) => report::run(a, ort, &bars),
         Command::Run(a) => run::run(a, ort, &bars),
+        Command::AdjustBias(a) => adjust_bias::run(a),
     }
 }
 

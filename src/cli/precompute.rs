@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use softlabel::augment::{parse_image, ViewOptions};
 use softlabel::precompute::{precompute, PrecomputeSettings};
 use softlabel::store::{LabelForm, Shard, WriterOptions};
 use softlabel::teacher::{Combine, OutputKind, TeacherOptions};
@@ -81,6 +82,21 @@ pub struct PrecomputeArgs {
     /// relative error up to 2^-11 (measured in SCHEMA.md).
     #[arg(long)]
     pub float16: bool,
+    /// Store N views of every row: view 0 as it is, the others shifted by up to --max-shift pixels
+    /// (zero fill), each with the teacher's outputs for it; the shift is recorded in the view, shift_x
+    /// and shift_y columns (seeded by --view-seed and the row id, so every view is reproducible).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub views: u16,
+    /// Largest shift of a view along each axis, in pixels.
+    #[arg(long, default_value_t = 2, value_name = "PIXELS")]
+    pub max_shift: u16,
+    /// The input row's image layout for --views: HxW or CxHxW, row-major (default: from the teacher's
+    /// input shape).
+    #[arg(long, value_name = "HxW")]
+    pub image: Option<String>,
+    /// Seed of the views' shifts.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub view_seed: u64,
     /// Print the manifest as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -113,6 +129,16 @@ pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Re
         },
         no_inputs: a.no_inputs,
         float16: a.float16,
+        views: if a.views > 1 {
+            Some(ViewOptions {
+                count: a.views,
+                max_shift: a.max_shift,
+                image: a.image.as_deref().map(parse_image).transpose()?,
+                seed: a.view_seed,
+            })
+        } else {
+            None
+        },
     };
     let start = std::time::Instant::now();
     let m = precompute(&settings, bars)?;

@@ -74,6 +74,10 @@ pub struct TrainArgs {
     /// equals an uninterrupted run's (same settings and --threads required).
     #[arg(long)]
     pub resume: bool,
+    /// Leave the rows with these hard labels out of the transfer set (e.g. 3 for Hinton et al.'s
+    /// omitted-3 experiment); the teacher's soft targets still cover every class.
+    #[arg(long, value_delimiter = ',', value_name = "Y,...")]
+    pub exclude_labels: Vec<i64>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -91,6 +95,7 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
         temperature: a.temperature,
         seed: a.seed,
         clip_norm: a.clip_norm,
+        exclude_labels: a.exclude_labels.clone(),
     };
     settings.validate()?;
     let labels = SoftLabels::open(&a.labels)?;
@@ -118,12 +123,13 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
         )),
         (None, true) => {}
     }
+    softlabel::pipeline::exclude_labels(&mut data, &settings.exclude_labels, &a.labels)?;
     let start = std::time::Instant::now();
     let cp = Checkpointing { dir: a.out.clone(), resume: a.resume, labels_sha256: labels.manifest_sha256()? };
     let td = TrainData { outputs: &data, num_classes: m.num_classes, temperature: m.temperature, origin: labels.dir() };
     let trained = with_threads(a.threads, || student::train(&td, &settings, val.as_ref(), Some(&cp), bars))??;
     let secs = start.elapsed().as_secs_f64();
-    let mut info = student_info(&trained, &settings, &labels, secs)?;
+    let mut info = student_info(&trained, &settings, &labels, data.len() as u64, secs)?;
     student::io::save(&a.out, &trained.mlp, &mut info, &trained.log)?;
     student::checkpoint::remove(&a.out)?;
     if a.json {
@@ -134,7 +140,7 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
         "trained {:?} ({} parameters) on {} rows for {} epochs in {secs:.1}s (T = {}, alpha = {}); final loss {:.4}{}",
         trained.mlp.dims(),
         trained.mlp.num_parameters(),
-        m.rows,
+        data.len(),
         settings.epochs,
         trained.temperature,
         settings.alpha,

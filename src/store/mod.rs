@@ -4,6 +4,7 @@
 mod reader;
 mod writer;
 
+pub(crate) use reader::read_views;
 pub use reader::{SoftLabels, Sparse, TeacherOutputs};
 pub(crate) use writer::prepare_dir;
 pub use writer::{write_atomic, Resumed, SoftLabelWriter, WriterOptions};
@@ -19,6 +20,9 @@ use crate::error::{Error, Result};
 pub const SCHEMA_VERSION: &str = "1.0";
 /// The schema version of sparse (top-k or sampled) datasets, which add columns and the `form` field.
 pub const SCHEMA_VERSION_SPARSE: &str = "1.1";
+/// The schema version of datasets with augmented views (`precompute --views`), which add the `view`,
+/// `shift_x` and `shift_y` columns and the `views` field.
+pub const SCHEMA_VERSION_VIEWS: &str = "1.2";
 /// The major schema version this build reads.
 pub const SCHEMA_MAJOR: u32 = 1;
 /// The manifest's file name inside a dataset folder.
@@ -46,6 +50,12 @@ pub mod columns {
     pub const TOPK_LOGIT: &str = "topk_logit";
     /// Top-k: logsumexp(logits / T) over all classes (float64).
     pub const LOGSUMEXP_T: &str = "logsumexp_t";
+    /// Views: the view number (uint16; 0 is the source row as it is).
+    pub const VIEW: &str = "view";
+    /// Views: horizontal shift in pixels (int16; positive moves the content right).
+    pub const SHIFT_X: &str = "shift_x";
+    /// Views: vertical shift in pixels (int16; positive moves the content down).
+    pub const SHIFT_Y: &str = "shift_y";
     /// Sampled: the k classes drawn from softmax(logits / T), ascending (fixed_size_list<uint32>[k]).
     pub const SAMPLE_INDEX: &str = "sample_index";
 }
@@ -170,6 +180,9 @@ pub struct Manifest {
     /// For a teacher ensemble: its members (`teacher` then describes the ensemble as a whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<EnsembleInfo>,
+    /// Augmented views (`precompute --views`): every source row stored `count` times, shifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub views: Option<crate::augment::Views>,
     /// Which shard of the source this dataset holds (`--shard I/N`); absent for a whole dataset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
@@ -262,6 +275,9 @@ impl Manifest {
         if self.float16 {
             kv.push(("softlabel.float16".into(), "true".into()));
         }
+        if let Some(views) = &self.views {
+            kv.push(("softlabel.views".into(), json(views)));
+        }
         if let Some(ensemble) = &self.ensemble {
             kv.push(("softlabel.ensemble".into(), json(ensemble)));
         }
@@ -277,6 +293,7 @@ impl Manifest {
             self.num_classes,
             self.form,
             self.float16,
+            self.views.is_some(),
         )
         .with_metadata(self.key_values().into_iter().collect::<std::collections::HashMap<_, _>>())
     }
@@ -352,6 +369,9 @@ impl Manifest {
                 return bad(format!("{} class names for {} classes", names.len(), self.num_classes));
             }
         }
+        if let Some(v) = &self.views {
+            v.validate(self.input.width).map_err(|e| Error::dataset(path, format!("views: {e}")))?;
+        }
         if self.input.shape.iter().product::<usize>() != self.input.width {
             return bad(format!("input shape {:?} does not hold {} values", self.input.shape, self.input.width));
         }
@@ -383,14 +403,27 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// The Arrow schema of a part.
 /// The Arrow schema of a part; `width` is `None` when inputs are not stored.
-pub fn part_schema(input: ElementType, width: Option<usize>, classes: usize, form: LabelForm, float16: bool) -> Schema {
+pub fn part_schema(
+    input: ElementType,
+    width: Option<usize>,
+    classes: usize,
+    form: LabelForm,
+    float16: bool,
+    views: bool,
+) -> Schema {
     let float = if float16 { DataType::Float16 } else { DataType::Float32 };
     let list =
         |dt: DataType, n: usize| DataType::FixedSizeList(std::sync::Arc::new(Field::new("item", dt, false)), n as i32);
     let mut fields =
         vec![Field::new(columns::ID, DataType::UInt64, false), Field::new(columns::LABEL, DataType::Int64, true)];
+    if views {
+        fields.extend([
+            Field::new(columns::VIEW, DataType::UInt16, false),
+            Field::new(columns::SHIFT_X, DataType::Int16, false),
+            Field::new(columns::SHIFT_Y, DataType::Int16, false),
+        ]);
+    }
     if let Some(width) = width {
         fields.push(Field::new(columns::INPUT, list(input.to_arrow(), width), false));
     }
@@ -490,6 +523,7 @@ mod tests {
             form: LabelForm::Dense,
             float16: false,
             ensemble: None,
+            views: None,
             shard: None,
             checksum: String::new(),
         };

@@ -4,11 +4,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float16Type, Float32Type, Float64Type, Int64Type, UInt32Type, UInt64Type};
+use arrow_array::types::{
+    Float16Type, Float32Type, Float64Type, Int16Type, Int64Type, UInt16Type, UInt32Type, UInt64Type,
+};
 use arrow_array::{Array, RecordBatch};
 use ndarray::Array2;
 
 use super::{columns, LabelForm, Manifest};
+use crate::augment::ViewColumns;
 use crate::dataset::{numeric_to_f32, sha256_file, DataSource};
 use crate::error::{Error, Result};
 
@@ -32,6 +35,8 @@ pub struct TeacherOutputs {
     pub logits: Array2<f32>,
     /// The stored classes of a sparse (top-k or sampled) dataset.
     pub sparse: Option<Sparse>,
+    /// The view columns of a dataset with augmented views.
+    pub views: Option<ViewColumns>,
 }
 
 /// The teacher's outputs as a sparse dataset stores them.
@@ -76,7 +81,16 @@ impl TeacherOutputs {
             ));
         }
         let w = m.input.width;
-        let index = self.id_index();
+        // Every row of an id (one per view) takes that id's source row, shifted as its view says.
+        let mut index: HashMap<u64, Vec<usize>> = HashMap::with_capacity(self.ids.len());
+        for (r, &id) in self.ids.iter().enumerate() {
+            index.entry(id).or_default().push(r);
+        }
+        let shifts = match (&m.views, &self.views) {
+            (Some(v), Some(cols)) => Some((v, cols)),
+            (None, None) => None,
+            _ => return Err(Error::Internal("view columns do not match the manifest".into())),
+        };
         let mut inputs = Array2::<f32>::zeros((self.ids.len(), w));
         let mut found = vec![false; self.ids.len()];
         for b in source.batches(8192) {
@@ -93,8 +107,14 @@ impl TeacherOutputs {
             }
             let flat = b.input_f32();
             for (i, id) in b.ids.iter().enumerate() {
-                if let Some(&r) = index.get(id) {
-                    inputs.row_mut(r).assign(&ndarray::ArrayView1::from(&flat[i * w..(i + 1) * w]));
+                let src = &flat[i * w..(i + 1) * w];
+                for &r in index.get(id).map_or(&[][..], Vec::as_slice) {
+                    let mut row = inputs.row_mut(r);
+                    let out = row.as_slice_mut().ok_or_else(|| Error::Internal("input row not contiguous".into()))?;
+                    match shifts {
+                        Some((v, cols)) => v.shift_row(src, cols.shift_x[r], cols.shift_y[r], out),
+                        None => out.copy_from_slice(src),
+                    }
                     found[r] = true;
                 }
             }
@@ -106,9 +126,43 @@ impl TeacherOutputs {
         Ok(())
     }
 
-    /// A map from id to row.
+    /// A map from id to row (with views: to the row of view 0, the unshifted one).
     pub fn id_index(&self) -> HashMap<u64, usize> {
-        self.ids.iter().enumerate().map(|(i, &id)| (id, i)).collect()
+        let first = |i: usize| self.views.as_ref().is_none_or(|v| v.view[i] == 0);
+        self.ids.iter().enumerate().filter(|&(i, _)| first(i)).map(|(i, &id)| (id, i)).collect()
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether no rows are held.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Keeps only the rows where `keep` is true.
+    pub fn retain(&mut self, keep: &[bool]) {
+        let rows: Vec<usize> = (0..self.ids.len()).filter(|&i| keep[i]).collect();
+        let pick = |a: &Array2<f32>| a.select(ndarray::Axis(0), &rows);
+        self.ids = rows.iter().map(|&i| self.ids[i]).collect();
+        self.labels = rows.iter().map(|&i| self.labels[i]).collect();
+        self.inputs = pick(&self.inputs);
+        self.logits = pick(&self.logits);
+        self.sparse = self.sparse.take().map(|s| match s {
+            Sparse::TopK { index, logit, logsumexp_t } => Sparse::TopK {
+                index: index.select(ndarray::Axis(0), &rows),
+                logit: pick(&logit),
+                logsumexp_t: rows.iter().map(|&i| logsumexp_t[i]).collect(),
+            },
+            Sparse::Sampled { index } => Sparse::Sampled { index: index.select(ndarray::Axis(0), &rows) },
+        });
+        self.views = self.views.take().map(|v| ViewColumns {
+            view: rows.iter().map(|&i| v.view[i]).collect(),
+            shift_x: rows.iter().map(|&i| v.shift_x[i]).collect(),
+            shift_y: rows.iter().map(|&i| v.shift_y[i]).collect(),
+        });
     }
 
     /// The teacher's top class for `row`: the largest logit, or the first top-k index. `None` for sampled
@@ -208,7 +262,14 @@ impl SoftLabels {
         let m = &self.manifest;
         let w = m.input.width;
         let mut acc = Columns::default();
-        let expected = super::part_schema(m.input.dtype, m.input.stored.then_some(w), m.num_classes, m.form, m.float16);
+        let expected = super::part_schema(
+            m.input.dtype,
+            m.input.stored.then_some(w),
+            m.num_classes,
+            m.form,
+            m.float16,
+            m.views.is_some(),
+        );
         for part in &m.parts {
             let path = self.dir.join(&part.file);
             let builder = crate::dataset::open_parquet(&path)?;
@@ -280,7 +341,8 @@ impl SoftLabels {
                 }),
             ),
         };
-        Ok(TeacherOutputs { ids: acc.ids, labels: acc.labels, inputs, logits, sparse })
+        let views = m.views.is_some().then_some(acc.views);
+        Ok(TeacherOutputs { ids: acc.ids, labels: acc.labels, inputs, logits, sparse, views })
     }
 }
 
@@ -295,6 +357,7 @@ struct Columns {
     /// Top-k or sampled indices.
     index: Vec<u32>,
     lse: Vec<f64>,
+    views: ViewColumns,
 }
 
 /// The flat values of a non-null fixed-size list column.
@@ -327,6 +390,24 @@ impl Columns {
             .as_primitive_opt::<Int64Type>()
             .ok_or_else(|| Error::dataset(path, "column 'label' is not int64"))?;
         self.labels.extend((0..label.len()).map(|i| (!label.is_null(i)).then(|| label.value(i))));
+        if let Some(v) = &m.views {
+            let (view, sx, sy) = read_views(path, rb)?;
+            for (i, ((&view, &dx), &dy)) in view.iter().zip(sx).zip(sy).enumerate() {
+                if view >= v.count || v.shift(id.value(i), view) != (dx, dy) {
+                    return Err(Error::dataset(
+                        path,
+                        format!(
+                            "columns 'view', 'shift_x', 'shift_y', row {}: view {view} shift ({dx}, {dy}) is not \
+                             the one the manifest's views rule gives",
+                            first_row + i as u64
+                        ),
+                    ));
+                }
+            }
+            self.views.view.extend_from_slice(view);
+            self.views.shift_x.extend_from_slice(sx);
+            self.views.shift_y.extend_from_slice(sy);
+        }
         if m.input.stored {
             let input = list_values(path, rb, columns::INPUT, first_row)?;
             self.inputs.extend(
@@ -401,6 +482,22 @@ impl Columns {
         }
         Ok(())
     }
+}
+
+/// The `view`, `shift_x` and `shift_y` columns of a record batch.
+pub(crate) fn read_views<'a>(path: &Path, rb: &'a RecordBatch) -> Result<(&'a [u16], &'a [i16], &'a [i16])> {
+    let col = |name: &str| rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")));
+    let view = col(columns::VIEW)?
+        .as_primitive_opt::<UInt16Type>()
+        .ok_or_else(|| Error::dataset(path, "column 'view' is not uint16"))?;
+    let shift = |name: &str| -> Result<&'a [i16]> {
+        let c = rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")))?;
+        Ok(c.as_primitive_opt::<Int16Type>()
+            .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not int16")))?
+            .values()
+            .as_ref())
+    };
+    Ok((view.values().as_ref(), shift(columns::SHIFT_X)?, shift(columns::SHIFT_Y)?))
 }
 
 fn check_footer(path: &Path, m: &Manifest) -> Result<()> {

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int64Array, RecordBatch, UInt32Array, UInt64Array,
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int16Array, Int64Array, RecordBatch, UInt16Array,
+    UInt32Array, UInt64Array,
 };
 use arrow_schema::{Field, SchemaRef};
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
@@ -15,6 +16,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use super::{columns, LabelForm, Manifest, PartInfo, MANIFEST, PROGRESS};
+use crate::augment::ViewColumns;
 use crate::dataset::sha256_file;
 use crate::error::{Error, Result};
 use crate::soften::{logsumexp_t, sample_classes, softmax_t, top_k};
@@ -206,7 +208,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// The manifest fields that must agree for a resume to continue an earlier run.
 fn same_run(a: &Manifest, b: &Manifest) -> std::result::Result<(), String> {
-    let checks: [(&str, bool); 9] = [
+    let checks: [(&str, bool); 12] = [
         ("teacher (sha256)", a.teacher == b.teacher),
         ("temperature", a.temperature == b.temperature),
         ("number of classes", a.num_classes == b.num_classes),
@@ -216,6 +218,9 @@ fn same_run(a: &Manifest, b: &Manifest) -> std::result::Result<(), String> {
         ("id column", a.id_column == b.id_column),
         ("source data (fingerprint)", a.source.fingerprint == b.source.fingerprint),
         ("shard", a.shard == b.shard),
+        ("storage form", a.form == b.form),
+        ("float16 setting", a.float16 == b.float16),
+        ("views setting", a.views == b.views),
     ];
     match checks.iter().find(|(_, ok)| !ok) {
         Some((what, _)) => Err(format!("the {what} differs from the interrupted run's")),
@@ -331,7 +336,8 @@ impl SoftLabelWriter {
 
     /// Appends rows: `input` holds `ids.len() * width` values of the manifest's input type, `logits`
     /// holds `ids.len() * num_classes` raw logits, `source_rows` each row's position in the source
-    /// (increasing). `soft` is computed here.
+    /// (increasing). `soft` is computed here. A dataset with views takes each source row's views together,
+    /// in order, with their columns in `views`.
     pub fn write(
         &mut self,
         ids: &[u64],
@@ -339,10 +345,14 @@ impl SoftLabelWriter {
         input: &ArrayRef,
         logits: &[f32],
         source_rows: &[u64],
+        views: Option<&ViewColumns>,
     ) -> Result<()> {
         let k = self.manifest.num_classes;
         let w = self.manifest.input.width;
         let n = ids.len();
+        if self.manifest.views.is_some() != views.is_some() || views.is_some_and(|v| v.len() != n) {
+            return Err(Error::Internal("write: view columns do not match the manifest or the rows".into()));
+        }
         if labels.len() != n || input.len() != n * w || logits.len() != n * k || source_rows.len() != n {
             return Err(Error::Internal(format!(
                 "write: {n} ids, {} labels, {} input values (width {w}), {} logits (K {k}), {} source rows",
@@ -355,22 +365,30 @@ impl SoftLabelWriter {
         if n == 0 {
             return Ok(());
         }
-        let batch = self.record_batch(ids, labels, input, logits)?;
+        let batch = self.record_batch(ids, labels, input, logits, views)?;
+        let limit = self.part_limit();
         let mut start = 0;
         while start < n {
             if self.current.is_none() {
                 self.open_part()?;
             }
-            let take = (self.options.rows_per_part - self.part_rows).min(n - start);
+            let take = (limit - self.part_rows).min(n - start);
             self.push(batch.slice(start, take), &ids[start..start + take], &labels[start..start + take])?;
             start += take;
             self.last_source_row =
                 Some(self.last_source_row.map_or(source_rows[start - 1], |r| r.max(source_rows[start - 1])));
-            if self.part_rows == self.options.rows_per_part {
+            if self.part_rows == limit {
                 self.close_part(source_rows[start - 1] + 1)?;
             }
         }
         Ok(())
+    }
+
+    /// Rows per part: `rows_per_part`, rounded up to whole groups of views, so a part never splits a
+    /// source row's views (a resume restarts at a source row).
+    fn part_limit(&self) -> usize {
+        let views = self.manifest.views.map_or(1, |v| usize::from(v.count.max(1)));
+        self.options.rows_per_part.div_ceil(views) * views
     }
 
     fn record_batch(
@@ -379,6 +397,7 @@ impl SoftLabelWriter {
         labels: &[Option<i64>],
         input: &ArrayRef,
         logits: &[f32],
+        views: Option<&ViewColumns>,
     ) -> Result<RecordBatch> {
         let k = self.manifest.num_classes;
         let t = self.manifest.temperature;
@@ -391,6 +410,11 @@ impl SoftLabelWriter {
         };
         let mut cols: Vec<ArrayRef> =
             vec![Arc::new(UInt64Array::from(ids.to_vec())), Arc::new(Int64Array::from(labels.to_vec()))];
+        if let Some(v) = views {
+            cols.push(Arc::new(UInt16Array::from(v.view.clone())));
+            cols.push(Arc::new(Int16Array::from(v.shift_x.clone())));
+            cols.push(Arc::new(Int16Array::from(v.shift_y.clone())));
+        }
         if self.manifest.input.stored {
             cols.push(list(input.clone(), self.manifest.input.width)?);
         }
@@ -417,8 +441,10 @@ impl SoftLabelWriter {
             }
             LabelForm::Sampled { k: draws, seed } => {
                 let mut index = Vec::with_capacity(ids.len() * draws);
-                for (z, &id) in logits.chunks_exact(k).zip(ids) {
-                    index.extend(sample_classes(z, t, draws, seed, id));
+                for (r, (z, &id)) in logits.chunks_exact(k).zip(ids).enumerate() {
+                    // A view's draws are keyed by id ^ (view << 48), so view 0's equal the unaugmented row's.
+                    let view = views.map_or(0, |v| u64::from(v.view[r]));
+                    index.extend(sample_classes(z, t, draws, seed, id ^ (view << 48)));
                 }
                 cols.push(list(Arc::new(UInt32Array::from(index)), draws)?);
             }

@@ -62,6 +62,21 @@ pub struct StudentInfo {
     pub train_seconds: f64,
     /// sha256 of student.safetensors.
     pub weights_sha256: String,
+    /// Output-bias changes made after training (`softlabel adjust-bias`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bias_adjustments: Vec<BiasAdjustment>,
+}
+
+/// One change of a class's output bias after training.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BiasAdjustment {
+    /// The class.
+    pub class: usize,
+    /// Added to its bias.
+    pub by: f32,
+    /// Where the value came from: "given", or the data it was tuned on.
+    pub chosen_on: String,
 }
 
 /// A student folder loaded back.
@@ -221,6 +236,20 @@ pub fn save(dir: &Path, mlp: &Mlp, info: &mut StudentInfo, log: &[EpochLog]) -> 
     write_atomic(&dir.join(TRAIN_LOG), lines.as_bytes())?;
     let json = serde_json::to_vec_pretty(info).map_err(|e| Error::Internal(e.to_string()))?;
     write_atomic(&dir.join(INFO), &json)
+}
+
+/// The training log of a student folder (empty if it has none).
+pub fn load_log(dir: &Path) -> Result<Vec<EpochLog>> {
+    let path = dir.join(TRAIN_LOG);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::dataset(&path, format!("line {}: {e}", i + 1))))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(&path, e)),
+    }
 }
 
 /// Loads a student folder, checking the weights' hash against student.json.

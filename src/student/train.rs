@@ -47,6 +47,10 @@ pub struct TrainSettings {
     pub seed: u64,
     /// Clip the gradient's global L2 norm to this value.
     pub clip_norm: Option<f32>,
+    /// Hard labels whose rows were left out of the transfer set (recorded; the caller filters with
+    /// [`crate::pipeline::exclude_labels`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_labels: Vec<i64>,
 }
 
 impl Default for TrainSettings {
@@ -62,6 +66,7 @@ impl Default for TrainSettings {
             temperature: None,
             seed: 0,
             clip_norm: None,
+            exclude_labels: Vec::new(),
         }
     }
 }
@@ -580,6 +585,7 @@ mod tests {
             inputs,
             logits,
             sparse: None,
+            views: None,
         };
         let s = TrainSettings { hidden: vec![16], epochs: 2, batch_size: 16, ..Default::default() };
         let td = TrainData { outputs: &data, num_classes: 3, temperature: 2.0, origin: Path::new("mem") };
