@@ -214,6 +214,13 @@ pub struct StudentSection {
     /// omitted-3 experiment); the teacher's soft targets still cover every class.
     #[serde(default)]
     pub exclude_labels: Vec<i64>,
+    /// Memory for the training rows in MiB; larger datasets are streamed from disk.
+    #[serde(default = "default_budget")]
+    pub memory_budget_mib: u64,
+}
+
+fn default_budget() -> u64 {
+    student::train::DEFAULT_MEMORY_BUDGET_MIB
 }
 
 fn default_hidden() -> Vec<usize> {
@@ -260,6 +267,7 @@ impl StudentSection {
             seed: self.seed,
             clip_norm: self.clip_norm,
             exclude_labels: self.exclude_labels.clone(),
+            memory_budget_mib: self.memory_budget_mib,
         }
     }
 }
@@ -273,6 +281,13 @@ pub struct OutputSection {
     /// Also export the student and write a compression report (`DIR/report/`).
     #[serde(default)]
     pub report: bool,
+    /// The student's folder name inside `dir` (`softlabel run --seed S` makes it `student-seed-S`).
+    #[serde(default = "default_student_dir")]
+    pub student: String,
+}
+
+fn default_student_dir() -> String {
+    "student".into()
 }
 
 /// A whole pipeline file.
@@ -465,9 +480,8 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
         labels_for(p, &p.data.test, &out.join("labels-test"), &teacher_sha, None, progress)?;
 
     let settings = p.student.settings();
-    let mut data = train_labels.load()?;
-    exclude_labels(&mut data, &settings.exclude_labels, train_labels.dir())?;
     let m = train_labels.manifest().clone();
+    let rows = TrainingRows::new(&train_labels, &settings, None)?;
     let test_outputs = test_labels.load()?;
     let val = student::train::ValSet {
         inputs: test_outputs.inputs.clone(),
@@ -475,19 +489,14 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
     };
     let has_val_labels = test_outputs.labels.iter().all(Option::is_some);
     let start = Instant::now();
-    let student_dir = out.join("student");
+    let student_dir = out.join(&p.output.student);
     // A run interrupted during training continues from its last epoch.
     let cp = student::Checkpointing {
         dir: student_dir.clone(),
         resume: true,
         labels_sha256: train_labels.manifest_sha256()?,
     };
-    let td = student::TrainData {
-        outputs: &data,
-        num_classes: m.num_classes,
-        temperature: m.temperature,
-        origin: train_labels.dir(),
-    };
+    let td = rows.train_data(&train_labels);
     let val = has_val_labels.then_some(&val);
     let trained =
         with_threads(p.student.threads, || match student::train(&td, &settings, val, Some(&cp), progress) {
@@ -499,7 +508,7 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
             other => other,
         })??;
     let train_seconds = start.elapsed().as_secs_f64();
-    let mut info = student_info(&trained, &settings, &train_labels, data.len() as u64, train_seconds)?;
+    let mut info = student_info(&trained, &settings, &train_labels, train_seconds)?;
     student::io::save(&student_dir, &trained.mlp, &mut info, &trained.log)?;
     student::checkpoint::remove(&student_dir)?;
 
@@ -512,7 +521,11 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
             data: test_labels.dir().to_path_buf(),
             spec: DataSpec::new(crate::store::columns::INPUT),
             labels: Some(test_labels.dir().to_path_buf()),
-            out: out.join("report"),
+            out: out.join(if p.output.student == "student" {
+                "report".to_string()
+            } else {
+                format!("{}-report", p.output.student)
+            }),
             threads: p.teacher.threads,
             latency_runs: 200,
         };
@@ -544,6 +557,67 @@ fn same_views(stored: Option<&crate::augment::Views>, wanted: Option<&crate::aug
             s.count == w.count && s.max_shift == w.max_shift && s.seed == w.seed && w.image.is_none_or(|i| i == s.image)
         }
         _ => false,
+    }
+}
+
+/// A dataset's training rows: in memory when they fit `memory_budget_mib` (or must be joined to their
+/// inputs), else streamed.
+pub enum TrainingRows {
+    /// Loaded, filtered (`exclude_labels`) and joined.
+    Memory(Box<crate::store::TeacherOutputs>),
+    /// Streamed in windows of this many rows.
+    Stream(usize),
+}
+
+impl TrainingRows {
+    /// Decides and, for memory, loads. `join`: the source to join a label-only dataset's inputs from
+    /// (`train --inputs`) and whether to ignore its fingerprint; joined data is always held in memory.
+    pub fn new(labels: &SoftLabels, settings: &TrainSettings, join: Option<(&Path, bool)>) -> Result<Self> {
+        let m = labels.manifest();
+        if join.is_none() && !m.input.stored {
+            return Err(Error::dataset(
+                labels.dir(),
+                "was made with --no-inputs: pass --inputs with the data it was made from",
+            ));
+        }
+        if join.is_none() {
+            if let Some(window) = student::train::stream_window(m, settings) {
+                tracing::info!(
+                    window,
+                    budget_mib = settings.memory_budget_mib,
+                    "rows exceed the memory budget: streaming"
+                );
+                return Ok(TrainingRows::Stream(window));
+            }
+        }
+        let mut data = labels.load()?;
+        if let Some((path, ignore_fingerprint)) = join {
+            let spec = DataSpec {
+                input: m.input.source_column.split(',').map(str::to_string).collect(),
+                label_column: None,
+                id_column: m.id_column.clone(),
+                skip_nonfinite: false,
+            };
+            data.join_inputs(m, &DataSource::open(path, &spec)?, path, ignore_fingerprint)?;
+        }
+        exclude_labels(&mut data, &settings.exclude_labels, labels.dir())?;
+        Ok(TrainingRows::Memory(Box::new(data)))
+    }
+
+    /// What [`student::train`] takes.
+    pub fn train_data<'a>(&'a self, labels: &'a SoftLabels) -> student::TrainData<'a> {
+        let m = labels.manifest();
+        student::TrainData {
+            source: match self {
+                TrainingRows::Memory(d) => student::train::TrainSource::Memory(d),
+                TrainingRows::Stream(window_rows) => {
+                    student::train::TrainSource::Stream { labels, window_rows: *window_rows }
+                }
+            },
+            num_classes: m.num_classes,
+            temperature: m.temperature,
+            origin: labels.dir(),
+        }
     }
 }
 
@@ -579,7 +653,6 @@ pub fn student_info(
     trained: &student::TrainedStudent,
     settings: &TrainSettings,
     labels: &SoftLabels,
-    train_rows: u64,
     train_seconds: f64,
 ) -> Result<student::StudentInfo> {
     let m = labels.manifest();
@@ -598,7 +671,7 @@ pub fn student_info(
         labels_dir: labels.dir().display().to_string(),
         labels_manifest_sha256: labels.manifest_sha256()?,
         teacher_sha256: m.teacher.sha256.clone(),
-        train_rows,
+        train_rows: trained.rows as u64,
         final_epoch: trained.log.last().cloned(),
         train_seconds,
         weights_sha256: String::new(),

@@ -243,6 +243,28 @@ fn shape_string(shape: &[i64]) -> String {
     format!("[{}]", dims.join(", "))
 }
 
+/// The ONNX Runtime session options every teacher is loaded with: full graph optimisation, no
+/// spin-waiting (it slows the reader and writer threads beside inference), `options.threads` intra-op
+/// threads. Public so benchmarks can time raw ONNX Runtime with exactly the same options.
+pub fn session_builder(options: &TeacherOptions) -> Result<ort::session::builder::SessionBuilder> {
+    let env = environment(options.ort_lib.as_deref())?;
+    let rt = |e: ort::Error<ort::session::builder::SessionBuilder>| {
+        Error::Runtime(format!("ONNX Runtime session options: {e}"))
+    };
+    let mut builder = Session::builder(env)
+        .map_err(|e| Error::Runtime(format!("ONNX Runtime: {e}")))?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(rt)?
+        .with_intra_op_spinning(false)
+        .map_err(rt)?
+        .with_inter_op_spinning(false)
+        .map_err(rt)?;
+    if options.threads > 0 {
+        builder = builder.with_intra_threads(options.threads).map_err(rt)?;
+    }
+    Ok(builder)
+}
+
 impl Teacher {
     /// Loads `path`, checking it has one tensor input of a supported type and one tensor output.
     pub fn load(path: &Path, options: &TeacherOptions) -> Result<Self> {
@@ -251,22 +273,7 @@ impl Teacher {
             return Err(Error::model(path, "file is empty, not an ONNX model"));
         }
         let sha256 = sha256_file(path)?;
-        let env = environment(options.ort_lib.as_deref())?;
-        let rt = |e: ort::Error<ort::session::builder::SessionBuilder>| {
-            Error::Runtime(format!("ONNX Runtime session options: {e}"))
-        };
-        let mut builder = Session::builder(env)
-            .map_err(|e| Error::Runtime(format!("ONNX Runtime: {e}")))?
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(rt)?
-            .with_intra_op_spinning(false)
-            .map_err(rt)?
-            .with_inter_op_spinning(false)
-            .map_err(rt)?;
-        if options.threads > 0 {
-            builder = builder.with_intra_threads(options.threads).map_err(rt)?;
-        }
-        let session = builder
+        let session = session_builder(options)?
             .commit_from_file(path)
             .map_err(|e| Error::model(path, format!("cannot load as an ONNX model: {e}")))?;
 

@@ -1038,3 +1038,75 @@ fn omitted_class_transfer_set_and_bias_adjustment() {
     let o = softlabel(&["adjust-bias", "--student", s(&student), "--class", "7", "--by", "1", "--out", s(&tuned)]);
     assert_fails(&o, "--class 7 is outside the student's 3 classes");
 }
+
+#[test]
+fn training_streams_datasets_over_the_memory_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = tmp.path().join("labels");
+    let o = softlabel(&[
+        "precompute",
+        "--teacher",
+        s(&mnist("teachers/mnist_cnn.onnx")),
+        "--data",
+        s(&mnist("mnist/test.parquet")),
+        "--input-column",
+        "image",
+        "-T",
+        "4",
+        "--out",
+        s(&labels),
+    ]);
+    assert_ok(&o);
+    let train = |out: &str, budget: &str| -> serde_json::Value {
+        let o = Command::new(env!("CARGO_BIN_EXE_softlabel"))
+            .args([
+                "--quiet",
+                "train",
+                "--labels",
+                s(&labels),
+                "--out",
+                s(&tmp.path().join(out)),
+                "--hidden",
+                "64",
+                "--epochs",
+                "2",
+                "--threads",
+                "1",
+                "--exclude-labels",
+                "3",
+                "--memory-budget",
+                budget,
+                "--json",
+            ])
+            .env("RUST_LOG", "softlabel=info")
+            .output()
+            .unwrap();
+        assert_ok(&o);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.contains("streaming"), budget != "4096", "{err}");
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    // 10k rows need ~31 MiB: 4096 MiB holds them, 4 MiB streams them in windows of ~1.3k rows.
+    let (memory, stream) = (train("memory", "4096"), train("stream", "4"));
+    assert_eq!(memory["train_rows"], stream["train_rows"], "the same rows are left out");
+    assert!(memory["train_rows"].as_u64().unwrap() < 9_000);
+    let weights = |d: &str| softlabel::student::io::load(&tmp.path().join(d)).unwrap().mlp;
+    let (a, b) = (weights("memory"), weights("stream"));
+    // The input scaling comes from the same sums in the same order.
+    assert_eq!((&a.shift, &a.scale), (&b.shift, &b.scale));
+    // Both learn (the order of rows differs, so the weights do).
+    let errors = |d: &str| {
+        let o = softlabel(&["eval", "--student", s(&tmp.path().join(d)), "--data", s(&labels), "--json"]);
+        assert_ok(&o);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["accuracy"].as_f64().unwrap()
+    };
+    let (acc_m, acc_s) = (errors("memory"), errors("stream"));
+    // The 3s (a tenth of the rows) were left out of training, so about 0.9 is the ceiling.
+    assert!(acc_m > 0.75 && acc_s > 0.75 && (acc_m - acc_s).abs() < 0.03, "memory {acc_m}, stream {acc_s}");
+    // Streaming is deterministic too.
+    train("stream2", "4");
+    assert_eq!(
+        std::fs::read(tmp.path().join("stream/student.safetensors")).unwrap(),
+        std::fs::read(tmp.path().join("stream2/student.safetensors")).unwrap()
+    );
+}

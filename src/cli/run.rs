@@ -10,16 +10,28 @@ use super::{pct, Bars};
 pub struct RunArgs {
     /// The pipeline file (TOML; see pipelines/mnist.toml).
     pub pipeline: PathBuf,
+    /// Train with this seed instead of [student] seed, into DIR/student-seed-S with the summary in
+    /// DIR/report-seed-S.json (the soft labels in DIR are shared by every seed).
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(a: RunArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()> {
-    let p = Pipeline::load(&a.pipeline)?;
+    let mut p = Pipeline::load(&a.pipeline)?;
+    let summary = match a.seed {
+        Some(seed) => {
+            p.student.seed = seed;
+            p.output.student = format!("student-seed-{seed}");
+            format!("report-seed-{seed}.json")
+        }
+        None => "report.json".to_string(),
+    };
     let r = run_pipeline(&p, ort_lib, bars)?;
     let json = serde_json::to_string_pretty(&r)?;
-    write_atomic(&p.output.dir.join("report.json"), json.as_bytes())?;
+    write_atomic(&p.output.dir.join(&summary), json.as_bytes())?;
     if a.json {
         println!("{json}");
         return Ok(());
@@ -66,6 +78,6 @@ pub fn run(a: RunArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()
         );
         println!("  report       {}", p.output.dir.join("report").join("report.md").display());
     }
-    println!("  student saved to {}; summary {}", r.student, p.output.dir.join("report.json").display());
+    println!("  student saved to {}; summary {}", r.student, p.output.dir.join(&summary).display());
     Ok(())
 }

@@ -2,9 +2,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use softlabel::dataset::{DataSource, DataSpec};
-use softlabel::pipeline::{optimizer, student_info, with_threads, OptimizerKind};
+use softlabel::pipeline::{optimizer, student_info, with_threads, OptimizerKind, TrainingRows};
 use softlabel::store::SoftLabels;
-use softlabel::student::{self, train::ValSet, Checkpointing, LrSchedule, TrainData, TrainSettings};
+use softlabel::student::{self, train::ValSet, Checkpointing, LrSchedule, TrainSettings};
 
 use super::{Bars, DataArgs};
 
@@ -78,6 +78,10 @@ pub struct TrainArgs {
     /// omitted-3 experiment); the teacher's soft targets still cover every class.
     #[arg(long, value_delimiter = ',', value_name = "Y,...")]
     pub exclude_labels: Vec<i64>,
+    /// Memory for the training rows, in MiB: a dataset that needs more (inputs as f32 plus the teacher's
+    /// outputs) is streamed from disk in windows of this size, shuffled block-wise, instead of loaded.
+    #[arg(long, default_value_t = softlabel::student::train::DEFAULT_MEMORY_BUDGET_MIB, value_name = "MIB")]
+    pub memory_budget: u64,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -96,6 +100,7 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
         seed: a.seed,
         clip_norm: a.clip_norm,
         exclude_labels: a.exclude_labels.clone(),
+        memory_budget_mib: a.memory_budget,
     };
     settings.validate()?;
     let labels = SoftLabels::open(&a.labels)?;
@@ -106,30 +111,13 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut data = labels.load()?;
-    match (&a.inputs, m.input.stored) {
-        (Some(path), _) => {
-            let spec = DataSpec {
-                input: m.input.source_column.split(',').map(str::to_string).collect(),
-                label_column: None,
-                id_column: m.id_column.clone(),
-                skip_nonfinite: false,
-            };
-            data.join_inputs(&m, &DataSource::open(path, &spec)?, path, a.ignore_fingerprint)?;
-        }
-        (None, false) => anyhow::bail!(softlabel::Error::dataset(
-            &a.labels,
-            "was made with --no-inputs: pass --inputs with the data it was made from"
-        )),
-        (None, true) => {}
-    }
-    softlabel::pipeline::exclude_labels(&mut data, &settings.exclude_labels, &a.labels)?;
+    let rows = TrainingRows::new(&labels, &settings, a.inputs.as_deref().map(|p| (p, a.ignore_fingerprint)))?;
     let start = std::time::Instant::now();
     let cp = Checkpointing { dir: a.out.clone(), resume: a.resume, labels_sha256: labels.manifest_sha256()? };
-    let td = TrainData { outputs: &data, num_classes: m.num_classes, temperature: m.temperature, origin: labels.dir() };
+    let td = rows.train_data(&labels);
     let trained = with_threads(a.threads, || student::train(&td, &settings, val.as_ref(), Some(&cp), bars))??;
     let secs = start.elapsed().as_secs_f64();
-    let mut info = student_info(&trained, &settings, &labels, data.len() as u64, secs)?;
+    let mut info = student_info(&trained, &settings, &labels, secs)?;
     student::io::save(&a.out, &trained.mlp, &mut info, &trained.log)?;
     student::checkpoint::remove(&a.out)?;
     if a.json {
@@ -140,7 +128,7 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
         "trained {:?} ({} parameters) on {} rows for {} epochs in {secs:.1}s (T = {}, alpha = {}); final loss {:.4}{}",
         trained.mlp.dims(),
         trained.mlp.num_parameters(),
-        data.len(),
+        trained.rows,
         settings.epochs,
         trained.temperature,
         settings.alpha,

@@ -9,6 +9,7 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, RecordBatch};
 use ndarray::Array2;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{columns, LabelForm, Manifest};
 use crate::augment::ViewColumns;
@@ -142,6 +143,49 @@ impl TeacherOutputs {
         self.ids.is_empty()
     }
 
+    /// Appends `other`'s rows (same dataset).
+    pub fn append(&mut self, other: TeacherOutputs) {
+        let cat = |a: &Array2<f32>, b: &Array2<f32>| {
+            ndarray::concatenate(ndarray::Axis(0), &[a.view(), b.view()]).unwrap_or_else(|_| a.clone())
+        };
+        self.ids.extend(other.ids);
+        self.labels.extend(other.labels);
+        self.inputs = cat(&self.inputs, &other.inputs);
+        self.logits = cat(&self.logits, &other.logits);
+        let cat_u32 = |a: &Array2<u32>, b: &Array2<u32>| {
+            ndarray::concatenate(ndarray::Axis(0), &[a.view(), b.view()]).unwrap_or_else(|_| a.clone())
+        };
+        self.sparse = match (self.sparse.take(), other.sparse) {
+            (
+                Some(Sparse::TopK { index, logit, mut logsumexp_t }),
+                Some(Sparse::TopK { index: i2, logit: l2, logsumexp_t: s2 }),
+            ) => {
+                logsumexp_t.extend(s2);
+                Some(Sparse::TopK { index: cat_u32(&index, &i2), logit: cat(&logit, &l2), logsumexp_t })
+            }
+            (Some(Sparse::Sampled { index }), Some(Sparse::Sampled { index: i2 })) => {
+                Some(Sparse::Sampled { index: cat_u32(&index, &i2) })
+            }
+            (s, _) => s,
+        };
+        if let (Some(v), Some(o)) = (self.views.as_mut(), other.views) {
+            v.view.extend(o.view);
+            v.shift_x.extend(o.shift_x);
+            v.shift_y.extend(o.shift_y);
+        }
+    }
+
+    /// Splits off the rows from `at` on.
+    pub fn split_off(&mut self, at: usize) -> TeacherOutputs {
+        let at = at.min(self.len());
+        let mut tail = self.clone();
+        let head: Vec<bool> = (0..self.len()).map(|i| i < at).collect();
+        let rest: Vec<bool> = head.iter().map(|h| !h).collect();
+        self.retain(&head);
+        tail.retain(&rest);
+        tail
+    }
+
     /// Keeps only the rows where `keep` is true.
     pub fn retain(&mut self, keep: &[bool]) {
         let rows: Vec<usize> = (0..self.ids.len()).filter(|&i| keep[i]).collect();
@@ -260,36 +304,10 @@ impl SoftLabels {
     /// Reads every part into memory.
     pub fn load(&self) -> Result<TeacherOutputs> {
         let m = &self.manifest;
-        let w = m.input.width;
         let mut acc = Columns::default();
-        let expected = super::part_schema(
-            m.input.dtype,
-            m.input.stored.then_some(w),
-            m.num_classes,
-            m.form,
-            m.float16,
-            m.views.is_some(),
-        );
         for part in &m.parts {
             let path = self.dir.join(&part.file);
-            let builder = crate::dataset::open_parquet(&path)?;
-            for field in expected.fields() {
-                match builder.schema().field_with_name(field.name()) {
-                    Ok(f) if f.data_type() == field.data_type() => {}
-                    Ok(f) => {
-                        return Err(Error::dataset(
-                            &path,
-                            format!(
-                                "column '{}' has type {}, manifest implies {}",
-                                f.name(),
-                                f.data_type(),
-                                field.data_type()
-                            ),
-                        ))
-                    }
-                    Err(_) => return Err(Error::dataset(&path, format!("no column '{}'", field.name()))),
-                }
-            }
+            let builder = self.checked_builder(&path)?;
             let reader =
                 builder.with_batch_size(8192).build().map_err(|error| Error::Parquet { path: path.clone(), error })?;
             let mut part_rows = 0u64;
@@ -306,6 +324,120 @@ impl SoftLabels {
                 ));
             }
         }
+        acc.finish(m)
+    }
+
+    /// The dataset cut into blocks of at most `max_rows` rows, none crossing a row group, in file order.
+    /// Reading a block decodes only the pages it touches, so blocks can be read in any order.
+    pub fn blocks(&self, max_rows: usize) -> Result<Vec<Block>> {
+        let max_rows = max_rows.max(1);
+        let mut out = Vec::new();
+        for (p, part) in self.manifest.parts.iter().enumerate() {
+            let path = self.dir.join(&part.file);
+            let builder = self.checked_builder(&path)?;
+            let mut total = 0u64;
+            for (g, rg) in builder.metadata().row_groups().iter().enumerate() {
+                let rows = rg.num_rows() as usize;
+                for offset in (0..rows).step_by(max_rows) {
+                    let first_row = total + offset as u64;
+                    out.push(Block { part: p, row_group: g, offset, rows: max_rows.min(rows - offset), first_row });
+                }
+                total += rows as u64;
+            }
+            if total != part.rows {
+                return Err(Error::dataset(&path, format!("part has {total} rows, _manifest.json says {}", part.rows)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads `blocks` (from [`SoftLabels::blocks`]) into memory, in the order given.
+    pub fn load_blocks(&self, blocks: &[Block]) -> Result<TeacherOutputs> {
+        use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+        let m = &self.manifest;
+        let mut acc = Columns::default();
+        for b in blocks {
+            let part = m.parts.get(b.part).ok_or_else(|| Error::Internal("block of no part".into()))?;
+            let path = self.dir.join(&part.file);
+            let selection = RowSelection::from(vec![RowSelector::skip(b.offset), RowSelector::select(b.rows)]);
+            let reader = self
+                .checked_builder(&path)?
+                .with_row_groups(vec![b.row_group])
+                .with_row_selection(selection)
+                .with_batch_size(8192)
+                .build()
+                .map_err(|error| Error::Parquet { path: path.clone(), error })?;
+            let mut rows = 0usize;
+            for rb in reader {
+                let rb = rb.map_err(|e| {
+                    Error::dataset(&path, format!("cannot decode row group {} rows {}..: {e}", b.row_group, b.offset))
+                })?;
+                acc.read(&path, &rb, m, b.first_row + rows as u64)?;
+                rows += rb.num_rows();
+            }
+            if rows != b.rows {
+                return Err(Error::dataset(
+                    &path,
+                    format!("row group {} has fewer rows than its metadata says", b.row_group),
+                ));
+            }
+        }
+        acc.finish(m)
+    }
+
+    /// Opens a part, checking its columns have the types the manifest implies.
+    fn checked_builder(&self, path: &Path) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
+        let m = &self.manifest;
+        let expected = super::part_schema(
+            m.input.dtype,
+            m.input.stored.then_some(m.input.width),
+            m.num_classes,
+            m.form,
+            m.float16,
+            m.views.is_some(),
+        );
+        let builder = crate::dataset::open_parquet(path)?;
+        for field in expected.fields() {
+            match builder.schema().field_with_name(field.name()) {
+                Ok(f) if f.data_type() == field.data_type() => {}
+                Ok(f) => {
+                    return Err(Error::dataset(
+                        path,
+                        format!(
+                            "column '{}' has type {}, manifest implies {}",
+                            f.name(),
+                            f.data_type(),
+                            field.data_type()
+                        ),
+                    ))
+                }
+                Err(_) => return Err(Error::dataset(path, format!("no column '{}'", field.name()))),
+            }
+        }
+        Ok(builder)
+    }
+}
+
+/// A run of rows inside one row group of one part (see [`SoftLabels::blocks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// Index of the part in the manifest.
+    pub part: usize,
+    /// Row group in that part.
+    pub row_group: usize,
+    /// First row inside the row group.
+    pub offset: usize,
+    /// Rows.
+    pub rows: usize,
+    /// Its first row's position in the part (named in errors).
+    pub first_row: u64,
+}
+
+impl Columns {
+    /// The rows read so far as [`TeacherOutputs`].
+    fn finish(self, m: &Manifest) -> Result<TeacherOutputs> {
+        let acc = self;
+        let w = m.input.width;
         let n = acc.ids.len();
         let shape = |cols: usize, what: &str, len: usize| {
             if len == n * cols {

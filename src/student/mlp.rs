@@ -98,22 +98,49 @@ impl Mlp {
     /// Sets `shift` to each feature's mean and `scale` to 1/(pooled standard deviation) over `x`: every
     /// feature is centred and all share one scale, so near-constant features (image borders) are not blown up.
     pub fn fit_input_scaling(&mut self, x: ArrayView2<f32>) {
-        let n = x.nrows().max(1) as f64;
+        let mut stats = InputStats::default();
+        stats.add(x);
+        stats.apply(self);
+    }
+}
+
+/// Running sums for the input scaling, accumulated over rows in order (streamed data gives exactly
+/// the sums of the same rows in memory).
+#[derive(Debug, Clone, Default)]
+pub struct InputStats {
+    rows: u64,
+    sum: Vec<f64>,
+    sq: Vec<f64>,
+}
+
+impl InputStats {
+    /// Adds rows.
+    pub fn add(&mut self, x: ArrayView2<f32>) {
         let d = x.ncols();
-        let mut sum = vec![0f64; d];
-        let mut sq = vec![0f64; d];
+        if self.sum.len() != d {
+            self.sum = vec![0f64; d];
+            self.sq = vec![0f64; d];
+        }
         for row in x.rows() {
             for (j, &v) in row.iter().enumerate() {
-                sum[j] += f64::from(v);
-                sq[j] += f64::from(v) * f64::from(v);
+                self.sum[j] += f64::from(v);
+                self.sq[j] += f64::from(v) * f64::from(v);
             }
         }
-        let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
-        let var: f64 = sq.iter().zip(&mean).map(|(q, m)| (q / n - m * m).max(0.0)).sum::<f64>() / d.max(1) as f64;
+        self.rows += x.nrows() as u64;
+    }
+
+    /// Sets `mlp`'s input scaling: subtract each feature's mean, divide by the mean of the features'
+    /// standard deviations (one scale for all, so the features' relative sizes are kept).
+    pub fn apply(&self, mlp: &mut Mlp) {
+        let n = self.rows.max(1) as f64;
+        let d = self.sum.len();
+        let mean: Vec<f64> = self.sum.iter().map(|s| s / n).collect();
+        let var: f64 = self.sq.iter().zip(&mean).map(|(q, m)| (q / n - m * m).max(0.0)).sum::<f64>() / d.max(1) as f64;
         let std = var.sqrt();
         let scale = if std > 1e-12 { (1.0 / std) as f32 } else { 1.0 };
-        self.shift = mean.iter().map(|&m| m as f32).collect();
-        self.scale = Array1::from_elem(d, scale);
+        mlp.shift = mean.iter().map(|&m| m as f32).collect();
+        mlp.scale = Array1::from_elem(d, scale);
     }
 }
 

@@ -17,12 +17,13 @@ use rayon::prelude::*;
 
 use super::checkpoint::{self, Checkpointing};
 use super::loss::{kd_row, kd_row_sampled, kd_row_topk};
+use super::mlp::InputStats;
 use super::mlp::{gather_scaled, Mlp};
 use super::optim::{LrSchedule, Optimizer};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::soften::{argmax, log_softmax_t, softmax_t};
-use crate::store::{Sparse, TeacherOutputs};
+use crate::store::{Block, LabelForm, Manifest, SoftLabels, Sparse, TeacherOutputs};
 
 /// Training settings; [`TrainSettings::validate`] runs before any data is read.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -51,7 +52,18 @@ pub struct TrainSettings {
     /// [`crate::pipeline::exclude_labels`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_labels: Vec<i64>,
+    /// Memory for the training rows, in MiB: a dataset that needs more is streamed from disk in windows
+    /// of this size instead of loaded whole (see [`bytes_per_row`]).
+    #[serde(default = "default_budget")]
+    pub memory_budget_mib: u64,
 }
+
+fn default_budget() -> u64 {
+    DEFAULT_MEMORY_BUDGET_MIB
+}
+
+/// The default memory budget for training rows, in MiB.
+pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 2048;
 
 impl Default for TrainSettings {
     fn default() -> Self {
@@ -67,6 +79,7 @@ impl Default for TrainSettings {
             seed: 0,
             clip_norm: None,
             exclude_labels: Vec::new(),
+            memory_budget_mib: DEFAULT_MEMORY_BUDGET_MIB,
         }
     }
 }
@@ -83,6 +96,9 @@ impl TrainSettings {
         }
         if self.hidden.contains(&0) {
             return bad("--hidden sizes must be > 0".into());
+        }
+        if self.memory_budget_mib == 0 {
+            return bad("--memory-budget must be > 0 MiB".into());
         }
         if self.epochs == 0 || self.batch_size == 0 {
             return bad("--epochs and --batch-size must be > 0".into());
@@ -142,6 +158,8 @@ pub struct TrainedStudent {
     pub log: Vec<EpochLog>,
     /// The temperature used.
     pub temperature: f32,
+    /// Rows trained on per epoch.
+    pub rows: usize,
 }
 
 /// Labelled rows to report accuracy on after each epoch.
@@ -192,7 +210,7 @@ impl Workspace {
 }
 
 struct Targets<'a> {
-    teacher: TeacherTargets<'a>,
+    teacher: &'a TeacherTargets<'a>,
     labels: &'a [Option<usize>],
     t: f32,
     alpha: f32,
@@ -212,7 +230,7 @@ impl Targets<'_> {
     /// Adds row `i`'s loss gradient (scaled) to `g` and returns its loss.
     fn row(&self, i: usize, z: &[f32], scale: f32, g: &mut [f32]) -> f64 {
         let (label, t, alpha) = (self.labels[i], self.t, self.alpha);
-        match &self.teacher {
+        match self.teacher {
             TeacherTargets::Dense { soft, log_soft } => {
                 let (p, lp) = (soft.row(i), log_soft.row(i));
                 kd_row(z, p.as_slice().unwrap_or(&[]), lp.as_slice().unwrap_or(&[]), label, t, alpha, scale, g)
@@ -300,11 +318,52 @@ fn step_chunk(mlp: &Mlp, inputs: ArrayView2<f32>, idx: &[usize], tg: &Targets, s
     }
 }
 
+/// Where the rows come from.
+#[derive(Debug, Clone, Copy)]
+pub enum TrainSource<'a> {
+    /// Every row in memory (loaded, filtered and joined by the caller): the fastest.
+    Memory(&'a TeacherOutputs),
+    /// Streamed from the dataset, holding at most `window_rows` rows at a time: each epoch reads the
+    /// dataset's blocks ([`STREAM_BLOCK_ROWS`] rows) in a shuffled order, fills a window, shuffles its
+    /// rows and trains on them. Rows whose label is in `exclude_labels` are skipped as they are read.
+    Stream {
+        /// The dataset (inputs stored).
+        labels: &'a SoftLabels,
+        /// Rows held in memory at once (rounded to whole batches).
+        window_rows: usize,
+    },
+}
+
+/// Rows per block read when streaming.
+pub const STREAM_BLOCK_ROWS: usize = 4096;
+
+/// How a dataset's rows reach the trainer under `settings.memory_budget_mib`: `None` to load them
+/// whole (they fit), else the window (rows) to stream them in.
+pub fn stream_window(m: &Manifest, settings: &TrainSettings) -> Option<usize> {
+    let budget = settings.memory_budget_mib.saturating_mul(1 << 20);
+    let per_row = bytes_per_row(m);
+    if m.rows.saturating_mul(per_row) <= budget {
+        return None;
+    }
+    Some(((budget / per_row) as usize).max(settings.batch_size))
+}
+
+/// Bytes a training row takes in memory: inputs as f32, the teacher's outputs and the targets derived
+/// from them. A dataset whose rows need more than the memory budget is streamed.
+pub fn bytes_per_row(m: &Manifest) -> u64 {
+    let teacher = match m.form {
+        LabelForm::Dense => 12 * m.num_classes,
+        LabelForm::TopK { k } => 16 * k + 16,
+        LabelForm::Sampled { k, .. } => 4 * k,
+    };
+    (4 * m.input.width + teacher + 48) as u64
+}
+
 /// What a student learns from.
 #[derive(Debug, Clone, Copy)]
 pub struct TrainData<'a> {
-    /// Inputs, teacher logits, labels.
-    pub outputs: &'a TeacherOutputs,
+    /// The rows.
+    pub source: TrainSource<'a>,
     /// K.
     pub num_classes: usize,
     /// The temperature the labels were made with (the default distillation temperature).
@@ -313,24 +372,9 @@ pub struct TrainData<'a> {
     pub origin: &'a Path,
 }
 
-/// Trains a student. With `checkpoint`, the training state is saved after every epoch and, when
-/// `checkpoint.resume` is set and a matching checkpoint exists, training continues from it.
-pub fn train(
-    train_data: &TrainData,
-    settings: &TrainSettings,
-    val: Option<&ValSet>,
-    checkpoint: Option<&Checkpointing>,
-    progress: &dyn Progress,
-) -> Result<TrainedStudent> {
-    let TrainData { outputs: data, num_classes, temperature: label_temperature, origin } = *train_data;
-    settings.validate()?;
-    let n = data.ids.len();
-    if n == 0 {
-        return Err(Error::dataset(origin, "no rows to train on"));
-    }
-    let t = settings.temperature.unwrap_or(label_temperature);
-    let labels: Vec<Option<usize>> = data
-        .labels
+/// The hard labels as class indices, checked against K.
+fn label_indices(data: &TeacherOutputs, num_classes: usize, origin: &Path) -> Result<Vec<Option<usize>>> {
+    data.labels
         .iter()
         .zip(&data.ids)
         .map(|(l, id)| match *l {
@@ -340,25 +384,14 @@ pub fn train(
             Some(y) => Ok(Some(y as usize)),
             None => Ok(None),
         })
-        .collect::<Result<_>>()?;
-    if settings.alpha < 1.0 && labels.iter().all(Option::is_none) {
-        return Err(Error::Config(format!(
-            "--alpha {} needs hard labels, but {} has none; use --alpha 1",
-            settings.alpha,
-            origin.display()
-        )));
-    }
+        .collect()
+}
 
-    // The teacher's side of the loss at T, computed once.
-    if data.sparse.is_some() && t != label_temperature {
-        return Err(Error::Config(format!(
-            "{} stores sparse labels made at T = {label_temperature}: their normaliser (top-k) or draws (sampled) \
-             hold only at that temperature, so --temperature {t} cannot be used",
-            origin.display()
-        )));
-    }
-    let teacher = match &data.sparse {
+/// The teacher's side of the loss at `t` for `data`'s rows.
+fn teacher_targets(data: &TeacherOutputs, num_classes: usize, t: f32) -> TeacherTargets<'_> {
+    match &data.sparse {
         None => {
+            let n = data.ids.len();
             let mut soft = Array2::<f32>::zeros((n, num_classes));
             let mut log_soft = Array2::<f32>::zeros((n, num_classes));
             Zip::from(soft.rows_mut()).and(log_soft.rows_mut()).and(data.logits.rows()).par_for_each(
@@ -380,75 +413,107 @@ pub fn train(
             TeacherTargets::TopK { index, p, residual }
         }
         Some(Sparse::Sampled { index }) => TeacherTargets::Sampled { index },
-    };
-    let targets = Targets { teacher, labels: &labels, t, alpha: settings.alpha };
+    }
+}
 
-    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
-    let mut dims = vec![data.inputs.ncols()];
-    dims.extend(&settings.hidden);
-    dims.push(num_classes);
-    let workers = rayon::current_num_threads().max(1);
-    let resumed = match checkpoint {
-        Some(cp) if cp.resume => checkpoint::load(cp, settings, workers, &dims)?,
-        _ => None,
-    };
-    let (mut mlp, mut state, epochs_done, mut global_step, mut log) = match resumed {
-        Some(st) => {
-            rng.set_word_pos(st.rng_word_pos);
-            tracing::info!(epochs_done = st.epochs_done, "resuming from checkpoint");
-            (st.mlp, st.optim, st.epochs_done, st.global_step, st.log)
+/// Reads a streamed dataset's blocks in `order`, `window` rows at a time (the last window may be
+/// shorter), dropping rows whose label is excluded, and calls `f` on each window.
+fn for_each_window(
+    labels: &SoftLabels,
+    blocks: &[Block],
+    window: usize,
+    exclude: &[i64],
+    mut f: impl FnMut(TeacherOutputs) -> Result<()>,
+) -> Result<()> {
+    let mut pending: Option<TeacherOutputs> = None;
+    let mut next = 0;
+    loop {
+        while pending.as_ref().map_or(0, TeacherOutputs::len) < window && next < blocks.len() {
+            let have = pending.as_ref().map_or(0, TeacherOutputs::len);
+            let mut end = next;
+            let mut rows = 0;
+            while end < blocks.len() && have + rows < window {
+                rows += blocks[end].rows;
+                end += 1;
+            }
+            let mut chunk = labels.load_blocks(&blocks[next..end])?;
+            next = end;
+            if !exclude.is_empty() {
+                let keep: Vec<bool> = chunk.labels.iter().map(|l| l.is_none_or(|y| !exclude.contains(&y))).collect();
+                chunk.retain(&keep);
+            }
+            pending = Some(match pending.take() {
+                Some(mut p) => {
+                    p.append(chunk);
+                    p
+                }
+                None => chunk,
+            });
         }
-        None => {
-            let mut mlp = Mlp::init(&dims, &mut rng);
-            mlp.fit_input_scaling(data.inputs.view());
-            let state = mlp
-                .layers
-                .iter()
-                .map(|l| {
-                    let w = ndarray::ArrayD::zeros(l.w.shape());
-                    let b = ndarray::ArrayD::zeros(l.b.shape());
-                    [w.clone(), w, b.clone(), b]
-                })
-                .collect();
-            (mlp, state, 0, 0u64, Vec::with_capacity(settings.epochs))
+        let Some(mut rows) = pending.take() else { return Ok(()) };
+        if rows.is_empty() {
+            return Ok(());
         }
-    };
+        if rows.len() > window {
+            pending = Some(rows.split_off(window));
+        }
+        f(rows)?;
+    }
+}
 
-    let batch = settings.batch_size.min(n);
-    let cap = batch.div_ceil(workers);
-    let mut spaces: Vec<Workspace> = (0..workers).map(|_| Workspace::new(&mlp, cap)).collect();
-    let steps_per_epoch = n.div_ceil(batch) as u64;
-    let total_steps = steps_per_epoch * settings.epochs as u64;
-    let warmup = (f64::from(settings.warmup_epochs) * steps_per_epoch as f64).round() as u64;
-    let mut order: Vec<usize> = Vec::with_capacity(n);
-    progress.begin("train", Some(total_steps));
-    progress.advance(global_step);
-    for epoch in epochs_done + 1..=settings.epochs {
-        let start = Instant::now();
-        // Each epoch's order depends only on the RNG's position, which a checkpoint records.
-        order.clear();
-        order.extend(0..n);
-        order.shuffle(&mut rng);
-        let mut epoch_loss = 0f64;
-        let mut lr = 0f32;
-        for (step, idx) in order.chunks(batch).enumerate() {
+/// The model, optimizer state and workspaces between steps.
+struct Run<'s> {
+    settings: &'s TrainSettings,
+    mlp: Mlp,
+    state: Vec<[ndarray::ArrayD<f32>; 4]>,
+    spaces: Vec<Workspace>,
+    workers: usize,
+    batch: usize,
+    global_step: u64,
+    total_steps: u64,
+    warmup: u64,
+}
+
+/// Per-epoch running totals.
+#[derive(Default)]
+struct EpochTotals {
+    loss: f64,
+    steps: usize,
+    lr: f32,
+}
+
+impl Run<'_> {
+    /// One optimizer step per `batch` rows of `order` (indices into `inputs` and `targets`).
+    fn steps(
+        &mut self,
+        inputs: ArrayView2<f32>,
+        targets: &Targets,
+        order: &[usize],
+        epoch: usize,
+        totals: &mut EpochTotals,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let (settings, workers) = (self.settings, self.workers);
+        for idx in order.chunks(self.batch) {
             let scale = 1.0 / idx.len() as f32;
             let chunk = idx.len().div_ceil(workers);
-            spaces.par_iter_mut().enumerate().for_each(|(w, ws)| {
+            let mlp = &self.mlp;
+            self.spaces.par_iter_mut().enumerate().for_each(|(w, ws)| {
                 let lo = (w * chunk).min(idx.len());
                 let hi = ((w + 1) * chunk).min(idx.len());
-                step_chunk(&mlp, data.inputs.view(), &idx[lo..hi], &targets, scale, ws);
+                step_chunk(mlp, inputs, &idx[lo..hi], targets, scale, ws);
             });
-            let (first, rest) = spaces.split_at_mut(1);
+            let (first, rest) = self.spaces.split_at_mut(1);
             let acc = &mut first[0];
             let loss: f64 = (acc.loss + rest.iter().map(|w| w.loss).sum::<f64>()) / idx.len() as f64;
+            totals.steps += 1;
             if !loss.is_finite() {
                 progress.end();
-                return Err(Error::Diverged { epoch, step: step + 1, loss: loss as f32 });
+                return Err(Error::Diverged { epoch, step: totals.steps, loss: loss as f32 });
             }
-            epoch_loss += loss;
+            totals.loss += loss;
             for other in rest.iter().filter(|w| w.rows > 0) {
-                for l in 0..mlp.layers.len() {
+                for l in 0..self.mlp.layers.len() {
                     Zip::from(&mut acc.gw[l]).and(&other.gw[l]).par_for_each(|a, &b| *a += b);
                     acc.gb[l] += &other.gb[l];
                 }
@@ -467,34 +532,181 @@ pub fn train(
                     acc.gb.iter_mut().for_each(|g| g.mapv_inplace(|v| v * c));
                 }
             }
-            global_step += 1;
-            lr = settings.schedule.rate(settings.optimizer.lr(), global_step - 1, total_steps, warmup);
-            for (l, layer) in mlp.layers.iter_mut().enumerate() {
-                let [mw, vw, mb, vb] = &mut state[l];
+            self.global_step += 1;
+            totals.lr =
+                settings.schedule.rate(settings.optimizer.lr(), self.global_step - 1, self.total_steps, self.warmup);
+            for (l, layer) in self.mlp.layers.iter_mut().enumerate() {
+                let [mw, vw, mb, vb] = &mut self.state[l];
                 settings.optimizer.update(
                     layer.w.view_mut().into_dyn(),
                     acc.gw[l].view().into_dyn(),
                     mw.view_mut(),
                     vw.view_mut(),
-                    global_step,
-                    lr,
+                    self.global_step,
+                    totals.lr,
                 );
                 settings.optimizer.update(
                     layer.b.view_mut().into_dyn(),
                     acc.gb[l].view().into_dyn(),
                     mb.view_mut(),
                     vb.view_mut(),
-                    global_step,
-                    lr,
+                    self.global_step,
+                    totals.lr,
                 );
             }
             progress.advance(1);
         }
-        let val_errors = val.map(|v| v.errors(&mlp));
+        Ok(())
+    }
+}
+
+/// Trains a student. With `checkpoint`, the training state is saved after every epoch and, when
+/// `checkpoint.resume` is set and a matching checkpoint exists, training continues from it.
+pub fn train(
+    train_data: &TrainData,
+    settings: &TrainSettings,
+    val: Option<&ValSet>,
+    checkpoint: Option<&Checkpointing>,
+    progress: &dyn Progress,
+) -> Result<TrainedStudent> {
+    let TrainData { source, num_classes, temperature: label_temperature, origin } = *train_data;
+    settings.validate()?;
+    let t = settings.temperature.unwrap_or(label_temperature);
+    let sparse = match source {
+        TrainSource::Memory(d) => d.sparse.is_some(),
+        TrainSource::Stream { labels, .. } => !labels.manifest().form.is_dense(),
+    };
+    if sparse && t != label_temperature {
+        return Err(Error::Config(format!(
+            "{} stores sparse labels made at T = {label_temperature}: their normaliser (top-k) or draws (sampled) \
+             hold only at that temperature, so --temperature {t} cannot be used",
+            origin.display()
+        )));
+    }
+    // What the whole data holds: rows, whether any has a label, the input statistics. Streamed data is
+    // scanned once in file order (the same sums, in the same order, as for data in memory).
+    let mut stats = InputStats::default();
+    let (n, width, any_label, memory_targets, blocks, window) = match source {
+        TrainSource::Memory(d) => {
+            stats.add(d.inputs.view());
+            let labels = label_indices(d, num_classes, origin)?;
+            let any = labels.iter().any(Option::is_some);
+            (d.len(), d.inputs.ncols(), any, Some((labels, teacher_targets(d, num_classes, t))), Vec::new(), 0)
+        }
+        TrainSource::Stream { labels, window_rows } => {
+            let m = labels.manifest();
+            if !m.input.stored {
+                return Err(Error::dataset(labels.dir(), "was made with --no-inputs: streaming needs stored inputs"));
+            }
+            let blocks = labels.blocks(STREAM_BLOCK_ROWS)?;
+            let window = window_rows.max(settings.batch_size).div_ceil(settings.batch_size) * settings.batch_size;
+            let (mut n, mut any) = (0usize, false);
+            progress.begin("scan", Some(m.rows));
+            for_each_window(labels, &blocks, window, &settings.exclude_labels, |w| {
+                let l = label_indices(&w, num_classes, origin)?;
+                any |= l.iter().any(Option::is_some);
+                n += w.len();
+                stats.add(w.inputs.view());
+                progress.advance(w.len() as u64);
+                Ok(())
+            })?;
+            progress.end();
+            tracing::info!(rows = n, window, blocks = blocks.len(), "streaming the training data");
+            (n, m.input.width, any, None, blocks, window)
+        }
+    };
+    if n == 0 {
+        return Err(Error::dataset(origin, "no rows to train on"));
+    }
+    if settings.alpha < 1.0 && !any_label {
+        return Err(Error::Config(format!(
+            "--alpha {} needs hard labels, but {} has none; use --alpha 1",
+            settings.alpha,
+            origin.display()
+        )));
+    }
+
+    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
+    let mut dims = vec![width];
+    dims.extend(&settings.hidden);
+    dims.push(num_classes);
+    let workers = rayon::current_num_threads().max(1);
+    let resumed = match checkpoint {
+        Some(cp) if cp.resume => checkpoint::load(cp, settings, workers, &dims)?,
+        _ => None,
+    };
+    let (mlp, state, epochs_done, global_step, mut log) = match resumed {
+        Some(st) => {
+            rng.set_word_pos(st.rng_word_pos);
+            tracing::info!(epochs_done = st.epochs_done, "resuming from checkpoint");
+            (st.mlp, st.optim, st.epochs_done, st.global_step, st.log)
+        }
+        None => {
+            let mut mlp = Mlp::init(&dims, &mut rng);
+            stats.apply(&mut mlp);
+            let state = mlp
+                .layers
+                .iter()
+                .map(|l| {
+                    let w = ndarray::ArrayD::zeros(l.w.shape());
+                    let b = ndarray::ArrayD::zeros(l.b.shape());
+                    [w.clone(), w, b.clone(), b]
+                })
+                .collect();
+            (mlp, state, 0, 0u64, Vec::with_capacity(settings.epochs))
+        }
+    };
+
+    let batch = settings.batch_size.min(n);
+    let cap = batch.div_ceil(workers);
+    let steps_per_epoch = n.div_ceil(batch) as u64;
+    let spaces: Vec<Workspace> = (0..workers).map(|_| Workspace::new(&mlp, cap)).collect();
+    let mut run = Run {
+        settings,
+        mlp,
+        state,
+        spaces,
+        workers,
+        batch,
+        global_step,
+        total_steps: steps_per_epoch * settings.epochs as u64,
+        warmup: (f64::from(settings.warmup_epochs) * steps_per_epoch as f64).round() as u64,
+    };
+    let mut order: Vec<usize> = Vec::with_capacity(if window > 0 { window } else { n });
+    progress.begin("train", Some(run.total_steps));
+    progress.advance(run.global_step);
+    for epoch in epochs_done + 1..=settings.epochs {
+        let start = Instant::now();
+        let mut totals = EpochTotals::default();
+        // Each epoch's order depends only on the RNG's position, which a checkpoint records.
+        match (source, &memory_targets) {
+            (TrainSource::Memory(data), Some((labels, teacher))) => {
+                let targets = Targets { teacher, labels, t, alpha: settings.alpha };
+                order.clear();
+                order.extend(0..n);
+                order.shuffle(&mut rng);
+                run.steps(data.inputs.view(), &targets, &order, epoch, &mut totals, progress)?;
+            }
+            (TrainSource::Stream { labels: set, .. }, _) => {
+                let mut shuffled = blocks.clone();
+                shuffled.shuffle(&mut rng);
+                for_each_window(set, &shuffled, window, &settings.exclude_labels, |w| {
+                    let labels = label_indices(&w, num_classes, origin)?;
+                    let teacher = teacher_targets(&w, num_classes, t);
+                    let targets = Targets { teacher: &teacher, labels: &labels, t, alpha: settings.alpha };
+                    order.clear();
+                    order.extend(0..w.len());
+                    order.shuffle(&mut rng);
+                    run.steps(w.inputs.view(), &targets, &order, epoch, &mut totals, progress)
+                })?;
+            }
+            (TrainSource::Memory(_), None) => return Err(Error::Internal("targets not computed".into())),
+        }
+        let val_errors = val.map(|v| v.errors(&run.mlp));
         let entry = EpochLog {
             epoch,
-            train_loss: epoch_loss / steps_per_epoch as f64,
-            lr,
+            train_loss: totals.loss / totals.steps.max(1) as f64,
+            lr: totals.lr,
             val_accuracy: val.zip(val_errors).map(|(v, e)| 1.0 - e as f64 / v.labels.len().max(1) as f64),
             val_errors,
             seconds: start.elapsed().as_secs_f64(),
@@ -507,10 +719,10 @@ pub fn train(
         log.push(entry);
         if let Some(cp) = checkpoint {
             let st = checkpoint::State {
-                mlp: mlp.clone(),
-                optim: state.clone(),
+                mlp: run.mlp.clone(),
+                optim: run.state.clone(),
                 epochs_done: epoch,
-                global_step,
+                global_step: run.global_step,
                 rng_word_pos: rng.get_word_pos(),
                 log: log.clone(),
             };
@@ -518,7 +730,7 @@ pub fn train(
         }
     }
     progress.end();
-    Ok(TrainedStudent { mlp, log, temperature: t })
+    Ok(TrainedStudent { mlp: run.mlp, log, temperature: t, rows: n })
 }
 
 #[cfg(test)]
@@ -544,7 +756,8 @@ mod tests {
             log_softmax_t(&z, t, log_soft.row_mut(i).as_slice_mut().unwrap());
         }
         let labels: Vec<Option<usize>> = (0..n).map(|i| if i == 2 { None } else { Some(i % k) }).collect();
-        let tg = Targets { teacher: TeacherTargets::Dense { soft, log_soft }, labels: &labels, t, alpha: 0.6 };
+        let teacher = TeacherTargets::Dense { soft, log_soft };
+        let tg = Targets { teacher: &teacher, labels: &labels, t, alpha: 0.6 };
         let idx: Vec<usize> = (0..n).collect();
         let loss_of = |m: &Mlp| {
             let mut ws = Workspace::new(m, n);
@@ -588,7 +801,12 @@ mod tests {
             views: None,
         };
         let s = TrainSettings { hidden: vec![16], epochs: 2, batch_size: 16, ..Default::default() };
-        let td = TrainData { outputs: &data, num_classes: 3, temperature: 2.0, origin: Path::new("mem") };
+        let td = TrainData {
+            source: TrainSource::Memory(&data),
+            num_classes: 3,
+            temperature: 2.0,
+            origin: Path::new("mem"),
+        };
         let a = train(&td, &s, None, None, &NoProgress).unwrap();
         let b = train(&td, &s, None, None, &NoProgress).unwrap();
         assert_eq!(a.mlp, b.mlp);

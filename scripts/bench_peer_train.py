@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""The PyTorch peer for `softlabel train`: the script a user would write without softlabel. Loads a
+softlabel dataset (dense) into memory with pyarrow, standardises the inputs once (softlabel does it per
+batch), then trains the same MLP with the same loss, optimizer, schedule, batch size and thread count:
+alpha * T^2 * KL(p_T(teacher) || p_T(student)) + (1 - alpha) * CE, Adam, cosine decay per step.
+Prints one JSON line with the seconds of every epoch. Used by scripts/bench.
+
+    bench_peer_train.py LABELS_DIR --hidden 800,800 --epochs 3 --batch-size 128 --threads 1 -T 4 --alpha 0.9
+"""
+import argparse
+import json
+import time
+
+import numpy as np
+import pyarrow.dataset as pds
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("labels")
+    ap.add_argument("--hidden", default="800,800")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("-T", "--temperature", type=float, default=4.0)
+    ap.add_argument("--alpha", type=float, default=0.9)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    t = pds.dataset(a.labels).to_table(columns=["input", "logits", "label"])
+    x = np.stack(t["input"].to_numpy(zero_copy_only=False)).astype(np.float32)
+    x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-6)
+    x = torch.from_numpy(x)
+    teacher = torch.from_numpy(np.stack(t["logits"].to_numpy(zero_copy_only=False)).astype(np.float32))
+    y = torch.from_numpy(t["label"].to_numpy().astype(np.int64))
+    log_p = F.log_softmax(teacher / a.temperature, dim=1)
+    dims = [x.shape[1], *map(int, a.hidden.split(",")), teacher.shape[1]]
+    layers = []
+    for i in range(len(dims) - 1):
+        layers.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < len(dims) - 2:
+            layers.append(nn.ReLU())
+    model = nn.Sequential(*layers)
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    n = x.shape[0]
+    steps = a.epochs * ((n + a.batch_size - 1) // a.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    T, alpha = a.temperature, a.alpha
+    seconds = []
+    for _ in range(a.epochs):
+        start = time.perf_counter()
+        perm = torch.randperm(n)
+        for i in range(0, n, a.batch_size):
+            idx = perm[i:i + a.batch_size]
+            z = model(x[idx])
+            kd = F.kl_div(F.log_softmax(z / T, dim=1), log_p[idx], log_target=True, reduction="batchmean")
+            loss = alpha * T * T * kd + (1 - alpha) * F.cross_entropy(z, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        seconds.append(time.perf_counter() - start)
+    print(json.dumps({"rows": n, "epoch_seconds": seconds, "torch": torch.__version__, "threads": a.threads}))
+
+
+if __name__ == "__main__":
+    main()
