@@ -7,9 +7,15 @@
 
 use std::time::Instant;
 
-use ort::value::TensorRef;
+use ort::value::{TensorElementType, TensorRef};
 use softlabel::dataset::{numeric_to_f32, DataSource, DataSpec};
 use softlabel::teacher::{session_builder, TeacherOptions};
+
+/// One batch's values in the teacher's input type.
+enum Values {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
@@ -20,9 +26,9 @@ fn main() -> anyhow::Result<()> {
     let options = TeacherOptions { threads, ..Default::default() };
     let mut session = session_builder(&options)?.commit_from_file(teacher)?;
     let input = session.inputs()[0].name().to_string();
-    let dims: Vec<i64> = match session.inputs()[0].dtype() {
-        ort::value::ValueType::Tensor { ty: ort::value::TensorElementType::Float32, shape, .. } => shape.to_vec(),
-        other => anyhow::bail!("raw_ort times float32 teachers only, this one takes {other:?}"),
+    let (ty, dims): (TensorElementType, Vec<i64>) = match session.inputs()[0].dtype() {
+        ort::value::ValueType::Tensor { ty, shape, .. } => (*ty, shape.to_vec()),
+        other => anyhow::bail!("the teacher's input is {other:?}, not a tensor"),
     };
     // The batches, decoded and converted before the clock starts.
     let source = DataSource::open(std::path::Path::new(data), &DataSpec::new(column))?;
@@ -35,7 +41,11 @@ fn main() -> anyhow::Result<()> {
         if shape.iter().product::<usize>() != values.len() {
             shape = vec![b.len(), b.width];
         }
-        batches.push((shape, values));
+        batches.push(match ty {
+            TensorElementType::Float32 => (shape, Values::F32(values)),
+            TensorElementType::Uint8 => (shape, Values::U8(values.iter().map(|&v| v as u8).collect())),
+            other => anyhow::bail!("raw_ort times float32 and uint8 teachers, this one takes {other:?}"),
+        });
     }
     let rows: usize = batches.iter().map(|(s, _)| s[0]).sum();
     let mut rates = Vec::new();
@@ -43,8 +53,12 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..reps {
         let start = Instant::now();
         for (shape, values) in &batches {
-            let tensor = TensorRef::from_array_view((shape.clone(), values.as_slice()))?;
-            let outputs = session.run(ort::inputs![input.as_str() => tensor])?;
+            let outputs = match values {
+                Values::F32(v) => session
+                    .run(ort::inputs![input.as_str() => TensorRef::from_array_view((shape.clone(), v.as_slice()))?])?,
+                Values::U8(v) => session
+                    .run(ort::inputs![input.as_str() => TensorRef::from_array_view((shape.clone(), v.as_slice()))?])?,
+            };
             let (_, logits) = outputs[0].try_extract_tensor::<f32>()?;
             checksum += f64::from(logits[0]);
         }

@@ -658,6 +658,9 @@ pub fn numeric_to_f64(a: &dyn Array) -> Option<Vec<f64>> {
 /// Any numeric array's values as u8; the position and value of the first one that is not an integer in
 /// 0..=255 on error.
 pub fn numeric_to_u8(a: &dyn Array) -> std::result::Result<Vec<u8>, (usize, f64)> {
+    if let Some(u) = a.as_primitive_opt::<UInt8Type>() {
+        return Ok(u.values().to_vec());
+    }
     let v = numeric_to_f64(a).ok_or((0, f64::NAN))?;
     v.iter()
         .enumerate()

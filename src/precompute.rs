@@ -219,7 +219,8 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
         let (scored_tx, scored_rx) = sync_channel::<ToWriter>(2);
         let source = &source;
         let batch_size = settings.batch_size;
-        scope.spawn(move || {
+        let thread = |name: &str| std::thread::Builder::new().name(name.to_string());
+        let spawned = thread("sl-read").spawn_scoped(scope, move || {
             for b in source.batches_from(batch_size, skip) {
                 let stop = b.is_err();
                 if batch_tx.send(b).is_err() || stop {
@@ -227,19 +228,22 @@ pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Res
                 }
             }
         });
-        let writer_thread = scope.spawn(move || -> Result<Manifest> {
-            for msg in scored_rx {
-                match msg {
-                    ToWriter::Rows(s) => {
-                        writer.skipped(&s.skipped);
-                        writer.write(&s.ids, &s.labels, &s.input, &s.logits, &s.source_rows, s.views.as_ref())?;
+        spawned.map_err(|e| Error::Internal(format!("cannot start the reader thread: {e}")))?;
+        let writer_thread = thread("sl-write")
+            .spawn_scoped(scope, move || -> Result<Manifest> {
+                for msg in scored_rx {
+                    match msg {
+                        ToWriter::Rows(s) => {
+                            writer.skipped(&s.skipped);
+                            writer.write(&s.ids, &s.labels, &s.input, &s.logits, &s.source_rows, s.views.as_ref())?;
+                        }
+                        ToWriter::Skipped(rows) => writer.skipped(&rows),
+                        ToWriter::Done => return writer.finish(),
                     }
-                    ToWriter::Skipped(rows) => writer.skipped(&rows),
-                    ToWriter::Done => return writer.finish(),
                 }
-            }
-            Err(Error::Internal("precompute stopped before the last batch".into()))
-        });
+                Err(Error::Internal("precompute stopped before the last batch".into()))
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
 
         let infer = (|| -> Result<()> {
             for batch in batch_rx {
