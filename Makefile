@@ -10,7 +10,7 @@ ORT_LIB   := .ort/libonnxruntime.so
 BIN       := target/release/softlabel
 CARGO     ?= cargo
 
-.PHONY: setup build demo test test-rust test-python lint clean
+.PHONY: setup build demo test test-rust test-python lint bench clean
 
 setup: $(STAMP) $(ORT_LIB)
 
@@ -38,6 +38,10 @@ test: build
 	$(VPY) tests/fixtures/make_models.py target/fixtures
 	SOFTLABEL_FIXTURES=$(CURDIR)/target/fixtures SOFTLABEL_PYTHON=$(CURDIR)/$(VPY) $(CARGO) test --release --locked
 	SOFTLABEL_FIXTURES=$(CURDIR)/target/fixtures SOFTLABEL_BIN=$(CURDIR)/$(BIN) $(VPY) -m pytest -q tests/python
+
+# Benchmarks (BENCHMARKS.md): set TORCH_PYTHON to a Python with torch to skip installing it in .venv-bench.
+bench: build
+	$(VPY) scripts/bench
 
 lint:
 	$(CARGO) fmt --check

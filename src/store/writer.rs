@@ -5,12 +5,13 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::parallel::ParallelWriter;
 use arrow_array::{
     Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int16Array, Int64Array, RecordBatch, UInt16Array,
     UInt32Array, UInt64Array,
 };
 use arrow_schema::{Field, SchemaRef};
-use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
+use parquet::arrow::ArrowSchemaConverter;
 use parquet::basic::{Compression, Encoding, Type as PhysicalType, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
@@ -41,7 +42,7 @@ impl Default for WriterOptions {
 }
 
 struct OpenPart {
-    writer: ArrowWriter<BufWriter<File>>,
+    writer: ParallelWriter<BufWriter<File>>,
     tmp: PathBuf,
     name: String,
     rows: u64,
@@ -501,12 +502,9 @@ impl SoftLabelWriter {
         let name = format!("part-{:05}.parquet", self.manifest.parts.len());
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let writer = ArrowWriter::try_new(
-            BufWriter::with_capacity(1 << 20, file),
-            self.schema.clone(),
-            Some(self.props.clone()),
-        )
-        .map_err(|e| Error::dataset(&tmp, format!("cannot start Parquet writer: {e}")))?;
+        let writer =
+            ParallelWriter::try_new(BufWriter::with_capacity(1 << 20, file), self.schema.clone(), self.props.clone())
+                .map_err(|e| Error::dataset(&tmp, format!("cannot start Parquet writer: {e}")))?;
         self.current = Some(OpenPart { writer, tmp, name, rows: 0, min_id: u64::MAX, max_id: 0 });
         self.part_rows = 0;
         Ok(())
