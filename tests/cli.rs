@@ -319,6 +319,13 @@ fn help_explains_every_subcommand() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("Softmax temperature"));
 }
 
+/// Soft labels for MNIST's 10k test rows from the shipped CNN teacher at T = 4.
+fn mnist_test_labels(out: &Path) {
+    let (teacher, data) = (mnist("teachers/mnist_cnn.onnx"), mnist("mnist/test.parquet"));
+    let args = ["precompute", "--teacher", s(&teacher), "--data", s(&data), "--input-column", "image", "-T", "4"];
+    assert_ok(&softlabel(&[&args[..], &["--out", s(out)]].concat()));
+}
+
 fn mnist(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
 }
@@ -446,20 +453,7 @@ fn resume_refuses_changed_settings_and_completes_a_finished_run() {
 fn train_killed_after_a_checkpoint_resumes_to_identical_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let labels = tmp.path().join("labels");
-    let o = softlabel(&[
-        "precompute",
-        "--teacher",
-        s(&mnist("teachers/mnist_cnn.onnx")),
-        "--data",
-        s(&mnist("mnist/test.parquet")),
-        "--input-column",
-        "image",
-        "--temperature",
-        "4",
-        "--out",
-        s(&labels),
-    ]);
-    assert_ok(&o);
+    mnist_test_labels(&labels);
     let args = |out: &Path| -> Vec<String> {
         [
             "train",
@@ -1043,20 +1037,7 @@ fn omitted_class_transfer_set_and_bias_adjustment() {
 fn training_streams_datasets_over_the_memory_budget() {
     let tmp = tempfile::tempdir().unwrap();
     let labels = tmp.path().join("labels");
-    let o = softlabel(&[
-        "precompute",
-        "--teacher",
-        s(&mnist("teachers/mnist_cnn.onnx")),
-        "--data",
-        s(&mnist("mnist/test.parquet")),
-        "--input-column",
-        "image",
-        "-T",
-        "4",
-        "--out",
-        s(&labels),
-    ]);
-    assert_ok(&o);
+    mnist_test_labels(&labels);
     let train = |out: &str, budget: &str| -> serde_json::Value {
         let o = Command::new(env!("CARGO_BIN_EXE_softlabel"))
             .args([

@@ -1,7 +1,6 @@
 """`softlabel verify` on a dataset another tool changed consistently: the part rewritten with one wrong
 `soft` value, its size/sha256 updated in the manifest and the manifest re-sealed with the checksum recipe
 from SCHEMA.md. Only a full read can catch this; verify must name the file, column and row."""
-import hashlib
 import json
 import os
 import subprocess
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from softlabel_testing import reseal
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("SOFTLABEL_BIN", str(ROOT / "target" / "release" / "softlabel"))
@@ -30,14 +30,7 @@ def test_verify_passes_then_names_a_corrupted_soft_value(tmp_path):
     field = table.schema.field("soft")
     table = table.set_column(table.schema.get_field_index("soft"), field, pa.array(soft, type=field.type))
     pq.write_table(table, part, compression="zstd")
-    manifest = json.loads((out / "_manifest.json").read_text())
-    for p in manifest["parts"]:
-        if p["file"] == part.name:
-            p["bytes"] = part.stat().st_size
-            p["sha256"] = hashlib.sha256(part.read_bytes()).hexdigest()
-    manifest["checksum"] = hashlib.sha256(
-        json.dumps(manifest | {"checksum": ""}, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    (out / "_manifest.json").write_text(json.dumps(manifest, indent=2))
+    reseal(out, part)
 
     bad = subprocess.run([BIN, "verify", str(out)], capture_output=True, text=True)
     assert bad.returncode == 1

@@ -1,7 +1,6 @@
 """`precompute --views`: every stored view is its source image shifted as the `shift_x`/`shift_y` columns say
 (rebuilt here from the rule in SCHEMA.md, in numpy), its logits are Python onnxruntime's on that shifted
 image, and a view whose shift another tool changed is caught by `softlabel verify`."""
-import hashlib
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ import onnxruntime as ort
 import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
+from softlabel_testing import reseal
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("SOFTLABEL_BIN", str(ROOT / "target" / "release" / "softlabel"))
@@ -42,17 +42,6 @@ def shifted(img: np.ndarray, dx: int, dy: int) -> np.ndarray:
     h, w = img.shape
     out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = img[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
     return out
-
-
-def reseal(out: Path, part: Path):
-    manifest = json.loads((out / "_manifest.json").read_text())
-    for p in manifest["parts"]:
-        if p["file"] == part.name:
-            p["bytes"] = part.stat().st_size
-            p["sha256"] = hashlib.sha256(part.read_bytes()).hexdigest()
-    manifest["checksum"] = hashlib.sha256(
-        json.dumps(manifest | {"checksum": ""}, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    (out / "_manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
 def test_views_are_reproducible_from_their_recorded_shifts(tmp_path):
