@@ -13,16 +13,6 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    // Batches of several MB are allocated and freed thousands of times; glibc would mmap and munmap
-    // each one, paying a page fault per 4 KiB page every time. Keeping them on the heap (freed memory is
-    // reused, and returned to the system above 256 MiB of free space) cut precompute's system time by
-    // ~4x (measured in BENCHMARKS.md).
-    // SAFETY: mallopt only sets allocator parameters; called before any allocation-heavy work or thread.
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-    }
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {

@@ -103,6 +103,7 @@ pub struct PrecomputeArgs {
 }
 
 pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()> {
+    keep_batches_on_the_heap();
     let settings = PrecomputeSettings {
         spec: a.data_args.spec(&a.data, None),
         teachers: a.teacher,
@@ -160,4 +161,21 @@ pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Re
 
 fn parse_shard(text: &str) -> Result<Shard, String> {
     Shard::parse(text).map_err(|e| e.to_string())
+}
+
+/// Batches of several MB are allocated and freed thousands of times by precompute's three threads; glibc
+/// would mmap and munmap each one, paying a page fault per 4 KiB page every time. Keeping them on the heap
+/// (freed memory is reused, and returned to the system above 256 MiB of free space) halved precompute's
+/// system time and cut its wall time by a quarter on the light teacher. One arena: with one per thread,
+/// each kept its own freed batches and peak memory grew with the run (193 -> 300 MB from 60k to 600k
+/// rows; 193 -> 217 MB with one arena). Not for `train`, whose large windows are better returned to the
+/// system as soon as they are freed.
+fn keep_batches_on_the_heap() {
+    // SAFETY: mallopt only sets allocator parameters; called before precompute starts its threads.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }

@@ -6,7 +6,7 @@ mod reader;
 mod writer;
 
 pub(crate) use reader::read_views;
-pub use reader::{Block, SoftLabels, Sparse, TeacherOutputs};
+pub use reader::{Block, SoftLabels, Sparse, TeacherOutputs, Windows};
 pub(crate) use writer::prepare_dir;
 pub use writer::{write_atomic, Resumed, SoftLabelWriter, WriterOptions};
 

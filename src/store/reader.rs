@@ -9,7 +9,8 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, RecordBatch};
 use ndarray::Array2;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::file::metadata::PageIndexPolicy;
 
 use super::{columns, LabelForm, Manifest};
 use crate::augment::ViewColumns;
@@ -143,49 +144,6 @@ impl TeacherOutputs {
         self.ids.is_empty()
     }
 
-    /// Appends `other`'s rows (same dataset).
-    pub fn append(&mut self, other: TeacherOutputs) {
-        let cat = |a: &Array2<f32>, b: &Array2<f32>| {
-            ndarray::concatenate(ndarray::Axis(0), &[a.view(), b.view()]).unwrap_or_else(|_| a.clone())
-        };
-        self.ids.extend(other.ids);
-        self.labels.extend(other.labels);
-        self.inputs = cat(&self.inputs, &other.inputs);
-        self.logits = cat(&self.logits, &other.logits);
-        let cat_u32 = |a: &Array2<u32>, b: &Array2<u32>| {
-            ndarray::concatenate(ndarray::Axis(0), &[a.view(), b.view()]).unwrap_or_else(|_| a.clone())
-        };
-        self.sparse = match (self.sparse.take(), other.sparse) {
-            (
-                Some(Sparse::TopK { index, logit, mut logsumexp_t }),
-                Some(Sparse::TopK { index: i2, logit: l2, logsumexp_t: s2 }),
-            ) => {
-                logsumexp_t.extend(s2);
-                Some(Sparse::TopK { index: cat_u32(&index, &i2), logit: cat(&logit, &l2), logsumexp_t })
-            }
-            (Some(Sparse::Sampled { index }), Some(Sparse::Sampled { index: i2 })) => {
-                Some(Sparse::Sampled { index: cat_u32(&index, &i2) })
-            }
-            (s, _) => s,
-        };
-        if let (Some(v), Some(o)) = (self.views.as_mut(), other.views) {
-            v.view.extend(o.view);
-            v.shift_x.extend(o.shift_x);
-            v.shift_y.extend(o.shift_y);
-        }
-    }
-
-    /// Splits off the rows from `at` on.
-    pub fn split_off(&mut self, at: usize) -> TeacherOutputs {
-        let at = at.min(self.len());
-        let mut tail = self.clone();
-        let head: Vec<bool> = (0..self.len()).map(|i| i < at).collect();
-        let rest: Vec<bool> = head.iter().map(|h| !h).collect();
-        self.retain(&head);
-        tail.retain(&rest);
-        tail
-    }
-
     /// Keeps only the rows where `keep` is true.
     pub fn retain(&mut self, keep: &[bool]) {
         let rows: Vec<usize> = (0..self.ids.len()).filter(|&i| keep[i]).collect();
@@ -304,7 +262,7 @@ impl SoftLabels {
     /// Reads every part into memory.
     pub fn load(&self) -> Result<TeacherOutputs> {
         let m = &self.manifest;
-        let mut acc = Columns::default();
+        let mut acc = Columns::with_capacity(m, m.rows as usize);
         for part in &m.parts {
             let path = self.dir.join(&part.file);
             let builder = self.checked_builder(&path)?;
@@ -353,15 +311,53 @@ impl SoftLabels {
 
     /// Reads `blocks` (from [`SoftLabels::blocks`]) into memory, in the order given.
     pub fn load_blocks(&self, blocks: &[Block]) -> Result<TeacherOutputs> {
+        let rows = blocks.iter().map(|b| b.rows).sum();
+        let mut acc = Columns::with_capacity(&self.manifest, rows);
+        self.read_blocks(blocks, &[], &mut acc, &mut Vec::new())?;
+        acc.finish(&self.manifest)
+    }
+
+    /// Streams the dataset in windows of `window` rows (the last may be shorter): `blocks` in the order
+    /// given, rows whose label is in `exclude` dropped as they are read. Each window is read into memory
+    /// sized for it, and only the rows of its last block that overflow it are carried to the next.
+    pub fn windows<'a>(&'a self, blocks: &'a [Block], window: usize, exclude: &'a [i64]) -> Windows<'a> {
+        Windows { labels: self, blocks, next: 0, window: window.max(1), exclude, carry: None, metas: Vec::new() }
+    }
+
+    /// A part's footer with its offset index, which lets a block be read without decoding the pages
+    /// before it; the part is checked once (byte ranges, column types).
+    fn block_metadata(&self, path: &Path) -> Result<ArrowReaderMetadata> {
+        self.checked_builder(path)?;
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+        ArrowReaderMetadata::load(&file, options).map_err(|error| Error::Parquet { path: path.to_path_buf(), error })
+    }
+
+    /// Reads `blocks` into `acc`; `metas` caches each part's footer.
+    fn read_blocks(
+        &self,
+        blocks: &[Block],
+        exclude: &[i64],
+        acc: &mut Columns,
+        metas: &mut Vec<Option<ArrowReaderMetadata>>,
+    ) -> Result<()> {
         use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
         let m = &self.manifest;
-        let mut acc = Columns::default();
+        metas.resize(m.parts.len(), None);
         for b in blocks {
             let part = m.parts.get(b.part).ok_or_else(|| Error::Internal("block of no part".into()))?;
             let path = self.dir.join(&part.file);
+            let meta = match &metas[b.part] {
+                Some(meta) => meta.clone(),
+                None => {
+                    let meta = self.block_metadata(&path)?;
+                    metas[b.part] = Some(meta.clone());
+                    meta
+                }
+            };
+            let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
             let selection = RowSelection::from(vec![RowSelector::skip(b.offset), RowSelector::select(b.rows)]);
-            let reader = self
-                .checked_builder(&path)?
+            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
                 .with_row_groups(vec![b.row_group])
                 .with_row_selection(selection)
                 .with_batch_size(8192)
@@ -372,7 +368,11 @@ impl SoftLabels {
                 let rb = rb.map_err(|e| {
                     Error::dataset(&path, format!("cannot decode row group {} rows {}..: {e}", b.row_group, b.offset))
                 })?;
+                let start = acc.len();
                 acc.read(&path, &rb, m, b.first_row + rows as u64)?;
+                if !exclude.is_empty() {
+                    acc.retain_from(start, |y| y.is_none_or(|y| !exclude.contains(&y)));
+                }
                 rows += rb.num_rows();
             }
             if rows != b.rows {
@@ -382,7 +382,7 @@ impl SoftLabels {
                 ));
             }
         }
-        acc.finish(m)
+        Ok(())
     }
 
     /// Opens a part, checking its columns have the types the manifest implies.
@@ -415,6 +415,48 @@ impl SoftLabels {
             }
         }
         Ok(builder)
+    }
+}
+
+/// Windows of a streamed dataset (see [`SoftLabels::windows`]).
+pub struct Windows<'a> {
+    labels: &'a SoftLabels,
+    blocks: &'a [Block],
+    next: usize,
+    window: usize,
+    exclude: &'a [i64],
+    carry: Option<Columns>,
+    metas: Vec<Option<ArrowReaderMetadata>>,
+}
+
+impl Iterator for Windows<'_> {
+    type Item = Result<TeacherOutputs>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let m = &self.labels.manifest;
+        let carried = self.carry.as_ref().map_or(0, Columns::len);
+        if carried == 0 && self.next >= self.blocks.len() {
+            return None;
+        }
+        let mut acc = Columns::with_capacity(m, self.window);
+        if let Some(c) = self.carry.take() {
+            acc.extend(c);
+        }
+        while acc.len() < self.window && self.next < self.blocks.len() {
+            let block = &self.blocks[self.next..self.next + 1];
+            if let Err(e) = self.labels.read_blocks(block, self.exclude, &mut acc, &mut self.metas) {
+                self.next = self.blocks.len();
+                return Some(Err(e));
+            }
+            self.next += 1;
+        }
+        if acc.len() > self.window {
+            self.carry = Some(acc.split_off(self.window, m));
+        }
+        if acc.len() == 0 {
+            return None;
+        }
+        Some(acc.finish(m))
     }
 }
 
@@ -507,6 +549,102 @@ fn list_values(path: &Path, rb: &RecordBatch, name: &str, first_row: u64) -> Res
 }
 
 impl Columns {
+    /// Empty, with room for `rows` rows of `m`.
+    fn with_capacity(m: &Manifest, rows: usize) -> Self {
+        let (per_logits, per_index) = match m.form {
+            LabelForm::Dense => (m.num_classes, 0),
+            LabelForm::TopK { k } => (k, k),
+            LabelForm::Sampled { k, .. } => (0, k),
+        };
+        let views = if m.views.is_some() { rows } else { 0 };
+        Columns {
+            ids: Vec::with_capacity(rows),
+            labels: Vec::with_capacity(rows),
+            inputs: Vec::with_capacity(if m.input.stored { rows * m.input.width } else { 0 }),
+            logits: Vec::with_capacity(rows * per_logits),
+            index: Vec::with_capacity(rows * per_index),
+            lse: Vec::with_capacity(if matches!(m.form, LabelForm::TopK { .. }) { rows } else { 0 }),
+            views: ViewColumns {
+                view: Vec::with_capacity(views),
+                shift_x: Vec::with_capacity(views),
+                shift_y: Vec::with_capacity(views),
+            },
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Appends `other`'s rows.
+    fn extend(&mut self, other: Columns) {
+        self.ids.extend(other.ids);
+        self.labels.extend(other.labels);
+        self.inputs.extend(other.inputs);
+        self.logits.extend(other.logits);
+        self.index.extend(other.index);
+        self.lse.extend(other.lse);
+        self.views.view.extend(other.views.view);
+        self.views.shift_x.extend(other.views.shift_x);
+        self.views.shift_y.extend(other.views.shift_y);
+    }
+
+    /// Values per row of each per-row vector: (inputs, logits, index, lse, views).
+    fn widths(&self) -> [usize; 5] {
+        let n = self.len().max(1);
+        [
+            self.inputs.len() / n,
+            self.logits.len() / n,
+            self.index.len() / n,
+            self.lse.len() / n,
+            self.views.view.len() / n,
+        ]
+    }
+
+    /// Moves the rows from `at` on into a new `Columns` (the rows before stay, without reallocating).
+    fn split_off(&mut self, at: usize, m: &Manifest) -> Columns {
+        let [wi, wl, wx, ws, wv] = self.widths();
+        let mut tail = Columns::with_capacity(m, 0);
+        tail.ids = self.ids.split_off(at);
+        tail.labels = self.labels.split_off(at);
+        tail.inputs = self.inputs.split_off(at * wi);
+        tail.logits = self.logits.split_off(at * wl);
+        tail.index = self.index.split_off(at * wx);
+        tail.lse = self.lse.split_off(at * ws);
+        tail.views.view = self.views.view.split_off(at * wv);
+        tail.views.shift_x = self.views.shift_x.split_off(at * wv);
+        tail.views.shift_y = self.views.shift_y.split_off(at * wv);
+        tail
+    }
+
+    /// Keeps, among the rows from `start` on, those whose label passes `keep` (compacting in place).
+    fn retain_from(&mut self, start: usize, keep: impl Fn(Option<i64>) -> bool) {
+        let n = self.len();
+        if (start..n).all(|r| keep(self.labels[r])) {
+            return;
+        }
+        let [wi, wl, wx, ws, wv] = self.widths();
+        fn compact<T: Copy>(v: &mut Vec<T>, width: usize, rows: &[usize], start: usize) {
+            if width == 0 {
+                return;
+            }
+            for (dst, &src) in (start..).zip(rows) {
+                v.copy_within(src * width..(src + 1) * width, dst * width);
+            }
+            v.truncate((start + rows.len()) * width);
+        }
+        let rows: Vec<usize> = (start..n).filter(|&r| keep(self.labels[r])).collect();
+        compact(&mut self.ids, 1, &rows, start);
+        compact(&mut self.labels, 1, &rows, start);
+        compact(&mut self.inputs, wi, &rows, start);
+        compact(&mut self.logits, wl, &rows, start);
+        compact(&mut self.index, wx, &rows, start);
+        compact(&mut self.lse, ws, &rows, start);
+        compact(&mut self.views.view, wv, &rows, start);
+        compact(&mut self.views.shift_x, wv, &rows, start);
+        compact(&mut self.views.shift_y, wv, &rows, start);
+    }
+
     fn read(&mut self, path: &Path, rb: &RecordBatch, m: &Manifest, first_row: u64) -> Result<()> {
         let col =
             |name: &str| rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")));

@@ -345,7 +345,8 @@ pub fn stream_window(m: &Manifest, settings: &TrainSettings) -> Option<usize> {
     if m.rows.saturating_mul(per_row) <= budget {
         return None;
     }
-    Some(((budget / per_row) as usize).max(settings.batch_size))
+    // The window takes 3/4 of the budget; decoding, the targets and the model take the rest.
+    Some(((budget / 4 * 3 / per_row) as usize).max(settings.batch_size))
 }
 
 /// Bytes a training row takes in memory: inputs as f32, the teacher's outputs and the targets derived
@@ -425,40 +426,10 @@ fn for_each_window(
     exclude: &[i64],
     mut f: impl FnMut(TeacherOutputs) -> Result<()>,
 ) -> Result<()> {
-    let mut pending: Option<TeacherOutputs> = None;
-    let mut next = 0;
-    loop {
-        while pending.as_ref().map_or(0, TeacherOutputs::len) < window && next < blocks.len() {
-            let have = pending.as_ref().map_or(0, TeacherOutputs::len);
-            let mut end = next;
-            let mut rows = 0;
-            while end < blocks.len() && have + rows < window {
-                rows += blocks[end].rows;
-                end += 1;
-            }
-            let mut chunk = labels.load_blocks(&blocks[next..end])?;
-            next = end;
-            if !exclude.is_empty() {
-                let keep: Vec<bool> = chunk.labels.iter().map(|l| l.is_none_or(|y| !exclude.contains(&y))).collect();
-                chunk.retain(&keep);
-            }
-            pending = Some(match pending.take() {
-                Some(mut p) => {
-                    p.append(chunk);
-                    p
-                }
-                None => chunk,
-            });
-        }
-        let Some(mut rows) = pending.take() else { return Ok(()) };
-        if rows.is_empty() {
-            return Ok(());
-        }
-        if rows.len() > window {
-            pending = Some(rows.split_off(window));
-        }
-        f(rows)?;
+    for w in labels.windows(blocks, window, exclude) {
+        f(w?)?;
     }
+    Ok(())
 }
 
 /// The model, optimizer state and workspaces between steps.
