@@ -7,7 +7,7 @@ mod writer;
 
 pub(crate) use reader::read_views;
 pub use reader::{Block, SoftLabels, Sparse, TeacherOutputs, Windows};
-pub(crate) use writer::prepare_dir;
+pub(crate) use writer::{prepare_dir, WRITE_BLOCK};
 pub use writer::{write_atomic, Resumed, SoftLabelWriter, WriterOptions};
 
 use std::path::Path;

@@ -74,11 +74,12 @@ impl<W: Write + Send> ParallelWriter<W> {
         Ok(())
     }
 
-    /// Writes the last row group and the footer.
-    pub(crate) fn close(mut self) -> Result<()> {
+    /// Writes the last row group and the footer; returns the destination, flushed.
+    pub(crate) fn close(mut self) -> Result<W> {
         self.flush()?;
-        self.file.close()?;
-        Ok(())
+        let mut out = self.file.into_inner()?;
+        out.flush()?;
+        Ok(out)
     }
 }
 
@@ -119,10 +120,9 @@ mod tests {
         let mut w = ArrowWriter::try_new(&mut a, schema.clone(), Some(props())).unwrap();
         batches.iter().for_each(|b| w.write(b).unwrap());
         w.close().unwrap();
-        let mut b = Vec::new();
-        let mut p = ParallelWriter::try_new(&mut b, schema.clone(), props()).unwrap();
+        let mut p = ParallelWriter::try_new(Vec::new(), schema.clone(), props()).unwrap();
         batches.iter().for_each(|x| p.write(x).unwrap());
-        p.close().unwrap();
+        let b = p.close().unwrap();
         assert!(a.len() > 1000);
         assert_eq!(a, b, "the parallel writer writes ArrowWriter's bytes");
     }

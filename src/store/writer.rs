@@ -41,8 +41,26 @@ impl Default for WriterOptions {
     }
 }
 
+/// Passes bytes on to a file and hashes them on the way, so a part's sha256 needs no second read.
+struct HashingWriter {
+    file: BufWriter<File>,
+    hasher: sha2::Sha256,
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 struct OpenPart {
-    writer: ParallelWriter<BufWriter<File>>,
+    writer: ParallelWriter<HashingWriter>,
     tmp: PathBuf,
     name: String,
     rows: u64,
@@ -53,7 +71,7 @@ struct OpenPart {
 /// Rows reach the Parquet writer in blocks of this many rows, counted from the part's start, whatever
 /// the batches the writer was given: a part's bytes then depend only on its rows, so a resumed run
 /// writes byte-identical parts.
-const WRITE_BLOCK: usize = 8192;
+pub(crate) const WRITE_BLOCK: usize = 8192;
 
 /// The journal of an unfinished run (`_progress.json`), rewritten atomically after each part closes.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -502,9 +520,12 @@ impl SoftLabelWriter {
         let name = format!("part-{:05}.parquet", self.manifest.parts.len());
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let writer =
-            ParallelWriter::try_new(BufWriter::with_capacity(1 << 20, file), self.schema.clone(), self.props.clone())
-                .map_err(|e| Error::dataset(&tmp, format!("cannot start Parquet writer: {e}")))?;
+        let writer = ParallelWriter::try_new(
+            HashingWriter { file: BufWriter::with_capacity(1 << 20, file), hasher: Default::default() },
+            self.schema.clone(),
+            self.props.clone(),
+        )
+        .map_err(|e| Error::dataset(&tmp, format!("cannot start Parquet writer: {e}")))?;
         self.current = Some(OpenPart { writer, tmp, name, rows: 0, min_id: u64::MAX, max_id: 0 });
         self.part_rows = 0;
         Ok(())
@@ -523,16 +544,23 @@ impl SoftLabelWriter {
         let finished = writer
             .close()
             .map_err(|e| Error::dataset(&tmp, format!("cannot finish Parquet file: {e}")))
-            .and_then(|_| File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e)));
-        if let Err(e) = finished {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+            .and_then(|out| {
+                let HashingWriter { file, hasher } = out;
+                let file = file.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+                file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+                Ok(crate::dataset::hex(&sha2::Digest::finalize(hasher)))
+            });
+        let sha256 = match finished {
+            Ok(sha) => sha,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         let path = self.dir.join(&name);
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
         sync_dir(&self.dir)?;
         let bytes = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
-        let sha256 = sha256_file(&path)?;
         self.manifest.parts.push(PartInfo { file: name, rows, bytes, sha256, min_id, max_id });
         self.part_rows = 0;
         let counted = self.skipped.iter().filter(|&&r| r < source_rows_done).count();
