@@ -1,7 +1,6 @@
 //! The soft-label dataset: a folder with `_manifest.json` and `part-NNNNN.parquet` files.
 //! SCHEMA.md is the contract; this module is its implementation.
 
-mod parallel;
 mod reader;
 mod writer;
 

@@ -5,13 +5,12 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::parallel::ParallelWriter;
 use arrow_array::{
     Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int16Array, Int64Array, RecordBatch, UInt16Array,
     UInt32Array, UInt64Array,
 };
 use arrow_schema::{Field, SchemaRef};
-use parquet::arrow::ArrowSchemaConverter;
+use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, Encoding, Type as PhysicalType, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
@@ -60,7 +59,7 @@ impl Write for HashingWriter {
 }
 
 struct OpenPart {
-    writer: ParallelWriter<HashingWriter>,
+    writer: ArrowWriter<HashingWriter>,
     tmp: PathBuf,
     name: String,
     rows: u64,
@@ -520,10 +519,10 @@ impl SoftLabelWriter {
         let name = format!("part-{:05}.parquet", self.manifest.parts.len());
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let writer = ParallelWriter::try_new(
+        let writer = ArrowWriter::try_new(
             HashingWriter { file: BufWriter::with_capacity(1 << 20, file), hasher: Default::default() },
             self.schema.clone(),
-            self.props.clone(),
+            Some(self.props.clone()),
         )
         .map_err(|e| Error::dataset(&tmp, format!("cannot start Parquet writer: {e}")))?;
         self.current = Some(OpenPart { writer, tmp, name, rows: 0, min_id: u64::MAX, max_id: 0 });
@@ -542,7 +541,7 @@ impl SoftLabelWriter {
         // Only close() writes the footer; the file keeps its temporary name until it is complete and synced.
         // If that fails (disk full), the unfinished file is removed: it is not data.
         let finished = writer
-            .close()
+            .into_inner()
             .map_err(|e| Error::dataset(&tmp, format!("cannot finish Parquet file: {e}")))
             .and_then(|out| {
                 let HashingWriter { file, hasher } = out;
