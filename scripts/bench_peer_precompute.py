@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The Python peer for `softlabel precompute`: what a user would write without softlabel. Reads the
 Parquet input in batches with pyarrow, runs onnxruntime, softens with numpy (float64, like softlabel),
-and writes the same columns with pyarrow's ParquetWriter (zstd). Used by scripts/bench-precompute.
+and writes the same columns with pyarrow's ParquetWriter (zstd). Used by scripts/bench.
 
     bench_peer_precompute.py TEACHER.onnx DATA.parquet OUT.parquet --temperature 4 --batch-size 256 --threads 1
 """
