@@ -590,7 +590,16 @@ impl TrainingRows {
                 return Ok(TrainingRows::Stream(window));
             }
         }
-        let mut data = labels.load()?;
+        let mut data = labels.load_excluding(&settings.exclude_labels)?;
+        if !settings.exclude_labels.is_empty() {
+            tracing::info!(rows = data.len(), classes = ?settings.exclude_labels, "excluded labels from the transfer set");
+            if data.is_empty() {
+                return Err(Error::dataset(
+                    labels.dir(),
+                    format!("no rows left after excluding labels {:?}", settings.exclude_labels),
+                ));
+            }
+        }
         if let Some((path, ignore_fingerprint)) = join {
             let spec = DataSpec {
                 input: m.input.source_column.split(',').map(str::to_string).collect(),
@@ -600,7 +609,6 @@ impl TrainingRows {
             };
             data.join_inputs(m, &DataSource::open(path, &spec)?, path, ignore_fingerprint)?;
         }
-        exclude_labels(&mut data, &settings.exclude_labels, labels.dir())?;
         Ok(TrainingRows::Memory(Box::new(data)))
     }
 
@@ -619,21 +627,6 @@ impl TrainingRows {
             origin: labels.dir(),
         }
     }
-}
-
-/// Drops the rows whose hard label is in `classes` (an empty list keeps everything); refuses to leave
-/// no rows.
-pub fn exclude_labels(data: &mut crate::store::TeacherOutputs, classes: &[i64], dir: &Path) -> Result<()> {
-    if classes.is_empty() {
-        return Ok(());
-    }
-    let keep: Vec<bool> = data.labels.iter().map(|l| l.is_none_or(|y| !classes.contains(&y))).collect();
-    data.retain(&keep);
-    tracing::info!(rows = data.len(), ?classes, "excluded labels from the transfer set");
-    if data.is_empty() {
-        return Err(Error::dataset(dir, format!("no rows left after excluding labels {classes:?}")));
-    }
-    Ok(())
 }
 
 /// Runs `f` on a rayon pool of `threads` threads (0: the global pool).

@@ -144,29 +144,6 @@ impl TeacherOutputs {
         self.ids.is_empty()
     }
 
-    /// Keeps only the rows where `keep` is true.
-    pub fn retain(&mut self, keep: &[bool]) {
-        let rows: Vec<usize> = (0..self.ids.len()).filter(|&i| keep[i]).collect();
-        let pick = |a: &Array2<f32>| a.select(ndarray::Axis(0), &rows);
-        self.ids = rows.iter().map(|&i| self.ids[i]).collect();
-        self.labels = rows.iter().map(|&i| self.labels[i]).collect();
-        self.inputs = pick(&self.inputs);
-        self.logits = pick(&self.logits);
-        self.sparse = self.sparse.take().map(|s| match s {
-            Sparse::TopK { index, logit, logsumexp_t } => Sparse::TopK {
-                index: index.select(ndarray::Axis(0), &rows),
-                logit: pick(&logit),
-                logsumexp_t: rows.iter().map(|&i| logsumexp_t[i]).collect(),
-            },
-            Sparse::Sampled { index } => Sparse::Sampled { index: index.select(ndarray::Axis(0), &rows) },
-        });
-        self.views = self.views.take().map(|v| ViewColumns {
-            view: rows.iter().map(|&i| v.view[i]).collect(),
-            shift_x: rows.iter().map(|&i| v.shift_x[i]).collect(),
-            shift_y: rows.iter().map(|&i| v.shift_y[i]).collect(),
-        });
-    }
-
     /// The teacher's top class for `row`: the largest logit, or the first top-k index. `None` for sampled
     /// labels, whose draws do not identify it.
     pub fn teacher_top1(&self, row: usize) -> Option<usize> {
@@ -261,6 +238,12 @@ impl SoftLabels {
 
     /// Reads every part into memory.
     pub fn load(&self) -> Result<TeacherOutputs> {
+        self.load_excluding(&[])
+    }
+
+    /// Reads every part into memory except the rows whose hard label is in `exclude`, dropped as they
+    /// are read.
+    pub fn load_excluding(&self, exclude: &[i64]) -> Result<TeacherOutputs> {
         let m = &self.manifest;
         let mut acc = Columns::with_capacity(m, m.rows as usize);
         for part in &m.parts {
@@ -272,7 +255,9 @@ impl SoftLabels {
             for rb in reader {
                 let rb =
                     rb.map_err(|e| Error::dataset(&path, format!("cannot decode rows after row {part_rows}: {e}")))?;
+                let start = acc.len();
                 acc.read(&path, &rb, m, part_rows)?;
+                acc.exclude_labels_from(start, exclude);
                 part_rows += rb.num_rows() as u64;
             }
             if part_rows != part.rows {
@@ -370,9 +355,7 @@ impl SoftLabels {
                 })?;
                 let start = acc.len();
                 acc.read(&path, &rb, m, b.first_row + rows as u64)?;
-                if !exclude.is_empty() {
-                    acc.retain_from(start, |y| y.is_none_or(|y| !exclude.contains(&y)));
-                }
+                acc.exclude_labels_from(start, exclude);
                 rows += rb.num_rows();
             }
             if rows != b.rows {
@@ -617,8 +600,9 @@ impl Columns {
         tail
     }
 
-    /// Keeps, among the rows from `start` on, those whose label passes `keep` (compacting in place).
-    fn retain_from(&mut self, start: usize, keep: impl Fn(Option<i64>) -> bool) {
+    /// Drops, among the rows from `start` on, those whose hard label is in `exclude` (compacting in place).
+    fn exclude_labels_from(&mut self, start: usize, exclude: &[i64]) {
+        let keep = |y: Option<i64>| y.is_none_or(|y| !exclude.contains(&y));
         let n = self.len();
         if (start..n).all(|r| keep(self.labels[r])) {
             return;

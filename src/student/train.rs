@@ -23,7 +23,7 @@ use super::optim::{LrSchedule, Optimizer};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::soften::{argmax, log_softmax_t, softmax_t};
-use crate::store::{Block, LabelForm, Manifest, SoftLabels, Sparse, TeacherOutputs};
+use crate::store::{LabelForm, Manifest, SoftLabels, Sparse, TeacherOutputs};
 
 /// Training settings; [`TrainSettings::validate`] runs before any data is read.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -48,8 +48,8 @@ pub struct TrainSettings {
     pub seed: u64,
     /// Clip the gradient's global L2 norm to this value.
     pub clip_norm: Option<f32>,
-    /// Hard labels whose rows were left out of the transfer set (recorded; the caller filters with
-    /// [`crate::pipeline::exclude_labels`]).
+    /// Hard labels whose rows are left out of the transfer set (streamed data is filtered here; data in
+    /// memory is loaded without them, [`crate::store::SoftLabels::load_excluding`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_labels: Vec<i64>,
     /// Memory for the training rows, in MiB: a dataset that needs more is streamed from disk in windows
@@ -417,21 +417,6 @@ fn teacher_targets(data: &TeacherOutputs, num_classes: usize, t: f32) -> Teacher
     }
 }
 
-/// Reads a streamed dataset's blocks in `order`, `window` rows at a time (the last window may be
-/// shorter), dropping rows whose label is excluded, and calls `f` on each window.
-fn for_each_window(
-    labels: &SoftLabels,
-    blocks: &[Block],
-    window: usize,
-    exclude: &[i64],
-    mut f: impl FnMut(TeacherOutputs) -> Result<()>,
-) -> Result<()> {
-    for w in labels.windows(blocks, window, exclude) {
-        f(w?)?;
-    }
-    Ok(())
-}
-
 /// The model, optimizer state and workspaces between steps.
 struct Run<'s> {
     settings: &'s TrainSettings,
@@ -573,14 +558,13 @@ pub fn train(
             let window = window_rows.max(settings.batch_size).div_ceil(settings.batch_size) * settings.batch_size;
             let (mut n, mut any) = (0usize, false);
             progress.begin("scan", Some(m.rows));
-            for_each_window(labels, &blocks, window, &settings.exclude_labels, |w| {
-                let l = label_indices(&w, num_classes, origin)?;
-                any |= l.iter().any(Option::is_some);
+            for w in labels.windows(&blocks, window, &settings.exclude_labels) {
+                let w = w?;
+                any |= label_indices(&w, num_classes, origin)?.iter().any(Option::is_some);
                 n += w.len();
                 stats.add(w.inputs.view());
                 progress.advance(w.len() as u64);
-                Ok(())
-            })?;
+            }
             progress.end();
             tracing::info!(rows = n, window, blocks = blocks.len(), "streaming the training data");
             (n, m.input.width, any, None, blocks, window)
@@ -661,15 +645,16 @@ pub fn train(
             (TrainSource::Stream { labels: set, .. }, _) => {
                 let mut shuffled = blocks.clone();
                 shuffled.shuffle(&mut rng);
-                for_each_window(set, &shuffled, window, &settings.exclude_labels, |w| {
+                for w in set.windows(&shuffled, window, &settings.exclude_labels) {
+                    let w = w?;
                     let labels = label_indices(&w, num_classes, origin)?;
                     let teacher = teacher_targets(&w, num_classes, t);
                     let targets = Targets { teacher: &teacher, labels: &labels, t, alpha: settings.alpha };
                     order.clear();
                     order.extend(0..w.len());
                     order.shuffle(&mut rng);
-                    run.steps(w.inputs.view(), &targets, &order, epoch, &mut totals, progress)
-                })?;
+                    run.steps(w.inputs.view(), &targets, &order, epoch, &mut totals, progress)?;
+                }
             }
             (TrainSource::Memory(_), None) => return Err(Error::Internal("targets not computed".into())),
         }
