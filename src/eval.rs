@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use ndarray::{Array2, Axis};
 use serde::Serialize;
 
-use crate::dataset::DataSource;
+use crate::dataset::{Batch, DataSource};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::soften::{argmax, kl_t, softmax_t};
@@ -112,20 +112,7 @@ pub fn evaluate(
     progress.begin("eval", Some(data.rows()));
     for batch in data.batches(4096) {
         let batch = batch?;
-        if batch.width != student.input_dim() {
-            return Err(Error::data(
-                &batch.file,
-                format!(
-                    "column '{}' has {} values per row, the student expects {}",
-                    data.input_name(),
-                    batch.width,
-                    student.input_dim()
-                ),
-            ));
-        }
-        let x = Array2::from_shape_vec((batch.len(), batch.width), batch.input_f32())
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let logits = student.forward(x.view());
+        let logits = batch_logits(student, data, &batch)?;
         for (i, z) in logits.axis_iter(Axis(0)).enumerate() {
             if batch.nonfinite.binary_search(&i).is_ok() {
                 skipped += 1;
@@ -135,16 +122,7 @@ pub fn evaluate(
             let pred = argmax(&z).unwrap_or(0);
             rows += 1;
             if let Some(y) = batch.labels[i] {
-                if y < 0 || y as usize >= k {
-                    return Err(Error::data(
-                        &batch.file,
-                        format!(
-                            "column '{}', row {}: label {y} is outside [0, {k})",
-                            data.label_column().unwrap_or("label"),
-                            batch.first_row + i as u64
-                        ),
-                    ));
-                }
+                check_label(data, &batch, i, y, k)?;
                 labeled += 1;
                 class_rows[y as usize] += 1;
                 class_errors[y as usize] += u64::from(pred != y as usize);
@@ -200,6 +178,39 @@ pub fn evaluate(
     })
 }
 
+/// The student's logits for a batch of `data`, whose rows must have the student's input width.
+fn batch_logits(student: &Mlp, data: &DataSource, batch: &Batch) -> Result<Array2<f32>> {
+    if batch.width != student.input_dim() {
+        return Err(Error::data(
+            &batch.file,
+            format!(
+                "column '{}' has {} values per row, the student expects {}",
+                data.input_name(),
+                batch.width,
+                student.input_dim()
+            ),
+        ));
+    }
+    let x = Array2::from_shape_vec((batch.len(), batch.width), batch.input_f32())
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(student.forward(x.view()))
+}
+
+/// Refuses a label outside the student's `k` classes, naming the column and row.
+fn check_label(data: &DataSource, batch: &Batch, i: usize, y: i64, k: usize) -> Result<()> {
+    if y < 0 || y as usize >= k {
+        return Err(Error::data(
+            &batch.file,
+            format!(
+                "column '{}', row {}: label {y} is outside [0, {k})",
+                data.label_column().unwrap_or("label"),
+                batch.first_row + i as u64
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The result of [`tune_bias`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BiasTuning {
@@ -231,23 +242,10 @@ pub fn tune_bias(student: &Mlp, data: &DataSource, class: usize, range: f32, ste
     let mut rows: Vec<(usize, f32, f32, f32)> = Vec::new(); // (y, z_y, best other than class, z_class)
     for batch in data.batches(4096) {
         let batch = batch?;
-        if batch.width != student.input_dim() {
-            return Err(Error::data(
-                &batch.file,
-                format!("rows have {} values, the student expects {}", batch.width, student.input_dim()),
-            ));
-        }
-        let x = Array2::from_shape_vec((batch.len(), batch.width), batch.input_f32())
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let logits = student.forward(x.view());
+        let logits = batch_logits(student, data, &batch)?;
         for (i, z) in logits.axis_iter(Axis(0)).enumerate() {
             let Some(y) = batch.labels[i] else { continue };
-            if y < 0 || y as usize >= k {
-                return Err(Error::data(
-                    &batch.file,
-                    format!("row {}: label {y} is outside [0, {k})", batch.first_row + i as u64),
-                ));
-            }
+            check_label(data, &batch, i, y, k)?;
             let best_other =
                 z.iter().enumerate().filter(|&(j, _)| j != class).map(|(_, &v)| v).fold(f32::NEG_INFINITY, f32::max);
             rows.push((y as usize, z[y as usize], best_other, z[class]));
