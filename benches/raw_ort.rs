@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use ort::value::{TensorElementType, TensorRef};
-use softlabel::dataset::{numeric_to_f32, DataSource, DataSpec};
+use softlabel::data::{numeric_to_f32, DataSpec};
 use softlabel::teacher::{session_builder, TeacherOptions};
 
 /// One batch's values in the teacher's input type.
@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("the teacher's input is {other:?}, not a tensor"),
     };
     // The batches, decoded and converted before the clock starts.
-    let source = DataSource::open(std::path::Path::new(data), &DataSpec::new(column))?;
+    let source = data::open(std::path::Path::new(data), &DataSpec::new(column))?;
     let mut batches = Vec::new();
     for b in source.batches(batch) {
         let b = b?;

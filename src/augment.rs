@@ -12,9 +12,9 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrayRef, PrimitiveArray};
 use arrow_schema::DataType;
 
-use crate::dataset::Batch;
+use crate::data::Batch;
 use crate::error::{Error, Result};
-use crate::store::splitmix64;
+use crate::util::splitmix64;
 
 /// How a dataset's views were made (recorded in the manifest as `views`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use ndarray::{Array2, Axis};
 use serde::Serialize;
 
-use crate::dataset::{Batch, DataSource};
+use crate::data::{Batch, Source};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::soften::{argmax, kl_t, softmax_t};
 use crate::store::TeacherOutputs;
-use crate::student::Mlp;
+use crate::student::Student;
 
 /// Calibration bins for the expected calibration error (as in Guo et al. 2017).
 pub const ECE_BINS: usize = 15;
@@ -88,19 +88,19 @@ impl Calibration {
 
 /// Evaluates `student` on every row of `data`; `teacher` outputs are matched by id.
 pub fn evaluate(
-    student: &Mlp,
-    data: &DataSource,
+    student: &dyn Student,
+    data: &dyn Source,
     teacher: Option<&TeacherOutputs>,
     progress: &dyn Progress,
 ) -> Result<EvalReport> {
     let k = student.num_classes();
-    if let Some(t) = teacher.filter(|t| t.sparse.is_none()) {
-        if t.logits.ncols() != k {
-            return Err(Error::Config(format!("--labels have {} classes, the student has {k}", t.logits.ncols())));
+    if let Some(logits) = teacher.and_then(TeacherOutputs::dense_logits) {
+        if logits.ncols() != k {
+            return Err(Error::Config(format!("--labels have {} classes, the student has {k}", logits.ncols())));
         }
     }
     // Sparse labels give the teacher's top class (agreement, accuracy) but not its full distribution.
-    let dense = teacher.is_some_and(|t| t.sparse.is_none());
+    let dense = teacher.is_some_and(|t| t.dense_logits().is_some());
     let index: Option<HashMap<u64, usize>> = teacher.map(TeacherOutputs::id_index);
     let (mut rows, mut labeled, mut errors, mut nll, mut skipped) = (0u64, 0u64, 0u64, 0f64, 0u64);
     let (mut t_rows, mut agree, mut kl, mut t_labeled, mut t_errors) = (0u64, 0u64, 0f64, 0u64, 0u64);
@@ -137,15 +137,15 @@ pub fn evaluate(
                     let Some(tpred) = t.teacher_top1(r) else { continue };
                     t_rows += 1;
                     agree += u64::from(tpred == pred);
-                    let tz = t.logits.row(r).to_vec();
-                    if dense {
-                        kl += kl_t(&tz, &z, 1.0);
+                    let tz = t.dense_logits().map(|l| l.row(r).to_vec());
+                    if let Some(tz) = &tz {
+                        kl += kl_t(tz, &z, 1.0);
                     }
                     if let Some(y) = batch.labels[i] {
                         t_labeled += 1;
                         t_errors += u64::from(tpred != y as usize);
-                        if dense {
-                            softmax_t(&tz, 1.0, &mut probs);
+                        if let Some(tz) = &tz {
+                            softmax_t(tz, 1.0, &mut probs);
                             t_cal.add(f64::from(probs[tpred]), tpred == y as usize);
                         }
                     }
@@ -179,15 +179,15 @@ pub fn evaluate(
 }
 
 /// The student's logits for a batch of `data`, whose rows must have the student's input width.
-fn batch_logits(student: &Mlp, data: &DataSource, batch: &Batch) -> Result<Array2<f32>> {
-    if batch.width != student.input_dim() {
+fn batch_logits(student: &dyn Student, data: &dyn Source, batch: &Batch) -> Result<Array2<f32>> {
+    if batch.width != student.input_width() {
         return Err(Error::data(
             &batch.file,
             format!(
                 "column '{}' has {} values per row, the student expects {}",
                 data.input_name(),
                 batch.width,
-                student.input_dim()
+                student.input_width()
             ),
         ));
     }
@@ -197,7 +197,7 @@ fn batch_logits(student: &Mlp, data: &DataSource, batch: &Batch) -> Result<Array
 }
 
 /// Refuses a label outside the student's `k` classes, naming the column and row.
-fn check_label(data: &DataSource, batch: &Batch, i: usize, y: i64, k: usize) -> Result<()> {
+fn check_label(data: &dyn Source, batch: &Batch, i: usize, y: i64, k: usize) -> Result<()> {
     if y < 0 || y as usize >= k {
         return Err(Error::data(
             &batch.file,
@@ -230,7 +230,7 @@ pub struct BiasTuning {
 /// minimises the student's errors on the labeled rows of `data` (ties: the smallest change). This is
 /// Hinton et al. 2015's bias adjustment for a class left out of the transfer set, chosen on data the
 /// caller names rather than on the test set.
-pub fn tune_bias(student: &Mlp, data: &DataSource, class: usize, range: f32, step: f32) -> Result<BiasTuning> {
+pub fn tune_bias(student: &dyn Student, data: &dyn Source, class: usize, range: f32, step: f32) -> Result<BiasTuning> {
     let k = student.num_classes();
     if class >= k {
         return Err(Error::Config(format!("--class {class} is outside the student's {k} classes")));

@@ -9,10 +9,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::dataset::ElementType;
+use crate::data::ElementType;
 use crate::error::{Error, Result};
-use crate::store::write_atomic;
 use crate::student::io::{to_safetensors, StudentFile};
+use crate::student::Op;
+use crate::util::write_atomic;
 
 /// The opset the exported graph uses.
 pub const OPSET: i64 = 17;
@@ -119,9 +120,9 @@ fn node(op: &str, inputs: &[&str], outputs: &[&str], name: &str, int_attrs: &[(&
 
 /// Builds the ONNX model bytes for a student.
 pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
-    let mlp = &student.mlp;
+    let net = student.student.as_ref();
     let info = &student.info;
-    let d = mlp.input_dim();
+    let d = net.input_width();
     let row_shape: Vec<usize> =
         if info.input_shape.iter().product::<usize>() == d { info.input_shape.clone() } else { vec![d] };
     let mut graph = Pb::default();
@@ -135,22 +136,38 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
         nodes.push(node("Cast", &[&cur], &["x"], "cast", &[("to", 1)]));
         cur = "x".into();
     }
-    nodes.push(node("Sub", &[&cur, "input.shift"], &["centred"], "shift", &[]));
-    nodes.push(node("Mul", &["centred", "input.scale"], &["h0"], "scale", &[]));
-    let mut inits =
-        vec![tensor("input.shift", &[d], &mlp.shift.to_vec()), tensor("input.scale", &[d], &mlp.scale.to_vec())];
-    let last = mlp.layers.len() - 1;
-    for (i, layer) in mlp.layers.iter().enumerate() {
-        let (w, b) = (format!("layers.{i}.weight"), format!("layers.{i}.bias"));
-        let wt = layer.w.t();
-        inits.push(tensor(&w, &[wt.nrows(), wt.ncols()], &wt.iter().copied().collect::<Vec<_>>()));
-        inits.push(tensor(&b, &[layer.b.len()], &layer.b.to_vec()));
-        let input = format!("h{i}");
-        let z = if i == last { "logits".to_string() } else { format!("z{i}") };
-        nodes.push(node("Gemm", &[&input, &w, &b], &[&z], &format!("gemm{i}"), &[("transB", 1)]));
-        if i < last {
-            nodes.push(node("Relu", &[&z], &[&format!("h{}", i + 1)], &format!("relu{i}"), &[]));
+    let ops = net.graph();
+    let linears = ops.iter().filter(|op| matches!(op, Op::Linear { .. })).count();
+    let mut inits = Vec::new();
+    let mut i = 0; // Linear layers so far
+    for op in &ops {
+        match op {
+            Op::Scale { shift, scale } => {
+                nodes.push(node("Sub", &[&cur, "input.shift"], &["centred"], "shift", &[]));
+                nodes.push(node("Mul", &["centred", "input.scale"], &["h0"], "scale", &[]));
+                inits.push(tensor("input.shift", &[shift.len()], &shift.to_vec()));
+                inits.push(tensor("input.scale", &[scale.len()], &scale.to_vec()));
+                cur = "h0".into();
+            }
+            Op::Linear { w, b } => {
+                let (wn, bn) = (format!("layers.{i}.weight"), format!("layers.{i}.bias"));
+                let wt = w.t();
+                inits.push(tensor(&wn, &[wt.nrows(), wt.ncols()], &wt.iter().copied().collect::<Vec<_>>()));
+                inits.push(tensor(&bn, &[b.len()], &b.to_vec()));
+                let z = if i + 1 == linears { "logits".to_string() } else { format!("z{i}") };
+                nodes.push(node("Gemm", &[&cur, &wn, &bn], &[&z], &format!("gemm{i}"), &[("transB", 1)]));
+                cur = z;
+                i += 1;
+            }
+            Op::Relu => {
+                let h = format!("h{i}");
+                nodes.push(node("Relu", &[&cur], &[&h], &format!("relu{}", i - 1), &[]));
+                cur = h;
+            }
         }
+    }
+    if cur != "logits" {
+        return Err(Error::Internal(format!("student graph ends in '{cur}', not in a Linear layer")));
     }
     nodes.push(node("Softmax", &["logits"], &["probs"], "softmax", &[("axis", 1)]));
     for n in nodes {
@@ -163,7 +180,7 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
     let mut in_dims = vec![None];
     in_dims.extend(row_shape.iter().map(|&v| Some(v)));
     graph.msg(11, value_info("input", onnx_type(info.input_dtype), &in_dims));
-    let k = Some(mlp.num_classes());
+    let k = Some(net.num_classes());
     graph.msg(12, value_info("logits", 1, &[None, k]));
     graph.msg(12, value_info("probs", 1, &[None, k]));
 
@@ -195,6 +212,6 @@ pub fn export(student: &StudentFile, out: &Path) -> Result<(std::path::PathBuf, 
         "config".to_string(),
         serde_json::to_string(&student.info).map_err(|e| Error::Internal(e.to_string()))?,
     );
-    write_atomic(&st, &to_safetensors(&student.mlp, &meta))?;
+    write_atomic(&st, &to_safetensors(student.student.as_ref(), &meta))?;
     Ok((out.to_path_buf(), st))
 }

@@ -14,11 +14,14 @@
 #![deny(missing_docs)]
 
 pub mod augment;
-pub mod dataset;
+pub mod config;
+pub mod data;
+pub mod distill;
 pub mod error;
 pub mod eval;
 pub mod export;
 pub mod merge;
+pub mod optim;
 pub mod pipeline;
 pub mod precompute;
 pub mod progress;
@@ -27,6 +30,8 @@ pub mod soften;
 pub mod store;
 pub mod student;
 pub mod teacher;
+pub mod train;
+pub mod util;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::dataset::{hex, SourceInfo};
+use crate::data::SourceInfo;
 use crate::error::{Error, Result};
-use crate::store::{prepare_dir, write_atomic, Manifest, PartInfo, SoftLabels};
+use crate::store::{prepare_dir, Manifest, PartInfo, SoftLabels};
+use crate::util::hex;
+use crate::util::write_atomic;
 
 /// Fields every input must share, named for error messages.
 fn differs(a: &Manifest, b: &Manifest) -> Option<&'static str> {

@@ -10,15 +10,16 @@ use std::time::Instant;
 use ndarray::Array2;
 use serde::Serialize;
 
-use crate::dataset::{Batch, DataSource, DataSpec};
+use crate::data::{Batch, DataSpec, Source};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalReport, ECE_BINS};
 use crate::progress::Progress;
 use crate::soften::{argmax, softmax_t};
-use crate::store::{write_atomic, SoftLabels, TeacherOutputs};
+use crate::store::{Outputs, SoftLabels, TeacherOutputs};
 use crate::student::io::load as load_student;
 use crate::student::EpochLog;
 use crate::teacher::{Teacher, TeacherOptions};
+use crate::util::write_atomic;
 
 /// Settings for a report.
 #[derive(Debug, Clone)]
@@ -232,7 +233,7 @@ fn slice_batch(b: &Batch, start: usize, n: usize) -> Batch {
 }
 
 /// Runs the teacher over the data (when no soft labels are given).
-fn teacher_outputs(teacher: &mut Teacher, source: &DataSource, row_shape: &[usize]) -> Result<TeacherOutputs> {
+fn teacher_outputs(teacher: &mut Teacher, source: &dyn Source, row_shape: &[usize]) -> Result<TeacherOutputs> {
     let (mut ids, mut labels, mut inputs, mut logits) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut k = 0;
     for b in source.batches(256) {
@@ -250,8 +251,9 @@ fn teacher_outputs(teacher: &mut Teacher, source: &DataSource, row_shape: &[usiz
         ids,
         labels,
         inputs: Array2::from_shape_vec((n, width), inputs).map_err(|e| Error::Internal(e.to_string()))?,
-        logits: Array2::from_shape_vec((n, k), logits).map_err(|e| Error::Internal(e.to_string()))?,
-        sparse: None,
+        outputs: Outputs::Dense {
+            logits: Array2::from_shape_vec((n, k), logits).map_err(|e| Error::Internal(e.to_string()))?,
+        },
         views: None,
     })
 }
@@ -265,7 +267,7 @@ pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Repo
     let options = TeacherOptions { threads: settings.threads, ..Default::default() };
     let mut teacher = Teacher::load(&settings.teacher, &options)?;
     let mut student_model = Teacher::load(&student_onnx, &options)?;
-    let source = DataSource::open(&settings.data, &settings.spec)?;
+    let source = crate::data::open(&settings.data, &settings.spec)?;
     let first = source.batches(256).next().ok_or_else(|| Error::data(&settings.data, "dataset has zero rows"))??;
     let t_shape = teacher.row_shape(first.width, &source.input_name())?;
     let s_shape = student_model.row_shape(first.width, &source.input_name())?;
@@ -277,14 +279,14 @@ pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Repo
 
     // The plots need the teacher's full distribution: sparse labels are not enough, so run the teacher.
     let outputs = match &settings.labels {
-        Some(dir) => Some(SoftLabels::open(dir)?.load()?).filter(|o| o.sparse.is_none()),
+        Some(dir) => Some(SoftLabels::open(dir)?.load()?).filter(|o| o.dense_logits().is_some()),
         None => None,
     };
     let outputs = match outputs {
         Some(o) => o,
-        None => teacher_outputs(&mut teacher, &source, &t_shape)?,
+        None => teacher_outputs(&mut teacher, source.as_ref(), &t_shape)?,
     };
-    let eval = evaluate(&student.mlp, &source, Some(&outputs), progress)?;
+    let eval = evaluate(student.student.as_ref(), source.as_ref(), Some(&outputs), progress)?;
     let size = |p: &Path| -> Result<(u64, u64)> {
         let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
         Ok((onnx_parameters(&bytes, p)?, bytes.len() as u64))
@@ -326,13 +328,14 @@ pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Repo
         write_atomic(&settings.out.join("training_curves.svg"), svg_training(&log).as_bytes())?;
         plots.push("training_curves.svg".to_string());
     }
-    let student_logits = student.mlp.forward(outputs.inputs.view());
+    let student_logits = student.student.forward(outputs.inputs.view());
     let labels: Vec<i64> = outputs.labels.iter().map(|l| l.unwrap_or(-1)).collect();
-    let rel_t = reliability(&outputs.logits, &labels);
+    let teacher_logits = outputs.dense_logits().ok_or_else(|| Error::Internal("teacher outputs not dense".into()))?;
+    let rel_t = reliability(teacher_logits, &labels);
     let rel_s = reliability(&student_logits, &labels);
     write_atomic(&settings.out.join("reliability.svg"), svg_reliability(&rel_t, &rel_s).as_bytes())?;
     plots.push("reliability.svg".to_string());
-    write_atomic(&settings.out.join("temperatures.svg"), svg_temperatures(&outputs).as_bytes())?;
+    write_atomic(&settings.out.join("temperatures.svg"), svg_temperatures(&outputs, teacher_logits).as_bytes())?;
     plots.push("temperatures.svg".to_string());
 
     let report = Report {
@@ -611,16 +614,16 @@ fn svg_reliability(teacher: &[Bin], student: &[Bin]) -> String {
 }
 
 /// The teacher's softmax for three rows at T = 1, 4 and 20: what a higher temperature reveals.
-fn svg_temperatures(outputs: &TeacherOutputs) -> String {
+fn svg_temperatures(outputs: &TeacherOutputs, logits: &Array2<f32>) -> String {
     let temps = [(1.0f32, "#1f77b4"), (4.0, "#ff7f0e"), (20.0, "#2ca02c")];
-    let k = outputs.logits.ncols();
+    let k = logits.ncols();
     let rows: Vec<usize> = (0..outputs.ids.len().min(3)).collect();
     let mut s = svg_open("Teacher softmax at T = 1, 4, 20 for three rows");
     let panel_w = (W - 2.0 * M) / rows.len().max(1) as f64;
     axes(&mut s, XTicks::None, 0.0, 1.0, "class (one group of bars per row)", "probability");
     let mut p = vec![0f32; k];
     for (j, &r) in rows.iter().enumerate() {
-        let z = outputs.logits.row(r).to_vec();
+        let z = logits.row(r).to_vec();
         let x0 = M + j as f64 * panel_w;
         let bw = panel_w / (k as f64 * 3.0 + 2.0);
         let _ = writeln!(

@@ -91,10 +91,10 @@ pub fn sample_classes(logits: &[f32], t: f32, k: usize, seed: u64, id: u64) -> V
         cdf.push(acc);
     }
     let total = acc;
-    let mut state = crate::store::splitmix64(seed ^ crate::store::splitmix64(id));
+    let mut state = crate::util::splitmix64(seed ^ crate::util::splitmix64(id));
     let mut draws: Vec<u32> = (0..k)
         .map(|_| {
-            state = crate::store::splitmix64(state);
+            state = crate::util::splitmix64(state);
             // 53 random bits -> uniform in [0, total).
             let u = (state >> 11) as f64 / (1u64 << 53) as f64 * total;
             cdf.partition_point(|&c| c <= u).min(logits.len() - 1) as u32

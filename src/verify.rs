@@ -49,7 +49,7 @@ pub fn verify(dir: &Path) -> Result<Verified> {
     let tolerance = if m.float16 { SOFT_TOLERANCE_F16 } else { SOFT_TOLERANCE };
     for part in &m.parts {
         let path = dir.join(&part.file);
-        let reader = crate::dataset::open_parquet(&path)?
+        let reader = crate::data::open_parquet(&path)?
             .with_batch_size(8192)
             .build()
             .map_err(|error| Error::Parquet { path: path.clone(), error })?;

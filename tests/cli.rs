@@ -132,7 +132,7 @@ fn integer_inputs_reach_an_int64_teacher_unchanged() {
     assert_ok(&precompute(s(&fx("linear_int64.onnx")), &fx("ints.parquet"), &out, &[]));
     // The stored input keeps its int64 type; logits are W applied to those integers.
     let m = SoftLabels::open(&out).unwrap();
-    assert_eq!(m.manifest().input.dtype, softlabel::dataset::ElementType::I64);
+    assert_eq!(m.manifest().input.dtype, softlabel::data::ElementType::I64);
     check_against_reference(&out, 200);
 }
 
@@ -527,7 +527,7 @@ fn train_killed_after_a_checkpoint_resumes_to_identical_weights() {
 
 #[test]
 fn exported_onnx_student_matches_the_rust_forward_pass() {
-    use softlabel::dataset::{DataSource, DataSpec};
+    use softlabel::data::DataSpec;
     use softlabel::teacher::{Teacher, TeacherOptions};
     let tmp = tempfile::tempdir().unwrap();
     let labels = tmp.path().join("labels");
@@ -554,7 +554,7 @@ fn exported_onnx_student_matches_the_rust_forward_pass() {
     let student = softlabel::student::io::load(&st).unwrap();
     let mut model = Teacher::load(&onnx, &TeacherOptions::default()).unwrap();
     assert_eq!(model.input_shape(), &[-1, 1, 28, 28]);
-    let source = DataSource::open(&mnist("mnist/test.parquet"), &DataSpec::new("image")).unwrap();
+    let source = data::open(&mnist("mnist/test.parquet"), &DataSpec::new("image")).unwrap();
     let row_shape = model.row_shape(784, "image").unwrap();
     let mut worst = 0f32;
     for batch in source.batches(1000) {
@@ -884,9 +884,9 @@ fn views_store_shifted_rows_with_exact_logits_and_rebuild_from_their_source() {
     // shift code: out[y][x] = in[y - dy][x - dx] on the 2x2 image), and its logits are the f64 reference's.
     check_against_reference(&full, 800);
     let stored = ds.load().unwrap();
-    let source = softlabel::dataset::DataSource::open(
+    let source = softlabel::data::data::open(
         &fx("small.parquet"),
-        &softlabel::dataset::DataSpec::new(softlabel::store::columns::INPUT),
+        &softlabel::data::DataSpec::new(softlabel::store::columns::INPUT),
     )
     .unwrap();
     let mut by_id = std::collections::HashMap::new();

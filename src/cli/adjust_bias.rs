@@ -1,7 +1,6 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use softlabel::dataset::DataSource;
 use softlabel::eval::tune_bias;
 use softlabel::student::{self, io::BiasAdjustment};
 
@@ -40,7 +39,7 @@ pub struct AdjustBiasArgs {
 
 pub fn run(a: AdjustBiasArgs) -> anyhow::Result<()> {
     let mut s = student::io::load(&a.student)?;
-    let k = s.mlp.num_classes();
+    let k = s.student.num_classes();
     if a.class >= k {
         anyhow::bail!(softlabel::Error::Config(format!("--class {} is outside the student's {k} classes", a.class)));
     }
@@ -48,21 +47,21 @@ pub fn run(a: AdjustBiasArgs) -> anyhow::Result<()> {
         (Some(by), _) if by.is_finite() => (by, "given".to_string(), None),
         (Some(by), _) => anyhow::bail!(softlabel::Error::Config(format!("--by {by} is not finite"))),
         (None, Some(path)) => {
-            let source = DataSource::open(path, &a.data_args.spec(path, Some(&s.info.input_column)))?;
+            let source = softlabel::data::open(path, &a.data_args.spec(path, Some(&s.info.input_column)))?;
             if source.label_column().is_none() {
                 anyhow::bail!(softlabel::Error::data(path, "has no label column (pass --label-column)"));
             }
-            let t = tune_bias(&s.mlp, &source, a.class, a.range, a.step)?;
+            let t = tune_bias(s.student.as_ref(), source.as_ref(), a.class, a.range, a.step)?;
             (t.by, path.display().to_string(), Some(t))
         }
         (None, None) => anyhow::bail!(softlabel::Error::Config("pass --by X or --tune-on DATA".into())),
     };
-    if let Some(last) = s.mlp.layers.last_mut() {
-        last.b[a.class] += by;
+    if let Some(b) = s.student.output_bias_mut().get_mut(a.class) {
+        *b += by;
     }
     s.info.bias_adjustments.push(BiasAdjustment { class: a.class, by, chosen_on });
     let log = student::io::load_log(&a.student)?;
-    student::io::save(&a.out, &s.mlp, &mut s.info, &log)?;
+    student::io::save(&a.out, s.student.as_ref(), &mut s.info, &log)?;
     if a.json {
         return super::print_json(&serde_json::json!({ "class": a.class, "by": by, "tuning": tuning }));
     }

@@ -1,7 +1,6 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use softlabel::dataset::DataSource;
 use softlabel::eval::evaluate;
 use softlabel::store::SoftLabels;
 use softlabel::student;
@@ -29,17 +28,17 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs, bars: &Bars) -> anyhow::Result<()> {
     let s = student::io::load(&a.student)?;
     let spec = a.data_args.spec(&a.data, Some(&s.info.input_column));
-    let source = DataSource::open(&a.data, &spec)?;
+    let source = softlabel::data::open(&a.data, &spec)?;
     let teacher = match &a.labels {
         Some(dir) => {
             let labels = SoftLabels::open(dir)?;
-            if labels.manifest().num_classes != s.mlp.num_classes() {
+            if labels.manifest().num_classes != s.student.num_classes() {
                 anyhow::bail!(softlabel::Error::dataset(
                     dir,
                     format!(
                         "labels have {} classes, the student {}",
                         labels.manifest().num_classes,
-                        s.mlp.num_classes()
+                        s.student.num_classes()
                     )
                 ));
             }
@@ -47,7 +46,7 @@ pub fn run(a: EvalArgs, bars: &Bars) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let r = evaluate(&s.mlp, &source, teacher.as_ref(), bars)?;
+    let r = evaluate(s.student.as_ref(), source.as_ref(), teacher.as_ref(), bars)?;
     if a.json {
         return super::print_json(&r);
     }

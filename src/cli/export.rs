@@ -19,8 +19,8 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     let bytes = std::fs::metadata(&onnx)?.len();
     println!(
         "exported {:?} ({} parameters) to {} ({:.2} MB) and {}",
-        s.mlp.dims(),
-        s.mlp.num_parameters(),
+        s.student.dims(),
+        s.student.num_parameters(),
         onnx.display(),
         bytes as f64 / 1e6,
         st.display()

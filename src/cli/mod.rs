@@ -1,6 +1,7 @@
 //! Command-line definitions (clap derive), one file per subcommand, and the progress bars.
 
 mod adjust_bias;
+mod enums;
 mod eval;
 mod export;
 mod inspect;
@@ -16,7 +17,7 @@ use std::sync::Mutex;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use softlabel::dataset::DataSpec;
+use softlabel::data::DataSpec;
 use softlabel::progress::Progress;
 
 /// Offline knowledge distillation: ONNX teacher -> Parquet soft labels -> ndarray student.
@@ -98,9 +99,9 @@ impl DataArgs {
 }
 
 fn has_column(data: &std::path::Path, name: &str) -> bool {
-    let Ok(files) = softlabel::dataset::parquet_files(data) else { return false };
+    let Ok(files) = softlabel::data::parquet_files(data) else { return false };
     let Some(first) = files.first() else { return false };
-    softlabel::dataset::open_parquet(first).map(|b| b.schema().field_with_name(name).is_ok()).unwrap_or(false)
+    softlabel::data::open_parquet(first).map(|b| b.schema().field_with_name(name).is_ok()).unwrap_or(false)
 }
 
 pub fn init_logging(verbose: u8, quiet: bool) {

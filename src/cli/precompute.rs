@@ -1,12 +1,18 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use softlabel::augment::{parse_image, ViewOptions};
-use softlabel::precompute::{precompute, PrecomputeSettings};
-use softlabel::store::{LabelForm, Shard, WriterOptions};
-use softlabel::teacher::{Combine, OutputKind, TeacherOptions};
+use softlabel::config::teacher::{Models, PassOptions};
+use softlabel::config::{Origin, TeacherConfig};
+use softlabel::precompute::precompute;
+use softlabel::store::Shard;
 
+use super::enums::{Combine, OutputKind};
 use super::{Bars, DataArgs};
+
+/// The defaults, from their only home.
+fn d() -> TeacherConfig {
+    TeacherConfig::default()
+}
 
 #[derive(Debug, Args)]
 pub struct PrecomputeArgs {
@@ -15,11 +21,11 @@ pub struct PrecomputeArgs {
     #[arg(long, value_name = "MODEL.onnx", required = true)]
     pub teacher: Vec<PathBuf>,
     /// How an ensemble's outputs are combined: the mean of the logits, or the log of the mean probability.
-    #[arg(long, value_enum, default_value_t = Combine::MeanLogits)]
+    #[arg(long, value_enum, default_value_t = d().combine.into())]
     pub combine: Combine,
     /// What the teacher outputs; `auto` detects probabilities (rows >= 0 summing to 1) and
     /// log-probabilities (rows <= 0 whose exponentials sum to 1) on the first batch. Stored as logits.
-    #[arg(long, value_enum, default_value_t = OutputKind::Auto)]
+    #[arg(long, value_enum, default_value_t = d().output.into())]
     pub teacher_output: OutputKind,
     /// The teacher input to feed the data to, for models with several inputs.
     #[arg(long, value_name = "NAME")]
@@ -40,16 +46,16 @@ pub struct PrecomputeArgs {
     #[command(flatten)]
     pub data_args: DataArgs,
     /// Rows per inference call.
-    #[arg(long, default_value_t = 256, value_name = "N")]
+    #[arg(long, default_value_t = d().batch_size, value_name = "N")]
     pub batch_size: usize,
     /// ONNX Runtime intra-op threads (0: all cores).
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(long, default_value_t = d().threads, value_name = "N")]
     pub threads: usize,
     /// Class names, in output order, separated by commas (recorded in the metadata).
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     pub class_names: Option<Vec<String>>,
     /// Rows per part file.
-    #[arg(long, default_value_t = 500_000, value_name = "N")]
+    #[arg(long, default_value_t = d().rows_per_part, value_name = "N")]
     pub rows_per_part: usize,
     /// Replace the softlabel files of a non-empty output folder.
     #[arg(long)]
@@ -72,7 +78,7 @@ pub struct PrecomputeArgs {
     #[arg(long, value_name = "K")]
     pub sample_k: Option<usize>,
     /// Seed of --sample-k's draws (with the row id: reproducible across batching, shards and resumes).
-    #[arg(long, default_value_t = 0, value_name = "S")]
+    #[arg(long, default_value_t = d().sample_seed, value_name = "S")]
     pub sample_seed: u64,
     /// Leave the input column out: ids, labels and teacher outputs only. `train --inputs SOURCE` joins
     /// the source back by id (checking its fingerprint).
@@ -85,62 +91,61 @@ pub struct PrecomputeArgs {
     /// Store N views of every row: view 0 as it is, the others shifted by up to --max-shift pixels
     /// (zero fill), each with the teacher's outputs for it; the shift is recorded in the view, shift_x
     /// and shift_y columns (seeded by --view-seed and the row id, so every view is reproducible).
-    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = d().views, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub views: u16,
     /// Largest shift of a view along each axis, in pixels.
-    #[arg(long, default_value_t = 2, value_name = "PIXELS")]
+    #[arg(long, default_value_t = d().max_shift, value_name = "PIXELS")]
     pub max_shift: u16,
     /// The input row's image layout for --views: HxW or CxHxW, row-major (default: from the teacher's
     /// input shape).
     #[arg(long, value_name = "HxW")]
     pub image: Option<String>,
     /// Seed of the views' shifts.
-    #[arg(long, default_value_t = 0, value_name = "S")]
+    #[arg(long, default_value_t = d().view_seed, value_name = "S")]
     pub view_seed: u64,
     /// Print the manifest as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
+impl PrecomputeArgs {
+    /// The flags as the teacher config (every field set: clap fills in the defaults from [`d`]).
+    fn config(&self) -> TeacherConfig {
+        TeacherConfig {
+            model: Models::Many(self.teacher.clone()),
+            combine: self.combine.into(),
+            output: self.teacher_output.into(),
+            input_name: self.input_name.clone(),
+            output_name: self.output_name.clone(),
+            temperature: Some(self.temperature),
+            batch_size: self.batch_size,
+            threads: self.threads,
+            class_names: self.class_names.clone(),
+            rows_per_part: self.rows_per_part,
+            top_k: self.top_k,
+            sample_k: self.sample_k,
+            sample_seed: self.sample_seed,
+            float16: self.float16,
+            no_inputs: self.no_inputs,
+            views: self.views,
+            max_shift: self.max_shift,
+            image: self.image.clone(),
+            view_seed: self.view_seed,
+        }
+    }
+}
+
 pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()> {
     keep_batches_on_the_heap();
-    let settings = PrecomputeSettings {
-        spec: a.data_args.spec(&a.data, None),
-        teachers: a.teacher,
-        combine: a.combine,
-        data: a.data,
-        temperature: a.temperature,
-        out: a.out,
-        batch_size: a.batch_size,
-        teacher_options: TeacherOptions {
-            threads: a.threads,
-            ort_lib: ort_lib.map(Path::to_path_buf),
-            input_name: a.input_name,
-            output_name: a.output_name,
-            output_kind: a.teacher_output,
-        },
-        class_names: a.class_names,
-        writer: WriterOptions { rows_per_part: a.rows_per_part, overwrite: a.overwrite, ..Default::default() },
+    let pass = PassOptions {
         resume: a.resume,
+        overwrite: a.overwrite,
         shard: a.shard,
-        form: match (a.top_k, a.sample_k) {
-            (Some(k), _) => LabelForm::TopK { k },
-            (None, Some(k)) => LabelForm::Sampled { k, seed: a.sample_seed },
-            (None, None) => LabelForm::Dense,
-        },
-        no_inputs: a.no_inputs,
-        float16: a.float16,
-        views: if a.views > 1 {
-            Some(ViewOptions {
-                count: a.views,
-                max_shift: a.max_shift,
-                image: a.image.as_deref().map(parse_image).transpose()?,
-                seed: a.view_seed,
-            })
-        } else {
-            None
-        },
+        ort_lib: ort_lib.map(Path::to_path_buf),
+        no_views: false,
     };
+    let spec = a.data_args.spec(&a.data, None);
+    let settings = a.config().validate(&Origin::Flags, a.data.clone(), spec, a.out.clone(), &pass)?;
     let start = std::time::Instant::now();
     let m = precompute(&settings, bars)?;
     let secs = start.elapsed().as_secs_f64();

@@ -1,8 +1,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use softlabel::pipeline::{run as run_pipeline, Pipeline};
-use softlabel::store::write_atomic;
+use softlabel::config::{Pipeline, PipelineOverrides};
+use softlabel::pipeline::run as run_pipeline;
+use softlabel::util::write_atomic;
 
 use super::{pct, Bars};
 
@@ -20,18 +21,11 @@ pub struct RunArgs {
 }
 
 pub fn run(a: RunArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()> {
-    let mut p = Pipeline::load(&a.pipeline)?;
-    let summary = match a.seed {
-        Some(seed) => {
-            p.student.seed = seed;
-            p.output.student = format!("student-seed-{seed}");
-            format!("report-seed-{seed}.json")
-        }
-        None => "report.json".to_string(),
-    };
+    let p = Pipeline::load(&a.pipeline, &PipelineOverrides { seed: a.seed })?;
+    let summary = p.summary.clone();
     let r = run_pipeline(&p, ort_lib, bars)?;
     let json = serde_json::to_string_pretty(&r)?;
-    write_atomic(&p.output.dir.join(&summary), json.as_bytes())?;
+    write_atomic(&p.file.output.dir.join(&summary), json.as_bytes())?;
     if a.json {
         println!("{json}");
         return Ok(());
@@ -76,8 +70,8 @@ pub fn run(a: RunArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()
             q.throughput_speedup_x,
             q.accuracy_kept_pct.map_or("-".into(), |v| format!("{v:.2}%"))
         );
-        println!("  report       {}", p.output.dir.join("report").join("report.md").display());
+        println!("  report       {}", p.file.output.dir.join("report").join("report.md").display());
     }
-    println!("  student saved to {}; summary {}", r.student, p.output.dir.join(&summary).display());
+    println!("  student saved to {}; summary {}", r.student, p.file.output.dir.join(&summary).display());
     Ok(())
 }

@@ -1,12 +1,17 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use softlabel::dataset::{DataSource, DataSpec};
-use softlabel::pipeline::{optimizer, student_info, with_threads, OptimizerKind, TrainingRows};
+use softlabel::config::{Origin, TrainConfig};
 use softlabel::store::SoftLabels;
-use softlabel::student::{self, train::ValSet, Checkpointing, LrSchedule, TrainSettings};
+use softlabel::train::{Resume, TrainJob, ValSet};
 
+use super::enums::{LrSchedule, OptimizerKind};
 use super::{Bars, DataArgs};
+
+/// The defaults, from their only home.
+fn d() -> TrainConfig {
+    TrainConfig::default()
+}
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -22,46 +27,46 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub val_args: DataArgs,
     /// Hidden layer sizes, separated by commas.
-    #[arg(long, value_delimiter = ',', default_value = "800,800", value_name = "N,N,...")]
+    #[arg(long, value_delimiter = ',', default_values_t = d().hidden, value_name = "N,N,...")]
     pub hidden: Vec<usize>,
     /// Passes over the data.
-    #[arg(long, default_value_t = 20, value_name = "N")]
+    #[arg(long, default_value_t = d().epochs, value_name = "N")]
     pub epochs: usize,
     /// Rows per step.
-    #[arg(long, default_value_t = 128, value_name = "N")]
+    #[arg(long, default_value_t = d().batch_size, value_name = "N")]
     pub batch_size: usize,
     /// Optimizer.
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
+    #[arg(long, value_enum, default_value_t = d().optimizer.into())]
     pub optimizer: OptimizerKind,
     /// Learning rate (default: 1e-3 for adam, 0.1 for sgd).
     #[arg(long, value_name = "X")]
     pub lr: Option<f32>,
     /// SGD momentum.
-    #[arg(long, default_value_t = 0.9, value_name = "X")]
+    #[arg(long, default_value_t = d().momentum, value_name = "X")]
     pub momentum: f32,
     /// Weight decay (decoupled for adam, L2 for sgd).
-    #[arg(long, default_value_t = 0.0, value_name = "X")]
+    #[arg(long, default_value_t = d().weight_decay, value_name = "X")]
     pub weight_decay: f32,
     /// Learning-rate schedule.
-    #[arg(long, value_enum, default_value_t = LrSchedule::Cosine)]
+    #[arg(long, value_enum, default_value_t = d().schedule.into())]
     pub schedule: LrSchedule,
     /// Linear learning-rate warm-up, in epochs.
-    #[arg(long, default_value_t = 0.0, value_name = "E")]
+    #[arg(long, default_value_t = d().warmup_epochs, value_name = "E")]
     pub warmup_epochs: f32,
     /// Weight of the distillation term in [0, 1]: 1 learns only from the teacher, 0 only from labels.
-    #[arg(long, default_value_t = 0.9, value_name = "A")]
+    #[arg(long, default_value_t = d().alpha, value_name = "A")]
     pub alpha: f32,
     /// Distillation temperature (default: the temperature the labels were made with).
     #[arg(long, short = 'T', value_name = "T")]
     pub temperature: Option<f32>,
     /// Seed for initialisation and shuffling (same seed and threads: same weights).
-    #[arg(long, default_value_t = 0, value_name = "S")]
+    #[arg(long, default_value_t = d().seed, value_name = "S")]
     pub seed: u64,
     /// Clip the gradient's global L2 norm.
     #[arg(long, value_name = "X")]
     pub clip_norm: Option<f32>,
     /// Training threads (0: all cores).
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(long, default_value_t = d().threads, value_name = "N")]
     pub threads: usize,
     /// The source data, for labels made with `precompute --no-inputs`: joined by id (columns as recorded
     /// in the labels' manifest).
@@ -80,54 +85,70 @@ pub struct TrainArgs {
     pub exclude_labels: Vec<i64>,
     /// Memory for the training rows, in MiB: a dataset that needs more (inputs as f32 plus the teacher's
     /// outputs) is streamed from disk in windows of this size, shuffled block-wise, instead of loaded.
-    #[arg(long, default_value_t = softlabel::student::train::DEFAULT_MEMORY_BUDGET_MIB, value_name = "MIB")]
+    #[arg(long, default_value_t = d().memory_budget_mib, value_name = "MIB")]
     pub memory_budget: u64,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
+impl TrainArgs {
+    /// The flags as the training config (every field set: clap fills in the defaults from [`d`]).
+    fn config(&self) -> TrainConfig {
+        TrainConfig {
+            hidden: self.hidden.clone(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            optimizer: self.optimizer.into(),
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            schedule: self.schedule.into(),
+            warmup_epochs: self.warmup_epochs,
+            alpha: self.alpha,
+            temperature: self.temperature,
+            seed: self.seed,
+            clip_norm: self.clip_norm,
+            threads: self.threads,
+            exclude_labels: self.exclude_labels.clone(),
+            memory_budget_mib: self.memory_budget,
+        }
+    }
+}
+
 pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
-    let settings = TrainSettings {
-        hidden: a.hidden.clone(),
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        optimizer: optimizer(a.optimizer, a.lr, a.momentum, a.weight_decay),
-        schedule: a.schedule,
-        warmup_epochs: a.warmup_epochs,
-        alpha: a.alpha,
-        temperature: a.temperature,
-        seed: a.seed,
-        clip_norm: a.clip_norm,
-        exclude_labels: a.exclude_labels.clone(),
-        memory_budget_mib: a.memory_budget,
-    };
-    settings.validate()?;
+    let config = a.config();
+    let settings = config.validate(&Origin::Flags)?;
     let labels = SoftLabels::open(&a.labels)?;
     let m = labels.manifest().clone();
     let val = match &a.val {
-        Some(path) => {
-            Some(load_val(path, &a.val_args.spec(path, Some(&m.input.source_column)), m.num_classes, m.input.width)?)
-        }
+        Some(path) => Some(ValSet::load(
+            path,
+            &a.val_args.spec(path, Some(&m.input.source_column)),
+            m.num_classes,
+            m.input.width,
+        )?),
         None => None,
     };
-    let rows = TrainingRows::new(&labels, &settings, a.inputs.as_deref().map(|p| (p, a.ignore_fingerprint)))?;
-    let start = std::time::Instant::now();
-    let cp = Checkpointing { dir: a.out.clone(), resume: a.resume, labels_sha256: labels.manifest_sha256()? };
-    let td = rows.train_data(&labels);
-    let trained = with_threads(a.threads, || student::train(&td, &settings, val.as_ref(), Some(&cp), bars))??;
-    let secs = start.elapsed().as_secs_f64();
-    let mut info = student_info(&trained, &settings, &labels, secs)?;
-    student::io::save(&a.out, &trained.mlp, &mut info, &trained.log)?;
-    student::checkpoint::remove(&a.out)?;
+    let job = TrainJob {
+        labels: &labels,
+        settings: &settings,
+        out: &a.out,
+        val: val.as_ref(),
+        join: a.inputs.as_deref().map(|p| (p, a.ignore_fingerprint)),
+        resume: if a.resume { Resume::Required } else { Resume::No },
+        threads: config.threads,
+    };
+    let (trained, info) = softlabel::train::run(&job, bars)?;
+    let secs = info.train_seconds;
     if a.json {
         return super::print_json(&info);
     }
     let last = trained.log.last();
     println!(
         "trained {:?} ({} parameters) on {} rows for {} epochs in {secs:.1}s (T = {}, alpha = {}); final loss {:.4}{}",
-        trained.mlp.dims(),
-        trained.mlp.num_parameters(),
+        trained.student.dims(),
+        trained.student.num_parameters(),
         trained.rows,
         settings.epochs,
         trained.temperature,
@@ -139,46 +160,4 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
     );
     println!("saved to {}", a.out.display());
     Ok(())
-}
-
-fn load_val(path: &std::path::Path, spec: &DataSpec, classes: usize, width: usize) -> anyhow::Result<ValSet> {
-    let source = DataSource::open(path, spec)?;
-    if source.label_column().is_none() {
-        anyhow::bail!(softlabel::Error::data(path, "--val data has no label column (pass --label-column)"));
-    }
-    let mut inputs = Vec::new();
-    let mut labels = Vec::new();
-    for b in source.batches(8192) {
-        let b = b?;
-        if b.width != width {
-            anyhow::bail!(softlabel::Error::data(
-                &b.file,
-                format!(
-                    "column '{}' has {} values per row, the labels' inputs have {width}",
-                    source.input_name(),
-                    b.width
-                )
-            ));
-        }
-        let flat = b.input_f32();
-        for (i, l) in b.labels.iter().enumerate() {
-            if b.nonfinite.binary_search(&i).is_ok() {
-                continue;
-            }
-            inputs.extend_from_slice(&flat[i * width..(i + 1) * width]);
-            match l {
-                Some(y) if *y >= 0 && (*y as usize) < classes => labels.push(*y),
-                Some(y) => anyhow::bail!(softlabel::Error::data(
-                    &b.file,
-                    format!("column '{}', row {}: label {y} is outside [0, {classes}): --val has other classes than the labels", source.label_column().unwrap_or("label"), b.first_row + i as u64)
-                )),
-                None => anyhow::bail!(softlabel::Error::data(
-                    &b.file,
-                    format!("column '{}', row {}: label is null", source.label_column().unwrap_or("label"), b.first_row + i as u64)
-                )),
-            }
-        }
-    }
-    let rows = labels.len();
-    Ok(ValSet { inputs: ndarray::Array2::from_shape_vec((rows, width), inputs)?, labels })
 }

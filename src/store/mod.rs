@@ -5,15 +5,15 @@ mod reader;
 mod writer;
 
 pub(crate) use reader::read_views;
-pub use reader::{Block, SoftLabels, Sparse, TeacherOutputs, Windows};
+pub use reader::{Block, Outputs, SoftLabels, TeacherOutputs, Windows};
 pub(crate) use writer::{prepare_dir, WRITE_BLOCK};
-pub use writer::{write_atomic, Resumed, SoftLabelWriter, WriterOptions};
+pub use writer::{Resumed, ScoredRows, SoftLabelWriter, WriterOptions};
 
 use std::path::Path;
 
 use arrow_schema::{DataType, Field, Schema};
 
-use crate::dataset::{ElementType, SourceInfo};
+use crate::data::{ElementType, SourceInfo};
 use crate::error::{Error, Result};
 
 /// The schema version this build writes. Readers accept every version with the same major number.
@@ -217,16 +217,8 @@ impl Shard {
     /// Whether this shard owns the row with `id`: splitmix64(id) mod count == index. Stable across runs,
     /// machines and versions (part of the schema contract).
     pub fn owns(&self, id: u64) -> bool {
-        splitmix64(id) % u64::from(self.count) == u64::from(self.index)
+        crate::util::splitmix64(id) % u64::from(self.count) == u64::from(self.index)
     }
-}
-
-/// The splitmix64 finaliser (Steele, Lea, Flood 2014): a fixed, well-mixed 64-bit hash.
-pub fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 impl Manifest {
@@ -396,7 +388,7 @@ fn checksum_of(value: &serde_json::Value) -> String {
     if let Some(o) = v.as_object_mut() {
         o.insert("checksum".into(), serde_json::Value::String(String::new()));
     }
-    crate::dataset::sha256_hex(&serde_json::to_vec(&v).unwrap_or_default())
+    crate::util::sha256_hex(&serde_json::to_vec(&v).unwrap_or_default())
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -14,8 +14,9 @@ use parquet::file::metadata::PageIndexPolicy;
 
 use super::{columns, LabelForm, Manifest};
 use crate::augment::ViewColumns;
-use crate::dataset::{numeric_to_f32, sha256_file, DataSource};
+use crate::data::{numeric_to_f32, Source};
 use crate::error::{Error, Result};
+use crate::util::sha256_file;
 
 /// An opened, checked soft-label dataset.
 #[derive(Debug, Clone)]
@@ -33,17 +34,20 @@ pub struct TeacherOutputs {
     pub labels: Vec<Option<i64>>,
     /// Inputs as f32, `[rows, width]`.
     pub inputs: Array2<f32>,
-    /// Raw teacher logits, `[rows, classes]`; `[rows, 0]` for a sparse dataset.
-    pub logits: Array2<f32>,
-    /// The stored classes of a sparse (top-k or sampled) dataset.
-    pub sparse: Option<Sparse>,
+    /// The teacher's outputs, in the form the dataset stores them.
+    pub outputs: Outputs,
     /// The view columns of a dataset with augmented views.
     pub views: Option<ViewColumns>,
 }
 
-/// The teacher's outputs as a sparse dataset stores them.
+/// The teacher's outputs for each row, as the dataset stores them.
 #[derive(Debug, Clone)]
-pub enum Sparse {
+pub enum Outputs {
+    /// Raw logits, `[rows, classes]`.
+    Dense {
+        /// The logits.
+        logits: Array2<f32>,
+    },
     /// The k largest logits per row and the normaliser over all classes.
     TopK {
         /// Class indices, by descending logit, `[rows, k]`.
@@ -67,7 +71,7 @@ impl TeacherOutputs {
     pub fn join_inputs(
         &mut self,
         m: &Manifest,
-        source: &DataSource,
+        source: &dyn Source,
         source_path: &Path,
         ignore_fingerprint: bool,
     ) -> Result<()> {
@@ -147,10 +151,18 @@ impl TeacherOutputs {
     /// The teacher's top class for `row`: the largest logit, or the first top-k index. `None` for sampled
     /// labels, whose draws do not identify it.
     pub fn teacher_top1(&self, row: usize) -> Option<usize> {
-        match &self.sparse {
-            None => crate::soften::argmax(&self.logits.row(row).to_vec()),
-            Some(Sparse::TopK { index, .. }) => Some(index[[row, 0]] as usize),
-            Some(Sparse::Sampled { .. }) => None,
+        match &self.outputs {
+            Outputs::Dense { logits } => crate::soften::argmax(&logits.row(row).to_vec()),
+            Outputs::TopK { index, .. } => Some(index[[row, 0]] as usize),
+            Outputs::Sampled { .. } => None,
+        }
+    }
+
+    /// The raw logits of a dense dataset (`None` for sparse forms, which do not hold them all).
+    pub fn dense_logits(&self) -> Option<&Array2<f32>> {
+        match &self.outputs {
+            Outputs::Dense { logits } => Some(logits),
+            _ => None,
         }
     }
 }
@@ -201,7 +213,7 @@ impl SoftLabels {
         let mut ids = Vec::with_capacity(self.manifest.rows as usize);
         for part in &self.manifest.parts {
             let path = self.dir.join(&part.file);
-            let builder = crate::dataset::open_parquet(&path)?;
+            let builder = crate::data::open_parquet(&path)?;
             let idx = builder
                 .schema()
                 .index_of(columns::ID)
@@ -379,7 +391,7 @@ impl SoftLabels {
             m.float16,
             m.views.is_some(),
         );
-        let builder = crate::dataset::open_parquet(path)?;
+        let builder = crate::data::open_parquet(path)?;
         for field in expected.fields() {
             match builder.schema().field_with_name(field.name()) {
                 Ok(f) if f.data_type() == field.data_type() => {}
@@ -474,32 +486,25 @@ impl Columns {
         let w = if m.input.stored { w } else { 0 };
         let inputs = Array2::from_shape_vec(shape(w, "input", acc.inputs.len())?, acc.inputs)
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let (logits, sparse) = match m.form {
-            LabelForm::Dense => (
-                Array2::from_shape_vec(shape(m.num_classes, "logits", acc.logits.len())?, acc.logits)
+        let outputs = match m.form {
+            LabelForm::Dense => Outputs::Dense {
+                logits: Array2::from_shape_vec(shape(m.num_classes, "logits", acc.logits.len())?, acc.logits)
                     .map_err(|e| Error::Internal(e.to_string()))?,
-                None,
-            ),
-            LabelForm::TopK { k } => (
-                Array2::zeros((n, 0)),
-                Some(Sparse::TopK {
-                    index: Array2::from_shape_vec(shape(k, "topk_index", acc.index.len())?, acc.index)
-                        .map_err(|e| Error::Internal(e.to_string()))?,
-                    logit: Array2::from_shape_vec(shape(k, "topk_logit", acc.logits.len())?, acc.logits)
-                        .map_err(|e| Error::Internal(e.to_string()))?,
-                    logsumexp_t: acc.lse,
-                }),
-            ),
-            LabelForm::Sampled { k, .. } => (
-                Array2::zeros((n, 0)),
-                Some(Sparse::Sampled {
-                    index: Array2::from_shape_vec(shape(k, "sample_index", acc.index.len())?, acc.index)
-                        .map_err(|e| Error::Internal(e.to_string()))?,
-                }),
-            ),
+            },
+            LabelForm::TopK { k } => Outputs::TopK {
+                index: Array2::from_shape_vec(shape(k, "topk_index", acc.index.len())?, acc.index)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+                logit: Array2::from_shape_vec(shape(k, "topk_logit", acc.logits.len())?, acc.logits)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+                logsumexp_t: acc.lse,
+            },
+            LabelForm::Sampled { k, .. } => Outputs::Sampled {
+                index: Array2::from_shape_vec(shape(k, "sample_index", acc.index.len())?, acc.index)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            },
         };
         let views = m.views.is_some().then_some(acc.views);
-        Ok(TeacherOutputs { ids: acc.ids, labels: acc.labels, inputs, logits, sparse, views })
+        Ok(TeacherOutputs { ids: acc.ids, labels: acc.labels, inputs, outputs, views })
     }
 }
 
@@ -755,7 +760,7 @@ pub(crate) fn read_views<'a>(path: &Path, rb: &'a RecordBatch) -> Result<(&'a [u
 }
 
 fn check_footer(path: &Path, m: &Manifest) -> Result<()> {
-    let builder = crate::dataset::open_parquet(path)?;
+    let builder = crate::data::open_parquet(path)?;
     let kv: HashMap<&str, &str> = builder
         .metadata()
         .file_metadata()

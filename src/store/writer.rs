@@ -17,9 +17,28 @@ use parquet::file::properties::WriterProperties;
 
 use super::{columns, LabelForm, Manifest, PartInfo, MANIFEST, PROGRESS};
 use crate::augment::ViewColumns;
-use crate::dataset::sha256_file;
 use crate::error::{Error, Result};
 use crate::soften::{logsumexp_t, sample_classes, softmax_t, top_k};
+use crate::util::{hex, sha256_file, sync_dir, write_atomic};
+
+/// Rows ready to be written: `input` holds `ids.len() * width` values of the manifest's input type,
+/// `logits` `ids.len() * num_classes` raw logits, `source_rows` each row's position in the source
+/// (increasing), `views` the view columns of a dataset with views.
+#[derive(Debug, Clone)]
+pub struct ScoredRows {
+    /// Row ids.
+    pub ids: Vec<u64>,
+    /// Hard labels.
+    pub labels: Vec<Option<i64>>,
+    /// Input values, flat.
+    pub input: ArrayRef,
+    /// Raw logits, flat.
+    pub logits: Vec<f32>,
+    /// Each row's position in the source.
+    pub source_rows: Vec<u64>,
+    /// View columns.
+    pub views: Option<ViewColumns>,
+}
 
 /// How parts are cut and compressed.
 #[derive(Debug, Clone)]
@@ -201,29 +220,6 @@ fn writer_properties(schema: &SchemaRef, manifest: &Manifest, options: &WriterOp
     Ok(b.build())
 }
 
-/// fsync a folder, so renames inside it survive a crash.
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
-}
-
-/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(&tmp, e)
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    sync_dir(dir)
-}
-
 /// The manifest fields that must agree for a resume to continue an earlier run.
 fn same_run(a: &Manifest, b: &Manifest) -> std::result::Result<(), String> {
     let checks: [(&str, bool); 12] = [
@@ -352,19 +348,11 @@ impl SoftLabelWriter {
         &self.manifest
     }
 
-    /// Appends rows: `input` holds `ids.len() * width` values of the manifest's input type, `logits`
-    /// holds `ids.len() * num_classes` raw logits, `source_rows` each row's position in the source
-    /// (increasing). `soft` is computed here. A dataset with views takes each source row's views together,
-    /// in order, with their columns in `views`.
-    pub fn write(
-        &mut self,
-        ids: &[u64],
-        labels: &[Option<i64>],
-        input: &ArrayRef,
-        logits: &[f32],
-        source_rows: &[u64],
-        views: Option<&ViewColumns>,
-    ) -> Result<()> {
+    /// Appends rows (see [`ScoredRows`]); `soft` is computed here. A dataset with views takes each source
+    /// row's views together, in order.
+    pub fn write(&mut self, rows: &ScoredRows) -> Result<()> {
+        let ScoredRows { ids, labels, input, logits, source_rows, views } = rows;
+        let views = views.as_ref();
         let k = self.manifest.num_classes;
         let w = self.manifest.input.width;
         let n = ids.len();
@@ -547,7 +535,7 @@ impl SoftLabelWriter {
                 let HashingWriter { file, hasher } = out;
                 let file = file.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
                 file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-                Ok(crate::dataset::hex(&sha2::Digest::finalize(hasher)))
+                Ok(hex(&sha2::Digest::finalize(hasher)))
             });
         let sha256 = match finished {
             Ok(sha) => sha,

@@ -9,11 +9,14 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, Array2};
 
-use super::mlp::{Dense, Mlp};
-use super::train::{EpochLog, TrainSettings};
-use crate::dataset::{sha256_file, ElementType};
+use super::layers::{InputScaling, Linear};
+use super::mlp::Mlp;
+use super::Student;
+use crate::config::TrainSettings;
+use crate::data::ElementType;
 use crate::error::{Error, Result};
-use crate::store::write_atomic;
+use crate::util::sha256_file;
+use crate::util::write_atomic;
 
 /// File names inside a student folder.
 pub const WEIGHTS: &str = "student.safetensors";
@@ -21,6 +24,23 @@ pub const WEIGHTS: &str = "student.safetensors";
 pub const INFO: &str = "student.json";
 /// The per-epoch training log (JSON lines).
 pub const TRAIN_LOG: &str = "train_log.jsonl";
+
+/// One line of the training log (`train_log.jsonl`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochLog {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean loss over the epoch's steps.
+    pub train_loss: f64,
+    /// Learning rate at the epoch's last step.
+    pub lr: f32,
+    /// Accuracy on the validation set, if one was given.
+    pub val_accuracy: Option<f64>,
+    /// Errors on the validation set.
+    pub val_errors: Option<u64>,
+    /// Wall time of the epoch (training and validation).
+    pub seconds: f64,
+}
 
 /// What `student.json` says.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -80,28 +100,20 @@ pub struct BiasAdjustment {
 }
 
 /// A student folder loaded back.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StudentFile {
     /// The folder.
     pub dir: PathBuf,
     /// The network.
-    pub mlp: Mlp,
+    pub student: Box<dyn Student>,
     /// Its description.
     pub info: StudentInfo,
 }
 
-/// The MLP's tensors: `input.shift`, `input.scale`, `layers.{i}.weight` (`[out, in]`), `layers.{i}.bias`.
-pub fn tensors(mlp: &Mlp) -> Vec<Tensor> {
-    let mut out = vec![
-        ("input.shift".to_string(), vec![mlp.shift.len()], mlp.shift.to_vec()),
-        ("input.scale".to_string(), vec![mlp.scale.len()], mlp.scale.to_vec()),
-    ];
-    for (i, l) in mlp.layers.iter().enumerate() {
-        let wt = l.w.t();
-        out.push((format!("layers.{i}.weight"), vec![wt.nrows(), wt.ncols()], wt.iter().copied().collect()));
-        out.push((format!("layers.{i}.bias"), vec![l.b.len()], l.b.to_vec()));
+impl Clone for StudentFile {
+    fn clone(&self) -> Self {
+        StudentFile { dir: self.dir.clone(), student: self.student.boxed(), info: self.info.clone() }
     }
-    out
 }
 
 /// One named f32 tensor.
@@ -189,9 +201,9 @@ pub fn take_tensor(tensors: &mut Tensors, name: &str, shape: &[usize], path: &Pa
     Ok(values)
 }
 
-/// Serialises `mlp` as a safetensors file with `metadata` in its header.
-pub fn to_safetensors(mlp: &Mlp, metadata: &BTreeMap<String, String>) -> Vec<u8> {
-    write_tensors(&tensors(mlp), metadata)
+/// Serialises a student as a safetensors file with `metadata` in its header.
+pub fn to_safetensors(student: &dyn Student, metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    write_tensors(&student.tensors(), metadata)
 }
 
 /// Parses a safetensors file into an MLP with `dims`.
@@ -200,7 +212,7 @@ pub fn from_safetensors(bytes: &[u8], dims: &[usize], path: &Path) -> Result<Mlp
     mlp_from_tensors(&mut t, dims, path)
 }
 
-/// Builds an MLP with `dims` from tensors named as in [`to_safetensors`].
+/// Builds an MLP with `dims` from tensors named as [`Mlp`]'s `tensors` names them.
 pub fn mlp_from_tensors(t: &mut Tensors, dims: &[usize], path: &Path) -> Result<Mlp> {
     if dims.len() < 2 {
         return Err(Error::dataset(path, format!("dims {dims:?} need at least input and output")));
@@ -216,19 +228,19 @@ pub fn mlp_from_tensors(t: &mut Tensors, dims: &[usize], path: &Path) -> Result<
         )
         .map_err(|e| Error::dataset(path, e.to_string()))?;
         let b = Array1::from(take_tensor(t, &format!("layers.{i}.bias"), &[io[1]], path)?);
-        layers.push(Dense { w: wt.t().to_owned(), b });
+        layers.push(Linear { w: wt.t().to_owned(), b });
     }
-    Ok(Mlp { layers, shift, scale })
+    Ok(Mlp { layers, scaling: InputScaling { shift, scale } })
 }
 
 /// Writes a student folder: weights first, then student.json naming their hash (each atomically).
-pub fn save(dir: &Path, mlp: &Mlp, info: &mut StudentInfo, log: &[EpochLog]) -> Result<()> {
+pub fn save(dir: &Path, student: &dyn Student, info: &mut StudentInfo, log: &[EpochLog]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), info.format.clone());
     meta.insert("dims".to_string(), serde_json::to_string(&info.dims).unwrap_or_default());
     meta.insert("created_by".to_string(), info.created_by.clone());
-    let bytes = to_safetensors(mlp, &meta);
+    let bytes = to_safetensors(student, &meta);
     let wpath = dir.join(WEIGHTS);
     write_atomic(&wpath, &bytes)?;
     info.weights_sha256 = sha256_file(&wpath)?;
@@ -263,15 +275,15 @@ pub fn load(dir: &Path) -> Result<StudentFile> {
     }
     let wpath = dir.join(WEIGHTS);
     let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
-    let sha = crate::dataset::sha256_hex(&bytes);
+    let sha = crate::util::sha256_hex(&bytes);
     if sha != info.weights_sha256 {
         return Err(Error::dataset(
             &wpath,
             "sha256 differs from student.json's weights_sha256: the weights were changed",
         ));
     }
-    let mlp = from_safetensors(&bytes, &info.dims, &wpath)?;
-    Ok(StudentFile { dir: dir.to_path_buf(), mlp, info })
+    let student = Box::new(from_safetensors(&bytes, &info.dims, &wpath)?);
+    Ok(StudentFile { dir: dir.to_path_buf(), student, info })
 }
 
 #[cfg(test)]
@@ -283,7 +295,7 @@ mod tests {
     fn safetensors_round_trip() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let mut mlp = Mlp::init(&[5, 4, 3], &mut rng);
-        mlp.shift = Array1::from(vec![0.5; 5]);
+        mlp.scaling.shift = Array1::from(vec![0.5; 5]);
         let bytes = to_safetensors(&mlp, &BTreeMap::new());
         let back = from_safetensors(&bytes, &[5, 4, 3], Path::new("x")).unwrap();
         assert_eq!(mlp, back);

@@ -1,88 +1,47 @@
-//! A multi-layer perceptron with ReLU hidden layers and the input scaling it was trained with.
+//! A multi-layer perceptron: `x -> (x - shift) * scale -> [Linear -> ReLU]* -> Linear -> logits`.
 
-use ndarray::{s, Array1, Array2, ArrayView2, Axis};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut1, ArrayViewMutD, Axis, Ix1, Ix2};
 use rand::Rng;
 use rayon::prelude::*;
 
-/// One fully connected layer: `y = x W + b`, with `W` stored `[in, out]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Dense {
-    /// Weights, `[in, out]`.
-    pub w: Array2<f32>,
-    /// Bias, `[out]`.
-    pub b: Array1<f32>,
-}
+use super::layers::{InputScaling, Linear, Relu};
+use super::{Op, Student, Tensor, Workspace};
 
-/// The student network: `x -> (x - shift) * scale -> [Dense -> ReLU]* -> Dense -> logits`.
+/// The MLP student.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mlp {
     /// Layers, the last one producing logits.
-    pub layers: Vec<Dense>,
-    /// Subtracted from each input feature.
-    pub shift: Array1<f32>,
-    /// Multiplies each shifted input feature.
-    pub scale: Array1<f32>,
+    pub layers: Vec<Linear>,
+    /// The input scaling.
+    pub scaling: InputScaling,
+}
+
+/// The MLP's activations between layers, per worker.
+struct Buffers {
+    /// The scaled input rows.
+    x: Array2<f32>,
+    /// Each hidden layer's output (after ReLU).
+    acts: Vec<Array2<f32>>,
+    /// d loss / d each hidden layer's output.
+    deltas: Vec<Array2<f32>>,
 }
 
 impl Mlp {
-    /// A freshly initialised network for `dims = [input, hidden..., classes]`, with PyTorch's default
-    /// `nn.Linear` init (uniform in +-1/sqrt(fan_in) for weights and biases) and identity input scaling.
+    /// A freshly initialised network for `dims = [input, hidden..., classes]` (PyTorch's default
+    /// `nn.Linear` init, layer by layer) with identity input scaling.
     pub fn init(dims: &[usize], rng: &mut impl Rng) -> Self {
-        let layers = dims
-            .windows(2)
-            .map(|io| {
-                let bound = 1.0 / (io[0] as f32).sqrt();
-                Dense {
-                    w: Array2::from_shape_simple_fn((io[0], io[1]), || rng.random_range(-bound..bound)),
-                    b: Array1::from_shape_simple_fn(io[1], || rng.random_range(-bound..bound)),
-                }
-            })
-            .collect();
-        let d = dims[0];
-        Mlp { layers, shift: Array1::zeros(d), scale: Array1::ones(d) }
-    }
-
-    /// Input features.
-    pub fn input_dim(&self) -> usize {
-        self.shift.len()
-    }
-
-    /// Classes.
-    pub fn num_classes(&self) -> usize {
-        self.layers.last().map_or(0, |l| l.b.len())
+        let layers = dims.windows(2).map(|io| Linear::init(io[0], io[1], rng)).collect();
+        Mlp { layers, scaling: InputScaling::identity(dims[0]) }
     }
 
     /// Hidden layer sizes.
     pub fn hidden(&self) -> Vec<usize> {
-        self.layers[..self.layers.len().saturating_sub(1)].iter().map(|l| l.b.len()).collect()
-    }
-
-    /// `[input, hidden..., classes]`.
-    pub fn dims(&self) -> Vec<usize> {
-        let mut d = vec![self.input_dim()];
-        d.extend(self.layers.iter().map(|l| l.b.len()));
-        d
-    }
-
-    /// Trainable parameters (weights and biases).
-    pub fn num_parameters(&self) -> usize {
-        self.layers.iter().map(|l| l.w.len() + l.b.len()).sum()
-    }
-
-    /// Logits for raw inputs `[rows, input_dim]`, computed in parallel blocks of rows.
-    pub fn forward(&self, x: ArrayView2<f32>) -> Array2<f32> {
-        let k = self.num_classes();
-        let mut out = Array2::<f32>::zeros((x.nrows(), k));
-        const BLOCK: usize = 256;
-        out.axis_chunks_iter_mut(Axis(0), BLOCK)
-            .into_par_iter()
-            .zip(x.axis_chunks_iter(Axis(0), BLOCK).into_par_iter())
-            .for_each(|(mut o, xb)| o.assign(&self.forward_block(xb)));
-        out
+        self.layers[..self.layers.len().saturating_sub(1)].iter().map(Linear::outputs).collect()
     }
 
     fn forward_block(&self, x: ArrayView2<f32>) -> Array2<f32> {
-        let mut a = (&x - &self.shift.view().insert_axis(Axis(0))) * self.scale.view().insert_axis(Axis(0));
+        let (shift, scale) = (&self.scaling.shift, &self.scaling.scale);
+        let mut a = (&x - &shift.view().insert_axis(Axis(0))) * scale.view().insert_axis(Axis(0));
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             let mut z = a.dot(&layer.w);
@@ -95,66 +54,138 @@ impl Mlp {
         a
     }
 
-    /// Sets `shift` to each feature's mean and `scale` to 1/(pooled standard deviation) over `x`: every
-    /// feature is centred and all share one scale, so near-constant features (image borders) are not blown up.
-    pub fn fit_input_scaling(&mut self, x: ArrayView2<f32>) {
-        let mut stats = InputStats::default();
-        stats.add(x);
-        stats.apply(self);
+    fn param_shapes(&self) -> Vec<Vec<usize>> {
+        self.layers.iter().flat_map(|l| [l.w.shape().to_vec(), l.b.shape().to_vec()]).collect()
     }
 }
 
-/// Running sums for the input scaling, accumulated over rows in order (streamed data gives exactly
-/// the sums of the same rows in memory).
-#[derive(Debug, Clone, Default)]
-pub struct InputStats {
-    rows: u64,
-    sum: Vec<f64>,
-    sq: Vec<f64>,
-}
+impl Student for Mlp {
+    fn input_width(&self) -> usize {
+        self.scaling.width()
+    }
 
-impl InputStats {
-    /// Adds rows.
-    pub fn add(&mut self, x: ArrayView2<f32>) {
-        let d = x.ncols();
-        if self.sum.len() != d {
-            self.sum = vec![0f64; d];
-            self.sq = vec![0f64; d];
-        }
-        for row in x.rows() {
-            for (j, &v) in row.iter().enumerate() {
-                self.sum[j] += f64::from(v);
-                self.sq[j] += f64::from(v) * f64::from(v);
+    fn num_classes(&self) -> usize {
+        self.layers.last().map_or(0, Linear::outputs)
+    }
+
+    fn dims(&self) -> Vec<usize> {
+        let mut d = vec![self.input_width()];
+        d.extend(self.layers.iter().map(Linear::outputs));
+        d
+    }
+
+    fn scaling(&self) -> &InputScaling {
+        &self.scaling
+    }
+
+    fn scaling_mut(&mut self) -> &mut InputScaling {
+        &mut self.scaling
+    }
+
+    fn forward(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        let mut out = Array2::<f32>::zeros((x.nrows(), self.num_classes()));
+        const BLOCK: usize = 256;
+        out.axis_chunks_iter_mut(Axis(0), BLOCK)
+            .into_par_iter()
+            .zip(x.axis_chunks_iter(Axis(0), BLOCK).into_par_iter())
+            .for_each(|(mut o, xb)| o.assign(&self.forward_block(xb)));
+        out
+    }
+
+    fn workspace(&self, rows: usize) -> Workspace {
+        let hidden = &self.layers[..self.layers.len() - 1];
+        let buffers = Buffers {
+            x: Array2::zeros((rows, self.input_width())),
+            acts: hidden.iter().map(|l| Array2::zeros((rows, l.outputs()))).collect(),
+            deltas: hidden.iter().map(|l| Array2::zeros((rows, l.outputs()))).collect(),
+        };
+        Workspace::new(rows, self.num_classes(), &self.param_shapes(), Box::new(buffers))
+    }
+
+    fn forward_train(&self, inputs: ArrayView2<f32>, rows: &[usize], ws: &mut Workspace) {
+        let m = rows.len();
+        ws.rows = m;
+        let Some(b) = ws.state.downcast_mut::<Buffers>() else { return };
+        self.scaling.gather(inputs, rows, &mut b.x);
+        let last = self.layers.len() - 1;
+        for (l, layer) in self.layers.iter().enumerate() {
+            if l < last {
+                let (before, after) = b.acts.split_at_mut(l);
+                let input = if l == 0 { b.x.slice(s![..m, ..]) } else { before[l - 1].slice(s![..m, ..]) };
+                let mut out = after[0].slice_mut(s![..m, ..]);
+                layer.forward(input, out.view_mut());
+                Relu::forward(out);
+            } else {
+                let input = if l == 0 { b.x.slice(s![..m, ..]) } else { b.acts[l - 1].slice(s![..m, ..]) };
+                layer.forward(input, ws.logits.slice_mut(s![..m, ..]));
             }
         }
-        self.rows += x.nrows() as u64;
     }
 
-    /// Sets `mlp`'s input scaling: subtract each feature's mean, divide by the mean of the features'
-    /// standard deviations (one scale for all, so the features' relative sizes are kept).
-    pub fn apply(&self, mlp: &mut Mlp) {
-        let n = self.rows.max(1) as f64;
-        let d = self.sum.len();
-        let mean: Vec<f64> = self.sum.iter().map(|s| s / n).collect();
-        let var: f64 = self.sq.iter().zip(&mean).map(|(q, m)| (q / n - m * m).max(0.0)).sum::<f64>() / d.max(1) as f64;
-        let std = var.sqrt();
-        let scale = if std > 1e-12 { (1.0 / std) as f32 } else { 1.0 };
-        mlp.shift = mean.iter().map(|&m| m as f32).collect();
-        mlp.scale = Array1::from_elem(d, scale);
+    fn backward(&self, ws: &mut Workspace) {
+        let m = ws.rows;
+        let Some(b) = ws.state.downcast_mut::<Buffers>() else { return };
+        let last = self.layers.len() - 1;
+        for l in (0..=last).rev() {
+            let layer = &self.layers[l];
+            let (before, rest) = b.deltas.split_at_mut(l);
+            let d = if l == last { ws.grad_logits.slice(s![..m, ..]) } else { rest[0].slice(s![..m, ..]) };
+            let input = if l == 0 { b.x.slice(s![..m, ..]) } else { b.acts[l - 1].slice(s![..m, ..]) };
+            let (gw, gb) = ws.grads[2 * l..2 * l + 2].split_at_mut(1);
+            let gw = gw[0].view_mut().into_dimensionality::<Ix2>();
+            let gb = gb[0].view_mut().into_dimensionality::<Ix1>();
+            let (Ok(gw), Ok(gb)) = (gw, gb) else { return };
+            let dx = (l > 0).then(|| before[l - 1].slice_mut(s![..m, ..]));
+            layer.backward(input, d, gw, gb, dx);
+            if l > 0 {
+                Relu::backward(b.acts[l - 1].slice(s![..m, ..]), before[l - 1].slice_mut(s![..m, ..]));
+            }
+        }
     }
-}
 
-/// Copies rows `idx` of `x` into the first `idx.len()` rows of `out`, applying the input scaling.
-pub(crate) fn gather_scaled(
-    x: ArrayView2<f32>,
-    idx: &[usize],
-    shift: &Array1<f32>,
-    scale: &Array1<f32>,
-    out: &mut Array2<f32>,
-) {
-    for (r, &i) in idx.iter().enumerate() {
-        let mut dst = out.slice_mut(s![r, ..]);
-        let src = x.row(i);
-        ndarray::Zip::from(&mut dst).and(&src).and(shift).and(scale).for_each(|d, &v, &m, &c| *d = (v - m) * c);
+    fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {
+        self.layers.iter_mut().flat_map(|l| [l.w.view_mut().into_dyn(), l.b.view_mut().into_dyn()]).collect()
+    }
+
+    fn num_parameters(&self) -> usize {
+        self.layers.iter().map(|l| l.w.len() + l.b.len()).sum()
+    }
+
+    /// `input.shift`, `input.scale`, then `layers.{i}.weight` (`[out, in]`, as `torch.nn.Linear`) and
+    /// `layers.{i}.bias`.
+    fn tensors(&self) -> Vec<Tensor> {
+        let (shift, scale) = (&self.scaling.shift, &self.scaling.scale);
+        let mut out = vec![
+            ("input.shift".to_string(), vec![shift.len()], shift.to_vec()),
+            ("input.scale".to_string(), vec![scale.len()], scale.to_vec()),
+        ];
+        for (i, l) in self.layers.iter().enumerate() {
+            let wt = l.w.t();
+            out.push((format!("layers.{i}.weight"), vec![wt.nrows(), wt.ncols()], wt.iter().copied().collect()));
+            out.push((format!("layers.{i}.bias"), vec![l.b.len()], l.b.to_vec()));
+        }
+        out
+    }
+
+    fn graph(&self) -> Vec<Op> {
+        let mut ops = vec![Op::Scale { shift: self.scaling.shift.clone(), scale: self.scaling.scale.clone() }];
+        for (i, l) in self.layers.iter().enumerate() {
+            if i > 0 {
+                ops.push(Op::Relu);
+            }
+            ops.push(Op::Linear { w: l.w.clone(), b: l.b.clone() });
+        }
+        ops
+    }
+
+    fn output_bias_mut(&mut self) -> ArrayViewMut1<'_, f32> {
+        match self.layers.last_mut() {
+            Some(l) => l.b.view_mut(),
+            None => ArrayViewMut1::from(&mut [][..]),
+        }
+    }
+
+    fn boxed(&self) -> Box<dyn Student> {
+        Box::new(self.clone())
     }
 }

@@ -1,14 +1,86 @@
-//! The student: a pure-ndarray MLP, its distillation loss, optimizers, training loop and file format.
+//! Students: the [`Student`] trait every student implements, the layers they are built from
+//! ([`layers`]), the MLP ([`mlp`]), and the student folder on disk ([`io`]).
+//!
+//! A student takes the teacher's raw input, scales it ([`layers::InputScaling`]), and produces logits.
+//! Training ([`crate::train`]) drives it through [`Student::forward_train`] and [`Student::backward`] on
+//! each worker's rows, into that worker's [`Workspace`]; the parameters and their gradients are listed
+//! in the same fixed order by [`Student::params_mut`] and [`Workspace::grads`].
 
-pub mod checkpoint;
+pub mod graph;
 pub mod io;
-pub mod loss;
+pub mod layers;
 pub mod mlp;
-pub mod optim;
-pub mod train;
 
-pub use checkpoint::Checkpointing;
-pub use io::{StudentFile, StudentInfo};
-pub use mlp::{Dense, Mlp};
-pub use optim::{Adam, LrSchedule, Optimizer, Sgd};
-pub use train::{train, EpochLog, TrainData, TrainSettings, TrainedStudent};
+use std::any::Any;
+
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut1, ArrayViewMutD};
+
+pub use graph::Op;
+pub use io::{EpochLog, StudentFile, StudentInfo, Tensor};
+pub use layers::{InputScaling, InputStats};
+pub use mlp::Mlp;
+
+/// A trainable student network.
+pub trait Student: Send + Sync + std::fmt::Debug {
+    /// Values per input row.
+    fn input_width(&self) -> usize;
+    /// Classes (logits per row).
+    fn num_classes(&self) -> usize;
+    /// The layer sizes recorded in `student.json` (`dims`): `[input, hidden..., classes]` for an MLP.
+    fn dims(&self) -> Vec<usize>;
+    /// The input scaling applied before the first layer.
+    fn scaling(&self) -> &InputScaling;
+    /// The input scaling, to set it from the training data's statistics.
+    fn scaling_mut(&mut self) -> &mut InputScaling;
+    /// Logits for raw inputs `[rows, input_width]` (inference, in parallel blocks of rows).
+    fn forward(&self, x: ArrayView2<f32>) -> Array2<f32>;
+    /// Buffers for training on up to `rows` rows at a time.
+    fn workspace(&self, rows: usize) -> Workspace;
+    /// Forward pass over rows `rows` of raw `inputs` into `ws` (its first `rows.len()` logits).
+    fn forward_train(&self, inputs: ArrayView2<f32>, rows: &[usize], ws: &mut Workspace);
+    /// Backward pass from `ws.grad_logits` (for the rows of the last forward) into `ws.grads`.
+    fn backward(&self, ws: &mut Workspace);
+    /// The trainable tensors, in the order of [`Workspace::grads`].
+    fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>>;
+    /// Trainable parameters.
+    fn num_parameters(&self) -> usize;
+    /// The tensors saved in `student.safetensors` (PyTorch layout), the scaling included.
+    fn tensors(&self) -> Vec<Tensor>;
+    /// The network as a sequence of operations, for export.
+    fn graph(&self) -> Vec<Op>;
+    /// The bias of the output layer, one per class (`softlabel adjust-bias`).
+    fn output_bias_mut(&mut self) -> ArrayViewMut1<'_, f32>;
+    /// A copy, for checkpoints and for changing a saved student.
+    fn boxed(&self) -> Box<dyn Student>;
+}
+
+/// One worker's training buffers: the logits of its rows, their loss gradient (written by the
+/// loss), the parameter gradients (written by [`Student::backward`]), and the student's own activations.
+pub struct Workspace {
+    /// Rows of the last forward pass.
+    pub rows: usize,
+    /// Logits, `[capacity, classes]`; the first `rows` are valid.
+    pub logits: Array2<f32>,
+    /// d loss / d logits, same shape.
+    pub grad_logits: Array2<f32>,
+    /// d loss / d parameter, in the order of [`Student::params_mut`].
+    pub grads: Vec<ArrayD<f32>>,
+    /// The loss summed over the rows of the last step.
+    pub loss: f64,
+    /// The student's activations.
+    pub(crate) state: Box<dyn Any + Send>,
+}
+
+impl Workspace {
+    /// A workspace for `rows` rows of `classes` logits, gradients shaped like `params`.
+    pub fn new(rows: usize, classes: usize, params: &[Vec<usize>], state: Box<dyn Any + Send>) -> Self {
+        Workspace {
+            rows: 0,
+            logits: Array2::zeros((rows, classes)),
+            grad_logits: Array2::zeros((rows, classes)),
+            grads: params.iter().map(|s| ArrayD::zeros(s.as_slice())).collect(),
+            loss: 0.0,
+            state,
+        }
+    }
+}

@@ -1,113 +1,21 @@
-//! Reading input datasets: a Parquet file or a folder of Parquet files, turned into batches of rows with
-//! ids, optional labels and a flat input matrix.
-//!
-//! The input is one list column (fixed-size list, list or large list of any integer or float type) or
-//! several scalar numeric columns. Values keep their Arrow type until a consumer converts them
-//! ([`Batch::input_f32`], [`Batch::input_i64`], ...), so the soft-label writer can store the input
-//! exactly as it came. Rows named in errors are 0-based positions within the file.
+//! Parquet input: a file or a folder of `*.parquet` files, the input as one list column (fixed-size
+//! list, list or large list of any integer or float type) or several scalar numeric columns.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef, Float32Array, RecordBatch};
 use arrow_schema::{DataType, Schema};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 use sha2::{Digest, Sha256};
 
+use super::numeric::{integers_to_i128, numeric_to_f32};
+use super::{Batch, DataSpec, ElementType, Source, SourceFile, SourceInfo};
 use crate::error::{Error, Result};
-
-/// Which columns hold what. `None` for label or id means "the default name if the file has it".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DataSpec {
-    /// The input: one list column or several scalar columns, in order.
-    pub input: Vec<String>,
-    /// Label column; `None`: use `label` when present, else rows are unlabeled.
-    pub label_column: Option<String>,
-    /// Id column; `None`: use `id` when present, else the row's index in the source.
-    pub id_column: Option<String>,
-    /// Mark rows with NaN or infinite inputs in [`Batch::nonfinite`] instead of failing on them.
-    pub skip_nonfinite: bool,
-}
-
-impl DataSpec {
-    /// A spec with one input column and default label and id columns.
-    pub fn new(input_column: impl Into<String>) -> Self {
-        DataSpec { input: vec![input_column.into()], label_column: None, id_column: None, skip_nonfinite: false }
-    }
-
-    /// Validates the names given (non-empty, no duplicates).
-    pub fn validate(&self) -> Result<()> {
-        if self.input.is_empty() || self.input.iter().any(|c| c.is_empty()) {
-            return Err(Error::Config("--input-column needs at least one non-empty column name".into()));
-        }
-        for (i, c) in self.input.iter().enumerate() {
-            if self.input[..i].contains(c) {
-                return Err(Error::Config(format!("input column '{c}' is named twice")));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The element type of the input values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[allow(missing_docs)]
-pub enum ElementType {
-    U8,
-    I8,
-    U16,
-    I16,
-    U32,
-    I32,
-    U64,
-    I64,
-    F32,
-    F64,
-}
-
-impl ElementType {
-    fn from_arrow(dt: &DataType) -> Option<Self> {
-        Some(match dt {
-            DataType::UInt8 => ElementType::U8,
-            DataType::Int8 => ElementType::I8,
-            DataType::UInt16 => ElementType::U16,
-            DataType::Int16 => ElementType::I16,
-            DataType::UInt32 => ElementType::U32,
-            DataType::Int32 => ElementType::I32,
-            DataType::UInt64 => ElementType::U64,
-            DataType::Int64 => ElementType::I64,
-            DataType::Float32 => ElementType::F32,
-            DataType::Float64 => ElementType::F64,
-            _ => return None,
-        })
-    }
-
-    /// The Arrow type.
-    pub fn to_arrow(self) -> DataType {
-        match self {
-            ElementType::U8 => DataType::UInt8,
-            ElementType::I8 => DataType::Int8,
-            ElementType::U16 => DataType::UInt16,
-            ElementType::I16 => DataType::Int16,
-            ElementType::U32 => DataType::UInt32,
-            ElementType::I32 => DataType::Int32,
-            ElementType::U64 => DataType::UInt64,
-            ElementType::I64 => DataType::Int64,
-            ElementType::F32 => DataType::Float32,
-            ElementType::F64 => DataType::Float64,
-        }
-    }
-
-    /// Whether values of this type can be NaN or infinite.
-    pub fn is_float(self) -> bool {
-        matches!(self, ElementType::F32 | ElementType::F64)
-    }
-}
+use crate::util::hex;
 
 /// How the input is laid out in the files (the same in every file).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,58 +28,13 @@ enum InputLayout {
 
 /// An opened input dataset: the files and how to read them.
 #[derive(Debug, Clone)]
-pub struct DataSource {
+pub struct ParquetSource {
     files: Vec<PathBuf>,
     rows_per_file: Vec<u64>,
     layout: InputLayout,
     label_column: Option<String>,
     id_column: Option<String>,
     skip_nonfinite: bool,
-}
-
-/// One batch of rows from one file.
-#[derive(Debug, Clone)]
-pub struct Batch {
-    /// The file the rows came from.
-    pub file: PathBuf,
-    /// The position in that file of the batch's first row.
-    pub first_row: u64,
-    /// The position in the whole source (files in reading order) of the batch's first row.
-    pub first_source_row: u64,
-    /// One id per row.
-    pub ids: Vec<u64>,
-    /// One label per row (`None`: unlabeled).
-    pub labels: Vec<Option<i64>>,
-    /// The input values, `rows * width`, row-major, no nulls, in the source's element type.
-    pub input: ArrayRef,
-    /// Values per row.
-    pub width: usize,
-    /// Rows (positions in the batch) whose input has a NaN or infinite value; only filled with
-    /// [`DataSpec::skip_nonfinite`], else such a row is an error.
-    pub nonfinite: Vec<usize>,
-}
-
-/// The input data's identity: recorded in a soft-label dataset so its consumers can check what it was
-/// made from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SourceInfo {
-    /// One entry per file, in reading order.
-    pub files: Vec<SourceFile>,
-    /// sha256 over every file's name, size and sha256.
-    pub fingerprint: String,
-}
-
-/// One input file's identity.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SourceFile {
-    /// The path as given (or found in the folder given).
-    pub path: String,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// sha256 of the content.
-    pub sha256: String,
-    /// Rows in the file.
-    pub rows: u64,
 }
 
 /// Lists the Parquet files of `path`: the file itself, or a folder's `*.parquet` files sorted by name.
@@ -249,7 +112,7 @@ fn check_integer(path: &Path, field: &arrow_schema::Field, what: &str) -> Result
     }
 }
 
-impl DataSource {
+impl ParquetSource {
     /// Opens `path` (a Parquet file or a folder of them) and checks that every file has the columns of
     /// `spec` with usable types. Reads only footers.
     pub fn open(path: &Path, spec: &DataSpec) -> Result<Self> {
@@ -291,7 +154,7 @@ impl DataSource {
             }
         }
         let layout = layout.ok_or_else(|| Error::data(path, "no files"))?;
-        Ok(DataSource { files, rows_per_file, layout, label_column, id_column, skip_nonfinite: spec.skip_nonfinite })
+        Ok(ParquetSource { files, rows_per_file, layout, label_column, id_column, skip_nonfinite: spec.skip_nonfinite })
     }
 
     fn layout_of(path: &Path, schema: &Schema, input: &[String]) -> Result<InputLayout> {
@@ -329,95 +192,6 @@ impl DataSource {
             )
         })?;
         Ok(InputLayout::List { column: name.clone(), width, element })
-    }
-
-    /// The files, in reading order.
-    pub fn files(&self) -> &[PathBuf] {
-        &self.files
-    }
-
-    /// Total rows, from the files' footers.
-    pub fn rows(&self) -> u64 {
-        self.rows_per_file.iter().sum()
-    }
-
-    /// The label column in use, if any.
-    pub fn label_column(&self) -> Option<&str> {
-        self.label_column.as_deref()
-    }
-
-    /// The id column in use, if any (else ids are row indices in the source).
-    pub fn id_column(&self) -> Option<&str> {
-        self.id_column.as_deref()
-    }
-
-    /// The input column name(s), as one display string.
-    pub fn input_name(&self) -> String {
-        match &self.layout {
-            InputLayout::List { column, .. } => column.clone(),
-            InputLayout::Scalars { columns } => columns.join(","),
-        }
-    }
-
-    /// Values per row when the schema fixes it (fixed-size lists and scalar columns).
-    pub fn width(&self) -> Option<usize> {
-        match &self.layout {
-            InputLayout::List { width, .. } => *width,
-            InputLayout::Scalars { columns } => Some(columns.len()),
-        }
-    }
-
-    /// The element type of [`Batch::input`].
-    pub fn element_type(&self) -> ElementType {
-        match &self.layout {
-            InputLayout::List { element, .. } => *element,
-            InputLayout::Scalars { .. } => ElementType::F32,
-        }
-    }
-
-    /// Hashes every file (reads them whole, once).
-    pub fn source_info(&self) -> Result<SourceInfo> {
-        let mut outer = Sha256::new();
-        let mut files = Vec::with_capacity(self.files.len());
-        for (path, &rows) in self.files.iter().zip(&self.rows_per_file) {
-            let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-            let mut h = Sha256::new();
-            let bytes = std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-            let sha = hex(&h.finalize());
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            outer.update(format!("{name}\0{bytes}\0{sha}\n").as_bytes());
-            files.push(SourceFile { path: path.display().to_string(), bytes, sha256: sha, rows });
-        }
-        Ok(SourceInfo { files, fingerprint: hex(&outer.finalize()) })
-    }
-
-    /// Reads all rows in batches of at most `batch_size` rows (a batch never spans two files; within a
-    /// file, batches start at multiples of `batch_size`).
-    pub fn batches(&self, batch_size: usize) -> BatchIter<'_> {
-        self.batches_from(batch_size, 0)
-    }
-
-    /// Like [`DataSource::batches`], starting at the batch that holds source row `skip`: files before it
-    /// are not opened, and the batches are the same ones a full read yields from there on (so the
-    /// caller drops the rows before `skip` from the first batch).
-    pub fn batches_from(&self, batch_size: usize, skip: u64) -> BatchIter<'_> {
-        let batch_size = batch_size.max(1);
-        let mut file = 0;
-        let mut file_start = 0u64;
-        while file < self.files.len() && file_start + self.rows_per_file[file] <= skip {
-            file_start += self.rows_per_file[file];
-            file += 1;
-        }
-        let local = skip.saturating_sub(file_start);
-        let offset = local - local % batch_size as u64;
-        BatchIter {
-            source: self,
-            batch_size,
-            file,
-            reader: None,
-            row_in_file: offset,
-            row_in_source: file_start + offset,
-        }
     }
 
     fn open_reader(&self, file: &Path, batch_size: usize, offset: u64) -> Result<ParquetRecordBatchReader> {
@@ -554,6 +328,84 @@ impl DataSource {
     }
 }
 
+impl Source for ParquetSource {
+    fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    fn rows(&self) -> u64 {
+        self.rows_per_file.iter().sum()
+    }
+
+    fn label_column(&self) -> Option<&str> {
+        self.label_column.as_deref()
+    }
+
+    fn id_column(&self) -> Option<&str> {
+        self.id_column.as_deref()
+    }
+
+    fn input_name(&self) -> String {
+        match &self.layout {
+            InputLayout::List { column, .. } => column.clone(),
+            InputLayout::Scalars { columns } => columns.join(","),
+        }
+    }
+
+    /// Fixed-size lists and scalar columns fix the width; lists leave it to the first batch.
+    fn width(&self) -> Option<usize> {
+        match &self.layout {
+            InputLayout::List { width, .. } => *width,
+            InputLayout::Scalars { columns } => Some(columns.len()),
+        }
+    }
+
+    fn element_type(&self) -> ElementType {
+        match &self.layout {
+            InputLayout::List { element, .. } => *element,
+            InputLayout::Scalars { .. } => ElementType::F32,
+        }
+    }
+
+    /// sha256 over every file's name, size and sha256 (reads the files whole, once).
+    fn source_info(&self) -> Result<SourceInfo> {
+        let mut outer = Sha256::new();
+        let mut files = Vec::with_capacity(self.files.len());
+        for (path, &rows) in self.files.iter().zip(&self.rows_per_file) {
+            let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+            let mut h = Sha256::new();
+            let bytes = std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+            let sha = hex(&h.finalize());
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            outer.update(format!("{name}\0{bytes}\0{sha}\n").as_bytes());
+            files.push(SourceFile { path: path.display().to_string(), bytes, sha256: sha, rows });
+        }
+        Ok(SourceInfo { files, fingerprint: hex(&outer.finalize()) })
+    }
+
+    /// A batch never spans two files; within a file, batches start at multiples of `batch_size`. Files
+    /// before `skip` are not opened.
+    fn batches_from(&self, batch_size: usize, skip: u64) -> Box<dyn Iterator<Item = Result<Batch>> + '_> {
+        let batch_size = batch_size.max(1);
+        let mut file = 0;
+        let mut file_start = 0u64;
+        while file < self.files.len() && file_start + self.rows_per_file[file] <= skip {
+            file_start += self.rows_per_file[file];
+            file += 1;
+        }
+        let local = skip.saturating_sub(file_start);
+        let offset = local - local % batch_size as u64;
+        Box::new(BatchIter {
+            source: self,
+            batch_size,
+            file,
+            reader: None,
+            row_in_file: offset,
+            row_in_source: file_start + offset,
+        })
+    }
+}
+
 fn list_values(
     a: &ArrayRef,
     width: Option<usize>,
@@ -595,128 +447,9 @@ fn list_values(
     Ok((values, w))
 }
 
-macro_rules! map_numeric {
-    ($a:expr, $f:expr, [$($t:ty),*]) => {{
-        let a: &dyn Array = $a;
-        match a.data_type() {
-            $(dt if dt == &<$t>::DATA_TYPE => Some(a.as_primitive::<$t>().values().iter().map(|&v| $f(v)).collect()),)*
-            _ => None,
-        }
-    }};
-}
-
-/// `map_numeric!` over every integer and float type, casting to `$t`.
-macro_rules! numeric_as {
-    ($a:expr, $t:ty) => {
-        map_numeric!(
-            $a,
-            |v| v as $t,
-            [
-                UInt8Type,
-                Int8Type,
-                UInt16Type,
-                Int16Type,
-                UInt32Type,
-                Int32Type,
-                UInt64Type,
-                Int64Type,
-                Float32Type,
-                Float64Type
-            ]
-        )
-    };
-}
-
-/// Any integer array as i128 values (`None` for nulls); `None` if the type is not an integer.
-fn integers_to_i128(a: &ArrayRef) -> Option<Vec<Option<i128>>> {
-    let vals: Vec<i128> = map_numeric!(
-        a.as_ref(),
-        |v| v as i128,
-        [UInt8Type, Int8Type, UInt16Type, Int16Type, UInt32Type, Int32Type, UInt64Type, Int64Type]
-    )?;
-    Some(vals.into_iter().enumerate().map(|(i, v)| if a.is_null(i) { None } else { Some(v) }).collect())
-}
-
-/// Any numeric array's values as f32 (nulls read as their placeholder value).
-#[allow(clippy::unnecessary_cast)] // the macro casts every type, f32 itself included
-pub fn numeric_to_f32(a: &dyn Array) -> Option<Vec<f32>> {
-    numeric_as!(a, f32)
-}
-
-/// Any numeric array's values as i64 (floats truncated toward zero).
-#[allow(clippy::unnecessary_cast)] // the macro casts every type, i64 itself included
-pub fn numeric_to_i64(a: &dyn Array) -> Option<Vec<i64>> {
-    numeric_as!(a, i64)
-}
-
-/// Any numeric array's values as f64.
-#[allow(clippy::unnecessary_cast)] // the macro casts every type, f64 itself included
-pub fn numeric_to_f64(a: &dyn Array) -> Option<Vec<f64>> {
-    numeric_as!(a, f64)
-}
-
-/// Any numeric array's values as u8; the position and value of the first one that is not an integer in
-/// 0..=255 on error.
-pub fn numeric_to_u8(a: &dyn Array) -> std::result::Result<Vec<u8>, (usize, f64)> {
-    if let Some(u) = a.as_primitive_opt::<UInt8Type>() {
-        return Ok(u.values().to_vec());
-    }
-    let v = numeric_to_f64(a).ok_or((0, f64::NAN))?;
-    v.iter()
-        .enumerate()
-        .map(|(i, &x)| if x.fract() == 0.0 && (0.0..=255.0).contains(&x) { Ok(x as u8) } else { Err((i, x)) })
-        .collect()
-}
-
-/// Any numeric array's values as i32 (out-of-range values saturate).
-pub fn numeric_to_i32(a: &dyn Array) -> Option<Vec<i32>> {
-    numeric_to_i64(a).map(|v| v.into_iter().map(|x| x.clamp(i32::MIN as i64, i32::MAX as i64) as i32).collect())
-}
-
-impl Batch {
-    /// Rows in the batch.
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    /// Whether the batch has no rows.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
-    /// The input as f32, `rows * width` row-major.
-    pub fn input_f32(&self) -> Vec<f32> {
-        numeric_to_f32(self.input.as_ref()).unwrap_or_default()
-    }
-
-    /// Keeps only the rows where `keep` is true; returns them with each kept row's source position.
-    pub fn retain(&self, keep: &[bool]) -> Result<(Batch, Vec<u64>)> {
-        let rows: Vec<usize> = (0..self.len()).filter(|&i| keep[i]).collect();
-        let source_rows = rows.iter().map(|&i| self.first_source_row + i as u64).collect();
-        let mut values = Vec::with_capacity(rows.len() * self.width);
-        for &i in &rows {
-            values.extend((i * self.width) as u64..((i + 1) * self.width) as u64);
-        }
-        let idx = arrow_array::UInt64Array::from(values);
-        let input =
-            arrow_select::take::take(self.input.as_ref(), &idx, None).map_err(|e| Error::Internal(e.to_string()))?;
-        let batch = Batch {
-            file: self.file.clone(),
-            first_row: self.first_row,
-            first_source_row: self.first_source_row,
-            ids: rows.iter().map(|&i| self.ids[i]).collect(),
-            labels: rows.iter().map(|&i| self.labels[i]).collect(),
-            input,
-            width: self.width,
-            nonfinite: Vec::new(),
-        };
-        Ok((batch, source_rows))
-    }
-}
-
 /// Iterator over a source's batches.
-pub struct BatchIter<'a> {
-    source: &'a DataSource,
+struct BatchIter<'a> {
+    source: &'a ParquetSource,
     batch_size: usize,
     file: usize,
     reader: Option<ParquetRecordBatchReader>,
@@ -765,22 +498,4 @@ impl Iterator for BatchIter<'_> {
             }
         }
     }
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// sha256 of bytes, in hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// sha256 of a file's content, in hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-    Ok(hex(&h.finalize()))
 }

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 
 use ndarray::ArrayD;
 
-use super::io::{mlp_from_tensors, read_tensors, take_tensor, tensors, write_tensors, Tensor};
-use super::mlp::Mlp;
-use super::train::{EpochLog, TrainSettings};
-use crate::dataset::{sha256_file, sha256_hex};
+use super::EpochLog;
+use crate::config::TrainSettings;
 use crate::error::{Error, Result};
-use crate::store::write_atomic;
+use crate::student::io::{mlp_from_tensors, read_tensors, take_tensor, write_tensors};
+use crate::student::{Student, Tensor};
+use crate::util::write_atomic;
+use crate::util::{sha256_file, sha256_hex};
 
 /// The weights and optimizer state.
 pub const WEIGHTS: &str = "checkpoint.safetensors";
@@ -47,46 +48,59 @@ struct Info {
     weights_sha256: String,
 }
 
-/// Everything needed to continue training.
-#[derive(Debug, Clone)]
+/// Everything needed to continue training, as loaded.
+#[derive(Debug)]
 pub(crate) struct State {
-    pub mlp: Mlp,
-    /// Per layer: [weight m, weight v, bias m, bias v].
-    pub optim: Vec<[ArrayD<f32>; 4]>,
+    pub student: Box<dyn Student>,
+    /// Per parameter (in [`Student::params_mut`] order): the optimizer's [m, v].
+    pub optim: Vec<[ArrayD<f32>; 2]>,
     pub epochs_done: usize,
     pub global_step: u64,
     pub rng_word_pos: u128,
     pub log: Vec<EpochLog>,
 }
 
-const MOMENTS: [&str; 4] = ["weight_m", "weight_v", "bias_m", "bias_v"];
+/// The training state after an epoch, borrowed for saving.
+pub(crate) struct Snapshot<'a> {
+    pub student: &'a dyn Student,
+    pub optim: &'a [[ArrayD<f32>; 2]],
+    pub epochs_done: usize,
+    pub global_step: u64,
+    pub rng_word_pos: u128,
+    pub log: &'a [EpochLog],
+}
 
-pub(crate) fn save(cp: &Checkpointing, state: &State, settings: &TrainSettings, threads: usize) -> Result<()> {
+const MOMENTS: [&str; 2] = ["m", "v"];
+
+pub(crate) fn save(cp: &Checkpointing, state: &Snapshot, settings: &TrainSettings, threads: usize) -> Result<()> {
     std::fs::create_dir_all(&cp.dir).map_err(|e| Error::io(&cp.dir, e))?;
-    let mut all: Vec<Tensor> = tensors(&state.mlp);
-    for (l, moments) in state.optim.iter().enumerate() {
+    let mut all: Vec<Tensor> = state.student.tensors();
+    for (p, moments) in state.optim.iter().enumerate() {
         for (name, a) in MOMENTS.iter().zip(moments) {
-            all.push((format!("optim.{l}.{name}"), a.shape().to_vec(), a.iter().copied().collect()));
+            all.push((format!("optim.{p}.{name}"), a.shape().to_vec(), a.iter().copied().collect()));
         }
     }
     let bytes = write_tensors(&all, &BTreeMap::new());
     let wpath = cp.dir.join(WEIGHTS);
     write_atomic(&wpath, &bytes)?;
     let info = Info {
-        format: "softlabel-checkpoint".into(),
+        format: FORMAT.into(),
         epochs_done: state.epochs_done,
         global_step: state.global_step,
         rng_word_pos: state.rng_word_pos.to_string(),
         settings: settings.clone(),
         labels_sha256: cp.labels_sha256.clone(),
         threads,
-        dims: state.mlp.dims(),
-        log: state.log.clone(),
+        dims: state.student.dims(),
+        log: state.log.to_vec(),
         weights_sha256: sha256_hex(&bytes),
     };
     let json = serde_json::to_vec_pretty(&info).map_err(|e| Error::Internal(e.to_string()))?;
     write_atomic(&cp.dir.join(INFO), &json)
 }
+
+/// The checkpoint format: version 2 keeps one [m, v] pair per parameter (version 1, per layer, is refused).
+const FORMAT: &str = "softlabel-checkpoint-2";
 
 /// Loads the checkpoint in `cp.dir`; `None` when there is none. Refuses one made with other settings,
 /// data or thread count.
@@ -109,6 +123,9 @@ pub(crate) fn load(
             format!("cannot resume: the {what} differs from the checkpoint's; train without --resume to start again"),
         ))
     };
+    if info.format != FORMAT {
+        return refuse(&format!("checkpoint format ({} here, {FORMAT} now)", info.format));
+    }
     if info.labels_sha256 != cp.labels_sha256 {
         return refuse("soft-label dataset (manifest sha256)");
     }
@@ -127,23 +144,23 @@ pub(crate) fn load(
     }
     let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
     let mut t = read_tensors(&bytes, &wpath)?;
-    let mlp = mlp_from_tensors(&mut t, dims, &wpath)?;
+    let mut student: Box<dyn Student> = Box::new(mlp_from_tensors(&mut t, dims, &wpath)?);
     let mut optim = Vec::new();
-    for (l, layer) in mlp.layers.iter().enumerate() {
-        let shapes =
-            [layer.w.shape().to_vec(), layer.w.shape().to_vec(), layer.b.shape().to_vec(), layer.b.shape().to_vec()];
-        let mut moments: Vec<ArrayD<f32>> = Vec::new();
-        for (name, shape) in MOMENTS.iter().zip(shapes) {
-            let v = take_tensor(&mut t, &format!("optim.{l}.{name}"), &shape, &wpath)?;
-            moments.push(ArrayD::from_shape_vec(shape, v).map_err(|e| Error::Internal(e.to_string()))?);
-        }
-        let [a, b, c, d]: [ArrayD<f32>; 4] = moments.try_into().map_err(|_| Error::Internal("moments".into()))?;
-        optim.push([a, b, c, d]);
+    for (p, param) in student.params_mut().iter().enumerate() {
+        let shape = param.shape().to_vec();
+        let mut pair = MOMENTS.iter().map(|name| {
+            let v = take_tensor(&mut t, &format!("optim.{p}.{name}"), &shape, &wpath)?;
+            ArrayD::from_shape_vec(shape.clone(), v).map_err(|e| Error::Internal(e.to_string()))
+        });
+        let (Some(m), Some(v)) = (pair.next(), pair.next()) else {
+            return Err(Error::Internal("moments".into()));
+        };
+        optim.push([m?, v?]);
     }
     let rng_word_pos =
         info.rng_word_pos.parse().map_err(|_| Error::dataset(&ipath, "rng_word_pos is not an integer"))?;
     Ok(Some(State {
-        mlp,
+        student,
         optim,
         epochs_done: info.epochs_done,
         global_step: info.global_step,

@@ -1,10 +1,157 @@
-//! The distillation loss of Hinton, Vinyals and Dean (2015), one row at a time:
+//! The distillation loss of Hinton, Vinyals and Dean (2015), for each stored form of the teacher's
+//! outputs (dense, top-k, sampled), as a batch [`Loss`] built from per-row terms:
 //!
 //! `alpha * T^2 * KL(p_T(teacher) || p_T(student)) + (1 - alpha) * CE(label, p_1(student))`
 //!
 //! Its gradient with respect to the student's logits z is
 //! `alpha * T * (p_T(z) - p_T(teacher)) + (1 - alpha) * (p_1(z) - onehot(label))`.
 //! Rows without a label contribute only the KL term.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
+
+use super::{Loss, Objective};
+use crate::error::{Error, Result};
+use crate::soften::{log_softmax_t, softmax_t};
+use crate::store::{Outputs, TeacherOutputs};
+
+/// The KD objective: `alpha * T^2 * KL + (1 - alpha) * CE`, at temperature `t`.
+#[derive(Debug, Clone)]
+pub struct Kd {
+    /// Temperature.
+    pub t: f32,
+    /// Weight of the distillation term.
+    pub alpha: f32,
+    /// K.
+    pub num_classes: usize,
+    /// The dataset the rows come from, named in errors.
+    pub origin: PathBuf,
+}
+
+impl Objective for Kd {
+    fn prepare<'a>(&self, rows: &'a TeacherOutputs) -> Result<Box<dyn Loss + 'a>> {
+        let labels = label_indices(rows, self.num_classes, &self.origin)?;
+        let (t, alpha) = (self.t, self.alpha);
+        Ok(match &rows.outputs {
+            Outputs::Dense { logits } => {
+                let n = rows.len();
+                let mut soft = Array2::<f32>::zeros((n, self.num_classes));
+                let mut log_soft = Array2::<f32>::zeros((n, self.num_classes));
+                Zip::from(soft.rows_mut()).and(log_soft.rows_mut()).and(logits.rows()).par_for_each(
+                    |mut p, mut lp, z| {
+                        let z = z.to_vec();
+                        if let (Some(p), Some(lp)) = (p.as_slice_mut(), lp.as_slice_mut()) {
+                            softmax_t(&z, t, p);
+                            log_softmax_t(&z, t, lp);
+                        }
+                    },
+                );
+                Box::new(DenseKd { soft, log_soft, labels, t, alpha })
+            }
+            Outputs::TopK { index, logit, logsumexp_t } => {
+                let tt = f64::from(t);
+                let p = Array2::from_shape_fn(logit.raw_dim(), |(i, j)| {
+                    (f64::from(logit[[i, j]]) / tt - logsumexp_t[i]).exp()
+                });
+                let residual = p.rows().into_iter().map(|r| (1.0 - r.sum()).max(0.0)).collect();
+                Box::new(TopKKd { index, p, residual, labels, t, alpha })
+            }
+            Outputs::Sampled { index } => Box::new(SampledKd { index, labels, t, alpha }),
+        })
+    }
+}
+
+/// The hard labels as class indices, checked against K.
+fn label_indices(data: &TeacherOutputs, num_classes: usize, origin: &Path) -> Result<Vec<Option<usize>>> {
+    data.labels
+        .iter()
+        .zip(&data.ids)
+        .map(|(l, id)| match *l {
+            Some(y) if y < 0 || y as usize >= num_classes => {
+                Err(Error::dataset(origin, format!("column 'label', id {id}: label {y} is outside [0, {num_classes})")))
+            }
+            Some(y) => Ok(Some(y as usize)),
+            None => Ok(None),
+        })
+        .collect()
+}
+
+/// Runs `row(i, z, g)` for every row: `i` the row in the window, `z` its logits, `g` its gradient
+/// (zeroed first); returns the summed loss.
+fn each_row(
+    logits: ArrayView2<f32>,
+    rows: &[usize],
+    mut grad: ArrayViewMut2<f32>,
+    mut row: impl FnMut(usize, &[f32], &mut [f32]) -> f64,
+) -> f64 {
+    let mut loss = 0f64;
+    for (r, &i) in rows.iter().enumerate() {
+        let z = logits.row(r);
+        let mut g = grad.row_mut(r);
+        g.fill(0.0);
+        if let (Some(z), Some(g)) = (z.as_slice(), g.as_slice_mut()) {
+            loss += row(i, z, g);
+        }
+    }
+    loss
+}
+
+/// KD against dense soft labels: softmax(logits / T) and its log, `[rows, K]`.
+struct DenseKd {
+    soft: Array2<f32>,
+    log_soft: Array2<f32>,
+    labels: Vec<Option<usize>>,
+    t: f32,
+    alpha: f32,
+}
+
+impl Loss for DenseKd {
+    fn eval(&self, logits: ArrayView2<f32>, rows: &[usize], scale: f32, grad: ArrayViewMut2<f32>) -> f64 {
+        each_row(logits, rows, grad, |i, z, g| {
+            let (p, lp) = (self.soft.row(i), self.log_soft.row(i));
+            let (p, lp) = (p.as_slice().unwrap_or(&[]), lp.as_slice().unwrap_or(&[]));
+            kd_row(z, p, lp, self.labels[i], self.t, self.alpha, scale, g)
+        })
+    }
+}
+
+/// KD against top-k labels: the stored classes, their exact p_T and the residual mass.
+struct TopKKd<'a> {
+    index: &'a Array2<u32>,
+    p: Array2<f64>,
+    residual: Vec<f64>,
+    labels: Vec<Option<usize>>,
+    t: f32,
+    alpha: f32,
+}
+
+impl Loss for TopKKd<'_> {
+    fn eval(&self, logits: ArrayView2<f32>, rows: &[usize], scale: f32, grad: ArrayViewMut2<f32>) -> f64 {
+        each_row(logits, rows, grad, |i, z, g| {
+            let (idx, p) = (self.index.row(i), self.p.row(i));
+            let (idx, p) = (idx.as_slice().unwrap_or(&[]), p.as_slice().unwrap_or(&[]));
+            kd_row_topk(z, idx, p, self.residual[i], self.labels[i], self.t, self.alpha, scale, g)
+        })
+    }
+}
+
+/// KD against sampled labels: k classes drawn from the teacher's p_T.
+struct SampledKd<'a> {
+    index: &'a Array2<u32>,
+    labels: Vec<Option<usize>>,
+    t: f32,
+    alpha: f32,
+}
+
+impl Loss for SampledKd<'_> {
+    fn eval(&self, logits: ArrayView2<f32>, rows: &[usize], scale: f32, grad: ArrayViewMut2<f32>) -> f64 {
+        each_row(logits, rows, grad, |i, z, g| {
+            let d = self.index.row(i);
+            kd_row_sampled(z, d.as_slice().unwrap_or(&[]), self.labels[i], self.t, self.alpha, scale, g)
+        })
+    }
+}
 
 /// Adds `scale * d loss / d student_logits` to `grad` and returns the row's loss.
 ///

@@ -103,7 +103,7 @@ impl Optimizer {
 }
 
 /// How the learning rate changes over training.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LrSchedule {
     /// The base rate throughout.

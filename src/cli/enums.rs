@@ -1,0 +1,70 @@
+//! The command line's names for the library's choices (clap `ValueEnum`s live here, not in the
+//! library), each mapped to the library enum it stands for.
+
+use clap::ValueEnum;
+
+/// Defines a `ValueEnum` mirroring a library enum variant for variant, with `From` into it.
+macro_rules! mirror {
+    ($(#[$m:meta])* $name:ident => $lib:ty { $($(#[$vm:meta])* $v:ident),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+        pub enum $name { $($(#[$vm])* $v),+ }
+
+        impl From<$name> for $lib {
+            fn from(v: $name) -> Self {
+                match v { $($name::$v => <$lib>::$v),+ }
+            }
+        }
+
+        impl From<$lib> for $name {
+            fn from(v: $lib) -> Self {
+                match v { $(<$lib>::$v => $name::$v),+ }
+            }
+        }
+    };
+}
+
+mirror! {
+    /// How an ensemble combines its members' outputs.
+    Combine => softlabel::teacher::Combine {
+        /// The mean of the members' logits.
+        MeanLogits,
+        /// The log of the mean of the members' probabilities (softmax at T = 1).
+        MeanProbs,
+    }
+}
+
+mirror! {
+    /// What a teacher's output holds.
+    OutputKind => softlabel::teacher::OutputKind {
+        /// Detect on the first batch: rows of non-negative values summing to 1 are probabilities; rows of
+        /// non-positive values whose exponentials sum to 1 are log-probabilities; anything else logits.
+        Auto,
+        /// Raw scores (softmax not applied).
+        Logits,
+        /// Probabilities (softmax applied).
+        Probs,
+        /// Log-probabilities (log-softmax applied).
+        LogProbs,
+    }
+}
+
+mirror! {
+    /// How the learning rate changes over training.
+    LrSchedule => softlabel::optim::LrSchedule {
+        /// The base rate throughout.
+        Constant,
+        /// Cosine decay from the base rate to 0 over all steps (after warm-up).
+        Cosine,
+    }
+}
+
+mirror! {
+    /// The optimizer.
+    OptimizerKind => softlabel::config::OptimizerKind {
+        /// SGD with momentum.
+        Sgd,
+        /// Adam (AdamW with --weight-decay).
+        Adam,
+    }
+}

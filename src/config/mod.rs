@@ -1,0 +1,76 @@
+//! Settings, one path per stage: a serde type whose `Default` is the only home of the defaults
+//! ([`TrainConfig`], [`TeacherConfig`], [`DataConfig`]); command-line flags and pipeline keys are both
+//! overrides of it; `validate` turns it, once, into the settings the stage runs with
+//! ([`TrainSettings`], [`crate::precompute::PrecomputeSettings`]), naming a bad value the way the user
+//! wrote it ([`Origin`]): `--alpha` on the command line, `p.toml: [student] alpha` in a pipeline.
+
+pub mod data;
+pub mod pipeline;
+pub mod teacher;
+pub mod train;
+
+use std::path::PathBuf;
+
+pub use data::DataConfig;
+pub use pipeline::{Pipeline, PipelineOverrides};
+pub use teacher::TeacherConfig;
+pub use train::{OptimizerKind, TrainConfig, TrainSettings};
+
+use crate::error::Error;
+
+/// Where a group of settings came from, so an error names a setting as the user wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Command-line flags: `--batch-size`.
+    Flags,
+    /// A section of a pipeline file: `p.toml: [student] batch_size`.
+    File {
+        /// The pipeline file.
+        path: PathBuf,
+        /// The section, without brackets.
+        section: &'static str,
+    },
+}
+
+impl Origin {
+    /// The setting `field` (a config field name) as the user wrote it: `--batch-size`, `[student] batch_size`.
+    pub fn name(&self, field: &str) -> String {
+        match self {
+            Origin::Flags => format!("--{}", flag_name(field)),
+            Origin::File { section, .. } => format!("[{section}] {field}"),
+        }
+    }
+
+    /// A configuration error about `field`: "`name` `message`" (after the file, for a pipeline).
+    pub fn error(&self, field: &str, message: impl std::fmt::Display) -> Error {
+        self.error_about(format!("{} {message}", self.name(field)))
+    }
+
+    /// A configuration error whose message names its settings itself (with [`Origin::name`]).
+    pub fn error_about(&self, message: impl std::fmt::Display) -> Error {
+        match self {
+            Origin::Flags => Error::Config(message.to_string()),
+            Origin::File { path, .. } => Error::Config(format!("{}: {message}", path.display())),
+        }
+    }
+}
+
+/// The command-line flag of a config field, where the two names differ.
+fn flag_name(field: &str) -> String {
+    match field {
+        "memory_budget_mib" => "memory-budget".into(),
+        "model" => "teacher".into(),
+        "output" => "teacher-output".into(),
+        "input_column" | "label_column" | "id_column" => field.replace('_', "-"),
+        other => other.replace('_', "-"),
+    }
+}
+
+/// Checks a temperature: finite and > 0.
+pub fn check_temperature(t: f32, origin: &Origin, field: &str) -> crate::Result<()> {
+    if t.is_finite() && t > 0.0 {
+        Ok(())
+    } else {
+        Err(origin.error(field, format!("must be finite and > 0, got {t}")))
+    }
+}

@@ -1,0 +1,187 @@
+//! Pipeline files (`softlabel run PIPELINE.toml`): `[data]`, `[teacher]`, `[student]` and `[output]`,
+//! unknown keys rejected, relative paths resolved against the file's folder, every section validated
+//! before anything runs. `[teacher]` takes every `precompute` setting and `[student]` every `train`
+//! setting, under the same names as the flags (with `_` for `-`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{DataConfig, Origin, TeacherConfig, TrainConfig, TrainSettings};
+use crate::error::{Error, Result};
+
+/// `[data]`: the splits and their columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct DataSection {
+    /// Training (transfer) set: Parquet file or folder.
+    pub train: PathBuf,
+    /// Test set: Parquet file or folder.
+    pub test: PathBuf,
+    /// Columns (the same for both splits).
+    #[serde(flatten)]
+    pub columns: DataConfig,
+}
+
+/// `[output]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct OutputSection {
+    /// Folder for labels, student and report.
+    pub dir: PathBuf,
+    /// Also export the student and write a compression report.
+    #[serde(default)]
+    pub report: bool,
+    /// The student's folder name inside `dir`.
+    #[serde(default = "default_student_dir")]
+    pub student: String,
+}
+
+fn default_student_dir() -> String {
+    "student".into()
+}
+
+/// A pipeline file as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct PipelineFile {
+    /// Datasets.
+    pub data: DataSection,
+    /// Teacher and precompute.
+    pub teacher: TeacherConfig,
+    /// Student and training.
+    #[serde(default)]
+    pub student: TrainConfig,
+    /// Output.
+    pub output: OutputSection,
+}
+
+/// Settings given on the command line that override the file (`run --seed`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipelineOverrides {
+    /// Train with this seed, into `DIR/student-seed-S` with the summary `DIR/report-seed-S.json`.
+    pub seed: Option<u64>,
+}
+
+/// A loaded, validated pipeline: the file (paths resolved, overrides applied) and the training settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Its content, paths resolved and overrides applied.
+    pub file: PipelineFile,
+    /// `[student]`, validated.
+    pub train: TrainSettings,
+    /// The summary's file name inside `[output] dir`.
+    pub summary: String,
+}
+
+impl Pipeline {
+    /// Reads and validates a pipeline file; relative paths become relative to its folder.
+    pub fn load(path: &Path, overrides: &PipelineOverrides) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path, overrides)
+    }
+
+    /// Parses and validates a pipeline's text; `path` locates relative paths and is named in errors.
+    pub fn parse(text: &str, path: &Path, overrides: &PipelineOverrides) -> Result<Self> {
+        let mut f: PipelineFile = toml::from_str(text)
+            .map_err(|e| Error::Config(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut paths = vec![&mut f.data.train, &mut f.data.test, &mut f.output.dir];
+        paths.extend(f.teacher.model.paths_mut());
+        for p in paths {
+            if p.is_relative() {
+                *p = normalize(&base.join(&*p));
+            }
+        }
+        let summary = match overrides.seed {
+            Some(seed) => {
+                f.student.seed = seed;
+                f.output.student = format!("student-seed-{seed}");
+                format!("report-seed-{seed}.json")
+            }
+            None => "report.json".to_string(),
+        };
+        let section = |section| Origin::File { path: path.to_path_buf(), section };
+        // Every [teacher] setting is checked now, before any model loads (the paths are placeholders).
+        let dir = f.output.dir.clone();
+        f.teacher.validate(
+            &section("teacher"),
+            f.data.train.clone(),
+            f.data.columns.spec(),
+            dir,
+            &Default::default(),
+        )?;
+        let train = f.student.validate(&section("student"))?;
+        if f.output.report && f.teacher.model.paths().len() > 1 {
+            return Err(section("output").error("report", "= true needs a single teacher model, not an ensemble"));
+        }
+        Ok(Pipeline { path: path.to_path_buf(), file: f, train, summary })
+    }
+
+    /// Where `[teacher]` errors point.
+    pub fn teacher_origin(&self) -> Origin {
+        Origin::File { path: self.path.clone(), section: "teacher" }
+    }
+}
+
+/// Removes `.` and resolves `..` lexically (`pipelines/../out` -> `out`), keeping leading `..`.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_resolves_parent_dirs_lexically() {
+        assert_eq!(normalize(Path::new("pipelines/../out/mnist")), PathBuf::from("out/mnist"));
+        assert_eq!(normalize(Path::new("./a/./b")), PathBuf::from("a/b"));
+        assert_eq!(normalize(Path::new("../x")), PathBuf::from("../x"));
+        assert_eq!(normalize(Path::new("/a/../b")), PathBuf::from("/b"));
+        assert_eq!(normalize(Path::new("a/..")), PathBuf::from("."));
+    }
+
+    const MINIMAL: &str =
+        "[data]\ntrain = 'a'\ntest = 'b'\n[teacher]\nmodel = 't.onnx'\ntemperature = 2.0\n[output]\ndir = 'o'\n";
+
+    #[test]
+    fn every_section_is_checked_and_named() {
+        let p = Path::new("p/x.toml");
+        let ok = Pipeline::parse(MINIMAL, p, &Default::default()).unwrap();
+        assert_eq!(ok.file.data.train, PathBuf::from("p/a"));
+        assert_eq!(ok.train, TrainConfig::default().validate(&Origin::Flags).unwrap());
+        let typo = MINIMAL.replace("[data]\n", "[data]\ninput_colum = 'x'\n");
+        let e = Pipeline::parse(&typo, p, &Default::default()).unwrap_err().to_string();
+        assert!(e.contains("unknown field `input_colum`"), "{e}");
+        let bad = format!("{MINIMAL}[student]\nepochs = 0\n");
+        let e = Pipeline::parse(&bad, p, &Default::default()).unwrap_err().to_string();
+        assert!(e.contains("p/x.toml: [student] epochs must be > 0"), "{e}");
+        let both = MINIMAL.replace("temperature = 2.0", "temperature = 2.0\ntop_k = 3\nsample_k = 2");
+        let e = Pipeline::parse(&both, p, &Default::default()).unwrap_err().to_string();
+        assert!(e.contains("p/x.toml: [teacher] top_k and [teacher] sample_k exclude each other"), "{e}");
+    }
+
+    #[test]
+    fn a_seed_override_trains_into_its_own_folder() {
+        let p = Pipeline::parse(MINIMAL, Path::new("x.toml"), &PipelineOverrides { seed: Some(4) }).unwrap();
+        assert_eq!((p.train.seed, p.file.output.student.as_str()), (4, "student-seed-4"));
+        assert_eq!(p.summary, "report-seed-4.json");
+    }
+}

@@ -1,0 +1,254 @@
+//! `precompute` settings: [`TeacherConfig`] (flags and a pipeline's `[teacher]` keys, defaults in its
+//! `Default`) and the validated [`PrecomputeSettings`] a teacher pass runs with.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{check_temperature, Origin};
+use crate::augment::{parse_image, ViewOptions};
+use crate::data::DataSpec;
+use crate::error::Result;
+use crate::store::{LabelForm, Shard, WriterOptions};
+use crate::teacher::{Combine, OutputKind, TeacherOptions};
+
+/// One model or several (an ensemble).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Models {
+    /// One teacher.
+    One(PathBuf),
+    /// An ensemble.
+    Many(Vec<PathBuf>),
+}
+
+impl Models {
+    /// The paths.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        match self {
+            Models::One(p) => vec![p.clone()],
+            Models::Many(p) => p.clone(),
+        }
+    }
+
+    /// The paths, to resolve them in place.
+    pub fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        match self {
+            Models::One(p) => vec![p],
+            Models::Many(p) => p.iter_mut().collect(),
+        }
+    }
+}
+
+/// The teacher pass as the user writes it (`precompute` flags, a pipeline's `[teacher]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", default)]
+pub struct TeacherConfig {
+    /// The ONNX model, or a list of models forming an ensemble.
+    pub model: Models,
+    /// How an ensemble's outputs are combined.
+    pub combine: Combine,
+    /// What the teacher outputs (default: detected on the first batch).
+    pub output: OutputKind,
+    /// The input to feed, for models with several.
+    pub input_name: Option<String>,
+    /// The output to read, for models with several (default: the first).
+    pub output_name: Option<String>,
+    /// Temperature of the stored soft labels (required).
+    pub temperature: Option<f32>,
+    /// Rows per inference call.
+    pub batch_size: usize,
+    /// ONNX Runtime intra-op threads (0: all cores).
+    pub threads: usize,
+    /// Class names, in output order.
+    pub class_names: Option<Vec<String>>,
+    /// Rows per part file.
+    pub rows_per_part: usize,
+    /// Store only the K largest classes per row (and the exact normaliser).
+    pub top_k: Option<usize>,
+    /// Store K classes per row drawn from softmax(logits / T).
+    pub sample_k: Option<usize>,
+    /// Seed of the sampled draws.
+    pub sample_seed: u64,
+    /// Store logits and probabilities as float16.
+    pub float16: bool,
+    /// Leave the input column out (a label-only dataset; training joins the source by id).
+    pub no_inputs: bool,
+    /// Views per row (1: each row once, as it is); in a pipeline only the training split gets views.
+    pub views: u16,
+    /// Largest shift of a view, in pixels.
+    pub max_shift: u16,
+    /// The input's image layout, "HxW" or "CxHxW" (default: from the teacher's input shape).
+    pub image: Option<String>,
+    /// Seed of the views' shifts.
+    pub view_seed: u64,
+}
+
+impl Default for TeacherConfig {
+    fn default() -> Self {
+        let writer = WriterOptions::default();
+        TeacherConfig {
+            model: Models::Many(Vec::new()),
+            combine: Combine::default(),
+            output: OutputKind::default(),
+            input_name: None,
+            output_name: None,
+            temperature: None,
+            batch_size: 256,
+            threads: 0,
+            class_names: None,
+            rows_per_part: writer.rows_per_part,
+            top_k: None,
+            sample_k: None,
+            sample_seed: 0,
+            float16: false,
+            no_inputs: false,
+            views: 1,
+            max_shift: 2,
+            image: None,
+            view_seed: 0,
+        }
+    }
+}
+
+/// How one teacher pass runs, besides the teacher: what to read, where to write, and how.
+#[derive(Debug, Clone, Default)]
+pub struct PassOptions {
+    /// Continue an interrupted run in the output folder.
+    pub resume: bool,
+    /// Replace the softlabel files of a non-empty output folder.
+    pub overwrite: bool,
+    /// Process only this shard of the rows.
+    pub shard: Option<Shard>,
+    /// Explicit ONNX Runtime library.
+    pub ort_lib: Option<PathBuf>,
+    /// Store views (false: ignore `views`, as a pipeline does for its test split).
+    pub no_views: bool,
+}
+
+/// Everything `precompute` needs, validated by [`TeacherConfig::validate`] before any model loads
+/// (checks that need the teacher, such as `top_k <= K`, run once it is loaded).
+#[derive(Debug, Clone)]
+pub struct PrecomputeSettings {
+    /// The ONNX teacher(s): several form an ensemble.
+    pub teachers: Vec<PathBuf>,
+    /// How an ensemble's outputs are combined.
+    pub combine: Combine,
+    /// A Parquet file or folder.
+    pub data: PathBuf,
+    /// Which columns hold what.
+    pub spec: DataSpec,
+    /// Softmax temperature for the `soft` column.
+    pub temperature: f32,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Rows per inference call.
+    pub batch_size: usize,
+    /// ONNX Runtime threads and library.
+    pub teacher_options: TeacherOptions,
+    /// Class names, when known.
+    pub class_names: Option<Vec<String>>,
+    /// Part size, compression, overwrite.
+    pub writer: WriterOptions,
+    /// Continue an interrupted run in `out`.
+    pub resume: bool,
+    /// Process only this shard of the rows.
+    pub shard: Option<Shard>,
+    /// How to store the teacher's outputs: dense, top-k or sampled.
+    pub form: LabelForm,
+    /// Leave the input column out.
+    pub no_inputs: bool,
+    /// Store logits and probabilities as float16.
+    pub float16: bool,
+    /// Augmented views of every row; `None`: each row once, as it is.
+    pub views: Option<ViewOptions>,
+}
+
+impl TeacherConfig {
+    /// The views asked for, if more than one per row.
+    pub fn view_options(&self, origin: &Origin) -> Result<Option<ViewOptions>> {
+        if self.views == 0 {
+            return Err(origin.error("views", "must be >= 1"));
+        }
+        if self.views == 1 {
+            return Ok(None);
+        }
+        let image =
+            self.image.as_deref().map(parse_image).transpose().map_err(|e| origin.error("image", e.to_string()))?;
+        Ok(Some(ViewOptions { count: self.views, max_shift: self.max_shift, image, seed: self.view_seed }))
+    }
+
+    /// Checks every setting that needs no file; the result reads `data` with `spec` into `out`.
+    pub fn validate(
+        &self,
+        origin: &Origin,
+        data: PathBuf,
+        spec: DataSpec,
+        out: PathBuf,
+        pass: &PassOptions,
+    ) -> Result<PrecomputeSettings> {
+        let teachers = self.model.paths();
+        if teachers.is_empty() {
+            return Err(origin.error("model", "lists no model"));
+        }
+        let temperature = self.temperature.ok_or_else(|| origin.error("temperature", "is required"))?;
+        check_temperature(temperature, origin, "temperature")?;
+        if self.batch_size == 0 {
+            return Err(origin.error("batch_size", "must be > 0"));
+        }
+        if self.rows_per_part == 0 {
+            return Err(origin.error("rows_per_part", "must be > 0"));
+        }
+        if let Some(names) = &self.class_names {
+            if names.iter().any(|n| n.is_empty()) {
+                return Err(origin.error("class_names", "has an empty name"));
+            }
+        }
+        if pass.resume && pass.overwrite {
+            return Err(origin.error_about("--resume and --overwrite exclude each other"));
+        }
+        let form = match (self.top_k, self.sample_k) {
+            (Some(_), Some(_)) => {
+                return Err(origin.error_about(format!(
+                    "{} and {} exclude each other",
+                    origin.name("top_k"),
+                    origin.name("sample_k")
+                )))
+            }
+            (Some(k), None) => LabelForm::TopK { k },
+            (None, Some(0)) => return Err(origin.error("sample_k", "must be > 0")),
+            (None, Some(k)) => LabelForm::Sampled { k, seed: self.sample_seed },
+            (None, None) => LabelForm::Dense,
+        };
+        let views = if pass.no_views { None } else { self.view_options(origin)? };
+        spec.validate()?;
+        Ok(PrecomputeSettings {
+            teachers,
+            combine: self.combine,
+            data,
+            spec,
+            temperature,
+            out,
+            batch_size: self.batch_size,
+            teacher_options: TeacherOptions {
+                threads: self.threads,
+                ort_lib: pass.ort_lib.clone(),
+                input_name: self.input_name.clone(),
+                output_name: self.output_name.clone(),
+                output_kind: self.output,
+            },
+            class_names: self.class_names.clone(),
+            writer: WriterOptions {
+                rows_per_part: self.rows_per_part,
+                overwrite: pass.overwrite,
+                ..Default::default()
+            },
+            resume: pass.resume,
+            shard: pass.shard,
+            form,
+            no_inputs: self.no_inputs,
+            float16: self.float16,
+            views,
+        })
+    }
+}

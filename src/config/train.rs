@@ -1,0 +1,213 @@
+//! `train` settings: [`TrainConfig`] (flags and `[student]` keys, defaults in its `Default`) and the
+//! validated [`TrainSettings`] a student is trained with (recorded in `student.json`).
+
+use serde::{Deserialize, Serialize};
+
+use super::{check_temperature, Origin};
+use crate::error::Result;
+use crate::optim::{Adam, LrSchedule, Optimizer, Sgd};
+
+/// The optimizer's name in pipeline files and on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// SGD with momentum.
+    Sgd,
+    /// Adam (AdamW with weight decay).
+    Adam,
+}
+
+/// How a student is trained, as the user writes it (`train` flags, a pipeline's `[student]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", default)]
+pub struct TrainConfig {
+    /// Hidden layer sizes.
+    pub hidden: Vec<usize>,
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Rows per step.
+    pub batch_size: usize,
+    /// Optimizer.
+    pub optimizer: OptimizerKind,
+    /// Learning rate (`None`: 1e-3 for Adam, 0.1 for SGD).
+    pub lr: Option<f32>,
+    /// SGD momentum.
+    pub momentum: f32,
+    /// Weight decay (decoupled for Adam, L2 for SGD).
+    pub weight_decay: f32,
+    /// Learning-rate schedule.
+    pub schedule: LrSchedule,
+    /// Linear warm-up, in epochs (may be fractional).
+    pub warmup_epochs: f32,
+    /// Weight of the distillation term in [0, 1] (1: soft targets only, 0: hard labels only).
+    pub alpha: f32,
+    /// Distillation temperature (`None`: the one the labels were made with).
+    pub temperature: Option<f32>,
+    /// Seed for initialisation and shuffling.
+    pub seed: u64,
+    /// Clip the gradient's global L2 norm to this value.
+    pub clip_norm: Option<f32>,
+    /// Training threads (0: all cores).
+    pub threads: usize,
+    /// Hard labels whose rows are left out of the transfer set.
+    pub exclude_labels: Vec<i64>,
+    /// Memory for the training rows, in MiB: a dataset that needs more is streamed.
+    pub memory_budget_mib: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            hidden: vec![800, 800],
+            epochs: 20,
+            batch_size: 128,
+            optimizer: OptimizerKind::Adam,
+            lr: None,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            schedule: LrSchedule::Cosine,
+            warmup_epochs: 0.0,
+            alpha: 0.9,
+            temperature: None,
+            seed: 0,
+            clip_norm: None,
+            threads: 0,
+            exclude_labels: Vec::new(),
+            memory_budget_mib: 2048,
+        }
+    }
+}
+
+/// Validated training settings; the only way to make them is [`TrainConfig::validate`] (or reading a
+/// `student.json` / checkpoint that recorded them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    /// Hidden layer sizes.
+    pub hidden: Vec<usize>,
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Rows per step.
+    pub batch_size: usize,
+    /// Optimizer and its hyper-parameters.
+    pub optimizer: Optimizer,
+    /// Learning-rate schedule.
+    pub schedule: LrSchedule,
+    /// Linear warm-up, in epochs (may be fractional).
+    pub warmup_epochs: f32,
+    /// Weight of the distillation term (1: soft targets only, 0: hard labels only).
+    pub alpha: f32,
+    /// Distillation temperature; `None`: the one the labels were made with.
+    pub temperature: Option<f32>,
+    /// Seed for initialisation and shuffling.
+    pub seed: u64,
+    /// Clip the gradient's global L2 norm to this value.
+    pub clip_norm: Option<f32>,
+    /// Hard labels whose rows are left out of the transfer set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_labels: Vec<i64>,
+    /// Memory for the training rows, in MiB (see [`crate::train::rows`]).
+    #[serde(default = "default_budget")]
+    pub memory_budget_mib: u64,
+}
+
+fn default_budget() -> u64 {
+    TrainConfig::default().memory_budget_mib
+}
+
+impl TrainConfig {
+    /// Checks every setting that needs no data and resolves the optimizer; errors name the setting as
+    /// `origin` says the user wrote it.
+    pub fn validate(&self, origin: &Origin) -> Result<TrainSettings> {
+        let bad = |field: &str, m: String| Err(origin.error(field, m));
+        if !(self.alpha.is_finite() && (0.0..=1.0).contains(&self.alpha)) {
+            return bad("alpha", format!("must be in [0, 1], got {}", self.alpha));
+        }
+        if let Some(t) = self.temperature {
+            check_temperature(t, origin, "temperature")?;
+        }
+        if self.hidden.contains(&0) {
+            return bad("hidden", "sizes must be > 0".into());
+        }
+        if self.memory_budget_mib == 0 {
+            return bad("memory_budget_mib", "must be > 0 MiB".into());
+        }
+        if self.epochs == 0 {
+            return bad("epochs", "must be > 0".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be > 0".into());
+        }
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
+            return bad("warmup_epochs", format!("must be >= 0, got {}", self.warmup_epochs));
+        }
+        if let Some(c) = self.clip_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return bad("clip_norm", format!("must be finite and > 0, got {c}"));
+            }
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("weight_decay", format!("must be >= 0, got {}", self.weight_decay));
+        }
+        let optimizer = match self.optimizer {
+            OptimizerKind::Sgd => {
+                if !(0.0..1.0).contains(&self.momentum) {
+                    return bad("momentum", format!("must be in [0, 1), got {}", self.momentum));
+                }
+                let d = Sgd::default();
+                Optimizer::Sgd(Sgd {
+                    lr: self.lr.unwrap_or(d.lr),
+                    momentum: self.momentum,
+                    weight_decay: self.weight_decay,
+                    ..d
+                })
+            }
+            OptimizerKind::Adam => {
+                let d = Adam::default();
+                Optimizer::Adam(Adam { lr: self.lr.unwrap_or(d.lr), weight_decay: self.weight_decay, ..d })
+            }
+        };
+        let lr = optimizer.lr();
+        if !(lr.is_finite() && lr > 0.0) {
+            return bad("lr", format!("must be finite and > 0, got {lr}"));
+        }
+        Ok(TrainSettings {
+            hidden: self.hidden.clone(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            optimizer,
+            schedule: self.schedule,
+            warmup_epochs: self.warmup_epochs,
+            alpha: self.alpha,
+            temperature: self.temperature,
+            seed: self.seed,
+            clip_norm: self.clip_norm,
+            exclude_labels: self.exclude_labels.clone(),
+            memory_budget_mib: self.memory_budget_mib,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_flag_or_the_pipeline_key() {
+        let c = TrainConfig { alpha: 2.0, ..Default::default() };
+        let flag = c.validate(&Origin::Flags).unwrap_err().to_string();
+        assert!(flag.contains("--alpha must be in [0, 1], got 2"), "{flag}");
+        let file = Origin::File { path: "p.toml".into(), section: "student" };
+        let key = c.validate(&file).unwrap_err().to_string();
+        assert!(key.contains("p.toml: [student] alpha must be in [0, 1]"), "{key}");
+        let c = TrainConfig { memory_budget_mib: 0, ..Default::default() };
+        assert!(c.validate(&Origin::Flags).unwrap_err().to_string().contains("--memory-budget must be > 0"));
+    }
+
+    #[test]
+    fn the_learning_rate_defaults_per_optimizer() {
+        let adam = TrainConfig::default().validate(&Origin::Flags).unwrap();
+        assert_eq!(adam.optimizer.lr(), 1e-3);
+        let sgd = TrainConfig { optimizer: OptimizerKind::Sgd, ..Default::default() }.validate(&Origin::Flags);
+        assert_eq!(sgd.unwrap().optimizer.lr(), 0.1);
+    }
+}

@@ -1,0 +1,227 @@
+//! Input datasets: a [`Source`] yields [`Batch`]es of ids, optional labels and a flat input tensor in the
+//! source's element type. Parquet ([`parquet`]) is the first format; every reader follows the same
+//! error standard (file, column and 0-based row within the file).
+//!
+//! Values keep their Arrow type until a consumer converts them ([`Batch::input_f32`], ...), so the
+//! soft-label writer can store the input exactly as it came.
+
+pub mod numeric;
+pub mod parquet;
+
+use std::path::{Path, PathBuf};
+
+use arrow_array::ArrayRef;
+use arrow_schema::DataType;
+
+use crate::error::{Error, Result};
+pub use numeric::{numeric_to_f32, numeric_to_f64, numeric_to_i32, numeric_to_i64, numeric_to_u8};
+pub use parquet::{open_parquet, parquet_files, ParquetSource};
+
+/// A dataset of input rows, opened and checked (schema, column types) but not yet read.
+pub trait Source: Send + Sync {
+    /// The files, in reading order.
+    fn files(&self) -> &[PathBuf];
+    /// Total rows, as the files declare them.
+    fn rows(&self) -> u64;
+    /// The label column in use, if any.
+    fn label_column(&self) -> Option<&str>;
+    /// The id column in use, if any (else ids are row indices in the source).
+    fn id_column(&self) -> Option<&str>;
+    /// The input column name(s), as one display string.
+    fn input_name(&self) -> String;
+    /// Values per row when the format fixes it.
+    fn width(&self) -> Option<usize>;
+    /// The element type of [`Batch::input`].
+    fn element_type(&self) -> ElementType;
+    /// The source's identity (hashes every file once).
+    fn source_info(&self) -> Result<SourceInfo>;
+    /// Reads the rows in batches of at most `batch_size` rows, starting at the batch that holds source
+    /// row `skip` (the batches are the ones a full read yields from there on, so the caller drops the
+    /// rows before `skip` from the first one).
+    fn batches_from(&self, batch_size: usize, skip: u64) -> Box<dyn Iterator<Item = Result<Batch>> + '_>;
+    /// Reads all rows in batches of at most `batch_size` rows.
+    fn batches(&self, batch_size: usize) -> Box<dyn Iterator<Item = Result<Batch>> + '_> {
+        self.batches_from(batch_size, 0)
+    }
+}
+
+/// Opens `path` as an input dataset (a Parquet file or a folder of Parquet files) with the columns of
+/// `spec`.
+pub fn open(path: &Path, spec: &DataSpec) -> Result<Box<dyn Source>> {
+    Ok(Box::new(ParquetSource::open(path, spec)?))
+}
+
+/// Which columns hold what. `None` for label or id means "the default name if the file has it".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataSpec {
+    /// The input: one list column or several scalar columns, in order.
+    pub input: Vec<String>,
+    /// Label column; `None`: use `label` when present, else rows are unlabeled.
+    pub label_column: Option<String>,
+    /// Id column; `None`: use `id` when present, else the row's index in the source.
+    pub id_column: Option<String>,
+    /// Mark rows with NaN or infinite inputs in [`Batch::nonfinite`] instead of failing on them.
+    pub skip_nonfinite: bool,
+}
+
+impl DataSpec {
+    /// A spec with one input column and default label and id columns.
+    pub fn new(input_column: impl Into<String>) -> Self {
+        DataSpec { input: vec![input_column.into()], label_column: None, id_column: None, skip_nonfinite: false }
+    }
+
+    /// Validates the names given (non-empty, no duplicates).
+    pub fn validate(&self) -> Result<()> {
+        if self.input.is_empty() || self.input.iter().any(|c| c.is_empty()) {
+            return Err(Error::Config("--input-column needs at least one non-empty column name".into()));
+        }
+        for (i, c) in self.input.iter().enumerate() {
+            if self.input[..i].contains(c) {
+                return Err(Error::Config(format!("input column '{c}' is named twice")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The element type of the input values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum ElementType {
+    U8,
+    I8,
+    U16,
+    I16,
+    U32,
+    I32,
+    U64,
+    I64,
+    F32,
+    F64,
+}
+
+impl ElementType {
+    pub(crate) fn from_arrow(dt: &DataType) -> Option<Self> {
+        Some(match dt {
+            DataType::UInt8 => ElementType::U8,
+            DataType::Int8 => ElementType::I8,
+            DataType::UInt16 => ElementType::U16,
+            DataType::Int16 => ElementType::I16,
+            DataType::UInt32 => ElementType::U32,
+            DataType::Int32 => ElementType::I32,
+            DataType::UInt64 => ElementType::U64,
+            DataType::Int64 => ElementType::I64,
+            DataType::Float32 => ElementType::F32,
+            DataType::Float64 => ElementType::F64,
+            _ => return None,
+        })
+    }
+
+    /// The Arrow type.
+    pub fn to_arrow(self) -> DataType {
+        match self {
+            ElementType::U8 => DataType::UInt8,
+            ElementType::I8 => DataType::Int8,
+            ElementType::U16 => DataType::UInt16,
+            ElementType::I16 => DataType::Int16,
+            ElementType::U32 => DataType::UInt32,
+            ElementType::I32 => DataType::Int32,
+            ElementType::U64 => DataType::UInt64,
+            ElementType::I64 => DataType::Int64,
+            ElementType::F32 => DataType::Float32,
+            ElementType::F64 => DataType::Float64,
+        }
+    }
+
+    /// Whether values of this type can be NaN or infinite.
+    pub fn is_float(self) -> bool {
+        matches!(self, ElementType::F32 | ElementType::F64)
+    }
+}
+
+/// One batch of rows from one file.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The file the rows came from.
+    pub file: PathBuf,
+    /// The position in that file of the batch's first row.
+    pub first_row: u64,
+    /// The position in the whole source (files in reading order) of the batch's first row.
+    pub first_source_row: u64,
+    /// One id per row.
+    pub ids: Vec<u64>,
+    /// One label per row (`None`: unlabeled).
+    pub labels: Vec<Option<i64>>,
+    /// The input values, `rows * width`, row-major, no nulls, in the source's element type.
+    pub input: ArrayRef,
+    /// Values per row.
+    pub width: usize,
+    /// Rows (positions in the batch) whose input has a NaN or infinite value; only filled with
+    /// [`DataSpec::skip_nonfinite`], else such a row is an error.
+    pub nonfinite: Vec<usize>,
+}
+
+impl Batch {
+    /// Rows in the batch.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the batch has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The input as f32, `rows * width` row-major.
+    pub fn input_f32(&self) -> Vec<f32> {
+        numeric_to_f32(self.input.as_ref()).unwrap_or_default()
+    }
+
+    /// Keeps only the rows where `keep` is true; returns them with each kept row's source position.
+    pub fn retain(&self, keep: &[bool]) -> Result<(Batch, Vec<u64>)> {
+        let rows: Vec<usize> = (0..self.len()).filter(|&i| keep[i]).collect();
+        let source_rows = rows.iter().map(|&i| self.first_source_row + i as u64).collect();
+        let mut values = Vec::with_capacity(rows.len() * self.width);
+        for &i in &rows {
+            values.extend((i * self.width) as u64..((i + 1) * self.width) as u64);
+        }
+        let idx = arrow_array::UInt64Array::from(values);
+        let input =
+            arrow_select::take::take(self.input.as_ref(), &idx, None).map_err(|e| Error::Internal(e.to_string()))?;
+        let batch = Batch {
+            file: self.file.clone(),
+            first_row: self.first_row,
+            first_source_row: self.first_source_row,
+            ids: rows.iter().map(|&i| self.ids[i]).collect(),
+            labels: rows.iter().map(|&i| self.labels[i]).collect(),
+            input,
+            width: self.width,
+            nonfinite: Vec::new(),
+        };
+        Ok((batch, source_rows))
+    }
+}
+
+/// The input data's identity: recorded in a soft-label dataset so its consumers can check what it was
+/// made from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceInfo {
+    /// One entry per file, in reading order.
+    pub files: Vec<SourceFile>,
+    /// sha256 over every file's name, size and sha256.
+    pub fingerprint: String,
+}
+
+/// One input file's identity.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceFile {
+    /// The path as given (or found in the folder given).
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// sha256 of the content.
+    pub sha256: String,
+    /// Rows in the file.
+    pub rows: u64,
+}

@@ -1,0 +1,35 @@
+//! What a student learns from: an [`Objective`] turns a window of stored rows into a [`Loss`] over
+//! batches of them. A loss sees a whole batch: the student's logits for its rows and, through the
+//! prepared window, every target of those rows (soft labels in any stored form, hard labels).
+//!
+//! Today's objective is [`kd::Kd`] (Hinton et al. 2015) for dense, top-k and sampled labels.
+
+pub mod kd;
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+pub use kd::Kd;
+
+use crate::error::Result;
+use crate::store::TeacherOutputs;
+
+/// A loss over a batch of rows of one prepared window.
+pub trait Loss: Sync {
+    /// Whether the loss is a sum of per-row terms: the trainer may then evaluate it on each worker's
+    /// share of a batch in parallel. A loss that relates rows to each other returns false and is
+    /// evaluated once on the whole batch.
+    fn row_wise(&self) -> bool {
+        true
+    }
+
+    /// For the batch's `rows` (indices into the window) with student `logits` (`[rows.len(), K]`):
+    /// writes `scale * d loss / d logits` into `grad` (same shape) and returns the loss summed over
+    /// the rows (unscaled).
+    fn eval(&self, logits: ArrayView2<f32>, rows: &[usize], scale: f32, grad: ArrayViewMut2<f32>) -> f64;
+}
+
+/// Prepares the targets of a window of rows once (e.g. the teacher's softened distribution).
+pub trait Objective: Sync {
+    /// The loss over batches of `rows`.
+    fn prepare<'a>(&self, rows: &'a TeacherOutputs) -> Result<Box<dyn Loss + 'a>>;
+}

@@ -1,0 +1,24 @@
+//! `precompute`: run the teacher over a dataset and write a soft-label dataset, in three parts:
+//! [`plan`] (settings, the data source, the teacher and its first-batch probe, the manifest and the
+//! writer), [`score`] (one batch of source rows into scored rows, without threads) and [`stages`]
+//! (reader thread -> inference -> writer thread, joined by bounded channels).
+
+pub mod plan;
+pub mod score;
+mod stages;
+
+pub use crate::config::teacher::PrecomputeSettings;
+pub use plan::Plan;
+pub use score::{Infer, Scored, Scorer};
+
+use crate::error::Result;
+use crate::progress::Progress;
+use crate::store::Manifest;
+
+/// Runs the teacher over `settings.data` and writes the dataset; returns its manifest.
+pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Result<Manifest> {
+    match Plan::new(settings)? {
+        plan::Planned::Complete(m) => Ok(*m),
+        plan::Planned::Run(plan) => stages::run(*plan, progress),
+    }
+}

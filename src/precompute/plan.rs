@@ -1,0 +1,195 @@
+//! Everything decided before the first row is scored: the source, the teacher and the classes it
+//! outputs (probed on the first batch), the views, the manifest, and the writer (fresh or resumed).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::PrecomputeSettings;
+use crate::augment::Views;
+use crate::data::{Batch, Source};
+use crate::error::{Error, Result};
+use crate::store::{
+    EnsembleInfo, InputInfo, LabelForm, Manifest, Resumed, SoftLabelWriter, SoftLabels, TeacherInfo, FORMAT,
+    SCHEMA_VERSION, SCHEMA_VERSION_SPARSE, SCHEMA_VERSION_VIEWS,
+};
+use crate::teacher::{Ensemble, OutputKind, Teacher};
+
+/// A teacher pass ready to run.
+pub struct Plan<'s> {
+    /// The settings.
+    pub settings: &'s PrecomputeSettings,
+    /// The input rows.
+    pub source: Box<dyn Source>,
+    /// The teacher (one model or an ensemble).
+    pub teacher: Ensemble,
+    /// Values per input row.
+    pub width: usize,
+    /// The input column(s), named in errors.
+    pub column: String,
+    /// K.
+    pub num_classes: usize,
+    /// The views every row is stored with.
+    pub views: Option<Views>,
+    /// The writer (after the committed parts of a resumed run).
+    pub writer: SoftLabelWriter,
+    /// Source rows already covered by committed parts.
+    pub skip: u64,
+    /// Ids already committed.
+    pub seen: HashSet<u64>,
+}
+
+/// What [`Plan::new`] found.
+pub enum Planned<'s> {
+    /// The dataset is already complete (a resumed run that had finished): its manifest.
+    Complete(Box<Manifest>),
+    /// Work to do.
+    Run(Box<Plan<'s>>),
+}
+
+impl<'s> Plan<'s> {
+    /// Opens the source and the teacher, probes the teacher on the first batch, and opens the writer.
+    pub fn new(settings: &'s PrecomputeSettings) -> Result<Planned<'s>> {
+        let source = crate::data::open(&settings.data, &settings.spec)?;
+        let mut teacher = Ensemble::load(&settings.teachers, &settings.teacher_options, settings.combine)?;
+        if source.rows() == 0 {
+            return Err(Error::data(&settings.data, "dataset has zero rows"));
+        }
+        // The width comes from the schema when fixed, else from the first batch.
+        let width = match source.width() {
+            Some(w) => w,
+            None => match source.batches(1).next() {
+                Some(b) => b?.width,
+                None => return Err(Error::data(&settings.data, "dataset has zero rows")),
+            },
+        };
+        let column = source.input_name();
+        let row_shape = teacher.prepare(width, &column)?;
+        let views = settings.views.map(|v| v.resolve(width, &row_shape)).transpose()?;
+        let source_info = source.source_info()?;
+
+        // A first inference call learns K before any output exists (models often leave it dynamic) and,
+        // with --teacher-output auto, what the outputs are (logits, probabilities or log-probabilities).
+        let first = source
+            .batches(settings.batch_size)
+            .next()
+            .ok_or_else(|| Error::data(&settings.data, "dataset has zero rows"))??;
+        check_width(&first, width, &column)?;
+        let (_, num_classes) = teacher.run(&first)?;
+        if let LabelForm::TopK { k } = settings.form {
+            if k == 0 || k > num_classes {
+                return Err(Error::Config(format!("--top-k {k} must be in 1..={num_classes} (the teacher's classes)")));
+            }
+        }
+        if let Some(names) = &settings.class_names {
+            if names.len() != num_classes {
+                return Err(Error::Config(format!(
+                    "--class-names lists {} names, teacher {} has {num_classes} classes",
+                    names.len(),
+                    teacher.first().path().display()
+                )));
+            }
+        }
+        let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let members: Vec<TeacherInfo> =
+            teacher.members().iter().map(|m| member_info(m, &file_name(m.path()))).collect();
+        let manifest = Manifest {
+            format: FORMAT.into(),
+            schema_version: if views.is_some() {
+                SCHEMA_VERSION_VIEWS
+            } else if settings.form.is_dense() && !settings.float16 {
+                SCHEMA_VERSION
+            } else {
+                SCHEMA_VERSION_SPARSE
+            }
+            .into(),
+            created_by: format!("softlabel {}", env!("CARGO_PKG_VERSION")),
+            temperature: settings.temperature,
+            num_classes,
+            class_names: settings.class_names.clone(),
+            teacher: if members.len() == 1 {
+                members[0].clone()
+            } else {
+                TeacherInfo {
+                    file: members.iter().map(|m| m.file.as_str()).collect::<Vec<_>>().join("+"),
+                    sha256: teacher.sha256(),
+                    output_name: "ensemble".into(),
+                    output_kind: OutputKind::Logits,
+                    ..members[0].clone()
+                }
+            },
+            ensemble: (members.len() > 1)
+                .then(|| EnsembleInfo { combine: teacher.combine(), members: members.clone() }),
+            input: InputInfo {
+                source_column: column.clone(),
+                dtype: source.element_type(),
+                width,
+                shape: row_shape.clone(),
+                stored: !settings.no_inputs,
+            },
+            label_column: source.label_column().map(str::to_string),
+            id_column: source.id_column().map(str::to_string),
+            source: source_info,
+            rows: 0,
+            labeled_rows: 0,
+            parts: Vec::new(),
+            checksum: String::new(),
+            shard: settings.shard,
+            skipped_nonfinite_rows: 0,
+            form: settings.form,
+            float16: settings.float16,
+            views,
+        };
+        let (writer, skip) = if settings.resume {
+            match SoftLabelWriter::resume(&settings.out, manifest, settings.writer.clone(), settings.batch_size)? {
+                Resumed::Complete(m) => return Ok(Planned::Complete(m)),
+                Resumed::Continue { writer, source_rows_done } => (*writer, source_rows_done),
+            }
+        } else {
+            (SoftLabelWriter::create(&settings.out, manifest, settings.writer.clone(), settings.batch_size)?, 0)
+        };
+        // Ids already committed count for the duplicate check.
+        let mut seen: HashSet<u64> = HashSet::with_capacity(source.rows() as usize);
+        if !writer.manifest().parts.is_empty() {
+            let committed = SoftLabels::from_parts(writer.dir(), writer.manifest().clone());
+            seen.extend(committed.ids()?);
+            tracing::info!(rows = seen.len(), skip, "resuming after committed parts");
+        }
+        Ok(Planned::Run(Box::new(Plan {
+            settings,
+            source,
+            teacher,
+            width,
+            column,
+            num_classes,
+            views,
+            writer,
+            skip,
+            seen,
+        })))
+    }
+}
+
+/// Checks a batch has the width of the rows before it.
+pub(crate) fn check_width(batch: &Batch, width: usize, column: &str) -> Result<()> {
+    if batch.width != width {
+        return Err(Error::data(
+            &batch.file,
+            format!(
+                "column '{column}', row {}: rows have {} values, earlier rows have {width}",
+                batch.first_row, batch.width
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn member_info(m: &Teacher, file: &str) -> TeacherInfo {
+    TeacherInfo {
+        file: file.to_string(),
+        sha256: m.sha256().to_string(),
+        input_name: m.input_name().to_string(),
+        input_shape: m.input_shape().to_vec(),
+        output_name: m.output_name().to_string(),
+        output_kind: m.output_kind(),
+    }
+}

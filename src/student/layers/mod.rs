@@ -1,0 +1,10 @@
+//! Layers as small structs with a forward and a backward pass over a batch of rows; students compose
+//! them and own the buffers in between.
+
+mod linear;
+mod relu;
+mod scaling;
+
+pub use linear::Linear;
+pub use relu::Relu;
+pub use scaling::{InputScaling, InputStats};

@@ -1,0 +1,71 @@
+//! The teacher: ONNX models run by ONNX Runtime ([`session`]), several of them combined ([`ensemble`]),
+//! and finding the ONNX Runtime shared library ([`runtime`]).
+
+pub mod ensemble;
+pub mod runtime;
+pub mod session;
+
+use std::path::PathBuf;
+
+pub use ensemble::{ensemble_sha256, Combine, Ensemble};
+pub use runtime::{environment, find_ort_library, loaded_library};
+pub use session::{session_builder, Teacher};
+
+/// Settings for loading a teacher.
+#[derive(Debug, Clone, Default)]
+pub struct TeacherOptions {
+    /// ONNX Runtime intra-op threads (0: ONNX Runtime's default).
+    pub threads: usize,
+    /// Explicit ONNX Runtime library.
+    pub ort_lib: Option<PathBuf>,
+    /// The input to feed, for models with several (default: the only one).
+    pub input_name: Option<String>,
+    /// The output to read, for models with several (default: the first).
+    pub output_name: Option<String>,
+    /// What the output holds (default: detected on the first batch).
+    pub output_kind: OutputKind,
+}
+
+/// What a teacher's output holds. softlabel stores logits; probabilities p become log p, and
+/// log-probabilities are logits already (both give back p under softmax). log 0 = -inf is kept: it
+/// softmaxes to exactly 0 and never turns into NaN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputKind {
+    /// Detect on the first batch: rows of non-negative values summing to 1 are probabilities; rows of
+    /// non-positive values whose exponentials sum to 1 are log-probabilities; anything else logits.
+    #[default]
+    Auto,
+    /// Raw scores (softmax not applied).
+    Logits,
+    /// Probabilities (softmax applied).
+    Probs,
+    /// Log-probabilities (log-softmax applied).
+    LogProbs,
+}
+
+impl OutputKind {
+    /// What `rows` (row-major, `k` per row) look like, for [`OutputKind::Auto`].
+    pub fn detect(values: &[f32], k: usize) -> OutputKind {
+        let rows = || values.chunks_exact(k.max(1));
+        let sums_to_one = |s: f64| (s - 1.0).abs() < 1e-3;
+        if values.is_empty() {
+            OutputKind::Logits
+        } else if rows().all(|r| r.iter().all(|&v| v >= 0.0) && sums_to_one(r.iter().map(|&v| f64::from(v)).sum())) {
+            OutputKind::Probs
+        } else if rows()
+            .all(|r| r.iter().all(|&v| v <= 0.0) && sums_to_one(r.iter().map(|&v| f64::from(v).exp()).sum()))
+        {
+            OutputKind::LogProbs
+        } else {
+            OutputKind::Logits
+        }
+    }
+
+    /// Converts `values` of this kind to logits in place.
+    pub fn to_logits(self, values: &mut [f32]) {
+        if self == OutputKind::Probs {
+            values.iter_mut().for_each(|v| *v = v.ln());
+        }
+    }
+}

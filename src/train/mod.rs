@@ -1,0 +1,315 @@
+//! Training a student from a soft-label dataset: the rows ([`rows`]), the loss ([`crate::distill`]), the
+//! data-parallel step ([`step`]), checkpoints ([`checkpoint`]), validation rows ([`val`]) and the whole
+//! job from labels to a saved student folder ([`run`]), used by `softlabel train` and by pipelines alike.
+
+pub mod checkpoint;
+pub mod rows;
+pub mod run;
+mod step;
+pub mod val;
+
+use std::path::Path;
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+pub use crate::student::io::EpochLog;
+pub use checkpoint::Checkpointing;
+pub use rows::{RowSource, Window};
+pub use run::{run, Resume, TrainJob};
+pub use val::ValSet;
+
+use crate::config::TrainSettings;
+use crate::distill::{Kd, Loss, Objective};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::store::TeacherOutputs;
+use crate::student::{Mlp, Student};
+use step::{EpochTotals, Trainer};
+
+/// The result of [`train`].
+#[derive(Debug)]
+pub struct TrainedStudent {
+    /// The network.
+    pub student: Box<dyn Student>,
+    /// Per-epoch log.
+    pub log: Vec<EpochLog>,
+    /// The temperature used.
+    pub temperature: f32,
+    /// Rows trained on per epoch.
+    pub rows: usize,
+}
+
+/// What a student learns from.
+#[derive(Clone, Copy)]
+pub struct TrainData<'a> {
+    /// The rows.
+    pub rows: &'a dyn RowSource,
+    /// K.
+    pub num_classes: usize,
+    /// The temperature the labels were made with (the default distillation temperature).
+    pub temperature: f32,
+    /// Where the data came from, named in errors.
+    pub origin: &'a Path,
+}
+
+/// Trains a student. With `checkpoint`, the training state is saved after every epoch and, when
+/// `checkpoint.resume` is set and a matching checkpoint exists, training continues from it.
+pub fn train(
+    data: &TrainData,
+    settings: &TrainSettings,
+    val: Option<&ValSet>,
+    checkpoint: Option<&Checkpointing>,
+    progress: &dyn Progress,
+) -> Result<TrainedStudent> {
+    let TrainData { rows, num_classes, temperature: label_temperature, origin } = *data;
+    let t = settings.temperature.unwrap_or(label_temperature);
+    if rows.sparse() && t != label_temperature {
+        return Err(Error::Config(format!(
+            "{} stores sparse labels made at T = {label_temperature}: their normaliser (top-k) or draws (sampled) \
+             hold only at that temperature, so --temperature {t} cannot be used",
+            origin.display()
+        )));
+    }
+    // What the whole data holds. Streamed data is scanned once in file order (the same sums, in the
+    // same order, as for data in memory).
+    let scan = rows.scan(num_classes, origin, progress)?;
+    let n = scan.rows;
+    if n == 0 {
+        return Err(Error::dataset(origin, "no rows to train on"));
+    }
+    if settings.alpha < 1.0 && !scan.any_label {
+        return Err(Error::Config(format!(
+            "--alpha {} needs hard labels, but {} has none; use --alpha 1",
+            settings.alpha,
+            origin.display()
+        )));
+    }
+
+    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
+    let mut dims = vec![rows.width()];
+    dims.extend(&settings.hidden);
+    dims.push(num_classes);
+    let workers = rayon::current_num_threads().max(1);
+    let resumed = match checkpoint {
+        Some(cp) if cp.resume => checkpoint::load(cp, settings, workers, &dims)?,
+        _ => None,
+    };
+    let (student, state, epochs_done, global_step, mut log) = match resumed {
+        Some(st) => {
+            rng.set_word_pos(st.rng_word_pos);
+            tracing::info!(epochs_done = st.epochs_done, "resuming from checkpoint");
+            (st.student, st.optim, st.epochs_done, st.global_step, st.log)
+        }
+        None => {
+            let mut mlp: Box<dyn Student> = Box::new(Mlp::init(&dims, &mut rng));
+            scan.stats.apply(mlp.scaling_mut());
+            let state = Trainer::fresh_state(mlp.as_mut());
+            (mlp, state, 0, 0u64, Vec::with_capacity(settings.epochs))
+        }
+    };
+
+    let batch = settings.batch_size.min(n);
+    let steps_per_epoch = n.div_ceil(batch) as u64;
+    let mut trainer = Trainer::new(settings, student, state, global_step, batch, steps_per_epoch);
+    let objective = Kd { t, alpha: settings.alpha, num_classes, origin: origin.to_path_buf() };
+    let resident = match rows.resident() {
+        Some(d) => Some((d, objective.prepare(d)?)),
+        None => None,
+    };
+    let mut order: Vec<usize> = Vec::with_capacity(rows.window_rows().min(n));
+    progress.begin("train", Some(trainer.total_steps()));
+    progress.advance(trainer.global_step);
+    for epoch in epochs_done + 1..=settings.epochs {
+        let start = Instant::now();
+        let mut totals = EpochTotals::default();
+        // Each epoch's order depends only on the RNG's position, which a checkpoint records.
+        rows.epoch(&mut rng, &mut |window, rng| {
+            let (read, read_loss);
+            let (data, loss): (&TeacherOutputs, &dyn Loss) = match window {
+                Window::Resident => match &resident {
+                    Some((d, l)) => (d, l.as_ref()),
+                    None => return Err(Error::Internal("no resident rows".into())),
+                },
+                Window::Read(d) => {
+                    read = d;
+                    read_loss = objective.prepare(&read)?;
+                    (&read, read_loss.as_ref())
+                }
+            };
+            order.clear();
+            order.extend(0..data.len());
+            order.shuffle(rng);
+            trainer.steps(data.inputs.view(), loss, &order, epoch, &mut totals, progress)
+        })?;
+        let val_errors = val.map(|v| v.errors(trainer.student.as_ref()));
+        let entry = EpochLog {
+            epoch,
+            train_loss: totals.loss / totals.steps.max(1) as f64,
+            lr: totals.lr,
+            val_accuracy: val.zip(val_errors).map(|(v, e)| 1.0 - e as f64 / v.labels.len().max(1) as f64),
+            val_errors,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        tracing::info!(epoch, loss = entry.train_loss, val_errors = ?entry.val_errors, seconds = entry.seconds, "epoch done");
+        progress.message(&match entry.val_errors {
+            Some(e) => format!("epoch {epoch}: loss {:.4}, val errors {e}", entry.train_loss),
+            None => format!("epoch {epoch}: loss {:.4}", entry.train_loss),
+        });
+        log.push(entry);
+        if let Some(cp) = checkpoint {
+            let st = checkpoint::Snapshot {
+                student: trainer.student.as_ref(),
+                optim: &trainer.state,
+                epochs_done: epoch,
+                global_step: trainer.global_step,
+                rng_word_pos: rng.get_word_pos(),
+                log: &log,
+            };
+            checkpoint::save(cp, &st, settings, workers)?;
+        }
+    }
+    progress.end();
+    Ok(TrainedStudent { student: trainer.student, log, temperature: t, rows: n })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use ndarray::{s, Array2};
+
+    use super::*;
+    use crate::config::{Origin, TrainConfig};
+    use crate::optim::{Optimizer, Sgd};
+    use crate::progress::NoProgress;
+    use crate::store::Outputs;
+
+    fn rows(n: usize, d: usize, k: usize) -> TeacherOutputs {
+        TeacherOutputs {
+            ids: (0..n as u64).collect(),
+            labels: (0..n).map(|i| if i == 2 { None } else { Some((i % k) as i64) }).collect(),
+            inputs: Array2::from_shape_fn((n, d), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 5.0 - 1.0),
+            outputs: Outputs::Dense {
+                logits: Array2::from_shape_fn((n, k), |(i, j)| ((i * 5 + j * 13) % 17) as f32 - 8.0),
+            },
+            views: None,
+        }
+    }
+
+    /// The loss of `mlp` over all rows (forward, the loss, and the backward pass into `ws`).
+    fn loss_and_grads(mlp: &Mlp, data: &TeacherOutputs, loss: &dyn Loss, ws: &mut crate::student::Workspace) -> f64 {
+        let idx: Vec<usize> = (0..data.len()).collect();
+        mlp.forward_train(data.inputs.view(), &idx, ws);
+        let m = idx.len();
+        ws.loss = loss.eval(ws.logits.slice(s![..m, ..]), &idx, 1.0, ws.grad_logits.slice_mut(s![..m, ..]));
+        mlp.backward(ws);
+        ws.loss
+    }
+
+    /// Finite-difference check of the whole network's gradient (loss summed over a small batch).
+    #[test]
+    fn backprop_matches_finite_differences() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (n, d, k) = (6, 5, 4);
+        let data = rows(n, d, k);
+        let mut mlp = Mlp::init(&[d, 7, 6, k], &mut rng);
+        mlp.scaling.fit(data.inputs.view());
+        let kd = Kd { t: 3.0, alpha: 0.6, num_classes: k, origin: PathBuf::from("mem") };
+        let loss = kd.prepare(&data).unwrap();
+        let mut ws = mlp.workspace(n);
+        loss_and_grads(&mlp, &data, loss.as_ref(), &mut ws);
+        let loss_of = |m: &Mlp| loss_and_grads(m, &data, loss.as_ref(), &mut m.workspace(n));
+        let h = 1e-2f32;
+        for l in 0..mlp.layers.len() {
+            for &(i, j) in &[(0usize, 0usize), (1, 2), (3, 1)] {
+                let (mut p, mut m) = (mlp.clone(), mlp.clone());
+                p.layers[l].w[[i, j]] += h;
+                m.layers[l].w[[i, j]] -= h;
+                let fd = (loss_of(&p) - loss_of(&m)) / (2.0 * f64::from(h));
+                let g = f64::from(ws.grads[2 * l][[i, j]]);
+                assert!((fd - g).abs() < 5e-3 * (1.0 + fd.abs()), "layer {l} w[{i},{j}]: fd {fd} vs {g}");
+            }
+            let (mut p, mut m) = (mlp.clone(), mlp.clone());
+            p.layers[l].b[1] += h;
+            m.layers[l].b[1] -= h;
+            let fd = (loss_of(&p) - loss_of(&m)) / (2.0 * f64::from(h));
+            let g = f64::from(ws.grads[2 * l + 1][[1]]);
+            assert!((fd - g).abs() < 5e-3 * (1.0 + fd.abs()), "layer {l} b[1]: fd {fd} vs {g}");
+        }
+    }
+
+    /// A row-wise loss declared batch-level: the trainer's batch path must give the same weights.
+    struct WholeBatch<'a>(Box<dyn Loss + 'a>);
+
+    impl Loss for WholeBatch<'_> {
+        fn row_wise(&self) -> bool {
+            false
+        }
+        fn eval(
+            &self,
+            logits: ndarray::ArrayView2<f32>,
+            rows: &[usize],
+            scale: f32,
+            grad: ndarray::ArrayViewMut2<f32>,
+        ) -> f64 {
+            self.0.eval(logits, rows, scale, grad)
+        }
+    }
+
+    #[test]
+    fn a_batch_level_loss_reaches_the_same_weights_as_row_wise() {
+        let data = rows(40, 5, 3);
+        let settings = TrainConfig { hidden: vec![8], epochs: 1, batch_size: 16, ..Default::default() }
+            .validate(&Origin::Flags)
+            .unwrap();
+        let kd = Kd { t: 2.0, alpha: 0.7, num_classes: 3, origin: PathBuf::from("mem") };
+        let order: Vec<usize> = (0..40).collect();
+        let run = |batch_level: bool| {
+            crate::util::with_threads(3, || {
+                let mut mlp: Box<dyn Student> = Box::new(Mlp::init(&[5, 8, 3], &mut ChaCha8Rng::seed_from_u64(1)));
+                let state = Trainer::fresh_state(mlp.as_mut());
+                let mut t = Trainer::new(&settings, mlp, state, 0, 16, 3);
+                let loss = kd.prepare(&data).unwrap();
+                let loss: Box<dyn Loss> = if batch_level { Box::new(WholeBatch(loss)) } else { loss };
+                let mut totals = EpochTotals::default();
+                t.steps(data.inputs.view(), loss.as_ref(), &order, 1, &mut totals, &NoProgress).unwrap();
+                (t.student.tensors(), totals.loss)
+            })
+            .unwrap()
+        };
+        let (row_wise, batch) = (run(false), run(true));
+        assert_eq!(row_wise.0, batch.0);
+        assert!((row_wise.1 - batch.1).abs() < 1e-12 * row_wise.1.abs().max(1.0), "{} vs {}", row_wise.1, batch.1);
+    }
+
+    #[test]
+    fn same_seed_same_weights_and_nan_is_reported() {
+        let n = 64;
+        let data = TeacherOutputs {
+            ids: (0..n as u64).collect(),
+            labels: (0..n).map(|i| Some((i % 3) as i64)).collect(),
+            inputs: Array2::from_shape_fn((n, 8), |(i, j)| ((i * 3 + j) % 7) as f32),
+            outputs: Outputs::Dense {
+                logits: Array2::from_shape_fn((n, 3), |(i, j)| if (i % 3) == j { 5.0 } else { -1.0 }),
+            },
+            views: None,
+        };
+        let rows = rows::MemoryRows::new(data);
+        let config = TrainConfig { hidden: vec![16], epochs: 2, batch_size: 16, ..Default::default() };
+        let s = config.validate(&Origin::Flags).unwrap();
+        let td = TrainData { rows: &rows, num_classes: 3, temperature: 2.0, origin: Path::new("mem") };
+        let a = train(&td, &s, None, None, &NoProgress).unwrap();
+        let b = train(&td, &s, None, None, &NoProgress).unwrap();
+        assert_eq!(a.student.tensors(), b.student.tensors());
+        assert!(a.log[1].train_loss < a.log[0].train_loss, "{:?}", a.log);
+
+        let huge = TrainSettings { optimizer: Optimizer::Sgd(Sgd { lr: 1e30, ..Default::default() }), ..s };
+        match train(&td, &huge, None, None, &NoProgress) {
+            Err(Error::Diverged { epoch, step, .. }) => assert!(epoch >= 1 && step >= 1),
+            other => panic!("expected divergence, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Where the training rows come from, chosen once: in memory when they fit the memory budget (or
+//! must be joined to their inputs), else streamed from the dataset in windows. Both are a
+//! [`RowSource`]: one scan for the totals, then per epoch a seeded sequence of windows.
+
+use std::path::Path;
+
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::TrainSettings;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::store::{Block, LabelForm, Manifest, SoftLabels, TeacherOutputs};
+use crate::student::InputStats;
+
+/// Rows per block read when streaming.
+pub const STREAM_BLOCK_ROWS: usize = 4096;
+
+/// What one pass over the rows found.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    /// Rows to train on.
+    pub rows: usize,
+    /// Whether any row has a hard label.
+    pub any_label: bool,
+    /// The input statistics, summed over the rows in file order.
+    pub stats: InputStats,
+}
+
+/// A window of rows handed to the trainer.
+pub enum Window {
+    /// The rows of [`RowSource::resident`], the same every epoch (their targets are prepared once).
+    Resident,
+    /// Rows read for this window only.
+    Read(TeacherOutputs),
+}
+
+/// Rows to train on.
+pub trait RowSource: Sync {
+    /// Values per input row.
+    fn width(&self) -> usize;
+    /// The most rows a window holds (to size buffers once).
+    fn window_rows(&self) -> usize;
+    /// One pass over the rows in file order: totals and input statistics; checks every label against `k`.
+    fn scan(&self, num_classes: usize, origin: &Path, progress: &dyn Progress) -> Result<Scan>;
+    /// One epoch: calls `visit` with each window, in an order drawn from `rng` (which `visit` also gets,
+    /// to shuffle the window's rows).
+    fn epoch(&self, rng: &mut ChaCha8Rng, visit: &mut dyn FnMut(Window, &mut ChaCha8Rng) -> Result<()>) -> Result<()>;
+    /// The rows, when all of them are held in memory for the whole run.
+    fn resident(&self) -> Option<&TeacherOutputs> {
+        None
+    }
+    /// Whether the teacher's outputs are stored in a sparse form (top-k or sampled).
+    fn sparse(&self) -> bool;
+}
+
+/// Every row in memory (loaded, filtered and joined): the fastest.
+pub struct MemoryRows {
+    data: TeacherOutputs,
+}
+
+/// Rows streamed from the dataset, at most `window` at a time: each epoch reads the dataset's blocks
+/// ([`STREAM_BLOCK_ROWS`] rows) in a shuffled order into windows; rows whose label is excluded are
+/// skipped as they are read.
+pub struct StreamRows<'a> {
+    labels: &'a SoftLabels,
+    blocks: Vec<Block>,
+    window: usize,
+    exclude: Vec<i64>,
+}
+
+/// Opens the rows of `labels` as `settings` asks: streamed when they need more than the memory budget
+/// (and are not joined), else loaded. `join`: the source to join a label-only dataset's inputs from and
+/// whether to ignore its fingerprint.
+pub fn open<'a>(
+    labels: &'a SoftLabels,
+    settings: &TrainSettings,
+    join: Option<(&Path, bool)>,
+) -> Result<Box<dyn RowSource + 'a>> {
+    let m = labels.manifest();
+    if join.is_none() && !m.input.stored {
+        return Err(Error::dataset(
+            labels.dir(),
+            "was made with --no-inputs: pass --inputs with the data it was made from",
+        ));
+    }
+    if join.is_none() {
+        if let Some(window) = stream_window(m, settings) {
+            tracing::info!(window, budget_mib = settings.memory_budget_mib, "rows exceed the memory budget: streaming");
+            let window = window.max(settings.batch_size).div_ceil(settings.batch_size) * settings.batch_size;
+            let blocks = labels.blocks(STREAM_BLOCK_ROWS)?;
+            return Ok(Box::new(StreamRows { labels, blocks, window, exclude: settings.exclude_labels.clone() }));
+        }
+    }
+    let mut data = labels.load_excluding(&settings.exclude_labels)?;
+    if !settings.exclude_labels.is_empty() {
+        tracing::info!(rows = data.len(), classes = ?settings.exclude_labels, "excluded labels from the transfer set");
+        if data.is_empty() {
+            return Err(Error::dataset(
+                labels.dir(),
+                format!("no rows left after excluding labels {:?}", settings.exclude_labels),
+            ));
+        }
+    }
+    if let Some((path, ignore_fingerprint)) = join {
+        let spec = crate::data::DataSpec {
+            input: m.input.source_column.split(',').map(str::to_string).collect(),
+            label_column: None,
+            id_column: m.id_column.clone(),
+            skip_nonfinite: false,
+        };
+        data.join_inputs(m, crate::data::open(path, &spec)?.as_ref(), path, ignore_fingerprint)?;
+    }
+    Ok(Box::new(MemoryRows { data }))
+}
+
+/// How a dataset's rows reach the trainer under `settings.memory_budget_mib`: `None` to load them
+/// whole (they fit), else the window (rows) to stream them in.
+pub fn stream_window(m: &Manifest, settings: &TrainSettings) -> Option<usize> {
+    let budget = settings.memory_budget_mib.saturating_mul(1 << 20);
+    let per_row = bytes_per_row(m);
+    if m.rows.saturating_mul(per_row) <= budget {
+        return None;
+    }
+    // The window takes 3/4 of the budget; decoding, the targets and the model take the rest.
+    Some(((budget / 4 * 3 / per_row) as usize).max(settings.batch_size))
+}
+
+/// Bytes a training row takes in memory: inputs as f32, the teacher's outputs and the targets derived
+/// from them. A dataset whose rows need more than the memory budget is streamed.
+pub fn bytes_per_row(m: &Manifest) -> u64 {
+    let teacher = match m.form {
+        LabelForm::Dense => 12 * m.num_classes,
+        LabelForm::TopK { k } => 16 * k + 16,
+        LabelForm::Sampled { k, .. } => 4 * k,
+    };
+    (4 * m.input.width + teacher + 48) as u64
+}
+
+/// Checks `rows`' labels against K; whether any row has one.
+fn any_label(rows: &TeacherOutputs, num_classes: usize, origin: &Path) -> Result<bool> {
+    let mut any = false;
+    for (l, id) in rows.labels.iter().zip(&rows.ids) {
+        match *l {
+            Some(y) if y < 0 || y as usize >= num_classes => {
+                return Err(Error::dataset(
+                    origin,
+                    format!("column 'label', id {id}: label {y} is outside [0, {num_classes})"),
+                ))
+            }
+            Some(_) => any = true,
+            None => {}
+        }
+    }
+    Ok(any)
+}
+
+impl MemoryRows {
+    /// Rows already in memory.
+    pub fn new(data: TeacherOutputs) -> Self {
+        MemoryRows { data }
+    }
+}
+
+impl RowSource for MemoryRows {
+    fn width(&self) -> usize {
+        self.data.inputs.ncols()
+    }
+
+    fn window_rows(&self) -> usize {
+        self.data.len()
+    }
+
+    fn scan(&self, num_classes: usize, origin: &Path, _progress: &dyn Progress) -> Result<Scan> {
+        let mut stats = InputStats::default();
+        stats.add(self.data.inputs.view());
+        Ok(Scan { rows: self.data.len(), any_label: any_label(&self.data, num_classes, origin)?, stats })
+    }
+
+    fn epoch(&self, rng: &mut ChaCha8Rng, visit: &mut dyn FnMut(Window, &mut ChaCha8Rng) -> Result<()>) -> Result<()> {
+        visit(Window::Resident, rng)
+    }
+
+    fn resident(&self) -> Option<&TeacherOutputs> {
+        Some(&self.data)
+    }
+
+    fn sparse(&self) -> bool {
+        !matches!(self.data.outputs, crate::store::Outputs::Dense { .. })
+    }
+}
+
+impl RowSource for StreamRows<'_> {
+    fn width(&self) -> usize {
+        self.labels.manifest().input.width
+    }
+
+    fn window_rows(&self) -> usize {
+        self.window
+    }
+
+    fn scan(&self, num_classes: usize, origin: &Path, progress: &dyn Progress) -> Result<Scan> {
+        let mut scan = Scan::default();
+        progress.begin("scan", Some(self.labels.manifest().rows));
+        for w in self.labels.windows(&self.blocks, self.window, &self.exclude) {
+            let w = w?;
+            scan.any_label |= any_label(&w, num_classes, origin)?;
+            scan.rows += w.len();
+            scan.stats.add(w.inputs.view());
+            progress.advance(w.len() as u64);
+        }
+        progress.end();
+        tracing::info!(
+            rows = scan.rows,
+            window = self.window,
+            blocks = self.blocks.len(),
+            "streaming the training data"
+        );
+        Ok(scan)
+    }
+
+    fn epoch(&self, rng: &mut ChaCha8Rng, visit: &mut dyn FnMut(Window, &mut ChaCha8Rng) -> Result<()>) -> Result<()> {
+        let mut shuffled = self.blocks.clone();
+        shuffled.shuffle(rng);
+        for w in self.labels.windows(&shuffled, self.window, &self.exclude) {
+            visit(Window::Read(w?), rng)?;
+        }
+        Ok(())
+    }
+
+    fn sparse(&self) -> bool {
+        !self.labels.manifest().form.is_dense()
+    }
+}

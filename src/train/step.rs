@@ -1,0 +1,203 @@
+//! One optimizer step per batch, data-parallel over rayon workers.
+//!
+//! Each batch is split into one contiguous chunk per worker; every worker runs the student's forward
+//! pass on its chunk into its own preallocated [`Workspace`] (no allocation per step). A row-wise loss
+//! is evaluated by each worker on its chunk; a batch-level loss once on the whole batch's logits. Each
+//! worker then runs the backward pass, the gradients are summed in a fixed order, optionally clipped,
+//! and the optimizer updates the parameters in parallel. Same seed and thread count: bit-identical
+//! weights.
+
+use ndarray::{s, Array2, ArrayD, ArrayView2, Zip};
+use rayon::prelude::*;
+
+use crate::config::TrainSettings;
+use crate::distill::Loss;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::student::{Student, Workspace};
+
+/// The student, its optimizer state and the workers' buffers between steps.
+pub(crate) struct Trainer<'s> {
+    pub settings: &'s TrainSettings,
+    pub student: Box<dyn Student>,
+    /// Per parameter: the optimizer's [m, v].
+    pub state: Vec<[ArrayD<f32>; 2]>,
+    spaces: Vec<Workspace>,
+    workers: usize,
+    batch: usize,
+    pub global_step: u64,
+    total_steps: u64,
+    warmup: u64,
+    /// The whole batch's logits and gradient, for batch-level losses.
+    batch_logits: Array2<f32>,
+    batch_grad: Array2<f32>,
+}
+
+/// Per-epoch running totals.
+#[derive(Default)]
+pub(crate) struct EpochTotals {
+    pub loss: f64,
+    pub steps: usize,
+    pub lr: f32,
+}
+
+impl<'s> Trainer<'s> {
+    /// A trainer for `student` at `global_step`, stepping `batch` rows at a time over `steps_per_epoch`.
+    pub fn new(
+        settings: &'s TrainSettings,
+        student: Box<dyn Student>,
+        state: Vec<[ArrayD<f32>; 2]>,
+        global_step: u64,
+        batch: usize,
+        steps_per_epoch: u64,
+    ) -> Self {
+        let workers = rayon::current_num_threads().max(1);
+        let cap = batch.div_ceil(workers);
+        let spaces = (0..workers).map(|_| student.workspace(cap)).collect();
+        let k = student.num_classes();
+        Trainer {
+            settings,
+            student,
+            state,
+            spaces,
+            workers,
+            batch,
+            global_step,
+            total_steps: steps_per_epoch * settings.epochs as u64,
+            warmup: (f64::from(settings.warmup_epochs) * steps_per_epoch as f64).round() as u64,
+            batch_logits: Array2::zeros((0, k)),
+            batch_grad: Array2::zeros((0, k)),
+        }
+    }
+
+    /// Steps over the whole run.
+    pub fn total_steps(&self) -> u64 {
+        self.total_steps
+    }
+
+    /// Zero optimizer state for every parameter of `student`.
+    pub fn fresh_state(student: &mut dyn Student) -> Vec<[ArrayD<f32>; 2]> {
+        student
+            .params_mut()
+            .iter()
+            .map(|p| {
+                let z = ArrayD::zeros(p.shape());
+                [z.clone(), z]
+            })
+            .collect()
+    }
+
+    /// One optimizer step per `batch` rows of `order` (indices into `inputs` and the loss's window).
+    pub fn steps(
+        &mut self,
+        inputs: ArrayView2<f32>,
+        loss: &dyn Loss,
+        order: &[usize],
+        epoch: usize,
+        totals: &mut EpochTotals,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let (settings, workers) = (self.settings, self.workers);
+        for idx in order.chunks(self.batch) {
+            let scale = 1.0 / idx.len() as f32;
+            let chunk = idx.len().div_ceil(workers);
+            let student = self.student.as_ref();
+            let part = |w: usize| &idx[(w * chunk).min(idx.len())..((w + 1) * chunk).min(idx.len())];
+            let row_wise = loss.row_wise();
+            self.spaces.par_iter_mut().enumerate().for_each(|(w, ws)| {
+                let rows = part(w);
+                ws.rows = rows.len();
+                ws.loss = 0.0;
+                if rows.is_empty() {
+                    return;
+                }
+                student.forward_train(inputs, rows, ws);
+                if row_wise {
+                    let m = rows.len();
+                    ws.loss =
+                        loss.eval(ws.logits.slice(s![..m, ..]), rows, scale, ws.grad_logits.slice_mut(s![..m, ..]));
+                    student.backward(ws);
+                }
+            });
+            if !row_wise {
+                self.batch_level(loss, idx, scale, chunk);
+            }
+            let (first, rest) = self.spaces.split_at_mut(1);
+            let acc = &mut first[0];
+            let loss: f64 = (acc.loss + rest.iter().map(|w| w.loss).sum::<f64>()) / idx.len() as f64;
+            totals.steps += 1;
+            if !loss.is_finite() {
+                progress.end();
+                return Err(Error::Diverged { epoch, step: totals.steps, loss: loss as f32 });
+            }
+            totals.loss += loss;
+            for other in rest.iter().filter(|w| w.rows > 0) {
+                for (a, g) in acc.grads.iter_mut().zip(&other.grads) {
+                    Zip::from(a).and(g).par_for_each(|a, &b| *a += b);
+                }
+            }
+            if let Some(max_norm) = settings.clip_norm {
+                clip(&mut acc.grads, max_norm);
+            }
+            self.global_step += 1;
+            totals.lr =
+                settings.schedule.rate(settings.optimizer.lr(), self.global_step - 1, self.total_steps, self.warmup);
+            for ((p, g), [m, v]) in self.student.params_mut().into_iter().zip(&acc.grads).zip(&mut self.state) {
+                settings.optimizer.update(p, g.view(), m.view_mut(), v.view_mut(), self.global_step, totals.lr);
+            }
+            progress.advance(1);
+        }
+        Ok(())
+    }
+
+    /// A batch-level loss: gathers the workers' logits into one batch, evaluates the loss once, hands
+    /// each worker its rows' gradient and runs the backward passes.
+    fn batch_level(&mut self, loss: &dyn Loss, idx: &[usize], scale: f32, chunk: usize) {
+        let k = self.student.num_classes();
+        if self.batch_logits.nrows() < idx.len() {
+            self.batch_logits = Array2::zeros((idx.len(), k));
+            self.batch_grad = Array2::zeros((idx.len(), k));
+        }
+        for (w, ws) in self.spaces.iter().enumerate() {
+            let lo = (w * chunk).min(idx.len());
+            self.batch_logits.slice_mut(s![lo..lo + ws.rows, ..]).assign(&ws.logits.slice(s![..ws.rows, ..]));
+        }
+        let n = idx.len();
+        let total = loss.eval(self.batch_logits.slice(s![..n, ..]), idx, scale, self.batch_grad.slice_mut(s![..n, ..]));
+        let student = self.student.as_ref();
+        let grad = &self.batch_grad;
+        self.spaces.par_iter_mut().enumerate().for_each(|(w, ws)| {
+            let lo = (w * chunk).min(idx.len());
+            ws.loss = if w == 0 { total } else { 0.0 };
+            if ws.rows > 0 {
+                ws.grad_logits.slice_mut(s![..ws.rows, ..]).assign(&grad.slice(s![lo..lo + ws.rows, ..]));
+                student.backward(ws);
+            }
+        });
+    }
+}
+
+/// Scales `grads` so their global L2 norm is at most `max_norm`. The squares are summed over the
+/// matrices (in parallel) and then over the vectors, in parameter order.
+fn clip(grads: &mut [ArrayD<f32>], max_norm: f32) {
+    let sq = |g: &ArrayD<f32>| -> f64 {
+        if g.ndim() >= 2 {
+            g.par_iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>()
+        } else {
+            g.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>()
+        }
+    };
+    let matrices: f64 = grads.iter().filter(|g| g.ndim() >= 2).map(sq).sum();
+    let vectors: f64 = grads.iter().filter(|g| g.ndim() < 2).map(sq).sum();
+    let norm = (matrices + vectors).sqrt() as f32;
+    if norm > max_norm {
+        let c = max_norm / norm;
+        grads.iter_mut().for_each(|g| {
+            if g.ndim() >= 2 {
+                g.par_mapv_inplace(|v| v * c)
+            } else {
+                g.mapv_inplace(|v| v * c)
+            }
+        });
+    }
+}
