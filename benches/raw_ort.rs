@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("the teacher's input is {other:?}, not a tensor"),
     };
     // The batches, decoded and converted before the clock starts.
-    let source = data::open(std::path::Path::new(data), &DataSpec::new(column))?;
+    let source = softlabel::data::open(std::path::Path::new(data), &DataSpec::new(column))?;
     let mut batches = Vec::new();
     for b in source.batches(batch) {
         let b = b?;

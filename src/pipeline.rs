@@ -59,8 +59,13 @@ fn labels_for(
     progress: &dyn Progress,
 ) -> Result<(SoftLabels, bool, f64)> {
     let f = &p.file;
-    let settings =
-        f.teacher.validate(&p.teacher_origin(), data.to_path_buf(), f.data.columns.spec(), out.to_path_buf(), pass)?;
+    let settings = f.teacher.validate(
+        &p.teacher_origin(),
+        data.to_path_buf(),
+        f.data.columns().spec(),
+        out.to_path_buf(),
+        pass,
+    )?;
     if let Ok(existing) = SoftLabels::open(out) {
         let m = existing.manifest();
         let fingerprint = crate::data::open(data, &settings.spec)?.source_info()?.fingerprint;
@@ -88,7 +93,7 @@ fn labels_for(
         let settings = f.teacher.validate(
             &p.teacher_origin(),
             data.to_path_buf(),
-            f.data.columns.spec(),
+            f.data.columns().spec(),
             out.to_path_buf(),
             &fresh,
         )?;

@@ -1,14 +1,14 @@
 //! Any bytes as an input dataset: opening and reading every batch returns Ok or Err, never panics.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use softlabel::data::{DataSpec};
+use softlabel::data::DataSpec;
 
 fuzz_target!(|data: &[u8]| {
     let path = std::env::temp_dir().join(format!("softlabel-fuzz-input-{}.parquet", std::process::id()));
     std::fs::write(&path, data).unwrap();
     for skip_nonfinite in [false, true] {
         let spec = DataSpec { skip_nonfinite, ..DataSpec::new("input") };
-        if let Ok(src) = data::open(&path, &spec) {
+        if let Ok(src) = softlabel::data::open(&path, &spec) {
             for b in src.batches(7) {
                 if b.is_err() {
                     break;

@@ -5,6 +5,6 @@ use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = softlabel::pipeline::Pipeline::parse(text, Path::new("pipelines/fuzz.toml"));
+        let _ = softlabel::config::Pipeline::parse(text, Path::new("pipelines/fuzz.toml"), &Default::default());
     }
 });

@@ -7,20 +7,46 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::data::Columns;
 use super::{DataConfig, Origin, TeacherConfig, TrainConfig, TrainSettings};
 use crate::error::{Error, Result};
 
-/// `[data]`: the splits and their columns.
+/// `[data]`: the splits and their columns (the keys of [`DataConfig`]; serde's `flatten` would lose
+/// `deny_unknown_fields`, so they are listed here and turned into a [`DataConfig`] by
+/// [`DataSection::columns`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct DataSection {
     /// Training (transfer) set: Parquet file or folder.
     pub train: PathBuf,
     /// Test set: Parquet file or folder.
     pub test: PathBuf,
-    /// Columns (the same for both splits).
-    #[serde(flatten)]
-    pub columns: DataConfig,
+    /// Input column(s).
+    #[serde(default = "default_input")]
+    pub input_column: Columns,
+    /// Label column (default: `label` when present).
+    pub label_column: Option<String>,
+    /// Id column (default: `id` when present, else row index).
+    pub id_column: Option<String>,
+    /// Skip (and count) rows whose input has NaN or infinite values instead of failing.
+    #[serde(default)]
+    pub skip_nonfinite: bool,
+}
+
+fn default_input() -> Columns {
+    DataConfig::default().input_column
+}
+
+impl DataSection {
+    /// The columns, as the other stages take them.
+    pub fn columns(&self) -> DataConfig {
+        DataConfig {
+            input_column: self.input_column.clone(),
+            label_column: self.label_column.clone(),
+            id_column: self.id_column.clone(),
+            skip_nonfinite: self.skip_nonfinite,
+        }
+    }
 }
 
 /// `[output]`
@@ -109,7 +135,7 @@ impl Pipeline {
         f.teacher.validate(
             &section("teacher"),
             f.data.train.clone(),
-            f.data.columns.spec(),
+            f.data.columns().spec(),
             dir,
             &Default::default(),
         )?;

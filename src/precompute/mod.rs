@@ -17,7 +17,7 @@ use crate::store::Manifest;
 
 /// Runs the teacher over `settings.data` and writes the dataset; returns its manifest.
 pub fn precompute(settings: &PrecomputeSettings, progress: &dyn Progress) -> Result<Manifest> {
-    match Plan::new(settings)? {
+    match Plan::make(settings)? {
         plan::Planned::Complete(m) => Ok(*m),
         plan::Planned::Run(plan) => stages::run(*plan, progress),
     }

@@ -38,7 +38,7 @@ pub struct Plan<'s> {
     pub seen: HashSet<u64>,
 }
 
-/// What [`Plan::new`] found.
+/// What [`Plan::make`] found.
 pub enum Planned<'s> {
     /// The dataset is already complete (a resumed run that had finished): its manifest.
     Complete(Box<Manifest>),
@@ -48,7 +48,7 @@ pub enum Planned<'s> {
 
 impl<'s> Plan<'s> {
     /// Opens the source and the teacher, probes the teacher on the first batch, and opens the writer.
-    pub fn new(settings: &'s PrecomputeSettings) -> Result<Planned<'s>> {
+    pub fn make(settings: &'s PrecomputeSettings) -> Result<Planned<'s>> {
         let source = crate::data::open(&settings.data, &settings.spec)?;
         let mut teacher = Ensemble::load(&settings.teachers, &settings.teacher_options, settings.combine)?;
         if source.rows() == 0 {

@@ -134,7 +134,7 @@ pub fn train(
                     None => return Err(Error::Internal("no resident rows".into())),
                 },
                 Window::Read(d) => {
-                    read = d;
+                    read = *d;
                     read_loss = objective.prepare(&read)?;
                     (&read, read_loss.as_ref())
                 }

@@ -32,7 +32,7 @@ pub enum Window {
     /// The rows of [`RowSource::resident`], the same every epoch (their targets are prepared once).
     Resident,
     /// Rows read for this window only.
-    Read(TeacherOutputs),
+    Read(Box<TeacherOutputs>),
 }
 
 /// Rows to train on.
@@ -223,7 +223,7 @@ impl RowSource for StreamRows<'_> {
         let mut shuffled = self.blocks.clone();
         shuffled.shuffle(rng);
         for w in self.labels.windows(&shuffled, self.window, &self.exclude) {
-            visit(Window::Read(w?), rng)?;
+            visit(Window::Read(Box::new(w?)), rng)?;
         }
         Ok(())
     }

@@ -8,8 +8,7 @@ use std::process::{Command, Output};
 
 use softlabel::store::SoftLabels;
 
-mod common;
-use common::{copy_dir, fx};
+use crate::common::{copy_dir, fx};
 
 fn softlabel(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args).arg("--quiet").output().expect("run softlabel")
@@ -76,7 +75,7 @@ fn check_against_reference(out: &Path, expect_rows: usize) {
     for (i, row) in data.inputs.rows().into_iter().enumerate() {
         let expected = lin.logits(row.as_slice().unwrap());
         for (k, e) in expected.iter().enumerate() {
-            let got = f64::from(data.logits[[i, k]]);
+            let got = f64::from(data.dense_logits().unwrap()[[i, k]]);
             assert!((got - e).abs() < 1e-5 * (1.0 + e.abs()), "row {i} class {k}: {got} vs reference {e}");
         }
     }
@@ -341,7 +340,7 @@ fn rows_by_id(dir: &Path) -> Rows {
                 d.ids[i],
                 d.labels[i],
                 d.inputs.row(i).iter().map(|v| v.to_bits()).collect(),
-                d.logits.row(i).iter().map(|v| v.to_bits()).collect(),
+                d.dense_logits().unwrap().row(i).iter().map(|v| v.to_bits()).collect(),
             )
         })
         .collect();
@@ -554,7 +553,7 @@ fn exported_onnx_student_matches_the_rust_forward_pass() {
     let student = softlabel::student::io::load(&st).unwrap();
     let mut model = Teacher::load(&onnx, &TeacherOptions::default()).unwrap();
     assert_eq!(model.input_shape(), &[-1, 1, 28, 28]);
-    let source = data::open(&mnist("mnist/test.parquet"), &DataSpec::new("image")).unwrap();
+    let source = softlabel::data::open(&mnist("mnist/test.parquet"), &DataSpec::new("image")).unwrap();
     let row_shape = model.row_shape(784, "image").unwrap();
     let mut worst = 0f32;
     for batch in source.batches(1000) {
@@ -562,7 +561,7 @@ fn exported_onnx_student_matches_the_rust_forward_pass() {
         let (ort_logits, k) = model.run(&batch, &row_shape).unwrap();
         assert_eq!(k, 10);
         let x = ndarray::Array2::from_shape_vec((batch.len(), 784), batch.input_f32()).unwrap();
-        let rust = student.mlp.forward(x.view());
+        let rust = student.student.forward(x.view());
         for (a, b) in ort_logits.iter().zip(rust.iter()) {
             worst = worst.max((a - b).abs() / b.abs().max(1.0));
         }
@@ -575,7 +574,7 @@ fn exported_onnx_student_matches_the_rust_forward_pass() {
 fn logits_and_soft(dir: &Path) -> (Vec<Vec<f32>>, Vec<Vec<f64>>) {
     let d = SoftLabels::open(dir).unwrap().load().unwrap();
     let t = SoftLabels::open(dir).unwrap().manifest().temperature;
-    let logits: Vec<Vec<f32>> = d.logits.rows().into_iter().map(|r| r.to_vec()).collect();
+    let logits: Vec<Vec<f32>> = d.dense_logits().unwrap().rows().into_iter().map(|r| r.to_vec()).collect();
     let soft = logits
         .iter()
         .map(|z| {
@@ -708,7 +707,7 @@ fn ensembles_average_logits_or_probabilities_and_record_every_member() {
                 pa.iter().zip(&pb).map(|(x, y)| ((x.exp() + y.exp()) / 2.0).ln()).collect()
             };
             for (k, w) in want.iter().enumerate() {
-                let got = f64::from(d.logits[[i, k]]);
+                let got = f64::from(d.dense_logits().unwrap()[[i, k]]);
                 assert!((got - w).abs() < 1e-5, "{combine} row {i}: {got} vs {w}");
             }
         }
@@ -732,7 +731,7 @@ fn ensembles_average_logits_or_probabilities_and_record_every_member() {
 
 #[test]
 fn top_k_and_sampled_labels_store_exact_values_and_train() {
-    use softlabel::store::Sparse;
+    use softlabel::store::Outputs;
     let tmp = tempfile::tempdir().unwrap();
     let lin = Linear::load();
     let topk = tmp.path().join("topk");
@@ -740,7 +739,7 @@ fn top_k_and_sampled_labels_store_exact_values_and_train() {
     let ds = SoftLabels::open(&topk).unwrap();
     assert_eq!(ds.manifest().schema_version, "1.1");
     let d = ds.load().unwrap();
-    let Some(Sparse::TopK { index, logit, logsumexp_t }) = &d.sparse else { panic!("not top-k") };
+    let Outputs::TopK { index, logit, logsumexp_t } = &d.outputs else { panic!("not top-k") };
     for (i, row) in d.inputs.rows().into_iter().enumerate() {
         let z = lin.logits(row.as_slice().unwrap());
         let mut order: Vec<usize> = (0..3).collect();
@@ -770,8 +769,8 @@ fn top_k_and_sampled_labels_store_exact_values_and_train() {
         &b,
         &["--sample-k", "6", "--sample-seed", "9", "--batch-size", "64"],
     ));
-    let draws = |dir: &Path| match SoftLabels::open(dir).unwrap().load().unwrap().sparse {
-        Some(Sparse::Sampled { index }) => index,
+    let draws = |dir: &Path| match SoftLabels::open(dir).unwrap().load().unwrap().outputs {
+        Outputs::Sampled { index } => index,
         _ => panic!("not sampled"),
     };
     assert_eq!(draws(&a), draws(&b));
@@ -851,7 +850,7 @@ fn float16_storage_stays_within_half_precision_of_the_reference() {
     for (i, row) in d.inputs.rows().into_iter().enumerate() {
         for (k, want) in lin.logits(row.as_slice().unwrap()).iter().enumerate() {
             // float16 keeps 11 significant bits: relative error <= 2^-11 (plus the f32 computation's).
-            let got = f64::from(d.logits[[i, k]]);
+            let got = f64::from(d.dense_logits().unwrap()[[i, k]]);
             assert!((got - want).abs() <= want.abs() * 2f64.powi(-11) + 1e-4, "row {i}: {got} vs {want}");
         }
     }
@@ -884,11 +883,9 @@ fn views_store_shifted_rows_with_exact_logits_and_rebuild_from_their_source() {
     // shift code: out[y][x] = in[y - dy][x - dx] on the 2x2 image), and its logits are the f64 reference's.
     check_against_reference(&full, 800);
     let stored = ds.load().unwrap();
-    let source = softlabel::data::data::open(
-        &fx("small.parquet"),
-        &softlabel::data::DataSpec::new(softlabel::store::columns::INPUT),
-    )
-    .unwrap();
+    let source =
+        softlabel::data::open(&fx("small.parquet"), &softlabel::data::DataSpec::new(softlabel::store::columns::INPUT))
+            .unwrap();
     let mut by_id = std::collections::HashMap::new();
     for b in source.batches(1000) {
         let b = b.unwrap();
@@ -993,9 +990,15 @@ fn omitted_class_transfer_set_and_bias_adjustment() {
     let o = softlabel(&["adjust-bias", "--student", s(&student), "--class", "2", "--by", "1.5", "--out", s(&adjusted)]);
     assert_ok(&o);
     let (a, b) = (softlabel::student::io::load(&student).unwrap(), softlabel::student::io::load(&adjusted).unwrap());
-    let (la, lb) = (a.mlp.layers.last().unwrap(), b.mlp.layers.last().unwrap());
-    assert_eq!(lb.b[2], la.b[2] + 1.5);
-    assert_eq!((lb.b[0], lb.b[1], &lb.w), (la.b[0], la.b[1], &la.w));
+    let (ta, tb) = (a.student.tensors(), b.student.tensors());
+    let last_bias = ta.iter().rposition(|(n, ..)| n.ends_with(".bias")).unwrap();
+    let (la, lb) = (&ta[last_bias].2, &tb[last_bias].2);
+    assert_eq!(lb[2], la[2] + 1.5);
+    assert_eq!((lb[0], lb[1]), (la[0], la[1]));
+    let others = |t: &[softlabel::student::Tensor]| {
+        t.iter().enumerate().filter(|&(i, _)| i != last_bias).map(|(_, x)| x.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(others(&ta), others(&tb), "only the output bias may change");
     assert_eq!(b.info.bias_adjustments.len(), 1);
 
     // --tune-on never makes the tuning data's errors worse, and the reported count is what eval measures.
@@ -1071,10 +1074,12 @@ fn training_streams_datasets_over_the_memory_budget() {
     let (memory, stream) = (train("memory", "4096"), train("stream", "4"));
     assert_eq!(memory["train_rows"], stream["train_rows"], "the same rows are left out");
     assert!(memory["train_rows"].as_u64().unwrap() < 9_000);
-    let weights = |d: &str| softlabel::student::io::load(&tmp.path().join(d)).unwrap().mlp;
+    let weights = |d: &str| softlabel::student::io::load(&tmp.path().join(d)).unwrap().student.tensors();
     let (a, b) = (weights("memory"), weights("stream"));
-    // The input scaling comes from the same sums in the same order.
-    assert_eq!((&a.shift, &a.scale), (&b.shift, &b.scale));
+    // The input scaling (the first two tensors, input.shift and input.scale) comes from the same sums in
+    // the same order.
+    assert_eq!((&a[0], &a[1]), (&b[0], &b[1]));
+    assert_eq!((a[0].0.as_str(), a[1].0.as_str()), ("input.shift", "input.scale"));
     // Both learn (the order of rows differs, so the weights do).
     let errors = |d: &str| {
         let o = softlabel(&["eval", "--student", s(&tmp.path().join(d)), "--data", s(&labels), "--json"]);

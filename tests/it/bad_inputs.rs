@@ -9,8 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-mod common;
-use common::{copy_dir, fx};
+use crate::common::{copy_dir, fx};
 
 fn f(name: &str) -> String {
     fx(name).to_str().unwrap().to_string()
@@ -137,7 +136,7 @@ fn corpus() -> Vec<Case> {
         case("hidden size 0", Config, &["train", "--labels", "{DS}", "--out", "{OUT}", "--hidden", "16,0"], &["--hidden sizes must be > 0"]),
         Case { args: pipeline("[data]\ntrain = 'a.parquet'\ntest = 'b.parquet'\n[teacher]\nmodel = 't.onnx'\ntemperature = 2.0\ntemprature = 3.0\n[student]\n[output]\ndir = 'o'\n"), ..case("unknown pipeline key", Config, &[], &["p.toml", "unknown field `temprature`"]) },
         Case { args: pipeline("[data]\ntrain = 'a.parquet'\ntest = 'b.parquet'\n[teacher]\nmodel = 't.onnx'\ntemperature = nan\n[student]\n[output]\ndir = 'o'\n"), ..case("pipeline T = nan", Config, &[], &["p.toml", "[teacher]", "temperature must be finite and > 0"]) },
-        Case { args: pipeline("[data]\ntrain = 'a.parquet'\ntest = 'b.parquet'\n[teacher]\nmodel = 't.onnx'\ntemperature = 2.0\n[student]\nalpha = 2.0\n[output]\ndir = 'o'\n"), ..case("pipeline alpha = 2", Config, &[], &["p.toml", "[student]", "--alpha must be in [0, 1]"]) },
+        Case { args: pipeline("[data]\ntrain = 'a.parquet'\ntest = 'b.parquet'\n[teacher]\nmodel = 't.onnx'\ntemperature = 2.0\n[student]\nalpha = 2.0\n[output]\ndir = 'o'\n"), ..case("pipeline alpha = 2", Config, &[], &["p.toml", "[student] alpha must be in [0, 1]"]) },
         Case { args: pipeline("[data]\ntrain = 'a.parquet'\ntest = 'b.parquet'\n[student]\n[output]\ndir = 'o'\n"), ..case("pipeline missing [teacher]", Config, &[], &["p.toml", "missing field `teacher`"]) },
         Case { args: pipeline("[data\ntrain = 1\n"), ..case("pipeline that is not TOML", Config, &[], &["p.toml", "TOML parse error"]) },
         case("missing pipeline file", Config, &["run", "/nonexistent/pipeline.toml"], &["/nonexistent/pipeline.toml", "No such file"]),

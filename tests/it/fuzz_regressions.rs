@@ -39,7 +39,8 @@ fn fuzz_found_parquet_inputs_are_refused_with_a_clear_message() {
         // As a soft-label part (past the hash checks, straight into the part reader).
         let dir = tmp.path().join("part");
         std::fs::create_dir_all(&dir).unwrap();
-        let manifest: softlabel::store::Manifest = serde_json::from_str(include_str!("../fuzz/manifest.json")).unwrap();
+        let manifest: softlabel::store::Manifest =
+            serde_json::from_str(include_str!("../../fuzz/manifest.json")).unwrap();
         std::fs::copy(&input, dir.join(&manifest.parts[0].file)).unwrap();
         let r = softlabel::store::SoftLabels::from_parts(&dir, manifest).load();
         assert!(r.is_err(), "{}: the part reader accepted it", input.display());

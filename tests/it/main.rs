@@ -1,0 +1,12 @@
+//! The integration tests: one binary (as ripgrep and uv do), one module per area. They run the real
+//! `softlabel` binary (`CARGO_BIN_EXE_softlabel`) against real ONNX Runtime and real Parquet files.
+//!
+//! Fixtures (small ONNX models built with the `onnx` package, Parquet files written by pyarrow) come
+//! from tests/fixtures/make_models.py; `make test` generates them and sets SOFTLABEL_FIXTURES.
+#![allow(dead_code)]
+
+mod bad_inputs;
+mod cli;
+mod common;
+mod fuzz_regressions;
+mod pipelines;
