@@ -166,3 +166,91 @@ impl Scorer<'_> {
 fn row_in_file(batch: &Batch, source_row: u64) -> u64 {
     batch.first_row + (source_row - batch.first_source_row)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use arrow_array::Float32Array;
+
+    use super::*;
+
+    /// A two-class "teacher": logits (sum of the row, -sum), or NaN for a row whose first value is 99.
+    struct Sum;
+
+    impl Infer for Sum {
+        fn infer(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
+            let x = batch.input_f32();
+            let mut out = Vec::new();
+            for row in x.chunks_exact(batch.width) {
+                let s: f32 = row.iter().sum();
+                out.extend(if row[0] == 99.0 { [f32::NAN, 0.0] } else { [s, -s] });
+            }
+            Ok((out, 2))
+        }
+        fn path(&self) -> &Path {
+            Path::new("sum.onnx")
+        }
+    }
+
+    fn batch(first_source_row: u64, ids: &[u64], values: &[f32], nonfinite: Vec<usize>) -> Batch {
+        Batch {
+            file: PathBuf::from("d.parquet"),
+            first_row: first_source_row,
+            first_source_row,
+            ids: ids.to_vec(),
+            labels: ids.iter().map(|&i| Some((i % 2) as i64)).collect(),
+            input: Arc::new(Float32Array::from(values.to_vec())),
+            width: 2,
+            nonfinite,
+        }
+    }
+
+    fn scorer(shard: Option<Shard>, skip: u64) -> Scorer<'static> {
+        Scorer {
+            width: 2,
+            column: "input",
+            num_classes: 2,
+            shard,
+            views: None,
+            skip,
+            label_column: "label",
+            id_column: "id",
+            seen: HashSet::new(),
+        }
+    }
+
+    #[test]
+    fn scores_rows_skips_nonfinite_and_rows_before_the_resume_point() {
+        let mut s = scorer(None, 1);
+        let b = batch(0, &[10, 11, 12], &[1.0, 2.0, f32::NAN, 0.0, 3.0, 4.0], vec![1]);
+        let Scored::Rows(rows, skipped) = s.score(b, &mut Sum).unwrap() else { panic!("no rows") };
+        // Row 0 is before the resume point, row 1 is non-finite (and at/after it, so reported).
+        assert_eq!((rows.ids, rows.source_rows, skipped), (vec![12], vec![2], vec![1]));
+        assert_eq!(rows.logits, vec![7.0, -7.0]);
+        // A batch wholly before the resume point gives nothing.
+        let mut s = scorer(None, 10);
+        assert!(matches!(s.score(batch(0, &[1, 2], &[0.0; 4], vec![]), &mut Sum).unwrap(), Scored::Nothing));
+    }
+
+    #[test]
+    fn keeps_only_this_shards_rows_and_refuses_duplicates_and_nan() {
+        let shard = Shard { index: 0, count: 2 };
+        let ids: Vec<u64> = (0..8).collect();
+        let mut s = scorer(Some(shard), 0);
+        let Scored::Rows(rows, _) = s.score(batch(0, &ids, &[1.0; 16], vec![]), &mut Sum).unwrap() else {
+            panic!("no rows")
+        };
+        assert!(!rows.ids.is_empty() && rows.ids.iter().all(|&id| shard.owns(id)), "{:?}", rows.ids);
+        let again = rows.ids[0];
+        let e = s.score(batch(8, &[again], &[1.0, 1.0], vec![]), &mut Sum).unwrap_err().to_string();
+        assert!(e.contains("column 'id', row 8: duplicate id"), "{e}");
+        let e = scorer(None, 0).score(batch(0, &[1], &[99.0, 0.0], vec![]), &mut Sum).unwrap_err().to_string();
+        assert!(e.contains("sum.onnx") && e.contains("non-finite logit (NaN)") && e.contains("row 0 (id 1)"), "{e}");
+        let mut bad = batch(0, &[1], &[1.0, 1.0], vec![]);
+        bad.labels = vec![Some(5)];
+        let e = scorer(None, 0).score(bad, &mut Sum).unwrap_err().to_string();
+        assert!(e.contains("column 'label', row 0: label 5 is outside [0, 2)"), "{e}");
+    }
+}

@@ -1,11 +1,14 @@
 //! The soft-label dataset: a folder with `_manifest.json` and `part-NNNNN.parquet` files.
 //! SCHEMA.md is the contract; this module is its implementation.
 
+mod decode;
 mod reader;
+mod rows;
 mod writer;
 
-pub(crate) use reader::read_views;
-pub use reader::{Block, Outputs, SoftLabels, TeacherOutputs, Windows};
+pub(crate) use decode::read_views;
+pub use reader::{Block, SoftLabels, Windows};
+pub use rows::{Outputs, TeacherOutputs};
 pub(crate) use writer::{prepare_dir, WRITE_BLOCK};
 pub use writer::{Resumed, ScoredRows, SoftLabelWriter, WriterOptions};
 

@@ -232,3 +232,55 @@ impl RowSource for StreamRows<'_> {
         !self.labels.manifest().form.is_dense()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ndarray::Array2;
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::progress::NoProgress;
+    use crate::store::Outputs;
+
+    #[test]
+    fn memory_rows_scan_checks_labels_and_visit_one_resident_window() {
+        let data = TeacherOutputs {
+            ids: vec![0, 1, 2],
+            labels: vec![Some(0), None, Some(1)],
+            inputs: Array2::from_shape_vec((3, 2), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap(),
+            outputs: Outputs::Dense { logits: Array2::zeros((3, 2)) },
+            views: None,
+        };
+        let rows = MemoryRows::new(data.clone());
+        let scan = rows.scan(2, Path::new("d"), &NoProgress).unwrap();
+        assert_eq!((scan.rows, scan.any_label, rows.width()), (3, true, 2));
+        let e = rows.scan(1, Path::new("d"), &NoProgress).unwrap_err().to_string();
+        assert!(e.contains("d: column 'label', id 2: label 1 is outside [0, 1)"), "{e}");
+        let mut windows = 0;
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        rows.epoch(&mut rng, &mut |w, _| {
+            windows += 1;
+            assert!(matches!(w, Window::Resident));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(windows, 1);
+        assert_eq!(rows.resident().map(TeacherOutputs::len), Some(3));
+    }
+
+    #[test]
+    fn the_memory_budget_decides_between_loading_and_streaming() {
+        let mut m: Manifest = serde_json::from_str(include_str!("../../fuzz/manifest.json")).unwrap();
+        m.rows = 1_000_000; // 4 inputs + 3 dense classes: 100 bytes a row, ~95 MiB in all
+        let settings = |mib| {
+            crate::config::TrainConfig { memory_budget_mib: mib, batch_size: 8, ..Default::default() }
+                .validate(&crate::config::Origin::Flags)
+                .unwrap()
+        };
+        let need = m.rows * bytes_per_row(&m);
+        assert_eq!(bytes_per_row(&m), 4 * 4 + 12 * 3 + 48);
+        assert_eq!(stream_window(&m, &settings(need.div_ceil(1 << 20))), None);
+        // 1 MiB: windows of 3/4 MiB, 7864 rows of 100 bytes.
+        assert_eq!(stream_window(&m, &settings(1)), Some(7864));
+    }
+}

@@ -1,0 +1,305 @@
+//! Decoding a part's record batches into rows ([`Columns`], checked against the manifest as they are
+//! read) and turning them into [`TeacherOutputs`].
+
+use std::path::Path;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float16Type, Float32Type, Float64Type, Int16Type, Int64Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use arrow_array::{Array, RecordBatch};
+use ndarray::Array2;
+
+use super::{columns, LabelForm, Manifest, Outputs, TeacherOutputs};
+use crate::augment::ViewColumns;
+use crate::data::numeric_to_f32;
+use crate::error::{Error, Result};
+
+impl Columns {
+    /// The rows read so far as [`TeacherOutputs`].
+    pub(super) fn finish(self, m: &Manifest) -> Result<TeacherOutputs> {
+        let acc = self;
+        let w = m.input.width;
+        let n = acc.ids.len();
+        let shape = |cols: usize, what: &str, len: usize| {
+            if len == n * cols {
+                Ok((n, cols))
+            } else {
+                Err(Error::Internal(format!("{what}: {len} values for {n} rows of {cols}")))
+            }
+        };
+        let w = if m.input.stored { w } else { 0 };
+        let inputs = Array2::from_shape_vec(shape(w, "input", acc.inputs.len())?, acc.inputs)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let outputs = match m.form {
+            LabelForm::Dense => Outputs::Dense {
+                logits: Array2::from_shape_vec(shape(m.num_classes, "logits", acc.logits.len())?, acc.logits)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            },
+            LabelForm::TopK { k } => Outputs::TopK {
+                index: Array2::from_shape_vec(shape(k, "topk_index", acc.index.len())?, acc.index)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+                logit: Array2::from_shape_vec(shape(k, "topk_logit", acc.logits.len())?, acc.logits)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+                logsumexp_t: acc.lse,
+            },
+            LabelForm::Sampled { k, .. } => Outputs::Sampled {
+                index: Array2::from_shape_vec(shape(k, "sample_index", acc.index.len())?, acc.index)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            },
+        };
+        let views = m.views.is_some().then_some(acc.views);
+        Ok(TeacherOutputs { ids: acc.ids, labels: acc.labels, inputs, outputs, views })
+    }
+}
+
+/// Values read so far.
+#[derive(Default)]
+pub(super) struct Columns {
+    ids: Vec<u64>,
+    labels: Vec<Option<i64>>,
+    inputs: Vec<f32>,
+    /// Dense logits, or top-k logits.
+    logits: Vec<f32>,
+    /// Top-k or sampled indices.
+    index: Vec<u32>,
+    lse: Vec<f64>,
+    views: ViewColumns,
+}
+
+/// The flat values of a non-null fixed-size list column.
+fn list_values(path: &Path, rb: &RecordBatch, name: &str, first_row: u64) -> Result<arrow_array::ArrayRef> {
+    let col = rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")))?;
+    let list = col
+        .as_fixed_size_list_opt()
+        .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not a fixed-size list")))?;
+    if list.null_count() > 0 {
+        let row = (0..list.len()).find(|&i| list.is_null(i)).unwrap_or(0) as u64 + first_row;
+        return Err(Error::dataset(path, format!("column '{name}', row {row}: value is null")));
+    }
+    let width = list.value_length() as usize;
+    Ok(list.values().slice(list.value_offset_at(0), list.len() * width))
+}
+
+impl Columns {
+    /// Empty, with room for `rows` rows of `m`.
+    pub(super) fn with_capacity(m: &Manifest, rows: usize) -> Self {
+        let (per_logits, per_index) = match m.form {
+            LabelForm::Dense => (m.num_classes, 0),
+            LabelForm::TopK { k } => (k, k),
+            LabelForm::Sampled { k, .. } => (0, k),
+        };
+        let views = if m.views.is_some() { rows } else { 0 };
+        Columns {
+            ids: Vec::with_capacity(rows),
+            labels: Vec::with_capacity(rows),
+            inputs: Vec::with_capacity(if m.input.stored { rows * m.input.width } else { 0 }),
+            logits: Vec::with_capacity(rows * per_logits),
+            index: Vec::with_capacity(rows * per_index),
+            lse: Vec::with_capacity(if matches!(m.form, LabelForm::TopK { .. }) { rows } else { 0 }),
+            views: ViewColumns {
+                view: Vec::with_capacity(views),
+                shift_x: Vec::with_capacity(views),
+                shift_y: Vec::with_capacity(views),
+            },
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Appends `other`'s rows.
+    pub(super) fn extend(&mut self, other: Columns) {
+        self.ids.extend(other.ids);
+        self.labels.extend(other.labels);
+        self.inputs.extend(other.inputs);
+        self.logits.extend(other.logits);
+        self.index.extend(other.index);
+        self.lse.extend(other.lse);
+        self.views.view.extend(other.views.view);
+        self.views.shift_x.extend(other.views.shift_x);
+        self.views.shift_y.extend(other.views.shift_y);
+    }
+
+    /// Values per row of each per-row vector: (inputs, logits, index, lse, views).
+    fn widths(&self) -> [usize; 5] {
+        let n = self.len().max(1);
+        [
+            self.inputs.len() / n,
+            self.logits.len() / n,
+            self.index.len() / n,
+            self.lse.len() / n,
+            self.views.view.len() / n,
+        ]
+    }
+
+    /// Moves the rows from `at` on into a new `Columns` (the rows before stay, without reallocating).
+    pub(super) fn split_off(&mut self, at: usize, m: &Manifest) -> Columns {
+        let [wi, wl, wx, ws, wv] = self.widths();
+        let mut tail = Columns::with_capacity(m, 0);
+        tail.ids = self.ids.split_off(at);
+        tail.labels = self.labels.split_off(at);
+        tail.inputs = self.inputs.split_off(at * wi);
+        tail.logits = self.logits.split_off(at * wl);
+        tail.index = self.index.split_off(at * wx);
+        tail.lse = self.lse.split_off(at * ws);
+        tail.views.view = self.views.view.split_off(at * wv);
+        tail.views.shift_x = self.views.shift_x.split_off(at * wv);
+        tail.views.shift_y = self.views.shift_y.split_off(at * wv);
+        tail
+    }
+
+    /// Drops, among the rows from `start` on, those whose hard label is in `exclude` (compacting in place).
+    pub(super) fn exclude_labels_from(&mut self, start: usize, exclude: &[i64]) {
+        let keep = |y: Option<i64>| y.is_none_or(|y| !exclude.contains(&y));
+        let n = self.len();
+        if (start..n).all(|r| keep(self.labels[r])) {
+            return;
+        }
+        let [wi, wl, wx, ws, wv] = self.widths();
+        fn compact<T: Copy>(v: &mut Vec<T>, width: usize, rows: &[usize], start: usize) {
+            if width == 0 {
+                return;
+            }
+            for (dst, &src) in (start..).zip(rows) {
+                v.copy_within(src * width..(src + 1) * width, dst * width);
+            }
+            v.truncate((start + rows.len()) * width);
+        }
+        let rows: Vec<usize> = (start..n).filter(|&r| keep(self.labels[r])).collect();
+        compact(&mut self.ids, 1, &rows, start);
+        compact(&mut self.labels, 1, &rows, start);
+        compact(&mut self.inputs, wi, &rows, start);
+        compact(&mut self.logits, wl, &rows, start);
+        compact(&mut self.index, wx, &rows, start);
+        compact(&mut self.lse, ws, &rows, start);
+        compact(&mut self.views.view, wv, &rows, start);
+        compact(&mut self.views.shift_x, wv, &rows, start);
+        compact(&mut self.views.shift_y, wv, &rows, start);
+    }
+
+    pub(super) fn read(&mut self, path: &Path, rb: &RecordBatch, m: &Manifest, first_row: u64) -> Result<()> {
+        let col =
+            |name: &str| rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")));
+        let id = col(columns::ID)?
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| Error::dataset(path, "column 'id' is not uint64"))?;
+        if id.null_count() > 0 {
+            let row = (0..id.len()).find(|&i| id.is_null(i)).unwrap_or(0) as u64 + first_row;
+            return Err(Error::dataset(path, format!("column 'id', row {row}: id is null")));
+        }
+        self.ids.extend_from_slice(id.values());
+        let label = col(columns::LABEL)?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| Error::dataset(path, "column 'label' is not int64"))?;
+        self.labels.extend((0..label.len()).map(|i| (!label.is_null(i)).then(|| label.value(i))));
+        if let Some(v) = &m.views {
+            let (view, sx, sy) = read_views(path, rb)?;
+            for (i, ((&view, &dx), &dy)) in view.iter().zip(sx).zip(sy).enumerate() {
+                if view >= v.count || v.shift(id.value(i), view) != (dx, dy) {
+                    return Err(Error::dataset(
+                        path,
+                        format!(
+                            "columns 'view', 'shift_x', 'shift_y', row {}: view {view} shift ({dx}, {dy}) is not \
+                             the one the manifest's views rule gives",
+                            first_row + i as u64
+                        ),
+                    ));
+                }
+            }
+            self.views.view.extend_from_slice(view);
+            self.views.shift_x.extend_from_slice(sx);
+            self.views.shift_y.extend_from_slice(sy);
+        }
+        if m.input.stored {
+            let input = list_values(path, rb, columns::INPUT, first_row)?;
+            self.inputs.extend(
+                numeric_to_f32(input.as_ref()).ok_or_else(|| Error::dataset(path, "column 'input' is not numeric"))?,
+            );
+        }
+        let floats = |name: &str, width: usize| -> Result<Vec<f32>> {
+            let v = list_values(path, rb, name, first_row)?;
+            let v: Vec<f32> = if m.float16 {
+                v.as_primitive_opt::<Float16Type>()
+                    .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not float16")))?
+                    .values()
+                    .iter()
+                    .map(|h| h.to_f32())
+                    .collect()
+            } else {
+                v.as_primitive_opt::<Float32Type>()
+                    .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not float32")))?
+                    .values()
+                    .to_vec()
+            };
+            if let Some(pos) = v.iter().position(|x| x.is_nan() || *x == f32::INFINITY) {
+                return Err(Error::dataset(
+                    path,
+                    format!(
+                        "column '{name}', row {}: value {} is {}",
+                        first_row + (pos / width.max(1)) as u64,
+                        pos % width.max(1),
+                        v[pos]
+                    ),
+                ));
+            }
+            Ok(v)
+        };
+        let indices = |name: &str, width: usize| -> Result<Vec<u32>> {
+            let v = list_values(path, rb, name, first_row)?;
+            let v = v
+                .as_primitive_opt::<UInt32Type>()
+                .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not uint32")))?
+                .values()
+                .to_vec();
+            if let Some(pos) = v.iter().position(|&c| c as usize >= m.num_classes) {
+                return Err(Error::dataset(
+                    path,
+                    format!(
+                        "column '{name}', row {}: class {} is outside [0, {})",
+                        first_row + (pos / width.max(1)) as u64,
+                        v[pos],
+                        m.num_classes
+                    ),
+                ));
+            }
+            Ok(v)
+        };
+        match m.form {
+            LabelForm::Dense => self.logits.extend(floats(columns::LOGITS, m.num_classes)?),
+            LabelForm::TopK { k } => {
+                self.index.extend(indices(columns::TOPK_INDEX, k)?);
+                self.logits.extend(floats(columns::TOPK_LOGIT, k)?);
+                let lse = col(columns::LOGSUMEXP_T)?
+                    .as_primitive_opt::<Float64Type>()
+                    .ok_or_else(|| Error::dataset(path, "column 'logsumexp_t' is not float64"))?;
+                if let Some(i) = lse.values().iter().position(|v| !v.is_finite()) {
+                    return Err(Error::dataset(
+                        path,
+                        format!("column 'logsumexp_t', row {}: {}", first_row + i as u64, lse.value(i)),
+                    ));
+                }
+                self.lse.extend_from_slice(lse.values());
+            }
+            LabelForm::Sampled { k, .. } => self.index.extend(indices(columns::SAMPLE_INDEX, k)?),
+        }
+        Ok(())
+    }
+}
+
+/// The `view`, `shift_x` and `shift_y` columns of a record batch.
+pub(crate) fn read_views<'a>(path: &Path, rb: &'a RecordBatch) -> Result<(&'a [u16], &'a [i16], &'a [i16])> {
+    let col = |name: &str| rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")));
+    let view = col(columns::VIEW)?
+        .as_primitive_opt::<UInt16Type>()
+        .ok_or_else(|| Error::dataset(path, "column 'view' is not uint16"))?;
+    let shift = |name: &str| -> Result<&'a [i16]> {
+        let c = rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")))?;
+        Ok(c.as_primitive_opt::<Int16Type>()
+            .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not int16")))?
+            .values()
+            .as_ref())
+    };
+    Ok((view.values().as_ref(), shift(columns::SHIFT_X)?, shift(columns::SHIFT_Y)?))
+}
