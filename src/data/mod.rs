@@ -173,6 +173,17 @@ impl Batch {
         self.ids.is_empty()
     }
 
+    /// Checks the rows have the `width` values per row of the soft labels they are matched with.
+    pub fn check_labels_width(&self, width: usize, column: &str) -> Result<()> {
+        if self.width == width {
+            return Ok(());
+        }
+        Err(Error::data(
+            &self.file,
+            format!("column '{column}' has {} values per row, the labels' inputs have {width}", self.width),
+        ))
+    }
+
     /// The input as f32, `rows * width` row-major.
     pub fn input_f32(&self) -> Vec<f32> {
         numeric_to_f32(self.input.as_ref()).unwrap_or_default()

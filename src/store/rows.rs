@@ -87,16 +87,7 @@ impl TeacherOutputs {
         let mut found = vec![false; self.ids.len()];
         for b in source.batches(8192) {
             let b = b?;
-            if b.width != w {
-                return Err(Error::data(
-                    &b.file,
-                    format!(
-                        "column '{}' has {} values per row, the labels' inputs have {w}",
-                        source.input_name(),
-                        b.width
-                    ),
-                ));
-            }
+            b.check_labels_width(w, &source.input_name())?;
             let flat = b.input_f32();
             for (i, id) in b.ids.iter().enumerate() {
                 let src = &flat[i * w..(i + 1) * w];

@@ -41,16 +41,7 @@ impl ValSet {
         let mut labels = Vec::new();
         for b in source.batches(8192) {
             let b = b?;
-            if b.width != width {
-                return Err(Error::data(
-                    &b.file,
-                    format!(
-                        "column '{}' has {} values per row, the labels' inputs have {width}",
-                        source.input_name(),
-                        b.width
-                    ),
-                ));
-            }
+            b.check_labels_width(width, &source.input_name())?;
             let flat = b.input_f32();
             for (i, l) in b.labels.iter().enumerate() {
                 if b.nonfinite.binary_search(&i).is_ok() {
