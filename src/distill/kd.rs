@@ -7,12 +7,12 @@
 //! `alpha * T * (p_T(z) - p_T(teacher)) + (1 - alpha) * (p_1(z) - onehot(label))`.
 //! Rows without a label contribute only the KL term.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
 
 use super::{Loss, Objective};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::soften::{log_softmax_t, softmax_t};
 use crate::store::{Outputs, TeacherOutputs};
 
@@ -31,7 +31,7 @@ pub struct Kd {
 
 impl Objective for Kd {
     fn prepare<'a>(&self, rows: &'a TeacherOutputs) -> Result<Box<dyn Loss + 'a>> {
-        let labels = label_indices(rows, self.num_classes, &self.origin)?;
+        let labels = rows.label_indices(self.num_classes, &self.origin)?;
         let (t, alpha) = (self.t, self.alpha);
         Ok(match &rows.outputs {
             Outputs::Dense { logits } => {
@@ -60,21 +60,6 @@ impl Objective for Kd {
             Outputs::Sampled { index } => Box::new(SampledKd { index, labels, t, alpha }),
         })
     }
-}
-
-/// The hard labels as class indices, checked against K.
-fn label_indices(data: &TeacherOutputs, num_classes: usize, origin: &Path) -> Result<Vec<Option<usize>>> {
-    data.labels
-        .iter()
-        .zip(&data.ids)
-        .map(|(l, id)| match *l {
-            Some(y) if y < 0 || y as usize >= num_classes => {
-                Err(Error::dataset(origin, format!("column 'label', id {id}: label {y} is outside [0, {num_classes})")))
-            }
-            Some(y) => Ok(Some(y as usize)),
-            None => Ok(None),
-        })
-        .collect()
 }
 
 /// Runs `row(i, z, g)` for every row: `i` the row in the window, `z` its logits, `g` its gradient

@@ -109,6 +109,23 @@ impl TeacherOutputs {
         Ok(())
     }
 
+    /// The hard labels as class indices, each checked against `num_classes` (an error names `origin`, the
+    /// column and the row's id).
+    pub fn label_indices(&self, num_classes: usize, origin: &Path) -> Result<Vec<Option<usize>>> {
+        self.labels
+            .iter()
+            .zip(&self.ids)
+            .map(|(l, id)| match *l {
+                Some(y) if y < 0 || y as usize >= num_classes => Err(Error::dataset(
+                    origin,
+                    format!("column 'label', id {id}: label {y} is outside [0, {num_classes})"),
+                )),
+                Some(y) => Ok(Some(y as usize)),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
     /// A map from id to row (with views: to the row of view 0, the unshifted one).
     pub fn id_index(&self) -> HashMap<u64, usize> {
         let first = |i: usize| self.views.as_ref().is_none_or(|v| v.view[i] == 0);

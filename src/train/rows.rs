@@ -137,24 +137,6 @@ pub fn bytes_per_row(m: &Manifest) -> u64 {
     (4 * m.input.width + teacher + 48) as u64
 }
 
-/// Checks `rows`' labels against K; whether any row has one.
-fn any_label(rows: &TeacherOutputs, num_classes: usize, origin: &Path) -> Result<bool> {
-    let mut any = false;
-    for (l, id) in rows.labels.iter().zip(&rows.ids) {
-        match *l {
-            Some(y) if y < 0 || y as usize >= num_classes => {
-                return Err(Error::dataset(
-                    origin,
-                    format!("column 'label', id {id}: label {y} is outside [0, {num_classes})"),
-                ))
-            }
-            Some(_) => any = true,
-            None => {}
-        }
-    }
-    Ok(any)
-}
-
 impl MemoryRows {
     /// Rows already in memory.
     pub fn new(data: TeacherOutputs) -> Self {
@@ -174,7 +156,11 @@ impl RowSource for MemoryRows {
     fn scan(&self, num_classes: usize, origin: &Path, _progress: &dyn Progress) -> Result<Scan> {
         let mut stats = InputStats::default();
         stats.add(self.data.inputs.view());
-        Ok(Scan { rows: self.data.len(), any_label: any_label(&self.data, num_classes, origin)?, stats })
+        Ok(Scan {
+            rows: self.data.len(),
+            any_label: self.data.label_indices(num_classes, origin)?.iter().any(Option::is_some),
+            stats,
+        })
     }
 
     fn epoch(&self, rng: &mut ChaCha8Rng, visit: &mut dyn FnMut(Window, &mut ChaCha8Rng) -> Result<()>) -> Result<()> {
@@ -204,7 +190,7 @@ impl RowSource for StreamRows<'_> {
         progress.begin("scan", Some(self.labels.manifest().rows));
         for w in self.labels.windows(&self.blocks, self.window, &self.exclude) {
             let w = w?;
-            scan.any_label |= any_label(&w, num_classes, origin)?;
+            scan.any_label |= w.label_indices(num_classes, origin)?.iter().any(Option::is_some);
             scan.rows += w.len();
             scan.stats.add(w.inputs.view());
             progress.advance(w.len() as u64);
