@@ -15,9 +15,9 @@ use crate::config::Pipeline;
 use crate::data::DataSpec;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalReport};
-use crate::precompute::precompute;
+use crate::precompute::{precompute, PrecomputeSettings};
 use crate::progress::Progress;
-use crate::store::SoftLabels;
+use crate::store::{SoftLabels, WriterOptions};
 use crate::train::{Resume, TrainJob, ValSet};
 
 /// What `run` reports.
@@ -49,24 +49,35 @@ pub struct RunReport {
     pub report: Option<crate::report::Report>,
 }
 
+/// Which split a teacher pass is for: only the training split gets views and may leave its inputs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    Train,
+    Test,
+}
+
 /// Reuses `out` if it is a complete dataset matching these settings, else (re)computes it.
 fn labels_for(
     p: &Pipeline,
-    data: &Path,
-    out: &Path,
+    split: Split,
     teacher_sha: &str,
     pass: &PassOptions,
     progress: &dyn Progress,
 ) -> Result<(SoftLabels, bool, f64)> {
     let f = &p.file;
-    let settings = f.teacher.validate(
-        &p.teacher_origin(),
-        data.to_path_buf(),
-        f.data.columns().spec(),
-        out.to_path_buf(),
-        pass,
-    )?;
-    if let Ok(existing) = SoftLabels::open(out) {
+    let (data, name) = match split {
+        Split::Train => (&f.data.train, "labels-train"),
+        Split::Test => (&f.data.test, "labels-test"),
+    };
+    let out = f.output.dir.join(name);
+    let mut settings =
+        f.teacher.validate(&p.teacher_origin(), data.clone(), f.data.columns().spec(), out.clone(), pass)?;
+    if split == Split::Test {
+        // The test split is stored whole: with its inputs, never augmented.
+        settings.views = None;
+        settings.no_inputs = false;
+    }
+    if let Ok(existing) = SoftLabels::open(&out) {
         let m = existing.manifest();
         let fingerprint = crate::data::open(data, &settings.spec)?.source_info()?.fingerprint;
         if m.teacher.sha256 == teacher_sha
@@ -89,17 +100,10 @@ fn labels_for(
             return Err(e);
         }
         tracing::warn!("{e}; recomputing {}", out.display());
-        let fresh = PassOptions { resume: false, overwrite: true, ..pass.clone() };
-        let settings = f.teacher.validate(
-            &p.teacher_origin(),
-            data.to_path_buf(),
-            f.data.columns().spec(),
-            out.to_path_buf(),
-            &fresh,
-        )?;
-        precompute(&settings, progress)?;
+        let writer = WriterOptions { overwrite: true, ..settings.writer.clone() };
+        precompute(&PrecomputeSettings { resume: false, writer, ..settings }, progress)?;
     }
-    Ok((SoftLabels::open(out)?, false, start.elapsed().as_secs_f64()))
+    Ok((SoftLabels::open(&out)?, false, start.elapsed().as_secs_f64()))
 }
 
 /// Runs a whole pipeline. `ort_lib` overrides the ONNX Runtime library.
@@ -113,19 +117,8 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
     }
     let out = &f.output.dir;
     let pass = PassOptions { resume: true, ort_lib: ort_lib.map(Path::to_path_buf), ..Default::default() };
-    let (train_labels, reused, pre_train) =
-        labels_for(p, &f.data.train, &out.join("labels-train"), &teacher_sha, &pass, progress)?;
-    // The test split is stored whole: with inputs, dense or as the teacher stores it, never augmented.
-    let test_pass = PassOptions { no_views: true, ..pass.clone() };
-    let test_p = Pipeline {
-        file: crate::config::pipeline::PipelineFile {
-            teacher: crate::config::TeacherConfig { no_inputs: false, ..f.teacher.clone() },
-            ..f.clone()
-        },
-        ..p.clone()
-    };
-    let (test_labels, _, pre_test) =
-        labels_for(&test_p, &f.data.test, &out.join("labels-test"), &teacher_sha, &test_pass, progress)?;
+    let (train_labels, reused, pre_train) = labels_for(p, Split::Train, &teacher_sha, &pass, progress)?;
+    let (test_labels, _, pre_test) = labels_for(p, Split::Test, &teacher_sha, &pass, progress)?;
 
     let test_outputs = test_labels.load()?;
     let val = ValSet {

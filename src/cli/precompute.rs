@@ -142,7 +142,6 @@ pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Re
         overwrite: a.overwrite,
         shard: a.shard,
         ort_lib: ort_lib.map(Path::to_path_buf),
-        no_views: false,
     };
     let spec = a.data_args.spec(&a.data, None);
     let settings = a.config().validate(&Origin::Flags, a.data.clone(), spec, a.out.clone(), &pass)?;

@@ -18,6 +18,12 @@ pub use train::{OptimizerKind, TrainConfig, TrainSettings};
 
 use crate::error::Error;
 
+/// Proof that settings went through `validate`: a field the library's settings types carry privately,
+/// so code outside the crate cannot build (or change) them without validation. Settings read back from a
+/// file softlabel wrote (`student.json`, a checkpoint) count as validated when they were written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Validated(());
+
 /// Where a group of settings came from, so an error names a setting as the user wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_temperature, Origin};
+use super::{check_temperature, Origin, Validated};
 use crate::augment::{parse_image, ViewOptions};
 use crate::data::DataSpec;
 use crate::error::Result;
@@ -122,8 +122,6 @@ pub struct PassOptions {
     pub shard: Option<Shard>,
     /// Explicit ONNX Runtime library.
     pub ort_lib: Option<PathBuf>,
-    /// Store views (false: ignore `views`, as a pipeline does for its test split).
-    pub no_views: bool,
 }
 
 /// Everything `precompute` needs, validated by [`TeacherConfig::validate`] before any model loads
@@ -162,6 +160,9 @@ pub struct PrecomputeSettings {
     pub float16: bool,
     /// Augmented views of every row; `None`: each row once, as it is.
     pub views: Option<ViewOptions>,
+    /// Made by [`TeacherConfig::validate`] (never read: it only keeps other crates from building these).
+    #[allow(dead_code)]
+    pub(crate) valid: Validated,
 }
 
 impl TeacherConfig {
@@ -220,7 +221,7 @@ impl TeacherConfig {
             (None, Some(k)) => LabelForm::Sampled { k, seed: self.sample_seed },
             (None, None) => LabelForm::Dense,
         };
-        let views = if pass.no_views { None } else { self.view_options(origin)? };
+        let views = self.view_options(origin)?;
         spec.validate()?;
         Ok(PrecomputeSettings {
             teachers,
@@ -249,6 +250,7 @@ impl TeacherConfig {
             no_inputs: self.no_inputs,
             float16: self.float16,
             views,
+            valid: Validated(()),
         })
     }
 }

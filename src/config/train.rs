@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_temperature, Origin};
+use super::{check_temperature, Origin, Validated};
 use crate::error::Result;
 use crate::optim::{Adam, LrSchedule, Optimizer, Sgd};
 
@@ -108,6 +108,9 @@ pub struct TrainSettings {
     /// Memory for the training rows, in MiB (see [`crate::train::rows`]).
     #[serde(default = "default_budget")]
     pub memory_budget_mib: u64,
+    /// Made by [`TrainConfig::validate`].
+    #[serde(skip)]
+    pub(crate) valid: Validated,
 }
 
 fn default_budget() -> u64 {
@@ -183,6 +186,7 @@ impl TrainConfig {
             clip_norm: self.clip_norm,
             exclude_labels: self.exclude_labels.clone(),
             memory_budget_mib: self.memory_budget_mib,
+            valid: Validated(()),
         })
     }
 }
