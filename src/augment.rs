@@ -151,7 +151,7 @@ impl Views {
     }
 
     /// For each position of a shifted row, the position in the source row it comes from (`None`: zero
-    /// fill): out[c][y][x] = in[c][y - shift_y][x - shift_x].
+    /// fill): `out[c][y][x] = in[c][y - shift_y][x - shift_x]`.
     pub fn source_positions(&self, dx: i16, dy: i16) -> Vec<Option<usize>> {
         let [c, h, w] = self.image;
         let mut out = Vec::with_capacity(c * h * w);

@@ -2,15 +2,15 @@
 //!
 //! Offline knowledge distillation in two stages, so the teacher is never in memory while a student trains.
 //!
-//! 1. [`precompute`] runs an ONNX teacher through ONNX Runtime ([`teacher`]) over a Parquet dataset
-//!    ([`dataset`]) and writes a soft-label dataset ([`store`]): Parquet parts keyed by row id with hard
+//! 1. [`precompute`] runs an ONNX teacher through ONNX Runtime ([`teacher`]) over an input dataset
+//!    ([`data`]) and writes a soft-label dataset ([`store`]): Parquet parts keyed by row id with hard
 //!    labels, inputs, raw logits and `softmax(logits / T)` ([`soften`]), described by `_manifest.json`.
-//! 2. [`student::train`] trains a pure-ndarray MLP from those files with the distillation loss of
-//!    Hinton et al. (2015), data-parallel over rayon; [`eval`] measures it against labels and teacher.
+//! 2. [`train`] trains a pure-ndarray [`student`] from those files with a batch-level loss ([`distill`]:
+//!    Hinton et al. 2015), data-parallel over rayon; [`eval`] measures it against labels and teacher.
 //!
-//! [`pipeline`] runs both from a TOML file. The library never prints: long work reports through
-//! [`progress::Progress`], logs go through `tracing`, and every failure is an [`Error`] naming the file,
-//! column and row concerned.
+//! Settings for both come from [`config`]; [`pipeline`] runs both from a TOML file. The library never
+//! prints: long work reports through [`progress::Progress`], logs go through `tracing`, and every failure
+//! is an [`Error`] naming the file, column and row concerned. ARCHITECTURE.md has the module tree.
 #![deny(missing_docs)]
 
 pub mod augment;

@@ -1,6 +1,6 @@
 //! `precompute`: run the teacher over a dataset and write a soft-label dataset, in three parts:
 //! [`plan`] (settings, the data source, the teacher and its first-batch probe, the manifest and the
-//! writer), [`score`] (one batch of source rows into scored rows, without threads) and [`stages`]
+//! writer), [`score`] (one batch of source rows into scored rows, without threads) and `stages`
 //! (reader thread -> inference -> writer thread, joined by bounded channels).
 
 pub mod plan;

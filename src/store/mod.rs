@@ -43,13 +43,13 @@ pub mod columns {
     pub const LABEL: &str = "label";
     /// The input row (fixed_size_list of the source's element type).
     pub const INPUT: &str = "input";
-    /// Raw teacher logits (fixed_size_list<float32>[K]).
+    /// Raw teacher logits (`fixed_size_list<float32>[K]`).
     pub const LOGITS: &str = "logits";
-    /// softmax(logits / T) (fixed_size_list<float32>[K]).
+    /// softmax(logits / T) (`fixed_size_list<float32>[K]`).
     pub const SOFT: &str = "soft";
-    /// Top-k: class indices, by descending logit (fixed_size_list<uint32>[k]).
+    /// Top-k: class indices, by descending logit (`fixed_size_list<uint32>[k]`).
     pub const TOPK_INDEX: &str = "topk_index";
-    /// Top-k: their raw logits (fixed_size_list<float32>[k]).
+    /// Top-k: their raw logits (`fixed_size_list<float32>[k]`).
     pub const TOPK_LOGIT: &str = "topk_logit";
     /// Top-k: logsumexp(logits / T) over all classes (float64).
     pub const LOGSUMEXP_T: &str = "logsumexp_t";
@@ -59,7 +59,7 @@ pub mod columns {
     pub const SHIFT_X: &str = "shift_x";
     /// Views: vertical shift in pixels (int16; positive moves the content down).
     pub const SHIFT_Y: &str = "shift_y";
-    /// Sampled: the k classes drawn from softmax(logits / T), ascending (fixed_size_list<uint32>[k]).
+    /// Sampled: the k classes drawn from softmax(logits / T), ascending (`fixed_size_list<uint32>[k]`).
     pub const SAMPLE_INDEX: &str = "sample_index";
 }
 

@@ -1,4 +1,4 @@
-//! A student as a sequence of operations, which exporters ([`crate::onnx`]) translate to their format.
+//! A student as a sequence of operations, which exporters ([`crate::export`]) translate to their format.
 
 use ndarray::{Array1, Array2};
 

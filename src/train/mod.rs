@@ -1,6 +1,6 @@
 //! Training a student from a soft-label dataset: the rows ([`rows`]), the loss ([`crate::distill`]), the
-//! data-parallel step ([`step`]), checkpoints ([`checkpoint`]), validation rows ([`val`]) and the whole
-//! job from labels to a saved student folder ([`run`]), used by `softlabel train` and by pipelines alike.
+//! data-parallel step (`step`), checkpoints ([`checkpoint`]), validation rows ([`val`]) and the whole
+//! job from labels to a saved student folder ([`run()`]), used by `softlabel train` and by pipelines alike.
 
 pub mod checkpoint;
 pub mod rows;
