@@ -3,19 +3,17 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::{Array, ArrayRef, Float32Array, RecordBatch};
 use arrow_schema::{DataType, Schema};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 use sha2::{Digest, Sha256};
 
-use super::numeric::{integers_to_i128, numeric_to_f32};
 use super::{Batch, DataSpec, ElementType, Source, SourceFile, SourceInfo};
 use crate::error::{Error, Result};
 use crate::util::hex;
+
+mod decode;
 
 /// How the input is laid out in the files (the same in every file).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,114 +216,6 @@ impl ParquetSource {
         }
         builder.build().map_err(|error| Error::Parquet { path: file.to_path_buf(), error })
     }
-
-    fn convert(&self, file: &Path, batch: &RecordBatch, first_row: u64, first_in_source: u64) -> Result<Batch> {
-        let n = batch.num_rows();
-        let row_err = |column: &str, i: usize, what: &str| {
-            Error::data(file, format!("column '{column}', row {}: {what}", first_row + i as u64))
-        };
-        let col =
-            |name: &str| batch.column_by_name(name).ok_or_else(|| Error::data(file, format!("no column '{name}'")));
-
-        let ids = match &self.id_column {
-            Some(c) => {
-                let a = col(c)?;
-                let v =
-                    integers_to_i128(a).ok_or_else(|| Error::data(file, format!("id column '{c}' is not integer")))?;
-                v.into_iter()
-                    .enumerate()
-                    .map(|(i, x)| match x {
-                        None => Err(row_err(c, i, "id is null")),
-                        Some(x) if x < 0 || x > u64::MAX as i128 => Err(row_err(c, i, &format!("id {x} is not a u64"))),
-                        Some(x) => Ok(x as u64),
-                    })
-                    .collect::<Result<Vec<_>>>()?
-            }
-            None => (first_in_source..first_in_source + n as u64).collect(),
-        };
-        let labels = match &self.label_column {
-            Some(c) => {
-                let a = col(c)?;
-                let v = integers_to_i128(a)
-                    .ok_or_else(|| Error::data(file, format!("label column '{c}' is not integer")))?;
-                v.into_iter()
-                    .enumerate()
-                    .map(|(i, x)| match x {
-                        Some(x) if x < i64::MIN as i128 || x > i64::MAX as i128 => {
-                            Err(row_err(c, i, &format!("label {x} does not fit in int64")))
-                        }
-                        x => Ok(x.map(|x| x as i64)),
-                    })
-                    .collect::<Result<Vec<_>>>()?
-            }
-            None => vec![None; n],
-        };
-
-        let mut nonfinite = Vec::new();
-        let (input, width) = match &self.layout {
-            InputLayout::List { column, width, element } => {
-                let a = col(column)?;
-                let (values, width) = list_values(a, *width, n).map_err(|(i, what)| row_err(column, i, &what))?;
-                if element.is_float() && width > 0 {
-                    let flat = numeric_to_f32(values.as_ref()).unwrap_or_default();
-                    for (i, row) in flat.chunks_exact(width).enumerate() {
-                        if let Some(j) = row.iter().position(|v| !v.is_finite()) {
-                            if !self.skip_nonfinite {
-                                return Err(row_err(
-                                    column,
-                                    i,
-                                    &format!(
-                                        "input value {j} of the row is {} (--skip-nonfinite skips such rows)",
-                                        row[j]
-                                    ),
-                                ));
-                            }
-                            nonfinite.push(i);
-                        }
-                    }
-                }
-                (values, width)
-            }
-            InputLayout::Scalars { columns } => {
-                let width = columns.len();
-                let mut flat = vec![0f32; n * width];
-                for (j, name) in columns.iter().enumerate() {
-                    let a = col(name)?;
-                    if let Some(i) = (0..n).find(|&i| a.is_null(i)) {
-                        return Err(row_err(name, i, "value is null"));
-                    }
-                    let v = numeric_to_f32(a)
-                        .ok_or_else(|| Error::data(file, format!("column '{name}' is not numeric")))?;
-                    for (i, x) in v.into_iter().enumerate() {
-                        if !x.is_finite() {
-                            if !self.skip_nonfinite {
-                                return Err(row_err(
-                                    name,
-                                    i,
-                                    &format!("value is {x} (--skip-nonfinite skips such rows)"),
-                                ));
-                            }
-                            nonfinite.push(i);
-                        }
-                        flat[i * width + j] = x;
-                    }
-                }
-                (Arc::new(Float32Array::from(flat)) as ArrayRef, width)
-            }
-        };
-        nonfinite.sort_unstable();
-        nonfinite.dedup();
-        Ok(Batch {
-            file: file.to_path_buf(),
-            first_row,
-            first_source_row: first_in_source,
-            ids,
-            labels,
-            input,
-            width,
-            nonfinite,
-        })
-    }
 }
 
 impl Source for ParquetSource {
@@ -404,47 +294,6 @@ impl Source for ParquetSource {
             row_in_source: file_start + offset,
         })
     }
-}
-
-fn list_values(
-    a: &ArrayRef,
-    width: Option<usize>,
-    n: usize,
-) -> std::result::Result<(ArrayRef, usize), (usize, String)> {
-    if let Some(i) = (0..n).find(|&i| a.is_null(i)) {
-        return Err((i, "input row is null".into()));
-    }
-    let (values, w) = match a.data_type() {
-        DataType::FixedSizeList(_, w) => {
-            let l = a.as_fixed_size_list();
-            let w = *w as usize;
-            (l.values().slice(l.value_offset_at(0), n * w), w)
-        }
-        DataType::List(_) => {
-            let l = a.as_list::<i32>();
-            let offs: Vec<usize> = l.value_offsets().iter().map(|&o| o as usize).collect();
-            let w = width.unwrap_or_else(|| if n > 0 { offs[1] - offs[0] } else { 0 });
-            if let Some(i) = (0..n).find(|&i| offs[i + 1] - offs[i] != w) {
-                return Err((i, format!("row has {} values, earlier rows have {w}", offs[i + 1] - offs[i])));
-            }
-            (l.values().slice(offs[0], n * w), w)
-        }
-        DataType::LargeList(_) => {
-            let l = a.as_list::<i64>();
-            let offs: Vec<usize> = l.value_offsets().iter().map(|&o| o as usize).collect();
-            let w = width.unwrap_or_else(|| if n > 0 { offs[1] - offs[0] } else { 0 });
-            if let Some(i) = (0..n).find(|&i| offs[i + 1] - offs[i] != w) {
-                return Err((i, format!("row has {} values, earlier rows have {w}", offs[i + 1] - offs[i])));
-            }
-            (l.values().slice(offs[0], n * w), w)
-        }
-        dt => return Err((0, format!("unexpected type {dt}"))),
-    };
-    if values.null_count() > 0 {
-        let pos = (0..values.len()).find(|&p| values.is_null(p)).unwrap_or(0);
-        return Err((pos / w.max(1), format!("input value {} of the row is null", pos % w.max(1))));
-    }
-    Ok((values, w))
 }
 
 /// Iterator over a source's batches.

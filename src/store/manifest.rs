@@ -1,0 +1,391 @@
+//! `_manifest.json`: what a dataset holds and where it came from, sealed by a checksum over its JSON.
+
+use std::path::Path;
+
+use arrow_schema::Schema;
+
+use super::{part_schema, LabelForm, Shard, FORMAT, MANIFEST, SCHEMA_MAJOR, SCHEMA_VERSION};
+use crate::data::{ElementType, SourceInfo};
+use crate::error::{Error, Result};
+
+/// What the dataset's teacher was.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherInfo {
+    /// The model's file name.
+    pub file: String,
+    /// sha256 of the model file.
+    pub sha256: String,
+    /// The input the data was fed to.
+    pub input_name: String,
+    /// The input shape the model declares (-1: dynamic).
+    pub input_shape: Vec<i64>,
+    /// The output read as logits.
+    pub output_name: String,
+    /// What that output held (probabilities are stored as log p).
+    #[serde(default = "logits_kind")]
+    pub output_kind: crate::teacher::OutputKind,
+}
+
+fn logits_kind() -> crate::teacher::OutputKind {
+    crate::teacher::OutputKind::Logits
+}
+
+/// The members of a teacher ensemble and how their outputs were combined.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleInfo {
+    /// mean-logits or mean-probs.
+    pub combine: crate::teacher::Combine,
+    /// Every member, in order.
+    pub members: Vec<TeacherInfo>,
+}
+
+/// How the stored input looks and where it came from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputInfo {
+    /// The source column(s) the input was read from.
+    pub source_column: String,
+    /// Element type of the stored `input` column.
+    pub dtype: ElementType,
+    /// Values per row.
+    pub width: usize,
+    /// The per-row shape fed to the teacher (without the batch dimension).
+    pub shape: Vec<usize>,
+    /// Whether the `input` column is stored (false with `--no-inputs`: join the source by id).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub stored: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// One part file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartInfo {
+    /// File name inside the dataset folder.
+    pub file: String,
+    /// Rows in the part.
+    pub rows: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// sha256 of the file.
+    pub sha256: String,
+    /// Smallest id in the part.
+    pub min_id: u64,
+    /// Largest id in the part.
+    pub max_id: u64,
+}
+
+/// `_manifest.json`: written last, atomically, so a folder with a manifest is a complete dataset.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always "softlabel".
+    pub format: String,
+    /// "MAJOR.MINOR".
+    pub schema_version: String,
+    /// "softlabel VERSION".
+    pub created_by: String,
+    /// The temperature `soft` was computed with.
+    pub temperature: f32,
+    /// K, the number of classes.
+    pub num_classes: usize,
+    /// Class names, when known.
+    pub class_names: Option<Vec<String>>,
+    /// The teacher.
+    pub teacher: TeacherInfo,
+    /// The stored input.
+    pub input: InputInfo,
+    /// The source's label column, if it had one.
+    pub label_column: Option<String>,
+    /// The source's id column (else ids are row indices in the source).
+    pub id_column: Option<String>,
+    /// The input data's identity.
+    pub source: SourceInfo,
+    /// Total rows.
+    pub rows: u64,
+    /// Rows with a label.
+    pub labeled_rows: u64,
+    /// The part files, in order.
+    pub parts: Vec<PartInfo>,
+    /// Source rows skipped for NaN or infinite inputs (`--skip-nonfinite`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_nonfinite_rows: u64,
+    /// How the teacher's outputs are stored (absent: dense).
+    #[serde(default, skip_serializing_if = "LabelForm::is_dense")]
+    pub form: LabelForm,
+    /// Logits and probabilities stored as float16 (`--float16`) instead of float32.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub float16: bool,
+    /// For a teacher ensemble: its members (`teacher` then describes the ensemble as a whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<EnsembleInfo>,
+    /// Augmented views (`precompute --views`): every source row stored `count` times, shifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub views: Option<crate::augment::Views>,
+    /// Which shard of the source this dataset holds (`--shard I/N`); absent for a whole dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+    /// sha256 of this manifest's compact JSON with `checksum` set to "": any edit by hand shows.
+    #[serde(default)]
+    pub checksum: String,
+}
+
+impl Manifest {
+    /// The checksum of the manifest's content (see [`Manifest::checksum`]).
+    pub fn compute_checksum(&self) -> String {
+        // Through the text a reader will parse, so numbers are compared as written (an f32 0.3 is
+        // written "0.3", not its f64 widening).
+        let text = serde_json::to_vec(self).unwrap_or_default();
+        checksum_of(&serde_json::from_slice(&text).unwrap_or_default())
+    }
+
+    /// Sets `checksum` for the current content.
+    pub fn seal(&mut self) {
+        self.checksum = self.compute_checksum();
+    }
+
+    /// The manifest as written to `_manifest.json`.
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// The Parquet key-value metadata every part carries (the manifest's fields, minus the parts list).
+    pub fn key_values(&self) -> Vec<(String, String)> {
+        let json = |v: &dyn erased::Json| v.to_json();
+        let mut kv = vec![
+            ("softlabel.schema_version".to_string(), self.schema_version.clone()),
+            ("softlabel.created_by".into(), self.created_by.clone()),
+            ("softlabel.temperature".into(), json(&self.temperature)),
+            ("softlabel.num_classes".into(), self.num_classes.to_string()),
+            ("softlabel.teacher_sha256".into(), self.teacher.sha256.clone()),
+            ("softlabel.teacher_file".into(), self.teacher.file.clone()),
+            ("softlabel.teacher".into(), json(&self.teacher)),
+            ("softlabel.input_shape".into(), json(&self.input.shape)),
+            ("softlabel.input".into(), json(&self.input)),
+            ("softlabel.source".into(), json(&self.source)),
+        ];
+        if let Some(names) = &self.class_names {
+            kv.push(("softlabel.class_names".into(), json(names)));
+        }
+        if let Some(shard) = &self.shard {
+            kv.push(("softlabel.shard".into(), json(shard)));
+        }
+        if !self.form.is_dense() {
+            kv.push(("softlabel.form".into(), json(&self.form)));
+        }
+        if self.float16 {
+            kv.push(("softlabel.float16".into(), "true".into()));
+        }
+        if let Some(views) = &self.views {
+            kv.push(("softlabel.views".into(), json(views)));
+        }
+        if let Some(ensemble) = &self.ensemble {
+            kv.push(("softlabel.ensemble".into(), json(ensemble)));
+        }
+        kv
+    }
+
+    /// The Arrow schema of every part, carrying [`Manifest::key_values`] as its metadata (so readers
+    /// that look at the embedded Arrow schema, like pyarrow's `schema.metadata`, see them too).
+    pub fn arrow_schema(&self) -> Schema {
+        part_schema(
+            self.input.dtype,
+            if self.input.stored { Some(self.input.width) } else { None },
+            self.num_classes,
+            self.form,
+            self.float16,
+            self.views.is_some(),
+        )
+        .with_metadata(self.key_values().into_iter().collect::<std::collections::HashMap<_, _>>())
+    }
+
+    /// Reads and checks `DIR/_manifest.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(MANIFEST);
+        if !dir.is_dir() {
+            return Err(Error::dataset(dir, "no such soft-label dataset folder"));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::dataset(&path, "missing: the folder is not a complete soft-label dataset (an interrupted precompute leaves no manifest)")
+            } else {
+                Error::io(&path, e)
+            }
+        })?;
+        Self::parse(&text, &path)
+    }
+
+    /// Parses and checks a manifest's text; `path` is named in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let path = path.to_path_buf();
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::dataset(&path, format!("not valid JSON: {e}")))?;
+        // Check format and version before the fields, so a newer major version gets the right message.
+        if value.get("format").and_then(|v| v.as_str()) != Some(FORMAT) {
+            return Err(Error::dataset(&path, format!("field 'format' is not \"{FORMAT}\"")));
+        }
+        let version = value.get("schema_version").and_then(|v| v.as_str()).unwrap_or("");
+        let major: Option<u32> = version.split('.').next().and_then(|m| m.parse().ok());
+        match major {
+            Some(SCHEMA_MAJOR) => {}
+            Some(m) if m > SCHEMA_MAJOR => {
+                return Err(Error::dataset(
+                    &path,
+                    format!(
+                    "schema version {version} is newer than this softlabel reads ({SCHEMA_VERSION}); upgrade softlabel"
+                ),
+                ))
+            }
+            _ => return Err(Error::dataset(&path, format!("unsupported schema version '{version}'"))),
+        }
+        let m: Manifest = serde_json::from_value(value.clone())
+            .map_err(|e| Error::dataset(&path, format!("invalid manifest: {e}")))?;
+        m.validate(&path)?;
+        if m.checksum != checksum_of(&value) {
+            return Err(Error::dataset(
+                &path,
+                "checksum does not match the content: the manifest was edited by hand or damaged",
+            ));
+        }
+        Ok(m)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |msg: String| Err(Error::dataset(path, msg));
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad(format!("temperature {} is not finite and > 0", self.temperature));
+        }
+        if self.num_classes == 0 {
+            return bad("num_classes is 0".into());
+        }
+        match self.form {
+            LabelForm::TopK { k } if k == 0 || k > self.num_classes => {
+                return bad(format!("top-k {k} is not in 1..={}", self.num_classes))
+            }
+            LabelForm::Sampled { k: 0, .. } => return bad("sample k is 0".into()),
+            _ => {}
+        }
+        if let Some(names) = &self.class_names {
+            if names.len() != self.num_classes {
+                return bad(format!("{} class names for {} classes", names.len(), self.num_classes));
+            }
+        }
+        if let Some(v) = &self.views {
+            v.validate(self.input.width).map_err(|e| Error::dataset(path, format!("views: {e}")))?;
+        }
+        if self.input.shape.iter().product::<usize>() != self.input.width {
+            return bad(format!("input shape {:?} does not hold {} values", self.input.shape, self.input.width));
+        }
+        let total: u64 = self.parts.iter().map(|p| p.rows).sum();
+        if total != self.rows {
+            return bad(format!("parts hold {total} rows, manifest says {}", self.rows));
+        }
+        for p in &self.parts {
+            if p.file.contains('/') || p.file.contains('\\') || p.file.starts_with('.') {
+                return bad(format!("part name '{}' is not a plain file name", p.file));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// sha256 of a manifest's JSON as written (keys sorted, compact, `checksum` set to ""). Computed on the
+/// JSON value, not the struct, so fields a later version adds (absent from older files) never change an
+/// older manifest's checksum.
+fn checksum_of(value: &serde_json::Value) -> String {
+    let mut v = value.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("checksum".into(), serde_json::Value::String(String::new()));
+    }
+    crate::util::sha256_hex(&serde_json::to_vec(&v).unwrap_or_default())
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+mod erased {
+    /// Serialises any value as compact JSON (a tiny object-safe wrapper for the key-value builder).
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(t: f32) -> String {
+        let m = Manifest {
+            format: FORMAT.into(),
+            schema_version: SCHEMA_VERSION.into(),
+            created_by: "softlabel test".into(),
+            temperature: t,
+            num_classes: 2,
+            class_names: None,
+            teacher: TeacherInfo {
+                file: "t.onnx".into(),
+                sha256: "ab".into(),
+                input_name: "x".into(),
+                input_shape: vec![-1, 2],
+                output_name: "y".into(),
+                output_kind: crate::teacher::OutputKind::Logits,
+            },
+            input: InputInfo {
+                source_column: "input".into(),
+                dtype: ElementType::F32,
+                width: 2,
+                shape: vec![2],
+                stored: true,
+            },
+            label_column: None,
+            id_column: None,
+            source: SourceInfo { files: vec![], fingerprint: "f".into() },
+            rows: 0,
+            labeled_rows: 0,
+            parts: vec![],
+            skipped_nonfinite_rows: 0,
+            form: LabelForm::Dense,
+            float16: false,
+            ensemble: None,
+            views: None,
+            shard: None,
+            checksum: String::new(),
+        };
+        let mut m = m;
+        m.seal();
+        String::from_utf8(m.to_json().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn checksum_survives_round_trips_and_fields_added_later() {
+        for t in [4.0, 0.3, 1e-3, 123.456] {
+            let text = written(t);
+            Manifest::parse(&text, Path::new("m")).unwrap_or_else(|e| panic!("T = {t}: {e}"));
+        }
+        // A manifest written before `output_kind` existed (the field absent) still checks out, once its
+        // checksum was computed without the field.
+        let mut v: serde_json::Value = serde_json::from_str(&written(2.0)).unwrap();
+        v["teacher"].as_object_mut().unwrap().remove("output_kind");
+        v["checksum"] = checksum_of(&v).into();
+        assert!(Manifest::parse(&v.to_string(), Path::new("m")).is_ok());
+        // Any edit shows.
+        v["created_by"] = "someone else".into();
+        let err = Manifest::parse(&v.to_string(), Path::new("m")).unwrap_err().to_string();
+        assert!(err.contains("edited by hand"), "{err}");
+    }
+}

@@ -1,0 +1,131 @@
+//! Encoding rows as the dataset stores them: the record batch of a part (soft labels, top-k or draws
+//! computed here), float16 values, and the Parquet writer properties (encodings, metadata).
+
+use std::sync::Arc;
+
+use arrow_array::{
+    ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int16Array, Int64Array, RecordBatch, UInt16Array,
+    UInt32Array, UInt64Array,
+};
+use arrow_schema::{Field, SchemaRef};
+use parquet::arrow::ArrowSchemaConverter;
+use parquet::basic::{Compression, Encoding, Type as PhysicalType, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use super::{SoftLabelWriter, WriterOptions};
+use crate::augment::ViewColumns;
+use crate::error::{Error, Result};
+use crate::soften::{logsumexp_t, sample_classes, softmax_t, top_k};
+use crate::store::{columns, LabelForm, Manifest};
+
+/// The Parquet writer properties of every part.
+pub(super) fn writer_properties(
+    schema: &SchemaRef,
+    manifest: &Manifest,
+    options: &WriterOptions,
+) -> Result<WriterProperties> {
+    let level = ZstdLevel::try_new(options.zstd_level)
+        .map_err(|e| Error::Config(format!("zstd level {}: {e}", options.zstd_level)))?;
+    let descr =
+        ArrowSchemaConverter::new().convert(schema).map_err(|e| Error::Internal(format!("schema conversion: {e}")))?;
+    let kv = manifest.key_values().into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
+        .set_created_by(manifest.created_by.clone())
+        .set_key_value_metadata(Some(kv));
+    for col in descr.columns() {
+        let path = col.path().clone();
+        let top = path.parts()[0].as_str();
+        if col.physical_type() == PhysicalType::FLOAT {
+            // Floats compress far better with their bytes split into streams; dictionaries never pay.
+            b = b
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
+        } else if top == columns::ID {
+            // Ids are unique: a dictionary would only grow the file.
+            b = b
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+        } else if top == columns::INPUT {
+            b = b.set_column_dictionary_enabled(path, false);
+        }
+    }
+    Ok(b.build())
+}
+
+impl SoftLabelWriter {
+    pub(super) fn record_batch(
+        &self,
+        ids: &[u64],
+        labels: &[Option<i64>],
+        input: &ArrayRef,
+        logits: &[f32],
+        views: Option<&ViewColumns>,
+    ) -> Result<RecordBatch> {
+        let k = self.manifest.num_classes;
+        let t = self.manifest.temperature;
+        let list = |values: ArrayRef, n: usize| -> Result<ArrayRef> {
+            let item = Arc::new(Field::new("item", values.data_type().clone(), false));
+            Ok(Arc::new(
+                FixedSizeListArray::try_new(item, n as i32, values, None)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            ))
+        };
+        let mut cols: Vec<ArrayRef> =
+            vec![Arc::new(UInt64Array::from(ids.to_vec())), Arc::new(Int64Array::from(labels.to_vec()))];
+        if let Some(v) = views {
+            cols.push(Arc::new(UInt16Array::from(v.view.clone())));
+            cols.push(Arc::new(Int16Array::from(v.shift_x.clone())));
+            cols.push(Arc::new(Int16Array::from(v.shift_y.clone())));
+        }
+        if self.manifest.input.stored {
+            cols.push(list(input.clone(), self.manifest.input.width)?);
+        }
+        match self.manifest.form {
+            LabelForm::Dense => {
+                let mut soft = vec![0f32; logits.len()];
+                for (z, p) in logits.chunks_exact(k).zip(soft.chunks_exact_mut(k)) {
+                    softmax_t(z, t, p);
+                }
+                cols.push(list(self.floats(logits)?, k)?);
+                cols.push(list(self.floats(&soft)?, k)?);
+            }
+            LabelForm::TopK { k: top } => {
+                let (mut index, mut value, mut lse) = (Vec::new(), Vec::new(), Vec::new());
+                for z in logits.chunks_exact(k) {
+                    let idx = top_k(z, top);
+                    value.extend(idx.iter().map(|&i| z[i as usize]));
+                    index.extend(idx);
+                    lse.push(logsumexp_t(z, t));
+                }
+                cols.push(list(Arc::new(UInt32Array::from(index)), top)?);
+                cols.push(list(self.floats(&value)?, top)?);
+                cols.push(Arc::new(Float64Array::from(lse)));
+            }
+            LabelForm::Sampled { k: draws, seed } => {
+                let mut index = Vec::with_capacity(ids.len() * draws);
+                for (r, (z, &id)) in logits.chunks_exact(k).zip(ids).enumerate() {
+                    // A view's draws are keyed by id ^ (view << 48), so view 0's equal the unaugmented row's.
+                    let view = views.map_or(0, |v| u64::from(v.view[r]));
+                    index.extend(sample_classes(z, t, draws, seed, id ^ (view << 48)));
+                }
+                cols.push(list(Arc::new(UInt32Array::from(index)), draws)?);
+            }
+        }
+        RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| Error::Internal(format!("record batch: {e}")))
+    }
+
+    /// Float values as the manifest stores them: float32, or float16 (refusing values out of its range).
+    fn floats(&self, v: &[f32]) -> Result<ArrayRef> {
+        if !self.manifest.float16 {
+            return Ok(Arc::new(Float32Array::from(v.to_vec())));
+        }
+        let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
+        if let Some(i) = (0..v.len()).find(|&i| v[i].is_finite() && !h[i].is_finite()) {
+            return Err(Error::Config(format!("value {} does not fit float16 (max 65504): drop --float16", v[i])));
+        }
+        Ok(Arc::new(arrow_array::Float16Array::from(h)))
+    }
+}
