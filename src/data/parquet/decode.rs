@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::{Array, ArrayRef, Float32Array, RecordBatch};
+use arrow_array::{Array, ArrayRef, Float32Array, GenericListArray, OffsetSizeTrait, RecordBatch};
 use arrow_schema::DataType;
 
 use super::{InputLayout, ParquetSource};
@@ -144,24 +144,8 @@ fn list_values(
             let w = *w as usize;
             (l.values().slice(l.value_offset_at(0), n * w), w)
         }
-        DataType::List(_) => {
-            let l = a.as_list::<i32>();
-            let offs: Vec<usize> = l.value_offsets().iter().map(|&o| o as usize).collect();
-            let w = width.unwrap_or_else(|| if n > 0 { offs[1] - offs[0] } else { 0 });
-            if let Some(i) = (0..n).find(|&i| offs[i + 1] - offs[i] != w) {
-                return Err((i, format!("row has {} values, earlier rows have {w}", offs[i + 1] - offs[i])));
-            }
-            (l.values().slice(offs[0], n * w), w)
-        }
-        DataType::LargeList(_) => {
-            let l = a.as_list::<i64>();
-            let offs: Vec<usize> = l.value_offsets().iter().map(|&o| o as usize).collect();
-            let w = width.unwrap_or_else(|| if n > 0 { offs[1] - offs[0] } else { 0 });
-            if let Some(i) = (0..n).find(|&i| offs[i + 1] - offs[i] != w) {
-                return Err((i, format!("row has {} values, earlier rows have {w}", offs[i + 1] - offs[i])));
-            }
-            (l.values().slice(offs[0], n * w), w)
-        }
+        DataType::List(_) => variable_rows(a.as_list::<i32>(), width, n)?,
+        DataType::LargeList(_) => variable_rows(a.as_list::<i64>(), width, n)?,
         dt => return Err((0, format!("unexpected type {dt}"))),
     };
     if values.null_count() > 0 {
@@ -169,4 +153,19 @@ fn list_values(
         return Err((pos / w.max(1), format!("input value {} of the row is null", pos % w.max(1))));
     }
     Ok((values, w))
+}
+
+/// The values of a list or large list whose `n` rows must all have `width` values (`None`: the first
+/// row's count); the first row that differs on error.
+fn variable_rows<O: OffsetSizeTrait>(
+    l: &GenericListArray<O>,
+    width: Option<usize>,
+    n: usize,
+) -> std::result::Result<(ArrayRef, usize), (usize, String)> {
+    let offs: Vec<usize> = l.value_offsets().iter().map(|o| o.as_usize()).collect();
+    let w = width.unwrap_or_else(|| if n > 0 { offs[1] - offs[0] } else { 0 });
+    if let Some(i) = (0..n).find(|&i| offs[i + 1] - offs[i] != w) {
+        return Err((i, format!("row has {} values, earlier rows have {w}", offs[i + 1] - offs[i])));
+    }
+    Ok((l.values().slice(offs[0], n * w), w))
 }
