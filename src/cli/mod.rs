@@ -101,7 +101,9 @@ impl DataArgs {
 fn has_column(data: &std::path::Path, name: &str) -> bool {
     let Ok(files) = softlabel::data::parquet_files(data) else { return false };
     let Some(first) = files.first() else { return false };
-    softlabel::data::open_parquet(first).map(|b| b.schema().field_with_name(name).is_ok()).unwrap_or(false)
+    softlabel::data::open_parquet(first, softlabel::util::Links::Follow)
+        .map(|b| b.schema().field_with_name(name).is_ok())
+        .unwrap_or(false)
 }
 
 pub fn init_logging(verbose: u8, quiet: bool) {

@@ -266,30 +266,95 @@ impl Columns {
             }
             Ok(v)
         };
+        let at = |name: &str, i: usize, what: String| {
+            Err(Error::dataset(path, format!("column '{name}', row {}: {what}", first_row + i as u64)))
+        };
         match m.form {
-            LabelForm::Dense => self.logits.extend(floats(columns::LOGITS, m.num_classes)?),
+            LabelForm::Dense => {
+                let k = m.num_classes;
+                let z = floats(columns::LOGITS, k)?;
+                if let Some(i) = z.chunks_exact(k).position(|row| row.iter().all(|&v| v == f32::NEG_INFINITY)) {
+                    return at(columns::LOGITS, i, "every logit is -inf (no class has any probability)".into());
+                }
+                self.logits.extend(z);
+            }
             LabelForm::TopK { k } => {
-                self.index.extend(indices(columns::TOPK_INDEX, k)?);
-                self.logits.extend(floats(columns::TOPK_LOGIT, k)?);
+                let index = indices(columns::TOPK_INDEX, k)?;
+                let z = floats(columns::TOPK_LOGIT, k)?;
                 let lse = col(columns::LOGSUMEXP_T)?
                     .as_primitive_opt::<Float64Type>()
                     .ok_or_else(|| Error::dataset(path, "column 'logsumexp_t' is not float64"))?;
                 if let Some(i) = lse.values().iter().position(|v| !v.is_finite()) {
-                    return Err(Error::dataset(
-                        path,
-                        format!("column 'logsumexp_t', row {}: {}", first_row + i as u64, lse.value(i)),
-                    ));
+                    return at(columns::LOGSUMEXP_T, i, format!("{} is not finite", lse.value(i)));
                 }
+                // What the writer guarantees (SCHEMA.md): k distinct classes by descending logit, whose
+                // probabilities exp(z / T - logsumexp_t) sum to at most 1 (the rest is the tail's).
+                let t = f64::from(m.temperature);
+                let slack = if m.float16 { 2e-3 } else { 1e-5 };
+                let mut seen = vec![false; m.num_classes.min(1 << 20)];
+                for (i, (idx, row)) in index.chunks_exact(k).zip(z.chunks_exact(k)).enumerate() {
+                    if row.windows(2).any(|w| w[1] > w[0]) {
+                        return at(columns::TOPK_LOGIT, i, "logits are not in descending order".into());
+                    }
+                    if let Some(c) = distinct(idx, &mut seen) {
+                        return at(columns::TOPK_INDEX, i, format!("class {c} appears twice"));
+                    }
+                    let mass: f64 = row.iter().map(|&v| (f64::from(v) / t - lse.value(i)).exp()).sum();
+                    if mass > 1.0 + slack {
+                        return at(
+                            columns::TOPK_LOGIT,
+                            i,
+                            format!(
+                                "the top-k probabilities sum to {mass} (over 1): logsumexp_t {} is too small",
+                                lse.value(i)
+                            ),
+                        );
+                    }
+                }
+                self.index.extend(index);
+                self.logits.extend(z);
                 self.lse.extend_from_slice(lse.values());
             }
-            LabelForm::Sampled { k, .. } => self.index.extend(indices(columns::SAMPLE_INDEX, k)?),
+            LabelForm::Sampled { k, .. } => {
+                let index = indices(columns::SAMPLE_INDEX, k)?;
+                if let Some(i) = index.chunks_exact(k).position(|row| row.windows(2).any(|w| w[1] < w[0])) {
+                    return at(columns::SAMPLE_INDEX, i, "draws are not in ascending order".into());
+                }
+                self.index.extend(index);
+            }
         }
         Ok(())
     }
 }
 
+/// The first class that appears twice in `idx` (classes below `seen.len()` use `seen` as scratch,
+/// left all false again; larger ones are compared pairwise).
+fn distinct(idx: &[u32], seen: &mut [bool]) -> Option<u32> {
+    let mut dup = None;
+    for &c in idx {
+        match seen.get_mut(c as usize) {
+            Some(s) if *s => {
+                dup = Some(c);
+                break;
+            }
+            Some(s) => *s = true,
+            None => {}
+        }
+    }
+    for &c in idx {
+        if let Some(s) = seen.get_mut(c as usize) {
+            *s = false;
+        }
+    }
+    if dup.is_some() {
+        return dup;
+    }
+    let large: Vec<u32> = idx.iter().copied().filter(|&c| c as usize >= seen.len()).collect();
+    (0..large.len()).find_map(|i| large[i + 1..].contains(&large[i]).then_some(large[i]))
+}
+
 /// The `view`, `shift_x` and `shift_y` columns of a record batch.
-pub(crate) fn read_views<'a>(path: &Path, rb: &'a RecordBatch) -> Result<(&'a [u16], &'a [i16], &'a [i16])> {
+fn read_views<'a>(path: &Path, rb: &'a RecordBatch) -> Result<(&'a [u16], &'a [i16], &'a [i16])> {
     let col = |name: &str| rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")));
     let view = col(columns::VIEW)?
         .as_primitive_opt::<UInt16Type>()

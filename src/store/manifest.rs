@@ -7,6 +7,7 @@ use arrow_schema::Schema;
 use super::{part_schema, LabelForm, Shard, FORMAT, MANIFEST, SCHEMA_MAJOR, SCHEMA_VERSION};
 use crate::data::{ElementType, SourceInfo};
 use crate::error::{Error, Result};
+use crate::util::{read_text_bounded, Links};
 
 /// What the dataset's teacher was.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -197,29 +198,33 @@ impl Manifest {
     /// The Arrow schema of every part, carrying [`Manifest::key_values`] as its metadata (so readers
     /// that look at the embedded Arrow schema, like pyarrow's `schema.metadata`, see them too).
     pub fn arrow_schema(&self) -> Schema {
+        self.part_schema().with_metadata(self.key_values().into_iter().collect::<std::collections::HashMap<_, _>>())
+    }
+
+    /// The columns every part has, without the metadata (see [`Manifest::arrow_schema`]).
+    pub fn part_schema(&self) -> Schema {
         part_schema(
             self.input.dtype,
-            if self.input.stored { Some(self.input.width) } else { None },
+            self.input.stored.then_some(self.input.width),
             self.num_classes,
             self.form,
             self.float16,
             self.views.is_some(),
         )
-        .with_metadata(self.key_values().into_iter().collect::<std::collections::HashMap<_, _>>())
     }
 
-    /// Reads and checks `DIR/_manifest.json`.
+    /// Reads and checks `DIR/_manifest.json` (a regular file, not a link, at most [`MAX_MANIFEST_BYTES`]).
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST);
         if !dir.is_dir() {
             return Err(Error::dataset(dir, "no such soft-label dataset folder"));
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::dataset(&path, "missing: the folder is not a complete soft-label dataset (an interrupted precompute leaves no manifest)")
-            } else {
-                Error::io(&path, e)
-            }
+        let text = read_text_bounded(&path, Links::Refuse, MAX_MANIFEST_BYTES, "a manifest").map_err(|e| match e {
+            Error::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => Error::dataset(
+                &path,
+                "missing: the folder is not a complete soft-label dataset (an interrupted precompute leaves no manifest)",
+            ),
+            e => e,
         })?;
         Self::parse(&text, &path)
     }
@@ -264,14 +269,16 @@ impl Manifest {
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return bad(format!("temperature {} is not finite and > 0", self.temperature));
         }
-        if self.num_classes == 0 {
-            return bad("num_classes is 0".into());
+        if self.num_classes == 0 || self.num_classes > MAX_CLASSES {
+            return bad(format!("num_classes {} is not in 1..={MAX_CLASSES}", self.num_classes));
         }
         match self.form {
             LabelForm::TopK { k } if k == 0 || k > self.num_classes => {
                 return bad(format!("top-k {k} is not in 1..={}", self.num_classes))
             }
-            LabelForm::Sampled { k: 0, .. } => return bad("sample k is 0".into()),
+            LabelForm::Sampled { k, .. } if k == 0 || k > MAX_SAMPLE_K => {
+                return bad(format!("sample k {k} is not in 1..={MAX_SAMPLE_K}"))
+            }
             _ => {}
         }
         if let Some(names) = &self.class_names {
@@ -282,20 +289,58 @@ impl Manifest {
         if let Some(v) = &self.views {
             v.validate(self.input.width).map_err(|e| Error::dataset(path, format!("views: {e}")))?;
         }
-        if self.input.shape.iter().product::<usize>() != self.input.width {
+        let values = self.input.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if values != Some(self.input.width) {
             return bad(format!("input shape {:?} does not hold {} values", self.input.shape, self.input.width));
         }
-        let total: u64 = self.parts.iter().map(|p| p.rows).sum();
-        if total != self.rows {
-            return bad(format!("parts hold {total} rows, manifest says {}", self.rows));
+        if self.input.width > MAX_INPUT_VALUES {
+            return bad(format!("input width {} is over {MAX_INPUT_VALUES} values", self.input.width));
         }
+        let total = self.parts.iter().try_fold(0u64, |a, p| a.checked_add(p.rows));
+        match total {
+            Some(t) if t == self.rows => {}
+            Some(t) => return bad(format!("parts hold {t} rows, manifest says {}", self.rows)),
+            None => return bad("the parts' row counts overflow 64 bits".into()),
+        }
+        if self.labeled_rows > self.rows {
+            return bad(format!("labeled_rows {} is more than rows {}", self.labeled_rows, self.rows));
+        }
+        let mut names = std::collections::HashSet::new();
         for p in &self.parts {
-            if p.file.contains('/') || p.file.contains('\\') || p.file.starts_with('.') {
-                return bad(format!("part name '{}' is not a plain file name", p.file));
+            if !is_part_name(&p.file) {
+                return bad(format!("part name '{}' is not a part-NNNNN.parquet file name", p.file));
+            }
+            if !names.insert(p.file.as_str()) {
+                return bad(format!("part '{}' is listed twice", p.file));
+            }
+            if p.min_id > p.max_id && p.rows > 0 {
+                return bad(format!("part '{}': min_id {} is above max_id {}", p.file, p.min_id, p.max_id));
+            }
+        }
+        if let Some(s) = &self.shard {
+            if s.count == 0 || s.index >= s.count {
+                return bad(format!("shard {}/{} is not I/N with I < N", s.index, s.count));
             }
         }
         Ok(())
     }
+}
+
+/// The largest `_manifest.json` read (a real one is kilobytes; 100,000 parts or class names fit).
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+/// The most classes a dataset may have (the largest vocabularies in use are ~256k).
+pub const MAX_CLASSES: usize = 1 << 24;
+/// The most draws per row of a sampled dataset.
+pub const MAX_SAMPLE_K: usize = 1 << 16;
+/// The most input values per row (a 3 x 4096 x 4096 image is 50M).
+pub const MAX_INPUT_VALUES: usize = 1 << 26;
+
+/// Whether `name` is a part file name as the writer makes them: `part-` digits `.parquet`, nothing else
+/// (so a manifest can only name files inside its own folder).
+pub fn is_part_name(name: &str) -> bool {
+    name.strip_prefix("part-")
+        .and_then(|n| n.strip_suffix(".parquet"))
+        .is_some_and(|d| !d.is_empty() && d.len() <= 12 && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// sha256 of a manifest's JSON as written (keys sorted, compact, `checksum` set to ""). Computed on the

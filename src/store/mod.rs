@@ -7,8 +7,10 @@ mod reader;
 mod rows;
 mod writer;
 
-pub(crate) use decode::read_views;
-pub use manifest::{EnsembleInfo, InputInfo, Manifest, PartInfo, TeacherInfo};
+pub use manifest::{
+    is_part_name, EnsembleInfo, InputInfo, Manifest, PartInfo, TeacherInfo, MAX_CLASSES, MAX_INPUT_VALUES,
+    MAX_MANIFEST_BYTES, MAX_SAMPLE_K,
+};
 pub use reader::{Block, SoftLabels, Windows};
 pub use rows::{Outputs, TeacherOutputs};
 pub(crate) use writer::{prepare_dir, WRITE_BLOCK};
@@ -61,6 +63,17 @@ pub mod columns {
     pub const SHIFT_Y: &str = "shift_y";
     /// Sampled: the k classes drawn from softmax(logits / T), ascending (`fixed_size_list<uint32>[k]`).
     pub const SAMPLE_INDEX: &str = "sample_index";
+    /// Every column a part may have.
+    pub const ALL: [&str; 12] =
+        [ID, LABEL, VIEW, SHIFT_X, SHIFT_Y, INPUT, LOGITS, SOFT, TOPK_INDEX, TOPK_LOGIT, LOGSUMEXP_T, SAMPLE_INDEX];
+}
+
+/// Values per row of a part column: a fixed-size list's width, else 1.
+pub(crate) fn list_width(dt: &DataType) -> usize {
+    match dt {
+        DataType::FixedSizeList(_, n) => (*n).max(0) as usize,
+        _ => 1,
+    }
 }
 
 /// Shard `index` of `count`: the rows whose id hashes to `index` (see [`Shard::owns`]).

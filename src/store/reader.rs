@@ -4,14 +4,18 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::UInt64Type;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
-use parquet::file::metadata::PageIndexPolicy;
+use arrow_array::types::{UInt16Type, UInt64Type};
+use arrow_array::{Array, RecordBatch, RecordBatchReader};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
 use super::decode::Columns;
-use super::{columns, Manifest, TeacherOutputs};
+use super::{columns, Manifest, PartInfo, TeacherOutputs};
 use crate::error::{Error, Result};
-use crate::util::sha256_file;
+use crate::util::{open_regular, sha256_of, Links, ParquetFile};
 
 /// An opened, checked soft-label dataset.
 #[derive(Debug, Clone)]
@@ -21,39 +25,159 @@ pub struct SoftLabels {
 }
 
 impl SoftLabels {
-    /// Opens `dir`: reads the manifest and checks that every part exists with the recorded size and
-    /// sha256, so a missing, truncated or swapped part is caught before any work.
+    /// Opens `dir` and checks everything short of reading every value (which the readers check as they
+    /// decode, and `verify` does in full): the manifest (bounded, sealed, consistent), every part (a
+    /// regular file inside the folder, not a link; its size, sha256, footer metadata, row counts, column
+    /// types and byte sizes against the manifest), and the ids (unique across parts, inside each part's
+    /// recorded range) and label count. A part missing, truncated, swapped, linked in from elsewhere or
+    /// crafted is refused here, before any work and before anything is sized from the manifest's claims.
     pub fn open(dir: &Path) -> Result<Self> {
         let manifest = Manifest::read(dir)?;
-        for part in &manifest.parts {
-            let path = dir.join(&part.file);
-            let meta = std::fs::metadata(&path).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Error::dataset(&path, "part listed in _manifest.json is missing")
-                } else {
-                    Error::io(&path, e)
-                }
-            })?;
-            if meta.len() != part.bytes {
-                return Err(Error::dataset(
-                    &path,
-                    format!(
-                        "part was changed or replaced: it has {} bytes, _manifest.json says {}",
-                        meta.len(),
-                        part.bytes
-                    ),
-                ));
+        let labels = SoftLabels { dir: dir.to_path_buf(), manifest };
+        for part in &labels.manifest.parts {
+            labels.check_part(part)?;
+        }
+        labels.check_ids()?;
+        Ok(labels)
+    }
+
+    /// Checks one part's file against the manifest (see [`SoftLabels::open`]).
+    fn check_part(&self, part: &PartInfo) -> Result<()> {
+        let path = self.dir.join(&part.file);
+        let file = ParquetFile::open(&path, Links::Refuse).map_err(|e| match e {
+            Error::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
+                Error::dataset(&path, "part listed in _manifest.json is missing")
             }
-            check_footer(&path, &manifest)?;
-            let sha = sha256_file(&path)?;
-            if sha != part.sha256 {
-                return Err(Error::dataset(
-                    &path,
-                    format!("part was changed or replaced: sha256 {sha}, _manifest.json says {}", part.sha256),
-                ));
+            e => e,
+        })?;
+        if file.size() != part.bytes {
+            return Err(Error::dataset(
+                &path,
+                format!(
+                    "part was changed or replaced: it has {} bytes, _manifest.json says {}",
+                    file.size(),
+                    part.bytes
+                ),
+            ));
+        }
+        let sha = sha256_of(file.file(), &path)?;
+        if sha != part.sha256 {
+            return Err(Error::dataset(
+                &path,
+                format!("part was changed or replaced: sha256 {sha}, _manifest.json says {}", part.sha256),
+            ));
+        }
+        let builder = self.checked_builder(&path)?;
+        check_footer(&path, builder.metadata(), part, &self.manifest)
+    }
+
+    /// Reads every part's `id` (and `view`, `label`) column: ids unique (per view) across the whole
+    /// dataset and inside each part's recorded range, and the labelled rows as many as the manifest says.
+    fn check_ids(&self) -> Result<()> {
+        let m = &self.manifest;
+        let views = m.views.is_some();
+        // (id, view) packed into one u128 sort key; memory is 16 bytes per row actually read.
+        let mut keys: Vec<u128> = Vec::new();
+        let mut labeled = 0u64;
+        for part in &m.parts {
+            let path = self.dir.join(&part.file);
+            let mut names = vec![columns::ID, columns::LABEL];
+            if views {
+                names.push(columns::VIEW);
+            }
+            let mut row = 0u64;
+            for rb in self.projected_reader(&path, &names)? {
+                let rb = rb.map_err(|e| Error::dataset(&path, format!("cannot decode ids after row {row}: {e}")))?;
+                let id = rb.column(0).as_primitive::<UInt64Type>();
+                if id.null_count() > 0 {
+                    let i = (0..id.len()).find(|&i| id.is_null(i)).unwrap_or(0);
+                    return Err(Error::dataset(&path, format!("column 'id', row {}: id is null", row + i as u64)));
+                }
+                if let Some(i) = id.values().iter().position(|&v| v < part.min_id || v > part.max_id) {
+                    return Err(Error::dataset(
+                        &path,
+                        format!(
+                            "column 'id', row {}: id {} outside the manifest's range {}..={} for this part",
+                            row + i as u64,
+                            id.value(i),
+                            part.min_id,
+                            part.max_id
+                        ),
+                    ));
+                }
+                labeled += (rb.num_rows() - rb.column(1).null_count()) as u64;
+                match views {
+                    true => {
+                        let view = rb.column(2).as_primitive::<UInt16Type>();
+                        keys.extend(
+                            id.values().iter().zip(view.values()).map(|(&i, &v)| (u128::from(i) << 16) | u128::from(v)),
+                        );
+                    }
+                    false => keys.extend(id.values().iter().map(|&i| u128::from(i) << 16)),
+                }
+                row += rb.num_rows() as u64;
             }
         }
-        Ok(SoftLabels { dir: dir.to_path_buf(), manifest })
+        if labeled != m.labeled_rows {
+            return Err(Error::dataset(
+                self.dir.join(super::MANIFEST),
+                format!("labeled_rows is {}, the parts hold {labeled} rows with a label", m.labeled_rows),
+            ));
+        }
+        keys.sort_unstable();
+        if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+            let (id, view) = ((w[0] >> 16) as u64, (w[0] & 0xffff) as u16);
+            return Err(self.duplicate(id, view));
+        }
+        Ok(())
+    }
+
+    /// The error for an id (and view) found twice, naming both places (a second scan: errors only).
+    fn duplicate(&self, id: u64, view: u16) -> Error {
+        let views = self.manifest.views.is_some();
+        let mut places = Vec::new();
+        for part in &self.manifest.parts {
+            let path = self.dir.join(&part.file);
+            let names: &[&str] = if views { &[columns::ID, columns::VIEW] } else { &[columns::ID] };
+            let Ok(reader) = self.projected_reader(&path, names) else { continue };
+            let mut row = 0u64;
+            for rb in reader.flatten() {
+                let ids = rb.column(0).as_primitive::<UInt64Type>();
+                for i in 0..rb.num_rows() {
+                    let v = if views { rb.column(1).as_primitive::<UInt16Type>().value(i) } else { 0 };
+                    if ids.value(i) == id && v == view {
+                        places.push((path.clone(), row + i as u64));
+                    }
+                }
+                row += rb.num_rows() as u64;
+            }
+        }
+        let what = if views { format!("id {id} (view {view})") } else { format!("id {id}") };
+        match places.as_slice() {
+            [(p1, r1), (p2, r2), ..] => Error::dataset(
+                p2,
+                format!("column 'id', row {r2}: duplicate {what}, also in {} row {r1}", p1.display()),
+            ),
+            _ => Error::dataset(&self.dir, format!("column 'id': duplicate {what}")),
+        }
+    }
+
+    /// A reader of `names` (columns of the part schema, in that order) of the part at `path`.
+    fn projected_reader(&self, path: &Path, names: &[&str]) -> Result<ParquetRecordBatchReader> {
+        let builder = self.checked_builder(path)?;
+        let mask = projection(&builder, names, path)?;
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(8192)
+            .build()
+            .map_err(|error| Error::Parquet { path: path.to_path_buf(), error })?;
+        // The projection keeps the file's column order; the callers index columns by `names`' order.
+        let schema = reader.schema();
+        let order: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        if order != names {
+            return Err(Error::dataset(path, format!("columns are in the order {order:?}, the schema's is {names:?}")));
+        }
+        Ok(reader)
     }
 
     /// A dataset from a manifest already checked by the caller (e.g. a resuming writer's committed parts).
@@ -63,24 +187,12 @@ impl SoftLabels {
 
     /// Every row's id, reading only the `id` column.
     pub fn ids(&self) -> Result<Vec<u64>> {
-        let mut ids = Vec::with_capacity(self.manifest.rows as usize);
+        let mut ids = Vec::new();
         for part in &self.manifest.parts {
             let path = self.dir.join(&part.file);
-            let builder = crate::data::open_parquet(&path)?;
-            let idx = builder
-                .schema()
-                .index_of(columns::ID)
-                .map_err(|_| Error::dataset(&path, format!("no column '{}'", columns::ID)))?;
-            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
-            let reader =
-                builder.with_projection(mask).build().map_err(|error| Error::Parquet { path: path.clone(), error })?;
-            for rb in reader {
+            for rb in self.projected_reader(&path, &[columns::ID])? {
                 let rb = rb.map_err(|e| Error::dataset(&path, format!("cannot decode ids: {e}")))?;
-                let col = rb
-                    .column(0)
-                    .as_primitive_opt::<UInt64Type>()
-                    .ok_or_else(|| Error::dataset(&path, "column 'id' is not uint64"))?;
-                ids.extend_from_slice(col.values());
+                ids.extend_from_slice(rb.column(0).as_primitive::<UInt64Type>().values());
             }
         }
         Ok(ids)
@@ -98,7 +210,9 @@ impl SoftLabels {
 
     /// sha256 of _manifest.json's content (identifies exactly what a student learned from).
     pub fn manifest_sha256(&self) -> Result<String> {
-        sha256_file(&self.dir.join(super::MANIFEST))
+        let path = self.dir.join(super::MANIFEST);
+        let (file, _) = open_regular(&path, Links::Refuse)?;
+        sha256_of(&file, &path)
     }
 
     /// Reads every part into memory.
@@ -110,12 +224,10 @@ impl SoftLabels {
     /// are read.
     pub fn load_excluding(&self, exclude: &[i64]) -> Result<TeacherOutputs> {
         let m = &self.manifest;
-        let mut acc = Columns::with_capacity(m, m.rows as usize);
+        let mut acc = Columns::with_capacity(m, initial_rows(m.rows));
         for part in &m.parts {
             let path = self.dir.join(&part.file);
-            let builder = self.checked_builder(&path)?;
-            let reader =
-                builder.with_batch_size(8192).build().map_err(|error| Error::Parquet { path: path.clone(), error })?;
+            let reader = self.projected_reader(&path, &decoded_columns(m))?;
             let mut part_rows = 0u64;
             for rb in reader {
                 let rb =
@@ -133,6 +245,39 @@ impl SoftLabels {
             }
         }
         acc.finish(m)
+    }
+
+    /// Reads every part batch by batch, each decoded and checked as [`SoftLabels::load`] does, handing
+    /// `visit` the part's path, the record batch (with the `soft` column too when `soft` is set: dense
+    /// datasets only), the batch's first row in its part and its rows. Memory is one batch.
+    pub fn scan(
+        &self,
+        soft: bool,
+        mut visit: impl FnMut(&Path, &RecordBatch, u64, &TeacherOutputs) -> Result<()>,
+    ) -> Result<u64> {
+        let m = &self.manifest;
+        let mut names = decoded_columns(m);
+        if soft && m.form.is_dense() {
+            // In schema order: `soft` follows `logits`.
+            names.push(columns::SOFT);
+        }
+        let mut total = 0u64;
+        for part in &m.parts {
+            let path = self.dir.join(&part.file);
+            let mut row = 0u64;
+            for rb in self.projected_reader(&path, &names)? {
+                let rb = rb.map_err(|e| Error::dataset(&path, format!("cannot decode rows after row {row}: {e}")))?;
+                let mut acc = Columns::with_capacity(m, rb.num_rows());
+                acc.read(&path, &rb, m, row)?;
+                visit(&path, &rb, row, &acc.finish(m)?)?;
+                row += rb.num_rows() as u64;
+            }
+            if row != part.rows {
+                return Err(Error::dataset(&path, format!("part has {row} rows, _manifest.json says {}", part.rows)));
+            }
+            total += row;
+        }
+        Ok(total)
     }
 
     /// The dataset cut into blocks of at most `max_rows` rows, none crossing a row group, in file order.
@@ -161,8 +306,8 @@ impl SoftLabels {
 
     /// Reads `blocks` (from [`SoftLabels::blocks`]) into memory, in the order given.
     pub fn load_blocks(&self, blocks: &[Block]) -> Result<TeacherOutputs> {
-        let rows = blocks.iter().map(|b| b.rows).sum();
-        let mut acc = Columns::with_capacity(&self.manifest, rows);
+        let rows = blocks.iter().map(|b| b.rows).sum::<usize>();
+        let mut acc = Columns::with_capacity(&self.manifest, initial_rows(rows as u64));
         self.read_blocks(blocks, &[], &mut acc, &mut Vec::new())?;
         acc.finish(&self.manifest)
     }
@@ -178,7 +323,7 @@ impl SoftLabels {
     /// before it; the part is checked once (byte ranges, column types).
     fn block_metadata(&self, path: &Path) -> Result<ArrowReaderMetadata> {
         self.checked_builder(path)?;
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let file = ParquetFile::open(path, Links::Refuse)?;
         let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
         ArrowReaderMetadata::load(&file, options).map_err(|error| Error::Parquet { path: path.to_path_buf(), error })
     }
@@ -205,9 +350,12 @@ impl SoftLabels {
                     meta
                 }
             };
-            let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let file = ParquetFile::open(&path, Links::Refuse)?;
             let selection = RowSelection::from(vec![RowSelector::skip(b.offset), RowSelector::select(b.rows)]);
-            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
+            let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta);
+            let mask = projection(&builder, &decoded_columns(m), &path)?;
+            let reader = builder
+                .with_projection(mask)
                 .with_row_groups(vec![b.row_group])
                 .with_row_selection(selection)
                 .with_batch_size(8192)
@@ -234,17 +382,9 @@ impl SoftLabels {
     }
 
     /// Opens a part, checking its columns have the types the manifest implies.
-    fn checked_builder(&self, path: &Path) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
-        let m = &self.manifest;
-        let expected = super::part_schema(
-            m.input.dtype,
-            m.input.stored.then_some(m.input.width),
-            m.num_classes,
-            m.form,
-            m.float16,
-            m.views.is_some(),
-        );
-        let builder = crate::data::open_parquet(path)?;
+    pub(crate) fn checked_builder(&self, path: &Path) -> Result<ParquetRecordBatchReaderBuilder<ParquetFile>> {
+        let expected = self.manifest.part_schema();
+        let builder = crate::data::open_parquet(path, Links::Refuse)?;
         for field in expected.fields() {
             match builder.schema().field_with_name(field.name()) {
                 Ok(f) if f.data_type() == field.data_type() => {}
@@ -323,10 +463,63 @@ pub struct Block {
     pub first_row: u64,
 }
 
-fn check_footer(path: &Path, m: &Manifest) -> Result<()> {
-    let builder = crate::data::open_parquet(path)?;
-    let kv: HashMap<&str, &str> = builder
-        .metadata()
+/// The columns the readers decode: the part schema's, minus `soft` (recomputed from `logits` where it
+/// is needed). A column the schema does not name is never decoded, however it is compressed.
+fn decoded_columns(m: &Manifest) -> Vec<&'static str> {
+    m.part_schema()
+        .fields()
+        .iter()
+        .filter_map(|f| columns::ALL.iter().copied().find(|&c| c == f.name() && c != columns::SOFT))
+        .collect()
+}
+
+/// A projection onto the top-level columns `names`.
+fn projection<T>(
+    builder: &parquet::arrow::arrow_reader::ArrowReaderBuilder<T>,
+    names: &[&str],
+    path: &Path,
+) -> Result<ProjectionMask> {
+    let roots = builder.parquet_schema().root_schema().get_fields();
+    let mut indices = Vec::with_capacity(names.len());
+    for name in names {
+        let i = roots
+            .iter()
+            .position(|f| f.name() == *name)
+            .ok_or_else(|| Error::dataset(path, format!("no column '{name}'")))?;
+        indices.push(i);
+    }
+    Ok(ProjectionMask::roots(builder.parquet_schema(), indices))
+}
+
+/// Rows to reserve room for up front: the claim, but never more than a few million rows (the vectors
+/// grow with what is really decoded, so a manifest claiming 2^40 rows allocates nothing for it).
+fn initial_rows(claimed: u64) -> usize {
+    claimed.min(1 << 20) as usize
+}
+
+/// Bytes one value of a Parquet leaf column takes in its plain encoding.
+fn physical_bytes(c: &parquet::schema::types::ColumnDescriptor) -> usize {
+    use parquet::basic::Type;
+    match c.physical_type() {
+        Type::BOOLEAN => 1,
+        Type::INT32 | Type::FLOAT => 4,
+        Type::INT64 | Type::DOUBLE => 8,
+        Type::INT96 => 12,
+        Type::FIXED_LEN_BYTE_ARRAY => c.type_length().max(0) as usize,
+        // Not a type softlabel writes; checked_builder refuses such a part before this is used.
+        Type::BYTE_ARRAY => 0,
+    }
+}
+
+/// Bytes a column may claim uncompressed beyond its values' own size (levels, page headers, a
+/// dictionary): twice the values plus this much.
+const CHUNK_SLACK_BYTES: i64 = 1 << 20;
+
+/// Checks a part's footer against the manifest: the metadata every part carries, the row count, and
+/// the uncompressed size each decoded column claims against what its rows can hold (so a column cannot
+/// decompress to more than its rows' values: a crafted part is refused before it is decoded).
+fn check_footer(path: &Path, meta: &ParquetMetaData, part: &PartInfo, m: &Manifest) -> Result<()> {
+    let kv: HashMap<&str, &str> = meta
         .file_metadata()
         .key_value_metadata()
         .map(|kv| kv.iter().filter_map(|e| e.value.as_deref().map(|v| (e.key.as_str(), v))).collect())
@@ -355,6 +548,30 @@ fn check_footer(path: &Path, m: &Manifest) -> Result<()> {
         .map_err(|_| Error::dataset(path, "softlabel.num_classes is not a number"))?;
     if k != m.num_classes {
         return Err(Error::dataset(path, format!("part has {k} classes, {} says {}", super::MANIFEST, m.num_classes)));
+    }
+    let rows: i64 = meta.row_groups().iter().map(|rg| rg.num_rows()).sum();
+    if rows < 0 || rows as u64 != part.rows {
+        return Err(Error::dataset(path, format!("part has {rows} rows, {} says {}", super::MANIFEST, part.rows)));
+    }
+    let schema = m.part_schema();
+    for (g, rg) in meta.row_groups().iter().enumerate() {
+        for c in rg.columns() {
+            let name = c.column_path().parts().first().map(String::as_str).unwrap_or("");
+            let Ok(field) = schema.field_with_name(name) else { continue };
+            let values = (super::list_width(field.data_type()) * physical_bytes(c.column_descr())) as i64;
+            let limit = rg.num_rows().saturating_mul(values).saturating_mul(2).saturating_add(CHUNK_SLACK_BYTES);
+            if c.uncompressed_size() > limit {
+                return Err(Error::dataset(
+                    path,
+                    format!(
+                        "column '{name}' in row group {g} claims {} bytes uncompressed for {} rows of {values} bytes \
+                         (a crafted or damaged part)",
+                        c.uncompressed_size(),
+                        rg.num_rows()
+                    ),
+                ));
+            }
+        }
     }
     Ok(())
 }

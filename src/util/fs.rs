@@ -1,8 +1,9 @@
-//! Files that are either complete or absent: atomic writes and folder syncs.
+//! Files that are either complete or absent (atomic writes, folder syncs) and where paths really lead
+//! (resolving links, refusing outputs that overlap inputs).
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -27,4 +28,65 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
     sync_dir(dir)
+}
+
+/// `path` made absolute with every link in its existing part resolved (the part that does not exist
+/// yet is appended as written, `..` and `.` removed), so two spellings of one place compare equal.
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(|e| Error::io(".", e))?.join(path)
+    };
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        match existing.canonicalize() {
+            Ok(base) => {
+                let mut out = base;
+                for c in rest.iter().rev() {
+                    match c {
+                        Component::ParentDir => {
+                            out.pop();
+                        }
+                        Component::CurDir => {}
+                        c => out.push(c),
+                    }
+                }
+                return Ok(out);
+            }
+            Err(_) => match (existing.parent(), existing.components().next_back()) {
+                (Some(parent), Some(last)) => {
+                    rest.push(last);
+                    existing = parent;
+                }
+                _ => return Ok(abs),
+            },
+        }
+    }
+}
+
+/// Refuses when writing `out` (named by `flag`) could touch one of `inputs`: the same place, or one
+/// inside the other. Checked before anything is created or removed, so an output that is also an input
+/// (`merge --overwrite --out A A B`) is refused with A untouched.
+pub fn refuse_overlap(out: &Path, flag: &str, inputs: &[&Path]) -> Result<()> {
+    let o = resolve(out)?;
+    for input in inputs {
+        let i = resolve(input)?;
+        if o == i || o.starts_with(&i) || i.starts_with(&o) {
+            let how = if o == i {
+                "is"
+            } else if o.starts_with(&i) {
+                "lies inside"
+            } else {
+                "contains"
+            };
+            return Err(Error::Config(format!(
+                "{flag} {} {how} the input {}: writing it could destroy that input; choose another {flag}",
+                out.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
 }

@@ -17,11 +17,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-/// sha256 of a file's content, in hex.
+/// sha256 of a file's content, in hex. The file must be a regular file (a FIFO or a device such as
+/// /dev/zero is refused instead of read forever); a final symbolic link is followed.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let (file, _) = super::files::open_regular(path, super::files::Links::Follow)?;
+    sha256_of(&file, path)
+}
+
+/// sha256 of an opened file's content from its current position, in hex; `path` is named in errors.
+pub fn sha256_of(mut file: &File, path: &Path) -> Result<String> {
     let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+    std::io::copy(&mut file, &mut h).map_err(|e| Error::io(path, e))?;
     Ok(hex(&h.finalize()))
 }
 

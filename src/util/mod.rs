@@ -1,9 +1,14 @@
-//! Small helpers shared by every module and importing none of them: hashing, atomic files, thread pools.
+//! Small helpers shared by every module and importing none of them: hashing, atomic files,
+//! opening untrusted files, output locks, thread pools.
 
+pub mod files;
 pub mod fs;
 pub mod hash;
+pub mod lock;
 pub mod threads;
 
-pub use fs::{sync_dir, write_atomic};
-pub use hash::{hex, sha256_file, sha256_hex, splitmix64};
+pub use files::{open_regular, read_bounded, read_text_bounded, Links, ParquetFile};
+pub use fs::{refuse_overlap, resolve, sync_dir, write_atomic};
+pub use hash::{hex, sha256_file, sha256_hex, sha256_of, splitmix64};
+pub use lock::OutputLock;
 pub use threads::with_threads;

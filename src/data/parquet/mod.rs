@@ -1,7 +1,6 @@
 //! Parquet input: a file or a folder of `*.parquet` files, the input as one list column (fixed-size
 //! list, list or large list of any integer or float type) or several scalar numeric columns.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow_schema::{DataType, Schema};
@@ -11,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Batch, DataSpec, ElementType, Source, SourceFile, SourceInfo};
 use crate::error::{Error, Result};
-use crate::util::hex;
+use crate::util::{hex, open_regular, Links, ParquetFile};
 
 mod decode;
 
@@ -58,9 +57,9 @@ pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
 /// Opens a Parquet file for reading, after checking its footer's column-chunk byte ranges: the parquet
 /// crate panics on negative offsets or sizes (found by fuzzing), so a damaged footer must be refused
 /// here, as an error naming the file. Every Parquet file softlabel reads is opened through this.
-pub fn open_parquet(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+pub fn open_parquet(path: &Path, links: Links) -> Result<ParquetRecordBatchReaderBuilder<ParquetFile>> {
+    let file = ParquetFile::open(path, links)?;
+    let len = file.size();
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|error| Error::Parquet { path: path.to_path_buf(), error })?;
     for (g, rg) in builder.metadata().row_groups().iter().enumerate() {
@@ -85,8 +84,8 @@ pub fn open_parquet(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>
     Ok(builder)
 }
 
-fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    open_parquet(path)
+fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<ParquetFile>> {
+    open_parquet(path, Links::Follow)
 }
 
 fn column_names(schema: &Schema) -> String {
@@ -262,7 +261,7 @@ impl Source for ParquetSource {
         let mut outer = Sha256::new();
         let mut files = Vec::with_capacity(self.files.len());
         for (path, &rows) in self.files.iter().zip(&self.rows_per_file) {
-            let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+            let (mut f, _) = open_regular(path, Links::Follow)?;
             let mut h = Sha256::new();
             let bytes = std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
             let sha = hex(&h.finalize());
