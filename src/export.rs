@@ -201,11 +201,22 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
 /// Writes `out` (the ONNX model) and, beside it, `<out>.safetensors`: the weights with the student's full
 /// description (student.json) in the metadata under `config`.
 pub fn export(student: &StudentFile, out: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    write_atomic(out, &onnx_model(student)?)?;
     let st = out.with_extension("safetensors");
+    // Never over the student's own files (`--out STUDENT_DIR/student.onnx` would replace its weights).
+    let own =
+        [crate::student::io::WEIGHTS, crate::student::io::INFO].map(|f| crate::util::resolve(&student.dir.join(f)));
+    for written in [out, st.as_path()] {
+        let w = crate::util::resolve(written)?;
+        if own.iter().any(|o| o.as_ref().is_ok_and(|o| *o == w)) {
+            return Err(Error::Config(format!(
+                "--out {}: exporting would overwrite {}, the student's own file; choose another --out",
+                out.display(),
+                written.display()
+            )));
+        }
+    }
+    let _lock = crate::util::OutputLock::acquire(out)?;
+    write_atomic(out, &onnx_model(student)?)?;
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "softlabel-student".to_string());
     meta.insert(

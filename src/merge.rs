@@ -11,8 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::data::SourceInfo;
 use crate::error::{Error, Result};
 use crate::store::{prepare_dir, Manifest, PartInfo, SoftLabels};
-use crate::util::hex;
-use crate::util::write_atomic;
+use crate::util::{hex, refuse_overlap, write_atomic, OutputLock};
 
 /// Fields every input must share, named for error messages.
 fn differs(a: &Manifest, b: &Manifest) -> Option<&'static str> {
@@ -42,6 +41,9 @@ pub fn merge(inputs: &[PathBuf], out: &Path, overwrite: bool) -> Result<Manifest
     if inputs.is_empty() {
         return Err(Error::Config("merge needs at least one input dataset".into()));
     }
+    // Before anything is read or touched: an output that is also an input would be emptied first.
+    refuse_overlap(out, "--out", &inputs.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
+    let _lock = OutputLock::acquire(out)?;
     let sets: Vec<SoftLabels> = inputs.iter().map(|d| SoftLabels::open(d)).collect::<Result<_>>()?;
     let first = sets[0].manifest();
     for s in &sets[1..] {

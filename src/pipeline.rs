@@ -116,6 +116,7 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
         crate::teacher::environment(Some(lib))?;
     }
     let out = &f.output.dir;
+    let _lock = crate::util::OutputLock::acquire(out)?;
     let pass = PassOptions { resume: true, ort_lib: ort_lib.map(Path::to_path_buf), ..Default::default() };
     let (train_labels, reused, pre_train) = labels_for(p, Split::Train, &teacher_sha, &pass, progress)?;
     let (test_labels, _, pre_test) = labels_for(p, Split::Test, &teacher_sha, &pass, progress)?;

@@ -13,6 +13,7 @@ use crate::store::{
     SCHEMA_VERSION, SCHEMA_VERSION_SPARSE, SCHEMA_VERSION_VIEWS,
 };
 use crate::teacher::{Ensemble, OutputKind, Teacher};
+use crate::util::{refuse_overlap, OutputLock};
 
 /// A teacher pass ready to run.
 pub struct Plan<'s> {
@@ -36,6 +37,8 @@ pub struct Plan<'s> {
     pub skip: u64,
     /// Ids already committed.
     pub seen: HashSet<u64>,
+    /// This process's exclusive hold on the output folder, for as long as the plan runs.
+    pub lock: OutputLock,
 }
 
 /// What [`Plan::make`] found.
@@ -49,6 +52,10 @@ pub enum Planned<'s> {
 impl<'s> Plan<'s> {
     /// Opens the source and the teacher, probes the teacher on the first batch, and opens the writer.
     pub fn make(settings: &'s PrecomputeSettings) -> Result<Planned<'s>> {
+        let inputs: Vec<&Path> =
+            std::iter::once(settings.data.as_path()).chain(settings.teachers.iter().map(|t| t.as_path())).collect();
+        refuse_overlap(&settings.out, "--out", &inputs)?;
+        let lock = OutputLock::acquire(&settings.out)?;
         let source = crate::data::open(&settings.data, &settings.spec)?;
         let mut teacher = Ensemble::load(&settings.teachers, &settings.teacher_options, settings.combine)?;
         if source.rows() == 0 {
@@ -165,6 +172,7 @@ impl<'s> Plan<'s> {
             writer,
             skip,
             seen,
+            lock,
         })))
     }
 }

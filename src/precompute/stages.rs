@@ -20,7 +20,8 @@ enum ToWriter {
 
 /// Runs the plan's pass to the end; returns the manifest.
 pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
-    let Plan { settings, source, mut teacher, width, column, num_classes, views, mut writer, skip, seen } = plan;
+    let Plan { settings, source, mut teacher, width, column, num_classes, views, mut writer, skip, seen, lock: _lock } =
+        plan;
     let mut scorer = Scorer {
         width,
         column: &column,

@@ -169,6 +169,7 @@ fn teacher_outputs(teacher: &mut Teacher, source: &dyn Source, row_shape: &[usiz
 
 /// Builds the report in `settings.out`: report.json, report.md, student.onnx and the plots.
 pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Report> {
+    let _lock = crate::util::OutputLock::acquire(&settings.out)?;
     std::fs::create_dir_all(&settings.out).map_err(|e| Error::io(&settings.out, e))?;
     let student = load_student(&settings.student)?;
     let student_onnx = settings.out.join("student.onnx");

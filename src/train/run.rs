@@ -46,6 +46,10 @@ pub struct TrainJob<'a> {
 /// removing the checkpoint once the student is saved.
 pub fn run(job: &TrainJob, progress: &dyn Progress) -> Result<(TrainedStudent, StudentInfo)> {
     let TrainJob { labels, settings, out, val, join, resume, threads } = *job;
+    let mut inputs = vec![labels.dir()];
+    inputs.extend(join.map(|(data, _)| data));
+    crate::util::refuse_overlap(out, "--out", &inputs)?;
+    let _lock = crate::util::OutputLock::acquire(out)?;
     let rows = rows::open(labels, settings, join)?;
     let m = labels.manifest();
     let data =

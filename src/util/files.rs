@@ -203,7 +203,7 @@ mod tests {
         std::os::unix::fs::symlink(&real, &link).unwrap();
         assert_eq!(open_regular(&link, Links::Follow).unwrap().1, 5);
         let err = open_regular(&link, Links::Refuse).unwrap_err().to_string();
-        assert!(err.contains("is a symbolic link") && !err.contains('5'), "{err}");
+        assert!(err.contains("is a symbolic link") && !err.contains("bytes"), "{err}");
         // Bounded reads.
         assert_eq!(read_bounded(&real, Links::Refuse, 5, "x").unwrap(), b"12345");
         let err = read_bounded(&real, Links::Refuse, 4, "a test file").unwrap_err().to_string();

@@ -38,9 +38,19 @@ fn host() -> String {
 }
 
 impl OutputLock {
-    /// Takes the lock on `output` (whose parent folder must exist), or refuses naming the holder.
+    /// Takes the lock on `output` (creating its parent folder), or refuses naming the holder.
     pub fn acquire(output: &Path) -> Result<Self> {
         let path = lock_path(output);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                // "File exists" here means a file stands where a folder of the path should be.
+                let e = match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => std::io::Error::from_raw_os_error(libc::ENOTDIR),
+                    _ => e,
+                };
+                Error::io(output, e)
+            })?;
+        }
         loop {
             let mut file = std::fs::OpenOptions::new()
                 .read(true)
