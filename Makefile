@@ -31,7 +31,7 @@ build: setup
 	$(CARGO) build --release --locked
 
 demo: build
-	$(BIN) run pipelines/mnist.toml
+	$(BIN) run --root . pipelines/mnist.toml
 
 # Test fixtures (small ONNX models made with the onnx package) are generated into target/fixtures.
 test: build

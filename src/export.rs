@@ -123,8 +123,11 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
     let net = student.student.as_ref();
     let info = &student.info;
     let d = net.input_width();
-    let row_shape: Vec<usize> =
-        if info.input_shape.iter().product::<usize>() == d { info.input_shape.clone() } else { vec![d] };
+    let row_shape: Vec<usize> = if info.input_shape.iter().try_fold(1usize, |a, &x| a.checked_mul(x)) == Some(d) {
+        info.input_shape.clone()
+    } else {
+        vec![d]
+    };
     let mut graph = Pb::default();
     let mut cur = "input".to_string();
     let mut nodes = Vec::new();

@@ -15,13 +15,17 @@ pub struct RunArgs {
     /// DIR/report-seed-S.json (the soft labels in DIR are shared by every seed).
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
+    /// Let the pipeline read and write anywhere under DIR (default: only under the pipeline file's own
+    /// folder; a pipeline file may come from someone else).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(a: RunArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()> {
-    let p = Pipeline::load(&a.pipeline, &PipelineOverrides { seed: a.seed })?;
+    let p = Pipeline::load(&a.pipeline, &PipelineOverrides { seed: a.seed, root: a.root.clone() })?;
     let summary = p.summary.clone();
     let r = run_pipeline(&p, ort_lib, bars)?;
     let json = serde_json::to_string_pretty(&r)?;

@@ -18,6 +18,33 @@ pub use train::{OptimizerKind, TrainConfig, TrainSettings};
 
 use crate::error::Error;
 
+/// Limits on sizes a setting can ask for, checked before anything is allocated (a pipeline file may come
+/// from someone else). Each is far beyond real use.
+pub mod limits {
+    /// Threads (training workers, ONNX Runtime intra-op threads).
+    pub const THREADS: usize = 1024;
+    /// Training epochs.
+    pub const EPOCHS: usize = 1_000_000;
+    /// Rows per batch (training or teacher).
+    pub const BATCH_ROWS: usize = 1 << 20;
+    /// Units of one hidden layer.
+    pub const HIDDEN_UNITS: usize = 1 << 20;
+    /// Hidden layers.
+    pub const HIDDEN_LAYERS: usize = 64;
+    /// Augmented views per source row.
+    pub const VIEWS: usize = 1024;
+    /// Rows one teacher call sees (batch size times views).
+    pub const TEACHER_CALL_ROWS: usize = 1 << 22;
+}
+
+/// Refuses `value` of `field` over `limit`.
+pub(crate) fn check_limit(origin: &Origin, field: &str, value: usize, limit: usize) -> crate::error::Result<()> {
+    if value > limit {
+        return Err(origin.error(field, format!("is {value}; at most {limit}")));
+    }
+    Ok(())
+}
+
 /// Proof that settings went through `validate`: a field the library's settings types carry privately,
 /// so code outside the crate cannot build (or change) them without validation. Settings read back from a
 /// file softlabel wrote (`student.json`, a checkpoint) count as validated when they were written.

@@ -82,11 +82,14 @@ pub struct PipelineFile {
     pub output: OutputSection,
 }
 
-/// Settings given on the command line that override the file (`run --seed`).
+/// Settings given on the command line that override the file (`run --seed`, `run --root`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PipelineOverrides {
     /// Train with this seed, into `DIR/student-seed-S` with the summary `DIR/report-seed-S.json`.
     pub seed: Option<u64>,
+    /// The folder every path of the pipeline must lie in (default: the pipeline file's folder). A
+    /// pipeline file can come from someone else: it reads and writes only under its root.
+    pub root: Option<PathBuf>,
 }
 
 /// A loaded, validated pipeline: the file (paths resolved, overrides applied) and the training settings.
@@ -102,10 +105,14 @@ pub struct Pipeline {
     pub summary: String,
 }
 
+/// The largest pipeline file read (a real one is a page of TOML).
+pub const MAX_PIPELINE_BYTES: u64 = 1 << 20;
+
 impl Pipeline {
     /// Reads and validates a pipeline file; relative paths become relative to its folder.
     pub fn load(path: &Path, overrides: &PipelineOverrides) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text =
+            crate::util::read_text_bounded(path, crate::util::Links::Follow, MAX_PIPELINE_BYTES, "a pipeline file")?;
         Self::parse(&text, path, overrides)
     }
 
@@ -121,6 +128,7 @@ impl Pipeline {
                 *p = normalize(&base.join(&*p));
             }
         }
+        confine(&f, path, overrides.root.as_deref().unwrap_or(base))?;
         let summary = match overrides.seed {
             Some(seed) => {
                 f.student.seed = seed;
@@ -150,6 +158,38 @@ impl Pipeline {
     pub fn teacher_origin(&self) -> Origin {
         Origin::File { path: self.path.clone(), section: "teacher" }
     }
+}
+
+/// Refuses a path of the pipeline that resolves (links followed) outside `root`, and a student folder
+/// name that is not a plain name.
+fn confine(f: &PipelineFile, path: &Path, root: &Path) -> Result<()> {
+    let at = |section| Origin::File { path: path.to_path_buf(), section };
+    let student = Path::new(&f.output.student);
+    if student.components().count() != 1
+        || !matches!(student.components().next(), Some(std::path::Component::Normal(_)))
+    {
+        return Err(at("output").error("student", format!("= {:?} is not a plain folder name", f.output.student)));
+    }
+    let root_abs = crate::util::resolve(root)?;
+    let models = f.teacher.model.paths();
+    let mut named: Vec<(&'static str, &'static str, &Path)> =
+        vec![("data", "train", &f.data.train), ("data", "test", &f.data.test), ("output", "dir", &f.output.dir)];
+    named.extend(models.iter().map(|m| ("teacher", "model", m.as_path())));
+    for (section, key, p) in named {
+        let abs = crate::util::resolve(p)?;
+        if !abs.starts_with(&root_abs) {
+            return Err(at(section).error(
+                key,
+                format!(
+                    "= {} lies outside the pipeline's root {}; a pipeline reads and writes only under its root \
+                     (its own folder unless `run --root DIR` names another)",
+                    p.display(),
+                    root_abs.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Removes `.` and resolves `..` lexically (`pipelines/../out` -> `out`), keeping leading `..`.
@@ -205,8 +245,25 @@ mod tests {
     }
 
     #[test]
+    fn paths_outside_the_root_are_refused_unless_a_root_allows_them() {
+        let outside = MINIMAL.replace("dir = 'o'", "dir = '../../elsewhere'");
+        let p = Path::new("p/x.toml");
+        let e = Pipeline::parse(&outside, p, &Default::default()).unwrap_err().to_string();
+        assert!(e.contains("p/x.toml: [output] dir = ../elsewhere lies outside the pipeline's root"), "{e}");
+        let up = MINIMAL.replace("model = 't.onnx'", "model = '../t.onnx'");
+        let e = Pipeline::parse(&up, p, &Default::default()).unwrap_err().to_string();
+        assert!(e.contains("[teacher] model = t.onnx lies outside"), "{e}");
+        let root = PipelineOverrides { seed: None, root: Some(PathBuf::from(".")) };
+        assert!(Pipeline::parse(&up, p, &root).is_ok());
+        let sneaky = MINIMAL.replace("dir = 'o'", "dir = 'o'\nstudent = '../../x'");
+        let e = Pipeline::parse(&sneaky, p, &root).unwrap_err().to_string();
+        assert!(e.contains("[output] student = \"../../x\" is not a plain folder name"), "{e}");
+    }
+
+    #[test]
     fn a_seed_override_trains_into_its_own_folder() {
-        let p = Pipeline::parse(MINIMAL, Path::new("x.toml"), &PipelineOverrides { seed: Some(4) }).unwrap();
+        let p =
+            Pipeline::parse(MINIMAL, Path::new("x.toml"), &PipelineOverrides { seed: Some(4), root: None }).unwrap();
         assert_eq!((p.train.seed, p.file.output.student.as_str()), (4, "student-seed-4"));
         assert_eq!(p.summary, "report-seed-4.json");
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_temperature, Origin, Validated};
+use super::{check_limit, check_temperature, limits, Origin, Validated};
 use crate::augment::{parse_image, ViewOptions};
 use crate::data::DataSpec;
 use crate::error::Result;
@@ -200,6 +200,20 @@ impl TeacherConfig {
         if self.rows_per_part == 0 {
             return Err(origin.error("rows_per_part", "must be > 0"));
         }
+        check_limit(origin, "batch_size", self.batch_size, limits::BATCH_ROWS)?;
+        check_limit(origin, "threads", self.threads, limits::THREADS)?;
+        check_limit(origin, "views", usize::from(self.views), limits::VIEWS)?;
+        if self.batch_size.saturating_mul(usize::from(self.views)) > limits::TEACHER_CALL_ROWS {
+            return Err(origin.error_about(format!(
+                "{} {} times {} {} is {} rows per teacher call; at most {}",
+                origin.name("batch_size"),
+                self.batch_size,
+                origin.name("views"),
+                self.views,
+                self.batch_size.saturating_mul(usize::from(self.views)),
+                limits::TEACHER_CALL_ROWS
+            )));
+        }
         if let Some(names) = &self.class_names {
             if names.iter().any(|n| n.is_empty()) {
                 return Err(origin.error("class_names", "has an empty name"));
@@ -216,8 +230,14 @@ impl TeacherConfig {
                     origin.name("sample_k")
                 )))
             }
+            (Some(k), None) if k > crate::store::MAX_CLASSES => {
+                return Err(origin.error("top_k", format!("is {k}; at most {}", crate::store::MAX_CLASSES)))
+            }
             (Some(k), None) => LabelForm::TopK { k },
             (None, Some(0)) => return Err(origin.error("sample_k", "must be > 0")),
+            (None, Some(k)) if k > crate::store::MAX_SAMPLE_K => {
+                return Err(origin.error("sample_k", format!("is {k}; at most {}", crate::store::MAX_SAMPLE_K)))
+            }
             (None, Some(k)) => LabelForm::Sampled { k, seed: self.sample_seed },
             (None, None) => LabelForm::Dense,
         };

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_temperature, Origin, Validated};
+use super::{check_limit, check_temperature, limits, Origin, Validated};
 use crate::error::Result;
 use crate::optim::{Adam, LrSchedule, Optimizer, Sgd};
 
@@ -131,6 +131,15 @@ impl TrainConfig {
         if self.hidden.contains(&0) {
             return bad("hidden", "sizes must be > 0".into());
         }
+        check_limit(origin, "hidden", self.hidden.len(), limits::HIDDEN_LAYERS).map_err(|_| {
+            origin.error("hidden", format!("has {} layers; at most {}", self.hidden.len(), limits::HIDDEN_LAYERS))
+        })?;
+        if let Some(&h) = self.hidden.iter().find(|&&h| h > limits::HIDDEN_UNITS) {
+            return bad("hidden", format!("has a layer of {h} units; at most {}", limits::HIDDEN_UNITS));
+        }
+        check_limit(origin, "epochs", self.epochs, limits::EPOCHS)?;
+        check_limit(origin, "batch_size", self.batch_size, limits::BATCH_ROWS)?;
+        check_limit(origin, "threads", self.threads, limits::THREADS)?;
         if self.memory_budget_mib == 0 {
             return bad("memory_budget_mib", "must be > 0 MiB".into());
         }

@@ -227,7 +227,8 @@ pub struct SourceInfo {
 /// One input file's identity.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourceFile {
-    /// The path as given (or found in the folder given).
+    /// The file's name (inside the `--data` folder, or the `--data` file itself): never the folder it
+    /// was in on the producing machine.
     pub path: String,
     /// Size in bytes.
     pub bytes: u64,

@@ -82,6 +82,15 @@ impl<'s> Plan<'s> {
             .ok_or_else(|| Error::data(&settings.data, "dataset has zero rows"))??;
         check_width(&first, width, &column)?;
         let (_, num_classes) = teacher.run(&first)?;
+        if num_classes > crate::store::MAX_CLASSES {
+            return Err(Error::model(
+                &settings.teachers[0],
+                format!(
+                    "outputs {num_classes} classes; a soft-label dataset holds at most {}",
+                    crate::store::MAX_CLASSES
+                ),
+            ));
+        }
         if let LabelForm::TopK { k } = settings.form {
             if k == 0 || k > num_classes {
                 return Err(Error::Config(format!("--top-k {k} must be in 1..={num_classes} (the teacher's classes)")));

@@ -198,7 +198,8 @@ pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Repo
     };
     let eval = evaluate(student.student.as_ref(), source.as_ref(), Some(&outputs), progress)?;
     let size = |p: &Path| -> Result<(u64, u64)> {
-        let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
+        // ONNX files are at most 2 GiB (protobuf's limit; larger models keep weights outside).
+        let bytes = crate::util::read_bounded(p, crate::util::Links::Follow, 2 << 30, "an ONNX file")?;
         Ok((onnx_parameters(&bytes, p)?, bytes.len() as u64))
     };
     let (tp, tb) = size(&settings.teacher)?;

@@ -387,7 +387,7 @@ impl SoftLabels {
         let builder = crate::data::open_parquet(path, Links::Refuse)?;
         for field in expected.fields() {
             match builder.schema().field_with_name(field.name()) {
-                Ok(f) if f.data_type() == field.data_type() => {}
+                Ok(f) if same_type(f.data_type(), field.data_type()) => {}
                 Ok(f) => {
                     return Err(Error::dataset(
                         path,
@@ -461,6 +461,16 @@ pub struct Block {
     pub rows: usize,
     /// Its first row's position in the part (named in errors).
     pub first_row: u64,
+}
+
+/// Whether a part column's type is the schema's: equal, except that a list's item field may have any
+/// name (pyarrow writes `element`, softlabel `item`).
+fn same_type(a: &arrow_schema::DataType, b: &arrow_schema::DataType) -> bool {
+    use arrow_schema::DataType::FixedSizeList;
+    match (a, b) {
+        (FixedSizeList(fa, na), FixedSizeList(fb, nb)) => na == nb && same_type(fa.data_type(), fb.data_type()),
+        _ => a == b,
+    }
 }
 
 /// The columns the readers decode: the part schema's, minus `soft` (recomputed from `logits` where it

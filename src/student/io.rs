@@ -15,8 +15,8 @@ use super::Student;
 use crate::config::TrainSettings;
 use crate::data::ElementType;
 use crate::error::{Error, Result};
-use crate::util::sha256_file;
 use crate::util::write_atomic;
+use crate::util::{read_bounded, read_text_bounded, sha256_file, Links};
 
 /// File names inside a student folder.
 pub const WEIGHTS: &str = "student.safetensors";
@@ -41,6 +41,13 @@ pub struct EpochLog {
     /// Wall time of the epoch (training and validation).
     pub seconds: f64,
 }
+
+/// The largest `student.json` or `checkpoint.json` read (they hold settings and a per-epoch log).
+pub const MAX_INFO_BYTES: u64 = 64 << 20;
+/// The largest training log read.
+pub const MAX_LOG_BYTES: u64 = 256 << 20;
+/// The largest weights file read (a student is small by purpose; 4 GiB is a billion parameters).
+pub const MAX_WEIGHTS_BYTES: u64 = 4 << 30;
 
 /// What `student.json` says.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -253,28 +260,28 @@ pub fn save(dir: &Path, student: &dyn Student, info: &mut StudentInfo, log: &[Ep
 /// The training log of a student folder (empty if it has none).
 pub fn load_log(dir: &Path) -> Result<Vec<EpochLog>> {
     let path = dir.join(TRAIN_LOG);
-    match std::fs::read_to_string(&path) {
+    match read_text_bounded(&path, Links::Refuse, MAX_LOG_BYTES, "a training log") {
         Ok(text) => text
             .lines()
             .enumerate()
             .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::dataset(&path, format!("line {}: {e}", i + 1))))
             .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::io(&path, e)),
+        Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
     }
 }
 
 /// Loads a student folder, checking the weights' hash against student.json.
 pub fn load(dir: &Path) -> Result<StudentFile> {
     let ipath = dir.join(INFO);
-    let text = std::fs::read_to_string(&ipath).map_err(|e| Error::io(&ipath, e))?;
+    let text = read_text_bounded(&ipath, Links::Refuse, MAX_INFO_BYTES, "a student.json")?;
     let info: StudentInfo =
         serde_json::from_str(&text).map_err(|e| Error::dataset(&ipath, format!("invalid student.json: {e}")))?;
     if info.format != "softlabel-student" {
         return Err(Error::dataset(&ipath, "not a softlabel student (field 'format')"));
     }
     let wpath = dir.join(WEIGHTS);
-    let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
+    let bytes = read_bounded(&wpath, Links::Refuse, MAX_WEIGHTS_BYTES, "a student's weights file")?;
     let sha = crate::util::sha256_hex(&bytes);
     if sha != info.weights_sha256 {
         return Err(Error::dataset(

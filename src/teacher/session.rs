@@ -11,7 +11,6 @@ use super::runtime::environment;
 use super::{OutputKind, TeacherOptions};
 use crate::data::{numeric_to_f32, numeric_to_f64, numeric_to_i32, numeric_to_i64, numeric_to_u8, Batch};
 use crate::error::{Error, Result};
-use crate::util::sha256_file;
 
 /// The element types a teacher input may declare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,11 +92,12 @@ pub fn session_builder(options: &TeacherOptions) -> Result<ort::session::builder
 impl Teacher {
     /// Loads `path`, checking it has one tensor input of a supported type and one tensor output.
     pub fn load(path: &Path, options: &TeacherOptions) -> Result<Self> {
-        let bytes = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if bytes.len() == 0 {
+        // A regular file (a FIFO or /dev/zero would be read forever), hashed through the opened file.
+        let (file, bytes) = crate::util::open_regular(path, crate::util::Links::Follow)?;
+        if bytes == 0 {
             return Err(Error::model(path, "file is empty, not an ONNX model"));
         }
-        let sha256 = sha256_file(path)?;
+        let sha256 = crate::util::sha256_of(&file, path)?;
         let session = session_builder(options)?
             .commit_from_file(path)
             .map_err(|e| Error::model(path, format!("cannot load as an ONNX model: {e}")))?;
@@ -226,7 +226,8 @@ impl Teacher {
     /// dimension, dynamic dimensions resolved). An error names both shapes when they cannot match.
     pub fn row_shape(&self, width: usize, column: &str) -> Result<Vec<usize>> {
         let rest = &self.input_shape[1..];
-        let known: i64 = rest.iter().filter(|&&d| d >= 0).product();
+        // Checked: a model may declare dimensions whose product overflows (refused as a mismatch).
+        let known: i64 = rest.iter().filter(|&&d| d >= 0).try_fold(1i64, |a, &d| a.checked_mul(d)).unwrap_or(-1);
         let dynamic = rest.iter().filter(|&&d| d < 0).count();
         let mismatch = || {
             Error::model(

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::student::io::{mlp_from_tensors, read_tensors, take_tensor, write_tensors};
 use crate::student::{Student, Tensor};
 use crate::util::write_atomic;
-use crate::util::{sha256_file, sha256_hex};
+use crate::util::{read_bounded, read_text_bounded, sha256_hex, Links};
 
 /// The weights and optimizer state.
 pub const WEIGHTS: &str = "checkpoint.safetensors";
@@ -114,7 +114,7 @@ pub(crate) fn load(
     if !ipath.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&ipath).map_err(|e| Error::io(&ipath, e))?;
+    let text = read_text_bounded(&ipath, Links::Refuse, crate::student::io::MAX_INFO_BYTES, "a checkpoint.json")?;
     let info: Info =
         serde_json::from_str(&text).map_err(|e| Error::dataset(&ipath, format!("invalid checkpoint: {e}")))?;
     let refuse = |what: &str| {
@@ -139,10 +139,12 @@ pub(crate) fn load(
         return refuse("network shape");
     }
     let wpath = cp.dir.join(WEIGHTS);
-    if sha256_file(&wpath)? != info.weights_sha256 {
+    // Optimizer moments make a checkpoint three times the weights.
+    let max = 3 * crate::student::io::MAX_WEIGHTS_BYTES;
+    let bytes = read_bounded(&wpath, Links::Refuse, max, "a checkpoint's weights file")?;
+    if sha256_hex(&bytes) != info.weights_sha256 {
         return Err(Error::dataset(&wpath, "sha256 differs from checkpoint.json's: the checkpoint is damaged"));
     }
-    let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
     let mut t = read_tensors(&bytes, &wpath)?;
     let mut student: Box<dyn Student> = Box::new(mlp_from_tensors(&mut t, dims, &wpath)?);
     let mut optim = Vec::new();

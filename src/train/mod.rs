@@ -55,6 +55,36 @@ pub struct TrainData<'a> {
     pub origin: &'a Path,
 }
 
+/// Refuses a student whose training would not fit `--memory-budget`: its weights, the optimizer's two
+/// moments, one gradient per worker, and each worker's activations for its share of a batch, in f32.
+/// Checked with overflow-safe arithmetic before anything is allocated.
+fn check_student_memory(dims: &[usize], workers: usize, settings: &TrainSettings) -> Result<()> {
+    let params = dims.windows(2).try_fold(0u64, |a, io| {
+        (io[0] as u64)
+            .checked_mul(io[1] as u64)
+            .and_then(|w| w.checked_add(io[1] as u64))
+            .and_then(|p| a.checked_add(p))
+    });
+    let units: u64 = dims.iter().map(|&d| d as u64).sum();
+    let rows = settings.batch_size.div_ceil(workers) as u64;
+    let bytes = params
+        .and_then(|p| p.checked_mul(3 + workers as u64))
+        .and_then(|b| b.checked_add(units.checked_mul(rows)?.checked_mul(2 * workers as u64)?))
+        .and_then(|b| b.checked_mul(4));
+    let budget = settings.memory_budget_mib.saturating_mul(1 << 20);
+    match bytes {
+        Some(b) if b <= budget => Ok(()),
+        _ => Err(Error::Config(format!(
+            "a {} student has {} parameters; training it needs {} (weights, optimizer moments, a gradient per \
+             worker, activations), over --memory-budget {} MiB",
+            dims.iter().map(usize::to_string).collect::<Vec<_>>().join("-"),
+            params.map_or("more than 2^64".into(), |p| p.to_string()),
+            bytes.map_or("more than 2^64 bytes".into(), |b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)),
+            settings.memory_budget_mib
+        ))),
+    }
+}
+
 /// Trains a student. With `checkpoint`, the training state is saved after every epoch and, when
 /// `checkpoint.resume` is set and a matching checkpoint exists, training continues from it.
 pub fn train(
@@ -93,6 +123,7 @@ pub fn train(
     dims.extend(&settings.hidden);
     dims.push(num_classes);
     let workers = rayon::current_num_threads().max(1);
+    check_student_memory(&dims, workers, settings)?;
     let resumed = match checkpoint {
         Some(cp) if cp.resume => checkpoint::load(cp, settings, workers, &dims)?,
         _ => None,
@@ -107,7 +138,7 @@ pub fn train(
             let mut mlp: Box<dyn Student> = Box::new(Mlp::init(&dims, &mut rng));
             scan.stats.apply(mlp.scaling_mut());
             let state = Trainer::fresh_state(mlp.as_mut());
-            (mlp, state, 0, 0u64, Vec::with_capacity(settings.epochs))
+            (mlp, state, 0, 0u64, Vec::with_capacity(settings.epochs.min(1024)))
         }
     };
 

@@ -88,7 +88,9 @@ fn corpus() -> Vec<Case> {
     use Kind::*;
     let lin = f("linear.onnx");
     let small = f("small.parquet");
-    let pipeline = |body: &str| -> Vec<String> { vec!["run".into(), format!("{{TMP}}/p.toml::{body}")] };
+    let pipeline = |body: &str| -> Vec<String> {
+        vec!["run".into(), format!("{{TMP}}/p.toml::{body}"), "--root".into(), "/".into()]
+    };
     let mut cases = vec![
         // --- data
         pre("missing data file", Data, &lin, "/nonexistent/data.parquet", &[], &["/nonexistent/data.parquet", "No such file"]),
@@ -188,7 +190,7 @@ fn corpus() -> Vec<Case> {
     ];
     // The pipeline cases write their TOML body (after "::") to the path before "::".
     for c in &mut cases {
-        if c.args.len() == 2 && c.args[0] == "run" {
+        if c.args.len() == 4 && c.args[0] == "run" {
             if let Some((_, body)) = c.args[1].split_once("::") {
                 c.env.push(("__PIPELINE_BODY", body.to_string()));
                 c.args[1] = "{TMP}/p.toml".into();

@@ -287,20 +287,20 @@ fn pipeline_runs_end_to_end_and_rejects_unknown_keys() {
     );
     let path = tmp.path().join("p.toml");
     std::fs::write(&path, &good).unwrap();
-    let o = softlabel(&["run", s(&path), "--json"]);
+    let o = softlabel(&["run", "--root", "/", s(&path), "--json"]);
     assert_ok(&o);
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["test"]["rows"], 200);
     assert_eq!(r["train_labels_reused"], false);
     // The second run reuses the teacher pass.
-    let o = softlabel(&["run", s(&path), "--json"]);
+    let o = softlabel(&["run", "--root", "/", s(&path), "--json"]);
     assert_ok(&o);
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["train_labels_reused"], true);
 
     let bad = good.replace("temperature = 2.0", "temperature = 2.0\ntemprature = 3.0");
     std::fs::write(&path, bad).unwrap();
-    let o = softlabel(&["run", s(&path)]);
+    let o = softlabel(&["run", "--root", "/", s(&path)]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("p.toml") && err.contains("unknown field `temprature`"), "{err}");

@@ -95,4 +95,4 @@ def test_views_are_reproducible_from_their_recorded_shifts(tmp_path):
     reseal(out, part)
     bad = subprocess.run([BIN, "verify", str(out)], capture_output=True, text=True)
     assert bad.returncode == 1
-    assert "part-00001.parquet: columns 'shift_x', 'shift_y', row 7" in bad.stderr, bad.stderr
+    assert "part-00001.parquet: columns 'view', 'shift_x', 'shift_y', row 7" in bad.stderr, bad.stderr

@@ -267,7 +267,9 @@ impl Source for ParquetSource {
             let sha = hex(&h.finalize());
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             outer.update(format!("{name}\0{bytes}\0{sha}\n").as_bytes());
-            files.push(SourceFile { path: path.display().to_string(), bytes, sha256: sha, rows });
+            // The file's name only: a dataset shared with others does not record where the producer
+            // kept its data (the fingerprint identifies the content).
+            files.push(SourceFile { path: name, bytes, sha256: sha, rows });
         }
         Ok(SourceInfo { files, fingerprint: hex(&outer.finalize()) })
     }

@@ -7,7 +7,6 @@ use super::folder::{entries, remove_dataset_files};
 use super::{Resumed, SoftLabelWriter, WriterOptions};
 use crate::error::{Error, Result};
 use crate::store::{Manifest, MANIFEST, PROGRESS};
-use crate::util::sha256_file;
 
 /// The journal of an unfinished run (`_progress.json`), rewritten atomically after each part closes.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -66,7 +65,12 @@ impl SoftLabelWriter {
             return Ok(Resumed::Continue { writer: Box::new(writer), source_rows_done: 0 });
         }
         let path = dir.join(PROGRESS);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = crate::util::read_text_bounded(
+            &path,
+            crate::util::Links::Refuse,
+            crate::store::MAX_MANIFEST_BYTES,
+            "a progress journal",
+        )?;
         let progress: Progress =
             serde_json::from_str(&text).map_err(|e| Error::dataset(&path, format!("invalid progress journal: {e}")))?;
         let cannot =
@@ -86,9 +90,15 @@ impl SoftLabelWriter {
         }
         let committed: Vec<String> = progress.manifest.parts.iter().map(|p| p.file.clone()).collect();
         for part in &progress.manifest.parts {
+            if !crate::store::is_part_name(&part.file) {
+                return Err(Error::dataset(
+                    &path,
+                    format!("part name '{}' is not a part-NNNNN.parquet file name", part.file),
+                ));
+            }
             let p = dir.join(&part.file);
-            let bytes = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?.len();
-            if bytes != part.bytes || sha256_file(&p)? != part.sha256 {
+            let (file, bytes) = crate::util::open_regular(&p, crate::util::Links::Refuse)?;
+            if bytes != part.bytes || crate::util::sha256_of(&file, &p)? != part.sha256 {
                 return Err(cannot(format!("committed part {} was changed since it was written", part.file)));
             }
         }
