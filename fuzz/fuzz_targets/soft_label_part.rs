@@ -1,6 +1,7 @@
-//! Any bytes as a soft-label part: the reader (schema checks, decoding) returns Ok or Err, never panics.
-//! The manifest is a fixed valid one (fuzz/manifest.json, from the test fixtures), so the fuzzer reaches
-//! the part reader past the hash checks that `SoftLabels::open` does first.
+//! Any bytes as a soft-label part: the reader (footer and id checks, schema checks, decoding, the full
+//! scan `verify` does, block reads) returns Ok or Err, never panics. The manifest is a fixed valid one
+//! (fuzz/manifest.json, from the test fixtures), so the fuzzer reaches the part reader past the hash
+//! checks that `SoftLabels::open` does first.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::path::PathBuf;
@@ -20,6 +21,12 @@ fn dir() -> &'static (PathBuf, softlabel::store::Manifest) {
 fuzz_target!(|data: &[u8]| {
     let (dir, manifest) = dir();
     std::fs::write(dir.join(&manifest.parts[0].file), data).unwrap();
-    let _ = softlabel::store::SoftLabels::from_parts(dir, manifest.clone()).load();
-    let _ = softlabel::store::SoftLabels::from_parts(dir, manifest.clone()).ids();
+    let labels = softlabel::store::SoftLabels::from_parts(dir, manifest.clone());
+    let _ = labels.check_contents();
+    let _ = labels.load();
+    let _ = labels.ids();
+    let _ = labels.scan(true, |_, _, _, _| Ok(()));
+    if let Ok(blocks) = labels.blocks(5) {
+        let _ = labels.load_blocks(&blocks);
+    }
 });

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{copy_dir, fx};
+use crate::common::{copy_dir, fx, reseal};
 
 fn f(name: &str) -> String {
     fx(name).to_str().unwrap().to_string()
@@ -73,15 +73,6 @@ fn edit_json(ds: &Path, change: impl FnOnce(&mut serde_json::Value)) {
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     change(&mut v);
     std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
-}
-
-/// Rewrites the manifest consistently (checksum recomputed), as a tool that knows the format would.
-fn reseal(ds: &Path, change: impl FnOnce(&mut softlabel::store::Manifest)) {
-    let p = ds.join("_manifest.json");
-    let mut m: softlabel::store::Manifest = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    change(&mut m);
-    m.seal();
-    std::fs::write(&p, m.to_json().unwrap()).unwrap();
 }
 
 fn corpus() -> Vec<Case> {

@@ -9,4 +9,5 @@ mod bad_inputs;
 mod cli;
 mod common;
 mod fuzz_regressions;
+mod hostile;
 mod pipelines;
