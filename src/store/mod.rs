@@ -3,6 +3,7 @@
 
 mod decode;
 mod manifest;
+mod pages;
 mod reader;
 mod rows;
 mod writer;

@@ -13,6 +13,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
 use super::decode::Columns;
+use super::pages::Chunk;
 use super::{columns, Manifest, PartInfo, TeacherOutputs};
 use crate::error::{Error, Result};
 use crate::util::{open_regular, sha256_of, Links, ParquetFile};
@@ -582,12 +583,23 @@ fn check_footer(path: &Path, meta: &ParquetMetaData, part: &PartInfo, m: &Manife
         return Err(Error::dataset(path, format!("part has {rows} rows, {} says {}", super::MANIFEST, part.rows)));
     }
     let schema = m.part_schema();
+    let file = ParquetFile::open(path, Links::Refuse)?;
     for (g, rg) in meta.row_groups().iter().enumerate() {
         for c in rg.columns() {
             let name = c.column_path().parts().first().map(String::as_str).unwrap_or("");
             let Ok(field) = schema.field_with_name(name) else { continue };
             let values = (super::list_width(field.data_type()) * physical_bytes(c.column_descr())) as i64;
             let limit = rg.num_rows().saturating_mul(values).saturating_mul(2).saturating_add(CHUNK_SLACK_BYTES);
+            // The footer's byte ranges were checked against the file by `data::open_parquet`.
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset()).max(0) as u64;
+            let chunk = Chunk {
+                column: name,
+                row_group: g,
+                start,
+                len: c.compressed_size().max(0) as u64,
+                max_uncompressed: limit,
+            };
+            super::pages::check_chunk(file.file(), path, &chunk)?;
             if c.uncompressed_size() > limit {
                 return Err(Error::dataset(
                     path,
