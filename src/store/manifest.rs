@@ -264,7 +264,8 @@ impl Manifest {
         Ok(m)
     }
 
-    fn validate(&self, path: &Path) -> Result<()> {
+    /// The field checks of [`Manifest::parse`] (for a manifest read without a checksum: the journal's).
+    pub(crate) fn validate(&self, path: &Path) -> Result<()> {
         let bad = |msg: String| Err(Error::dataset(path, msg));
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return bad(format!("temperature {} is not finite and > 0", self.temperature));

@@ -73,6 +73,7 @@ impl SoftLabelWriter {
         )?;
         let progress: Progress =
             serde_json::from_str(&text).map_err(|e| Error::dataset(&path, format!("invalid progress journal: {e}")))?;
+        progress.manifest.validate(&path)?;
         let cannot =
             |msg: String| Error::dataset(dir, format!("cannot resume: {msg}; rerun with --overwrite to start again"));
         same_run(&progress.manifest, &template).map_err(cannot)?;
