@@ -13,6 +13,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    // A decoder's panic on a crafted file is reported as that file's error, not printed as a crash.
+    softlabel::util::quiet_guarded_panics();
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {

@@ -16,7 +16,7 @@ use super::decode::Columns;
 use super::pages::Chunk;
 use super::{columns, Manifest, PartInfo, TeacherOutputs};
 use crate::error::{Error, Result};
-use crate::util::{open_regular, sha256_of, Links, ParquetFile};
+use crate::util::{guarded, open_regular, sha256_of, Guarded, Links, ParquetFile};
 
 /// An opened, checked soft-label dataset.
 #[derive(Debug, Clone)]
@@ -179,7 +179,7 @@ impl SoftLabels {
     }
 
     /// A reader of `names` (columns of the part schema, in that order) of the part at `path`.
-    fn projected_reader(&self, path: &Path, names: &[&str]) -> Result<ParquetRecordBatchReader> {
+    fn projected_reader(&self, path: &Path, names: &[&str]) -> Result<Guarded<ParquetRecordBatchReader>> {
         let builder = self.checked_builder(path)?;
         let mask = projection(&builder, names, path)?;
         let reader = builder
@@ -193,7 +193,7 @@ impl SoftLabels {
         if order != names {
             return Err(Error::dataset(path, format!("columns are in the order {order:?}, the schema's is {names:?}")));
         }
-        Ok(reader)
+        Ok(Guarded::new(reader))
     }
 
     /// A dataset from a manifest already checked by the caller (e.g. a resuming writer's committed parts).
@@ -341,7 +341,9 @@ impl SoftLabels {
         self.checked_builder(path)?;
         let file = ParquetFile::open(path, Links::Refuse)?;
         let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
-        ArrowReaderMetadata::load(&file, options).map_err(|error| Error::Parquet { path: path.to_path_buf(), error })
+        guarded(|| ArrowReaderMetadata::load(&file, options))
+            .map_err(|msg| Error::dataset(path, format!("the footer decoder failed: {msg}")))?
+            .map_err(|error| Error::Parquet { path: path.to_path_buf(), error })
     }
 
     /// Reads `blocks` into `acc`; `metas` caches each part's footer.
@@ -378,7 +380,7 @@ impl SoftLabels {
                 .build()
                 .map_err(|error| Error::Parquet { path: path.clone(), error })?;
             let mut rows = 0usize;
-            for rb in reader {
+            for rb in Guarded::new(reader) {
                 let rb = rb.map_err(|e| {
                     Error::dataset(&path, format!("cannot decode row group {} rows {}..: {e}", b.row_group, b.offset))
                 })?;

@@ -3,12 +3,14 @@
 
 pub mod files;
 pub mod fs;
+pub mod guard;
 pub mod hash;
 pub mod lock;
 pub mod threads;
 
 pub use files::{open_regular, read_bounded, read_text_bounded, Links, ParquetFile};
 pub use fs::{refuse_overlap, resolve, sync_dir, write_atomic};
+pub use guard::{guarded, quiet_guarded_panics, Guarded};
 pub use hash::{hex, sha256_file, sha256_hex, sha256_of, splitmix64};
 pub use lock::OutputLock;
 pub use threads::with_threads;

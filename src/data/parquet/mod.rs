@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Batch, DataSpec, ElementType, Source, SourceFile, SourceInfo};
 use crate::error::{Error, Result};
-use crate::util::{hex, open_regular, Links, ParquetFile};
+use crate::util::{guarded, hex, open_regular, Guarded, Links, ParquetFile};
 
 mod decode;
 
@@ -60,7 +60,8 @@ pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
 pub fn open_parquet(path: &Path, links: Links) -> Result<ParquetRecordBatchReaderBuilder<ParquetFile>> {
     let file = ParquetFile::open(path, links)?;
     let len = file.size();
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+    let builder = guarded(|| ParquetRecordBatchReaderBuilder::try_new(file))
+        .map_err(|msg| Error::data(path, format!("not a readable Parquet file: the footer decoder failed: {msg}")))?
         .map_err(|error| Error::Parquet { path: path.to_path_buf(), error })?;
     for (g, rg) in builder.metadata().row_groups().iter().enumerate() {
         if rg.num_rows() < 0 {
@@ -191,7 +192,7 @@ impl ParquetSource {
         Ok(InputLayout::List { column: name.clone(), width, element })
     }
 
-    fn open_reader(&self, file: &Path, batch_size: usize, offset: u64) -> Result<ParquetRecordBatchReader> {
+    fn open_reader(&self, file: &Path, batch_size: usize, offset: u64) -> Result<Guarded<ParquetRecordBatchReader>> {
         let builder = open_builder(file)?;
         let schema = builder.schema().clone();
         let mut wanted: Vec<&str> = match &self.layout {
@@ -213,7 +214,7 @@ impl ParquetSource {
         if offset > 0 {
             builder = builder.with_offset(offset as usize);
         }
-        builder.build().map_err(|error| Error::Parquet { path: file.to_path_buf(), error })
+        builder.build().map(Guarded::new).map_err(|error| Error::Parquet { path: file.to_path_buf(), error })
     }
 }
 
@@ -302,7 +303,7 @@ struct BatchIter<'a> {
     source: &'a ParquetSource,
     batch_size: usize,
     file: usize,
-    reader: Option<ParquetRecordBatchReader>,
+    reader: Option<Guarded<ParquetRecordBatchReader>>,
     row_in_file: u64,
     row_in_source: u64,
 }
