@@ -55,9 +55,10 @@ pub struct TrainData<'a> {
     pub origin: &'a Path,
 }
 
-/// Refuses a student whose training would not fit `--memory-budget`: its weights, the optimizer's two
-/// moments, one gradient per worker, and each worker's activations for its share of a batch, in f32.
-/// Checked with overflow-safe arithmetic before anything is allocated.
+/// Refuses a student whose training would not fit in this machine's memory: its weights, the
+/// optimizer's two moments, one gradient per worker, and each worker's activations for its share of a
+/// batch, in f32 (`--memory-budget` is the rows' budget; the student comes on top). Checked with
+/// overflow-safe arithmetic before anything is allocated.
 fn check_student_memory(dims: &[usize], workers: usize, settings: &TrainSettings) -> Result<()> {
     let params = dims.windows(2).try_fold(0u64, |a, io| {
         (io[0] as u64)
@@ -71,16 +72,16 @@ fn check_student_memory(dims: &[usize], workers: usize, settings: &TrainSettings
         .and_then(|p| p.checked_mul(3 + workers as u64))
         .and_then(|b| b.checked_add(units.checked_mul(rows)?.checked_mul(2 * workers as u64)?))
         .and_then(|b| b.checked_mul(4));
-    let budget = settings.memory_budget_mib.saturating_mul(1 << 20);
+    let memory = crate::util::physical_memory();
     match bytes {
-        Some(b) if b <= budget => Ok(()),
+        Some(b) if b <= memory => Ok(()),
         _ => Err(Error::Config(format!(
             "a {} student has {} parameters; training it needs {} (weights, optimizer moments, a gradient per \
-             worker, activations), over --memory-budget {} MiB",
+             worker, activations), more than this machine's {} of memory",
             dims.iter().map(usize::to_string).collect::<Vec<_>>().join("-"),
             params.map_or("more than 2^64".into(), |p| p.to_string()),
-            bytes.map_or("more than 2^64 bytes".into(), |b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)),
-            settings.memory_budget_mib
+            bytes.map_or("more than 2^64 bytes".into(), crate::util::human_bytes),
+            crate::util::human_bytes(memory),
         ))),
     }
 }

@@ -13,4 +13,4 @@ pub use fs::{refuse_overlap, resolve, sync_dir, write_atomic};
 pub use guard::{guarded, quiet_guarded_panics, Guarded};
 pub use hash::{hex, sha256_file, sha256_hex, sha256_of, splitmix64};
 pub use lock::OutputLock;
-pub use threads::with_threads;
+pub use threads::{human_bytes, physical_memory, with_threads};
