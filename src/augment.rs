@@ -122,10 +122,12 @@ impl Views {
             return Err(Error::Config("--views must be >= 1".into()));
         }
         let [c, h, w] = self.image;
-        if c * h * w != width {
+        // Checked: a manifest's `views.image` may be crafted so that the product wraps to the width.
+        let values = c.checked_mul(h).and_then(|ch| ch.checked_mul(w));
+        if values != Some(width) {
             return Err(Error::Config(format!(
                 "--image {c}x{h}x{w} holds {} values, the input rows have {width}",
-                c * h * w
+                values.map_or("more than 2^64".into(), |v| v.to_string())
             )));
         }
         if usize::from(self.max_shift) >= h.min(w) || self.max_shift > i16::MAX as u16 {

@@ -288,7 +288,13 @@ impl Manifest {
             }
         }
         if let Some(v) = &self.views {
-            v.validate(self.input.width).map_err(|e| Error::dataset(path, format!("views: {e}")))?;
+            v.validate(self.input.width).map_err(|e| {
+                let e = match e {
+                    Error::Config(m) => m,
+                    e => e.to_string(),
+                };
+                Error::dataset(path, format!("views: {e}"))
+            })?;
         }
         let values = self.input.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         if values != Some(self.input.width) {

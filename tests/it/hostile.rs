@@ -716,6 +716,29 @@ fn corpus() -> Vec<(Class, &'static str, Make)> {
         ),
         (
             Memory,
+            "resealed views image whose product wraps around to the row width",
+            Box::new(|e: &Env| {
+                reseal(&e.dense, |m| {
+                    // 4 * 2^62 * 2^62 wraps to 0 in 64 bits, 2^62 + 1 squared times 4 to 4.
+                    let side = (1usize << 62) + 1;
+                    m.views = Some(
+                        serde_json::from_value(
+                            serde_json::json!({"count": 2, "max_shift": 1, "image": [4, side, side], "seed": 0}),
+                        )
+                        .unwrap(),
+                    );
+                });
+                fail(
+                    a(&["verify", &e.s(&e.dense)]),
+                    &[
+                        "_manifest.json",
+                        "views: --image 4x4611686018427387905x4611686018427387905 holds more than 2^64 values",
+                    ],
+                )
+            }),
+        ),
+        (
+            Memory,
             "resealed absurd input width",
             Box::new(|e: &Env| {
                 reseal(&e.dense, |m| {
