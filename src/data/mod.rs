@@ -217,6 +217,7 @@ impl Batch {
 /// The input data's identity: recorded in a soft-label dataset so its consumers can check what it was
 /// made from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SourceInfo {
     /// One entry per file, in reading order.
     pub files: Vec<SourceFile>,
@@ -226,6 +227,7 @@ pub struct SourceInfo {
 
 /// One input file's identity.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SourceFile {
     /// The file's name (inside the `--data` folder, or the `--data` file itself): never the folder it
     /// was in on the producing machine.
