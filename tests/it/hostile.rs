@@ -107,6 +107,11 @@ fn pipeline_body(data: &str, model: &str, dir: &str, extra: &str) -> String {
     )
 }
 
+/// `eval` of the case's student on the fixture data, with `ds` as the teacher's labels.
+fn eval_labels(e: &Env, ds: &Path) -> Vec<String> {
+    a(&["eval", "--student", &e.s(&e.student), "--labels", &e.s(ds), "--data", &fx("small.parquet").to_string_lossy()])
+}
+
 /// `train` of `ds` into the case's output folder.
 fn train(e: &Env, ds: &Path) -> Vec<String> {
     train_with(e, ds, &[])
@@ -548,18 +553,7 @@ fn corpus() -> Vec<(Class, &'static str, Make)> {
             Box::new(|e: &Env| {
                 mkfifo(&e.tmp.join("fifo"));
                 link(&e.tmp.join("fifo"), &e.dense.join("_manifest.json"));
-                fail(
-                    a(&[
-                        "eval",
-                        "--student",
-                        &e.s(&e.student),
-                        "--labels",
-                        &e.s(&e.dense),
-                        "--data",
-                        &fx("small.parquet").to_string_lossy(),
-                    ]),
-                    &["_manifest.json", "is a symbolic link"],
-                )
+                fail(eval_labels(e, &e.dense), &["_manifest.json", "is a symbolic link"])
             }),
         ),
         (
@@ -681,18 +675,7 @@ fn corpus() -> Vec<(Class, &'static str, Make)> {
             "resealed manifest claims 2^31 classes",
             Box::new(|e: &Env| {
                 reseal(&e.dense, |m| m.num_classes = 1 << 31);
-                fail(
-                    a(&[
-                        "eval",
-                        "--student",
-                        &e.s(&e.student),
-                        "--labels",
-                        &e.s(&e.dense),
-                        "--data",
-                        &fx("small.parquet").to_string_lossy(),
-                    ]),
-                    &["_manifest.json", "num_classes 2147483648 is not in 1..=16777216"],
-                )
+                fail(eval_labels(e, &e.dense), &["_manifest.json", "num_classes 2147483648 is not in 1..=16777216"])
             }),
         ),
         (
@@ -929,15 +912,7 @@ fn corpus() -> Vec<(Class, &'static str, Make)> {
                     set_column(&b, "id", Arc::new(arrow_array::UInt64Array::from(ids)))
                 });
                 fail(
-                    a(&[
-                        "eval",
-                        "--student",
-                        &e.s(&e.student),
-                        "--labels",
-                        &e.s(&e.dense),
-                        "--data",
-                        &fx("small.parquet").to_string_lossy(),
-                    ]),
+                    eval_labels(e, &e.dense),
                     &[
                         "part-00001.parquet",
                         "column 'id', row 5: duplicate id 1007, also in",
@@ -1058,18 +1033,7 @@ fn corpus() -> Vec<(Class, &'static str, Make)> {
             "dense: a NaN logit (eval --labels)",
             Box::new(|e: &Env| {
                 rewrite_part(&e.dense, 0, |b| change_list_f32(b, "logits", |v, w| v[6 * w + 1] = f32::NAN));
-                fail(
-                    a(&[
-                        "eval",
-                        "--student",
-                        &e.s(&e.student),
-                        "--labels",
-                        &e.s(&e.dense),
-                        "--data",
-                        &fx("small.parquet").to_string_lossy(),
-                    ]),
-                    &["part-00000.parquet", "column 'logits', row 6: value 1 is NaN"],
-                )
+                fail(eval_labels(e, &e.dense), &["part-00000.parquet", "column 'logits', row 6: value 1 is NaN"])
             }),
         ),
         // --- 6. Never destroy data.
