@@ -42,7 +42,9 @@ pub fn run(a: EvalArgs, bars: &Bars) -> anyhow::Result<()> {
                     )
                 ));
             }
-            Some(labels.load()?)
+            let outputs = labels.load()?;
+            outputs.check_made_from(labels.manifest(), source.as_ref(), &a.data)?;
+            Some(outputs)
         }
         None => None,
     };

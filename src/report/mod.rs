@@ -189,7 +189,12 @@ pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Repo
 
     // The plots need the teacher's full distribution: sparse labels are not enough, so run the teacher.
     let outputs = match &settings.labels {
-        Some(dir) => Some(SoftLabels::open(dir)?.load()?).filter(|o| o.dense_logits().is_some()),
+        Some(dir) => {
+            let labels = SoftLabels::open(dir)?;
+            let outputs = labels.load()?;
+            outputs.check_made_from(labels.manifest(), source.as_ref(), &settings.data)?;
+            Some(outputs).filter(|o| o.dense_logits().is_some())
+        }
         None => None,
     };
     let outputs = match outputs {

@@ -109,6 +109,55 @@ impl TeacherOutputs {
         Ok(())
     }
 
+    /// Checks that `source` is the data these labels were made from, so rows are never paired by id
+    /// across different data (the labels of the train split against the test split): the same files
+    /// (fingerprint), or the same rows: every source row's id among the labels with the input the labels
+    /// stored (rows skipped for non-finite inputs aside). Refuses naming both fingerprints.
+    pub fn check_made_from(&self, m: &Manifest, source: &dyn Source, source_path: &Path) -> Result<()> {
+        let fingerprint = source.source_info()?.fingerprint;
+        if fingerprint == m.source.fingerprint {
+            return Ok(());
+        }
+        let differ = |why: String| {
+            Error::dataset(
+                source_path,
+                format!(
+                    "is not the data the labels were made from: its fingerprint is {fingerprint}, the labels' is {} \
+                     ({why})",
+                    m.source.fingerprint
+                ),
+            )
+        };
+        if !m.input.stored || self.inputs.ncols() != m.input.width {
+            return Err(differ("and the labels store no inputs to compare its rows with".into()));
+        }
+        let w = m.input.width;
+        // View 0 of each id is its source row as it was.
+        let index: HashMap<u64, usize> = (0..self.ids.len())
+            .filter(|&r| self.views.as_ref().is_none_or(|v| v.view[r] == 0))
+            .map(|r| (self.ids[r], r))
+            .collect();
+        for b in source.batches(8192) {
+            let b = b?;
+            if b.width != w {
+                return Err(differ(format!("its rows have {} values, the labels' {w}", b.width)));
+            }
+            let flat = b.input_f32();
+            for (i, id) in b.ids.iter().enumerate() {
+                let src = &flat[i * w..(i + 1) * w];
+                match index.get(id) {
+                    Some(&r) if self.inputs.row(r).iter().eq(src.iter()) => {}
+                    Some(_) => {
+                        return Err(differ(format!("the row with id {id} holds another input than the labels'")))
+                    }
+                    None if m.skipped_nonfinite_rows > 0 && src.iter().any(|x| !x.is_finite()) => {}
+                    None => return Err(differ(format!("the labels have no row with id {id}"))),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The hard labels as class indices, each checked against `num_classes` (an error names `origin`, the
     /// column and the row's id).
     pub fn label_indices(&self, num_classes: usize, origin: &Path) -> Result<Vec<Option<usize>>> {

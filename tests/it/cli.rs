@@ -1096,3 +1096,73 @@ fn training_streams_datasets_over_the_memory_budget() {
         std::fs::read(tmp.path().join("stream2/student.safetensors")).unwrap()
     );
 }
+
+/// Labels meet data in `eval --labels` and `report --labels`, matched by id: labels made from other data
+/// (the train split's labels against the test split) are refused with both fingerprints, while the same
+/// rows in other files (the fixture's folder copy) are accepted. On main before this check, the first
+/// `eval` exited 0 with a meaningless teacher accuracy.
+#[test]
+fn labels_made_from_other_data_are_refused_where_data_meets_labels() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Float32Type;
+    use arrow_array::Array;
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = tmp.path().join("labels");
+    let student = tmp.path().join("student");
+    let (teacher, small) = (fx("linear.onnx"), fx("small.parquet"));
+    let pre = ["precompute", "--teacher", s(&teacher), "--data", s(&small), "--temperature", "2", "--out", s(&labels)];
+    assert_ok(&softlabel(&pre));
+    assert_ok(&softlabel(&["train", "--labels", s(&labels), "--out", s(&student), "--hidden", "8", "--epochs", "1"]));
+    // Other data with the same ids: one row's input changed.
+    let other = tmp.path().join("other.parquet");
+    let file = std::fs::File::open(fx("small.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let batches: Vec<arrow_array::RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let batch = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let i = batch.schema().index_of("input").unwrap();
+    let list = batch.column(i).as_fixed_size_list();
+    let mut values = list.values().as_primitive::<Float32Type>().values().to_vec();
+    values[3 * 4] += 1.0;
+    let field = match list.data_type() {
+        arrow_schema::DataType::FixedSizeList(f, _) => f.clone(),
+        _ => unreachable!(),
+    };
+    let changed = arrow_array::FixedSizeListArray::new(
+        field,
+        4,
+        std::sync::Arc::new(arrow_array::Float32Array::from(values)),
+        None,
+    );
+    let mut cols = batch.columns().to_vec();
+    cols[i] = std::sync::Arc::new(changed);
+    let changed = arrow_array::RecordBatch::try_new(batch.schema(), cols).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&other).unwrap(), changed.schema(), None).unwrap();
+    w.write(&changed).unwrap();
+    w.close().unwrap();
+
+    let eval = |data: &Path| softlabel(&["eval", "--student", s(&student), "--labels", s(&labels), "--data", s(data)]);
+    let o = eval(&other);
+    assert_fails(&o, "other.parquet: is not the data the labels were made from: its fingerprint is");
+    assert_fails(&o, "the row with id 1003 holds another input than the labels'");
+    assert_ok(&eval(&fx("small.parquet")));
+    assert_ok(&eval(&fx("small_dir")));
+    let report = |data: &Path| {
+        let out = tmp.path().join("report");
+        softlabel(&[
+            "report",
+            "--teacher",
+            s(&teacher),
+            "--student",
+            s(&student),
+            "--data",
+            s(data),
+            "--labels",
+            s(&labels),
+            "--out",
+            s(&out),
+        ])
+    };
+    assert_fails(&report(&other), "other.parquet: is not the data the labels were made from");
+    assert_ok(&report(&fx("small_dir")));
+}
