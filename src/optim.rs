@@ -54,6 +54,14 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
+    /// Its name and settings in words: "SGD (momentum 0.9, weight decay 0)", "Adam (weight decay 0)".
+    pub fn describe(&self) -> String {
+        match self {
+            Optimizer::Sgd(s) => format!("SGD (momentum {}, weight decay {})", s.momentum, s.weight_decay),
+            Optimizer::Adam(a) => format!("Adam (weight decay {})", a.weight_decay),
+        }
+    }
+
     /// The base learning rate.
     pub fn lr(&self) -> f32 {
         match self {

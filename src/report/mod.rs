@@ -96,6 +96,12 @@ pub struct Report {
     pub student: ModelStats,
     /// Student against labels and teacher.
     pub student_eval: EvalReport,
+    /// The student's layer sizes, input to classes.
+    pub student_dims: Vec<usize>,
+    /// The settings it was trained with (from its student.json).
+    pub student_settings: crate::config::TrainSettings,
+    /// The temperature of the labels it learned from.
+    pub temperature: f32,
     /// Ratios.
     pub ratios: Ratios,
     /// Plot files, relative to the report folder.
@@ -260,6 +266,9 @@ pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Repo
         teacher: t_stats,
         student: s_stats,
         student_eval: eval,
+        student_dims: student.info.dims.clone(),
+        student_settings: student.info.settings.clone(),
+        temperature: student.info.temperature,
         ratios,
         plots,
     };
@@ -308,10 +317,15 @@ pub fn reliability(logits: &Array2<f32>, labels: &[i64]) -> Vec<Bin> {
 
 /// "3.2x smaller" or, when the student is the bigger one, "3.9x larger".
 pub fn size_ratio(teacher_over_student: f64) -> String {
-    if teacher_over_student >= 1.0 {
-        format!("{teacher_over_student:.1}x smaller")
+    ratio_words(teacher_over_student, "smaller", "larger")
+}
+
+/// A ratio above 1 as "Nx `above`", below 1 as its inverse, "Nx `below`": never "0.6x fewer".
+pub fn ratio_words(x: f64, above: &str, below: &str) -> String {
+    if x >= 1.0 {
+        format!("{x:.1}x {above}")
     } else {
-        format!("{:.1}x larger", 1.0 / teacher_over_student.max(1e-12))
+        format!("{:.1}x {below}", 1.0 / x.max(1e-12))
     }
 }
 
@@ -327,18 +341,24 @@ fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "| | teacher | student | ratio |\n|---|---|---|---|");
     let _ = writeln!(
         s,
-        "| parameters | {} | {} | {:.1}x fewer |",
-        r.teacher.parameters, r.student.parameters, r.ratios.fewer_parameters_x
+        "| parameters | {} | {} | {} |",
+        r.teacher.parameters,
+        r.student.parameters,
+        ratio_words(r.ratios.fewer_parameters_x, "fewer", "more")
     );
     let _ = writeln!(
         s,
-        "| bytes on disk | {} | {} | {:.1}x smaller |",
-        r.teacher.bytes, r.student.bytes, r.ratios.smaller_x
+        "| bytes on disk | {} | {} | {} |",
+        r.teacher.bytes,
+        r.student.bytes,
+        size_ratio(r.ratios.smaller_x)
     );
     let _ = writeln!(
         s,
-        "| latency batch 1, p50 | {:.3} ms | {:.3} ms | {:.1}x faster |",
-        r.teacher.latency_p50_ms, r.student.latency_p50_ms, r.ratios.latency_speedup_x
+        "| latency batch 1, p50 | {:.3} ms | {:.3} ms | {} |",
+        r.teacher.latency_p50_ms,
+        r.student.latency_p50_ms,
+        ratio_words(r.ratios.latency_speedup_x, "faster", "slower")
     );
     let _ = writeln!(
         s,
@@ -347,8 +367,10 @@ fn markdown(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "| throughput batch 256 | {:.0} rows/s | {:.0} rows/s | {:.1}x |",
-        r.teacher.throughput_rows_per_s, r.student.throughput_rows_per_s, r.ratios.throughput_speedup_x
+        "| throughput batch 256 | {:.0} rows/s | {:.0} rows/s | {} |",
+        r.teacher.throughput_rows_per_s,
+        r.student.throughput_rows_per_s,
+        ratio_words(r.ratios.throughput_speedup_x, "higher", "lower")
     );
     let _ = writeln!(
         s,
@@ -364,11 +386,33 @@ fn markdown(r: &Report) -> String {
         r.student.ece.map_or("-".into(), |v| format!("{v:.4}"))
     );
     let e = &r.student_eval;
+    let count = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+    let _ = writeln!(s, "| errors | {} | {} | |", count(e.teacher_errors), count(e.errors));
     let _ = writeln!(
         s,
         "\nStudent vs teacher: agreement {}, KL(teacher || student) {} nats (T = 1).\n",
         pct(e.teacher_agreement),
         e.kl_to_teacher.map_or("-".into(), |v| format!("{v:.4}"))
+    );
+    let t = &r.student_settings;
+    let dims: Vec<String> = r.student_dims.iter().map(usize::to_string).collect();
+    let _ = writeln!(
+        s,
+        "## The student
+"
+    );
+    let _ = writeln!(s, "- architecture: MLP {} (ReLU)", dims.join("-"));
+    let _ = writeln!(
+        s,
+        "- trained on soft labels at T = {}, alpha = {}: {} epoch(s) of batch {}, {}, lr {} ({:?} schedule), seed {}\n",
+        r.temperature,
+        t.alpha,
+        t.epochs,
+        t.batch_size,
+        t.optimizer.describe(),
+        t.optimizer.lr(),
+        t.schedule,
+        t.seed
     );
     for p in &r.plots {
         let _ = writeln!(s, "![{p}]({p})");
@@ -386,6 +430,9 @@ mod tests {
     fn size_ratio_says_smaller_or_larger() {
         assert_eq!(size_ratio(3.2), "3.2x smaller");
         assert_eq!(size_ratio(0.25), "4.0x larger");
+        // The report.md of a student 1.6x larger said "0.6x fewer parameters" (issue 14, trap 4).
+        assert_eq!(ratio_words(1.0 / 1.6, "fewer", "more"), "1.6x more");
+        assert_eq!(ratio_words(0.5, "faster", "slower"), "2.0x slower");
     }
 
     #[test]

@@ -1165,4 +1165,14 @@ fn labels_made_from_other_data_are_refused_where_data_meets_labels() {
     };
     assert_fails(&report(&other), "other.parquet: is not the data the labels were made from");
     assert_ok(&report(&fx("small_dir")));
+    // report.md says larger or smaller in words (the student here is the bigger model: it said "0.2x
+    // fewer" before, issue 14 trap 4) and names the errors, the architecture and the settings.
+    let md = std::fs::read_to_string(tmp.path().join("report/report.md")).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("report/report.json")).unwrap()).unwrap();
+    assert!(r["student"]["parameters"].as_u64() > r["teacher"]["parameters"].as_u64(), "{r}");
+    let row = md.lines().find(|l| l.starts_with("| parameters |")).unwrap();
+    assert!(row.ends_with("x more |") && !md.contains("x fewer"), "{md}");
+    assert!(md.contains("| errors |") && md.contains("- architecture: MLP 4-8-3 (ReLU)"), "{md}");
+    assert!(md.contains("alpha = 0.9: 1 epoch(s) of batch 128, Adam"), "{md}");
 }
