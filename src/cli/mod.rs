@@ -25,14 +25,14 @@ use softlabel::progress::Progress;
 #[command(name = "softlabel", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// More log output on stderr (-v: info, -vv: debug). RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = "Global options")]
     pub verbose: u8,
     /// No progress bars.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     pub quiet: bool,
     /// The ONNX Runtime shared library (default: $ORT_DYLIB_PATH, then the .ort/ folder `make setup`
     /// fills, then an installed onnxruntime Python package).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = "Global options")]
     pub ort_lib: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -67,7 +67,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
     /// Input column: a list / fixed-size-list column of numbers, or several scalar columns
-    /// separated by commas (default: `input`).
+    /// separated by commas (default: `input`, else the data's only list column).
     #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
     pub input_column: Option<Vec<String>>,
     /// Hard-label column (default: `label` when the data has one; unlabeled otherwise).
@@ -82,12 +82,20 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    /// The spec, with `fallback` as the input column when none was given and the data lacks `input`.
+    /// The spec. With no `--input-column` and no `input` column in the data: `fallback` (the column a
+    /// student was trained on), else the data's only list column when it has exactly one.
     pub fn spec(&self, data: &std::path::Path, fallback: Option<&str>) -> DataSpec {
         let input = match (&self.input_column, fallback) {
             (Some(c), _) => c.clone(),
-            (None, Some(f)) if !has_column(data, "input") => vec![f.to_string()],
-            _ => vec!["input".to_string()],
+            (None, _) if has_column(data, "input") => vec!["input".to_string()],
+            (None, Some(f)) => vec![f.to_string()],
+            (None, None) => match only_list_column(data) {
+                Some(c) => {
+                    tracing::info!(column = %c, "no --input-column and no 'input' column: using the only list column");
+                    vec![c]
+                }
+                None => vec!["input".to_string()],
+            },
         };
         DataSpec {
             input,
@@ -95,6 +103,24 @@ impl DataArgs {
             id_column: self.id_column.clone(),
             skip_nonfinite: self.skip_nonfinite,
         }
+    }
+}
+
+/// The name of the data's one list column, if it has exactly one.
+fn only_list_column(data: &std::path::Path) -> Option<String> {
+    use arrow_schema::DataType;
+    let files = softlabel::data::parquet_files(data).ok()?;
+    let builder = softlabel::data::open_parquet(files.first()?, softlabel::util::Links::Follow).ok()?;
+    let lists: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| matches!(f.data_type(), DataType::FixedSizeList(..) | DataType::List(_) | DataType::LargeList(_)))
+        .map(|f| f.name().clone())
+        .collect();
+    match lists.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
     }
 }
 
@@ -115,8 +141,14 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("softlabel={default},{default}")));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    // Colour only on a terminal: a log file or a CI capture gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .try_init();
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {

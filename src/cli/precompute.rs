@@ -38,7 +38,7 @@ pub struct PrecomputeArgs {
     pub data: PathBuf,
     /// Softmax temperature for the stored `soft` column (finite, > 0). Raw logits are stored too,
     /// so students may train at any temperature later.
-    #[arg(long, short = 'T', value_name = "T")]
+    #[arg(long, short = 'T', value_name = "T", allow_negative_numbers = true)]
     pub temperature: f32,
     /// Output folder for the soft-label dataset (created; must be empty unless --overwrite).
     #[arg(long, value_name = "DIR")]

@@ -57,7 +57,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = d().alpha, value_name = "A")]
     pub alpha: f32,
     /// Distillation temperature (default: the temperature the labels were made with).
-    #[arg(long, short = 'T', value_name = "T")]
+    #[arg(long, short = 'T', value_name = "T", allow_negative_numbers = true)]
     pub temperature: Option<f32>,
     /// Seed for initialisation and shuffling (same seed and threads: same weights).
     #[arg(long, default_value_t = d().seed, value_name = "S")]

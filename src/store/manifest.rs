@@ -216,6 +216,13 @@ impl Manifest {
     /// Reads and checks `DIR/_manifest.json` (a regular file, not a link, at most [`MAX_MANIFEST_BYTES`]).
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST);
+        if dir.is_file() {
+            return Err(Error::dataset(
+                dir,
+                "is a file, not a soft-label dataset folder; if it is raw data, make soft labels from it first: \
+                 `softlabel precompute --teacher T.onnx --data FILE --temperature T --out DIR`, then pass DIR",
+            ));
+        }
         if !dir.is_dir() {
             return Err(Error::dataset(dir, "no such soft-label dataset folder"));
         }

@@ -1176,3 +1176,50 @@ fn labels_made_from_other_data_are_refused_where_data_meets_labels() {
     assert!(md.contains("| errors |") && md.contains("- architecture: MLP 4-8-3 (ReLU)"), "{md}");
     assert!(md.contains("alpha = 0.9: 1 epoch(s) of batch 128, Adam"), "{md}");
 }
+
+/// Messages say what to do (issue 14, trap 6); each of these failed on main before.
+#[test]
+fn messages_say_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("labels");
+    let (teacher, small) = (fx("linear.onnx"), fx("small.parquet"));
+    // A negative temperature reaches the check instead of being read as a flag.
+    let o = softlabel(&["precompute", "--teacher", s(&teacher), "--data", s(&small), "-T", "-4", "--out", s(&out)]);
+    assert_fails(&o, "--temperature must be finite and > 0, got -4");
+    // Raw data where labels are expected: say so, and how to make labels.
+    let o = softlabel(&["train", "--labels", s(&small), "--out", s(&tmp.path().join("st"))]);
+    assert_fails(&o, "small.parquet: is a file, not a soft-label dataset folder; if it is raw data");
+    assert_fails(&o, "softlabel precompute --teacher T.onnx --data FILE");
+    // A missing input column names the flag that chooses it.
+    let o = softlabel(&[
+        "precompute",
+        "--teacher",
+        s(&teacher),
+        "--data",
+        s(&small),
+        "-T",
+        "2",
+        "--out",
+        s(&out),
+        "--input-column",
+        "pixels",
+    ]);
+    assert_fails(&o, "no column 'pixels' (columns: id, input, label); choose the input with --input-column NAME");
+    // The only list column is the input when there is no `input` column and no --input-column (run
+    // without --quiet, which would silence the log line).
+    let o = Command::new(env!("CARGO_BIN_EXE_softlabel"))
+        .args(["-v", "precompute", "--teacher", s(&teacher), "--data", s(&fx("list_f64.parquet")), "-T", "2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("using the only list column") && err.contains("features"), "{err}");
+    // Logs captured from a pipe carry no colour codes.
+    assert!(!err.contains('\u{1b}'), "escape codes in {err:?}");
+    // --help keeps the global flags apart from the command's own options.
+    let help = String::from_utf8_lossy(&softlabel(&["train", "--help"]).stdout).to_string();
+    let (own, global) = help.split_once("Global options:").expect("a Global options heading");
+    assert!(!own.contains("--verbose") && !own.contains("--ort-lib"), "{help}");
+    assert!(global.contains("--verbose") && global.contains("--quiet"), "{help}");
+}

@@ -93,6 +93,16 @@ fn column_names(schema: &Schema) -> String {
     schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
 }
 
+/// [`find_column`] for an input column: the error says which flag chooses it.
+fn find_input_column<'a>(schema: &'a Schema, path: &Path, name: &str) -> Result<&'a arrow_schema::Field> {
+    find_column(schema, path, name).map_err(|e| match e {
+        Error::Data { path, message } => {
+            Error::Data { path, message: format!("{message}; choose the input with --input-column NAME") }
+        }
+        e => e,
+    })
+}
+
 fn find_column<'a>(schema: &'a Schema, path: &Path, name: &str) -> Result<&'a arrow_schema::Field> {
     schema
         .field_with_name(name)
@@ -156,6 +166,7 @@ impl ParquetSource {
     }
 
     fn layout_of(path: &Path, schema: &Schema, input: &[String]) -> Result<InputLayout> {
+        let find_column = find_input_column;
         if input.len() > 1 {
             for name in input {
                 let f = find_column(schema, path, name)?;
