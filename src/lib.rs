@@ -29,6 +29,7 @@ pub mod report;
 pub mod soften;
 pub mod store;
 pub mod student;
+pub mod sweep;
 pub mod teacher;
 pub mod train;
 pub mod util;

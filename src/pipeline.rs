@@ -27,12 +27,18 @@ pub struct RunReport {
     pub teacher: String,
     /// Its sha256.
     pub teacher_sha256: String,
-    /// Temperature of the labels.
+    /// The distillation temperature the student learned at (the labels' unless re-softened or set in
+    /// `[student]`).
     pub temperature: f32,
     /// Where the train labels are.
     pub train_labels: String,
     /// Whether the train labels were reused from an earlier run.
     pub train_labels_reused: bool,
+    /// The temperature the reused dense labels were made at, when the student distils at another
+    /// (`temperature`): their stored logits were re-softened.
+    pub resoftened_from: Option<f32>,
+    /// Whether a finished student made by the same settings, labels and version was reused.
+    pub student_reused: bool,
     /// Teacher pass seconds (0 when reused).
     pub precompute_seconds: f64,
     /// The student folder.
@@ -56,14 +62,28 @@ enum Split {
     Test,
 }
 
-/// Reuses `out` if it is a complete dataset matching these settings, else (re)computes it.
+/// The soft labels of one split, and how they were come by.
+struct SplitLabels {
+    labels: SoftLabels,
+    /// Found finished in the output folder (no teacher pass).
+    reused: bool,
+    /// Seconds of teacher pass (0 when reused).
+    seconds: f64,
+    /// The temperature `[teacher]` asks for, when the reused dense labels were made at another: their raw
+    /// logits are re-softened at it, as any temperature can be.
+    resoften: Option<f32>,
+}
+
+/// The finished soft labels in `out` if they were made as `settings` asks (a dense dataset made at
+/// another temperature counts: its logits are re-softened), an interrupted run continued, or a new
+/// teacher pass. Finished labels made otherwise are replaced only with `overwrite`.
 fn labels_for(
     p: &Pipeline,
     split: Split,
     teacher_sha: &str,
     pass: &PassOptions,
     progress: &dyn Progress,
-) -> Result<(SoftLabels, bool, f64)> {
+) -> Result<SplitLabels> {
     let f = &p.file;
     let (data, name) = match split {
         Split::Train => (&f.data.train, "labels-train"),
@@ -77,33 +97,104 @@ fn labels_for(
         settings.views = None;
         settings.no_inputs = false;
     }
-    if let Ok(existing) = SoftLabels::open(&out) {
-        let m = existing.manifest();
+    let mut replace = false;
+    if out.join(crate::store::MANIFEST).exists() {
         let fingerprint = crate::data::open(data, &settings.spec)?.source_info()?.fingerprint;
-        if m.teacher.sha256 == teacher_sha
-            && m.temperature == settings.temperature
-            && m.source.fingerprint == fingerprint
-            && m.class_names == settings.class_names
-            && m.form == settings.form
-            && m.float16 == settings.float16
-            && m.input.stored != settings.no_inputs
-            && same_views(m.views.as_ref(), settings.views.as_ref())
-        {
-            tracing::info!(dir = %out.display(), "reusing soft labels");
-            return Ok((existing, true, 0.0));
+        let found = SoftLabels::open(&out);
+        let diffs = match &found {
+            Ok(existing) => label_differences(existing.manifest(), &settings, teacher_sha, &fingerprint),
+            Err(e) => vec![format!("it cannot be read ({e})")],
+        };
+        let wanted = settings.temperature;
+        match found {
+            Ok(existing) if diffs.is_empty() => {
+                let made_at = existing.manifest().temperature;
+                if made_at == wanted {
+                    tracing::info!(dir = %out.display(), "reusing soft labels");
+                    return Ok(SplitLabels { labels: existing, reused: true, seconds: 0.0, resoften: None });
+                }
+                if existing.manifest().form.is_dense() {
+                    tracing::info!(
+                        dir = %out.display(),
+                        made_at, wanted,
+                        "reusing soft labels: their stored logits are re-softened at the new temperature"
+                    );
+                    return Ok(SplitLabels { labels: existing, reused: true, seconds: 0.0, resoften: Some(wanted) });
+                }
+                if !p.overwrite {
+                    return Err(Error::dataset(
+                        &out,
+                        format!(
+                            "holds {} labels made at T = {made_at}: their normaliser (top-k) or draws (sampled) \
+                             hold only at that temperature, so [teacher] temperature = {wanted} needs a new \
+                             teacher pass; pass `run --overwrite` to replace them, or keep [teacher] temperature \
+                             = {made_at} (dense labels can be re-softened at any temperature)",
+                            existing.manifest().form.name()
+                        ),
+                    ));
+                }
+            }
+            _ if p.overwrite => {}
+            _ => {
+                return Err(Error::dataset(
+                    &out,
+                    format!(
+                        "holds finished soft labels made otherwise: {}; pass `run --overwrite` to replace them, \
+                         or choose another [output] dir",
+                        diffs.join("; ")
+                    ),
+                ))
+            }
         }
+        tracing::warn!(dir = %out.display(), "replacing finished soft labels (--overwrite)");
+        replace = true;
     }
     let start = Instant::now();
-    // An interrupted earlier run is continued; labels from other settings are replaced.
-    if let Err(e) = precompute(&settings, progress) {
+    if replace {
+        let writer = WriterOptions { overwrite: true, ..settings.writer.clone() };
+        precompute(&PrecomputeSettings { resume: false, writer, ..settings }, progress)?;
+    } else if let Err(e) = precompute(&settings, progress) {
+        // An interrupted earlier run is continued; one interrupted with other settings is started again
+        // (it holds no finished dataset).
         if !matches!(e, Error::Dataset { .. }) {
             return Err(e);
         }
-        tracing::warn!("{e}; recomputing {}", out.display());
+        tracing::warn!("{e}; starting the interrupted teacher pass in {} again", out.display());
         let writer = WriterOptions { overwrite: true, ..settings.writer.clone() };
         precompute(&PrecomputeSettings { resume: false, writer, ..settings }, progress)?;
     }
-    Ok((SoftLabels::open(&out)?, false, start.elapsed().as_secs_f64()))
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(SplitLabels { labels: SoftLabels::open(&out)?, reused: false, seconds, resoften: None })
+}
+
+/// How finished labels differ from what `settings` would make, the temperature aside (empty: reusable).
+fn label_differences(
+    m: &crate::store::Manifest,
+    settings: &PrecomputeSettings,
+    teacher_sha: &str,
+    fingerprint: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut differ = |same: bool, what: String| {
+        if !same {
+            out.push(what);
+        }
+    };
+    differ(m.teacher.sha256 == teacher_sha, format!("another teacher (sha256 {} there)", short(&m.teacher.sha256)));
+    differ(
+        m.source.fingerprint == fingerprint,
+        format!("other data (fingerprint {} there)", short(&m.source.fingerprint)),
+    );
+    differ(m.class_names == settings.class_names, "other class names".into());
+    differ(m.form == settings.form, format!("form {} there, {} here", m.form.name(), settings.form.name()));
+    differ(m.float16 == settings.float16, format!("float16 = {} there", m.float16));
+    differ(m.input.stored != settings.no_inputs, format!("inputs stored = {} there", m.input.stored));
+    differ(same_views(m.views.as_ref(), settings.views.as_ref()), "other views".into());
+    out
+}
+
+fn short(s: &str) -> &str {
+    s.get(..12).unwrap_or(s)
 }
 
 /// Runs a whole pipeline. `ort_lib` overrides the ONNX Runtime library.
@@ -118,25 +209,32 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
     let out = &f.output.dir;
     let _lock = crate::util::OutputLock::acquire(out)?;
     let pass = PassOptions { resume: true, ort_lib: ort_lib.map(Path::to_path_buf), ..Default::default() };
-    let (train_labels, reused, pre_train) = labels_for(p, Split::Train, &teacher_sha, &pass, progress)?;
-    let (test_labels, _, pre_test) = labels_for(p, Split::Test, &teacher_sha, &pass, progress)?;
+    let train_split = labels_for(p, Split::Train, &teacher_sha, &pass, progress)?;
+    let test_split = labels_for(p, Split::Test, &teacher_sha, &pass, progress)?;
+    let (train_labels, test_labels) = (&train_split.labels, &test_split.labels);
+    // Dense labels reused at a new [teacher] temperature: the student distils at it (unless [student]
+    // names its own), from the stored logits.
+    let mut settings = p.train.clone();
+    if settings.temperature.is_none() {
+        settings.temperature = train_split.resoften;
+    }
 
     let test_outputs = test_labels.load()?;
-    let val = ValSet {
-        inputs: test_outputs.inputs.clone(),
-        labels: test_outputs.labels.iter().map(|l| l.unwrap_or(-1)).collect(),
-    };
-    let has_val_labels = test_outputs.labels.iter().all(Option::is_some);
+    // Without a held-out split ([student] val_fraction) the test split is watched after each epoch; it
+    // never chooses an epoch (Pipeline::parse refuses keep = "best" and early_stop without a split).
+    let val = ValSet::from_outputs(&test_outputs, format!("soft-label dataset {}", test_labels.manifest_sha256()?))?;
+    let watch_test = p.train.holdout.is_none() && test_outputs.labels.iter().all(Option::is_some);
     let student_dir = out.join(&f.output.student);
     let job = TrainJob {
-        labels: &train_labels,
-        settings: &p.train,
+        labels: train_labels,
+        settings: &settings,
         out: &student_dir,
-        val: has_val_labels.then_some(&val),
+        val: watch_test.then_some(&val),
         join: (!train_labels.manifest().input.stored).then_some((f.data.train.as_path(), false)),
         // A run interrupted during training continues from its last epoch.
         resume: Resume::IfMatching,
         threads: f.student.threads,
+        overwrite: p.overwrite,
     };
     let (trained, info) = crate::train::run(&job, progress)?;
 
@@ -164,10 +262,12 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
     Ok(RunReport {
         teacher: models.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(" + "),
         teacher_sha256: teacher_sha,
-        temperature: train_labels.manifest().temperature,
+        temperature: trained.temperature,
         train_labels: train_labels.dir().display().to_string(),
-        train_labels_reused: reused,
-        precompute_seconds: pre_train + pre_test,
+        train_labels_reused: train_split.reused,
+        resoftened_from: train_split.resoften.map(|_| train_labels.manifest().temperature),
+        precompute_seconds: train_split.seconds + test_split.seconds,
+        student_reused: trained.reused,
         student: student_dir.display().to_string(),
         student_dims: trained.student.dims(),
         student_parameters: trained.student.num_parameters(),

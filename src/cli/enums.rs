@@ -68,3 +68,14 @@ mirror! {
         Adam,
     }
 }
+
+mirror! {
+    /// Which epoch's weights a finished training run saves.
+    Keep => softlabel::config::Keep {
+        /// The last epoch's.
+        Last,
+        /// The epoch with the best validation metric (accuracy on labelled rows, else agreement with the
+        /// teacher).
+        Best,
+    }
+}

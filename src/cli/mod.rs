@@ -9,6 +9,7 @@ mod merge;
 mod precompute;
 mod report;
 mod run;
+mod sweep;
 mod train;
 mod verify;
 
@@ -61,6 +62,9 @@ pub enum Command {
     AdjustBias(adjust_bias::AdjustBiasArgs),
     /// Run a pipeline file: precompute train and test, train, evaluate, report.
     Run(run::RunArgs),
+    /// Train many students on one soft-label dataset (a grid or list of settings), resumably and in
+    /// parallel, and rank them on validation rows.
+    Sweep(sweep::SweepArgs),
 }
 
 /// Which columns of a dataset hold what (shared by precompute, eval and train --val).
@@ -163,6 +167,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Merge(a) => merge::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Report(a) => report::run(a, ort, &bars),
+        Command::Sweep(a) => sweep::run(a, &bars),
         Command::Run(a) => run::run(a, ort, &bars),
         Command::AdjustBias(a) => adjust_bias::run(a),
     }

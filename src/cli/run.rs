@@ -19,13 +19,18 @@ pub struct RunArgs {
     /// folder; a pipeline file may come from someone else).
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Replace finished soft labels or a finished student in the output folder that were made with other
+    /// settings (without it they are refused; matching ones are always reused).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(a: RunArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()> {
-    let p = Pipeline::load(&a.pipeline, &PipelineOverrides { seed: a.seed, root: a.root.clone() })?;
+    let p =
+        Pipeline::load(&a.pipeline, &PipelineOverrides { seed: a.seed, root: a.root.clone(), overwrite: a.overwrite })?;
     let summary = p.summary.clone();
     let r = run_pipeline(&p, ort_lib, bars)?;
     let json = serde_json::to_string_pretty(&r)?;
@@ -40,7 +45,11 @@ pub fn run(a: RunArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()
         "  soft labels  {} (T = {}, {})",
         r.train_labels,
         r.temperature,
-        if r.train_labels_reused { "reused".to_string() } else { format!("teacher pass {:.1}s", r.precompute_seconds) }
+        match (r.train_labels_reused, r.resoftened_from) {
+            (true, Some(made_at)) => format!("reused: made at T = {made_at}, stored logits re-softened"),
+            (true, None) => "reused".to_string(),
+            _ => format!("teacher pass {:.1}s", r.precompute_seconds),
+        }
     );
     println!(
         "  teacher      {}: test accuracy {} ({} errors)",
@@ -49,10 +58,14 @@ pub fn run(a: RunArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()
         t.teacher_errors.map_or("-".into(), |e| e.to_string())
     );
     println!(
-        "  student      {:?}, {} parameters, trained in {:.1}s: test accuracy {} ({} errors)",
+        "  student      {:?}, {} parameters, {}: test accuracy {} ({} errors)",
         r.student_dims,
         r.student_parameters,
-        r.train_seconds,
+        if r.student_reused {
+            "reused (same settings, labels and version)".to_string()
+        } else {
+            format!("trained in {:.1}s", r.train_seconds)
+        },
         pct(t.accuracy),
         t.errors.map_or("-".into(), |e| e.to_string())
     );

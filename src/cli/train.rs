@@ -5,7 +5,7 @@ use softlabel::config::{Origin, TrainConfig};
 use softlabel::store::SoftLabels;
 use softlabel::train::{Resume, TrainJob, ValSet};
 
-use super::enums::{LrSchedule, OptimizerKind};
+use super::enums::{Keep, LrSchedule, OptimizerKind};
 use super::{Bars, DataArgs};
 
 /// The defaults, from their only home.
@@ -26,6 +26,20 @@ pub struct TrainArgs {
     pub val: Option<PathBuf>,
     #[command(flatten)]
     pub val_args: DataArgs,
+    /// Hold out this share of the labels' ids as validation rows instead (a seeded split by id, the same
+    /// for every student with the same --val-seed; recorded in student.json).
+    #[arg(long, value_name = "F")]
+    pub val_fraction: Option<f64>,
+    /// Seed of the --val-fraction split.
+    #[arg(long, default_value_t = d().val_seed, value_name = "S")]
+    pub val_seed: u64,
+    /// Which epoch's weights to save: the last, or the one with the best validation metric (accuracy
+    /// on labelled validation rows, else agreement with the teacher).
+    #[arg(long, value_enum, default_value_t = d().keep.into())]
+    pub keep: Keep,
+    /// Stop when the validation metric has not improved for this many epochs.
+    #[arg(long, value_name = "PATIENCE")]
+    pub early_stop: Option<usize>,
     /// Hidden layer sizes, separated by commas.
     #[arg(long, value_delimiter = ',', default_values_t = d().hidden, value_name = "N,N,...")]
     pub hidden: Vec<usize>,
@@ -87,6 +101,11 @@ pub struct TrainArgs {
     /// outputs) is streamed from disk in windows of this size, shuffled block-wise, instead of loaded.
     #[arg(long, default_value_t = d().memory_budget_mib, value_name = "MIB")]
     pub memory_budget: u64,
+    /// Replace a finished student already in --out (made with other settings or labels). Without it,
+    /// one made with the same settings, labels and softlabel version is kept as it is, and any other is
+    /// refused.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -112,6 +131,10 @@ impl TrainArgs {
             threads: self.threads,
             exclude_labels: self.exclude_labels.clone(),
             memory_budget_mib: self.memory_budget,
+            val_fraction: self.val_fraction,
+            val_seed: self.val_seed,
+            keep: self.keep.into(),
+            early_stop: self.early_stop,
         }
     }
 }
@@ -138,11 +161,20 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
         join: a.inputs.as_deref().map(|p| (p, a.ignore_fingerprint)),
         resume: if a.resume { Resume::Required } else { Resume::No },
         threads: config.threads,
+        overwrite: a.overwrite,
     };
     let (trained, info) = softlabel::train::run(&job, bars)?;
     let secs = info.train_seconds;
     if a.json {
         return super::print_json(&info);
+    }
+    if trained.reused {
+        println!(
+            "{} already holds this student (same settings, labels and softlabel version): kept as it is; \
+             --overwrite trains it again",
+            a.out.display()
+        );
+        return Ok(());
     }
     let last = trained.log.last();
     println!(
@@ -150,7 +182,7 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
         trained.student.dims(),
         trained.student.num_parameters(),
         trained.rows,
-        settings.epochs,
+        trained.log.len(),
         trained.temperature,
         settings.alpha,
         last.map_or(f64::NAN, |l| l.train_loss),
@@ -158,6 +190,12 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
             .map(|(e, acc)| format!(", val errors {e} ({:.2}%)", 100.0 * acc))
             .unwrap_or_default()
     );
+    if let Some(e) = trained.saved_epoch {
+        println!("kept epoch {e}, the best on validation (--keep best)");
+    }
+    if trained.stopped_early {
+        println!("stopped early: no improvement on validation for {} epochs", settings.early_stop.unwrap_or(0));
+    }
     println!("saved to {}", a.out.display());
     Ok(())
 }

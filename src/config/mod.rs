@@ -14,7 +14,7 @@ use std::path::PathBuf;
 pub use data::DataConfig;
 pub use pipeline::{Pipeline, PipelineOverrides};
 pub use teacher::TeacherConfig;
-pub use train::{OptimizerKind, TrainConfig, TrainSettings};
+pub use train::{Keep, OptimizerKind, TrainConfig, TrainSettings};
 
 use crate::error::Error;
 

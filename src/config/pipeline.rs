@@ -90,6 +90,9 @@ pub struct PipelineOverrides {
     /// The folder every path of the pipeline must lie in (default: the pipeline file's folder). A
     /// pipeline file can come from someone else: it reads and writes only under its root.
     pub root: Option<PathBuf>,
+    /// Replace finished soft labels or a finished student made with other settings (`run --overwrite`);
+    /// without it they are refused, never silently replaced.
+    pub overwrite: bool,
 }
 
 /// A loaded, validated pipeline: the file (paths resolved, overrides applied) and the training settings.
@@ -103,6 +106,8 @@ pub struct Pipeline {
     pub train: TrainSettings,
     /// The summary's file name inside `[output] dir`.
     pub summary: String,
+    /// Replace finished outputs made otherwise (`run --overwrite`).
+    pub overwrite: bool,
 }
 
 /// The largest pipeline file read (a real one is a page of TOML).
@@ -148,10 +153,16 @@ impl Pipeline {
             &Default::default(),
         )?;
         let train = f.student.validate(&section("student"))?;
+        if train.holdout.is_none() && (train.keep == super::Keep::Best || train.early_stop.is_some()) {
+            return Err(section("student").error_about(
+                "[student] keep = \"best\" and early_stop need val_fraction: a pipeline's test split must not \
+                 choose the epoch its test accuracy is then measured on",
+            ));
+        }
         if f.output.report && f.teacher.model.paths().len() > 1 {
             return Err(section("output").error("report", "= true needs a single teacher model, not an ensemble"));
         }
-        Ok(Pipeline { path: path.to_path_buf(), file: f, train, summary })
+        Ok(Pipeline { path: path.to_path_buf(), file: f, train, summary, overwrite: overrides.overwrite })
     }
 
     /// Where `[teacher]` errors point.
@@ -253,7 +264,7 @@ mod tests {
         let up = MINIMAL.replace("model = 't.onnx'", "model = '../t.onnx'");
         let e = Pipeline::parse(&up, p, &Default::default()).unwrap_err().to_string();
         assert!(e.contains("[teacher] model = t.onnx lies outside"), "{e}");
-        let root = PipelineOverrides { seed: None, root: Some(PathBuf::from(".")) };
+        let root = PipelineOverrides { root: Some(PathBuf::from(".")), ..Default::default() };
         assert!(Pipeline::parse(&up, p, &root).is_ok());
         let sneaky = MINIMAL.replace("dir = 'o'", "dir = 'o'\nstudent = '../../x'");
         let e = Pipeline::parse(&sneaky, p, &root).unwrap_err().to_string();
@@ -263,7 +274,8 @@ mod tests {
     #[test]
     fn a_seed_override_trains_into_its_own_folder() {
         let p =
-            Pipeline::parse(MINIMAL, Path::new("x.toml"), &PipelineOverrides { seed: Some(4), root: None }).unwrap();
+            Pipeline::parse(MINIMAL, Path::new("x.toml"), &PipelineOverrides { seed: Some(4), ..Default::default() })
+                .unwrap();
         assert_eq!((p.train.seed, p.file.output.student.as_str()), (4, "student-seed-4"));
         assert_eq!(p.summary, "report-seed-4.json");
     }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{check_limit, check_temperature, limits, Origin, Validated};
 use crate::error::Result;
 use crate::optim::{Adam, LrSchedule, Optimizer, Sgd};
+use crate::store::Holdout;
 
 /// The optimizer's name in pipeline files and on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +16,18 @@ pub enum OptimizerKind {
     Sgd,
     /// Adam (AdamW with weight decay).
     Adam,
+}
+
+/// Which epoch's weights a finished training run saves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// The last epoch's.
+    #[default]
+    Last,
+    /// The epoch with the best validation metric (accuracy on labelled validation rows, else agreement
+    /// with the teacher); the earliest such epoch on ties.
+    Best,
 }
 
 /// How a student is trained, as the user writes it (`train` flags, a pipeline's `[student]`).
@@ -53,6 +66,15 @@ pub struct TrainConfig {
     pub exclude_labels: Vec<i64>,
     /// Memory for the training rows, in MiB: a dataset that needs more is streamed.
     pub memory_budget_mib: u64,
+    /// Hold out this share of the labels' ids as validation rows (a seeded split by id, in (0, 1)).
+    pub val_fraction: Option<f64>,
+    /// The seed of that split (separate from `seed`, so students trained with other seeds validate on the
+    /// same rows).
+    pub val_seed: u64,
+    /// Which epoch's weights to save.
+    pub keep: Keep,
+    /// Stop when the validation metric has not improved for this many epochs.
+    pub early_stop: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -74,6 +96,10 @@ impl Default for TrainConfig {
             threads: 0,
             exclude_labels: Vec::new(),
             memory_budget_mib: 2048,
+            val_fraction: None,
+            val_seed: 0,
+            keep: Keep::Last,
+            early_stop: None,
         }
     }
 }
@@ -108,9 +134,22 @@ pub struct TrainSettings {
     /// Memory for the training rows, in MiB (see [`crate::train::rows`]).
     #[serde(default = "default_budget")]
     pub memory_budget_mib: u64,
+    /// The validation split held out of the labels (`--val-fraction`, `--val-seed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<Holdout>,
+    /// Which epoch's weights are saved.
+    #[serde(default, skip_serializing_if = "is_last")]
+    pub keep: Keep,
+    /// Patience of early stopping, in epochs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stop: Option<usize>,
     /// Made by [`TrainConfig::validate`].
     #[serde(skip)]
     pub(crate) valid: Validated,
+}
+
+fn is_last(k: &Keep) -> bool {
+    *k == Keep::Last
 }
 
 fn default_budget() -> u64 {
@@ -178,6 +217,17 @@ impl TrainConfig {
                 Optimizer::Adam(Adam { lr: self.lr.unwrap_or(d.lr), weight_decay: self.weight_decay, ..d })
             }
         };
+        if let Some(f) = self.val_fraction {
+            if !(f.is_finite() && f > 0.0 && f < 1.0) {
+                return bad("val_fraction", format!("must be in (0, 1), got {f}"));
+            }
+        }
+        if let Some(p) = self.early_stop {
+            if p == 0 {
+                return bad("early_stop", "must be > 0 epochs".into());
+            }
+            check_limit(origin, "early_stop", p, limits::EPOCHS)?;
+        }
         let lr = optimizer.lr();
         if !(lr.is_finite() && lr > 0.0) {
             return bad("lr", format!("must be finite and > 0, got {lr}"));
@@ -195,6 +245,9 @@ impl TrainConfig {
             clip_norm: self.clip_norm,
             exclude_labels: self.exclude_labels.clone(),
             memory_budget_mib: self.memory_budget_mib,
+            holdout: self.val_fraction.map(|fraction| Holdout { fraction, seed: self.val_seed }),
+            keep: self.keep,
+            early_stop: self.early_stop,
             valid: Validated(()),
         })
     }

@@ -24,6 +24,7 @@ mod proto;
 mod svg;
 
 pub use proto::onnx_parameters;
+pub(crate) use svg::svg_sweep;
 use svg::{svg_reliability, svg_temperatures, svg_training};
 
 /// Settings for a report.
@@ -257,7 +258,10 @@ pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Repo
     let rel_s = reliability(&student_logits, &labels);
     write_atomic(&settings.out.join("reliability.svg"), svg_reliability(&rel_t, &rel_s).as_bytes())?;
     plots.push("reliability.svg".to_string());
-    write_atomic(&settings.out.join("temperatures.svg"), svg_temperatures(&outputs, teacher_logits).as_bytes())?;
+    write_atomic(
+        &settings.out.join("temperatures.svg"),
+        svg_temperatures(&outputs, teacher_logits, student.info.class_names.as_deref()).as_bytes(),
+    )?;
     plots.push("temperatures.svg".to_string());
 
     let report = Report {

@@ -10,7 +10,7 @@ use arrow_array::types::{
 use arrow_array::{Array, RecordBatch};
 use ndarray::Array2;
 
-use super::{columns, LabelForm, Manifest, Outputs, TeacherOutputs};
+use super::{columns, LabelForm, Manifest, Outputs, RowFilter, TeacherOutputs};
 use crate::augment::ViewColumns;
 use crate::data::numeric_to_f32;
 use crate::error::{Error, Result};
@@ -150,11 +150,16 @@ impl Columns {
         tail
     }
 
-    /// Drops, among the rows from `start` on, those whose hard label is in `exclude` (compacting in place).
-    pub(super) fn exclude_labels_from(&mut self, start: usize, exclude: &[i64]) {
-        let keep = |y: Option<i64>| y.is_none_or(|y| !exclude.contains(&y));
+    /// Drops, among the rows from `start` on, those `filter` does not keep (compacting in place).
+    pub(super) fn retain_from(&mut self, start: usize, filter: &RowFilter) {
+        if filter.keeps_all() {
+            return;
+        }
         let n = self.len();
-        if (start..n).all(|r| keep(self.labels[r])) {
+        let wv = self.widths()[4];
+        let view = |r: usize| if wv == 0 { 0 } else { self.views.view[r * wv] };
+        let rows: Vec<usize> = (start..n).filter(|&r| filter.keeps(self.ids[r], self.labels[r], view(r))).collect();
+        if rows.len() == n - start {
             return;
         }
         let [wi, wl, wx, ws, wv] = self.widths();
@@ -167,7 +172,6 @@ impl Columns {
             }
             v.truncate((start + rows.len()) * width);
         }
-        let rows: Vec<usize> = (start..n).filter(|&r| keep(self.labels[r])).collect();
         compact(&mut self.ids, 1, &rows, start);
         compact(&mut self.labels, 1, &rows, start);
         compact(&mut self.inputs, wi, &rows, start);

@@ -2,12 +2,14 @@
 //! SCHEMA.md is the contract; this module is its implementation.
 
 mod decode;
+mod filter;
 mod manifest;
 mod pages;
 mod reader;
 mod rows;
 mod writer;
 
+pub use filter::{Holdout, RowFilter, Side};
 pub use manifest::{
     is_part_name, EnsembleInfo, InputInfo, Manifest, PartInfo, TeacherInfo, MAX_CLASSES, MAX_INPUT_VALUES,
     MAX_MANIFEST_BYTES, MAX_SAMPLE_K,
@@ -175,5 +177,14 @@ impl LabelForm {
     /// Whether this is the dense form.
     pub fn is_dense(&self) -> bool {
         *self == LabelForm::Dense
+    }
+
+    /// As the flags say it: "dense", "top-k 5", "sampled 10 (seed 0)".
+    pub fn name(&self) -> String {
+        match self {
+            LabelForm::Dense => "dense".into(),
+            LabelForm::TopK { k } => format!("top-k {k}"),
+            LabelForm::Sampled { k, seed } => format!("sampled {k} (seed {seed})"),
+        }
     }
 }

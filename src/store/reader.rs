@@ -14,7 +14,7 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
 use super::decode::Columns;
 use super::pages::Chunk;
-use super::{columns, Manifest, PartInfo, TeacherOutputs};
+use super::{columns, Manifest, PartInfo, RowFilter, TeacherOutputs};
 use crate::error::{Error, Result};
 use crate::util::{guarded, open_regular, sha256_of, Guarded, Links, ParquetFile};
 
@@ -233,12 +233,11 @@ impl SoftLabels {
 
     /// Reads every part into memory.
     pub fn load(&self) -> Result<TeacherOutputs> {
-        self.load_excluding(&[])
+        self.load_filtered(&RowFilter::all())
     }
 
-    /// Reads every part into memory except the rows whose hard label is in `exclude`, dropped as they
-    /// are read.
-    pub fn load_excluding(&self, exclude: &[i64]) -> Result<TeacherOutputs> {
+    /// Reads into memory the rows `filter` keeps, the others dropped as they are read.
+    pub fn load_filtered(&self, filter: &RowFilter) -> Result<TeacherOutputs> {
         let m = &self.manifest;
         let mut acc = Columns::with_capacity(m, initial_rows(m.rows));
         for part in &m.parts {
@@ -250,7 +249,7 @@ impl SoftLabels {
                     rb.map_err(|e| Error::dataset(&path, format!("cannot decode rows after row {part_rows}: {e}")))?;
                 let start = acc.len();
                 acc.read(&path, &rb, m, part_rows)?;
-                acc.exclude_labels_from(start, exclude);
+                acc.retain_from(start, filter);
                 part_rows += rb.num_rows() as u64;
             }
             if part_rows != part.rows {
@@ -324,15 +323,15 @@ impl SoftLabels {
     pub fn load_blocks(&self, blocks: &[Block]) -> Result<TeacherOutputs> {
         let rows = blocks.iter().map(|b| b.rows).sum::<usize>();
         let mut acc = Columns::with_capacity(&self.manifest, initial_rows(rows as u64));
-        self.read_blocks(blocks, &[], &mut acc, &mut Vec::new())?;
+        self.read_blocks(blocks, &RowFilter::all(), &mut acc, &mut Vec::new())?;
         acc.finish(&self.manifest)
     }
 
     /// Streams the dataset in windows of `window` rows (the last may be shorter): `blocks` in the order
-    /// given, rows whose label is in `exclude` dropped as they are read. Each window is read into memory
+    /// given, rows `filter` does not keep dropped as they are read. Each window is read into memory
     /// sized for it, and only the rows of its last block that overflow it are carried to the next.
-    pub fn windows<'a>(&'a self, blocks: &'a [Block], window: usize, exclude: &'a [i64]) -> Windows<'a> {
-        Windows { labels: self, blocks, next: 0, window: window.max(1), exclude, carry: None, metas: Vec::new() }
+    pub fn windows<'a>(&'a self, blocks: &'a [Block], window: usize, filter: &'a RowFilter) -> Windows<'a> {
+        Windows { labels: self, blocks, next: 0, window: window.max(1), filter, carry: None, metas: Vec::new() }
     }
 
     /// A part's footer with its offset index, which lets a block be read without decoding the pages
@@ -350,7 +349,7 @@ impl SoftLabels {
     fn read_blocks(
         &self,
         blocks: &[Block],
-        exclude: &[i64],
+        filter: &RowFilter,
         acc: &mut Columns,
         metas: &mut Vec<Option<ArrowReaderMetadata>>,
     ) -> Result<()> {
@@ -386,7 +385,7 @@ impl SoftLabels {
                 })?;
                 let start = acc.len();
                 acc.read(&path, &rb, m, b.first_row + rows as u64)?;
-                acc.exclude_labels_from(start, exclude);
+                acc.retain_from(start, filter);
                 rows += rb.num_rows();
             }
             if rows != b.rows {
@@ -433,7 +432,7 @@ pub struct Windows<'a> {
     blocks: &'a [Block],
     next: usize,
     window: usize,
-    exclude: &'a [i64],
+    filter: &'a RowFilter,
     carry: Option<Columns>,
     metas: Vec<Option<ArrowReaderMetadata>>,
 }
@@ -453,7 +452,7 @@ impl Iterator for Windows<'_> {
         }
         while acc.len() < self.window && self.next < self.blocks.len() {
             let block = &self.blocks[self.next..self.next + 1];
-            if let Err(e) = self.labels.read_blocks(block, self.exclude, &mut acc, &mut self.metas) {
+            if let Err(e) = self.labels.read_blocks(block, self.filter, &mut acc, &mut self.metas) {
                 self.next = self.blocks.len();
                 return Some(Err(e));
             }

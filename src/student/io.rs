@@ -38,6 +38,13 @@ pub struct EpochLog {
     pub val_accuracy: Option<f64>,
     /// Errors on the validation set.
     pub val_errors: Option<u64>,
+    /// Share of validation rows where the student picks the teacher's top class (when the validation
+    /// rows have teacher outputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_agreement: Option<f64>,
+    /// Mean KL(teacher || student) at T = 1 on the validation rows, in nats (dense teacher outputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_kl: Option<f64>,
     /// Wall time of the epoch (training and validation).
     pub seconds: f64,
 }
@@ -85,6 +92,15 @@ pub struct StudentInfo {
     pub train_rows: u64,
     /// The last epoch's log line.
     pub final_epoch: Option<EpochLog>,
+    /// The epoch whose weights were saved, when it is not the last (`--keep best`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_epoch: Option<usize>,
+    /// Whether training stopped before its last epoch (`--early-stop`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_early: bool,
+    /// The validation rows it was watched on (their source's fingerprint or dataset's manifest sha256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validated_on: Option<String>,
     /// Wall time of training in seconds.
     pub train_seconds: f64,
     /// sha256 of student.safetensors.

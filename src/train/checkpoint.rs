@@ -58,6 +58,8 @@ pub(crate) struct State {
     pub global_step: u64,
     pub rng_word_pos: u128,
     pub log: Vec<EpochLog>,
+    /// The best epoch's weights so far (`--keep best`).
+    pub best: Option<Box<dyn Student>>,
 }
 
 /// The training state after an epoch, borrowed for saving.
@@ -68,13 +70,19 @@ pub(crate) struct Snapshot<'a> {
     pub global_step: u64,
     pub rng_word_pos: u128,
     pub log: &'a [EpochLog],
+    pub best: Option<&'a dyn Student>,
 }
 
 const MOMENTS: [&str; 2] = ["m", "v"];
+/// The prefix of the best epoch's tensors in a checkpoint (`--keep best`).
+const BEST: &str = "best.";
 
 pub(crate) fn save(cp: &Checkpointing, state: &Snapshot, settings: &TrainSettings, threads: usize) -> Result<()> {
     std::fs::create_dir_all(&cp.dir).map_err(|e| Error::io(&cp.dir, e))?;
     let mut all: Vec<Tensor> = state.student.tensors();
+    if let Some(best) = state.best {
+        all.extend(best.tensors().into_iter().map(|(name, shape, v)| (format!("{BEST}{name}"), shape, v)));
+    }
     for (p, moments) in state.optim.iter().enumerate() {
         for (name, a) in MOMENTS.iter().zip(moments) {
             all.push((format!("optim.{p}.{name}"), a.shape().to_vec(), a.iter().copied().collect()));
@@ -146,6 +154,18 @@ pub(crate) fn load(
         return Err(Error::dataset(&wpath, "sha256 differs from checkpoint.json's: the checkpoint is damaged"));
     }
     let mut t = read_tensors(&bytes, &wpath)?;
+    let mut best_tensors: crate::student::io::Tensors = BTreeMap::new();
+    t.retain(|name, v| match name.strip_prefix(BEST) {
+        Some(rest) => {
+            best_tensors.insert(rest.to_string(), std::mem::take(v));
+            false
+        }
+        None => true,
+    });
+    let best: Option<Box<dyn Student>> = match best_tensors.is_empty() {
+        true => None,
+        false => Some(Box::new(mlp_from_tensors(&mut best_tensors, dims, &wpath)?)),
+    };
     let mut student: Box<dyn Student> = Box::new(mlp_from_tensors(&mut t, dims, &wpath)?);
     let mut optim = Vec::new();
     for (p, param) in student.params_mut().iter().enumerate() {
@@ -168,6 +188,7 @@ pub(crate) fn load(
         global_step: info.global_step,
         rng_word_pos,
         log: info.log,
+        best,
     }))
 }
 

@@ -21,7 +21,7 @@ pub use rows::{RowSource, Window};
 pub use run::{run, Resume, TrainJob};
 pub use val::ValSet;
 
-use crate::config::TrainSettings;
+use crate::config::{Keep, TrainSettings};
 use crate::distill::{Kd, Loss, Objective};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -40,6 +40,25 @@ pub struct TrainedStudent {
     pub temperature: f32,
     /// Rows trained on per epoch.
     pub rows: usize,
+    /// The epoch whose weights `student` holds, when not the last trained (`--keep best`).
+    pub saved_epoch: Option<usize>,
+    /// Whether early stopping ended training before `settings.epochs`.
+    pub stopped_early: bool,
+    /// Whether a finished student made by the same job was found and kept instead of training.
+    pub reused: bool,
+}
+
+/// The epoch with the best validation score in `log` (the earliest on ties) and that score.
+pub fn best_epoch(log: &[EpochLog]) -> Option<(usize, f64)> {
+    let mut best: Option<(usize, f64)> = None;
+    for l in log {
+        if let Some(score) = l.val_accuracy.or(l.val_agreement) {
+            if best.is_none_or(|(_, b)| score > b) {
+                best = Some((l.epoch, score));
+            }
+        }
+    }
+    best
 }
 
 /// What a student learns from.
@@ -111,6 +130,13 @@ pub fn train(
     if n == 0 {
         return Err(Error::dataset(origin, "no rows to train on"));
     }
+    if (settings.keep == Keep::Best || settings.early_stop.is_some()) && val.is_none_or(ValSet::is_empty) {
+        return Err(Error::Config(
+            "--keep best and --early-stop choose epochs by a validation metric: pass --val-fraction F (rows held \
+             out of the labels) or --val DATA"
+                .into(),
+        ));
+    }
     if settings.alpha < 1.0 && !scan.any_label {
         return Err(Error::Config(format!(
             "--alpha {} needs hard labels, but {} has none; use --alpha 1",
@@ -129,17 +155,17 @@ pub fn train(
         Some(cp) if cp.resume => checkpoint::load(cp, settings, workers, &dims)?,
         _ => None,
     };
-    let (student, state, epochs_done, global_step, mut log) = match resumed {
+    let (student, state, epochs_done, global_step, mut log, mut best) = match resumed {
         Some(st) => {
             rng.set_word_pos(st.rng_word_pos);
             tracing::info!(epochs_done = st.epochs_done, "resuming from checkpoint");
-            (st.student, st.optim, st.epochs_done, st.global_step, st.log)
+            (st.student, st.optim, st.epochs_done, st.global_step, st.log, st.best)
         }
         None => {
             let mut mlp: Box<dyn Student> = Box::new(Mlp::init(&dims, &mut rng));
             scan.stats.apply(mlp.scaling_mut());
             let state = Trainer::fresh_state(mlp.as_mut());
-            (mlp, state, 0, 0u64, Vec::with_capacity(settings.epochs.min(1024)))
+            (mlp, state, 0, 0u64, Vec::with_capacity(settings.epochs.min(1024)), None)
         }
     };
 
@@ -154,7 +180,16 @@ pub fn train(
     let mut order: Vec<usize> = Vec::with_capacity(rows.window_rows().min(n));
     progress.begin("train", Some(trainer.total_steps()));
     progress.advance(trainer.global_step);
+    let mut stopped_early = false;
     for epoch in epochs_done + 1..=settings.epochs {
+        // Early stopping, checked before the epoch so a resumed run that had already stopped stays stopped.
+        if let (Some(patience), Some((b, _))) = (settings.early_stop, best_epoch(&log)) {
+            if epoch - 1 - b >= patience {
+                tracing::info!(best_epoch = b, patience, "validation metric stopped improving: early stop");
+                stopped_early = true;
+                break;
+            }
+        }
         let start = Instant::now();
         let mut totals = EpochTotals::default();
         // Each epoch's order depends only on the RNG's position, which a checkpoint records.
@@ -176,21 +211,30 @@ pub fn train(
             order.shuffle(rng);
             trainer.steps(data.inputs.view(), loss, &order, epoch, &mut totals, progress)
         })?;
-        let val_errors = val.map(|v| v.errors(trainer.student.as_ref()));
+        let v = val.map(|v| v.measure(trainer.student.as_ref())).unwrap_or_default();
         let entry = EpochLog {
             epoch,
             train_loss: totals.loss / totals.steps.max(1) as f64,
             lr: totals.lr,
-            val_accuracy: val.zip(val_errors).map(|(v, e)| 1.0 - e as f64 / v.labels.len().max(1) as f64),
-            val_errors,
+            val_accuracy: v.accuracy,
+            val_errors: v.errors,
+            val_agreement: v.agreement,
+            val_kl: v.kl,
             seconds: start.elapsed().as_secs_f64(),
         };
-        tracing::info!(epoch, loss = entry.train_loss, val_errors = ?entry.val_errors, seconds = entry.seconds, "epoch done");
-        progress.message(&match entry.val_errors {
-            Some(e) => format!("epoch {epoch}: loss {:.4}, val errors {e}", entry.train_loss),
-            None => format!("epoch {epoch}: loss {:.4}", entry.train_loss),
-        });
+        tracing::info!(epoch, loss = entry.train_loss, val_errors = ?entry.val_errors, val_agreement = ?entry.val_agreement, seconds = entry.seconds, "epoch done");
+        let mut msg = format!("epoch {epoch}: loss {:.4}", entry.train_loss);
+        if let Some(e) = entry.val_errors {
+            msg += &format!(", val errors {e}");
+        }
+        if let Some(a) = entry.val_agreement {
+            msg += &format!(", val agreement {:.2}%", 100.0 * a);
+        }
+        progress.message(&msg);
         log.push(entry);
+        if settings.keep == Keep::Best && best_epoch(&log).is_some_and(|(b, _)| b == epoch) {
+            best = Some(trainer.student.boxed());
+        }
         if let Some(cp) = checkpoint {
             let st = checkpoint::Snapshot {
                 student: trainer.student.as_ref(),
@@ -199,12 +243,18 @@ pub fn train(
                 global_step: trainer.global_step,
                 rng_word_pos: rng.get_word_pos(),
                 log: &log,
+                best: best.as_deref(),
             };
             checkpoint::save(cp, &st, settings, workers)?;
         }
     }
     progress.end();
-    Ok(TrainedStudent { student: trainer.student, log, temperature: t, rows: n })
+    let last = log.last().map_or(0, |l| l.epoch);
+    let (student, saved_epoch) = match (settings.keep, best, best_epoch(&log)) {
+        (Keep::Best, Some(b), Some((epoch, _))) if epoch != last => (b, Some(epoch)),
+        _ => (trainer.student, None),
+    };
+    Ok(TrainedStudent { student, log, temperature: t, rows: n, saved_epoch, stopped_early, reused: false })
 }
 
 #[cfg(test)]

@@ -7,10 +7,11 @@ use std::path::Path;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+use super::ValSet;
 use crate::config::TrainSettings;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::store::{Block, LabelForm, Manifest, SoftLabels, TeacherOutputs};
+use crate::store::{Block, LabelForm, Manifest, RowFilter, Side, SoftLabels, TeacherOutputs};
 use crate::student::InputStats;
 
 /// Rows per block read when streaming.
@@ -66,7 +67,46 @@ pub struct StreamRows<'a> {
     labels: &'a SoftLabels,
     blocks: Vec<Block>,
     window: usize,
-    exclude: Vec<i64>,
+    filter: RowFilter,
+}
+
+/// The rows `settings` trains on: all but the excluded labels and the held-out validation ids.
+pub fn train_filter(settings: &TrainSettings) -> RowFilter {
+    RowFilter { exclude_labels: settings.exclude_labels.clone(), holdout: settings.holdout.map(|h| (h, Side::Train)) }
+}
+
+/// The validation rows held out of `labels` by `settings.holdout` (`--val-fraction`), with their
+/// teacher outputs; `None` without a holdout. `join` as for [`open`].
+pub fn held_out(labels: &SoftLabels, settings: &TrainSettings, join: Option<(&Path, bool)>) -> Result<Option<ValSet>> {
+    let Some(h) = settings.holdout else { return Ok(None) };
+    let mut data = labels.load_filtered(&RowFilter { exclude_labels: Vec::new(), holdout: Some((h, Side::Val)) })?;
+    if data.is_empty() {
+        return Err(Error::dataset(
+            labels.dir(),
+            format!(
+                "--val-fraction {} holds out none of its {} rows; use a larger fraction",
+                h.fraction,
+                labels.manifest().rows
+            ),
+        ));
+    }
+    if let Some((path, ignore_fingerprint)) = join {
+        join_source(labels.manifest(), &mut data, path, ignore_fingerprint)?;
+    }
+    tracing::info!(rows = data.len(), fraction = h.fraction, seed = h.seed, "validation rows held out of the labels");
+    let identity = format!("held out of {}", labels.manifest_sha256()?);
+    Ok(Some(ValSet::from_outputs(&data, identity)?))
+}
+
+/// Joins a label-only dataset's rows to their inputs in `path`, by id.
+fn join_source(m: &Manifest, data: &mut TeacherOutputs, path: &Path, ignore_fingerprint: bool) -> Result<()> {
+    let spec = crate::data::DataSpec {
+        input: m.input.source_column.split(',').map(str::to_string).collect(),
+        label_column: None,
+        id_column: m.id_column.clone(),
+        skip_nonfinite: false,
+    };
+    data.join_inputs(m, crate::data::open(path, &spec)?.as_ref(), path, ignore_fingerprint)
 }
 
 /// Opens the rows of `labels` as `settings` asks: streamed when they need more than the memory budget
@@ -89,10 +129,10 @@ pub fn open<'a>(
             tracing::info!(window, budget_mib = settings.memory_budget_mib, "rows exceed the memory budget: streaming");
             let window = window.max(settings.batch_size).div_ceil(settings.batch_size) * settings.batch_size;
             let blocks = labels.blocks(STREAM_BLOCK_ROWS)?;
-            return Ok(Box::new(StreamRows { labels, blocks, window, exclude: settings.exclude_labels.clone() }));
+            return Ok(Box::new(StreamRows { labels, blocks, window, filter: train_filter(settings) }));
         }
     }
-    let mut data = labels.load_excluding(&settings.exclude_labels)?;
+    let mut data = labels.load_filtered(&train_filter(settings))?;
     if !settings.exclude_labels.is_empty() {
         tracing::info!(rows = data.len(), classes = ?settings.exclude_labels, "excluded labels from the transfer set");
         if data.is_empty() {
@@ -103,13 +143,7 @@ pub fn open<'a>(
         }
     }
     if let Some((path, ignore_fingerprint)) = join {
-        let spec = crate::data::DataSpec {
-            input: m.input.source_column.split(',').map(str::to_string).collect(),
-            label_column: None,
-            id_column: m.id_column.clone(),
-            skip_nonfinite: false,
-        };
-        data.join_inputs(m, crate::data::open(path, &spec)?.as_ref(), path, ignore_fingerprint)?;
+        join_source(m, &mut data, path, ignore_fingerprint)?;
     }
     Ok(Box::new(MemoryRows { data }))
 }
@@ -188,7 +222,7 @@ impl RowSource for StreamRows<'_> {
     fn scan(&self, num_classes: usize, origin: &Path, progress: &dyn Progress) -> Result<Scan> {
         let mut scan = Scan::default();
         progress.begin("scan", Some(self.labels.manifest().rows));
-        for w in self.labels.windows(&self.blocks, self.window, &self.exclude) {
+        for w in self.labels.windows(&self.blocks, self.window, &self.filter) {
             let w = w?;
             scan.any_label |= w.label_indices(num_classes, origin)?.iter().any(Option::is_some);
             scan.rows += w.len();
@@ -208,7 +242,7 @@ impl RowSource for StreamRows<'_> {
     fn epoch(&self, rng: &mut ChaCha8Rng, visit: &mut dyn FnMut(Window, &mut ChaCha8Rng) -> Result<()>) -> Result<()> {
         let mut shuffled = self.blocks.clone();
         shuffled.shuffle(rng);
-        for w in self.labels.windows(&shuffled, self.window, &self.exclude) {
+        for w in self.labels.windows(&shuffled, self.window, &self.filter) {
             visit(Window::Read(Box::new(w?)), rng)?;
         }
         Ok(())

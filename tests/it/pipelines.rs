@@ -23,7 +23,7 @@ fn every_shipped_pipeline_loads() {
     pipeline_files(&root.join("pipelines"), &mut files);
     assert!(files.len() >= 8, "expected the shipped pipelines, found {files:?}");
     for f in &files {
-        let p = Pipeline::load(f, &PipelineOverrides { seed: None, root: Some(root.clone()) })
+        let p = Pipeline::load(f, &PipelineOverrides { root: Some(root.clone()), ..Default::default() })
             .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         for model in p.file.teacher.model.paths() {
             assert!(model.is_file(), "{}: [teacher] model {} does not exist", f.display(), model.display());
