@@ -53,6 +53,8 @@ pub struct RunReport {
     pub test: EvalReport,
     /// The compression report, when `[output] report = true`.
     pub report: Option<crate::report::Report>,
+    /// The sweep, when the pipeline has a `[sweep]` (its chosen run is `student`).
+    pub sweep: Option<crate::sweep::SweepReport>,
 }
 
 /// Which split a teacher pass is for: only the training split gets views and may leave its inputs out.
@@ -236,10 +238,29 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
         threads: f.student.threads,
         overwrite: p.overwrite,
     };
-    let (trained, info) = crate::train::run(&job, progress)?;
+    // The student stage: one student, or a sweep whose best run on validation goes on to the test.
+    let mut sweep_report = None;
+    let (student, student_dir, temperature, reused, train_seconds) = match &f.sweep {
+        None => {
+            let (trained, info) = crate::train::run(&job, progress)?;
+            (trained.student, student_dir, trained.temperature, trained.reused, info.train_seconds)
+        }
+        Some(section) => {
+            let report = sweep_stage(p, section, &settings, train_labels, progress)?;
+            let chosen = report.runs.first().filter(|r| r.score().is_some()).ok_or_else(|| {
+                Error::Config(format!("{}: [sweep] no run has a validation result", p.path.display()))
+            })?;
+            let found = crate::student::io::load(&chosen.dir)?;
+            let reused = report.runs.iter().all(|r| r.reused);
+            let seconds = report.runs.iter().map(|r| r.train_seconds).sum();
+            let dir = chosen.dir.clone();
+            sweep_report = Some(report);
+            (found.student, dir, found.info.temperature, reused, seconds)
+        }
+    };
 
     let test_source = crate::data::open(test_labels.dir(), &DataSpec::new(crate::store::columns::INPUT))?;
-    let test = evaluate(trained.student.as_ref(), test_source.as_ref(), Some(&test_outputs), progress)?;
+    let test = evaluate(student.as_ref(), test_source.as_ref(), Some(&test_outputs), progress)?;
     let report = if f.output.report {
         let settings = crate::report::ReportSettings {
             teacher: models[0].clone(),
@@ -247,11 +268,7 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
             data: test_labels.dir().to_path_buf(),
             spec: DataSpec::new(crate::store::columns::INPUT),
             labels: Some(test_labels.dir().to_path_buf()),
-            out: out.join(if f.output.student == "student" {
-                "report".to_string()
-            } else {
-                format!("{}-report", f.output.student)
-            }),
+            out: f.output.report_dir(),
             threads: f.teacher.threads,
             latency_runs: 200,
         };
@@ -262,19 +279,52 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
     Ok(RunReport {
         teacher: models.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(" + "),
         teacher_sha256: teacher_sha,
-        temperature: trained.temperature,
+        temperature,
         train_labels: train_labels.dir().display().to_string(),
         train_labels_reused: train_split.reused,
         resoftened_from: train_split.resoften.map(|_| train_labels.manifest().temperature),
         precompute_seconds: train_split.seconds + test_split.seconds,
-        student_reused: trained.reused,
+        student_reused: reused,
         student: student_dir.display().to_string(),
-        student_dims: trained.student.dims(),
-        student_parameters: trained.student.num_parameters(),
-        train_seconds: info.train_seconds,
+        student_dims: student.dims(),
+        student_parameters: student.num_parameters(),
+        train_seconds,
         test,
         report,
+        sweep: sweep_report,
     })
+}
+
+/// `[sweep]`: the grid over `[student]` (as the base) on the training labels, into `DIR/sweep`, with
+/// rows held out of the labels for validation; the test split measures only the chosen run (after).
+fn sweep_stage(
+    p: &Pipeline,
+    section: &crate::config::pipeline::SweepSection,
+    settings: &crate::config::TrainSettings,
+    labels: &SoftLabels,
+    progress: &dyn Progress,
+) -> Result<crate::sweep::SweepReport> {
+    let f = &p.file;
+    let mut spec = section.spec(&f.student)?;
+    if let (Some(t), false) = (settings.temperature, spec.base.contains_key("temperature")) {
+        spec.base.insert("temperature".into(), toml::Value::Float(f64::from(t)));
+    }
+    let runs = spec.expand(true).map_err(|e| Error::Config(format!("{}: [sweep] {e}", p.path.display())))?;
+    let out = f.output.dir.join("sweep");
+    let job = crate::sweep::SweepJob {
+        labels,
+        runs: &runs,
+        out: &out,
+        val: None,
+        join: (!labels.manifest().input.stored).then_some((f.data.train.as_path(), false)),
+        parallel: section.parallel,
+        threads: f.student.threads,
+        overwrite: p.overwrite,
+    };
+    let mut report = crate::sweep::run(&job, progress)?;
+    crate::sweep::test_chosen(&mut report, &f.output.dir.join("labels-test"), None, progress)?;
+    crate::sweep::write(&report, &out)?;
+    Ok(report)
 }
 
 /// Whether stored views match the requested ones (the image layout may have come from the teacher).

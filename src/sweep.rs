@@ -348,11 +348,10 @@ pub fn run(job: &SweepJob, progress: &dyn Progress) -> Result<SweepReport> {
     });
     progress.end();
     let mut runs = Vec::with_capacity(n);
-    for r in results.into_inner().map_err(|_| Error::Internal("a sweep worker panicked".into()))? {
-        match r {
-            Some(r) => runs.push(r?),
-            None => {} // Not started: an earlier run failed, whose error was returned above.
-        }
+    // A run left unstarted (None) follows a failed one, whose error is returned here.
+    for r in results.into_inner().map_err(|_| Error::Internal("a sweep worker panicked".into()))?.into_iter().flatten()
+    {
+        runs.push(r?);
     }
     runs.sort_by(|a, b| match (a.score(), b.score()) {
         (Some(x), Some(y)) => y.total_cmp(&x).then_with(|| a.parameters.cmp(&b.parameters)),

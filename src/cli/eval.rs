@@ -61,8 +61,16 @@ pub fn run(a: EvalArgs, bars: &Bars) -> anyhow::Result<()> {
         r.nll.map_or("-".into(), |e| format!("{e:.4}"))
     );
     if !r.class_errors.is_empty() {
-        let per: Vec<String> =
-            r.class_errors.iter().zip(&r.class_rows).enumerate().map(|(c, (e, n))| format!("{c}:{e}/{n}")).collect();
+        let per: Vec<String> = r
+            .class_errors
+            .iter()
+            .zip(&r.class_rows)
+            .enumerate()
+            .map(|(c, (e, n))| {
+                let name = s.info.class_names.as_ref().and_then(|names| names.get(c)).cloned();
+                format!("{}:{e}/{n}", name.unwrap_or_else(|| c.to_string()))
+            })
+            .collect();
         println!("  errors by class  {}", per.join(" "));
     }
     if r.teacher_rows.is_some() {

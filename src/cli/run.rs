@@ -69,6 +69,15 @@ pub fn run(a: RunArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()
         pct(t.accuracy),
         t.errors.map_or("-".into(), |e| e.to_string())
     );
+    if let Some(sw) = &r.sweep {
+        println!(
+            "  sweep        {} runs ranked by {}: chosen {} ({})",
+            sw.runs.len(),
+            sw.metric,
+            sw.chosen.as_deref().unwrap_or("-"),
+            p.file.output.dir.join("sweep").join("sweep.md").display()
+        );
+    }
     println!(
         "  vs teacher   agreement {}, KL(teacher||student) {}, ECE student {} / teacher {}",
         pct(t.teacher_agreement),
@@ -87,7 +96,7 @@ pub fn run(a: RunArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()
             q.throughput_speedup_x,
             q.accuracy_kept_pct.map_or("-".into(), |v| format!("{v:.2}%"))
         );
-        println!("  report       {}", p.file.output.dir.join("report").join("report.md").display());
+        println!("  report       {}", p.file.output.report_dir().join("report.md").display());
     }
     println!("  student saved to {}; summary {}", r.student, p.file.output.dir.join(&summary).display());
     Ok(())

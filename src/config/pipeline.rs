@@ -63,8 +63,47 @@ pub struct OutputSection {
     pub student: String,
 }
 
+impl OutputSection {
+    /// The compression report's folder: `DIR/report`, or `DIR/NAME-report` for another student name.
+    pub fn report_dir(&self) -> PathBuf {
+        if self.student == default_student_dir() {
+            self.dir.join("report")
+        } else {
+            self.dir.join(format!("{}-report", self.student))
+        }
+    }
+}
+
 fn default_student_dir() -> String {
     "student".into()
+}
+
+/// `[sweep]`: the student stage trains a grid over `[student]` and keeps the best run on validation
+/// (rows held out of the training labels; `[student] val_fraction`, 0.1 by default).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct SweepSection {
+    /// Each `[student]` key with the values it takes.
+    #[serde(default)]
+    pub grid: toml::Table,
+    /// Runs listed one by one (`[[sweep.run]]`), each over `[student]`.
+    #[serde(default)]
+    pub run: Vec<toml::Table>,
+    /// Runs trained at the same time (0: as many as the threads).
+    #[serde(default)]
+    pub parallel: usize,
+}
+
+impl SweepSection {
+    /// The sweep over `student` as its base (its `threads` left to the sweep).
+    pub fn spec(&self, student: &TrainConfig) -> Result<crate::sweep::SweepSpec> {
+        let mut base = match toml::Value::try_from(student) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => return Err(Error::Internal("[student] as a table".into())),
+        };
+        base.remove("threads");
+        Ok(crate::sweep::SweepSpec { base, grid: self.grid.clone(), runs: self.run.clone(), parallel: self.parallel })
+    }
 }
 
 /// A pipeline file as written.
@@ -80,6 +119,9 @@ pub struct PipelineFile {
     pub student: TrainConfig,
     /// Output.
     pub output: OutputSection,
+    /// A sweep as the student stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepSection>,
 }
 
 /// Settings given on the command line that override the file (`run --seed`, `run --root`).
@@ -140,7 +182,9 @@ impl Pipeline {
                 f.output.student = format!("student-seed-{seed}");
                 format!("report-seed-{seed}.json")
             }
-            None => "report.json".to_string(),
+            None if f.output.student == default_student_dir() => "report.json".to_string(),
+            // Another student name shares the folder's labels but keeps its own summary.
+            None => format!("{}-report.json", f.output.student),
         };
         let section = |section| Origin::File { path: path.to_path_buf(), section };
         // Every [teacher] setting is checked now, before any model loads (the paths are placeholders).
@@ -153,7 +197,10 @@ impl Pipeline {
             &Default::default(),
         )?;
         let train = f.student.validate(&section("student"))?;
-        if train.holdout.is_none() && (train.keep == super::Keep::Best || train.early_stop.is_some()) {
+        if let Some(sweep) = &f.sweep {
+            let spec = sweep.spec(&f.student)?;
+            spec.expand(true).map_err(|e| Error::Config(format!("{}: [sweep] {e}", path.display())))?;
+        } else if train.holdout.is_none() && (train.keep == super::Keep::Best || train.early_stop.is_some()) {
             return Err(section("student").error_about(
                 "[student] keep = \"best\" and early_stop need val_fraction: a pipeline's test split must not \
                  choose the epoch its test accuracy is then measured on",

@@ -107,6 +107,8 @@ pub struct Report {
     pub ratios: Ratios,
     /// Plot files, relative to the report folder.
     pub plots: Vec<String>,
+    /// The class names the labels recorded (`--class-names`), used in the per-class table and plots.
+    pub class_names: Option<Vec<String>>,
 }
 
 /// Batch-1 latency percentiles (ms) and batch-256 throughput (rows/s) of a model on `rows`.
@@ -275,6 +277,7 @@ pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Repo
         temperature: student.info.temperature,
         ratios,
         plots,
+        class_names: student.info.class_names.clone(),
     };
     let json = serde_json::to_vec_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;
     write_atomic(&settings.out.join("report.json"), &json)?;
@@ -418,6 +421,16 @@ fn markdown(r: &Report) -> String {
         t.schedule,
         t.seed
     );
+    let e = &r.student_eval;
+    if !e.class_rows.is_empty() {
+        let _ = writeln!(s, "## Student errors by class\n\n| class | rows | errors | error rate |\n|---|---|---|---|");
+        for (c, (rows, errors)) in e.class_rows.iter().zip(&e.class_errors).enumerate() {
+            let name = r.class_names.as_ref().and_then(|n| n.get(c)).map_or(c.to_string(), |n| format!("{c} ({n})"));
+            let rate = if *rows > 0 { format!("{:.2}%", 100.0 * *errors as f64 / *rows as f64) } else { "-".into() };
+            let _ = writeln!(s, "| {} | {rows} | {errors} | {rate} |", name.replace('|', "\\|"));
+        }
+        let _ = writeln!(s);
+    }
     for p in &r.plots {
         let _ = writeln!(s, "![{p}]({p})");
     }

@@ -90,18 +90,25 @@ fn scale(v: f64, lo: f64, hi: f64, a: f64, b: f64) -> f64 {
     }
 }
 
-/// A vertical axis: ticks, grid lines, labels (`suffix` after each) and a rotated title, on the left
-/// or (`right`) on the right of the plotting area. Returns the axis range.
-fn y_axis(
-    s: &mut String,
-    f: &Frame,
-    lo: f64,
-    hi: f64,
-    title: &str,
-    suffix: &str,
+/// How a vertical axis is drawn: its title, a suffix after each label, which side, its colour.
+#[derive(Clone, Copy)]
+struct YAxis<'a> {
+    title: &'a str,
+    suffix: &'a str,
     right: bool,
-    color: &str,
-) -> (f64, f64) {
+    color: &'a str,
+}
+
+impl<'a> YAxis<'a> {
+    fn left(title: &'a str) -> Self {
+        YAxis { title, suffix: "", right: false, color: "black" }
+    }
+}
+
+/// A vertical axis over [lo, hi]: ticks, grid lines, labels and a rotated title, on the left or on the
+/// right of the plotting area. Returns the axis range (the outer ticks).
+fn y_axis(s: &mut String, f: &Frame, lo: f64, hi: f64, a: YAxis) -> (f64, f64) {
+    let YAxis { title, suffix, right, color } = a;
     let (ticks, step) = nice_ticks(lo, hi, 5);
     let (y0, y1) = (ticks[0], *ticks.last().unwrap_or(&hi));
     let x = if right { f.r } else { f.l };
@@ -188,7 +195,7 @@ pub(super) fn svg_training(log: &[EpochLog]) -> String {
     let mut s = svg_open(&f, "Training curves");
     let n = log.len();
     let lmax = log.iter().map(|e| e.train_loss).filter(|l| l.is_finite()).fold(0.0, f64::max);
-    let (y0, y1) = y_axis(&mut s, &f, 0.0, lmax, "train loss", "", false, BLUE);
+    let (y0, y1) = y_axis(&mut s, &f, 0.0, lmax, YAxis { color: BLUE, ..YAxis::left("train loss") });
     x_axis(&mut s, &f, &epoch_ticks(&f, n), "epoch");
     let x = |e: usize| scale(e as f64, 1.0, (n as f64).max(2.0), f.l, f.r);
     let loss: Vec<(f64, f64)> = log.iter().map(|e| (x(e.epoch), scale(e.train_loss, y0, y1, f.b, f.t))).collect();
@@ -199,7 +206,13 @@ pub(super) fn svg_training(log: &[EpochLog]) -> String {
     if !acc.is_empty() || !agr.is_empty() {
         let all = acc.iter().chain(&agr).map(|p| p.1);
         let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
-        let (a0, a1) = y_axis(&mut s, &f, lo, hi.max(lo + 0.1), "validation (%)", "%", true, ORANGE);
+        let (a0, a1) = y_axis(
+            &mut s,
+            &f,
+            lo,
+            hi.max(lo + 0.1),
+            YAxis { title: "validation (%)", suffix: "%", right: true, color: ORANGE },
+        );
         for (series, color, name) in [(&acc, ORANGE, "val accuracy"), (&agr, PURPLE, "val agreement with teacher")] {
             if !series.is_empty() {
                 polyline(
@@ -217,11 +230,11 @@ pub(super) fn svg_training(log: &[EpochLog]) -> String {
 }
 
 /// Reliability diagram: accuracy against confidence per bin for teacher and student, the diagonal, and
-/// under it the share of rows in each bin (most rows of a confident model sit in the last bin).
+/// under it the rows in each bin (most rows of a confident model sit in the last bin).
 pub(super) fn svg_reliability(teacher: &[Bin], student: &[Bin]) -> String {
     let f = Frame { b: 330.0, ..Frame::new(720.0, 520.0) };
     let mut s = svg_open(&f, "Reliability (15 bins): accuracy vs confidence");
-    let (y0, y1) = y_axis(&mut s, &f, 0.0, 1.0, "accuracy", "", false, "black");
+    let (y0, y1) = y_axis(&mut s, &f, 0.0, 1.0, YAxis::left("accuracy"));
     let _ = writeln!(s, "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>", f.l, f.b, f.r, f.b);
     let _ = writeln!(
         s,
@@ -242,33 +255,40 @@ pub(super) fn svg_reliability(teacher: &[Bin], student: &[Bin]) -> String {
             );
         }
     }
-    // The share of rows per bin, on its own panel with a log-free linear scale in percent.
+    // The rows in each bin, on their own panel with a log scale (1 row to the largest bin), so that a
+    // bin of 10 rows shows next to one of 9,000; the share is written on bins of at least 5%.
     let p = Frame { t: f.b + 46.0, b: f.h - 58.0, ..f };
-    let share = |bins: &[Bin], i: usize| {
-        let n: u64 = bins.iter().map(|b| b.count).sum();
-        bins.get(i).map_or(0.0, |b| 100.0 * b.count as f64 / n.max(1) as f64)
-    };
-    let top = (0..ECE_BINS).map(|i| share(teacher, i).max(share(student, i))).fold(0.0, f64::max);
-    let (c0, c1) = y_axis(&mut s, &p, 0.0, top.max(1.0), "rows (%)", "", false, "black");
+    let total = |bins: &[Bin]| bins.iter().map(|b| b.count).sum::<u64>().max(1);
+    let most = teacher.iter().chain(student).map(|b| b.count).max().unwrap_or(1).max(10);
+    let decades = (most as f64).log10().ceil().max(1.0);
+    let _ = writeln!(s, "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>", p.l, p.t, p.l, p.b);
+    for d in 0..=decades as u32 {
+        let y = scale(f64::from(d), 0.0, decades, p.b, p.t);
+        let text = match 10u64.pow(d) {
+            n if n >= 1_000_000 => format!("{}M", n / 1_000_000),
+            n if n >= 1000 => format!("{}k", n / 1000),
+            n => n.to_string(),
+        };
+        let _ = writeln!(s, "<line x1=\"{}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#e6e6e6\"/>", p.l, p.r);
+        let _ = writeln!(s, "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{text}</text>", p.l - 6.0, y + 4.0);
+    }
+    let cy = (p.t + p.b) / 2.0;
+    let _ = writeln!(
+        s,
+        "<text x=\"16\" y=\"{cy}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {cy})\">rows (log)</text>"
+    );
     let ticks: Vec<(f64, String)> =
         (0..=5).map(|i| (f.l + f64::from(i) / 5.0 * (f.r - f.l), format!("{:.1}", f64::from(i) / 5.0))).collect();
     x_axis(&mut s, &p, &ticks, "confidence (top-1 probability)");
     for (k, (bins, color)) in [(teacher, GREEN), (student, RED)].into_iter().enumerate() {
-        for i in 0..ECE_BINS {
-            let v = share(bins, i);
-            if v <= 0.0 {
-                continue;
-            }
+        for (i, b) in bins.iter().enumerate().filter(|(_, b)| b.count > 0) {
             let x = f.l + i as f64 * bw + k as f64 * bw / 2.0;
-            let y = scale(v, c0, c1, p.b, p.t);
-            let _ = writeln!(
-                s,
-                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\" opacity=\"0.8\"/>",
-                bw / 2.0 - 1.0,
-                p.b - y
-            );
-            if v >= 5.0 {
-                let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"9\" fill=\"{color}\">{v:.0}%</text>", x + bw / 4.0, y - 3.0);
+            // One row sits a little above the axis, so that it shows.
+            let y = scale((b.count as f64).log10() + 0.15, 0.0, decades + 0.15, p.b, p.t);
+            let _ = writeln!(s, "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\" opacity=\"0.8\"><title>{} rows</title></rect>", bw / 2.0 - 1.0, p.b - y, b.count);
+            let share = 100.0 * b.count as f64 / total(bins) as f64;
+            if share >= 5.0 {
+                let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"9\" fill=\"{color}\">{share:.0}%</text>", x + bw / 4.0, y - 3.0);
             }
         }
     }
@@ -290,7 +310,7 @@ pub(super) fn svg_temperatures(
     let f = Frame { b: 420.0 - 78.0, ..Frame::new(900.0, 420.0) };
     let mut s = svg_open(&f, "Teacher softmax at T = 1, 4, 20 for three rows");
     let panel_w = (f.r - f.l) / rows.len().max(1) as f64;
-    let (y0, y1) = y_axis(&mut s, &f, 0.0, 1.0, "probability", "", false, "black");
+    let (y0, y1) = y_axis(&mut s, &f, 0.0, 1.0, YAxis::left("probability"));
     let _ = writeln!(s, "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>", f.l, f.b, f.r, f.b);
     let _ = writeln!(
         s,
@@ -375,7 +395,7 @@ pub(crate) fn svg_sweep(r: &crate::sweep::SweepReport) -> String {
         return s;
     }
     let (lo, hi) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.2), hi.max(p.2)));
-    let (y0, y1) = y_axis(&mut s, &f, lo, hi.max(lo + 0.1), &r.metric, "%", false, "black");
+    let (y0, y1) = y_axis(&mut s, &f, lo, hi.max(lo + 0.1), YAxis { suffix: "%", ..YAxis::left(&r.metric) });
     let (xlo, xhi) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
     // Log-scale x: decades and their 2x and 5x, padded by a tenth of a decade.
     // The range reaches the 1-2-5 ticks just outside the data, so every point has a tick on each side.
@@ -441,12 +461,14 @@ mod tests {
 
     #[test]
     fn ticks_are_round_and_cover_the_range() {
+        // The smallest of 1, 2, 5 x 10^k at least (hi - lo) / n: 0.23 -> 0.5.
         let (t, step) = nice_ticks(0.0, 1.15, 5);
-        assert_eq!(step, 0.2);
-        assert_eq!(t.first(), Some(&0.0));
-        assert!(*t.last().unwrap() >= 1.15 && *t.last().unwrap() < 1.15 + 0.2, "{t:?}");
+        assert_eq!((step, t.clone()), (0.5, vec![0.0, 0.5, 1.0, 1.5]));
+        let (t, step) = nice_ticks(0.0, 2.04, 5);
+        assert_eq!((step, t.len(), t[4]), (0.5, 6, 2.0));
         let (t, step) = nice_ticks(96.3, 98.9, 5);
-        assert_eq!(step, 0.5);
+        assert_eq!((step, t.clone()), (1.0, vec![96.0, 97.0, 98.0, 99.0]));
+        let (t, step) = nice_ticks(96.3, 98.1, 5);
         assert_eq!((t[0], tick_label(t[1], step)), (96.0, "96.5".to_string()));
         assert!(t.iter().all(|v| (v / step - (v / step).round()).abs() < 1e-9), "{t:?}");
         assert_eq!(esc("<a&\"b\">"), "&lt;a&amp;&quot;b&quot;&gt;");

@@ -10,11 +10,11 @@ use softlabel::store::SoftLabels;
 
 use crate::common::{copy_dir, fx};
 
-fn softlabel(args: &[&str]) -> Output {
+pub(crate) fn softlabel(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args).arg("--quiet").output().expect("run softlabel")
 }
 
-fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
@@ -50,13 +50,13 @@ fn precompute(teacher: &str, data: &Path, out: &Path, extra: &[&str]) -> Output 
 }
 
 /// Asserts the command failed with exit code 1 and a message containing `expect`.
-fn assert_fails(o: &Output, expect: &str) {
+pub(crate) fn assert_fails(o: &Output, expect: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "stderr: {err}");
     assert!(err.contains(expect), "stderr lacks {expect:?}: {err}");
 }
 
-fn assert_ok(o: &Output) {
+pub(crate) fn assert_ok(o: &Output) {
     assert!(
         o.status.success(),
         "exit {:?}\nstdout: {}\nstderr: {}",
@@ -319,13 +319,13 @@ fn help_explains_every_subcommand() {
 }
 
 /// Soft labels for MNIST's 10k test rows from the shipped CNN teacher at T = 4.
-fn mnist_test_labels(out: &Path) {
+pub(crate) fn mnist_test_labels(out: &Path) {
     let (teacher, data) = (mnist("teachers/mnist_cnn.onnx"), mnist("mnist/test.parquet"));
     let args = ["precompute", "--teacher", s(&teacher), "--data", s(&data), "--input-column", "image", "-T", "4"];
     assert_ok(&softlabel(&[&args[..], &["--out", s(out)]].concat()));
 }
 
-fn mnist(name: &str) -> PathBuf {
+pub(crate) fn mnist(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
 }
 

@@ -8,6 +8,7 @@
 mod bad_inputs;
 mod cli;
 mod common;
+mod daily;
 mod fuzz_regressions;
 mod hostile;
 mod pipelines;

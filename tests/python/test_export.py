@@ -80,7 +80,7 @@ def test_report_numbers_and_plots(tmp_path):
     test = ROOT / "data" / "mnist" / "test.parquet"
     teacher = ROOT / "data/teachers/mnist_cnn.onnx"
     run("precompute", "--teacher", teacher, "--data", test, "--input-column", "image", "--temperature", "4", "--out", labels)
-    run("train", "--labels", labels, "--out", student, "--hidden", "32", "--epochs", "2", "--val", test)
+    run("train", "--labels", labels, "--out", student, "--hidden", "32", "--epochs", "2", "--val-fraction", "0.1")
     run("report", "--teacher", teacher, "--student", student, "--data", test, "--labels", labels, "--out", out,
         "--latency-runs", "50")
     r = json.loads((out / "report.json").read_text())
