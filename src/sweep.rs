@@ -155,8 +155,10 @@ impl SweepSpec {
                 let config: TrainConfig = toml::Value::Table(table)
                     .try_into()
                     .map_err(|e| Error::Config(format!("sweep run {name}: {}", e.to_string().trim_end())))?;
-                let settings =
-                    config.validate(&Origin::Flags).map_err(|e| Error::Config(format!("sweep run {name}: {e}")))?;
+                let settings = config.validate(&Origin::Flags).map_err(|e| match e {
+                    Error::Config(m) => Error::Config(format!("sweep run {name}: {m}")),
+                    e => e,
+                })?;
                 if !names.insert(name.clone()) {
                     return Err(Error::Config(format!("two sweep runs have the same settings ({name})")));
                 }
@@ -212,6 +214,7 @@ fn parse_value(s: &str) -> toml::Value {
 fn show(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
+        toml::Value::Float(f) if *f != 0.0 && (f.abs() >= 1e6 || f.abs() < 1e-3) => format!("{:e}", *f as f32),
         toml::Value::Float(f) if f64::from(*f as f32) == *f => (*f as f32).to_string(),
         toml::Value::Array(a) => a.iter().map(show).collect::<Vec<_>>().join("-"),
         other => other.to_string(),
@@ -518,4 +521,59 @@ pub fn write(report: &SweepReport, out: &Path) -> Result<()> {
     crate::util::write_atomic(&out.join("sweep.json"), &json)?;
     crate::util::write_atomic(&out.join("sweep.md"), markdown(report).as_bytes())?;
     crate::util::write_atomic(&out.join("sweep.svg"), crate::report::svg_sweep(report).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_make_a_base_and_a_grid_and_every_combination_is_a_run() {
+        let mut spec = SweepSpec::default();
+        spec.set("hidden=[64],[128, 32]").unwrap();
+        spec.set("alpha=0.5,0.9").unwrap();
+        spec.set("epochs=3").unwrap();
+        spec.set("optimizer=sgd").unwrap();
+        spec.set("lr=1").unwrap();
+        let runs = spec.expand(true).unwrap();
+        let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+        // Grid keys in sorted order, each combination once.
+        assert_eq!(
+            names,
+            ["alpha=0.5_hidden=64", "alpha=0.5_hidden=128-32", "alpha=0.9_hidden=64", "alpha=0.9_hidden=128-32"]
+        );
+        let r = &runs[1].settings;
+        assert_eq!((r.hidden.clone(), r.epochs, r.alpha, r.optimizer.lr()), (vec![128, 32], 3, 0.5, 1.0));
+        assert_eq!(r.holdout.map(|h| h.fraction), Some(DEFAULT_VAL_FRACTION));
+        assert!(matches!(r.optimizer, crate::optim::Optimizer::Sgd(_)));
+        // A scalar for a list setting is a list of one; listed runs multiply with the grid.
+        let file: SweepSpec =
+            toml::from_str("[grid]\nhidden = [16, 32]\n[[run]]\nseed = 1\n[[run]]\nseed = 2\n").unwrap();
+        let runs = file.expand(false).unwrap();
+        assert_eq!(runs.len(), 4);
+        assert_eq!((runs[3].name.as_str(), runs[3].settings.hidden.clone()), ("seed=2_hidden=32", vec![32]));
+        assert_eq!(runs[3].settings.holdout, None);
+    }
+
+    #[test]
+    fn bad_sweeps_are_refused_by_name() {
+        let err = |spec: &str| toml::from_str::<SweepSpec>(spec).unwrap().expand(true).unwrap_err().to_string();
+        assert!(err("[grid]\nepochz = [1, 2]").contains("[grid]: unknown setting `epochz`"));
+        assert!(err("[base]\nthreads = 2").contains("a sweep splits the cores"));
+        assert!(err("[grid]\nalpha = []").contains("[grid] alpha must be a non-empty list"));
+        assert!(err("[grid]\nalpha = [0.5, 2.0]").contains("sweep run alpha=2: --alpha must be in [0, 1], got 2"));
+        assert!(err("[grid]\nseed = [1, 1]").contains("two sweep runs have the same settings (seed=1)"));
+        let e = format!("{}", toml::from_str::<SweepSpec>("extra = 1\n[grid]\nseed = [1]").unwrap_err());
+        assert!(e.contains("unknown field `extra`"), "{e}");
+        assert!(SweepSpec::default().set("alpha").unwrap_err().to_string().contains("expected KEY=VALUE"));
+    }
+
+    #[test]
+    fn run_names_are_safe_folder_names() {
+        let sets = vec![("hidden".to_string(), "64-32".to_string()), ("x".to_string(), "../../etc".to_string())];
+        let name = run_name(&sets);
+        assert!(!name.contains('/') && name.starts_with("hidden=64-32_x=..-..-etc"), "{name}");
+        let long = vec![("k".to_string(), "v".repeat(300))];
+        assert_eq!(run_name(&long).len(), 117);
+    }
 }
