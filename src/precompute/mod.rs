@@ -9,7 +9,7 @@ mod stages;
 
 pub use crate::config::teacher::PrecomputeSettings;
 pub use plan::Plan;
-pub use score::{Infer, Scored, Scorer};
+pub use score::{Infer, Primed, Probe, Scored, Scorer};
 
 use crate::error::Result;
 use crate::progress::Progress;

@@ -3,7 +3,7 @@
 
 use std::sync::mpsc::sync_channel;
 
-use super::score::{Scored, Scorer};
+use super::score::{Primed, Scored, Scorer};
 use super::Plan;
 use crate::data::Batch;
 use crate::error::{Error, Result};
@@ -20,8 +20,21 @@ enum ToWriter {
 
 /// Runs the plan's pass to the end; returns the manifest.
 pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
-    let Plan { settings, source, mut teacher, width, column, num_classes, views, mut writer, skip, seen, lock: _lock } =
-        plan;
+    let Plan {
+        settings,
+        source,
+        mut teacher,
+        width,
+        column,
+        num_classes,
+        views,
+        mut writer,
+        skip,
+        seen,
+        lock: _lock,
+        probe,
+    } = plan;
+    let mut teacher = Primed { teacher: &mut teacher, probe };
     let mut scorer = Scorer {
         width,
         column: &column,
