@@ -82,6 +82,27 @@ fn tensor(name: &str, dims: &[usize], values: &[f32]) -> Pb {
 }
 
 /// ValueInfoProto for a tensor with `dims` (`None`: the symbolic batch dimension).
+/// An int64 tensor (a shape for Reshape).
+fn tensor_i64(name: &str, values: &[i64]) -> Pb {
+    let mut t = Pb::default();
+    t.int(1, values.len() as i64);
+    t.int(2, 7).str(8, name);
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    t.bytes(9, &raw);
+    t
+}
+
+/// Adds an INTS attribute to a node.
+fn ints_attr(n: &mut Pb, name: &str, values: &[i64]) {
+    let mut a = Pb::default();
+    a.str(1, name);
+    for &v in values {
+        a.int(8, v);
+    }
+    a.int(20, 7); // type = INTS
+    n.msg(5, a);
+}
+
 fn value_info(name: &str, elem: i64, dims: &[Option<usize>]) -> Pb {
     let mut shape = Pb::default();
     for d in dims {
@@ -143,7 +164,10 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
     let linears = ops.iter().filter(|op| matches!(op, Op::Linear { .. })).count();
     let mut inits = Vec::new();
     let mut i = 0; // Linear layers so far
+    let mut conv = 0; // convolutions so far
+    let mut step = 0; // a unique number per node
     for op in &ops {
+        step += 1;
         match op {
             Op::Scale { shift, scale } => {
                 nodes.push(node("Sub", &[&cur, "input.shift"], &["centred"], "shift", &[]));
@@ -163,9 +187,44 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
                 i += 1;
             }
             Op::Relu => {
-                let h = format!("h{i}");
-                nodes.push(node("Relu", &[&cur], &[&h], &format!("relu{}", i - 1), &[]));
+                let h = format!("relu{step}");
+                nodes.push(node("Relu", &[&cur], &[&h], &h, &[]));
                 cur = h;
+            }
+            Op::Image { channels, height, width } => {
+                let shape = [-1, *channels as i64, *height as i64, *width as i64];
+                inits.push(tensor_i64("image.shape", &shape));
+                nodes.push(node("Reshape", &[&cur, "image.shape"], &["image"], "image", &[]));
+                cur = "image".into();
+            }
+            Op::Conv3x3 { w, b } => {
+                let (wn, bn) = (format!("convs.{conv}.weight"), format!("convs.{conv}.bias"));
+                inits.push(tensor(&wn, w.shape(), &w.iter().copied().collect::<Vec<_>>()));
+                inits.push(tensor(&bn, &[b.len()], &b.to_vec()));
+                let out = format!("conv{conv}");
+                let mut n = node("Conv", &[&cur, &wn, &bn], &[&out], &out, &[]);
+                ints_attr(&mut n, "kernel_shape", &[3, 3]);
+                ints_attr(&mut n, "pads", &[1, 1, 1, 1]);
+                nodes.push(n);
+                cur = out;
+                conv += 1;
+            }
+            Op::MaxPool2 => {
+                let out = format!("pool{step}");
+                let mut n = node("MaxPool", &[&cur], &[&out], &out, &[]);
+                ints_attr(&mut n, "kernel_shape", &[2, 2]);
+                ints_attr(&mut n, "strides", &[2, 2]);
+                nodes.push(n);
+                cur = out;
+            }
+            Op::Flatten => {
+                nodes.push(node("Flatten", &[&cur], &["features"], "features", &[("axis", 1)]));
+                cur = "features".into();
+            }
+            Op::GlobalAveragePool => {
+                nodes.push(node("GlobalAveragePool", &[&cur], &["gap"], "gap", &[]));
+                nodes.push(node("Flatten", &["gap"], &["features"], "features", &[("axis", 1)]));
+                cur = "features".into();
             }
         }
     }

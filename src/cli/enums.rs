@@ -79,3 +79,13 @@ mirror! {
         Best,
     }
 }
+
+mirror! {
+    /// The student network.
+    StudentKind => softlabel::student::StudentKind {
+        /// A multi-layer perceptron on the flat input.
+        Mlp,
+        /// Convolution blocks on the image-shaped input, then fully connected layers.
+        Cnn,
+    }
+}

@@ -43,7 +43,7 @@ pub struct Cli {
 pub enum Command {
     /// Run an ONNX teacher over a dataset and write a soft-label dataset (Parquet parts + _manifest.json).
     Precompute(precompute::PrecomputeArgs),
-    /// Train an MLP student from a soft-label dataset with the distillation loss.
+    /// Train a student (MLP or CNN) from a soft-label dataset with the distillation loss.
     Train(train::TrainArgs),
     /// Evaluate a student on a dataset, optionally against the teacher's outputs.
     Eval(eval::EvalArgs),

@@ -5,8 +5,35 @@ use softlabel::config::{Origin, TrainConfig};
 use softlabel::store::SoftLabels;
 use softlabel::train::{Resume, TrainJob, ValSet};
 
-use super::enums::{Keep, LrSchedule, OptimizerKind};
+use super::enums::{Keep, LrSchedule, OptimizerKind, StudentKind};
 use super::{Bars, DataArgs};
+
+/// Layer sizes separated by commas; empty or `none` for no layers (a cnn then pools globally).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sizes(pub Vec<usize>);
+
+impl std::str::FromStr for Sizes {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() || s == "none" {
+            return Ok(Sizes(Vec::new()));
+        }
+        s.split(',')
+            .map(|v| v.trim().parse::<usize>().map_err(|e| format!("{v:?}: {e}")))
+            .collect::<Result<_, _>>()
+            .map(Sizes)
+    }
+}
+
+impl std::fmt::Display for Sizes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return write!(f, "none");
+        }
+        write!(f, "{}", self.0.iter().map(usize::to_string).collect::<Vec<_>>().join(","))
+    }
+}
 
 /// The defaults, from their only home.
 fn d() -> TrainConfig {
@@ -40,9 +67,16 @@ pub struct TrainArgs {
     /// Stop when the validation metric has not improved for this many epochs.
     #[arg(long, value_name = "PATIENCE")]
     pub early_stop: Option<usize>,
-    /// Hidden layer sizes, separated by commas.
-    #[arg(long, value_delimiter = ',', default_values_t = d().hidden, value_name = "N,N,...")]
-    pub hidden: Vec<usize>,
+    /// The student network: an MLP on the flat input, or a CNN (3x3 convolution, ReLU and 2x2 max-pool
+    /// blocks, then --hidden layers; none: global average pooling) on the labels' image-shaped input.
+    #[arg(long, value_enum, default_value_t = d().student.into())]
+    pub student: StudentKind,
+    /// Output channels of each convolution block (--student cnn).
+    #[arg(long, value_delimiter = ',', default_values_t = d().channels, value_name = "C,C,...")]
+    pub channels: Vec<usize>,
+    /// Hidden layer sizes, separated by commas (`none`: no hidden layer).
+    #[arg(long, default_value_t = Sizes(d().hidden), value_name = "N,N,...")]
+    pub hidden: Sizes,
     /// Passes over the data.
     #[arg(long, default_value_t = d().epochs, value_name = "N")]
     pub epochs: usize,
@@ -115,7 +149,9 @@ impl TrainArgs {
     /// The flags as the training config (every field set: clap fills in the defaults from [`d`]).
     fn config(&self) -> TrainConfig {
         TrainConfig {
-            hidden: self.hidden.clone(),
+            student: self.student.into(),
+            channels: self.channels.clone(),
+            hidden: self.hidden.0.clone(),
             epochs: self.epochs,
             batch_size: self.batch_size,
             optimizer: self.optimizer.into(),

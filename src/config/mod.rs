@@ -14,7 +14,7 @@ use std::path::PathBuf;
 pub use data::DataConfig;
 pub use pipeline::{Pipeline, PipelineOverrides};
 pub use teacher::TeacherConfig;
-pub use train::{Keep, OptimizerKind, TrainConfig, TrainSettings};
+pub use train::{Keep, OptimizerKind, StudentKind, TrainConfig, TrainSettings};
 
 use crate::error::Error;
 
@@ -35,6 +35,10 @@ pub mod limits {
     pub const VIEWS: usize = 1024;
     /// Rows one teacher call sees (batch size times views).
     pub const TEACHER_CALL_ROWS: usize = 1 << 22;
+    /// Convolution blocks of a cnn student (each halves the image).
+    pub const CONV_BLOCKS: usize = 16;
+    /// Channels of one convolution block.
+    pub const CONV_CHANNELS: usize = 1 << 14;
 }
 
 /// Refuses `value` of `field` over `limit`.

@@ -7,6 +7,7 @@ use super::{check_limit, check_temperature, limits, Origin, Validated};
 use crate::error::Result;
 use crate::optim::{Adam, LrSchedule, Optimizer, Sgd};
 use crate::store::Holdout;
+pub use crate::student::StudentKind;
 
 /// The optimizer's name in pipeline files and on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +35,10 @@ pub enum Keep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case", default)]
 pub struct TrainConfig {
+    /// The student network: `mlp` or `cnn`.
+    pub student: StudentKind,
+    /// Output channels of each convolution block (`cnn`).
+    pub channels: Vec<usize>,
     /// Hidden layer sizes.
     pub hidden: Vec<usize>,
     /// Passes over the data.
@@ -80,6 +85,8 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
+            student: StudentKind::Mlp,
+            channels: vec![16, 32],
             hidden: vec![800, 800],
             epochs: 20,
             batch_size: 128,
@@ -108,6 +115,12 @@ impl Default for TrainConfig {
 /// `student.json` / checkpoint that recorded them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
+    /// The student network.
+    #[serde(default, skip_serializing_if = "is_mlp")]
+    pub student: StudentKind,
+    /// Output channels of each convolution block (`cnn`; empty for `mlp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<usize>,
     /// Hidden layer sizes.
     pub hidden: Vec<usize>,
     /// Passes over the data.
@@ -148,6 +161,10 @@ pub struct TrainSettings {
     pub(crate) valid: Validated,
 }
 
+fn is_mlp(k: &StudentKind) -> bool {
+    *k == StudentKind::Mlp
+}
+
 fn is_last(k: &Keep) -> bool {
     *k == Keep::Last
 }
@@ -175,6 +192,15 @@ impl TrainConfig {
         })?;
         if let Some(&h) = self.hidden.iter().find(|&&h| h > limits::HIDDEN_UNITS) {
             return bad("hidden", format!("has a layer of {h} units; at most {}", limits::HIDDEN_UNITS));
+        }
+        if self.student == StudentKind::Cnn {
+            if self.channels.is_empty() || self.channels.contains(&0) {
+                return bad("channels", "needs at least one block, each of > 0 channels".into());
+            }
+            check_limit(origin, "channels", self.channels.len(), limits::CONV_BLOCKS)?;
+            if let Some(&c) = self.channels.iter().find(|&&c| c > limits::CONV_CHANNELS) {
+                return bad("channels", format!("has a block of {c} channels; at most {}", limits::CONV_CHANNELS));
+            }
         }
         check_limit(origin, "epochs", self.epochs, limits::EPOCHS)?;
         check_limit(origin, "batch_size", self.batch_size, limits::BATCH_ROWS)?;
@@ -233,6 +259,8 @@ impl TrainConfig {
             return bad("lr", format!("must be finite and > 0, got {lr}"));
         }
         Ok(TrainSettings {
+            student: self.student,
+            channels: if self.student == StudentKind::Cnn { self.channels.clone() } else { Vec::new() },
             hidden: self.hidden.clone(),
             epochs: self.epochs,
             batch_size: self.batch_size,

@@ -99,6 +99,8 @@ pub struct Report {
     pub student_eval: EvalReport,
     /// The student's layer sizes, input to classes.
     pub student_dims: Vec<usize>,
+    /// The student's architecture in words ("MLP 784-800-10 (ReLU)", "CNN 1x28x28, ...").
+    pub student_architecture: String,
     /// The settings it was trained with (from its student.json).
     pub student_settings: crate::config::TrainSettings,
     /// The temperature of the labels it learned from.
@@ -273,6 +275,7 @@ pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Repo
         student: s_stats,
         student_eval: eval,
         student_dims: student.info.dims.clone(),
+        student_architecture: student.info.arch().describe(),
         student_settings: student.info.settings.clone(),
         temperature: student.info.temperature,
         ratios,
@@ -402,13 +405,12 @@ fn markdown(r: &Report) -> String {
         e.kl_to_teacher.map_or("-".into(), |v| format!("{v:.4}"))
     );
     let t = &r.student_settings;
-    let dims: Vec<String> = r.student_dims.iter().map(usize::to_string).collect();
     let _ = writeln!(
         s,
         "## The student
 "
     );
-    let _ = writeln!(s, "- architecture: MLP {} (ReLU)", dims.join("-"));
+    let _ = writeln!(s, "- architecture: {}", r.student_architecture);
     let _ = writeln!(
         s,
         "- trained on soft labels at T = {}, alpha = {}: {} epoch(s) of batch {}, {}, lr {} ({:?} schedule), seed {}\n",

@@ -21,4 +21,26 @@ pub enum Op {
     },
     /// `max(x, 0)`.
     Relu,
+    /// The flat rows as images `[rows, channels, height, width]`.
+    Image {
+        /// Channels.
+        channels: usize,
+        /// Height.
+        height: usize,
+        /// Width.
+        width: usize,
+    },
+    /// A 3x3 convolution, padding 1, stride 1 (NCHW).
+    Conv3x3 {
+        /// Weights, `[cout, cin, 3, 3]`.
+        w: ndarray::ArrayD<f32>,
+        /// Bias, `[cout]`.
+        b: Array1<f32>,
+    },
+    /// 2x2 max-pooling, stride 2.
+    MaxPool2,
+    /// `[rows, c, h, w]` -> `[rows, c * h * w]` (CHW order).
+    Flatten,
+    /// The mean over positions: `[rows, c, h, w]` -> `[rows, c]`.
+    GlobalAveragePool,
 }

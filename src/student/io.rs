@@ -68,6 +68,15 @@ pub struct StudentInfo {
     pub created_by: String,
     /// `[input, hidden..., classes]`.
     pub dims: Vec<usize>,
+    /// The network: "mlp" or "cnn".
+    #[serde(default, skip_serializing_if = "is_mlp")]
+    pub kind: super::StudentKind,
+    /// Output channels of each convolution block (cnn).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<usize>,
+    /// The input image `[C, H, W]` (cnn).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image: Vec<usize>,
     /// Always "relu".
     pub activation: String,
     /// The raw input the student expects (the teacher's input column and type).
@@ -108,6 +117,22 @@ pub struct StudentInfo {
     /// Output-bias changes made after training (`softlabel adjust-bias`), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bias_adjustments: Vec<BiasAdjustment>,
+}
+
+fn is_mlp(k: &super::StudentKind) -> bool {
+    *k == super::StudentKind::Mlp
+}
+
+impl StudentInfo {
+    /// The network's kind and shape, as recorded.
+    pub fn arch(&self) -> super::Arch {
+        super::Arch {
+            kind: self.kind,
+            dims: self.dims.clone(),
+            channels: self.channels.clone(),
+            image: self.image.clone(),
+        }
+    }
 }
 
 /// One change of a class's output bias after training.
@@ -235,6 +260,17 @@ pub fn from_safetensors(bytes: &[u8], dims: &[usize], path: &Path) -> Result<Mlp
     mlp_from_tensors(&mut t, dims, path)
 }
 
+/// Builds the student `arch` describes from tensors named as its `tensors` names them.
+pub fn student_from_tensors(t: &mut Tensors, arch: &super::Arch, path: &Path) -> Result<Box<dyn Student>> {
+    match arch.kind {
+        super::StudentKind::Mlp => Ok(Box::new(mlp_from_tensors(t, &arch.dims, path)?)),
+        super::StudentKind::Cnn => {
+            let image = arch.image3().map_err(|e| Error::dataset(path, e.to_string()))?;
+            Ok(Box::new(super::Cnn::from_tensors(t, image, &arch.channels, &arch.dims, path)?))
+        }
+    }
+}
+
 /// Builds an MLP with `dims` from tensors named as [`Mlp`]'s `tensors` names them.
 pub fn mlp_from_tensors(t: &mut Tensors, dims: &[usize], path: &Path) -> Result<Mlp> {
     if dims.len() < 2 {
@@ -305,7 +341,8 @@ pub fn load(dir: &Path) -> Result<StudentFile> {
             "sha256 differs from student.json's weights_sha256: the weights were changed",
         ));
     }
-    let student = Box::new(from_safetensors(&bytes, &info.dims, &wpath)?);
+    let mut tensors = read_tensors(&bytes, &wpath)?;
+    let student = student_from_tensors(&mut tensors, &info.arch(), &wpath)?;
     Ok(StudentFile { dir: dir.to_path_buf(), student, info })
 }
 

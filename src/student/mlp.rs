@@ -60,6 +60,10 @@ impl Mlp {
 }
 
 impl Student for Mlp {
+    fn arch(&self) -> super::Arch {
+        super::Arch { kind: super::StudentKind::Mlp, dims: self.dims(), ..Default::default() }
+    }
+
     fn input_width(&self) -> usize {
         self.scaling.width()
     }

@@ -6,6 +6,7 @@
 //! each worker's rows, into that worker's [`Workspace`]; the parameters and their gradients are listed
 //! in the same fixed order by [`Student::params_mut`] and [`Workspace::grads`].
 
+pub mod cnn;
 pub mod graph;
 pub mod io;
 pub mod layers;
@@ -15,13 +16,81 @@ use std::any::Any;
 
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut1, ArrayViewMutD};
 
+pub use cnn::Cnn;
 pub use graph::Op;
+pub use io::student_from_tensors;
 pub use io::{EpochLog, StudentFile, StudentInfo, Tensor};
 pub use layers::{InputScaling, InputStats};
 pub use mlp::Mlp;
 
+/// Which network a student is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StudentKind {
+    /// A multi-layer perceptron on the flat input.
+    #[default]
+    Mlp,
+    /// Convolution blocks on the image-shaped input, then fully connected layers.
+    Cnn,
+}
+
+/// What it takes to rebuild a student from its tensors: its kind and shape.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Arch {
+    /// The kind.
+    pub kind: StudentKind,
+    /// `[input, hidden..., classes]`.
+    pub dims: Vec<usize>,
+    /// Output channels of each convolution block (CNN).
+    pub channels: Vec<usize>,
+    /// The input image `[C, H, W]` (CNN).
+    pub image: Vec<usize>,
+}
+
+impl Arch {
+    /// A fresh network of this shape.
+    pub fn init(&self, rng: &mut impl rand::Rng) -> crate::error::Result<Box<dyn Student>> {
+        match self.kind {
+            StudentKind::Mlp => Ok(Box::new(Mlp::init(&self.dims, rng))),
+            StudentKind::Cnn => {
+                let hidden = &self.dims[1..self.dims.len() - 1];
+                let classes = self.dims[self.dims.len() - 1];
+                Ok(Box::new(Cnn::init(self.image3()?, &self.channels, hidden, classes, rng)?))
+            }
+        }
+    }
+
+    /// The image as `[C, H, W]`.
+    pub fn image3(&self) -> crate::error::Result<[usize; 3]> {
+        match self.image.as_slice() {
+            &[c, h, w] => Ok([c, h, w]),
+            &[h, w] => Ok([1, h, w]),
+            other => Err(crate::error::Error::Config(format!(
+                "a cnn student needs image-shaped inputs ([C, H, W] or [H, W]); the labels' input shape is {other:?}"
+            ))),
+        }
+    }
+
+    /// In words: "MLP 784-800-10 (ReLU)", "CNN 1x28x28, 3x3 conv 16-32 with 2x2 max-pool, then 64-10 (ReLU)".
+    pub fn describe(&self) -> String {
+        let join = |v: &[usize], sep: &str| v.iter().map(usize::to_string).collect::<Vec<_>>().join(sep);
+        match self.kind {
+            StudentKind::Mlp => format!("MLP {} (ReLU)", join(&self.dims, "-")),
+            StudentKind::Cnn => format!(
+                "CNN {}, 3x3 conv {} with 2x2 max-pool, then {} {} (ReLU)",
+                join(&self.image, "x"),
+                join(&self.channels, "-"),
+                if self.dims.len() == 2 { "global average pool to" } else { "fully connected" },
+                join(&self.dims[1..], "-")
+            ),
+        }
+    }
+}
+
 /// A trainable student network.
 pub trait Student: Send + Sync + std::fmt::Debug {
+    /// Its kind and shape (to rebuild it from its tensors).
+    fn arch(&self) -> Arch;
     /// Values per input row.
     fn input_width(&self) -> usize;
     /// Classes (logits per row).

@@ -10,7 +10,7 @@ use ndarray::ArrayD;
 use super::EpochLog;
 use crate::config::TrainSettings;
 use crate::error::{Error, Result};
-use crate::student::io::{mlp_from_tensors, read_tensors, take_tensor, write_tensors};
+use crate::student::io::{read_tensors, student_from_tensors, take_tensor, write_tensors};
 use crate::student::{Student, Tensor};
 use crate::util::write_atomic;
 use crate::util::{read_bounded, read_text_bounded, sha256_hex, Links};
@@ -116,8 +116,9 @@ pub(crate) fn load(
     cp: &Checkpointing,
     settings: &TrainSettings,
     threads: usize,
-    dims: &[usize],
+    arch: &crate::student::Arch,
 ) -> Result<Option<State>> {
+    let dims = &arch.dims;
     let ipath = cp.dir.join(INFO);
     if !ipath.exists() {
         return Ok(None);
@@ -143,7 +144,7 @@ pub(crate) fn load(
     if info.threads != threads {
         return refuse(&format!("thread count ({threads} now, {} then)", info.threads));
     }
-    if info.dims != dims {
+    if info.dims != *dims {
         return refuse("network shape");
     }
     let wpath = cp.dir.join(WEIGHTS);
@@ -164,9 +165,9 @@ pub(crate) fn load(
     });
     let best: Option<Box<dyn Student>> = match best_tensors.is_empty() {
         true => None,
-        false => Some(Box::new(mlp_from_tensors(&mut best_tensors, dims, &wpath)?)),
+        false => Some(student_from_tensors(&mut best_tensors, arch, &wpath)?),
     };
-    let mut student: Box<dyn Student> = Box::new(mlp_from_tensors(&mut t, dims, &wpath)?);
+    let mut student: Box<dyn Student> = student_from_tensors(&mut t, arch, &wpath)?;
     let mut optim = Vec::new();
     for (p, param) in student.params_mut().iter().enumerate() {
         let shape = param.shape().to_vec();

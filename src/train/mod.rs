@@ -26,7 +26,9 @@ use crate::distill::{Kd, Loss, Objective};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::store::TeacherOutputs;
-use crate::student::{Mlp, Student};
+#[cfg(test)]
+use crate::student::Mlp;
+use crate::student::{Arch, Student, StudentKind};
 use step::{EpochTotals, Trainer};
 
 /// The result of [`train`].
@@ -72,32 +74,53 @@ pub struct TrainData<'a> {
     pub temperature: f32,
     /// Where the data came from, named in errors.
     pub origin: &'a Path,
+    /// The per-row input shape the labels record (the image of a cnn student).
+    pub input_shape: &'a [usize],
 }
 
 /// Refuses a student whose training would not fit in this machine's memory: its weights, the
 /// optimizer's two moments, one gradient per worker, and each worker's activations for its share of a
 /// batch, in f32 (`--memory-budget` is the rows' budget; the student comes on top). Checked with
 /// overflow-safe arithmetic before anything is allocated.
-fn check_student_memory(dims: &[usize], workers: usize, settings: &TrainSettings) -> Result<()> {
-    let params = dims.windows(2).try_fold(0u64, |a, io| {
-        (io[0] as u64)
-            .checked_mul(io[1] as u64)
-            .and_then(|w| w.checked_add(io[1] as u64))
-            .and_then(|p| a.checked_add(p))
-    });
-    let units: u64 = dims.iter().map(|&d| d as u64).sum();
+fn check_student_memory(arch: &Arch, workers: usize, settings: &TrainSettings) -> Result<()> {
+    let dims = &arch.dims;
+    let linear = |io: &[usize]| (io[0] as u64).checked_mul(io[1] as u64).and_then(|w| w.checked_add(io[1] as u64));
+    // Per row: the values each layer keeps (outputs and their gradients), and for a cnn each block's
+    // input, im2col matrix (twice: values and gradient), output and pooled output.
+    let (params, units) = match arch.kind {
+        StudentKind::Mlp => {
+            let params = dims.windows(2).try_fold(0u64, |a, io| a.checked_add(linear(io)?));
+            (params, Some(dims.iter().map(|&d| d as u64).sum::<u64>()))
+        }
+        StudentKind::Cnn => {
+            let [c, mut h, mut w] = arch.image3()?;
+            let (mut cin, mut params, mut units) = (c as u64, Some(0u64), Some(0u64));
+            for &cout in &arch.channels {
+                let cout = cout as u64;
+                let hw = (h * w) as u64;
+                params = params.and_then(|p| p.checked_add(cin.checked_mul(9)?.checked_mul(cout)?.checked_add(cout)?));
+                units = units.and_then(|u| u.checked_add(hw.checked_mul(cin.checked_mul(19)?.checked_add(3 * cout)?)?));
+                (cin, h, w) = (cout, h / 2, w / 2);
+            }
+            let features = if dims.len() == 2 { cin } else { cin * (h * w) as u64 };
+            let mut fc = vec![features as usize];
+            fc.extend(&dims[1..]);
+            let params = fc.windows(2).try_fold(params.unwrap_or(u64::MAX), |a, io| a.checked_add(linear(io)?));
+            (params, units.and_then(|u| u.checked_add(fc.iter().map(|&d| d as u64).sum::<u64>())))
+        }
+    };
     let rows = settings.batch_size.div_ceil(workers) as u64;
     let bytes = params
         .and_then(|p| p.checked_mul(3 + workers as u64))
-        .and_then(|b| b.checked_add(units.checked_mul(rows)?.checked_mul(2 * workers as u64)?))
+        .and_then(|b| b.checked_add(units?.checked_mul(rows)?.checked_mul(2 * workers as u64)?))
         .and_then(|b| b.checked_mul(4));
     let memory = crate::util::physical_memory();
     match bytes {
         Some(b) if b <= memory => Ok(()),
         _ => Err(Error::Config(format!(
-            "a {} student has {} parameters; training it needs {} (weights, optimizer moments, a gradient per \
+            "the student {} has {} parameters; training it needs {} (weights, optimizer moments, a gradient per \
              worker, activations), more than this machine's {} of memory",
-            dims.iter().map(usize::to_string).collect::<Vec<_>>().join("-"),
+            arch.describe(),
             params.map_or("more than 2^64".into(), |p| p.to_string()),
             bytes.map_or("more than 2^64 bytes".into(), crate::util::human_bytes),
             crate::util::human_bytes(memory),
@@ -114,7 +137,7 @@ pub fn train(
     checkpoint: Option<&Checkpointing>,
     progress: &dyn Progress,
 ) -> Result<TrainedStudent> {
-    let TrainData { rows, num_classes, temperature: label_temperature, origin } = *data;
+    let TrainData { rows, num_classes, temperature: label_temperature, origin, input_shape } = *data;
     let t = settings.temperature.unwrap_or(label_temperature);
     if rows.sparse() && t != label_temperature {
         return Err(Error::Config(format!(
@@ -149,10 +172,25 @@ pub fn train(
     let mut dims = vec![rows.width()];
     dims.extend(&settings.hidden);
     dims.push(num_classes);
+    let arch = Arch {
+        kind: settings.student,
+        dims: dims.clone(),
+        channels: settings.channels.clone(),
+        image: if settings.student == StudentKind::Cnn { input_shape.to_vec() } else { Vec::new() },
+    };
+    if arch.kind == StudentKind::Cnn {
+        let [c, h, w] = arch.image3()?;
+        if c * h * w != rows.width() {
+            return Err(Error::dataset(
+                origin,
+                format!("input shape {input_shape:?} holds {} values, the rows have {}", c * h * w, rows.width()),
+            ));
+        }
+    }
     let workers = rayon::current_num_threads().max(1);
-    check_student_memory(&dims, workers, settings)?;
+    check_student_memory(&arch, workers, settings)?;
     let resumed = match checkpoint {
-        Some(cp) if cp.resume => checkpoint::load(cp, settings, workers, &dims)?,
+        Some(cp) if cp.resume => checkpoint::load(cp, settings, workers, &arch)?,
         _ => None,
     };
     let (student, state, epochs_done, global_step, mut log, mut best) = match resumed {
@@ -162,10 +200,10 @@ pub fn train(
             (st.student, st.optim, st.epochs_done, st.global_step, st.log, st.best)
         }
         None => {
-            let mut mlp: Box<dyn Student> = Box::new(Mlp::init(&dims, &mut rng));
-            scan.stats.apply(mlp.scaling_mut());
-            let state = Trainer::fresh_state(mlp.as_mut());
-            (mlp, state, 0, 0u64, Vec::with_capacity(settings.epochs.min(1024)), None)
+            let mut student = arch.init(&mut rng)?;
+            scan.stats.apply(student.scaling_mut());
+            let state = Trainer::fresh_state(student.as_mut());
+            (student, state, 0, 0u64, Vec::with_capacity(settings.epochs.min(1024)), None)
         }
     };
 
@@ -382,7 +420,8 @@ mod tests {
         let rows = rows::MemoryRows::new(data);
         let config = TrainConfig { hidden: vec![16], epochs: 2, batch_size: 16, ..Default::default() };
         let s = config.validate(&Origin::Flags).unwrap();
-        let td = TrainData { rows: &rows, num_classes: 3, temperature: 2.0, origin: Path::new("mem") };
+        let td =
+            TrainData { rows: &rows, num_classes: 3, temperature: 2.0, origin: Path::new("mem"), input_shape: &[8] };
         let a = train(&td, &s, None, None, &NoProgress).unwrap();
         let b = train(&td, &s, None, None, &NoProgress).unwrap();
         assert_eq!(a.student.tensors(), b.student.tensors());

@@ -195,8 +195,13 @@ pub fn run(job: &TrainJob, progress: &dyn Progress) -> Result<(TrainedStudent, S
     let rows = rows::open(labels, settings, join)?;
     let held_out = rows::held_out(labels, settings, join)?;
     let val = val.or(held_out.as_ref());
-    let data =
-        TrainData { rows: rows.as_ref(), num_classes: m.num_classes, temperature: m.temperature, origin: labels.dir() };
+    let data = TrainData {
+        rows: rows.as_ref(),
+        num_classes: m.num_classes,
+        temperature: m.temperature,
+        origin: labels.dir(),
+        input_shape: &m.input.shape,
+    };
     let cp =
         Checkpointing { dir: out.to_path_buf(), resume: resume != Resume::No, labels_sha256: labels_sha256.clone() };
     let start = Instant::now();
@@ -228,6 +233,9 @@ pub fn student_info(
         version: 1,
         created_by: format!("softlabel {}", env!("CARGO_PKG_VERSION")),
         dims: trained.student.dims(),
+        kind: trained.student.arch().kind,
+        channels: trained.student.arch().channels,
+        image: trained.student.arch().image,
         activation: "relu".into(),
         input_column: m.input.source_column.clone(),
         input_dtype: m.input.dtype,

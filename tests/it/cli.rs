@@ -526,8 +526,6 @@ fn train_killed_after_a_checkpoint_resumes_to_identical_weights() {
 
 #[test]
 fn exported_onnx_student_matches_the_rust_forward_pass() {
-    use softlabel::data::DataSpec;
-    use softlabel::teacher::{Teacher, TeacherOptions};
     let tmp = tempfile::tempdir().unwrap();
     let labels = tmp.path().join("labels");
     assert_ok(&softlabel(&[
@@ -543,15 +541,31 @@ fn exported_onnx_student_matches_the_rust_forward_pass() {
         "--out",
         s(&labels),
     ]));
-    let st = tmp.path().join("student");
-    assert_ok(&softlabel(&["train", "--labels", s(&labels), "--out", s(&st), "--hidden", "64,32", "--epochs", "1"]));
-    let onnx = tmp.path().join("export/student.onnx");
-    assert_ok(&softlabel(&["export", "--student", s(&st), "--out", s(&onnx)]));
-    assert!(tmp.path().join("export/student.safetensors").is_file());
+    // The MLP, a CNN with fully connected layers, and a CNN with global average pooling.
+    let kinds: [&[&str]; 3] = [
+        &["--hidden", "64,32"],
+        &["--student", "cnn", "--channels", "4,8", "--hidden", "16"],
+        &["--student", "cnn", "--channels", "4,8,8", "--hidden", ""],
+    ];
+    for (i, kind) in kinds.iter().enumerate() {
+        let st = tmp.path().join(format!("student-{i}"));
+        let args = ["train", "--labels", s(&labels), "--out", s(&st), "--epochs", "1", "--memory-budget", "64"];
+        assert_ok(&softlabel(&[&args[..], kind].concat()));
+        let onnx = tmp.path().join(format!("export-{i}/student.onnx"));
+        exported_matches_rust(&st, &onnx);
+    }
+}
+
+/// Exports `st` to `onnx` and checks ONNX Runtime's logits against the Rust forward pass on MNIST's test rows.
+fn exported_matches_rust(st: &Path, onnx: &Path) {
+    use softlabel::data::DataSpec;
+    use softlabel::teacher::{Teacher, TeacherOptions};
+    assert_ok(&softlabel(&["export", "--student", s(st), "--out", s(onnx)]));
+    assert!(onnx.with_extension("safetensors").is_file());
 
     // The exported model takes the teacher's input as is: uint8 [batch, 1, 28, 28].
-    let student = softlabel::student::io::load(&st).unwrap();
-    let mut model = Teacher::load(&onnx, &TeacherOptions::default()).unwrap();
+    let student = softlabel::student::io::load(st).unwrap();
+    let mut model = Teacher::load(onnx, &TeacherOptions::default()).unwrap();
     assert_eq!(model.input_shape(), &[-1, 1, 28, 28]);
     let source = softlabel::data::open(&mnist("mnist/test.parquet"), &DataSpec::new("image")).unwrap();
     let row_shape = model.row_shape(784, "image").unwrap();
@@ -567,7 +581,11 @@ fn exported_onnx_student_matches_the_rust_forward_pass() {
         }
     }
     // Same weights, different summation order (ONNX Runtime's GEMM vs matrixmultiply) in f32.
-    assert!(worst < 1e-5, "largest difference between ONNX Runtime and the Rust forward pass: {worst}");
+    assert!(
+        worst < 1e-5,
+        "{}: largest difference between ONNX Runtime and the Rust forward pass: {worst}",
+        st.display()
+    );
 }
 
 /// Every row's logits and soft probabilities of a dataset, in id order.

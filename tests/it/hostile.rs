@@ -756,7 +756,7 @@ fn corpus() -> Vec<(Class, &'static str, Make)> {
                 fail(
                     train_with(e, &e.dense, &["--hidden", "100000,100000"]),
                     &[
-                        "a 4-100000-100000-3 student has 10000900003 parameters; training it needs 186.5 GiB",
+                        "the student MLP 4-100000-100000-3 (ReLU) has 10000900003 parameters; training it needs 186.5 GiB",
                         "more than this machine's",
                     ],
                 )

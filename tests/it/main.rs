@@ -12,3 +12,4 @@ mod daily;
 mod fuzz_regressions;
 mod hostile;
 mod pipelines;
+mod students;

@@ -1,0 +1,748 @@
+//! A small convolutional student for image-shaped inputs:
+//! `x -> (x - shift) * scale -> [Conv 3x3 (padding 1) -> ReLU -> MaxPool 2x2]* -> flatten -> [Linear -> ReLU]* ->
+//! Linear -> logits`, or, with no hidden layers, global average pooling straight to the output layer.
+//!
+//! Activations are kept NHWC (a row per image position, a column per channel), so a convolution is one
+//! GEMM of the im2col matrix `[positions, 9 * cin]` with the weights `[9 * cin, cout]` (the same GEMM the
+//! MLP uses). The flattened features are in CHW order, as `torch.flatten(x, 1)` gives on NCHW, so the
+//! weights load into the PyTorch module of the same architecture and export to ONNX unchanged.
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{s, Array1, Array2, ArrayD, ArrayView2, ArrayViewMut1, ArrayViewMutD, Axis, Ix1, Ix2};
+use rand::Rng;
+use rayon::prelude::*;
+
+use super::layers::{InputScaling, Linear, Relu};
+use super::{Op, Student, Tensor, Workspace};
+use crate::error::{Error, Result};
+
+/// A 3x3 convolution with padding 1 and stride 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv {
+    /// Weights, `[9 * cin, cout]`: row `(ky * 3 + kx) * cin + c`.
+    pub w: Array2<f32>,
+    /// Bias, `[cout]`.
+    pub b: Array1<f32>,
+}
+
+impl Conv {
+    /// PyTorch's default `nn.Conv2d` initialisation: uniform in +-1/sqrt(9 * cin), weights then biases.
+    pub fn init(cin: usize, cout: usize, rng: &mut impl Rng) -> Self {
+        let bound = 1.0 / ((9 * cin) as f32).sqrt();
+        Conv {
+            w: Array2::from_shape_simple_fn((9 * cin, cout), || rng.random_range(-bound..bound)),
+            b: Array1::from_shape_simple_fn(cout, || rng.random_range(-bound..bound)),
+        }
+    }
+
+    /// Input channels.
+    pub fn inputs(&self) -> usize {
+        self.w.nrows() / 9
+    }
+
+    /// Output channels.
+    pub fn outputs(&self) -> usize {
+        self.b.len()
+    }
+
+    /// The weights as PyTorch stores them, `[cout, cin, 3, 3]`.
+    pub fn torch_weight(&self) -> ArrayD<f32> {
+        let (cin, cout) = (self.inputs(), self.outputs());
+        ArrayD::from_shape_fn(vec![cout, cin, 3, 3], |i| self.w[[(i[2] * 3 + i[3]) * cin + i[1], i[0]]])
+    }
+
+    /// From PyTorch's layout `[cout, cin, 3, 3]` (row-major values).
+    pub fn from_torch(values: &[f32], cin: usize, cout: usize, b: Vec<f32>) -> Self {
+        let w = Array2::from_shape_fn((9 * cin, cout), |(r, o)| {
+            let (k, c) = (r / cin, r % cin);
+            values[((o * cin + c) * 3 + k / 3) * 3 + k % 3]
+        });
+        Conv { w, b: Array1::from(b) }
+    }
+}
+
+/// Image height and width at the input of each block, and after the last.
+fn block_sizes(h: usize, w: usize, blocks: usize) -> Vec<(usize, usize)> {
+    let mut out = vec![(h, w)];
+    for _ in 0..blocks {
+        let (h, w) = out[out.len() - 1];
+        out.push((h / 2, w / 2));
+    }
+    out
+}
+
+/// The CNN student.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cnn {
+    /// The input scaling (per input value, CHW order).
+    pub scaling: InputScaling,
+    /// Input channels, height, width.
+    pub image: [usize; 3],
+    /// The convolution blocks.
+    pub convs: Vec<Conv>,
+    /// The fully connected layers after the blocks, the last producing logits.
+    pub fcs: Vec<Linear>,
+}
+
+/// One worker's activations.
+struct Buffers {
+    /// Scaled input rows, CHW.
+    x: Array2<f32>,
+    /// Per block: the input NHWC `[rows * h * w, cin]`, its im2col matrix, the rectified convolution
+    /// output, the pooled output and, per pooled value, the position of the maximum in the rectified output.
+    input: Vec<Array2<f32>>,
+    cols: Vec<Array2<f32>>,
+    relu: Vec<Array2<f32>>,
+    pooled: Vec<Array2<f32>>,
+    argmax: Vec<Vec<u32>>,
+    /// Gradients of the same shapes (`dinput` for blocks after the first).
+    drelu: Vec<Array2<f32>>,
+    dcols: Vec<Array2<f32>>,
+    dpooled: Vec<Array2<f32>>,
+    /// Features after the blocks `[rows, features]`, hidden activations, and their gradients.
+    feat: Array2<f32>,
+    dfeat: Array2<f32>,
+    acts: Vec<Array2<f32>>,
+    deltas: Vec<Array2<f32>>,
+}
+
+impl Cnn {
+    /// A fresh network: `image` = [C, H, W], one block per entry of `channels`, then `hidden` fully
+    /// connected layers (none: global average pooling) and `classes` outputs.
+    pub fn init(
+        image: [usize; 3],
+        channels: &[usize],
+        hidden: &[usize],
+        classes: usize,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
+        let [c, h, w] = image;
+        let sizes = block_sizes(h, w, channels.len());
+        let (hl, wl) = sizes[sizes.len() - 1];
+        if hl == 0 || wl == 0 {
+            return Err(Error::Config(format!(
+                "--channels gives {} blocks, each halving the image: a {h}x{w} image has no pixels left after them",
+                channels.len()
+            )));
+        }
+        if channels.is_empty() || channels.contains(&0) {
+            return Err(Error::Config("--channels needs at least one block, each with > 0 channels".into()));
+        }
+        let mut convs = Vec::new();
+        let mut cin = c;
+        for &cout in channels {
+            convs.push(Conv::init(cin, cout, rng));
+            cin = cout;
+        }
+        let features = if hidden.is_empty() { cin } else { cin * hl * wl };
+        let mut dims = vec![features];
+        dims.extend(hidden);
+        dims.push(classes);
+        let fcs = dims.windows(2).map(|io| Linear::init(io[0], io[1], rng)).collect();
+        Ok(Cnn { scaling: InputScaling::identity(c * h * w), image, convs, fcs })
+    }
+
+    /// Rebuilds a network from tensors named as [`Student::tensors`] names them.
+    pub fn from_tensors(
+        t: &mut super::io::Tensors,
+        image: [usize; 3],
+        channels: &[usize],
+        dims: &[usize],
+        path: &std::path::Path,
+    ) -> Result<Self> {
+        use super::io::take_tensor;
+        let [c, h, w] = image;
+        let d = c * h * w;
+        if dims.len() < 2 || dims[0] != d {
+            return Err(Error::dataset(path, format!("dims {dims:?} do not start with the image's {d} values")));
+        }
+        let shift = Array1::from(take_tensor(t, "input.shift", &[d], path)?);
+        let scale = Array1::from(take_tensor(t, "input.scale", &[d], path)?);
+        let mut convs = Vec::new();
+        let mut cin = c;
+        for (i, &cout) in channels.iter().enumerate() {
+            let wv = take_tensor(t, &format!("convs.{i}.weight"), &[cout, cin, 3, 3], path)?;
+            let b = take_tensor(t, &format!("convs.{i}.bias"), &[cout], path)?;
+            convs.push(Conv::from_torch(&wv, cin, cout, b));
+            cin = cout;
+        }
+        let sizes = block_sizes(h, w, channels.len());
+        let (hl, wl) = sizes[sizes.len() - 1];
+        let features = if dims.len() == 2 { cin } else { cin * hl * wl };
+        let mut fc_dims = vec![features];
+        fc_dims.extend(&dims[1..]);
+        let mut fcs = Vec::new();
+        for (i, io) in fc_dims.windows(2).enumerate() {
+            let wt = Array2::from_shape_vec(
+                (io[1], io[0]),
+                take_tensor(t, &format!("layers.{i}.weight"), &[io[1], io[0]], path)?,
+            )
+            .map_err(|e| Error::dataset(path, e.to_string()))?;
+            let b = Array1::from(take_tensor(t, &format!("layers.{i}.bias"), &[io[1]], path)?);
+            fcs.push(Linear { w: wt.t().to_owned(), b });
+        }
+        Ok(Cnn { scaling: InputScaling { shift, scale }, image, convs, fcs })
+    }
+
+    /// Whether the features are globally average-pooled (no hidden layers).
+    fn pooled_features(&self) -> bool {
+        self.fcs.len() == 1
+    }
+
+    fn sizes(&self) -> Vec<(usize, usize)> {
+        block_sizes(self.image[1], self.image[2], self.convs.len())
+    }
+
+    /// Output channels of each block.
+    pub fn channels(&self) -> Vec<usize> {
+        self.convs.iter().map(Conv::outputs).collect()
+    }
+
+    fn param_shapes(&self) -> Vec<Vec<usize>> {
+        let convs = self.convs.iter().flat_map(|c| [c.w.shape().to_vec(), c.b.shape().to_vec()]);
+        convs.chain(self.fcs.iter().flat_map(|l| [l.w.shape().to_vec(), l.b.shape().to_vec()])).collect()
+    }
+
+    fn buffers(&self, rows: usize) -> Buffers {
+        let sizes = self.sizes();
+        let mut cin = self.image[0];
+        let (mut input, mut cols, mut relu, mut pooled, mut argmax) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut drelu, mut dcols, mut dpooled) = (vec![], vec![], vec![]);
+        for (i, conv) in self.convs.iter().enumerate() {
+            let ((h, w), (h2, w2)) = (sizes[i], sizes[i + 1]);
+            let cout = conv.outputs();
+            input.push(Array2::zeros((rows * h * w, cin)));
+            cols.push(Array2::zeros((rows * h * w, 9 * cin)));
+            relu.push(Array2::zeros((rows * h * w, cout)));
+            pooled.push(Array2::zeros((rows * h2 * w2, cout)));
+            argmax.push(vec![0u32; rows * h2 * w2 * cout]);
+            drelu.push(Array2::zeros((rows * h * w, cout)));
+            dcols.push(Array2::zeros((rows * h * w, 9 * cin)));
+            dpooled.push(Array2::zeros((rows * h2 * w2, cout)));
+            cin = cout;
+        }
+        let features = self.fcs[0].w.nrows();
+        let hidden = &self.fcs[..self.fcs.len() - 1];
+        Buffers {
+            x: Array2::zeros((rows, self.input_width())),
+            input,
+            cols,
+            relu,
+            pooled,
+            argmax,
+            drelu,
+            dcols,
+            dpooled,
+            feat: Array2::zeros((rows, features)),
+            dfeat: Array2::zeros((rows, features)),
+            acts: hidden.iter().map(|l| Array2::zeros((rows, l.outputs()))).collect(),
+            deltas: hidden.iter().map(|l| Array2::zeros((rows, l.outputs()))).collect(),
+        }
+    }
+
+    /// The forward pass of `m` rows already scaled into `b.x`, logits into `logits`.
+    fn run(&self, b: &mut Buffers, m: usize, logits: ndarray::ArrayViewMut2<f32>) {
+        let sizes = self.sizes();
+        let [c0, h0, w0] = self.image;
+        // CHW rows -> NHWC positions.
+        {
+            let a = &mut b.input[0];
+            for n in 0..m {
+                let row = b.x.row(n);
+                for c in 0..c0 {
+                    for p in 0..h0 * w0 {
+                        a[[n * h0 * w0 + p, c]] = row[c * h0 * w0 + p];
+                    }
+                }
+            }
+        }
+        for (i, conv) in self.convs.iter().enumerate() {
+            let ((h, w), (h2, w2)) = (sizes[i], sizes[i + 1]);
+            let cin = conv.inputs();
+            let positions = m * h * w;
+            im2col(b.input[i].slice(s![..positions, ..]), &mut b.cols[i], m, h, w);
+            let mut z = b.relu[i].slice_mut(s![..positions, ..]);
+            general_mat_mul(1.0, &b.cols[i].slice(s![..positions, ..9 * cin]), &conv.w, 0.0, &mut z);
+            z += &conv.b;
+            Relu::forward(z.view_mut());
+            maxpool(b.relu[i].slice(s![..positions, ..]), &mut b.pooled[i], &mut b.argmax[i], m, h, w);
+            if i + 1 < self.convs.len() {
+                let rows = m * h2 * w2;
+                let (pooled, next) = (&b.pooled[i], &mut b.input[i + 1]);
+                next.slice_mut(s![..rows, ..]).assign(&pooled.slice(s![..rows, ..]));
+            }
+        }
+        // Features: flattened CHW, or the mean over positions.
+        let (hl, wl) = sizes[sizes.len() - 1];
+        let last = self.convs.len() - 1;
+        let cl = self.convs[last].outputs();
+        let pooled = &b.pooled[last];
+        let hw = hl * wl;
+        for n in 0..m {
+            let mut f = b.feat.row_mut(n);
+            if self.pooled_features() {
+                for c in 0..cl {
+                    f[c] = (0..hw).map(|p| pooled[[n * hw + p, c]]).sum::<f32>() / hw as f32;
+                }
+            } else {
+                for c in 0..cl {
+                    for p in 0..hw {
+                        f[c * hw + p] = pooled[[n * hw + p, c]];
+                    }
+                }
+            }
+        }
+        let lastfc = self.fcs.len() - 1;
+        let mut logits = logits;
+        for (l, layer) in self.fcs.iter().enumerate() {
+            let (before, rest) = b.acts.split_at_mut(l);
+            let input = if l == 0 { b.feat.slice(s![..m, ..]) } else { before[l - 1].slice(s![..m, ..]) };
+            if l < lastfc {
+                let mut out = rest[0].slice_mut(s![..m, ..]);
+                layer.forward(input, out.view_mut());
+                Relu::forward(out);
+            } else {
+                layer.forward(input, logits.view_mut());
+            }
+        }
+    }
+
+    fn forward_block(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        let m = x.nrows();
+        let mut b = self.buffers(m);
+        let idx: Vec<usize> = (0..m).collect();
+        self.scaling.gather(x, &idx, &mut b.x);
+        let mut out = Array2::zeros((m, self.num_classes()));
+        self.run(&mut b, m, out.view_mut());
+        out
+    }
+}
+
+/// The im2col matrix of NHWC `a` (`[m * h * w, cin]`) for a 3x3 kernel with padding 1:
+/// `cols[position, (ky * 3 + kx) * cin + c] = a[position shifted by (ky - 1, kx - 1), c]`, zero outside.
+fn im2col(a: ArrayView2<f32>, cols: &mut Array2<f32>, m: usize, h: usize, w: usize) {
+    let cin = a.ncols();
+    for n in 0..m {
+        for y in 0..h {
+            for x in 0..w {
+                let row = (n * h + y) * w + x;
+                let mut dst = cols.row_mut(row);
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let k = (ky * 3 + kx) * cin;
+                        let (sy, sx) = (y + ky, x + kx);
+                        if sy == 0 || sx == 0 || sy > h || sx > w {
+                            dst.slice_mut(s![k..k + cin]).fill(0.0);
+                        } else {
+                            let src = (n * h + sy - 1) * w + sx - 1;
+                            dst.slice_mut(s![k..k + cin]).assign(&a.row(src));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: sums each column block of `dcols` back into `da` (`[m * h * w, cin]`).
+fn col2im(dcols: ArrayView2<f32>, da: &mut ndarray::ArrayViewMut2<f32>, m: usize, h: usize, w: usize) {
+    let cin = da.ncols();
+    da.fill(0.0);
+    for n in 0..m {
+        for y in 0..h {
+            for x in 0..w {
+                let src = dcols.row((n * h + y) * w + x);
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let (sy, sx) = (y + ky, x + kx);
+                        if sy == 0 || sx == 0 || sy > h || sx > w {
+                            continue;
+                        }
+                        let k = (ky * 3 + kx) * cin;
+                        let mut dst = da.row_mut((n * h + sy - 1) * w + sx - 1);
+                        dst += &src.slice(s![k..k + cin]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// 2x2 max-pooling with stride 2 (an odd last row or column is dropped, as PyTorch's floor mode does),
+/// recording where each maximum came from (the first on ties).
+fn maxpool(a: ArrayView2<f32>, out: &mut Array2<f32>, argmax: &mut [u32], m: usize, h: usize, w: usize) {
+    let c = a.ncols();
+    let (h2, w2) = (h / 2, w / 2);
+    for n in 0..m {
+        for y in 0..h2 {
+            for x in 0..w2 {
+                let o = (n * h2 + y) * w2 + x;
+                for ch in 0..c {
+                    let mut best = f32::NEG_INFINITY;
+                    let mut at = 0usize;
+                    for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                        let p = (n * h + 2 * y + dy) * w + 2 * x + dx;
+                        let v = a[[p, ch]];
+                        if v > best {
+                            best = v;
+                            at = p;
+                        }
+                    }
+                    out[[o, ch]] = best;
+                    argmax[o * c + ch] = at as u32;
+                }
+            }
+        }
+    }
+}
+
+impl Student for Cnn {
+    fn arch(&self) -> super::Arch {
+        super::Arch {
+            kind: super::StudentKind::Cnn,
+            dims: self.dims(),
+            channels: self.channels(),
+            image: self.image.to_vec(),
+        }
+    }
+
+    fn input_width(&self) -> usize {
+        self.scaling.width()
+    }
+
+    fn num_classes(&self) -> usize {
+        self.fcs.last().map_or(0, Linear::outputs)
+    }
+
+    /// `[input, hidden..., classes]`, as for the MLP (the blocks are in `channels`).
+    fn dims(&self) -> Vec<usize> {
+        let mut d = vec![self.input_width()];
+        d.extend(self.fcs.iter().map(Linear::outputs));
+        d
+    }
+
+    fn scaling(&self) -> &InputScaling {
+        &self.scaling
+    }
+
+    fn scaling_mut(&mut self) -> &mut InputScaling {
+        &mut self.scaling
+    }
+
+    fn forward(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        let mut out = Array2::<f32>::zeros((x.nrows(), self.num_classes()));
+        const BLOCK: usize = 64;
+        out.axis_chunks_iter_mut(Axis(0), BLOCK)
+            .into_par_iter()
+            .zip(x.axis_chunks_iter(Axis(0), BLOCK).into_par_iter())
+            .for_each(|(mut o, xb)| o.assign(&self.forward_block(xb)));
+        out
+    }
+
+    fn workspace(&self, rows: usize) -> Workspace {
+        Workspace::new(rows, self.num_classes(), &self.param_shapes(), Box::new(self.buffers(rows)))
+    }
+
+    fn forward_train(&self, inputs: ArrayView2<f32>, rows: &[usize], ws: &mut Workspace) {
+        let m = rows.len();
+        ws.rows = m;
+        let Some(b) = ws.state.downcast_mut::<Buffers>() else { return };
+        self.scaling.gather(inputs, rows, &mut b.x);
+        self.run(b, m, ws.logits.slice_mut(s![..m, ..]));
+    }
+
+    fn backward(&self, ws: &mut Workspace) {
+        let m = ws.rows;
+        let Some(b) = ws.state.downcast_mut::<Buffers>() else { return };
+        let nconv = self.convs.len();
+        // The fully connected layers, as in the MLP, down to d loss / d features.
+        let last = self.fcs.len() - 1;
+        for l in (0..=last).rev() {
+            let layer = &self.fcs[l];
+            let g = 2 * nconv + 2 * l;
+            let (gw, gb) = ws.grads[g..g + 2].split_at_mut(1);
+            let (Ok(gw), Ok(gb)) =
+                (gw[0].view_mut().into_dimensionality::<Ix2>(), gb[0].view_mut().into_dimensionality::<Ix1>())
+            else {
+                return;
+            };
+            let input = if l == 0 { b.feat.slice(s![..m, ..]) } else { b.acts[l - 1].slice(s![..m, ..]) };
+            let (before, rest) = b.deltas.split_at_mut(l);
+            let d = if l == last { ws.grad_logits.slice(s![..m, ..]) } else { rest[0].slice(s![..m, ..]) };
+            let dx =
+                if l == 0 { Some(b.dfeat.slice_mut(s![..m, ..])) } else { Some(before[l - 1].slice_mut(s![..m, ..])) };
+            layer.backward(input, d, gw, gb, dx);
+            if l > 0 {
+                Relu::backward(b.acts[l - 1].slice(s![..m, ..]), before[l - 1].slice_mut(s![..m, ..]));
+            }
+        }
+        // Features -> the last block's pooled output.
+        let sizes = self.sizes();
+        let (hl, wl) = sizes[nconv];
+        let hw = hl * wl;
+        let cl = self.convs[nconv - 1].outputs();
+        {
+            let dp = &mut b.dpooled[nconv - 1];
+            for n in 0..m {
+                let f = b.dfeat.row(n);
+                for p in 0..hw {
+                    for c in 0..cl {
+                        dp[[n * hw + p, c]] = if self.pooled_features() { f[c] / hw as f32 } else { f[c * hw + p] };
+                    }
+                }
+            }
+        }
+        for i in (0..nconv).rev() {
+            let conv = &self.convs[i];
+            let ((h, w), (h2, w2)) = (sizes[i], sizes[i + 1]);
+            let (cin, cout) = (conv.inputs(), conv.outputs());
+            let positions = m * h * w;
+            // Max-pool: each pooled gradient goes to where its maximum came from; then the ReLU mask.
+            let dr = &mut b.drelu[i];
+            dr.slice_mut(s![..positions, ..]).fill(0.0);
+            let dp = &b.dpooled[i];
+            for o in 0..m * h2 * w2 {
+                for ch in 0..cout {
+                    let at = b.argmax[i][o * cout + ch] as usize;
+                    dr[[at, ch]] += dp[[o, ch]];
+                }
+            }
+            Relu::backward(b.relu[i].slice(s![..positions, ..]), dr.slice_mut(s![..positions, ..]));
+            let g = 2 * i;
+            let (gw, gb) = ws.grads[g..g + 2].split_at_mut(1);
+            let (Ok(mut gw), Ok(mut gb)) =
+                (gw[0].view_mut().into_dimensionality::<Ix2>(), gb[0].view_mut().into_dimensionality::<Ix1>())
+            else {
+                return;
+            };
+            let d = dr.slice(s![..positions, ..]);
+            general_mat_mul(1.0, &b.cols[i].slice(s![..positions, ..9 * cin]).t(), &d, 0.0, &mut gw);
+            gb.fill(0.0);
+            for row in d.rows() {
+                gb += &row;
+            }
+            if i > 0 {
+                let mut dc = b.dcols[i].slice_mut(s![..positions, ..]);
+                general_mat_mul(1.0, &d, &conv.w.t(), 0.0, &mut dc);
+                let (before, _) = b.dpooled.split_at_mut(i);
+                let mut da = before[i - 1].slice_mut(s![..positions, ..]);
+                col2im(b.dcols[i].slice(s![..positions, ..]), &mut da, m, h, w);
+            }
+        }
+    }
+
+    fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {
+        let mut out: Vec<ArrayViewMutD<'_, f32>> = Vec::new();
+        for c in &mut self.convs {
+            out.push(c.w.view_mut().into_dyn());
+            out.push(c.b.view_mut().into_dyn());
+        }
+        for l in &mut self.fcs {
+            out.push(l.w.view_mut().into_dyn());
+            out.push(l.b.view_mut().into_dyn());
+        }
+        out
+    }
+
+    fn num_parameters(&self) -> usize {
+        self.convs.iter().map(|c| c.w.len() + c.b.len()).sum::<usize>()
+            + self.fcs.iter().map(|l| l.w.len() + l.b.len()).sum::<usize>()
+    }
+
+    /// `input.shift`, `input.scale`, `convs.{i}.weight` (`[cout, cin, 3, 3]`, as `torch.nn.Conv2d`),
+    /// `convs.{i}.bias`, then `layers.{j}.weight` (`[out, in]`) and `layers.{j}.bias`.
+    fn tensors(&self) -> Vec<Tensor> {
+        let (shift, scale) = (&self.scaling.shift, &self.scaling.scale);
+        let mut out = vec![
+            ("input.shift".to_string(), vec![shift.len()], shift.to_vec()),
+            ("input.scale".to_string(), vec![scale.len()], scale.to_vec()),
+        ];
+        for (i, c) in self.convs.iter().enumerate() {
+            let w = c.torch_weight();
+            out.push((format!("convs.{i}.weight"), w.shape().to_vec(), w.iter().copied().collect()));
+            out.push((format!("convs.{i}.bias"), vec![c.b.len()], c.b.to_vec()));
+        }
+        for (i, l) in self.fcs.iter().enumerate() {
+            let wt = l.w.t();
+            out.push((format!("layers.{i}.weight"), vec![wt.nrows(), wt.ncols()], wt.iter().copied().collect()));
+            out.push((format!("layers.{i}.bias"), vec![l.b.len()], l.b.to_vec()));
+        }
+        out
+    }
+
+    fn graph(&self) -> Vec<Op> {
+        let [c, h, w] = self.image;
+        let mut ops = vec![
+            Op::Scale { shift: self.scaling.shift.clone(), scale: self.scaling.scale.clone() },
+            Op::Image { channels: c, height: h, width: w },
+        ];
+        for conv in &self.convs {
+            ops.push(Op::Conv3x3 { w: conv.torch_weight(), b: conv.b.clone() });
+            ops.push(Op::Relu);
+            ops.push(Op::MaxPool2);
+        }
+        ops.push(if self.pooled_features() { Op::GlobalAveragePool } else { Op::Flatten });
+        for (i, l) in self.fcs.iter().enumerate() {
+            if i > 0 {
+                ops.push(Op::Relu);
+            }
+            ops.push(Op::Linear { w: l.w.clone(), b: l.b.clone() });
+        }
+        ops
+    }
+
+    fn output_bias_mut(&mut self) -> ArrayViewMut1<'_, f32> {
+        match self.fcs.last_mut() {
+            Some(l) => l.b.view_mut(),
+            None => ArrayViewMut1::from(&mut [][..]),
+        }
+    }
+
+    fn boxed(&self) -> Box<dyn Student> {
+        Box::new(self.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    /// A direct (loop) convolution + ReLU + pool + flatten/GAP + MLP forward pass on one CHW image, the
+    /// reference the GEMM path must equal.
+    fn naive(net: &Cnn, x: &[f32]) -> Vec<f32> {
+        let [mut c, mut h, mut w] = net.image;
+        let mut a: Vec<f32> =
+            x.iter().zip(net.scaling.shift.iter().zip(&net.scaling.scale)).map(|(v, (s, k))| (v - s) * k).collect();
+        for conv in &net.convs {
+            let t = conv.torch_weight();
+            let co = conv.outputs();
+            let mut z = vec![0f32; co * h * w];
+            for o in 0..co {
+                for y in 0..h {
+                    for xx in 0..w {
+                        let mut acc = conv.b[o];
+                        for ci in 0..c {
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let (sy, sx) = (y as i64 + ky as i64 - 1, xx as i64 + kx as i64 - 1);
+                                    if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
+                                        acc += t[[o, ci, ky, kx]] * a[(ci * h + sy as usize) * w + sx as usize];
+                                    }
+                                }
+                            }
+                        }
+                        z[(o * h + y) * w + xx] = acc.max(0.0);
+                    }
+                }
+            }
+            let (h2, w2) = (h / 2, w / 2);
+            let mut p = vec![0f32; co * h2 * w2];
+            for o in 0..co {
+                for y in 0..h2 {
+                    for xx in 0..w2 {
+                        let v = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                            .iter()
+                            .map(|(dy, dx)| z[(o * h + 2 * y + dy) * w + 2 * xx + dx])
+                            .fold(f32::NEG_INFINITY, f32::max);
+                        p[(o * h2 + y) * w2 + xx] = v;
+                    }
+                }
+            }
+            (a, c, h, w) = (p, co, h2, w2);
+        }
+        let mut f: Vec<f32> = if net.fcs.len() == 1 {
+            (0..c).map(|ch| a[ch * h * w..(ch + 1) * h * w].iter().sum::<f32>() / (h * w) as f32).collect()
+        } else {
+            a
+        };
+        for (i, l) in net.fcs.iter().enumerate() {
+            let mut z: Vec<f32> =
+                (0..l.outputs()).map(|o| l.b[o] + (0..f.len()).map(|j| f[j] * l.w[[j, o]]).sum::<f32>()).collect();
+            if i + 1 < net.fcs.len() {
+                z.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            f = z;
+        }
+        f
+    }
+
+    fn net(hidden: &[usize]) -> (Cnn, Array2<f32>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut net = Cnn::init([2, 7, 6], &[3, 4], hidden, 5, &mut rng).unwrap();
+        // Random inputs: a periodic pattern repeats patches, and equal values tie in the max-pool, where
+        // the gradient is one-sided.
+        let x = Array2::from_shape_simple_fn((4, 2 * 7 * 6), || rng.random_range(-1.0f32..1.0));
+        net.scaling.fit(x.view());
+        (net, x)
+    }
+
+    #[test]
+    fn the_gemm_forward_pass_equals_a_direct_convolution() {
+        for hidden in [&[8][..], &[]] {
+            let (net, x) = net(hidden);
+            let got = net.forward(x.view());
+            for (i, row) in x.rows().into_iter().enumerate() {
+                let want = naive(&net, row.as_slice().unwrap());
+                for (g, w) in got.row(i).iter().zip(&want) {
+                    assert!((g - w).abs() < 1e-5 * (1.0 + w.abs()), "hidden {hidden:?} row {i}: {g} vs {w}");
+                }
+            }
+            // The training forward pass gives the same logits.
+            let mut ws = net.workspace(4);
+            net.forward_train(x.view(), &[0, 1, 2, 3], &mut ws);
+            assert_eq!(ws.logits, got);
+        }
+    }
+
+    /// Finite-difference check of every parameter's gradient (central differences, h = 2e-3), with the loss
+    /// sum(logits * c) for fixed c (so d loss / d logits = c).
+    #[test]
+    fn backprop_matches_finite_differences() {
+        for hidden in [&[8][..], &[]] {
+            let (net, x) = net(hidden);
+            let c = Array2::from_shape_fn((4, 5), |(i, j)| ((i * 3 + j * 5) % 7) as f32 / 3.0 - 1.0);
+            let loss = |n: &Cnn| -> f64 {
+                let z = n.forward(x.view());
+                z.iter().zip(c.iter()).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum()
+            };
+            let mut ws = net.workspace(4);
+            net.forward_train(x.view(), &[0, 1, 2, 3], &mut ws);
+            ws.grad_logits.assign(&c);
+            net.backward(&mut ws);
+            let h = 1e-3f32;
+            for p in 0..ws.grads.len() {
+                let len = ws.grads[p].len();
+                for j in 0..len {
+                    let (mut plus, mut minus) = (net.clone(), net.clone());
+                    plus.params_mut()[p].as_slice_mut().unwrap()[j] += h;
+                    minus.params_mut()[p].as_slice_mut().unwrap()[j] -= h;
+                    let fd = (loss(&plus) - loss(&minus)) / (2.0 * f64::from(h));
+                    let g = f64::from(ws.grads[p].as_slice().unwrap()[j]);
+                    assert!(
+                        (fd - g).abs() < 2e-2 * (1.0 + fd.abs()),
+                        "hidden {hidden:?} param {p}[{j}]: fd {fd} vs {g}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn torch_layout_round_trips_and_small_images_are_refused() {
+        let (net, _) = net(&[8]);
+        let c = &net.convs[1];
+        let t = c.torch_weight();
+        let back = Conv::from_torch(t.as_slice().unwrap(), c.inputs(), c.outputs(), c.b.to_vec());
+        assert_eq!(&back, c);
+        let mut t: crate::student::io::Tensors =
+            net.tensors().into_iter().map(|(name, shape, v)| (name, (shape, v))).collect();
+        let back =
+            Cnn::from_tensors(&mut t, net.image, &net.channels(), &net.dims(), std::path::Path::new("x")).unwrap();
+        assert_eq!(back, net);
+        let e = Cnn::init([1, 4, 4], &[2, 2, 2], &[], 3, &mut ChaCha8Rng::seed_from_u64(0)).unwrap_err();
+        assert!(e.to_string().contains("a 4x4 image has no pixels left"), "{e}");
+    }
+}

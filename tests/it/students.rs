@@ -1,0 +1,82 @@
+//! Students other than the MLP (issue 12): the CNN trains through the same path (checkpoints, resume,
+//! validation, sweeps), refuses inputs without an image shape, and exports (tested in
+//! `cli::exported_onnx_student_matches_the_rust_forward_pass`).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::cli::{assert_fails, assert_ok, mnist_test_labels, s, softlabel};
+use crate::common::fx;
+
+/// A cnn killed after its first checkpoint resumes to the uninterrupted run's weights, with --keep best
+/// (the best epoch's weights travel in the checkpoint).
+#[test]
+fn a_killed_cnn_resumes_to_identical_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = tmp.path().join("labels");
+    mnist_test_labels(&labels);
+    let args = |out: &Path| -> Vec<String> {
+        let a = [
+            "train",
+            "--labels",
+            s(&labels),
+            "--out",
+            s(out),
+            "--student",
+            "cnn",
+            "--channels",
+            "4,8",
+            "--hidden",
+            "16",
+        ];
+        let b =
+            ["--epochs", "4", "--threads", "2", "--val-fraction", "0.2", "--keep", "best", "--seed", "2", "--quiet"];
+        a.iter().chain(&b).map(|v| v.to_string()).collect()
+    };
+    let whole = tmp.path().join("whole");
+    assert_ok(&Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args(&whole)).output().unwrap());
+    let killed = tmp.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args(&killed)).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !killed.join("checkpoint.json").exists() {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint after 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.join("student.json").exists(), "the run finished before it was killed: the test proves nothing");
+    let mut resume = args(&killed);
+    resume.push("--resume".into());
+    assert_ok(&Command::new(env!("CARGO_BIN_EXE_softlabel")).args(&resume).output().unwrap());
+    let read = |d: &Path| std::fs::read(d.join("student.safetensors")).unwrap();
+    assert_eq!(read(&whole), read(&killed), "resumed training must reach the uninterrupted run's weights");
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(whole.join("student.json")).unwrap()).unwrap();
+    assert_eq!((info["kind"].as_str(), info["channels"].clone()), (Some("cnn"), serde_json::json!([4, 8])));
+    assert_eq!(info["image"], serde_json::json!([1, 28, 28]));
+    // It learned: the distilled cnn agrees with the teacher on most held-out rows.
+    let agreement = info["final_epoch"]["val_agreement"].as_f64().unwrap();
+    assert!(agreement > 0.8, "val agreement {agreement}");
+}
+
+#[test]
+fn a_cnn_needs_image_shaped_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = tmp.path().join("labels");
+    let (teacher, data) = (fx("linear.onnx"), fx("small.parquet"));
+    let args = ["precompute", "--teacher", s(&teacher), "--data", s(&data), "-T", "2"];
+    assert_ok(&softlabel(&[&args[..], &["--out", s(&labels)]].concat()));
+    let o = softlabel(&["train", "--labels", s(&labels), "--out", s(&tmp.path().join("st")), "--student", "cnn"]);
+    assert_fails(&o, "a cnn student needs image-shaped inputs ([C, H, W] or [H, W]); the labels' input shape is [4]");
+    let o = softlabel(&[
+        "train",
+        "--labels",
+        s(&labels),
+        "--out",
+        s(&tmp.path().join("st")),
+        "--student",
+        "cnn",
+        "--channels",
+        "0",
+    ]);
+    assert_fails(&o, "--channels needs at least one block, each of > 0 channels");
+}
