@@ -45,6 +45,8 @@ pub struct RunReport {
     pub student: String,
     /// `[input, hidden..., classes]`.
     pub student_dims: Vec<usize>,
+    /// The student's architecture in words.
+    pub student_architecture: String,
     /// Trainable parameters.
     pub student_parameters: usize,
     /// Training seconds.
@@ -287,6 +289,7 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
         student_reused: reused,
         student: student_dir.display().to_string(),
         student_dims: student.dims(),
+        student_architecture: student.arch().describe(),
         student_parameters: student.num_parameters(),
         train_seconds,
         test,

@@ -18,8 +18,8 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     let (onnx, st) = softlabel::export::export(&s, &a.out)?;
     let bytes = std::fs::metadata(&onnx)?.len();
     println!(
-        "exported {:?} ({} parameters) to {} ({:.2} MB) and {}",
-        s.student.dims(),
+        "exported {} ({} parameters) to {} ({:.2} MB) and {}",
+        s.student.arch().describe(),
         s.student.num_parameters(),
         onnx.display(),
         bytes as f64 / 1e6,

@@ -58,8 +58,8 @@ pub fn run(a: RunArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()
         t.teacher_errors.map_or("-".into(), |e| e.to_string())
     );
     println!(
-        "  student      {:?}, {} parameters, {}: test accuracy {} ({} errors)",
-        r.student_dims,
+        "  student      {}, {} parameters, {}: test accuracy {} ({} errors)",
+        r.student_architecture,
         r.student_parameters,
         if r.student_reused {
             "reused (same settings, labels and version)".to_string()

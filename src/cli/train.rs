@@ -135,9 +135,8 @@ pub struct TrainArgs {
     /// outputs) is streamed from disk in windows of this size, shuffled block-wise, instead of loaded.
     #[arg(long, default_value_t = d().memory_budget_mib, value_name = "MIB")]
     pub memory_budget: u64,
-    /// Replace a finished student already in --out (made with other settings or labels). Without it,
-    /// one made with the same settings, labels and softlabel version is kept as it is, and any other is
-    /// refused.
+    /// Replace a finished student in --out that was made with other settings or labels (without it, it is
+    /// refused). One made with the same settings, labels and softlabel version is always kept as it is.
     #[arg(long)]
     pub overwrite: bool,
     /// Print the result as JSON on stdout.
@@ -206,16 +205,16 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
     }
     if trained.reused {
         println!(
-            "{} already holds this student (same settings, labels and softlabel version): kept as it is; \
-             --overwrite trains it again",
+            "{} already holds this student (same settings, labels and softlabel version): kept as it is \
+             (training again would give the same weights; remove the folder to retrain anyway)",
             a.out.display()
         );
         return Ok(());
     }
     let last = trained.log.last();
     println!(
-        "trained {:?} ({} parameters) on {} rows for {} epochs in {secs:.1}s (T = {}, alpha = {}); final loss {:.4}{}",
-        trained.student.dims(),
+        "trained {} ({} parameters) on {} rows for {} epochs in {secs:.1}s (T = {}, alpha = {}); final loss {:.4}{}",
+        trained.student.arch().describe(),
         trained.student.num_parameters(),
         trained.rows,
         trained.log.len(),

@@ -245,13 +245,17 @@ impl Cnn {
         let sizes = self.sizes();
         let [c0, h0, w0] = self.image;
         // CHW rows -> NHWC positions.
-        {
-            let a = &mut b.input[0];
+        if let (Some(a), Some(x)) = (b.input[0].as_slice_mut(), b.x.as_slice()) {
+            let hw = h0 * w0;
             for n in 0..m {
-                let row = b.x.row(n);
+                let (row, img) = (&x[n * c0 * hw..(n + 1) * c0 * hw], &mut a[n * hw * c0..(n + 1) * hw * c0]);
+                if c0 == 1 {
+                    img.copy_from_slice(row);
+                    continue;
+                }
                 for c in 0..c0 {
-                    for p in 0..h0 * w0 {
-                        a[[n * h0 * w0 + p, c]] = row[c * h0 * w0 + p];
+                    for p in 0..hw {
+                        img[p * c0 + c] = row[c * hw + p];
                     }
                 }
             }
@@ -320,22 +324,25 @@ impl Cnn {
 
 /// The im2col matrix of NHWC `a` (`[m * h * w, cin]`) for a 3x3 kernel with padding 1:
 /// `cols[position, (ky * 3 + kx) * cin + c] = a[position shifted by (ky - 1, kx - 1), c]`, zero outside.
+/// Both are row-major and contiguous (buffers the network owns), so whole channel runs are copied.
 fn im2col(a: ArrayView2<f32>, cols: &mut Array2<f32>, m: usize, h: usize, w: usize) {
     let cin = a.ncols();
+    let width = 9 * cin;
+    let (Some(a), Some(cols)) = (a.as_slice(), cols.as_slice_mut()) else { return };
     for n in 0..m {
         for y in 0..h {
             for x in 0..w {
                 let row = (n * h + y) * w + x;
-                let mut dst = cols.row_mut(row);
+                let dst = &mut cols[row * width..(row + 1) * width];
                 for ky in 0..3 {
                     for kx in 0..3 {
                         let k = (ky * 3 + kx) * cin;
                         let (sy, sx) = (y + ky, x + kx);
                         if sy == 0 || sx == 0 || sy > h || sx > w {
-                            dst.slice_mut(s![k..k + cin]).fill(0.0);
+                            dst[k..k + cin].fill(0.0);
                         } else {
-                            let src = (n * h + sy - 1) * w + sx - 1;
-                            dst.slice_mut(s![k..k + cin]).assign(&a.row(src));
+                            let src = ((n * h + sy - 1) * w + sx - 1) * cin;
+                            dst[k..k + cin].copy_from_slice(&a[src..src + cin]);
                         }
                     }
                 }
@@ -347,11 +354,14 @@ fn im2col(a: ArrayView2<f32>, cols: &mut Array2<f32>, m: usize, h: usize, w: usi
 /// The adjoint of [`im2col`]: sums each column block of `dcols` back into `da` (`[m * h * w, cin]`).
 fn col2im(dcols: ArrayView2<f32>, da: &mut ndarray::ArrayViewMut2<f32>, m: usize, h: usize, w: usize) {
     let cin = da.ncols();
+    let width = 9 * cin;
+    let (Some(dcols), Some(da)) = (dcols.as_slice(), da.as_slice_mut()) else { return };
     da.fill(0.0);
     for n in 0..m {
         for y in 0..h {
             for x in 0..w {
-                let src = dcols.row((n * h + y) * w + x);
+                let row = (n * h + y) * w + x;
+                let src = &dcols[row * width..(row + 1) * width];
                 for ky in 0..3 {
                     for kx in 0..3 {
                         let (sy, sx) = (y + ky, x + kx);
@@ -359,8 +369,10 @@ fn col2im(dcols: ArrayView2<f32>, da: &mut ndarray::ArrayViewMut2<f32>, m: usize
                             continue;
                         }
                         let k = (ky * 3 + kx) * cin;
-                        let mut dst = da.row_mut((n * h + sy - 1) * w + sx - 1);
-                        dst += &src.slice(s![k..k + cin]);
+                        let dst = ((n * h + sy - 1) * w + sx - 1) * cin;
+                        for (d, s) in da[dst..dst + cin].iter_mut().zip(&src[k..k + cin]) {
+                            *d += s;
+                        }
                     }
                 }
             }
@@ -373,23 +385,24 @@ fn col2im(dcols: ArrayView2<f32>, da: &mut ndarray::ArrayViewMut2<f32>, m: usize
 fn maxpool(a: ArrayView2<f32>, out: &mut Array2<f32>, argmax: &mut [u32], m: usize, h: usize, w: usize) {
     let c = a.ncols();
     let (h2, w2) = (h / 2, w / 2);
+    let (Some(a), Some(out)) = (a.as_slice(), out.as_slice_mut()) else { return };
     for n in 0..m {
         for y in 0..h2 {
             for x in 0..w2 {
                 let o = (n * h2 + y) * w2 + x;
-                for ch in 0..c {
-                    let mut best = f32::NEG_INFINITY;
-                    let mut at = 0usize;
-                    for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                        let p = (n * h + 2 * y + dy) * w + 2 * x + dx;
-                        let v = a[[p, ch]];
-                        if v > best {
-                            best = v;
-                            at = p;
+                let p00 = (n * h + 2 * y) * w + 2 * x;
+                let corners = [p00, p00 + 1, p00 + w, p00 + w + 1];
+                let (dst, at) = (&mut out[o * c..(o + 1) * c], &mut argmax[o * c..(o + 1) * c]);
+                dst.copy_from_slice(&a[p00 * c..(p00 + 1) * c]);
+                at.fill(p00 as u32);
+                for &p in &corners[1..] {
+                    for ch in 0..c {
+                        let v = a[p * c + ch];
+                        if v > dst[ch] {
+                            dst[ch] = v;
+                            at[ch] = p as u32;
                         }
                     }
-                    out[[o, ch]] = best;
-                    argmax[o * c + ch] = at as u32;
                 }
             }
         }
@@ -499,12 +512,11 @@ impl Student for Cnn {
             let positions = m * h * w;
             // Max-pool: each pooled gradient goes to where its maximum came from; then the ReLU mask.
             let dr = &mut b.drelu[i];
-            dr.slice_mut(s![..positions, ..]).fill(0.0);
-            let dp = &b.dpooled[i];
-            for o in 0..m * h2 * w2 {
-                for ch in 0..cout {
-                    let at = b.argmax[i][o * cout + ch] as usize;
-                    dr[[at, ch]] += dp[[o, ch]];
+            if let (Some(d), Some(dp)) = (dr.as_slice_mut(), b.dpooled[i].as_slice()) {
+                d[..positions * cout].fill(0.0);
+                let n = m * h2 * w2 * cout;
+                for (j, (&at, &g)) in b.argmax[i][..n].iter().zip(&dp[..n]).enumerate() {
+                    d[at as usize * cout + j % cout] += g;
                 }
             }
             Relu::backward(b.relu[i].slice(s![..positions, ..]), dr.slice_mut(s![..positions, ..]));
