@@ -152,7 +152,9 @@ impl Cnn {
     ) -> Result<Self> {
         use super::io::take_tensor;
         let [c, h, w] = image;
-        let d = c * h * w;
+        let Some(d) = c.checked_mul(h).and_then(|v| v.checked_mul(w)) else {
+            return Err(Error::dataset(path, format!("image {image:?} holds more values than memory")));
+        };
         if dims.len() < 2 || dims[0] != d {
             return Err(Error::dataset(path, format!("dims {dims:?} do not start with the image's {d} values")));
         }

@@ -63,8 +63,8 @@ impl Arch {
     /// The image as `[C, H, W]`.
     pub fn image3(&self) -> crate::error::Result<[usize; 3]> {
         match self.image.as_slice() {
-            &[c, h, w] => Ok([c, h, w]),
-            &[h, w] => Ok([1, h, w]),
+            &[c, h, w] if c > 0 && h > 0 && w > 0 => Ok([c, h, w]),
+            &[h, w] if h > 0 && w > 0 => Ok([1, h, w]),
             other => Err(crate::error::Error::Config(format!(
                 "a cnn student needs image-shaped inputs ([C, H, W] or [H, W]); the labels' input shape is {other:?}"
             ))),

@@ -180,10 +180,10 @@ pub fn train(
     };
     if arch.kind == StudentKind::Cnn {
         let [c, h, w] = arch.image3()?;
-        if c * h * w != rows.width() {
+        if c.checked_mul(h).and_then(|v| v.checked_mul(w)) != Some(rows.width()) {
             return Err(Error::dataset(
                 origin,
-                format!("input shape {input_shape:?} holds {} values, the rows have {}", c * h * w, rows.width()),
+                format!("input shape {input_shape:?} does not hold the rows' {} values", rows.width()),
             ));
         }
     }

@@ -80,3 +80,31 @@ fn a_cnn_needs_image_shaped_inputs() {
     ]);
     assert_fails(&o, "--channels needs at least one block, each of > 0 channels");
 }
+
+/// A student folder is input too: a student.json whose cnn shape does not fit its weights (or overflows)
+/// is refused with one line naming the file, never a panic.
+#[test]
+fn a_tampered_cnn_student_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = tmp.path().join("labels");
+    mnist_test_labels(&labels);
+    let st = tmp.path().join("st");
+    let args =
+        ["train", "--labels", s(&labels), "--out", s(&st), "--student", "cnn", "--channels", "2", "--hidden", "8"];
+    assert_ok(&softlabel(&[&args[..], &["--epochs", "1"]].concat()));
+    let info_path = st.join("student.json");
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&info_path).unwrap()).unwrap();
+    for (image, expect) in [
+        (serde_json::json!([4294967296u64, 4294967296u64, 1]), "holds more values than memory"),
+        // 784 values, but 24x8 pixels after the pooling instead of 14x14.
+        (serde_json::json!([1, 49, 16]), "tensor 'layers.0.weight' has shape"),
+        (serde_json::json!([784]), "a cnn student needs image-shaped inputs"),
+    ] {
+        let mut bad = info.clone();
+        bad["image"] = image;
+        std::fs::write(&info_path, serde_json::to_vec(&bad).unwrap()).unwrap();
+        let o = softlabel(&["eval", "--student", s(&st), "--data", s(&labels)]);
+        assert_fails(&o, expect);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("student"), "names the student's file");
+    }
+}
