@@ -150,15 +150,29 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
         vec![d]
     };
     let mut graph = Pb::default();
-    let mut cur = "input".to_string();
+    // The teacher's input name and element type: the student drops in where the teacher ran.
+    // Internal values are named `softlabel/...` and the outputs `logits` and `probs`; a teacher input named
+    // like one of those (or like a weight) falls back to `input`.
+    let taken = |n: &str| {
+        n.starts_with("softlabel/")
+            || ["logits", "probs"].contains(&n)
+            || n.starts_with("input.")
+            || n.contains(".weight")
+            || n.contains(".bias")
+            || n == "image.shape"
+    };
+    let input_name =
+        info.teacher_input_name.clone().filter(|n| !n.is_empty() && !taken(n)).unwrap_or_else(|| "input".to_string());
+    let input_type = info.teacher_input_type.unwrap_or(info.input_dtype);
+    let mut cur = input_name.clone();
     let mut nodes = Vec::new();
     if row_shape.len() > 1 {
-        nodes.push(node("Flatten", &[&cur], &["flat"], "flatten", &[("axis", 1)]));
-        cur = "flat".into();
+        nodes.push(node("Flatten", &[&cur], &["softlabel/flat"], "flatten", &[("axis", 1)]));
+        cur = "softlabel/flat".into();
     }
-    if info.input_dtype != ElementType::F32 {
-        nodes.push(node("Cast", &[&cur], &["x"], "cast", &[("to", 1)]));
-        cur = "x".into();
+    if input_type != ElementType::F32 {
+        nodes.push(node("Cast", &[&cur], &["softlabel/x"], "cast", &[("to", 1)]));
+        cur = "softlabel/x".into();
     }
     let ops = net.graph();
     let linears = ops.iter().filter(|op| matches!(op, Op::Linear { .. })).count();
@@ -170,38 +184,38 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
         step += 1;
         match op {
             Op::Scale { shift, scale } => {
-                nodes.push(node("Sub", &[&cur, "input.shift"], &["centred"], "shift", &[]));
-                nodes.push(node("Mul", &["centred", "input.scale"], &["h0"], "scale", &[]));
+                nodes.push(node("Sub", &[&cur, "input.shift"], &["softlabel/centred"], "shift", &[]));
+                nodes.push(node("Mul", &["softlabel/centred", "input.scale"], &["softlabel/h0"], "scale", &[]));
                 inits.push(tensor("input.shift", &[shift.len()], &shift.to_vec()));
                 inits.push(tensor("input.scale", &[scale.len()], &scale.to_vec()));
-                cur = "h0".into();
+                cur = "softlabel/h0".into();
             }
             Op::Linear { w, b } => {
                 let (wn, bn) = (format!("layers.{i}.weight"), format!("layers.{i}.bias"));
                 let wt = w.t();
                 inits.push(tensor(&wn, &[wt.nrows(), wt.ncols()], &wt.iter().copied().collect::<Vec<_>>()));
                 inits.push(tensor(&bn, &[b.len()], &b.to_vec()));
-                let z = if i + 1 == linears { "logits".to_string() } else { format!("z{i}") };
+                let z = if i + 1 == linears { "logits".to_string() } else { format!("softlabel/z{i}") };
                 nodes.push(node("Gemm", &[&cur, &wn, &bn], &[&z], &format!("gemm{i}"), &[("transB", 1)]));
                 cur = z;
                 i += 1;
             }
             Op::Relu => {
-                let h = format!("relu{step}");
+                let h = format!("softlabel/relu{step}");
                 nodes.push(node("Relu", &[&cur], &[&h], &h, &[]));
                 cur = h;
             }
             Op::Image { channels, height, width } => {
                 let shape = [-1, *channels as i64, *height as i64, *width as i64];
                 inits.push(tensor_i64("image.shape", &shape));
-                nodes.push(node("Reshape", &[&cur, "image.shape"], &["image"], "image", &[]));
-                cur = "image".into();
+                nodes.push(node("Reshape", &[&cur, "image.shape"], &["softlabel/image"], "image", &[]));
+                cur = "softlabel/image".into();
             }
             Op::Conv3x3 { w, b } => {
                 let (wn, bn) = (format!("convs.{conv}.weight"), format!("convs.{conv}.bias"));
                 inits.push(tensor(&wn, w.shape(), &w.iter().copied().collect::<Vec<_>>()));
                 inits.push(tensor(&bn, &[b.len()], &b.to_vec()));
-                let out = format!("conv{conv}");
+                let out = format!("softlabel/conv{conv}");
                 let mut n = node("Conv", &[&cur, &wn, &bn], &[&out], &out, &[]);
                 ints_attr(&mut n, "kernel_shape", &[3, 3]);
                 ints_attr(&mut n, "pads", &[1, 1, 1, 1]);
@@ -210,7 +224,7 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
                 conv += 1;
             }
             Op::MaxPool2 => {
-                let out = format!("pool{step}");
+                let out = format!("softlabel/pool{step}");
                 let mut n = node("MaxPool", &[&cur], &[&out], &out, &[]);
                 ints_attr(&mut n, "kernel_shape", &[2, 2]);
                 ints_attr(&mut n, "strides", &[2, 2]);
@@ -218,13 +232,13 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
                 cur = out;
             }
             Op::Flatten => {
-                nodes.push(node("Flatten", &[&cur], &["features"], "features", &[("axis", 1)]));
-                cur = "features".into();
+                nodes.push(node("Flatten", &[&cur], &["softlabel/features"], "features", &[("axis", 1)]));
+                cur = "softlabel/features".into();
             }
             Op::GlobalAveragePool => {
-                nodes.push(node("GlobalAveragePool", &[&cur], &["gap"], "gap", &[]));
-                nodes.push(node("Flatten", &["gap"], &["features"], "features", &[("axis", 1)]));
-                cur = "features".into();
+                nodes.push(node("GlobalAveragePool", &[&cur], &["softlabel/gap"], "gap", &[]));
+                nodes.push(node("Flatten", &["softlabel/gap"], &["softlabel/features"], "features", &[("axis", 1)]));
+                cur = "softlabel/features".into();
             }
         }
     }
@@ -241,7 +255,7 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
     }
     let mut in_dims = vec![None];
     in_dims.extend(row_shape.iter().map(|&v| Some(v)));
-    graph.msg(11, value_info("input", onnx_type(info.input_dtype), &in_dims));
+    graph.msg(11, value_info(&input_name, onnx_type(input_type), &in_dims));
     let k = Some(net.num_classes());
     graph.msg(12, value_info("logits", 1, &[None, k]));
     graph.msg(12, value_info("probs", 1, &[None, k]));

@@ -109,10 +109,12 @@ impl<'s> Plan<'s> {
         }
         let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let members: Vec<TeacherInfo> =
-            teacher.members().iter().map(|m| member_info(m, &file_name(m.path()))).collect();
+            teacher.members().iter().map(|m| member_info(m, &file_name(m.path()), source.element_type())).collect();
         let manifest = Manifest {
             format: FORMAT.into(),
-            schema_version: if views.is_some() {
+            schema_version: if members.iter().any(|m| m.input_type.is_some()) {
+                crate::store::SCHEMA_VERSION_INPUT_TYPE
+            } else if views.is_some() {
                 SCHEMA_VERSION_VIEWS
             } else if settings.form.is_dense() && !settings.float16 {
                 SCHEMA_VERSION
@@ -206,12 +208,14 @@ pub(crate) fn check_width(batch: &Batch, width: usize, column: &str) -> Result<(
     Ok(())
 }
 
-fn member_info(m: &Teacher, file: &str) -> TeacherInfo {
+fn member_info(m: &Teacher, file: &str, source_type: crate::data::ElementType) -> TeacherInfo {
+    let input_type = m.input_element_type();
     TeacherInfo {
         file: file.to_string(),
         sha256: m.sha256().to_string(),
         input_name: m.input_name().to_string(),
         input_shape: m.input_shape().to_vec(),
+        input_type: (input_type != source_type).then_some(input_type),
         output_name: m.output_name().to_string(),
         output_kind: m.output_kind(),
     }

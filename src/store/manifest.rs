@@ -21,6 +21,10 @@ pub struct TeacherInfo {
     pub input_name: String,
     /// The input shape the model declares (-1: dynamic).
     pub input_shape: Vec<i64>,
+    /// The element type the model's input declares, when it differs from the stored input's
+    /// (`input.dtype`; schema 1.3): a student exported from these labels takes this type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_type: Option<crate::data::ElementType>,
     /// The output read as logits.
     pub output_name: String,
     /// What that output held (probabilities are stored as log p).
@@ -401,6 +405,7 @@ mod tests {
                 sha256: "ab".into(),
                 input_name: "x".into(),
                 input_shape: vec![-1, 2],
+                input_type: None,
                 output_name: "y".into(),
                 output_kind: crate::teacher::OutputKind::Logits,
             },

@@ -31,6 +31,9 @@ pub const SCHEMA_VERSION_SPARSE: &str = "1.1";
 /// The schema version of datasets with augmented views (`precompute --views`), which add the `view`,
 /// `shift_x` and `shift_y` columns and the `views` field.
 pub const SCHEMA_VERSION_VIEWS: &str = "1.2";
+/// The schema version of datasets whose teacher takes another element type than the stored input
+/// (`teacher.input_type`, e.g. a float32 teacher fed uint8 pixels).
+pub const SCHEMA_VERSION_INPUT_TYPE: &str = "1.3";
 /// The major schema version this build reads.
 pub const SCHEMA_MAJOR: u32 = 1;
 /// The manifest's file name inside a dataset folder.

@@ -85,6 +85,13 @@ pub struct StudentInfo {
     pub input_dtype: ElementType,
     /// Per-row shape.
     pub input_shape: Vec<usize>,
+    /// The teacher's input name, which the exported student takes too (so it drops in where the
+    /// teacher ran; absent in students trained before it was recorded: then `input`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_input_name: Option<String>,
+    /// The teacher's input element type, which the exported student takes (absent: `input_dtype`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_input_type: Option<ElementType>,
     /// Class names, when known.
     pub class_names: Option<Vec<String>>,
     /// The settings it was trained with.

@@ -217,6 +217,18 @@ impl Teacher {
         &self.input_shape
     }
 
+    /// The element type the model's input declares.
+    pub fn input_element_type(&self) -> crate::data::ElementType {
+        use crate::data::ElementType;
+        match self.input_type {
+            InputType::F32 => ElementType::F32,
+            InputType::F64 => ElementType::F64,
+            InputType::I32 => ElementType::I32,
+            InputType::I64 => ElementType::I64,
+            InputType::U8 => ElementType::U8,
+        }
+    }
+
     /// Number of classes when the model declares it.
     pub fn num_classes(&self) -> Option<usize> {
         self.num_classes

@@ -240,6 +240,12 @@ pub fn student_info(
         input_column: m.input.source_column.clone(),
         input_dtype: m.input.dtype,
         input_shape: m.input.shape.clone(),
+        teacher_input_name: Some(m.teacher.input_name.clone()),
+        // Recorded from schema 1.3 on, where its absence means the stored type; unknown before.
+        teacher_input_type: m.teacher.input_type.or_else(|| {
+            let minor = m.schema_version.split('.').nth(1).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+            (minor >= 3).then_some(m.input.dtype)
+        }),
         class_names: m.class_names.clone(),
         settings: settings.clone(),
         temperature: trained.temperature,

@@ -563,10 +563,12 @@ fn exported_matches_rust(st: &Path, onnx: &Path) {
     assert_ok(&softlabel(&["export", "--student", s(st), "--out", s(onnx)]));
     assert!(onnx.with_extension("safetensors").is_file());
 
-    // The exported model takes the teacher's input as is: uint8 [batch, 1, 28, 28].
+    // The exported model takes the teacher's input as the teacher declares it: float32 `image`
+    // [batch, 1, 28, 28] (the stored pixels are uint8; the teacher's signature wins, so it drops in).
     let student = softlabel::student::io::load(st).unwrap();
     let mut model = Teacher::load(onnx, &TeacherOptions::default()).unwrap();
     assert_eq!(model.input_shape(), &[-1, 1, 28, 28]);
+    assert_eq!((model.input_name(), model.input_element_type()), ("image", softlabel::data::ElementType::F32));
     let source = softlabel::data::open(&mnist("mnist/test.parquet"), &DataSpec::new("image")).unwrap();
     let row_shape = model.row_shape(784, "image").unwrap();
     let mut worst = 0f32;

@@ -56,9 +56,12 @@ def test_export_is_valid_onnx_and_matches_numpy(tmp_path):
     model = onnx.load(str(out))
     onnx.checker.check_model(model, full_check=True)
     assert model.opset_import[0].version >= 17
+    # The student takes the teacher's input exactly (name, element type, shape), not the dataset's uint8.
     (inp,) = model.graph.input
+    (teacher_inp,) = onnx.load(str(ROOT / "data/teachers/mnist_cnn.onnx")).graph.input
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
-    assert dims == ["batch", 1, 28, 28] and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert dims == ["batch", 1, 28, 28] and inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert (inp.name, inp.type.tensor_type.elem_type) == (teacher_inp.name, teacher_inp.type.tensor_type.elem_type)
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["softlabel.student"])["dims"] == [784, 64, 32, 10]
 
@@ -66,7 +69,7 @@ def test_export_is_valid_onnx_and_matches_numpy(tmp_path):
     assert json.loads(st_meta["config"])["dims"] == [784, 64, 32, 10]
     images = np.stack(pq.read_table(test).column("image").to_numpy(zero_copy_only=False))[:2000]
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    logits, probs = sess.run(None, {"input": images.reshape(-1, 1, 28, 28)})
+    logits, probs = sess.run(None, {teacher_inp.name: images.reshape(-1, 1, 28, 28).astype(np.float32)})
     ref = numpy_forward(tensors, images.astype(np.float32))
     assert np.abs(logits - ref).max() / max(1.0, np.abs(ref).max()) < 1e-5
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)

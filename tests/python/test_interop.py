@@ -53,7 +53,9 @@ def test_folder_opens_with_pyarrow_dataset(labels):
 def test_metadata_matches_manifest(labels):
     manifest = json.loads((labels / "_manifest.json").read_text())
     md = {k.decode(): v.decode() for k, v in pq.read_schema(labels / "part-00001.parquet").metadata.items()}
-    assert md["softlabel.schema_version"] == manifest["schema_version"] == "1.0"
+    # 1.3: the teacher takes float32, the stored pixels are uint8, so the manifest records the teacher's type.
+    assert md["softlabel.schema_version"] == manifest["schema_version"] == "1.3"
+    assert manifest["teacher"]["input_type"] == "f32" and manifest["input"]["dtype"] == "u8"
     assert float(md["softlabel.temperature"]) == manifest["temperature"] == T
     assert md["softlabel.teacher_sha256"] == manifest["teacher"]["sha256"]
     import hashlib

@@ -110,4 +110,5 @@ def test_top_k_files_read_everywhere_and_give_exact_probabilities(labels, tmp_pa
         f"SELECT count(*), min(len(topk_index)), max(len(topk_logit)) FROM read_parquet('{topk}/*.parquet')").fetchone()
     assert (n, lo, hi) == (10_000, 5, 5)
     manifest = json.loads((topk / "_manifest.json").read_text())
-    assert manifest["schema_version"] == "1.1" and manifest["form"] == {"kind": "top-k", "k": 5}
+    # 1.3 > 1.1: the top-k form, and a float32 teacher fed uint8 pixels (teacher.input_type).
+    assert manifest["schema_version"] == "1.3" and manifest["form"] == {"kind": "top-k", "k": 5}
