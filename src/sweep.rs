@@ -95,9 +95,7 @@ impl SweepSpec {
                     "{where_} sets threads: a sweep splits the cores between its runs itself (--parallel)"
                 )));
             }
-            if !defaults.contains_key(key)
-                && !["lr", "temperature", "clip_norm", "val_fraction", "early_stop"].contains(&key)
-            {
+            if !defaults.contains_key(key) && !UNSET_BY_DEFAULT.contains(&key) {
                 return Err(Error::Config(format!(
                     "{where_}: unknown setting `{key}` (the keys of `softlabel train`)"
                 )));
@@ -169,13 +167,16 @@ impl SweepSpec {
     }
 }
 
+/// The optional [`TrainConfig`] keys, absent from its serialised defaults; all but `early_stop` are floats.
+const UNSET_BY_DEFAULT: [&str; 5] = ["lr", "temperature", "clip_norm", "val_fraction", "early_stop"];
+
 /// A list setting given one value (`hidden = 64`) is a list of one.
 fn coerce(defaults: &toml::Table, key: &str, v: toml::Value) -> toml::Value {
     match (defaults.get(key), v) {
         (Some(toml::Value::Array(_)), toml::Value::Array(a)) => toml::Value::Array(a),
         (Some(toml::Value::Array(_)), other) => toml::Value::Array(vec![other]),
         (Some(toml::Value::Float(_)), toml::Value::Integer(i)) => toml::Value::Float(i as f64),
-        (None, toml::Value::Integer(i)) if ["lr", "temperature", "clip_norm", "val_fraction"].contains(&key) => {
+        (None, toml::Value::Integer(i)) if UNSET_BY_DEFAULT.contains(&key) && key != "early_stop" => {
             toml::Value::Float(i as f64)
         }
         (_, other) => other,

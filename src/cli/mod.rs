@@ -110,6 +110,21 @@ impl DataArgs {
     }
 }
 
+impl DataArgs {
+    /// `--val PATH` read with these columns (the input column defaulting to the one `m`'s labels were
+    /// made from), for `train` and `sweep`.
+    pub fn val_set(
+        &self,
+        path: Option<&std::path::Path>,
+        m: &softlabel::store::Manifest,
+    ) -> softlabel::Result<Option<softlabel::train::ValSet>> {
+        path.map(|p| {
+            softlabel::train::ValSet::load(p, &self.spec(p, Some(&m.input.source_column)), m.num_classes, m.input.width)
+        })
+        .transpose()
+    }
+}
+
 /// The name of the data's one list column, if it has exactly one.
 fn only_list_column(data: &std::path::Path) -> Option<String> {
     use arrow_schema::DataType;

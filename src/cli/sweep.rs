@@ -3,7 +3,6 @@ use std::path::PathBuf;
 use clap::Args;
 use softlabel::store::SoftLabels;
 use softlabel::sweep::{SweepJob, SweepSpec};
-use softlabel::train::ValSet;
 
 use super::{pct, Bars, DataArgs};
 
@@ -60,15 +59,7 @@ pub fn run(a: SweepArgs, bars: &Bars) -> anyhow::Result<()> {
     let runs = spec.expand(a.val.is_none())?;
     let labels = SoftLabels::open(&a.labels)?;
     let m = labels.manifest().clone();
-    let val = match &a.val {
-        Some(path) => Some(ValSet::load(
-            path,
-            &a.val_args.spec(path, Some(&m.input.source_column)),
-            m.num_classes,
-            m.input.width,
-        )?),
-        None => None,
-    };
+    let val = a.val_args.val_set(a.val.as_deref(), &m)?;
     let job = SweepJob {
         labels: &labels,
         runs: &runs,

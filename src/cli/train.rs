@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use clap::Args;
 use softlabel::config::{Origin, TrainConfig};
 use softlabel::store::SoftLabels;
-use softlabel::train::{Resume, TrainJob, ValSet};
+use softlabel::train::{Resume, TrainJob};
 
 use super::enums::{Keep, LrSchedule, OptimizerKind, StudentKind};
 use super::{Bars, DataArgs};
@@ -179,15 +179,7 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
     let settings = config.validate(&Origin::Flags)?;
     let labels = SoftLabels::open(&a.labels)?;
     let m = labels.manifest().clone();
-    let val = match &a.val {
-        Some(path) => Some(ValSet::load(
-            path,
-            &a.val_args.spec(path, Some(&m.input.source_column)),
-            m.num_classes,
-            m.input.width,
-        )?),
-        None => None,
-    };
+    let val = a.val_args.val_set(a.val.as_deref(), &m)?;
     let job = TrainJob {
         labels: &labels,
         settings: &settings,

@@ -8,9 +8,8 @@
 //! weights load into the PyTorch module of the same architecture and export to ONNX unchanged.
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array1, Array2, ArrayD, ArrayView2, ArrayViewMut1, ArrayViewMutD, Axis, Ix1, Ix2};
+use ndarray::{s, Array1, Array2, ArrayD, ArrayView2, ArrayViewMut1, ArrayViewMutD, Ix1, Ix2};
 use rand::Rng;
-use rayon::prelude::*;
 
 use super::layers::{InputScaling, Linear, Relu};
 use super::{Op, Student, Tensor, Workspace};
@@ -158,8 +157,7 @@ impl Cnn {
         if dims.len() < 2 || dims[0] != d {
             return Err(Error::dataset(path, format!("dims {dims:?} do not start with the image's {d} values")));
         }
-        let shift = Array1::from(take_tensor(t, "input.shift", &[d], path)?);
-        let scale = Array1::from(take_tensor(t, "input.scale", &[d], path)?);
+        let scaling = super::io::scaling_from_tensors(t, d, path)?;
         let mut convs = Vec::new();
         let mut cin = c;
         for (i, &cout) in channels.iter().enumerate() {
@@ -173,17 +171,8 @@ impl Cnn {
         let features = if dims.len() == 2 { cin } else { cin * hl * wl };
         let mut fc_dims = vec![features];
         fc_dims.extend(&dims[1..]);
-        let mut fcs = Vec::new();
-        for (i, io) in fc_dims.windows(2).enumerate() {
-            let wt = Array2::from_shape_vec(
-                (io[1], io[0]),
-                take_tensor(t, &format!("layers.{i}.weight"), &[io[1], io[0]], path)?,
-            )
-            .map_err(|e| Error::dataset(path, e.to_string()))?;
-            let b = Array1::from(take_tensor(t, &format!("layers.{i}.bias"), &[io[1]], path)?);
-            fcs.push(Linear { w: wt.t().to_owned(), b });
-        }
-        Ok(Cnn { scaling: InputScaling { shift, scale }, image, convs, fcs })
+        let fcs = super::io::linears_from_tensors(t, &fc_dims, path)?;
+        Ok(Cnn { scaling, image, convs, fcs })
     }
 
     /// Whether the features are globally average-pooled (no hidden layers).
@@ -445,13 +434,7 @@ impl Student for Cnn {
     }
 
     fn forward(&self, x: ArrayView2<f32>) -> Array2<f32> {
-        let mut out = Array2::<f32>::zeros((x.nrows(), self.num_classes()));
-        const BLOCK: usize = 64;
-        out.axis_chunks_iter_mut(Axis(0), BLOCK)
-            .into_par_iter()
-            .zip(x.axis_chunks_iter(Axis(0), BLOCK).into_par_iter())
-            .for_each(|(mut o, xb)| o.assign(&self.forward_block(xb)));
-        out
+        super::forward_in_blocks(x, self.num_classes(), 64, |xb| self.forward_block(xb))
     }
 
     fn workspace(&self, rows: usize) -> Workspace {
@@ -566,21 +549,13 @@ impl Student for Cnn {
     /// `input.shift`, `input.scale`, `convs.{i}.weight` (`[cout, cin, 3, 3]`, as `torch.nn.Conv2d`),
     /// `convs.{i}.bias`, then `layers.{j}.weight` (`[out, in]`) and `layers.{j}.bias`.
     fn tensors(&self) -> Vec<Tensor> {
-        let (shift, scale) = (&self.scaling.shift, &self.scaling.scale);
-        let mut out = vec![
-            ("input.shift".to_string(), vec![shift.len()], shift.to_vec()),
-            ("input.scale".to_string(), vec![scale.len()], scale.to_vec()),
-        ];
+        let mut out = super::io::scaling_tensors(&self.scaling);
         for (i, c) in self.convs.iter().enumerate() {
             let w = c.torch_weight();
             out.push((format!("convs.{i}.weight"), w.shape().to_vec(), w.iter().copied().collect()));
             out.push((format!("convs.{i}.bias"), vec![c.b.len()], c.b.to_vec()));
         }
-        for (i, l) in self.fcs.iter().enumerate() {
-            let wt = l.w.t();
-            out.push((format!("layers.{i}.weight"), vec![wt.nrows(), wt.ncols()], wt.iter().copied().collect()));
-            out.push((format!("layers.{i}.bias"), vec![l.b.len()], l.b.to_vec()));
-        }
+        out.extend(super::io::linear_tensors(&self.fcs));
         out
     }
 

@@ -278,14 +278,35 @@ pub fn student_from_tensors(t: &mut Tensors, arch: &super::Arch, path: &Path) ->
     }
 }
 
-/// Builds an MLP with `dims` from tensors named as [`Mlp`]'s `tensors` names them.
-pub fn mlp_from_tensors(t: &mut Tensors, dims: &[usize], path: &Path) -> Result<Mlp> {
-    if dims.len() < 2 {
-        return Err(Error::dataset(path, format!("dims {dims:?} need at least input and output")));
+/// The input scaling's tensors, `input.shift` and `input.scale` (`[features]` each).
+pub fn scaling_tensors(scaling: &InputScaling) -> Vec<Tensor> {
+    vec![
+        ("input.shift".to_string(), vec![scaling.shift.len()], scaling.shift.to_vec()),
+        ("input.scale".to_string(), vec![scaling.scale.len()], scaling.scale.to_vec()),
+    ]
+}
+
+/// Fully connected layers' tensors, `layers.{i}.weight` (`[out, in]`, as `torch.nn.Linear`) and
+/// `layers.{i}.bias`.
+pub fn linear_tensors(layers: &[Linear]) -> Vec<Tensor> {
+    let mut out = Vec::with_capacity(2 * layers.len());
+    for (i, l) in layers.iter().enumerate() {
+        let wt = l.w.t();
+        out.push((format!("layers.{i}.weight"), vec![wt.nrows(), wt.ncols()], wt.iter().copied().collect()));
+        out.push((format!("layers.{i}.bias"), vec![l.b.len()], l.b.to_vec()));
     }
-    let d = dims[0];
+    out
+}
+
+/// Takes the input scaling of `d` features out of `t` (as [`scaling_tensors`] names it).
+pub fn scaling_from_tensors(t: &mut Tensors, d: usize, path: &Path) -> Result<InputScaling> {
     let shift = Array1::from(take_tensor(t, "input.shift", &[d], path)?);
     let scale = Array1::from(take_tensor(t, "input.scale", &[d], path)?);
+    Ok(InputScaling { shift, scale })
+}
+
+/// Takes the fully connected layers of `dims = [in, ..., out]` out of `t` (as [`linear_tensors`] names them).
+pub fn linears_from_tensors(t: &mut Tensors, dims: &[usize], path: &Path) -> Result<Vec<Linear>> {
     let mut layers = Vec::new();
     for (i, io) in dims.windows(2).enumerate() {
         let wt = Array2::from_shape_vec(
@@ -296,7 +317,16 @@ pub fn mlp_from_tensors(t: &mut Tensors, dims: &[usize], path: &Path) -> Result<
         let b = Array1::from(take_tensor(t, &format!("layers.{i}.bias"), &[io[1]], path)?);
         layers.push(Linear { w: wt.t().to_owned(), b });
     }
-    Ok(Mlp { layers, scaling: InputScaling { shift, scale } })
+    Ok(layers)
+}
+
+/// Builds an MLP with `dims` from tensors named as [`Mlp`]'s `tensors` names them.
+pub fn mlp_from_tensors(t: &mut Tensors, dims: &[usize], path: &Path) -> Result<Mlp> {
+    if dims.len() < 2 {
+        return Err(Error::dataset(path, format!("dims {dims:?} need at least input and output")));
+    }
+    let scaling = scaling_from_tensors(t, dims[0], path)?;
+    Ok(Mlp { layers: linears_from_tensors(t, dims, path)?, scaling })
 }
 
 /// Writes a student folder: weights first, then student.json naming their hash (each atomically).

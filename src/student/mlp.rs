@@ -2,7 +2,6 @@
 
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut1, ArrayViewMutD, Axis, Ix1, Ix2};
 use rand::Rng;
-use rayon::prelude::*;
 
 use super::layers::{InputScaling, Linear, Relu};
 use super::{Op, Student, Tensor, Workspace};
@@ -87,13 +86,7 @@ impl Student for Mlp {
     }
 
     fn forward(&self, x: ArrayView2<f32>) -> Array2<f32> {
-        let mut out = Array2::<f32>::zeros((x.nrows(), self.num_classes()));
-        const BLOCK: usize = 256;
-        out.axis_chunks_iter_mut(Axis(0), BLOCK)
-            .into_par_iter()
-            .zip(x.axis_chunks_iter(Axis(0), BLOCK).into_par_iter())
-            .for_each(|(mut o, xb)| o.assign(&self.forward_block(xb)));
-        out
+        super::forward_in_blocks(x, self.num_classes(), 256, |xb| self.forward_block(xb))
     }
 
     fn workspace(&self, rows: usize) -> Workspace {
@@ -158,16 +151,8 @@ impl Student for Mlp {
     /// `input.shift`, `input.scale`, then `layers.{i}.weight` (`[out, in]`, as `torch.nn.Linear`) and
     /// `layers.{i}.bias`.
     fn tensors(&self) -> Vec<Tensor> {
-        let (shift, scale) = (&self.scaling.shift, &self.scaling.scale);
-        let mut out = vec![
-            ("input.shift".to_string(), vec![shift.len()], shift.to_vec()),
-            ("input.scale".to_string(), vec![scale.len()], scale.to_vec()),
-        ];
-        for (i, l) in self.layers.iter().enumerate() {
-            let wt = l.w.t();
-            out.push((format!("layers.{i}.weight"), vec![wt.nrows(), wt.ncols()], wt.iter().copied().collect()));
-            out.push((format!("layers.{i}.bias"), vec![l.b.len()], l.b.to_vec()));
-        }
+        let mut out = super::io::scaling_tensors(&self.scaling);
+        out.extend(super::io::linear_tensors(&self.layers));
         out
     }
 

@@ -87,6 +87,24 @@ impl Arch {
     }
 }
 
+/// Inference over `x` in parallel blocks of `block` rows: `forward_block` maps each block of raw rows to
+/// its `[rows, classes]` logits.
+pub(crate) fn forward_in_blocks(
+    x: ArrayView2<f32>,
+    classes: usize,
+    block: usize,
+    forward_block: impl Fn(ArrayView2<f32>) -> Array2<f32> + Sync,
+) -> Array2<f32> {
+    use ndarray::Axis;
+    use rayon::prelude::*;
+    let mut out = Array2::<f32>::zeros((x.nrows(), classes));
+    out.axis_chunks_iter_mut(Axis(0), block)
+        .into_par_iter()
+        .zip(x.axis_chunks_iter(Axis(0), block).into_par_iter())
+        .for_each(|(mut o, xb)| o.assign(&forward_block(xb)));
+    out
+}
+
 /// A trainable student network.
 pub trait Student: Send + Sync + std::fmt::Debug {
     /// Its kind and shape (to rebuild it from its tensors).
