@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use softlabel::store::SoftLabels;
 
-use crate::common::{copy_dir, fx};
+use crate::common::{copy_dir, fx, kill_when};
 
 pub(crate) fn softlabel(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args).arg("--quiet").output().expect("run softlabel")
@@ -481,22 +481,13 @@ fn train_killed_after_a_checkpoint_resumes_to_identical_weights() {
     assert!(!whole.join("checkpoint.json").exists(), "checkpoints are removed once the student is saved");
 
     let killed = tmp.path().join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args(&killed)).spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let done = std::fs::read_to_string(killed.join("checkpoint.json"))
+    kill_when(&args(&killed), "checkpoint of epoch 2", || {
+        std::fs::read_to_string(killed.join("checkpoint.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .and_then(|v| v["epochs_done"].as_u64())
-            .unwrap_or(0);
-        if done >= 2 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no checkpoint after 120 s");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+            .is_some_and(|done| done >= 2)
+    });
     assert!(!killed.join("student.json").exists(), "the run finished before it was killed: the test proves nothing");
 
     let mut resume = args(&killed);

@@ -38,3 +38,16 @@ pub fn reseal(ds: &Path, change: impl FnOnce(&mut softlabel::store::Manifest)) {
     m.seal();
     std::fs::write(&p, m.to_json().unwrap()).unwrap();
 }
+
+/// Starts `softlabel ARGS` and kills it with SIGKILL as soon as `ready()` holds (polled every 5 ms,
+/// failing the test after `what` has not happened in 120 s).
+pub fn kill_when(args: &[String], what: &str, ready: impl Fn() -> bool) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "no {what} after 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::cli::{assert_fails, assert_ok, mnist, mnist_test_labels, s, softlabel};
-use crate::common::fx;
+use crate::common::{fx, kill_when};
 
 fn json(o: &std::process::Output) -> serde_json::Value {
     assert_ok(o);
@@ -253,23 +253,15 @@ fn a_killed_sweep_resumes_to_the_same_students() {
     let whole = tmp.path().join("whole");
     assert_ok(&Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args(&whole)).output().unwrap());
     let killed = tmp.path().join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args(&killed)).spawn().unwrap();
     // Kill once the first checkpoint or student exists.
-    let start = std::time::Instant::now();
-    while start.elapsed().as_secs() < 60 {
-        let any = std::fs::read_dir(&killed)
+    kill_when(&args(&killed), "checkpoint or student", || {
+        std::fs::read_dir(&killed)
             .ok()
             .into_iter()
             .flatten()
             .flatten()
-            .any(|e| e.path().join("checkpoint.json").exists() || e.path().join("student.json").exists());
-        if any {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+            .any(|e| e.path().join("checkpoint.json").exists() || e.path().join("student.json").exists())
+    });
     assert!(!killed.join("sweep.json").exists(), "killed before it finished");
     let o = Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args(&killed)).arg("--json").output().unwrap();
     let r = json(&o);

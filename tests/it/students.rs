@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::cli::{assert_fails, assert_ok, mnist_test_labels, s, softlabel};
-use crate::common::fx;
+use crate::common::{fx, kill_when};
 
 /// A cnn killed after its first checkpoint resumes to the uninterrupted run's weights, with --keep best
 /// (the best epoch's weights travel in the checkpoint).
@@ -36,14 +36,7 @@ fn a_killed_cnn_resumes_to_identical_weights() {
     let whole = tmp.path().join("whole");
     assert_ok(&Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args(&whole)).output().unwrap());
     let killed = tmp.path().join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args(&killed)).spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !killed.join("checkpoint.json").exists() {
-        assert!(std::time::Instant::now() < deadline, "no checkpoint after 120 s");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when(&args(&killed), "checkpoint", || killed.join("checkpoint.json").exists());
     assert!(!killed.join("student.json").exists(), "the run finished before it was killed: the test proves nothing");
     let mut resume = args(&killed);
     resume.push("--resume".into());
