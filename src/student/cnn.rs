@@ -11,7 +11,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array1, Array2, ArrayD, ArrayView2, ArrayViewMut1, ArrayViewMutD, Ix1, Ix2};
 use rand::Rng;
 
-use super::layers::{InputScaling, Linear, Relu};
+use super::layers::{head_backward, head_forward, HeadBuffers, InputScaling, Linear, Relu};
 use super::{Op, Student, Tensor, Workspace};
 use crate::error::{Error, Result};
 
@@ -98,11 +98,10 @@ struct Buffers {
     drelu: Vec<Array2<f32>>,
     dcols: Vec<Array2<f32>>,
     dpooled: Vec<Array2<f32>>,
-    /// Features after the blocks `[rows, features]`, hidden activations, and their gradients.
+    /// Features after the blocks `[rows, features]` and their gradient, then the fully connected layers.
     feat: Array2<f32>,
     dfeat: Array2<f32>,
-    acts: Vec<Array2<f32>>,
-    deltas: Vec<Array2<f32>>,
+    head: HeadBuffers,
 }
 
 impl Cnn {
@@ -213,7 +212,6 @@ impl Cnn {
             cin = cout;
         }
         let features = self.fcs[0].w.nrows();
-        let hidden = &self.fcs[..self.fcs.len() - 1];
         Buffers {
             x: Array2::zeros((rows, self.input_width())),
             input,
@@ -226,8 +224,7 @@ impl Cnn {
             dpooled,
             feat: Array2::zeros((rows, features)),
             dfeat: Array2::zeros((rows, features)),
-            acts: hidden.iter().map(|l| Array2::zeros((rows, l.outputs()))).collect(),
-            deltas: hidden.iter().map(|l| Array2::zeros((rows, l.outputs()))).collect(),
+            head: HeadBuffers::new(&self.fcs, rows),
         }
     }
 
@@ -287,19 +284,7 @@ impl Cnn {
                 }
             }
         }
-        let lastfc = self.fcs.len() - 1;
-        let mut logits = logits;
-        for (l, layer) in self.fcs.iter().enumerate() {
-            let (before, rest) = b.acts.split_at_mut(l);
-            let input = if l == 0 { b.feat.slice(s![..m, ..]) } else { before[l - 1].slice(s![..m, ..]) };
-            if l < lastfc {
-                let mut out = rest[0].slice_mut(s![..m, ..]);
-                layer.forward(input, out.view_mut());
-                Relu::forward(out);
-            } else {
-                layer.forward(input, logits.view_mut());
-            }
-        }
+        head_forward(&self.fcs, b.feat.slice(s![..m, ..]), &mut b.head, logits);
     }
 
     fn forward_block(&self, x: ArrayView2<f32>) -> Array2<f32> {
@@ -453,27 +438,10 @@ impl Student for Cnn {
         let m = ws.rows;
         let Some(b) = ws.state.downcast_mut::<Buffers>() else { return };
         let nconv = self.convs.len();
-        // The fully connected layers, as in the MLP, down to d loss / d features.
-        let last = self.fcs.len() - 1;
-        for l in (0..=last).rev() {
-            let layer = &self.fcs[l];
-            let g = 2 * nconv + 2 * l;
-            let (gw, gb) = ws.grads[g..g + 2].split_at_mut(1);
-            let (Ok(gw), Ok(gb)) =
-                (gw[0].view_mut().into_dimensionality::<Ix2>(), gb[0].view_mut().into_dimensionality::<Ix1>())
-            else {
-                return;
-            };
-            let input = if l == 0 { b.feat.slice(s![..m, ..]) } else { b.acts[l - 1].slice(s![..m, ..]) };
-            let (before, rest) = b.deltas.split_at_mut(l);
-            let d = if l == last { ws.grad_logits.slice(s![..m, ..]) } else { rest[0].slice(s![..m, ..]) };
-            let dx =
-                if l == 0 { Some(b.dfeat.slice_mut(s![..m, ..])) } else { Some(before[l - 1].slice_mut(s![..m, ..])) };
-            layer.backward(input, d, gw, gb, dx);
-            if l > 0 {
-                Relu::backward(b.acts[l - 1].slice(s![..m, ..]), before[l - 1].slice_mut(s![..m, ..]));
-            }
-        }
+        // The fully connected layers down to d loss / d features.
+        let (feat, dfeat) = (b.feat.slice(s![..m, ..]), Some(b.dfeat.slice_mut(s![..m, ..])));
+        let d = ws.grad_logits.slice(s![..m, ..]);
+        head_backward(&self.fcs, feat, &mut b.head, d, &mut ws.grads[2 * nconv..], dfeat);
         // Features -> the last block's pooled output.
         let sizes = self.sizes();
         let (hl, wl) = sizes[nconv];

@@ -1,9 +1,9 @@
 //! A multi-layer perceptron: `x -> (x - shift) * scale -> [Linear -> ReLU]* -> Linear -> logits`.
 
-use ndarray::{s, Array2, ArrayView2, ArrayViewMut1, ArrayViewMutD, Axis, Ix1, Ix2};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut1, ArrayViewMutD, Axis};
 use rand::Rng;
 
-use super::layers::{InputScaling, Linear, Relu};
+use super::layers::{head_backward, head_forward, HeadBuffers, InputScaling, Linear};
 use super::{Op, Student, Tensor, Workspace};
 
 /// The MLP student.
@@ -15,14 +15,12 @@ pub struct Mlp {
     pub scaling: InputScaling,
 }
 
-/// The MLP's activations between layers, per worker.
+/// The MLP's activations, per worker.
 struct Buffers {
     /// The scaled input rows.
     x: Array2<f32>,
-    /// Each hidden layer's output (after ReLU).
-    acts: Vec<Array2<f32>>,
-    /// d loss / d each hidden layer's output.
-    deltas: Vec<Array2<f32>>,
+    /// Between the layers.
+    head: HeadBuffers,
 }
 
 impl Mlp {
@@ -90,12 +88,8 @@ impl Student for Mlp {
     }
 
     fn workspace(&self, rows: usize) -> Workspace {
-        let hidden = &self.layers[..self.layers.len() - 1];
-        let buffers = Buffers {
-            x: Array2::zeros((rows, self.input_width())),
-            acts: hidden.iter().map(|l| Array2::zeros((rows, l.outputs()))).collect(),
-            deltas: hidden.iter().map(|l| Array2::zeros((rows, l.outputs()))).collect(),
-        };
+        let buffers =
+            Buffers { x: Array2::zeros((rows, self.input_width())), head: HeadBuffers::new(&self.layers, rows) };
         Workspace::new(rows, self.num_classes(), &self.param_shapes(), Box::new(buffers))
     }
 
@@ -104,40 +98,14 @@ impl Student for Mlp {
         ws.rows = m;
         let Some(b) = ws.state.downcast_mut::<Buffers>() else { return };
         self.scaling.gather(inputs, rows, &mut b.x);
-        let last = self.layers.len() - 1;
-        for (l, layer) in self.layers.iter().enumerate() {
-            if l < last {
-                let (before, after) = b.acts.split_at_mut(l);
-                let input = if l == 0 { b.x.slice(s![..m, ..]) } else { before[l - 1].slice(s![..m, ..]) };
-                let mut out = after[0].slice_mut(s![..m, ..]);
-                layer.forward(input, out.view_mut());
-                Relu::forward(out);
-            } else {
-                let input = if l == 0 { b.x.slice(s![..m, ..]) } else { b.acts[l - 1].slice(s![..m, ..]) };
-                layer.forward(input, ws.logits.slice_mut(s![..m, ..]));
-            }
-        }
+        head_forward(&self.layers, b.x.slice(s![..m, ..]), &mut b.head, ws.logits.slice_mut(s![..m, ..]));
     }
 
     fn backward(&self, ws: &mut Workspace) {
         let m = ws.rows;
         let Some(b) = ws.state.downcast_mut::<Buffers>() else { return };
-        let last = self.layers.len() - 1;
-        for l in (0..=last).rev() {
-            let layer = &self.layers[l];
-            let (before, rest) = b.deltas.split_at_mut(l);
-            let d = if l == last { ws.grad_logits.slice(s![..m, ..]) } else { rest[0].slice(s![..m, ..]) };
-            let input = if l == 0 { b.x.slice(s![..m, ..]) } else { b.acts[l - 1].slice(s![..m, ..]) };
-            let (gw, gb) = ws.grads[2 * l..2 * l + 2].split_at_mut(1);
-            let gw = gw[0].view_mut().into_dimensionality::<Ix2>();
-            let gb = gb[0].view_mut().into_dimensionality::<Ix1>();
-            let (Ok(gw), Ok(gb)) = (gw, gb) else { return };
-            let dx = (l > 0).then(|| before[l - 1].slice_mut(s![..m, ..]));
-            layer.backward(input, d, gw, gb, dx);
-            if l > 0 {
-                Relu::backward(b.acts[l - 1].slice(s![..m, ..]), before[l - 1].slice_mut(s![..m, ..]));
-            }
-        }
+        let d = ws.grad_logits.slice(s![..m, ..]);
+        head_backward(&self.layers, b.x.slice(s![..m, ..]), &mut b.head, d, &mut ws.grads, None);
     }
 
     fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {

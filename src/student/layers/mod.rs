@@ -1,10 +1,12 @@
 //! Layers as small structs with a forward and a backward pass over a batch of rows; students compose
 //! them and own the buffers in between.
 
+mod head;
 mod linear;
 mod relu;
 mod scaling;
 
+pub use head::{head_backward, head_forward, HeadBuffers};
 pub use linear::Linear;
 pub use relu::Relu;
 pub use scaling::{InputScaling, InputStats};
