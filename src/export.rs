@@ -11,6 +11,7 @@ use std::path::Path;
 
 use crate::data::ElementType;
 use crate::error::{Error, Result};
+use crate::student::graph::EmbedOutput;
 use crate::student::io::{to_safetensors, StudentFile};
 use crate::student::Op;
 use crate::util::write_atomic;
@@ -139,6 +140,77 @@ fn node(op: &str, inputs: &[&str], outputs: &[&str], name: &str, int_attrs: &[(&
     n
 }
 
+/// A float32 tensor of one value, `[1]` (broadcasts against any shape).
+fn scalar_f32(name: &str, v: f32) -> Pb {
+    tensor(name, &[1], &[v])
+}
+
+/// The nodes of [`Op::Embed`] on int64 ids `x` `[rows, len]`; returns the output's name.
+fn embed_nodes(
+    x: &str,
+    table: &ndarray::Array2<f32>,
+    pad_id: Option<u32>,
+    output: EmbedOutput,
+    nodes: &mut Vec<Pb>,
+    inits: &mut Vec<Pb>,
+) -> String {
+    inits.push(tensor("embedding.weight", &[table.nrows(), table.ncols()], &table.iter().copied().collect::<Vec<_>>()));
+    inits.push(tensor_i64("embed.zero", &[0]));
+    inits.push(tensor_i64("embed.vocab", &[table.nrows() as i64]));
+    inits.push(tensor_i64("embed.axis1", &[1]));
+    inits.push(tensor_i64("embed.axis2", &[2]));
+    // Unmasked: 0 <= id < vocab and id != pad.
+    nodes.push(node("GreaterOrEqual", &[x, "embed.zero"], &["softlabel/ge0"], "ge0", &[]));
+    nodes.push(node("Less", &[x, "embed.vocab"], &["softlabel/ltv"], "ltv", &[]));
+    nodes.push(node("And", &["softlabel/ge0", "softlabel/ltv"], &["softlabel/inrange"], "inrange", &[]));
+    let mut valid = "softlabel/inrange";
+    if let Some(p) = pad_id {
+        inits.push(tensor_i64("embed.pad", &[i64::from(p)]));
+        nodes.push(node("Equal", &[x, "embed.pad"], &["softlabel/ispad"], "ispad", &[]));
+        nodes.push(node("Not", &["softlabel/ispad"], &["softlabel/notpad"], "notpad", &[]));
+        nodes.push(node("And", &[valid, "softlabel/notpad"], &["softlabel/valid"], "valid", &[]));
+        valid = "softlabel/valid";
+    }
+    nodes.push(node("Where", &[valid, x, "embed.zero"], &["softlabel/safe"], "safe", &[]));
+    nodes.push(node("Gather", &["embedding.weight", "softlabel/safe"], &["softlabel/emb"], "gather", &[("axis", 0)]));
+    nodes.push(node("Cast", &[valid], &["softlabel/maskf"], "maskf", &[("to", 1)]));
+    nodes.push(node("Unsqueeze", &["softlabel/maskf", "embed.axis2"], &["softlabel/mask3"], "mask3", &[]));
+    match output {
+        EmbedOutput::Sequence => {
+            nodes.push(node("Mul", &["softlabel/emb", "softlabel/mask3"], &["softlabel/masked"], "masked", &[]));
+            let mut t = node("Transpose", &["softlabel/masked"], &["softlabel/seq"], "seq", &[]);
+            ints_attr(&mut t, "perm", &[0, 2, 1]);
+            nodes.push(t);
+            "softlabel/seq".into()
+        }
+        EmbedOutput::Mean | EmbedOutput::Max => {
+            inits.push(scalar_f32("embed.onef", 1.0));
+            inits.push(scalar_f32("embed.zerof", 0.0));
+            let count = [("keepdims", 1)];
+            nodes.push(node("ReduceSum", &["softlabel/maskf", "embed.axis1"], &["softlabel/count"], "count", &count));
+            if output == EmbedOutput::Mean {
+                nodes.push(node("Mul", &["softlabel/emb", "softlabel/mask3"], &["softlabel/masked"], "masked", &[]));
+                let sum = [("keepdims", 0)];
+                nodes.push(node("ReduceSum", &["softlabel/masked", "embed.axis1"], &["softlabel/sum"], "sum", &sum));
+                nodes.push(node("Max", &["softlabel/count", "embed.onef"], &["softlabel/denom"], "denom", &[]));
+                nodes.push(node("Div", &["softlabel/sum", "softlabel/denom"], &["softlabel/bag"], "bag", &[]));
+            } else {
+                inits.push(scalar_f32("embed.neginf", f32::NEG_INFINITY));
+                nodes.push(node("Unsqueeze", &[valid, "embed.axis2"], &["softlabel/valid3"], "valid3", &[]));
+                let sel = ["softlabel/valid3", "softlabel/emb", "embed.neginf"];
+                nodes.push(node("Where", &sel, &["softlabel/sel"], "sel", &[]));
+                let mut mx = node("ReduceMax", &["softlabel/sel"], &["softlabel/max"], "max", &[("keepdims", 0)]);
+                ints_attr(&mut mx, "axes", &[1]);
+                nodes.push(mx);
+                nodes.push(node("Greater", &["softlabel/count", "embed.zerof"], &["softlabel/any"], "any", &[]));
+                let bag = ["softlabel/any", "softlabel/max", "embed.zerof"];
+                nodes.push(node("Where", &bag, &["softlabel/bag"], "bag", &[]));
+            }
+            "softlabel/bag".into()
+        }
+    }
+}
+
 /// Builds the ONNX model bytes for a student.
 pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
     let net = student.student.as_ref();
@@ -160,6 +232,7 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
             || n.contains(".weight")
             || n.contains(".bias")
             || n == "image.shape"
+            || n.starts_with("embed")
     };
     let input_name =
         info.teacher_input_name.clone().filter(|n| !n.is_empty() && !taken(n)).unwrap_or_else(|| "input".to_string());
@@ -170,11 +243,15 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
         nodes.push(node("Flatten", &[&cur], &["softlabel/flat"], "flatten", &[("axis", 1)]));
         cur = "softlabel/flat".into();
     }
-    if input_type != ElementType::F32 {
-        nodes.push(node("Cast", &[&cur], &["softlabel/x"], "cast", &[("to", 1)]));
+    let ops = net.graph();
+    // Token ids stay integers (int64, as Gather and the comparisons with the vocabulary take them);
+    // everything else is computed in float.
+    let ids = matches!(ops.first(), Some(Op::Embed { .. }));
+    let (to, want) = if ids { (7, ElementType::I64) } else { (1, ElementType::F32) };
+    if input_type != want {
+        nodes.push(node("Cast", &[&cur], &["softlabel/x"], "cast", &[("to", to)]));
         cur = "softlabel/x".into();
     }
-    let ops = net.graph();
     let linears = ops.iter().filter(|op| matches!(op, Op::Linear { .. })).count();
     let mut inits = Vec::new();
     let mut i = 0; // Linear layers so far
@@ -211,25 +288,35 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
                 nodes.push(node("Reshape", &[&cur, "image.shape"], &["softlabel/image"], "image", &[]));
                 cur = "softlabel/image".into();
             }
-            Op::Conv3x3 { w, b } => {
+            Op::Conv { w, b } => {
                 let (wn, bn) = (format!("convs.{conv}.weight"), format!("convs.{conv}.bias"));
                 inits.push(tensor(&wn, w.shape(), &w.iter().copied().collect::<Vec<_>>()));
                 inits.push(tensor(&bn, &[b.len()], &b.to_vec()));
                 let out = format!("softlabel/conv{conv}");
                 let mut n = node("Conv", &[&cur, &wn, &bn], &[&out], &out, &[]);
-                ints_attr(&mut n, "kernel_shape", &[3, 3]);
-                ints_attr(&mut n, "pads", &[1, 1, 1, 1]);
+                let kernel: Vec<i64> = w.shape()[2..].iter().map(|&k| k as i64).collect();
+                let pads: Vec<i64> = kernel.iter().chain(&kernel).map(|k| k / 2).collect();
+                ints_attr(&mut n, "kernel_shape", &kernel);
+                ints_attr(&mut n, "pads", &pads);
                 nodes.push(n);
                 cur = out;
                 conv += 1;
             }
-            Op::MaxPool2 => {
+            Op::MaxPool { dims } => {
                 let out = format!("softlabel/pool{step}");
                 let mut n = node("MaxPool", &[&cur], &[&out], &out, &[]);
-                ints_attr(&mut n, "kernel_shape", &[2, 2]);
-                ints_attr(&mut n, "strides", &[2, 2]);
+                ints_attr(&mut n, "kernel_shape", &vec![2; *dims]);
+                ints_attr(&mut n, "strides", &vec![2; *dims]);
                 nodes.push(n);
                 cur = out;
+            }
+            Op::GlobalMaxPool => {
+                nodes.push(node("GlobalMaxPool", &[&cur], &["softlabel/gmp"], "gmp", &[]));
+                nodes.push(node("Flatten", &["softlabel/gmp"], &["softlabel/features"], "features", &[("axis", 1)]));
+                cur = "softlabel/features".into();
+            }
+            Op::Embed { table, pad_id, output } => {
+                cur = embed_nodes(&cur, table, *pad_id, *output, &mut nodes, &mut inits);
             }
             Op::Flatten => {
                 nodes.push(node("Flatten", &[&cur], &["softlabel/features"], "features", &[("axis", 1)]));

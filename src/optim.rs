@@ -82,31 +82,65 @@ impl Optimizer {
         lr: f32,
     ) {
         match *self {
-            Optimizer::Sgd(Sgd { momentum, nesterov, weight_decay, .. }) => {
-                Zip::from(p).and(g).and(m).par_for_each(|p, &g, buf| {
-                    let g = g + weight_decay * *p;
-                    if momentum > 0.0 {
-                        *buf = momentum * *buf + g;
-                        let d = if nesterov { g + momentum * *buf } else { *buf };
-                        *p -= lr * d;
-                    } else {
-                        *p -= lr * g;
-                    }
-                });
-            }
-            Optimizer::Adam(Adam { beta1, beta2, eps, weight_decay, .. }) => {
-                let bc1 = 1.0 - beta1.powi(step.min(i32::MAX as u64) as i32);
-                let bc2 = 1.0 - beta2.powi(step.min(i32::MAX as u64) as i32);
-                let step_size = lr / bc1;
-                let bc2_sqrt = bc2.sqrt();
-                Zip::from(p).and(g).and(m).and(v).par_for_each(|p, &g, m, v| {
-                    *p -= lr * weight_decay * *p;
-                    *m = beta1 * *m + (1.0 - beta1) * g;
-                    *v = beta2 * *v + (1.0 - beta2) * g * g;
-                    *p -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
-                });
+            Optimizer::Sgd(o) => Zip::from(p).and(g).and(m).par_for_each(|p, &g, buf| o.step(p, g, buf, lr)),
+            Optimizer::Adam(o) => {
+                let c = o.corrections(step, lr);
+                Zip::from(p).and(g).and(m).and(v).par_for_each(|p, &g, m, v| o.step(p, g, m, v, c));
             }
         }
+    }
+
+    /// [`Optimizer::update`] on this thread (for the few rows of a sparse gradient: the same arithmetic
+    /// per value).
+    pub fn update_serial(
+        &self,
+        p: ArrayViewMutD<f32>,
+        g: ArrayViewD<f32>,
+        m: ArrayViewMutD<f32>,
+        v: ArrayViewMutD<f32>,
+        step: u64,
+        lr: f32,
+    ) {
+        match *self {
+            Optimizer::Sgd(o) => Zip::from(p).and(g).and(m).for_each(|p, &g, buf| o.step(p, g, buf, lr)),
+            Optimizer::Adam(o) => {
+                let c = o.corrections(step, lr);
+                Zip::from(p).and(g).and(m).and(v).for_each(|p, &g, m, v| o.step(p, g, m, v, c));
+            }
+        }
+    }
+}
+
+impl Sgd {
+    /// One value's update.
+    #[inline]
+    fn step(&self, p: &mut f32, g: f32, buf: &mut f32, lr: f32) {
+        let g = g + self.weight_decay * *p;
+        if self.momentum > 0.0 {
+            *buf = self.momentum * *buf + g;
+            let d = if self.nesterov { g + self.momentum * *buf } else { *buf };
+            *p -= lr * d;
+        } else {
+            *p -= lr * g;
+        }
+    }
+}
+
+impl Adam {
+    /// `(lr, lr / bias correction 1, sqrt(bias correction 2))` at a 1-based step.
+    fn corrections(&self, step: u64, lr: f32) -> [f32; 3] {
+        let bc1 = 1.0 - self.beta1.powi(step.min(i32::MAX as u64) as i32);
+        let bc2 = 1.0 - self.beta2.powi(step.min(i32::MAX as u64) as i32);
+        [lr, lr / bc1, bc2.sqrt()]
+    }
+
+    /// One value's update.
+    #[inline]
+    fn step(&self, p: &mut f32, g: f32, m: &mut f32, v: &mut f32, [lr, step_size, bc2_sqrt]: [f32; 3]) {
+        *p -= lr * self.weight_decay * *p;
+        *m = self.beta1 * *m + (1.0 - self.beta1) * g;
+        *v = self.beta2 * *v + (1.0 - self.beta2) * g * g;
+        *p -= step_size * *m / (v.sqrt() / bc2_sqrt + self.eps);
     }
 }
 

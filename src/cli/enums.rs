@@ -87,5 +87,18 @@ mirror! {
         Mlp,
         /// Convolution blocks on the image-shaped input, then fully connected layers.
         Cnn,
+        /// An embedding table for integer inputs (token ids, bytes): a bag or 1-D convolutions, then fully
+        /// connected layers.
+        Embed,
+    }
+}
+
+mirror! {
+    /// How an embed student pools its bag of embeddings.
+    Bag => softlabel::student::Bag {
+        /// The mean over the unmasked positions (fastText).
+        Mean,
+        /// The per-dimension maximum over the unmasked positions.
+        Max,
     }
 }

@@ -5,7 +5,7 @@ use softlabel::config::{Origin, TrainConfig};
 use softlabel::store::SoftLabels;
 use softlabel::train::{Resume, TrainJob};
 
-use super::enums::{Keep, LrSchedule, OptimizerKind, StudentKind};
+use super::enums::{Bag, Keep, LrSchedule, OptimizerKind, StudentKind};
 use super::{Bars, DataArgs};
 
 /// Layer sizes separated by commas; empty or `none` for no layers (a cnn then pools globally).
@@ -67,13 +67,28 @@ pub struct TrainArgs {
     /// Stop when the validation metric has not improved for this many epochs.
     #[arg(long, value_name = "PATIENCE")]
     pub early_stop: Option<usize>,
-    /// The student network: an MLP on the flat input, or a CNN (3x3 convolution, ReLU and 2x2 max-pool
-    /// blocks, then --hidden layers; none: global average pooling) on the labels' image-shaped input.
+    /// The student network: an MLP on the flat input; a CNN (3x3 convolution, ReLU and 2x2 max-pool
+    /// blocks, then --hidden layers; none: global average pooling) on the labels' image-shaped input; or
+    /// an embedding student for integer inputs (token ids, bytes): a bag of embeddings, or with --channels
+    /// 1-D convolutions (kernel 5, ReLU, max-pool 2) and a global max-pool, then --hidden layers.
     #[arg(long, value_enum, default_value_t = d().student.into())]
     pub student: StudentKind,
-    /// Output channels of each convolution block (--student cnn).
-    #[arg(long, value_delimiter = ',', default_values_t = d().channels, value_name = "C,C,...")]
+    /// Output channels of each convolution block (cnn: 16,32 when not given; embed: none is a bag).
+    #[arg(long, value_delimiter = ',', value_name = "C,C,...")]
     pub channels: Vec<usize>,
+    /// Values per embedding (--student embed).
+    #[arg(long, default_value_t = d().embed_dim, value_name = "D")]
+    pub embed_dim: usize,
+    /// Rows of the embedding table (--student embed; default: the largest id in the training inputs + 1;
+    /// larger ids are masked).
+    #[arg(long, value_name = "N")]
+    pub vocab: Option<usize>,
+    /// The padding id, whose positions are masked (--student embed).
+    #[arg(long, value_name = "ID")]
+    pub pad_id: Option<u32>,
+    /// How a bag of embeddings is pooled (--student embed without --channels).
+    #[arg(long, value_enum, default_value_t = d().bag.into())]
+    pub bag: Bag,
     /// Hidden layer sizes, separated by commas (`none`: no hidden layer).
     #[arg(long, default_value_t = Sizes(d().hidden), value_name = "N,N,...")]
     pub hidden: Sizes,
@@ -150,6 +165,10 @@ impl TrainArgs {
         TrainConfig {
             student: self.student.into(),
             channels: self.channels.clone(),
+            embed_dim: self.embed_dim,
+            vocab: self.vocab,
+            pad_id: self.pad_id,
+            bag: self.bag.into(),
             hidden: self.hidden.0.clone(),
             epochs: self.epochs,
             batch_size: self.batch_size,

@@ -39,6 +39,10 @@ pub mod limits {
     pub const CONV_BLOCKS: usize = 16;
     /// Channels of one convolution block.
     pub const CONV_CHANNELS: usize = 1 << 14;
+    /// Values per embedding.
+    pub const EMBED_DIM: usize = 1 << 14;
+    /// Rows of an embedding table: ids are stored as float32, exact up to 2^24.
+    pub const EMBED_VOCAB: usize = 1 << 24;
 }
 
 /// Refuses `value` of `field` over `limit`.

@@ -35,10 +35,18 @@ pub enum Keep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case", default)]
 pub struct TrainConfig {
-    /// The student network: `mlp` or `cnn`.
+    /// The student network: `mlp`, `cnn` or `embed`.
     pub student: StudentKind,
-    /// Output channels of each convolution block (`cnn`).
+    /// Output channels of each convolution block (`cnn`: 16, 32 when empty; `embed`: empty for a bag).
     pub channels: Vec<usize>,
+    /// Values per embedding (`embed`).
+    pub embed_dim: usize,
+    /// Rows of the embedding table (`embed`; `None`: the largest id in the training inputs + 1).
+    pub vocab: Option<usize>,
+    /// The padding id, masked (`embed`).
+    pub pad_id: Option<u32>,
+    /// Pooling of the bag (`embed` without `channels`).
+    pub bag: crate::student::Bag,
     /// Hidden layer sizes.
     pub hidden: Vec<usize>,
     /// Passes over the data.
@@ -86,7 +94,11 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             student: StudentKind::Mlp,
-            channels: vec![16, 32],
+            channels: Vec::new(),
+            embed_dim: 32,
+            vocab: None,
+            pad_id: None,
+            bag: crate::student::Bag::Mean,
             hidden: vec![800, 800],
             epochs: 20,
             batch_size: 128,
@@ -118,9 +130,12 @@ pub struct TrainSettings {
     /// The student network.
     #[serde(default, skip_serializing_if = "is_mlp")]
     pub student: StudentKind,
-    /// Output channels of each convolution block (`cnn`; empty for `mlp`).
+    /// Output channels of each convolution block (`cnn`, `embed`; empty for `mlp` and a bag).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<usize>,
+    /// The embedding table (`embed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embed: Option<EmbedSettings>,
     /// Hidden layer sizes.
     pub hidden: Vec<usize>,
     /// Passes over the data.
@@ -161,6 +176,26 @@ pub struct TrainSettings {
     pub(crate) valid: Validated,
 }
 
+/// The embedding table as configured: its vocabulary may still come from the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedSettings {
+    /// Values per embedding.
+    pub dim: usize,
+    /// Rows of the table (`None`: the largest id in the training inputs + 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab: Option<usize>,
+    /// The masked padding id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_id: Option<u32>,
+    /// The bag's pooling.
+    #[serde(default)]
+    pub bag: crate::student::Bag,
+}
+
+/// Default convolution blocks of a cnn student.
+pub const CNN_CHANNELS: [usize; 2] = [16, 32];
+
 fn is_mlp(k: &StudentKind) -> bool {
     *k == StudentKind::Mlp
 }
@@ -193,15 +228,39 @@ impl TrainConfig {
         if let Some(&h) = self.hidden.iter().find(|&&h| h > limits::HIDDEN_UNITS) {
             return bad("hidden", format!("has a layer of {h} units; at most {}", limits::HIDDEN_UNITS));
         }
-        if self.student == StudentKind::Cnn {
-            if self.channels.is_empty() || self.channels.contains(&0) {
-                return bad("channels", "needs at least one block, each of > 0 channels".into());
+        let channels = match self.student {
+            StudentKind::Mlp => {
+                if !self.channels.is_empty() {
+                    return bad("channels", "is for cnn and embed students; this one is an mlp".into());
+                }
+                Vec::new()
             }
-            check_limit(origin, "channels", self.channels.len(), limits::CONV_BLOCKS)?;
-            if let Some(&c) = self.channels.iter().find(|&&c| c > limits::CONV_CHANNELS) {
-                return bad("channels", format!("has a block of {c} channels; at most {}", limits::CONV_CHANNELS));
-            }
+            StudentKind::Cnn if self.channels.is_empty() => CNN_CHANNELS.to_vec(),
+            _ => self.channels.clone(),
+        };
+        if channels.contains(&0) {
+            return bad("channels", "needs blocks of > 0 channels".into());
         }
+        check_limit(origin, "channels", channels.len(), limits::CONV_BLOCKS)?;
+        if let Some(&c) = channels.iter().find(|&&c| c > limits::CONV_CHANNELS) {
+            return bad("channels", format!("has a block of {c} channels; at most {}", limits::CONV_CHANNELS));
+        }
+        let embed = if self.student == StudentKind::Embed {
+            if self.embed_dim == 0 || self.embed_dim > limits::EMBED_DIM {
+                return bad("embed_dim", format!("must be in 1..={}, got {}", limits::EMBED_DIM, self.embed_dim));
+            }
+            if let Some(v) = self.vocab {
+                if v == 0 || v > limits::EMBED_VOCAB {
+                    return bad(
+                        "vocab",
+                        format!("must be in 1..={} (ids exact in float32), got {v}", limits::EMBED_VOCAB),
+                    );
+                }
+            }
+            Some(EmbedSettings { dim: self.embed_dim, vocab: self.vocab, pad_id: self.pad_id, bag: self.bag })
+        } else {
+            None
+        };
         check_limit(origin, "epochs", self.epochs, limits::EPOCHS)?;
         check_limit(origin, "batch_size", self.batch_size, limits::BATCH_ROWS)?;
         check_limit(origin, "threads", self.threads, limits::THREADS)?;
@@ -260,7 +319,8 @@ impl TrainConfig {
         }
         Ok(TrainSettings {
             student: self.student,
-            channels: if self.student == StudentKind::Cnn { self.channels.clone() } else { Vec::new() },
+            channels,
+            embed,
             hidden: self.hidden.clone(),
             epochs: self.epochs,
             batch_size: self.batch_size,

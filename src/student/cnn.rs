@@ -392,6 +392,7 @@ impl Student for Cnn {
             dims: self.dims(),
             channels: self.channels(),
             image: self.image.to_vec(),
+            embed: None,
         }
     }
 
@@ -534,9 +535,9 @@ impl Student for Cnn {
             Op::Image { channels: c, height: h, width: w },
         ];
         for conv in &self.convs {
-            ops.push(Op::Conv3x3 { w: conv.torch_weight(), b: conv.b.clone() });
+            ops.push(Op::Conv { w: conv.torch_weight(), b: conv.b.clone() });
             ops.push(Op::Relu);
-            ops.push(Op::MaxPool2);
+            ops.push(Op::MaxPool { dims: 2 });
         }
         ops.push(if self.pooled_features() { Op::GlobalAveragePool } else { Op::Flatten });
         for (i, l) in self.fcs.iter().enumerate() {

@@ -30,17 +30,43 @@ pub enum Op {
         /// Width.
         width: usize,
     },
-    /// A 3x3 convolution, padding 1, stride 1 (NCHW).
-    Conv3x3 {
-        /// Weights, `[cout, cin, 3, 3]`.
+    /// A convolution with stride 1 and padding `kernel / 2` on each side (NCHW, or NCL in one dimension).
+    Conv {
+        /// Weights, `[cout, cin, kernel...]` (odd kernel sizes).
         w: ndarray::ArrayD<f32>,
         /// Bias, `[cout]`.
         b: Array1<f32>,
     },
-    /// 2x2 max-pooling, stride 2.
-    MaxPool2,
+    /// Max-pooling over windows of 2 (2x2 for images), stride 2.
+    MaxPool {
+        /// Spatial dimensions: 2 for images, 1 for sequences.
+        dims: usize,
+    },
+    /// Token ids `[rows, len]` through an embedding table. Ids that are `pad_id` or outside the table are
+    /// masked: they are left out of a bag and are zero vectors in a sequence.
+    Embed {
+        /// `[vocab, dim]`.
+        table: Array2<f32>,
+        /// The masked padding id.
+        pad_id: Option<u32>,
+        /// What comes out.
+        output: EmbedOutput,
+    },
+    /// The maximum over positions: `[rows, c, positions...]` -> `[rows, c]`.
+    GlobalMaxPool,
     /// `[rows, c, h, w]` -> `[rows, c * h * w]` (CHW order).
     Flatten,
     /// The mean over positions: `[rows, c, h, w]` -> `[rows, c]`.
     GlobalAveragePool,
+}
+
+/// What [`Op::Embed`] gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbedOutput {
+    /// The mean of the unmasked rows, `[rows, dim]` (zero when all are masked).
+    Mean,
+    /// The per-dimension maximum of the unmasked rows, `[rows, dim]` (zero when all are masked).
+    Max,
+    /// The sequence as channels, `[rows, dim, len]`, zero at masked positions.
+    Sequence,
 }

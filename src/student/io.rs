@@ -68,7 +68,7 @@ pub struct StudentInfo {
     pub created_by: String,
     /// `[input, hidden..., classes]`.
     pub dims: Vec<usize>,
-    /// The network: "mlp" or "cnn".
+    /// The network: "mlp", "cnn" or "embed".
     #[serde(default, skip_serializing_if = "is_mlp")]
     pub kind: super::StudentKind,
     /// Output channels of each convolution block (cnn).
@@ -77,6 +77,9 @@ pub struct StudentInfo {
     /// The input image `[C, H, W]` (cnn).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image: Vec<usize>,
+    /// The embedding table (embed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embed: Option<super::EmbedSpec>,
     /// Always "relu".
     pub activation: String,
     /// The raw input the student expects (the teacher's input column and type).
@@ -138,6 +141,7 @@ impl StudentInfo {
             dims: self.dims.clone(),
             channels: self.channels.clone(),
             image: self.image.clone(),
+            embed: self.embed,
         }
     }
 }
@@ -274,6 +278,10 @@ pub fn student_from_tensors(t: &mut Tensors, arch: &super::Arch, path: &Path) ->
         super::StudentKind::Cnn => {
             let image = arch.image3().map_err(|e| Error::dataset(path, e.to_string()))?;
             Ok(Box::new(super::Cnn::from_tensors(t, image, &arch.channels, &arch.dims, path)?))
+        }
+        super::StudentKind::Embed => {
+            let spec = arch.embed_spec().map_err(|e| Error::dataset(path, e.to_string()))?;
+            Ok(Box::new(super::Embed::from_tensors(t, &spec, &arch.channels, &arch.dims, path)?))
         }
     }
 }

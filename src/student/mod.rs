@@ -7,6 +7,7 @@
 //! in the same fixed order by [`Student::params_mut`] and [`Workspace::grads`].
 
 pub mod cnn;
+pub mod embed;
 pub mod graph;
 pub mod io;
 pub mod layers;
@@ -17,6 +18,7 @@ use std::any::Any;
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut1, ArrayViewMutD};
 
 pub use cnn::Cnn;
+pub use embed::{Bag, Embed, EmbedSpec};
 pub use graph::Op;
 pub use io::student_from_tensors;
 pub use io::{EpochLog, StudentFile, StudentInfo, Tensor};
@@ -32,6 +34,9 @@ pub enum StudentKind {
     Mlp,
     /// Convolution blocks on the image-shaped input, then fully connected layers.
     Cnn,
+    /// An embedding table for integer inputs (token ids, bytes), a bag or 1-D convolutions, then fully
+    /// connected layers.
+    Embed,
 }
 
 /// What it takes to rebuild a student from its tensors: its kind and shape.
@@ -45,6 +50,8 @@ pub struct Arch {
     pub channels: Vec<usize>,
     /// The input image `[C, H, W]` (CNN).
     pub image: Vec<usize>,
+    /// The embedding table (embed).
+    pub embed: Option<EmbedSpec>,
 }
 
 impl Arch {
@@ -57,7 +64,17 @@ impl Arch {
                 let classes = self.dims[self.dims.len() - 1];
                 Ok(Box::new(Cnn::init(self.image3()?, &self.channels, hidden, classes, rng)?))
             }
+            StudentKind::Embed => {
+                let hidden = &self.dims[1..self.dims.len() - 1];
+                let classes = self.dims[self.dims.len() - 1];
+                Ok(Box::new(Embed::init(self.dims[0], &self.embed_spec()?, &self.channels, hidden, classes, rng)?))
+            }
         }
+    }
+
+    /// The embedding table's shape (embed).
+    pub fn embed_spec(&self) -> crate::error::Result<EmbedSpec> {
+        self.embed.ok_or_else(|| crate::error::Error::Config("an embed student needs its table's shape".into()))
     }
 
     /// The image as `[C, H, W]`.
@@ -83,6 +100,23 @@ impl Arch {
                 if self.dims.len() == 2 { "global average pool to" } else { "fully connected" },
                 join(&self.dims[1..], "-")
             ),
+            StudentKind::Embed => {
+                let (vocab, dim) = self.embed.map_or((0, 0), |e| (e.vocab, e.dim));
+                let body = if self.channels.is_empty() {
+                    let bag = match self.embed.map(|e| e.bag).unwrap_or_default() {
+                        Bag::Mean => "mean",
+                        Bag::Max => "max",
+                    };
+                    format!("{bag} bag")
+                } else {
+                    format!("conv k5 {} with max-pool 2, global max-pool", join(&self.channels, "-"))
+                };
+                format!(
+                    "Embed {} ids, table {vocab}x{dim}, {body}, then {} (ReLU)",
+                    self.dims[0],
+                    join(&self.dims[1..], "-")
+                )
+            }
         }
     }
 }
@@ -119,6 +153,16 @@ pub trait Student: Send + Sync + std::fmt::Debug {
     fn scaling(&self) -> &InputScaling;
     /// The input scaling, to set it from the training data's statistics.
     fn scaling_mut(&mut self) -> &mut InputScaling;
+    /// Whether the input is scaled by the training data's statistics (not for token ids).
+    fn scales_input(&self) -> bool {
+        true
+    }
+    /// The parameter (an index into [`Student::params_mut`]) whose gradient is sparse: after
+    /// [`Student::backward`] only its rows in [`Workspace::touched`] may be non-zero, and it expects the
+    /// others to be zero when backward is called (the trainer zeroes the rows it used).
+    fn sparse_param(&self) -> Option<usize> {
+        None
+    }
     /// Logits for raw inputs `[rows, input_width]` (inference, in parallel blocks of rows).
     fn forward(&self, x: ArrayView2<f32>) -> Array2<f32>;
     /// Buffers for training on up to `rows` rows at a time.
@@ -154,6 +198,8 @@ pub struct Workspace {
     pub grads: Vec<ArrayD<f32>>,
     /// The loss summed over the rows of the last step.
     pub loss: f64,
+    /// The rows of the [`Student::sparse_param`] gradient the last backward wrote, ascending.
+    pub touched: Vec<u32>,
     /// The student's activations.
     pub(crate) state: Box<dyn Any + Send>,
 }
@@ -167,6 +213,7 @@ impl Workspace {
             grad_logits: Array2::zeros((rows, classes)),
             grads: params.iter().map(|s| ArrayD::zeros(s.as_slice())).collect(),
             loss: 0.0,
+            touched: Vec::new(),
             state,
         }
     }

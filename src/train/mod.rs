@@ -21,6 +21,7 @@ pub use rows::{RowSource, Window};
 pub use run::{run, Resume, TrainJob};
 pub use val::ValSet;
 
+use crate::config::train::EmbedSettings;
 use crate::config::{Keep, TrainSettings};
 use crate::distill::{Kd, Loss, Objective};
 use crate::error::{Error, Result};
@@ -28,7 +29,7 @@ use crate::progress::Progress;
 use crate::store::TeacherOutputs;
 #[cfg(test)]
 use crate::student::Mlp;
-use crate::student::{Arch, Student, StudentKind};
+use crate::student::{Arch, EmbedSpec, InputStats, Student, StudentKind};
 use step::{EpochTotals, Trainer};
 
 /// The result of [`train`].
@@ -108,6 +109,27 @@ fn check_student_memory(arch: &Arch, workers: usize, settings: &TrainSettings) -
             let params = fc.windows(2).try_fold(params.unwrap_or(u64::MAX), |a, io| a.checked_add(linear(io)?));
             (params, units.and_then(|u| u.checked_add(fc.iter().map(|&d| d as u64).sum::<u64>())))
         }
+        StudentKind::Embed => {
+            // The table, then per row: its ids and, with convolutions, the embedded sequence and its
+            // gradient and per block the im2col matrix (twice), the output (twice) and the pooled output.
+            let e = arch.embed_spec()?;
+            let (mut len, mut cin) = (dims[0] as u64, e.dim as u64);
+            let mut params = (e.vocab as u64).checked_mul(cin);
+            let mut units =
+                Some(len).and_then(|l| l.checked_add(if arch.channels.is_empty() { cin } else { 2 * l * cin }));
+            for &cout in &arch.channels {
+                let cout = cout as u64;
+                let k = crate::student::embed::KERNEL as u64;
+                params = params.and_then(|p| p.checked_add(cin.checked_mul(k)?.checked_mul(cout)?.checked_add(cout)?));
+                units =
+                    units.and_then(|u| u.checked_add(len.checked_mul(cin.checked_mul(2 * k)?.checked_add(3 * cout)?)?));
+                (cin, len) = (cout, len / 2);
+            }
+            let mut fc = vec![cin as usize];
+            fc.extend(&dims[1..]);
+            let params = fc.windows(2).try_fold(params.unwrap_or(u64::MAX), |a, io| a.checked_add(linear(io)?));
+            (params, units.and_then(|u| u.checked_add(fc.iter().map(|&d| d as u64).sum::<u64>())))
+        }
     };
     let rows = settings.batch_size.div_ceil(workers) as u64;
     let bytes = params
@@ -126,6 +148,42 @@ fn check_student_memory(arch: &Arch, workers: usize, settings: &TrainSettings) -
             crate::util::human_bytes(memory),
         ))),
     }
+}
+
+/// The embedding table of an embed student: token ids must be integers >= 0; the vocabulary is
+/// `--vocab` or the largest id + 1.
+fn embed_spec(e: &EmbedSettings, stats: &InputStats, origin: &Path) -> Result<EmbedSpec> {
+    if let Some(v) = stats.fractional() {
+        return Err(Error::dataset(
+            origin,
+            format!("an embed student reads token ids, but the input holds {v}, which is not an integer"),
+        ));
+    }
+    let (lo, hi) = stats.range().unwrap_or((0.0, 0.0));
+    if lo < 0.0 {
+        return Err(Error::dataset(origin, format!("an embed student reads token ids >= 0, but the input holds {lo}")));
+    }
+    let vocab = match e.vocab {
+        Some(v) => {
+            if f64::from(hi) >= v as f64 {
+                tracing::warn!(largest_id = hi, vocab = v, "ids >= --vocab are masked, as padding is");
+            }
+            v
+        }
+        None => {
+            if f64::from(hi) >= crate::config::limits::EMBED_VOCAB as f64 {
+                return Err(Error::dataset(
+                    origin,
+                    format!(
+                        "the largest token id is {hi}; an embedding table holds at most {} rows (--vocab N masks                          the ids above)",
+                        crate::config::limits::EMBED_VOCAB
+                    ),
+                ));
+            }
+            hi as usize + 1
+        }
+    };
+    Ok(EmbedSpec { vocab, dim: e.dim, pad_id: e.pad_id, bag: e.bag })
 }
 
 /// Trains a student. With `checkpoint`, the training state is saved after every epoch and, when
@@ -177,6 +235,10 @@ pub fn train(
         dims: dims.clone(),
         channels: settings.channels.clone(),
         image: if settings.student == StudentKind::Cnn { input_shape.to_vec() } else { Vec::new() },
+        embed: match &settings.embed {
+            Some(e) => Some(embed_spec(e, &scan.stats, origin)?),
+            None => None,
+        },
     };
     if arch.kind == StudentKind::Cnn {
         let [c, h, w] = arch.image3()?;
@@ -201,7 +263,9 @@ pub fn train(
         }
         None => {
             let mut student = arch.init(&mut rng)?;
-            scan.stats.apply(student.scaling_mut());
+            if student.scales_input() {
+                scan.stats.apply(student.scaling_mut());
+            }
             let state = Trainer::fresh_state(student.as_mut());
             (student, state, 0, 0u64, Vec::with_capacity(settings.epochs.min(1024)), None)
         }

@@ -236,6 +236,7 @@ pub fn student_info(
         kind: trained.student.arch().kind,
         channels: trained.student.arch().channels,
         image: trained.student.arch().image,
+        embed: trained.student.arch().embed,
         activation: "relu".into(),
         input_column: m.input.source_column.clone(),
         input_dtype: m.input.dtype,

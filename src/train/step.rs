@@ -7,7 +7,7 @@
 //! and the optimizer updates the parameters in parallel. Same seed and thread count: bit-identical
 //! weights.
 
-use ndarray::{s, Array2, ArrayD, ArrayView2, Zip};
+use ndarray::{s, Array2, ArrayD, ArrayView2, Axis, Zip};
 use rayon::prelude::*;
 
 use crate::config::TrainSettings;
@@ -131,19 +131,61 @@ impl<'s> Trainer<'s> {
                 return Err(Error::Diverged { epoch, step: totals.steps, loss: loss as f32 });
             }
             totals.loss += loss;
+            // A sparse parameter (an embedding table): only the rows some worker touched.
+            let sparse = self.student.sparse_param();
+            let mut touched: Vec<u32> = Vec::new();
+            if sparse.is_some() {
+                touched.extend(acc.touched.iter().copied());
+                for other in rest.iter().filter(|w| w.rows > 0) {
+                    touched.extend(other.touched.iter().copied());
+                }
+                touched.sort_unstable();
+                touched.dedup();
+            }
             for other in rest.iter().filter(|w| w.rows > 0) {
-                for (a, g) in acc.grads.iter_mut().zip(&other.grads) {
-                    Zip::from(a).and(g).par_for_each(|a, &b| *a += b);
+                for (p, (a, g)) in acc.grads.iter_mut().zip(&other.grads).enumerate() {
+                    if Some(p) == sparse {
+                        for &r in &other.touched {
+                            let mut a = a.index_axis_mut(Axis(0), r as usize);
+                            a += &g.index_axis(Axis(0), r as usize);
+                        }
+                    } else {
+                        Zip::from(a).and(g).par_for_each(|a, &b| *a += b);
+                    }
                 }
             }
             if let Some(max_norm) = settings.clip_norm {
-                clip(&mut acc.grads, max_norm);
+                clip(&mut acc.grads, max_norm, sparse.map(|p| (p, touched.as_slice())));
             }
             self.global_step += 1;
             totals.lr =
                 settings.schedule.rate(settings.optimizer.lr(), self.global_step - 1, self.total_steps, self.warmup);
-            for ((p, g), [m, v]) in self.student.params_mut().into_iter().zip(&acc.grads).zip(&mut self.state) {
-                settings.optimizer.update(p, g.view(), m.view_mut(), v.view_mut(), self.global_step, totals.lr);
+            let params = self.student.params_mut().into_iter().zip(&acc.grads).zip(&mut self.state);
+            for (p, ((mut w, g), [m, v])) in params.enumerate() {
+                let opt = &settings.optimizer;
+                if Some(p) == sparse {
+                    for &r in &touched {
+                        let r = r as usize;
+                        let (w, g) = (w.index_axis_mut(Axis(0), r), g.index_axis(Axis(0), r));
+                        let (m, v) = (m.index_axis_mut(Axis(0), r), v.index_axis_mut(Axis(0), r));
+                        opt.update_serial(w, g, m, v, self.global_step, totals.lr);
+                    }
+                } else {
+                    opt.update(w, g.view(), m.view_mut(), v.view_mut(), self.global_step, totals.lr);
+                }
+            }
+            // The rows used are zeroed for the next backward, which writes only the rows it touches.
+            if let Some(p) = sparse {
+                for &r in &touched {
+                    acc.grads[p].index_axis_mut(Axis(0), r as usize).fill(0.0);
+                }
+                acc.touched.clear();
+                for other in rest.iter_mut().filter(|w| w.rows > 0) {
+                    for &r in &other.touched {
+                        other.grads[p].index_axis_mut(Axis(0), r as usize).fill(0.0);
+                    }
+                    other.touched.clear();
+                }
             }
             progress.advance(1);
         }
@@ -178,8 +220,9 @@ impl<'s> Trainer<'s> {
 }
 
 /// Scales `grads` so their global L2 norm is at most `max_norm`. The squares are summed over the
-/// matrices (in parallel) and then over the vectors, in parameter order.
-fn clip(grads: &mut [ArrayD<f32>], max_norm: f32) {
+/// matrices (in parallel) and then over the vectors, in parameter order. A sparse parameter `(index,
+/// rows)` is zero outside its rows, which alone are summed and scaled.
+fn clip(grads: &mut [ArrayD<f32>], max_norm: f32, sparse: Option<(usize, &[u32])>) {
     let sq = |g: &ArrayD<f32>| -> f64 {
         if g.ndim() >= 2 {
             g.par_iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>()
@@ -187,17 +230,30 @@ fn clip(grads: &mut [ArrayD<f32>], max_norm: f32) {
             g.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>()
         }
     };
-    let matrices: f64 = grads.iter().filter(|g| g.ndim() >= 2).map(sq).sum();
+    let rows_sq = |g: &ArrayD<f32>, rows: &[u32]| -> f64 {
+        rows.iter()
+            .map(|&r| g.index_axis(Axis(0), r as usize).iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>())
+            .sum()
+    };
+    let mut matrices = 0f64;
+    for (i, g) in grads.iter().enumerate().filter(|(_, g)| g.ndim() >= 2) {
+        matrices += match sparse {
+            Some((p, rows)) if p == i => rows_sq(g, rows),
+            _ => sq(g),
+        };
+    }
     let vectors: f64 = grads.iter().filter(|g| g.ndim() < 2).map(sq).sum();
     let norm = (matrices + vectors).sqrt() as f32;
     if norm > max_norm {
         let c = max_norm / norm;
-        grads.iter_mut().for_each(|g| {
-            if g.ndim() >= 2 {
-                g.par_mapv_inplace(|v| v * c)
-            } else {
-                g.mapv_inplace(|v| v * c)
+        grads.iter_mut().enumerate().for_each(|(i, g)| match sparse {
+            Some((p, rows)) if p == i => {
+                for &r in rows {
+                    g.index_axis_mut(Axis(0), r as usize).mapv_inplace(|v| v * c);
+                }
             }
+            _ if g.ndim() >= 2 => g.par_mapv_inplace(|v| v * c),
+            _ => g.mapv_inplace(|v| v * c),
         });
     }
 }

@@ -71,7 +71,7 @@ fn a_cnn_needs_image_shaped_inputs() {
         "--channels",
         "0",
     ]);
-    assert_fails(&o, "--channels needs at least one block, each of > 0 channels");
+    assert_fails(&o, "--channels needs blocks of > 0 channels");
 }
 
 /// A student folder is input too: a student.json whose cnn shape does not fit its weights (or overflows)

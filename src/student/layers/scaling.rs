@@ -51,6 +51,9 @@ pub struct InputStats {
     rows: u64,
     sum: Vec<f64>,
     sq: Vec<f64>,
+    /// The smallest and largest value, and the first value that is not an integer (token ids must be).
+    range: Option<(f32, f32)>,
+    fractional: Option<f32>,
 }
 
 impl InputStats {
@@ -66,8 +69,25 @@ impl InputStats {
                 self.sum[j] += f64::from(v);
                 self.sq[j] += f64::from(v) * f64::from(v);
             }
+            for &v in row {
+                let (lo, hi) = self.range.get_or_insert((v, v));
+                (*lo, *hi) = (lo.min(v), hi.max(v));
+                if self.fractional.is_none() && v.fract() != 0.0 {
+                    self.fractional = Some(v);
+                }
+            }
         }
         self.rows += x.nrows() as u64;
+    }
+
+    /// The smallest and largest input value (`None`: no rows).
+    pub fn range(&self) -> Option<(f32, f32)> {
+        self.range
+    }
+
+    /// The first input value that is not an integer.
+    pub fn fractional(&self) -> Option<f32> {
+        self.fractional
     }
 
     /// Sets the input scaling: subtract each feature's mean, divide by the mean of the features'
