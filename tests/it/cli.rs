@@ -549,25 +549,37 @@ fn exported_onnx_student_matches_the_rust_forward_pass() {
 
 /// Exports `st` to `onnx` and checks ONNX Runtime's logits against the Rust forward pass on MNIST's test rows.
 fn exported_matches_rust(st: &Path, onnx: &Path) {
+    // The exported model takes the teacher's input as the teacher declares it: float32 `image`
+    // [batch, 1, 28, 28] (the stored pixels are uint8; the teacher's signature wins, so it drops in).
+    let signature = ("image", softlabel::data::ElementType::F32, &[-1, 1, 28, 28][..]);
+    export_matches_rust(st, onnx, &mnist("mnist/test.parquet"), signature);
+}
+
+/// Exports `st` to `onnx`, checks the model's input signature (name, type, shape) and ONNX Runtime's
+/// logits against the Rust forward pass on the rows of `data`.
+pub fn export_matches_rust(
+    st: &Path,
+    onnx: &Path,
+    data: &Path,
+    (name, ty, shape): (&str, softlabel::data::ElementType, &[i64]),
+) {
     use softlabel::data::DataSpec;
     use softlabel::teacher::{Teacher, TeacherOptions};
     assert_ok(&softlabel(&["export", "--student", s(st), "--out", s(onnx)]));
     assert!(onnx.with_extension("safetensors").is_file());
-
-    // The exported model takes the teacher's input as the teacher declares it: float32 `image`
-    // [batch, 1, 28, 28] (the stored pixels are uint8; the teacher's signature wins, so it drops in).
     let student = softlabel::student::io::load(st).unwrap();
     let mut model = Teacher::load(onnx, &TeacherOptions::default()).unwrap();
-    assert_eq!(model.input_shape(), &[-1, 1, 28, 28]);
-    assert_eq!((model.input_name(), model.input_element_type()), ("image", softlabel::data::ElementType::F32));
-    let source = softlabel::data::open(&mnist("mnist/test.parquet"), &DataSpec::new("image")).unwrap();
-    let row_shape = model.row_shape(784, "image").unwrap();
+    assert_eq!(model.input_shape(), shape);
+    assert_eq!((model.input_name(), model.input_element_type()), (name, ty));
+    let source = softlabel::data::open(data, &DataSpec::new(name)).unwrap();
+    let d: usize = shape[1..].iter().product::<i64>() as usize;
+    let row_shape = model.row_shape(d, name).unwrap();
     let mut worst = 0f32;
     for batch in source.batches(1000) {
         let batch = batch.unwrap();
         let (ort_logits, k) = model.run(&batch, &row_shape).unwrap();
-        assert_eq!(k, 10);
-        let x = ndarray::Array2::from_shape_vec((batch.len(), 784), batch.input_f32()).unwrap();
+        assert_eq!(k, student.student.num_classes());
+        let x = ndarray::Array2::from_shape_vec((batch.len(), d), batch.input_f32()).unwrap();
         let rust = student.student.forward(x.view());
         for (a, b) in ort_logits.iter().zip(rust.iter()) {
             worst = worst.max((a - b).abs() / b.abs().max(1.0));

@@ -101,3 +101,43 @@ fn a_tampered_cnn_student_is_refused() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("student"), "names the student's file");
     }
 }
+
+/// The embed student on int64 token ids (a bag-of-embeddings teacher, id 0 padding): the mean bag with
+/// a smaller --vocab (ids 15..19 masked), the max bag, 1-D convolutions with and without hidden layers.
+/// Each exports to ONNX with the teacher's int64 `tokens` input and equals the Rust forward pass.
+#[test]
+fn embed_students_train_and_export_on_token_ids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = tmp.path().join("labels");
+    let (teacher, data) = (fx("bag_teacher.onnx"), fx("tokens.parquet"));
+    let args = ["precompute", "--teacher", s(&teacher), "--data", s(&data), "--input-column", "tokens", "-T", "2"];
+    assert_ok(&softlabel(&[&args[..], &["--out", s(&labels)]].concat()));
+    let kinds: [&[&str]; 4] = [
+        &["--pad-id", "0", "--vocab", "15", "--hidden", "8"],
+        &["--bag", "max", "--hidden", ""],
+        &["--pad-id", "0", "--channels", "6,4", "--hidden", "5"],
+        &["--channels", "3", "--hidden", ""],
+    ];
+    for (i, kind) in kinds.iter().enumerate() {
+        let st = tmp.path().join(format!("student-{i}"));
+        let args = ["train", "--labels", s(&labels), "--out", s(&st), "--epochs", "2", "--student", "embed"];
+        let o = softlabel(&[&args[..], &["--embed-dim", "4", "--batch-size", "32", "--alpha", "1"], kind].concat());
+        assert_ok(&o);
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(st.join("student.json")).unwrap()).unwrap();
+        assert_eq!(info["kind"], "embed");
+        let vocab = if i == 0 { 15 } else { 20 };
+        assert_eq!(info["embed"]["vocab"], vocab, "{info}");
+        let onnx = tmp.path().join(format!("export-{i}/student.onnx"));
+        let signature = ("tokens", softlabel::data::ElementType::I64, &[-1, 16][..]);
+        crate::cli::export_matches_rust(&st, &onnx, &data, signature);
+    }
+    // Ids must be integers >= 0: the MNIST-like float fixture is refused with the reason.
+    let float_labels = tmp.path().join("float-labels");
+    let (teacher, data) = (fx("linear.onnx"), fx("small.parquet"));
+    let args = ["precompute", "--teacher", s(&teacher), "--data", s(&data), "-T", "2", "--out", s(&float_labels)];
+    assert_ok(&softlabel(&args));
+    let o =
+        softlabel(&["train", "--labels", s(&float_labels), "--out", s(&tmp.path().join("x")), "--student", "embed"]);
+    assert_fails(&o, "an embed student reads token ids, but the input holds");
+}

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("SOFTLABEL_BIN", str(ROOT / "target" / "release" / "softlabel"))
+FX = Path(os.environ.get("SOFTLABEL_FIXTURES", str(ROOT / "target" / "fixtures")))
 
 
 def run(*args):
@@ -74,6 +75,67 @@ def test_export_is_valid_onnx_and_matches_numpy(tmp_path):
     assert np.abs(logits - ref).max() / max(1.0, np.abs(ref).max()) < 1e-5
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert (probs.argmax(1) == ref.argmax(1)).mean() > 0.999
+
+
+def numpy_embed_forward(t, ids, vocab, pad, bag="mean"):
+    """The embed student in numpy (float64): masked ids, a mean/max bag or Conv1d(k5, padding 2) + ReLU +
+    MaxPool1d(2) blocks and a global max, then the fully connected layers."""
+    ids = ids.astype(np.int64)
+    valid = (ids >= 0) & (ids < vocab) & (ids != pad)
+    emb = t["embedding.weight"].astype(np.float64)[np.where(valid, ids, 0)] * valid[..., None]  # [N, L, D]
+    if "convs.0.weight" not in t:
+        count = valid.sum(1, keepdims=True)
+        if bag == "mean":
+            h = emb.sum(1) / np.maximum(count, 1)
+        else:
+            h = np.where(count > 0, np.where(valid[..., None], emb, -np.inf).max(1), 0.0)
+    else:
+        a = emb.transpose(0, 2, 1)  # [N, C, L]
+        i = 0
+        while f"convs.{i}.weight" in t:
+            w, b = t[f"convs.{i}.weight"].astype(np.float64), t[f"convs.{i}.bias"]
+            n, c, length = a.shape
+            padded = np.concatenate([np.zeros((n, c, 2)), a, np.zeros((n, c, 2))], axis=2)
+            z = np.stack([np.einsum("ock,nck->no", w, padded[:, :, p : p + 5]) for p in range(length)], axis=2)
+            z = np.maximum(z + b[None, :, None], 0)
+            a = z[:, :, : length // 2 * 2].reshape(n, z.shape[1], length // 2, 2).max(3)
+            i += 1
+        h = a.max(2)
+    i = 0
+    while f"layers.{i}.weight" in t:
+        h = h @ t[f"layers.{i}.weight"].T.astype(np.float64) + t[f"layers.{i}.bias"]
+        i += 1
+        if f"layers.{i}.weight" in t:
+            h = np.maximum(h, 0)
+    return h
+
+
+def test_embed_export_is_valid_onnx_and_matches_numpy(tmp_path):
+    """The embed student exports with the teacher's int64 `tokens` input; ids 15..19 (outside --vocab 15)
+    and the pad id 0 are masked in ONNX Runtime exactly as in the numpy reference."""
+    labels = tmp_path / "labels"
+    run("precompute", "--teacher", FX / "bag_teacher.onnx", "--data", FX / "tokens.parquet", "--input-column", "tokens",
+        "--temperature", "2", "--out", labels)
+    ids = np.stack(pq.read_table(FX / "tokens.parquet").column("tokens").to_numpy(zero_copy_only=False))
+    cases = [(["--vocab", "15", "--hidden", "8"], "mean"), (["--bag", "max", "--hidden", "8"], "max"),
+             (["--channels", "6,4", "--hidden", "5"], "mean")]
+    for i, (flags, bag) in enumerate(cases):
+        student, out = tmp_path / f"student{i}", tmp_path / f"student{i}.onnx"
+        run("train", "--labels", labels, "--out", student, "--student", "embed", "--embed-dim", "4", "--pad-id", "0",
+            "--alpha", "1", "--epochs", "2", *flags)
+        run("export", "--student", student, "--out", out)
+        model = onnx.load(str(out))
+        onnx.checker.check_model(model, full_check=True)
+        (inp,) = model.graph.input
+        dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+        assert (inp.name, inp.type.tensor_type.elem_type, dims) == ("tokens", onnx.TensorProto.INT64, ["batch", 16])
+        tensors, meta = read_safetensors(out.with_suffix(".safetensors"))
+        vocab = json.loads(meta["config"])["embed"]["vocab"]
+        assert vocab == (15 if i == 0 else 20)
+        sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        logits, _ = sess.run(None, {"tokens": ids})
+        ref = numpy_embed_forward(tensors, ids, vocab, 0, bag)
+        assert np.abs(logits - ref).max() / max(1.0, np.abs(ref).max()) < 1e-5, flags
 
 
 def test_report_numbers_and_plots(tmp_path):
