@@ -12,6 +12,8 @@ pub mod graph;
 pub mod io;
 pub mod layers;
 pub mod mlp;
+#[cfg(test)]
+mod torch_reference;
 
 use std::any::Any;
 

@@ -1,0 +1,138 @@
+//! Forward passes against numbers PyTorch computed for the same weights (float64), as candle checks its
+//! layers. The weights are `fill(shape, salt)[i] = 0.5 * sin(0.37 * i + salt)` (row-major, PyTorch's
+//! layouts), built here and in the script below; the students are built from those tensors as they are
+//! loaded from `student.safetensors`.
+//!
+//! PyTorch 2.15.0 (CPU), the code that produced the expected values:
+//!
+//! ```python
+//! import torch, math
+//! import torch.nn.functional as F
+//! def fill(shape, salt):
+//!     n = math.prod(shape)
+//!     return torch.tensor([math.sin(i * 0.37 + salt) * 0.5 for i in range(n)], dtype=torch.float64).reshape(shape)
+//! # Embed: vocab 7, dim 3, pad 0, convs 3->4->2 (kernel 5), then 2->3.
+//! E = fill((7, 3), 1.0); W0 = fill((4, 3, 5), 2.0) + 0.2; B0 = fill((4,), 3.0) + 0.3
+//! W1 = fill((2, 4, 5), 4.0) + 0.2; B1 = fill((2,), 5.0) + 0.3; L0 = fill((3, 2), 6.0); C0 = fill((3,), 7.0)
+//! ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6], [0, 0, 6, 5, 3, 5, 0, 0]])
+//! valid = (ids >= 0) & (ids < 7) & (ids != 0)
+//! x = (F.embedding(torch.where(valid, ids, 0), E) * valid[..., None]).transpose(1, 2)
+//! for w, b in [(W0, B0), (W1, B1)]:
+//!     x = F.max_pool1d(F.relu(F.conv1d(x, w, b, padding=2)), 2)
+//! print("embed conv", F.linear(x.amax(2), L0, C0).flatten().tolist())
+//! bag = (F.embedding(torch.where(valid, ids, 0), E) * valid[..., None]).sum(1) / valid.sum(1, keepdim=True)
+//! print("embed mean bag", F.linear(bag, fill((3, 3), 6.0), C0).flatten().tolist())
+//! # CNN: image 1x6x6, convs 1->2->3 (3x3, padding 1), flatten, hidden 4, classes 3.
+//! S = fill((36,), 8.0); K = fill((36,), 9.0).abs() + 0.5
+//! V0 = fill((2, 1, 3, 3), 10.0); D0 = fill((2,), 11.0); V1 = fill((3, 2, 3, 3), 12.0); D1 = fill((3,), 13.0)
+//! H0 = fill((4, 3), 14.0); G0 = fill((4,), 15.0); H1 = fill((3, 4), 16.0); G1 = fill((3,), 17.0)
+//! img = fill((2, 36), 18.0) * 4
+//! h = ((img - S) * K).reshape(2, 1, 6, 6)
+//! for w, b in [(V0, D0), (V1, D1)]:
+//!     h = F.max_pool2d(F.relu(F.conv2d(h, w, b, padding=1)), 2)
+//! print("cnn", F.linear(F.relu(F.linear(torch.flatten(h, 1), H0, G0)), H1, G1).flatten().tolist())
+//! ```
+
+use std::path::Path;
+
+use ndarray::Array2;
+
+use super::io::Tensors;
+use super::{student_from_tensors, Arch, Bag, EmbedSpec, StudentKind};
+
+fn fill(shape: &[usize], salt: f64, add: f64) -> (Vec<usize>, Vec<f32>) {
+    let n: usize = shape.iter().product();
+    (shape.to_vec(), (0..n).map(|i| ((i as f64 * 0.37 + salt).sin() * 0.5 + add) as f32).collect())
+}
+
+fn tensors(list: &[(&str, (Vec<usize>, Vec<f32>))]) -> Tensors {
+    list.iter().map(|(n, t)| (n.to_string(), t.clone())).collect()
+}
+
+/// f32 against PyTorch's float64: within 1e-5 relative.
+fn close(got: &Array2<f32>, want: &[f64]) {
+    for (g, w) in got.iter().zip(want) {
+        assert!((f64::from(*g) - w).abs() < 1e-5 * (1.0 + w.abs()), "{got:?} vs {want:?}");
+    }
+    assert_eq!(got.len(), want.len());
+}
+
+#[test]
+fn embed_students_equal_pytorch() {
+    let ids =
+        Array2::from_shape_vec((2, 8), vec![3., 1., 4., 1., 5., 9., 2., 6., 0., 0., 6., 5., 3., 5., 0., 0.]).unwrap();
+    let spec = EmbedSpec { vocab: 7, dim: 3, pad_id: Some(0), bag: Bag::Mean };
+    let arch = |channels: Vec<usize>| Arch {
+        kind: StudentKind::Embed,
+        dims: vec![8, 3],
+        channels,
+        image: vec![],
+        embed: Some(spec),
+    };
+    let mut t = tensors(&[
+        ("embedding.weight", fill(&[7, 3], 1.0, 0.0)),
+        ("convs.0.weight", fill(&[4, 3, 5], 2.0, 0.2)),
+        ("convs.0.bias", fill(&[4], 3.0, 0.3)),
+        ("convs.1.weight", fill(&[2, 4, 5], 4.0, 0.2)),
+        ("convs.1.bias", fill(&[2], 5.0, 0.3)),
+        ("layers.0.weight", fill(&[3, 2], 6.0, 0.0)),
+        ("layers.0.bias", fill(&[3], 7.0, 0.0)),
+    ]);
+    let conv = student_from_tensors(&mut t, &arch(vec![4, 2]), Path::new("ref")).unwrap();
+    let want = [
+        0.2993081748520434,
+        0.9764124106001066,
+        1.3143855182619923,
+        0.35164742297580626,
+        0.8135673133386279,
+        1.0215343015965017,
+    ];
+    close(&conv.forward(ids.view()), &want);
+    let mut t = tensors(&[
+        ("embedding.weight", fill(&[7, 3], 1.0, 0.0)),
+        ("layers.0.weight", fill(&[3, 3], 6.0, 0.0)),
+        ("layers.0.bias", fill(&[3], 7.0, 0.0)),
+    ]);
+    let bag = student_from_tensors(&mut t, &arch(vec![]), Path::new("ref")).unwrap();
+    let want = [
+        0.32723455395911305,
+        0.5229017809128611,
+        0.5694510921128065,
+        0.3690454946670241,
+        0.6380877305343932,
+        0.630077669536984,
+    ];
+    close(&bag.forward(ids.view()), &want);
+}
+
+#[test]
+fn cnn_students_equal_pytorch() {
+    let (_, scale) = fill(&[36], 9.0, 0.0);
+    let scale: Vec<f32> = scale.iter().map(|v| v.abs() + 0.5).collect();
+    let mut t = tensors(&[
+        ("input.shift", fill(&[36], 8.0, 0.0)),
+        ("input.scale", (vec![36], scale)),
+        ("convs.0.weight", fill(&[2, 1, 3, 3], 10.0, 0.0)),
+        ("convs.0.bias", fill(&[2], 11.0, 0.0)),
+        ("convs.1.weight", fill(&[3, 2, 3, 3], 12.0, 0.0)),
+        ("convs.1.bias", fill(&[3], 13.0, 0.0)),
+        ("layers.0.weight", fill(&[4, 3], 14.0, 0.0)),
+        ("layers.0.bias", fill(&[4], 15.0, 0.0)),
+        ("layers.1.weight", fill(&[3, 4], 16.0, 0.0)),
+        ("layers.1.bias", fill(&[3], 17.0, 0.0)),
+    ]);
+    let arch =
+        Arch { kind: StudentKind::Cnn, dims: vec![36, 4, 3], channels: vec![2, 3], image: vec![1, 6, 6], embed: None };
+    let cnn = student_from_tensors(&mut t, &arch, Path::new("ref")).unwrap();
+    let (_, img) = fill(&[2, 36], 18.0, 0.0);
+    let img = Array2::from_shape_vec((2, 36), img.iter().map(|v| v * 4.0).collect()).unwrap();
+    let want = [
+        -0.5993192565504378,
+        -0.783789854274383,
+        -0.3809705803017146,
+        -0.9246084009421545,
+        -1.6090956318767358,
+        -0.20534506697996927,
+    ];
+    close(&cnn.forward(img.view()), &want);
+}
