@@ -4,7 +4,8 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
-/// Counts the elements of an ONNX model's initializers (reads the protobuf directly).
+/// Counts the elements of an ONNX model's initializers (reads the protobuf directly), leaving out int64
+/// and bool tensors: shapes, axes and index constants, not weights.
 pub fn onnx_parameters(bytes: &[u8], path: &Path) -> Result<u64> {
     let bad = || Error::model(path, "cannot read the ONNX protobuf to count parameters");
     let graph = pb_fields(bytes)
@@ -21,8 +22,12 @@ pub fn onnx_parameters(bytes: &[u8], path: &Path) -> Result<u64> {
         }
         let tensor = v.bytes().ok_or_else(bad)?;
         let mut n = 1u64;
+        let mut constant = false;
         for (tf, tv) in pb_fields(tensor).ok_or_else(bad)? {
-            if tf == 1 {
+            if tf == 2 {
+                // TensorProto.DataType: INT64 = 7, BOOL = 9.
+                constant = matches!(tv, PbValue::Varint(7 | 9));
+            } else if tf == 1 {
                 match tv {
                     PbValue::Varint(d) => n = n.saturating_mul(d),
                     PbValue::Bytes(packed) => {
@@ -37,7 +42,9 @@ pub fn onnx_parameters(bytes: &[u8], path: &Path) -> Result<u64> {
                 }
             }
         }
-        total = total.saturating_add(n);
+        if !constant {
+            total = total.saturating_add(n);
+        }
     }
     Ok(total)
 }
