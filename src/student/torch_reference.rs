@@ -40,12 +40,15 @@ use ndarray::Array2;
 use super::io::Tensors;
 use super::{student_from_tensors, Arch, Bag, EmbedSpec, StudentKind};
 
-fn fill(shape: &[usize], salt: f64, add: f64) -> (Vec<usize>, Vec<f32>) {
+/// A tensor's shape and row-major values.
+type Tensor = (Vec<usize>, Vec<f32>);
+
+fn fill(shape: &[usize], salt: f64, add: f64) -> Tensor {
     let n: usize = shape.iter().product();
     (shape.to_vec(), (0..n).map(|i| ((i as f64 * 0.37 + salt).sin() * 0.5 + add) as f32).collect())
 }
 
-fn tensors(list: &[(&str, (Vec<usize>, Vec<f32>))]) -> Tensors {
+fn tensors(list: &[(&str, Tensor)]) -> Tensors {
     list.iter().map(|(n, t)| (n.to_string(), t.clone())).collect()
 }
 
