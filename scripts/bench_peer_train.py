@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """The PyTorch peer for `softlabel train`: the script a user would write without softlabel. Loads a
 softlabel dataset (dense) into memory with pyarrow, standardises the inputs once (softlabel does it per
-batch), then trains the same MLP with the same loss, optimizer, schedule, batch size and thread count:
+batch), then trains the same MLP (or CNN: --student cnn --channels 16,32, 3x3 convolutions with padding 1,
+ReLU and 2x2 max-pooling, flattened into the --hidden layers) with the same loss, optimizer, schedule, batch size and thread count:
 alpha * T^2 * KL(p_T(teacher) || p_T(student)) + (1 - alpha) * CE, Adam, cosine decay per step.
 Prints one JSON line with the seconds of every epoch. Used by scripts/bench.
 
     bench_peer_train.py LABELS_DIR --hidden 800,800 --epochs 3 --batch-size 128 --threads 1 -T 4 --alpha 0.9
+    bench_peer_train.py LABELS_DIR --student cnn --channels 16,32 --hidden 48 --image 1,28,28 ...
 """
 import argparse
 import json
@@ -28,6 +30,9 @@ def main():
     ap.add_argument("-T", "--temperature", type=float, default=4.0)
     ap.add_argument("--alpha", type=float, default=0.9)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--student", default="mlp", choices=["mlp", "cnn"])
+    ap.add_argument("--channels", default="16,32")
+    ap.add_argument("--image", default="1,28,28")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -38,8 +43,19 @@ def main():
     teacher = torch.from_numpy(np.stack(t["logits"].to_numpy(zero_copy_only=False)).astype(np.float32))
     y = torch.from_numpy(t["label"].to_numpy().astype(np.int64))
     log_p = F.log_softmax(teacher / a.temperature, dim=1)
-    dims = [x.shape[1], *map(int, a.hidden.split(",")), teacher.shape[1]]
+    hidden = [int(h) for h in a.hidden.split(",") if h]
     layers = []
+    if a.student == "cnn":
+        c, h, w = map(int, a.image.split(","))
+        x = x.reshape(-1, c, h, w)
+        for cout in map(int, a.channels.split(",")):
+            layers += [nn.Conv2d(c, cout, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            c, h, w = cout, h // 2, w // 2
+        layers.append(nn.Flatten())
+        features = c * h * w
+    else:
+        features = x.shape[1]
+    dims = [features, *hidden, teacher.shape[1]]
     for i in range(len(dims) - 1):
         layers.append(nn.Linear(dims[i], dims[i + 1]))
         if i < len(dims) - 2:

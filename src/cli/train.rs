@@ -76,6 +76,10 @@ pub struct TrainArgs {
     /// Output channels of each convolution block (cnn: 16,32 when not given; embed: none is a bag).
     #[arg(long, value_delimiter = ',', value_name = "C,C,...")]
     pub channels: Vec<usize>,
+    /// The input's image layout for --student cnn, HxW or CxHxW, row-major (default: the labels'
+    /// recorded input shape, e.g. 1x28x28).
+    #[arg(long, value_name = "CxHxW")]
+    pub image: Option<String>,
     /// Values per embedding (--student embed).
     #[arg(long, default_value_t = d().embed_dim, value_name = "D")]
     pub embed_dim: usize,
@@ -165,6 +169,7 @@ impl TrainArgs {
         TrainConfig {
             student: self.student.into(),
             channels: self.channels.clone(),
+            image: self.image.clone(),
             embed_dim: self.embed_dim,
             vocab: self.vocab,
             pad_id: self.pad_id,

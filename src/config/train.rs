@@ -35,10 +35,13 @@ pub enum Keep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case", default)]
 pub struct TrainConfig {
-    /// The student network: `mlp`, `cnn` or `embed`.
+    /// The student network: `mlp`, `cnn` or `embed` (in a pipeline also `kind = ...`).
+    #[serde(alias = "kind")]
     pub student: StudentKind,
     /// Output channels of each convolution block (`cnn`: 16, 32 when empty; `embed`: empty for a bag).
     pub channels: Vec<usize>,
+    /// The input's image layout, "HxW" or "CxHxW" (`cnn`; default: the labels' recorded input shape).
+    pub image: Option<String>,
     /// Values per embedding (`embed`).
     pub embed_dim: usize,
     /// Rows of the embedding table (`embed`; `None`: the largest id in the training inputs + 1).
@@ -95,6 +98,7 @@ impl Default for TrainConfig {
         TrainConfig {
             student: StudentKind::Mlp,
             channels: Vec::new(),
+            image: None,
             embed_dim: 32,
             vocab: None,
             pad_id: None,
@@ -133,6 +137,9 @@ pub struct TrainSettings {
     /// Output channels of each convolution block (`cnn`, `embed`; empty for `mlp` and a bag).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<usize>,
+    /// The input image `[C, H, W]` as given (`cnn`; `None`: the labels' input shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<[usize; 3]>,
     /// The embedding table (`embed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embed: Option<EmbedSettings>,
@@ -245,6 +252,13 @@ impl TrainConfig {
         if let Some(&c) = channels.iter().find(|&&c| c > limits::CONV_CHANNELS) {
             return bad("channels", format!("has a block of {c} channels; at most {}", limits::CONV_CHANNELS));
         }
+        let image = match (&self.image, self.student) {
+            (None, _) => None,
+            (Some(text), StudentKind::Cnn) => {
+                Some(crate::augment::parse_image(text).map_err(|e| origin.error("image", e.to_string()))?)
+            }
+            (Some(_), _) => return bad("image", "is for cnn students".into()),
+        };
         let embed = if self.student == StudentKind::Embed {
             if self.embed_dim == 0 || self.embed_dim > limits::EMBED_DIM {
                 return bad("embed_dim", format!("must be in 1..={}, got {}", limits::EMBED_DIM, self.embed_dim));
@@ -320,6 +334,7 @@ impl TrainConfig {
         Ok(TrainSettings {
             student: self.student,
             channels,
+            image,
             embed,
             hidden: self.hidden.clone(),
             epochs: self.epochs,

@@ -234,7 +234,11 @@ pub fn train(
         kind: settings.student,
         dims: dims.clone(),
         channels: settings.channels.clone(),
-        image: if settings.student == StudentKind::Cnn { input_shape.to_vec() } else { Vec::new() },
+        image: match (settings.student, settings.image) {
+            (StudentKind::Cnn, Some(image)) => image.to_vec(),
+            (StudentKind::Cnn, None) => input_shape.to_vec(),
+            _ => Vec::new(),
+        },
         embed: match &settings.embed {
             Some(e) => Some(embed_spec(e, &scan.stats, origin)?),
             None => None,
@@ -245,7 +249,7 @@ pub fn train(
         if c.checked_mul(h).and_then(|v| v.checked_mul(w)) != Some(rows.width()) {
             return Err(Error::dataset(
                 origin,
-                format!("input shape {input_shape:?} does not hold the rows' {} values", rows.width()),
+                format!("image {:?} does not hold the rows' {} values", arch.image, rows.width()),
             ));
         }
     }

@@ -72,6 +72,17 @@ fn a_cnn_needs_image_shaped_inputs() {
         "0",
     ]);
     assert_fails(&o, "--channels needs blocks of > 0 channels");
+    // --image gives flat rows an image layout: it must hold the row's values.
+    let cnn = ["train", "--labels", s(&labels), "--student", "cnn", "--channels", "2", "--epochs", "1", "--alpha", "1"];
+    let o = softlabel(&[&cnn[..], &["--out", s(&tmp.path().join("st")), "--image", "1x3x3"]].concat());
+    assert_fails(&o, "image [1, 3, 3] does not hold the rows' 4 values");
+    let st = tmp.path().join("st2x2");
+    assert_ok(&softlabel(&[&cnn[..], &["--out", s(&st), "--image", "2x2"]].concat()));
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(st.join("student.json")).unwrap()).unwrap();
+    assert_eq!((info["kind"].as_str(), &info["image"]), (Some("cnn"), &serde_json::json!([1, 2, 2])));
+    let o = softlabel(&["train", "--labels", s(&labels), "--out", s(&st), "--image", "2x2"]);
+    assert_fails(&o, "--image is for cnn students");
 }
 
 /// A student folder is input too: a student.json whose cnn shape does not fit its weights (or overflows)

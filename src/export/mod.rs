@@ -16,6 +16,9 @@ use crate::student::io::{to_safetensors, StudentFile};
 use crate::student::Op;
 use crate::util::write_atomic;
 
+pub mod int8;
+pub mod interp;
+
 /// The opset the exported graph uses.
 pub const OPSET: i64 = 17;
 /// ONNX IR version matching opset 17.
@@ -145,18 +148,19 @@ fn scalar_f32(name: &str, v: f32) -> Pb {
     tensor(name, &[1], &[v])
 }
 
-/// The nodes of [`Op::Embed`] on int64 ids `x` `[rows, len]`; returns the output's name.
+/// The nodes of [`Op::Embed`] on int64 ids `x` `[rows, len]`, gathering from the float tensor `table`
+/// (`[vocab, dim]`); returns the output's name.
 fn embed_nodes(
     x: &str,
-    table: &ndarray::Array2<f32>,
+    table: &str,
+    vocab: usize,
     pad_id: Option<u32>,
     output: EmbedOutput,
     nodes: &mut Vec<Pb>,
     inits: &mut Vec<Pb>,
 ) -> String {
-    inits.push(tensor("embedding.weight", &[table.nrows(), table.ncols()], &table.iter().copied().collect::<Vec<_>>()));
     inits.push(tensor_i64("embed.zero", &[0]));
-    inits.push(tensor_i64("embed.vocab", &[table.nrows() as i64]));
+    inits.push(tensor_i64("embed.vocab", &[vocab as i64]));
     inits.push(tensor_i64("embed.axis1", &[1]));
     inits.push(tensor_i64("embed.axis2", &[2]));
     // Unmasked: 0 <= id < vocab and id != pad.
@@ -172,7 +176,12 @@ fn embed_nodes(
         valid = "softlabel/valid";
     }
     nodes.push(node("Where", &[valid, x, "embed.zero"], &["softlabel/safe"], "safe", &[]));
-    nodes.push(node("Gather", &["embedding.weight", "softlabel/safe"], &["softlabel/emb"], "gather", &[("axis", 0)]));
+    if table == "embedding.weight_quantized" {
+        nodes.push(node("Gather", &[table, "softlabel/safe"], &["softlabel/emb_q"], "gather", &[("axis", 0)]));
+        nodes.push(int8::gathered("softlabel/emb_q", "softlabel/emb"));
+    } else {
+        nodes.push(node("Gather", &[table, "softlabel/safe"], &["softlabel/emb"], "gather", &[("axis", 0)]));
+    }
     nodes.push(node("Cast", &[valid], &["softlabel/maskf"], "maskf", &[("to", 1)]));
     nodes.push(node("Unsqueeze", &["softlabel/maskf", "embed.axis2"], &["softlabel/mask3"], "mask3", &[]));
     match output {
@@ -211,8 +220,19 @@ fn embed_nodes(
     }
 }
 
-/// Builds the ONNX model bytes for a student.
+/// Builds the ONNX model bytes for a student (float32).
 pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
+    build(student, None)
+}
+
+/// Builds an int8 ONNX model for a student, its activation ranges calibrated on `calibration` (raw input
+/// rows): see [`int8`].
+pub fn onnx_model_int8(student: &StudentFile, calibration: ndarray::ArrayView2<f32>) -> Result<Vec<u8>> {
+    let ranges = int8::calibrate(&student.student.graph(), calibration)?;
+    build(student, Some(&ranges))
+}
+
+fn build(student: &StudentFile, ranges: Option<&[(f32, f32)]>) -> Result<Vec<u8>> {
     let net = student.student.as_ref();
     let info = &student.info;
     let d = net.input_width();
@@ -257,8 +277,15 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
     let mut i = 0; // Linear layers so far
     let mut conv = 0; // convolutions so far
     let mut step = 0; // a unique number per node
-    for op in &ops {
+    let mut q = ranges.map(int8::Quantizer::new);
+    let mut consumed = false; // the op was emitted with the one before it (a ReLU after a quantized layer)
+    for (k, op) in ops.iter().enumerate() {
         step += 1;
+        if std::mem::take(&mut consumed) {
+            continue;
+        }
+        let prev = cur.clone();
+        let relu_next = matches!(ops.get(k + 1), Some(Op::Relu));
         match op {
             Op::Scale { shift, scale } => {
                 nodes.push(node("Sub", &[&cur, "input.shift"], &["softlabel/centred"], "shift", &[]));
@@ -269,12 +296,22 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
             }
             Op::Linear { w, b } => {
                 let (wn, bn) = (format!("layers.{i}.weight"), format!("layers.{i}.bias"));
-                let wt = w.t();
-                inits.push(tensor(&wn, &[wt.nrows(), wt.ncols()], &wt.iter().copied().collect::<Vec<_>>()));
-                inits.push(tensor(&bn, &[b.len()], &b.to_vec()));
+                let wt = w.t().to_owned();
                 let z = if i + 1 == linears { "logits".to_string() } else { format!("softlabel/z{i}") };
-                nodes.push(node("Gemm", &[&cur, &wn, &bn], &[&z], &format!("gemm{i}"), &[("transB", 1)]));
-                cur = z;
+                if let Some(q) = q.as_mut() {
+                    let x = q.input(&cur, k, &mut nodes, &mut inits);
+                    let (wd, bd) = q.weights(&wn, &bn, wt.view().into_dyn(), b, &mut nodes, &mut inits);
+                    nodes.push(node("Gemm", &[&x, &wd, &bd], &[&z], &format!("gemm{i}"), &[("transB", 1)]));
+                    cur = z;
+                    if i + 1 < linears {
+                        (cur, consumed) = q.output(&cur, k, relu_next, &mut nodes, &mut inits);
+                    }
+                } else {
+                    inits.push(tensor(&wn, &[wt.nrows(), wt.ncols()], &wt.iter().copied().collect::<Vec<_>>()));
+                    inits.push(tensor(&bn, &[b.len()], &b.to_vec()));
+                    nodes.push(node("Gemm", &[&cur, &wn, &bn], &[&z], &format!("gemm{i}"), &[("transB", 1)]));
+                    cur = z;
+                }
                 i += 1;
             }
             Op::Relu => {
@@ -290,16 +327,29 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
             }
             Op::Conv { w, b } => {
                 let (wn, bn) = (format!("convs.{conv}.weight"), format!("convs.{conv}.bias"));
-                inits.push(tensor(&wn, w.shape(), &w.iter().copied().collect::<Vec<_>>()));
-                inits.push(tensor(&bn, &[b.len()], &b.to_vec()));
                 let out = format!("softlabel/conv{conv}");
-                let mut n = node("Conv", &[&cur, &wn, &bn], &[&out], &out, &[]);
+                let (x, wd, bd) = match q.as_mut() {
+                    Some(q) => {
+                        let x = q.input(&cur, k, &mut nodes, &mut inits);
+                        let (wd, bd) = q.weights(&wn, &bn, w.view(), b, &mut nodes, &mut inits);
+                        (x, wd, bd)
+                    }
+                    None => {
+                        inits.push(tensor(&wn, w.shape(), &w.iter().copied().collect::<Vec<_>>()));
+                        inits.push(tensor(&bn, &[b.len()], &b.to_vec()));
+                        (cur.clone(), wn, bn)
+                    }
+                };
+                let mut n = node("Conv", &[&x, &wd, &bd], &[&out], &out, &[]);
                 let kernel: Vec<i64> = w.shape()[2..].iter().map(|&k| k as i64).collect();
                 let pads: Vec<i64> = kernel.iter().chain(&kernel).map(|k| k / 2).collect();
                 ints_attr(&mut n, "kernel_shape", &kernel);
                 ints_attr(&mut n, "pads", &pads);
                 nodes.push(n);
                 cur = out;
+                if let Some(q) = q.as_mut() {
+                    (cur, consumed) = q.output(&cur, k, relu_next, &mut nodes, &mut inits);
+                }
                 conv += 1;
             }
             Op::MaxPool { dims } => {
@@ -309,18 +359,35 @@ pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
                 ints_attr(&mut n, "strides", &vec![2; *dims]);
                 nodes.push(n);
                 cur = out;
+                if let Some(q) = q.as_mut() {
+                    cur = q.same(&prev, &cur, &mut nodes, &mut inits);
+                }
             }
             Op::GlobalMaxPool => {
                 nodes.push(node("GlobalMaxPool", &[&cur], &["softlabel/gmp"], "gmp", &[]));
                 nodes.push(node("Flatten", &["softlabel/gmp"], &["softlabel/features"], "features", &[("axis", 1)]));
                 cur = "softlabel/features".into();
+                if let Some(q) = q.as_mut() {
+                    cur = q.same(&prev, &cur, &mut nodes, &mut inits);
+                }
             }
             Op::Embed { table, pad_id, output } => {
-                cur = embed_nodes(&cur, table, *pad_id, *output, &mut nodes, &mut inits);
+                let table_name = match q.as_mut() {
+                    Some(q) => q.table(table, &mut nodes, &mut inits),
+                    None => {
+                        let values: Vec<f32> = table.iter().copied().collect();
+                        inits.push(tensor("embedding.weight", &[table.nrows(), table.ncols()], &values));
+                        "embedding.weight".to_string()
+                    }
+                };
+                cur = embed_nodes(&cur, &table_name, table.nrows(), *pad_id, *output, &mut nodes, &mut inits);
             }
             Op::Flatten => {
                 nodes.push(node("Flatten", &[&cur], &["softlabel/features"], "features", &[("axis", 1)]));
                 cur = "softlabel/features".into();
+                if let Some(q) = q.as_mut() {
+                    cur = q.same(&prev, &cur, &mut nodes, &mut inits);
+                }
             }
             Op::GlobalAveragePool => {
                 nodes.push(node("GlobalAveragePool", &[&cur], &["softlabel/gap"], "gap", &[]));
