@@ -273,6 +273,7 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
             out: f.output.report_dir(),
             threads: f.teacher.threads,
             latency_runs: 200,
+            int8: f.output.int8,
         };
         Some(crate::report::report(&settings, progress)?)
     } else {

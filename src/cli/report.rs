@@ -30,6 +30,10 @@ pub struct ReportArgs {
     /// Timed batch-1 runs per model for the latency percentiles.
     #[arg(long, default_value_t = 300, value_name = "N")]
     pub latency_runs: usize,
+    /// Also export the student as int8 (calibrated on the inputs of the labels it learned from) and
+    /// measure it beside the float student.
+    #[arg(long)]
+    pub int8: bool,
     /// Print report.json on stdout.
     #[arg(long)]
     pub json: bool,
@@ -49,6 +53,7 @@ pub fn run(a: ReportArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result
         out: a.out,
         threads: a.threads,
         latency_runs: a.latency_runs.max(10),
+        int8: a.int8,
     };
     let r = report(&settings, bars)?;
     if a.json {
@@ -56,7 +61,8 @@ pub fn run(a: ReportArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result
     }
     let q = &r.ratios;
     println!("report written to {}", settings.out.join("report.md").display());
-    for (name, m) in [("teacher", &r.teacher), ("student", &r.student)] {
+    let int8 = r.student_int8.as_ref().map(|q| ("int8   ", &q.model));
+    for (name, m) in [("teacher", &r.teacher), ("student", &r.student)].into_iter().chain(int8) {
         println!(
             "  {name}  {} params, {:.2} MB, p50 {:.3} ms, {:.0} rows/s, accuracy {}",
             m.parameters,

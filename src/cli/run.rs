@@ -96,6 +96,17 @@ pub fn run(a: RunArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()
             q.throughput_speedup_x,
             q.accuracy_kept_pct.map_or("-".into(), |v| format!("{v:.2}%"))
         );
+        if let Some(q) = &rep.student_int8 {
+            println!(
+                "  int8         {} bytes, {} than the float student, p50 {:.3} ms, {:.0} rows/s at batch 256, test accuracy {}, same top class as float on {:.2}%",
+                q.model.bytes,
+                softlabel::report::size_ratio(rep.student.bytes as f64 / q.model.bytes.max(1) as f64),
+                q.model.latency_p50_ms,
+                q.model.throughput_rows_per_s,
+                q.model.accuracy.map_or("-".into(), |a| format!("{:.2}%", 100.0 * a)),
+                100.0 * q.agreement_with_float
+            );
+        }
         println!("  report       {}", p.file.output.report_dir().join("report.md").display());
     }
     println!("  student saved to {}; summary {}", r.student, p.file.output.dir.join(&summary).display());

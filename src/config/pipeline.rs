@@ -58,6 +58,9 @@ pub struct OutputSection {
     /// Also export the student and write a compression report.
     #[serde(default)]
     pub report: bool,
+    /// The report also measures the student's int8 export (`report --int8`).
+    #[serde(default)]
+    pub int8: bool,
     /// The student's folder name inside `dir`.
     #[serde(default = "default_student_dir")]
     pub student: String,

@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use ndarray::{Array2, ArrayView2};
+
 use crate::data::ElementType;
 use crate::error::{Error, Result};
 use crate::student::graph::EmbedOutput;
@@ -222,17 +224,86 @@ fn embed_nodes(
 
 /// Builds the ONNX model bytes for a student (float32).
 pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
-    build(student, None)
+    build(student, None, None)
 }
 
 /// Builds an int8 ONNX model for a student, its activation ranges calibrated on `calibration` (raw input
 /// rows): see [`int8`].
-pub fn onnx_model_int8(student: &StudentFile, calibration: ndarray::ArrayView2<f32>) -> Result<Vec<u8>> {
+pub fn onnx_model_int8(student: &StudentFile, calibration: ArrayView2<f32>) -> Result<Vec<u8>> {
     let ranges = int8::calibrate(&student.student.graph(), calibration)?;
-    build(student, Some(&ranges))
+    build(student, Some(&ranges), Some("int8 QDQ"))
 }
 
-fn build(student: &StudentFile, ranges: Option<&[(f32, f32)]>) -> Result<Vec<u8>> {
+/// Up to `max` rows of `data`'s input as float32 (rows with non-finite values left out), to calibrate an
+/// int8 export on; refuses rows whose width is not the student's.
+pub fn calibration_rows(student: &StudentFile, data: &dyn crate::data::Source, max: usize) -> Result<Array2<f32>> {
+    let d = student.student.input_width();
+    let mut values = Vec::new();
+    let mut rows = 0;
+    for batch in data.batches(max.clamp(1, 4096)) {
+        let batch = batch?;
+        if batch.width != d {
+            return Err(Error::data(
+                &batch.file,
+                format!("column '{}' has {} values per row, the student expects {d}", data.input_name(), batch.width),
+            ));
+        }
+        let x = batch.input_f32();
+        for (i, row) in x.chunks_exact(d).enumerate() {
+            if rows == max {
+                break;
+            }
+            if batch.nonfinite.binary_search(&i).is_ok() || row.iter().any(|v| !v.is_finite()) {
+                continue;
+            }
+            values.extend_from_slice(row);
+            rows += 1;
+        }
+        if rows == max {
+            break;
+        }
+    }
+    Array2::from_shape_vec((rows, d), values).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// The rows an int8 export calibrates on when the user names none: the first
+/// [`int8::CALIBRATION_ROWS`] inputs stored in the soft-label dataset the student learned from.
+pub fn default_calibration(student: &StudentFile) -> Result<(Array2<f32>, String)> {
+    let dir = Path::new(&student.info.labels_dir);
+    let labels = crate::store::SoftLabels::open(dir).map_err(|e| {
+        Error::Config(format!(
+            "int8 export calibrates on the student's training inputs, but {} does not open ({e}); name data \
+             with --calibration",
+            dir.display()
+        ))
+    })?;
+    if !labels.manifest().input.stored {
+        return Err(Error::Config(format!(
+            "int8 export calibrates on the student's training inputs, but {} stores none (--no-inputs); name \
+             data with --calibration",
+            dir.display()
+        )));
+    }
+    let source = crate::data::open(dir, &crate::data::DataSpec::new("input"))?;
+    let rows = calibration_rows(student, source.as_ref(), int8::CALIBRATION_ROWS)?;
+    Ok((rows, dir.display().to_string()))
+}
+
+/// Writes the int8 model of `student` to `out`, calibrated on `calibration` (described as `source` in
+/// the model's metadata under `softlabel.quantization`).
+pub fn export_int8(student: &StudentFile, out: &Path, calibration: ArrayView2<f32>, source: &str) -> Result<()> {
+    refuse_own_files(student, &[out])?;
+    let _lock = crate::util::OutputLock::acquire(out)?;
+    let ranges = int8::calibrate(&student.student.graph(), calibration)?;
+    let note = format!(
+        "int8 QDQ: weights int8 symmetric per output channel, activations uint8 per tensor calibrated on {} rows \
+         of {source}",
+        calibration.nrows()
+    );
+    write_atomic(out, &build(student, Some(&ranges), Some(&note))?)
+}
+
+fn build(student: &StudentFile, ranges: Option<&[(f32, f32)]>, quantization: Option<&str>) -> Result<Vec<u8>> {
     let net = student.student.as_ref();
     let info = &student.info;
     let d = net.input_width();
@@ -420,7 +491,12 @@ fn build(student: &StudentFile, ranges: Option<&[(f32, f32)]>) -> Result<Vec<u8>
     opset.str(1, "").int(2, OPSET);
     model.msg(8, opset).msg(7, graph);
     let json = serde_json::to_string(info).map_err(|e| Error::Internal(e.to_string()))?;
-    for (k, v) in [("softlabel.student", json.as_str()), ("softlabel.teacher_sha256", info.teacher_sha256.as_str())] {
+    let mut meta =
+        vec![("softlabel.student", json.as_str()), ("softlabel.teacher_sha256", info.teacher_sha256.as_str())];
+    if let Some(q) = quantization {
+        meta.push(("softlabel.quantization", q));
+    }
+    for (k, v) in meta {
         let mut entry = Pb::default();
         entry.str(1, k).str(2, v);
         model.msg(14, entry);
@@ -432,19 +508,7 @@ fn build(student: &StudentFile, ranges: Option<&[(f32, f32)]>) -> Result<Vec<u8>
 /// description (student.json) in the metadata under `config`.
 pub fn export(student: &StudentFile, out: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let st = out.with_extension("safetensors");
-    // Never over the student's own files (`--out STUDENT_DIR/student.onnx` would replace its weights).
-    let own =
-        [crate::student::io::WEIGHTS, crate::student::io::INFO].map(|f| crate::util::resolve(&student.dir.join(f)));
-    for written in [out, st.as_path()] {
-        let w = crate::util::resolve(written)?;
-        if own.iter().any(|o| o.as_ref().is_ok_and(|o| *o == w)) {
-            return Err(Error::Config(format!(
-                "--out {}: exporting would overwrite {}, the student's own file; choose another --out",
-                out.display(),
-                written.display()
-            )));
-        }
-    }
+    refuse_own_files(student, &[out, st.as_path()])?;
     let _lock = crate::util::OutputLock::acquire(out)?;
     write_atomic(out, &onnx_model(student)?)?;
     let mut meta = BTreeMap::new();
@@ -455,4 +519,21 @@ pub fn export(student: &StudentFile, out: &Path) -> Result<(std::path::PathBuf, 
     );
     write_atomic(&st, &to_safetensors(student.student.as_ref(), &meta))?;
     Ok((out.to_path_buf(), st))
+}
+
+/// Never writes over the student's own files (`--out STUDENT_DIR/student.onnx` would replace its weights).
+fn refuse_own_files(student: &StudentFile, written: &[&Path]) -> Result<()> {
+    let own =
+        [crate::student::io::WEIGHTS, crate::student::io::INFO].map(|f| crate::util::resolve(&student.dir.join(f)));
+    for w in written {
+        let resolved = crate::util::resolve(w)?;
+        if own.iter().any(|o| o.as_ref().is_ok_and(|o| *o == resolved)) {
+            return Err(Error::Config(format!(
+                "--out {}: exporting would overwrite {}, the student's own file; choose another --out",
+                written[0].display(),
+                w.display()
+            )));
+        }
+    }
+    Ok(())
 }

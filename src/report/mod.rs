@@ -16,7 +16,7 @@ use crate::eval::{evaluate, EvalReport, ECE_BINS};
 use crate::progress::Progress;
 use crate::soften::{argmax, softmax_t};
 use crate::store::{Outputs, SoftLabels, TeacherOutputs};
-use crate::student::io::load as load_student;
+use crate::student::io::{load as load_student, StudentFile};
 use crate::teacher::{Teacher, TeacherOptions};
 use crate::util::write_atomic;
 
@@ -46,6 +46,9 @@ pub struct ReportSettings {
     pub threads: usize,
     /// Timed batch-1 runs per model.
     pub latency_runs: usize,
+    /// Also export the student as int8 (calibrated on the inputs of the labels it learned from) and
+    /// measure it beside the float one.
+    pub int8: bool,
 }
 
 /// Size and speed of one model.
@@ -67,6 +70,20 @@ pub struct ModelStats {
     pub accuracy: Option<f64>,
     /// Expected calibration error (15 bins).
     pub ece: Option<f64>,
+}
+
+/// The int8 export of the student, measured on the same rows as the float one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Int8Stats {
+    /// Size, speed and accuracy of the int8 model.
+    #[serde(flatten)]
+    pub model: ModelStats,
+    /// Rows where the int8 model's top class is the float student's.
+    pub agreement_with_float: f64,
+    /// Rows the int8 model got wrong (of the labeled ones).
+    pub errors: Option<u64>,
+    /// Calibration rows and where they came from.
+    pub calibration: String,
 }
 
 /// The ratios users care about.
@@ -95,6 +112,9 @@ pub struct Report {
     pub teacher: ModelStats,
     /// The student (exported to ONNX for timing).
     pub student: ModelStats,
+    /// The student's int8 export (`--int8`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub student_int8: Option<Int8Stats>,
     /// Student against labels and teacher.
     pub student_eval: EvalReport,
     /// The student's layer sizes, input to classes.
@@ -178,6 +198,65 @@ fn teacher_outputs(teacher: &mut Teacher, source: &dyn Source, row_shape: &[usiz
     })
 }
 
+/// Exports `student` as int8 into the report folder and measures it: size, speed on `first`, accuracy
+/// on `source` and agreement with the float student's top class.
+fn int8_stats(
+    student: &StudentFile,
+    settings: &ReportSettings,
+    source: &dyn Source,
+    first: &Batch,
+    options: &TeacherOptions,
+    size: &dyn Fn(&Path) -> Result<(u64, u64)>,
+) -> Result<Int8Stats> {
+    let path = settings.out.join("student_int8.onnx");
+    let (rows, from) = crate::export::default_calibration(student)?;
+    crate::export::export_int8(student, &path, rows.view(), &from)?;
+    let mut model = Teacher::load(&path, options)?;
+    let shape = model.row_shape(first.width, &source.input_name())?;
+    let (p50, p99, tput) = speed(&mut model, first, &shape, settings.latency_runs)?;
+    let (mut n, mut agree, mut labeled, mut errors) = (0u64, 0u64, 0u64, 0u64);
+    let mut cal = crate::eval::Calibration::default();
+    let mut probs = Vec::new();
+    for batch in source.batches(1024) {
+        let batch = batch?;
+        let (q, k) = model.run(&batch, &shape)?;
+        let x = Array2::from_shape_vec((batch.len(), batch.width), batch.input_f32())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let f = student.student.forward(x.view());
+        probs.resize(k, 0f32);
+        for (i, (zq, zf)) in q.chunks_exact(k.max(1)).zip(f.rows()).enumerate() {
+            if batch.nonfinite.binary_search(&i).is_ok() {
+                continue;
+            }
+            let pred = argmax(zq).unwrap_or(0);
+            n += 1;
+            agree += u64::from(Some(pred) == argmax(&zf.to_vec()));
+            if let Some(y) = batch.labels[i] {
+                labeled += 1;
+                errors += u64::from(pred as i64 != y);
+                softmax_t(zq, 1.0, &mut probs);
+                cal.add(f64::from(probs[pred]), pred as i64 == y);
+            }
+        }
+    }
+    let (parameters, bytes) = size(&path)?;
+    Ok(Int8Stats {
+        model: ModelStats {
+            file: path.display().to_string(),
+            parameters,
+            bytes,
+            latency_p50_ms: p50,
+            latency_p99_ms: p99,
+            throughput_rows_per_s: tput,
+            accuracy: (labeled > 0).then(|| 1.0 - errors as f64 / labeled as f64),
+            ece: cal.ece(),
+        },
+        agreement_with_float: agree as f64 / n.max(1) as f64,
+        errors: (labeled > 0).then_some(errors),
+        calibration: format!("{} rows of {from}", rows.nrows()),
+    })
+}
+
 /// Builds the report in `settings.out`: report.json, report.md, student.onnx and the plots.
 pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Report> {
     let _lock = crate::util::OutputLock::acquire(&settings.out)?;
@@ -240,6 +319,10 @@ pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Repo
         accuracy: eval.accuracy,
         ece: eval.ece,
     };
+    let student_int8 = match settings.int8 {
+        true => Some(int8_stats(&student, settings, source.as_ref(), &first, &options, &size)?),
+        false => None,
+    };
     let ratios = Ratios {
         smaller_x: tb as f64 / sb.max(1) as f64,
         fewer_parameters_x: tp as f64 / sp.max(1) as f64,
@@ -273,6 +356,7 @@ pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Repo
         rows: eval.rows,
         teacher: t_stats,
         student: s_stats,
+        student_int8,
         student_eval: eval,
         student_dims: student.info.dims.clone(),
         student_architecture: student.info.arch().describe(),
@@ -286,6 +370,65 @@ pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Repo
     write_atomic(&settings.out.join("report.json"), &json)?;
     write_atomic(&settings.out.join("report.md"), markdown(&report).as_bytes())?;
     Ok(report)
+}
+
+/// The int8 section: float and int8 students side by side, and what the user should know about it.
+fn int8_markdown(s: &mut String, r: &Report, q: &Int8Stats) {
+    let (f, m) = (&r.student, &q.model);
+    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
+    let _ = writeln!(s, "## int8 export\n");
+    let _ = writeln!(s, "Calibrated on {}.\n", q.calibration);
+    let _ = writeln!(s, "| | student float32 | student int8 | ratio |\n|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| bytes on disk | {} | {} | {} |",
+        f.bytes,
+        m.bytes,
+        size_ratio(f.bytes as f64 / m.bytes.max(1) as f64)
+    );
+    let speedup = f.latency_p50_ms / m.latency_p50_ms.max(1e-9);
+    let _ = writeln!(
+        s,
+        "| latency batch 1, p50 | {:.3} ms | {:.3} ms | {} |",
+        f.latency_p50_ms,
+        m.latency_p50_ms,
+        ratio_words(speedup, "faster", "slower")
+    );
+    let _ = writeln!(s, "| latency batch 1, p99 | {:.3} ms | {:.3} ms | |", f.latency_p99_ms, m.latency_p99_ms);
+    let tput = m.throughput_rows_per_s / f.throughput_rows_per_s.max(1e-9);
+    let _ = writeln!(
+        s,
+        "| throughput batch 256 | {:.0} rows/s | {:.0} rows/s | {} |",
+        f.throughput_rows_per_s,
+        m.throughput_rows_per_s,
+        ratio_words(tput, "higher", "lower")
+    );
+    let count = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+    let _ = writeln!(s, "| top-1 accuracy | {} | {} | |", pct(f.accuracy), pct(m.accuracy));
+    let _ = writeln!(s, "| errors | {} | {} | |", count(r.student_eval.errors), count(q.errors));
+    let _ = writeln!(s, "| same top class as float | | {} | |\n", pct(Some(q.agreement_with_float)));
+    let mut warnings = Vec::new();
+    let slower: Vec<&str> = [(speedup < 1.0, "at batch 1"), (tput < 1.0, "at batch 256")]
+        .into_iter()
+        .filter_map(|(slow, what)| slow.then_some(what))
+        .collect();
+    let note;
+    if !slower.is_empty() {
+        note = format!(
+            "the int8 model is slower than the float one {} on this machine (ONNX Runtime runs it as integer \
+             kernels, and there its float kernels are faster)",
+            slower.join(" and ")
+        );
+        warnings.push(note.as_str());
+    }
+    if let (Some(a), Some(b)) = (f.accuracy, m.accuracy) {
+        if b < a {
+            warnings.push("the int8 model is less accurate than the float one (the errors row says by how much)");
+        }
+    }
+    for w in warnings {
+        let _ = writeln!(s, "Note: {w}.\n");
+    }
 }
 
 /// One reliability bin: mean confidence, accuracy, count.
@@ -404,6 +547,9 @@ fn markdown(r: &Report) -> String {
         pct(e.teacher_agreement),
         e.kl_to_teacher.map_or("-".into(), |v| format!("{v:.4}"))
     );
+    if let Some(q) = &r.student_int8 {
+        int8_markdown(&mut s, r, q);
+    }
     let t = &r.student_settings;
     let _ = writeln!(
         s,

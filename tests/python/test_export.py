@@ -172,3 +172,48 @@ def test_report_numbers_and_plots(tmp_path):
         root = ET.parse(out / p).getroot()
         assert root.tag.endswith("svg") and len(list(root.iter())) > 20
     assert "| top-1 accuracy |" in (out / "report.md").read_text()
+
+
+def test_int8_export_is_valid_onnx_that_onnxruntime_runs_as_integer_kernels(tmp_path):
+    """`export --int8` of a CNN student: onnx.checker's full check passes, every weight is int8 with one
+    scale per output channel (biases int32), ONNX Runtime fuses the QDQ pairs into QLinearConv and QGemm
+    (so it really computes in integers), and it agrees with the float export on almost every image."""
+    labels, student = tmp_path / "labels", tmp_path / "student"
+    test = ROOT / "data" / "mnist" / "test.parquet"
+    run("precompute", "--teacher", ROOT / "data/teachers/mnist_cnn.onnx", "--data", test, "--input-column", "image",
+        "--temperature", "4", "--out", labels)
+    run("train", "--labels", labels, "--out", student, "--student", "cnn", "--channels", "4,8", "--hidden", "16",
+        "--epochs", "2")
+    fp32, int8 = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    run("export", "--student", student, "--out", fp32)
+    run("export", "--student", student, "--out", int8, "--int8")
+
+    model = onnx.load(str(int8))
+    onnx.checker.check_model(model, full_check=True)
+    inits = {t.name: t for t in model.graph.initializer}
+    for name, t in inits.items():
+        if name.endswith(".weight_quantized"):
+            assert t.data_type == onnx.TensorProto.INT8, name
+            scale = inits[name.replace("_quantized", "_scale")]
+            assert list(scale.dims) == [t.dims[0]], f"{name}: one scale per output channel"
+        if name.endswith(".bias_quantized"):
+            assert t.data_type == onnx.TensorProto.INT32, name
+    assert not [t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2
+                and not t.name.startswith("input.")], "no float weight matrix is left"
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["softlabel.quantization"].startswith("int8 QDQ") and "1024 rows" in meta["softlabel.quantization"]
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+    assert {"QLinearConv", "QGemm"} <= ops, ops
+    assert not {"Conv", "Gemm", "DequantizeLinear"} & ops, ops
+
+    x = np.stack(pq.read_table(test, columns=["image"]).column("image").to_numpy(zero_copy_only=False))
+    x = x.reshape(-1, 1, 28, 28).astype(np.float32)
+    name = model.graph.input[0].name
+    a = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(["logits"], {name: x})[0]
+    b = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"]).run(["logits"], {name: x})[0]
+    agree = (a.argmax(1) == b.argmax(1)).mean()
+    assert agree >= 0.98, agree
