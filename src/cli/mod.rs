@@ -83,6 +83,9 @@ pub struct DataArgs {
     /// Skip rows whose input holds NaN or infinity (counted in the output) instead of failing on them.
     #[arg(long)]
     pub skip_nonfinite: bool,
+    /// Hard labels for `.npy` data: a `.npy` file of one integer per row.
+    #[arg(long, value_name = "y.npy")]
+    pub labels_npy: Option<std::path::PathBuf>,
 }
 
 impl DataArgs {
@@ -106,6 +109,7 @@ impl DataArgs {
             label_column: self.label_column.clone(),
             id_column: self.id_column.clone(),
             skip_nonfinite: self.skip_nonfinite,
+            labels_npy: self.labels_npy.clone(),
         }
     }
 }

@@ -58,6 +58,7 @@ impl DataConfig {
             label_column: self.label_column.clone(),
             id_column: self.id_column.clone(),
             skip_nonfinite: self.skip_nonfinite,
+            labels_npy: None,
         }
     }
 }

@@ -5,6 +5,8 @@
 //! Values keep their Arrow type until a consumer converts them ([`Batch::input_f32`], ...), so the
 //! soft-label writer can store the input exactly as it came.
 
+pub mod csv;
+pub mod npy;
 pub mod numeric;
 pub mod parquet;
 
@@ -48,7 +50,15 @@ pub trait Source: Send + Sync {
 /// Opens `path` as an input dataset (a Parquet file or a folder of Parquet files) with the columns of
 /// `spec`.
 pub fn open(path: &Path, spec: &DataSpec) -> Result<Box<dyn Source>> {
-    Ok(Box::new(ParquetSource::open(path, spec)?))
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    if spec.labels_npy.is_some() && ext.as_deref() != Some("npy") {
+        return Err(Error::Config(format!("--labels-npy goes with .npy data; {} is not a .npy file", path.display())));
+    }
+    Ok(match ext.as_deref() {
+        Some("npy") => Box::new(npy::NpySource::open(path, spec.labels_npy.as_deref(), spec.skip_nonfinite)?),
+        Some("csv") => Box::new(csv::CsvSource::open(path, spec)?),
+        _ => Box::new(ParquetSource::open(path, spec)?),
+    })
 }
 
 /// Which columns hold what. `None` for label or id means "the default name if the file has it".
@@ -62,12 +72,20 @@ pub struct DataSpec {
     pub id_column: Option<String>,
     /// Mark rows with NaN or infinite inputs in [`Batch::nonfinite`] instead of failing on them.
     pub skip_nonfinite: bool,
+    /// Hard labels of a `.npy` input: a `.npy` file of one integer per row.
+    pub labels_npy: Option<PathBuf>,
 }
 
 impl DataSpec {
     /// A spec with one input column and default label and id columns.
     pub fn new(input_column: impl Into<String>) -> Self {
-        DataSpec { input: vec![input_column.into()], label_column: None, id_column: None, skip_nonfinite: false }
+        DataSpec {
+            input: vec![input_column.into()],
+            label_column: None,
+            id_column: None,
+            skip_nonfinite: false,
+            labels_npy: None,
+        }
     }
 
     /// Validates the names given (non-empty, no duplicates).

@@ -105,6 +105,7 @@ fn join_source(m: &Manifest, data: &mut TeacherOutputs, path: &Path, ignore_fing
         label_column: None,
         id_column: m.id_column.clone(),
         skip_nonfinite: false,
+        labels_npy: None,
     };
     data.join_inputs(m, crate::data::open(path, &spec)?.as_ref(), path, ignore_fingerprint)
 }

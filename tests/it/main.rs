@@ -9,6 +9,7 @@ mod bad_inputs;
 mod cli;
 mod common;
 mod daily;
+mod formats;
 mod fuzz_regressions;
 mod hostile;
 mod pipelines;
