@@ -86,6 +86,12 @@ pub struct DataArgs {
     /// Hard labels for `.npy` data: a `.npy` file of one integer per row.
     #[arg(long, value_name = "y.npy")]
     pub labels_npy: Option<std::path::PathBuf>,
+    /// The input array of `.npz` data (default: its only array).
+    #[arg(long, value_name = "NAME")]
+    pub npz_key: Option<String>,
+    /// The labels array of `.npz` data (one integer per row).
+    #[arg(long, value_name = "NAME")]
+    pub npz_labels: Option<String>,
 }
 
 impl DataArgs {
@@ -110,6 +116,8 @@ impl DataArgs {
             id_column: self.id_column.clone(),
             skip_nonfinite: self.skip_nonfinite,
             labels_npy: self.labels_npy.clone(),
+            npz_key: self.npz_key.clone(),
+            npz_labels: self.npz_labels.clone(),
         }
     }
 }

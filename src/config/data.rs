@@ -59,6 +59,8 @@ impl DataConfig {
             id_column: self.id_column.clone(),
             skip_nonfinite: self.skip_nonfinite,
             labels_npy: None,
+            npz_key: None,
+            npz_labels: None,
         }
     }
 }

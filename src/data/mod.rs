@@ -50,15 +50,124 @@ pub trait Source: Send + Sync {
 /// Opens `path` as an input dataset (a Parquet file or a folder of Parquet files) with the columns of
 /// `spec`.
 pub fn open(path: &Path, spec: &DataSpec) -> Result<Box<dyn Source>> {
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    if spec.labels_npy.is_some() && ext.as_deref() != Some("npy") {
-        return Err(Error::Config(format!("--labels-npy goes with .npy data; {} is not a .npy file", path.display())));
+    let format = Format::detect(path)?;
+    if spec.labels_npy.is_some() && !matches!(format, Format::Npy | Format::Npz) {
+        return Err(Error::Config(format!(
+            "--labels-npy goes with .npy or .npz data; {} is {}",
+            path.display(),
+            format.describe()
+        )));
     }
-    Ok(match ext.as_deref() {
-        Some("npy") => Box::new(npy::NpySource::open(path, spec.labels_npy.as_deref(), spec.skip_nonfinite)?),
-        Some("csv") => Box::new(csv::CsvSource::open(path, spec)?),
-        _ => Box::new(ParquetSource::open(path, spec)?),
+    if (spec.npz_key.is_some() || spec.npz_labels.is_some()) && format != Format::Npz {
+        return Err(Error::Config(format!(
+            "--npz-key and --npz-labels go with .npz data; {} is {}",
+            path.display(),
+            format.describe()
+        )));
+    }
+    if spec.labels_npy.is_some() && spec.npz_labels.is_some() {
+        return Err(Error::Config("give the labels once: --labels-npy FILE or --npz-labels NAME".into()));
+    }
+    Ok(match format {
+        Format::Npy => Box::new(npy::NpySource::open(path, spec.labels_npy.as_deref(), spec.skip_nonfinite)?),
+        Format::Npz => {
+            let labels = match (&spec.labels_npy, &spec.npz_labels) {
+                (Some(f), _) => npy::NpyLabels::File(f),
+                (None, Some(k)) => npy::NpyLabels::Key(k),
+                (None, None) => npy::NpyLabels::None,
+            };
+            Box::new(npy::NpySource::open_npz(path, spec.npz_key.as_deref(), labels, spec.skip_nonfinite)?)
+        }
+        Format::Csv => Box::new(csv::CsvSource::open(path, spec)?),
+        Format::Parquet => Box::new(ParquetSource::open(path, spec)?),
     })
+}
+
+/// The file formats `--data` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A Parquet file or a folder of them (or a soft-label dataset).
+    Parquet,
+    /// A NumPy `.npy` file.
+    Npy,
+    /// A NumPy `.npz` archive.
+    Npz,
+    /// CSV text with a header row.
+    Csv,
+}
+
+impl Format {
+    /// The format of `path`, by its first bytes (magic numbers), else by its extension, else text is
+    /// CSV; a folder is Parquet. Anything else is refused, naming what the file starts with.
+    pub fn detect(path: &Path) -> Result<Format> {
+        if path.is_dir() {
+            return Ok(Format::Parquet);
+        }
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        let mut head = Vec::new();
+        // A file that cannot be opened gets its reader's error (which names the file).
+        if let Ok((f, _)) = crate::util::open_regular(path, crate::util::Links::Follow) {
+            use std::io::Read;
+            let _ = f.take(4096).read_to_end(&mut head);
+        }
+        if head.starts_with(b"PAR1") {
+            return Ok(Format::Parquet);
+        }
+        if head.starts_with(b"\x93NUMPY") {
+            return Ok(Format::Npy);
+        }
+        if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+            return Ok(Format::Npz);
+        }
+        match ext.as_deref() {
+            Some("parquet") => return Ok(Format::Parquet),
+            Some("npy") => return Ok(Format::Npy),
+            Some("npz") => return Ok(Format::Npz),
+            Some("csv") => return Ok(Format::Csv),
+            _ => {}
+        }
+        if head.is_empty() {
+            return Ok(Format::Parquet); // missing or empty: the Parquet reader's error names it
+        }
+        // UTF-8 without NUL bytes (a character cut at the 4096th byte is still text).
+        let utf8 = match std::str::from_utf8(&head) {
+            Ok(_) => true,
+            Err(e) => e.error_len().is_none(),
+        };
+        let text = utf8 && !head.contains(&0);
+        // Text is CSV when its name does not say otherwise (no extension, .txt, .tsv, .dat).
+        let plain_name = ext.as_deref().is_none_or(|e| ["txt", "tsv", "dat"].contains(&e));
+        if text && plain_name {
+            return Ok(Format::Csv);
+        }
+        if text {
+            return Err(Error::data(
+                path,
+                format!(
+                    "a .{} text file is not a format softlabel reads as data (Parquet, .npy, .npz, or CSV with a \
+                     header row; name a CSV file .csv)",
+                    ext.unwrap_or_default()
+                ),
+            ));
+        }
+        let start: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        Err(Error::data(
+            path,
+            format!(
+                "not a format softlabel reads (Parquet, .npy, .npz, or CSV with a header row): it starts with bytes {}",
+                start.join(" ")
+            ),
+        ))
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Format::Parquet => "Parquet",
+            Format::Npy => "a .npy file",
+            Format::Npz => "a .npz archive",
+            Format::Csv => "CSV",
+        }
+    }
 }
 
 /// Which columns hold what. `None` for label or id means "the default name if the file has it".
@@ -72,8 +181,12 @@ pub struct DataSpec {
     pub id_column: Option<String>,
     /// Mark rows with NaN or infinite inputs in [`Batch::nonfinite`] instead of failing on them.
     pub skip_nonfinite: bool,
-    /// Hard labels of a `.npy` input: a `.npy` file of one integer per row.
+    /// Hard labels of a `.npy` or `.npz` input: a `.npy` file of one integer per row.
     pub labels_npy: Option<PathBuf>,
+    /// The input array of an `.npz` archive (default: its only array).
+    pub npz_key: Option<String>,
+    /// The labels array of an `.npz` archive.
+    pub npz_labels: Option<String>,
 }
 
 impl DataSpec {
@@ -85,6 +198,8 @@ impl DataSpec {
             id_column: None,
             skip_nonfinite: false,
             labels_npy: None,
+            npz_key: None,
+            npz_labels: None,
         }
     }
 

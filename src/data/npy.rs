@@ -1,6 +1,9 @@
 //! NumPy input: `--data x.npy` (rows on the first axis, any numeric dtype, C order) with optional
-//! hard labels in `--labels-npy y.npy` (one integer per row). Streamed: each batch is one positioned
-//! read of its rows, so a file larger than memory works and a resumed run starts where it stopped.
+//! hard labels in `--labels-npy y.npy` (one integer per row), or the arrays of an `.npz` archive
+//! (`--npz-key X`, `--npz-labels Y`; `np.savez` stores them, `np.savez_compressed` deflates them).
+//! Streamed: each batch of a `.npy` file or a stored member is one positioned read of its rows, so a
+//! file larger than memory works and a resumed run starts where it stopped; a deflated member is
+//! decompressed as it is read, batch by batch (never more than the header declares: no zip bomb).
 //!
 //! The file is untrusted: the header is parsed with a bounded length and a strict grammar (the dict
 //! `np.save` writes), the shape's product is overflow-checked, and the file's size must be exactly the
@@ -38,24 +41,92 @@ struct Dtype {
     boolean: bool,
 }
 
-/// One `.npy` file, its header checked.
+/// Where an array's bytes are.
+#[derive(Debug, Clone, PartialEq)]
+enum Storage {
+    /// A `.npy` file, or an uncompressed `.npz` member: the array's bytes start at this file offset.
+    Plain(u64),
+    /// A deflated `.npz` member: its compressed bytes start at `start` and span `size` bytes.
+    Deflated { start: u64, size: u64 },
+}
+
+/// One array (a `.npy` file or an `.npz` member), its header checked.
 #[derive(Debug, Clone)]
 pub(crate) struct NpyArray {
     path: PathBuf,
+    /// The `.npz` member, named in errors.
+    member: Option<String>,
+    storage: Storage,
     dtype: Dtype,
     descr: String,
     shape: Vec<usize>,
-    /// Byte offset of the first value.
+    /// Offset of the first value from the start of the array's bytes.
     data_offset: u64,
 }
 
+/// A reader of an array's bytes from the start: positioned reads or a decompressor.
+enum Bytes {
+    Plain(File, u64),
+    Deflated(Box<flate2::read::DeflateDecoder<std::io::Take<File>>>, u64),
+}
+
+impl Bytes {
+    fn open(path: &Path, storage: &Storage) -> Result<Self> {
+        let (file, _) = open_regular(path, Links::Follow)?;
+        Ok(match *storage {
+            Storage::Plain(start) => Bytes::Plain(file, start),
+            Storage::Deflated { start, size } => {
+                use std::io::{Read, Seek};
+                let mut file = file;
+                file.seek(std::io::SeekFrom::Start(start)).map_err(|e| Error::io(path, e))?;
+                Bytes::Deflated(Box::new(flate2::read::DeflateDecoder::new(file.take(size))), 0)
+            }
+        })
+    }
+
+    /// Fills `buf` with the bytes at `offset` (for a deflated member, offsets only grow: the bytes in
+    /// between are decompressed and dropped). Fewer bytes than asked: `UnexpectedEof`.
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        use std::io::Read;
+        match self {
+            Bytes::Plain(f, start) => f.read_exact_at(buf, *start + offset),
+            Bytes::Deflated(d, pos) => {
+                if offset < *pos {
+                    return Err(std::io::Error::other("a deflated member cannot be read backwards"));
+                }
+                std::io::copy(&mut d.by_ref().take(offset - *pos), &mut std::io::sink())?;
+                d.read_exact(buf)?;
+                *pos = offset + buf.len() as u64;
+                Ok(())
+            }
+        }
+    }
+}
+
 impl NpyArray {
-    /// Opens `path` and checks its header against its size.
+    /// Opens `path` (a `.npy` file) and checks its header against its size.
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        let (file, len) = open_regular(path, Links::Follow)?;
-        let bad = |what: String| Error::data(path, format!("not a readable .npy file: {what}"));
+        let (_, len) = open_regular(path, Links::Follow)?;
+        Self::open_in(path, None, Storage::Plain(0), len)
+    }
+
+    /// The array whose bytes are at `storage` in `path` (`len` bytes of them, as the file or the
+    /// archive's directory says).
+    fn open_in(path: &Path, member: Option<&str>, storage: Storage, len: u64) -> Result<Self> {
+        let bad = |what: String| match member {
+            Some(m) => Error::data(path, format!("member '{m}' is not a readable .npy array: {what}")),
+            None => Error::data(path, format!("not a readable .npy file: {what}")),
+        };
+        let mut bytes = Bytes::open(path, &storage)?;
         let mut head = [0u8; 12];
-        let got = read_at_most(&file, &mut head, 0).map_err(|e| Error::io(path, e))?;
+        let got = len.min(10) as usize;
+        bytes.read_at(&mut head[..got], 0).map_err(|e| bad(format!("cannot read its start ({e})")))?;
+        let got = if got == 10 && matches!(head[6], 2 | 3) && len >= 12 {
+            bytes.read_at(&mut head[10..12], 10).map_err(|e| bad(format!("cannot read its start ({e})")))?;
+            12
+        } else {
+            got
+        };
         if got < 10 || &head[..6] != b"\x93NUMPY" {
             return Err(bad("it does not start with the NumPy magic bytes".into()));
         }
@@ -72,20 +143,23 @@ impl NpyArray {
             return Err(bad(format!("its header claims {header_len} bytes of a {len}-byte file")));
         }
         let mut header = vec![0u8; header_len];
-        file.read_exact_at(&mut header, start as u64).map_err(|e| Error::io(path, e))?;
+        bytes.read_at(&mut header, start as u64).map_err(|e| bad(format!("cannot read its header ({e})")))?;
         let header = std::str::from_utf8(&header).map_err(|_| bad("its header is not text".into()))?;
         let h = parse_header(header).map_err(|e| bad(format!("header {:?}: {e}", clip(header))))?;
+        let err = |what: String| match member {
+            Some(m) => Error::data(path, format!("member '{m}': {what}")),
+            None => Error::data(path, what),
+        };
         if h.fortran_order {
-            return Err(Error::data(
-                path,
-                "the array is in Fortran (column-major) order; save it with np.save(path, np.ascontiguousarray(x))",
+            return Err(err(
+                "the array is in Fortran (column-major) order; save it with np.save(path, np.ascontiguousarray(x))"
+                    .into(),
             ));
         }
-        let dtype = parse_dtype(&h.descr).ok_or_else(|| {
-            Error::data(path, format!("dtype '{}' is not numeric (expected bool, int, uint or float)", h.descr))
-        })?;
+        let dtype = parse_dtype(&h.descr)
+            .ok_or_else(|| err(format!("dtype '{}' is not numeric (expected bool, int, uint or float)", h.descr)))?;
         if h.shape.is_empty() {
-            return Err(Error::data(path, "the array is a scalar (shape ()); rows are on the first axis"));
+            return Err(err("the array is a scalar (shape ()); rows are on the first axis".into()));
         }
         let data_offset = (start + header_len) as u64;
         let values = h.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
@@ -95,20 +169,25 @@ impl NpyArray {
             Some(w) if w == len => {}
             Some(w) => {
                 let held = len - data_offset;
-                return Err(Error::data(
-                    path,
-                    format!(
-                        "shape {:?} of {} needs {} bytes of values, the file holds {held}{}",
-                        h.shape,
-                        h.descr,
-                        w - data_offset,
-                        if held < w - data_offset { " (truncated)" } else { " (trailing bytes)" }
-                    ),
-                ));
+                return Err(err(format!(
+                    "shape {:?} of {} needs {} bytes of values, the file holds {held}{}",
+                    h.shape,
+                    h.descr,
+                    w - data_offset,
+                    if held < w - data_offset { " (truncated)" } else { " (trailing bytes)" }
+                )));
             }
-            None => return Err(Error::data(path, format!("shape {:?} holds more values than a file can", h.shape))),
+            None => return Err(err(format!("shape {:?} holds more values than a file can", h.shape))),
         }
-        Ok(NpyArray { path: path.to_path_buf(), dtype, descr: h.descr, shape: h.shape, data_offset })
+        Ok(NpyArray {
+            path: path.to_path_buf(),
+            member: member.map(str::to_string),
+            storage,
+            dtype,
+            descr: h.descr,
+            shape: h.shape,
+            data_offset,
+        })
     }
 
     fn rows(&self) -> u64 {
@@ -120,11 +199,22 @@ impl NpyArray {
     }
 
     /// Rows `first .. first + n` as stored bytes.
-    fn read_rows(&self, file: &File, first: u64, n: usize) -> Result<Vec<u8>> {
+    fn read_rows(&self, bytes: &mut Bytes, first: u64, n: usize) -> Result<Vec<u8>> {
         let row = self.width() * self.dtype.size;
         let mut buf = vec![0u8; n * row];
-        file.read_exact_at(&mut buf, self.data_offset + first * row as u64).map_err(|e| Error::io(&self.path, e))?;
+        bytes.read_at(&mut buf, self.data_offset + first * row as u64).map_err(|e| {
+            let what = format!("cannot read rows {first}..{} ({e}; truncated or corrupt)", first + n as u64);
+            self.error(what)
+        })?;
         Ok(buf)
+    }
+
+    /// An error about this array: the file, and the member of an archive.
+    fn error(&self, what: String) -> Error {
+        match &self.member {
+            Some(m) => Error::data(&self.path, format!("member '{m}': {what}")),
+            None => Error::data(&self.path, what),
+        }
     }
 
     /// Stored bytes as an Arrow array of [`Dtype::element`], checking bools.
@@ -188,18 +278,6 @@ impl NpyArray {
             ElementType::F64 => ints!(Float64Type, f64),
         })
     }
-}
-
-/// Reads up to `buf.len()` bytes at `offset`; returns how many were read (fewer at the end of the file).
-fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], offset + got as u64)? {
-            0 => break,
-            n => got += n,
-        }
-    }
-    Ok(got)
 }
 
 fn clip(s: &str) -> String {
@@ -303,7 +381,7 @@ fn parse_dtype(descr: &str) -> Option<Dtype> {
     })
 }
 
-/// A `.npy` input with optional labels.
+/// A `.npy` input (or `.npz` arrays) with optional labels.
 #[derive(Debug, Clone)]
 pub struct NpySource {
     x: NpyArray,
@@ -312,41 +390,116 @@ pub struct NpySource {
     skip_nonfinite: bool,
 }
 
+/// Where the labels of a NumPy input are.
+#[derive(Debug, Clone, Copy)]
+pub enum NpyLabels<'a> {
+    /// None.
+    None,
+    /// A `.npy` file.
+    File(&'a Path),
+    /// An array of the same `.npz` archive.
+    Key(&'a str),
+}
+
+/// Archive members read at most.
+const MAX_MEMBERS: usize = 4096;
+
+/// The arrays of an `.npz` archive: name (without `.npy`) -> (storage, uncompressed size).
+fn npz_members(path: &Path) -> Result<Vec<(String, Storage, u64)>> {
+    let (file, _) = open_regular(path, Links::Follow)?;
+    let listed = crate::util::guarded(|| -> std::result::Result<_, String> {
+        let mut zip = zip::ZipArchive::new(file).map_err(|e| e.to_string())?;
+        if zip.len() > MAX_MEMBERS {
+            return Err(format!("it lists {} members (at most {MAX_MEMBERS} are read)", zip.len()));
+        }
+        let mut out = Vec::new();
+        for i in 0..zip.len() {
+            let m = zip.by_index_raw(i).map_err(|e| e.to_string())?;
+            let name = m.name().to_string();
+            let storage = match m.compression() {
+                zip::CompressionMethod::Stored => Storage::Plain(m.data_start()),
+                zip::CompressionMethod::DEFLATE => {
+                    Storage::Deflated { start: m.data_start(), size: m.compressed_size() }
+                }
+                c => {
+                    return Err(format!(
+                        "member '{name}' is compressed with {c:?} (np.savez writes Stored or Deflated)"
+                    ))
+                }
+            };
+            if m.encrypted() {
+                return Err(format!("member '{name}' is encrypted"));
+            }
+            out.push((name.strip_suffix(".npy").unwrap_or(&name).to_string(), storage, m.size()));
+        }
+        Ok(out)
+    });
+    match listed {
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(e)) => Err(Error::data(path, format!("not a readable .npz archive: {e}"))),
+        Err(panic) => Err(Error::data(path, format!("not a readable .npz archive: the zip reader failed: {panic}"))),
+    }
+}
+
 impl NpySource {
     /// Opens `path` and `labels` (one integer per row of `path`) and checks them against each other.
     pub fn open(path: &Path, labels: Option<&Path>, skip_nonfinite: bool) -> Result<Self> {
         let x = NpyArray::open(path)?;
-        let labels = match labels {
-            Some(l) => {
-                let y = NpyArray::open(l)?;
-                let e = y.dtype.element;
-                if y.dtype.boolean || e.is_float() {
-                    return Err(Error::data(l, format!("labels have dtype '{}', expected an integer type", y.descr)));
-                }
-                if y.width() != 1 {
-                    return Err(Error::data(
-                        l,
-                        format!("labels have shape {:?}, expected one per row ({})", y.shape, x.shape[0]),
-                    ));
-                }
-                if y.rows() != x.rows() {
-                    return Err(Error::data(
-                        l,
-                        format!("{} labels for the {} rows of {}", y.rows(), x.rows(), path.display()),
-                    ));
-                }
-                Some(y)
-            }
-            None => None,
+        let labels = labels.map(NpyArray::open).transpose()?;
+        Self::new(x, labels, skip_nonfinite)
+    }
+
+    /// Opens the array `key` of the `.npz` archive `path` (default: its only array) and its labels.
+    pub fn open_npz(path: &Path, key: Option<&str>, labels: NpyLabels, skip_nonfinite: bool) -> Result<Self> {
+        let members = npz_members(path)?;
+        let names = || members.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(", ");
+        let find = |k: &str, flag: &str| -> Result<NpyArray> {
+            let (name, storage, size) = members.iter().find(|m| m.0 == k).ok_or_else(|| {
+                Error::data(path, format!("no array '{k}' in the archive (arrays: {}); choose with {flag}", names()))
+            })?;
+            NpyArray::open_in(path, Some(name), storage.clone(), *size)
         };
+        let x = match key {
+            Some(k) => find(k, "--npz-key NAME")?,
+            None => match members.as_slice() {
+                [one] => find(&one.0, "--npz-key NAME")?,
+                _ => {
+                    return Err(Error::data(
+                        path,
+                        format!("the archive holds arrays {}; name the input with --npz-key NAME", names()),
+                    ))
+                }
+            },
+        };
+        let labels = match labels {
+            NpyLabels::None => None,
+            NpyLabels::File(f) => Some(NpyArray::open(f)?),
+            NpyLabels::Key(k) => Some(find(k, "--npz-labels NAME")?),
+        };
+        Self::new(x, labels, skip_nonfinite)
+    }
+
+    fn new(x: NpyArray, labels: Option<NpyArray>, skip_nonfinite: bool) -> Result<Self> {
+        if let Some(y) = &labels {
+            let e = y.dtype.element;
+            if y.dtype.boolean || e.is_float() {
+                return Err(y.error(format!("labels have dtype '{}', expected an integer type", y.descr)));
+            }
+            if y.width() != 1 {
+                return Err(y.error(format!("labels have shape {:?}, expected one per row ({})", y.shape, x.shape[0])));
+            }
+            if y.rows() != x.rows() {
+                return Err(y.error(format!("{} labels for the {} rows of {}", y.rows(), x.rows(), x.path.display())));
+            }
+        }
         let mut files = vec![x.path.clone()];
-        files.extend(labels.as_ref().map(|l| l.path.clone()));
+        files.extend(labels.as_ref().map(|l| l.path.clone()).filter(|l| *l != x.path));
         Ok(NpySource { x, labels, files, skip_nonfinite })
     }
 
-    fn batch(&self, files: &(File, Option<File>), first: u64, n: usize) -> Result<Batch> {
-        let bytes = self.x.read_rows(&files.0, first, n)?;
-        let input = self.x.decode(&bytes, first)?;
+    fn batch(&self, bytes: &mut (Bytes, Option<Bytes>), first: u64, n: usize) -> Result<Batch> {
+        let raw = self.x.read_rows(&mut bytes.0, first, n)?;
+        let input = self.x.decode(&raw, first)?;
         let width = self.x.width();
         let mut nonfinite = Vec::new();
         if self.x.dtype.element.is_float() && width > 0 {
@@ -354,31 +507,25 @@ impl NpySource {
             for (i, row) in flat.chunks_exact(width).enumerate() {
                 if let Some(j) = row.iter().position(|v| !v.is_finite()) {
                     if !self.skip_nonfinite {
-                        return Err(Error::data(
-                            &self.x.path,
-                            format!(
-                                "row {}: input value {j} of the row is {} (--skip-nonfinite skips such rows)",
-                                first + i as u64,
-                                row[j]
-                            ),
-                        ));
+                        return Err(self.x.error(format!(
+                            "row {}: input value {j} of the row is {} (--skip-nonfinite skips such rows)",
+                            first + i as u64,
+                            row[j]
+                        )));
                     }
                     nonfinite.push(i);
                 }
             }
         }
-        let labels = match (&self.labels, &files.1) {
-            (Some(y), Some(f)) => {
-                let a = y.decode(&y.read_rows(f, first, n)?, first)?;
+        let labels = match (&self.labels, &mut bytes.1) {
+            (Some(y), Some(b)) => {
+                let a = y.decode(&y.read_rows(b, first, n)?, first)?;
                 let v = super::numeric::integers_to_i128(&a).unwrap_or_default();
                 v.into_iter()
                     .enumerate()
                     .map(|(i, l)| match l {
                         Some(l) if l >= i64::MIN as i128 && l <= i64::MAX as i128 => Ok(Some(l as i64)),
-                        l => Err(Error::data(
-                            &y.path,
-                            format!("row {}: label {l:?} does not fit in int64", first + i as u64),
-                        )),
+                        l => Err(y.error(format!("row {}: label {l:?} does not fit in int64", first + i as u64))),
                     })
                     .collect::<Result<Vec<_>>>()?
             }
@@ -415,7 +562,10 @@ impl Source for NpySource {
     }
 
     fn input_name(&self) -> String {
-        self.x.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        match &self.x.member {
+            Some(m) => m.clone(),
+            None => self.x.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        }
     }
 
     fn width(&self) -> Option<usize> {
@@ -444,15 +594,12 @@ impl Source for NpySource {
 
     fn batches_from(&self, batch_size: usize, skip: u64) -> Box<dyn Iterator<Item = Result<Batch>> + '_> {
         let batch_size = batch_size.max(1) as u64;
-        let open = || -> Result<(File, Option<File>)> {
-            let x = open_regular(&self.x.path, Links::Follow)?.0;
-            let y = match &self.labels {
-                Some(l) => Some(open_regular(&l.path, Links::Follow)?.0),
-                None => None,
-            };
+        let open = || -> Result<(Bytes, Option<Bytes>)> {
+            let x = Bytes::open(&self.x.path, &self.x.storage)?;
+            let y = self.labels.as_ref().map(|l| Bytes::open(&l.path, &l.storage)).transpose()?;
             Ok((x, y))
         };
-        let files = match open() {
+        let mut bytes = match open() {
             Ok(f) => f,
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };
@@ -464,7 +611,7 @@ impl Source for NpySource {
                 return None;
             }
             let n = batch_size.min(rows - next) as usize;
-            let out = self.batch(&files, next, n);
+            let out = self.batch(&mut bytes, next, n);
             failed = out.is_err();
             next += n as u64;
             Some(out)

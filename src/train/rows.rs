@@ -106,6 +106,8 @@ fn join_source(m: &Manifest, data: &mut TeacherOutputs, path: &Path, ignore_fing
         id_column: m.id_column.clone(),
         skip_nonfinite: false,
         labels_npy: None,
+        npz_key: None,
+        npz_labels: None,
     };
     data.join_inputs(m, crate::data::open(path, &spec)?.as_ref(), path, ignore_fingerprint)
 }

@@ -104,7 +104,14 @@ fn corpus() -> Vec<Case> {
         pre("truncated Parquet", Data, &lin, &f("truncated.parquet"), &[], &["truncated.parquet", "not a readable Parquet file"]),
         pre("corrupt footer", Data, &lin, &f("corrupt_footer.parquet"), &[], &["corrupt_footer.parquet", "not a readable Parquet file"]),
         pre("empty file", Data, &lin, &f("empty.parquet"), &[], &["empty.parquet", "not a readable Parquet file"]),
-        pre("a JSON file given as data", Data, &lin, &f("linear.json"), &[], &["linear.json", "not a readable Parquet file"]),
+        // NumPy and CSV (more in formats.rs)
+        pre("npy of objects", Data, &lin, &f("objects.npy"), &[], &["objects.npy", "dtype '|O' is not numeric"]),
+        pre("npy in Fortran order", Data, &lin, &f("small_fortran.npy"), &[], &["small_fortran.npy", "Fortran (column-major) order"]),
+        pre("npy labels of the wrong length", Data, &lin, &f("small.npy"), &["--labels-npy", &f("small_labels_short.npy")], &["small_labels_short.npy", "199 labels for the 200 rows"]),
+        pre("npz array of the wrong shape", Data, &lin, &f("small.npz"), &["--npz-key", "y"], &["linear.onnx", "1 values per row", "(4 values per row)"]),
+        pre("npz without the array named", Data, &lin, &f("small.npz"), &[], &["small.npz", "holds arrays x, y; name the input with --npz-key NAME"]),
+        pre("CSV with a text feature", Data, &lin, &f("small.csv"), &["--input-column", "a,b,c,note"], &["small.csv", "line 2, column 'note'", "is not a number"]),
+        pre("a JSON file given as data", Data, &lin, &f("linear.json"), &[], &["linear.json", "a .json text file is not a format softlabel reads as data"]),
         // --- models
         pre("non-ONNX teacher", Model, &f("not_onnx.onnx"), &small, &[], &["not_onnx.onnx", "cannot load as an ONNX model"]),
         pre("missing teacher", Model, "/nonexistent/t.onnx", &small, &[], &["/nonexistent/t.onnx", "No such file"]),

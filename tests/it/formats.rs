@@ -40,6 +40,27 @@ fn npy_and_csv_give_the_logits_parquet_gives() {
     let want = logits_in_order(&pq);
     assert_eq!(want.0.len(), 200);
     assert_eq!(logits_in_order(&npy), want, "npy");
+    // .npz: stored (np.savez) and deflated (np.savez_compressed) members; the format comes from the
+    // content, so a renamed file reads the same.
+    for (name, extra) in [
+        ("small.npz", &["--npz-key", "x", "--npz-labels", "y"][..]),
+        ("small_compressed.npz", &["--npz-key", "x", "--npz-labels", "y", "--batch-size", "33"][..]),
+        ("one.npz", &["--labels-npy", s(&labels)][..]),
+    ] {
+        let out = tmp.path().join(name);
+        assert_ok(&precompute(&fx(name), &out, extra));
+        assert_eq!(logits_in_order(&out), want, "{name}");
+    }
+    let renamed = tmp.path().join("data.bin");
+    std::fs::copy(fx("small_compressed.npz"), &renamed).unwrap();
+    let out = tmp.path().join("renamed");
+    assert_ok(&precompute(&renamed, &out, &["--npz-key", "x", "--npz-labels", "y"]));
+    assert_eq!(logits_in_order(&out), want, "renamed npz");
+    let renamed = tmp.path().join("features.txt");
+    std::fs::copy(fx("small.csv"), &renamed).unwrap();
+    let out = tmp.path().join("renamed-csv");
+    assert_ok(&precompute(&renamed, &out, &[]));
+    assert_eq!(logits_in_order(&out), want, "renamed csv");
     assert_eq!(logits_in_order(&csv), want, "csv");
     // The CSV's numeric columns but label and id are the default input (the text column is left out).
     let csv2 = tmp.path().join("csv2");
@@ -55,8 +76,11 @@ fn npy_and_csv_give_the_logits_parquet_gives() {
     assert_ok(&softlabel(&["eval", "--student", s(&st), "--data", s(&csv_data), "--input-column", "a,b,c,d"]));
     assert_ok(&softlabel(&["eval", "--student", s(&st), "--data", s(&fx("small.npy")), "--labels-npy", s(&labels)]));
 
+    let npz = |k: &str| DataSpec { npz_key: Some(k.into()), npz_labels: Some("y".into()), ..DataSpec::new("input") };
     for (path, spec) in [
         (fx("small.npy"), DataSpec { labels_npy: Some(labels.clone()), ..DataSpec::new("input") }),
+        (fx("small.npz"), npz("x")),
+        (fx("small_compressed.npz"), npz("x")),
         (fx("small.csv"), DataSpec::new("input")),
     ] {
         let src = softlabel::data::open(&path, &spec).unwrap();
@@ -126,7 +150,7 @@ fn hostile_npy_files_are_refused_with_the_reason() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("truncated", good[..good.len() - 10].to_vec(), "needs 3200 bytes of values, the file holds 3190 (truncated)"),
         ("padded", [&good[..], &[0u8; 4]].concat(), "(trailing bytes)"),
-        ("not-npy", std::fs::read(fx("small.parquet")).unwrap(), "does not start with the NumPy magic bytes"),
+        ("not-npy", b"\x00\x01 not numpy at all".to_vec(), "does not start with the NumPy magic bytes"),
         ("version", [&b"\x93NUMPY\x09\x00"[..], &good[8..]].concat(), "format version 9.0"),
         ("huge-header", [&b"\x93NUMPY\x02\x00\xff\xff\xff\x7f"[..], &good[10..]].concat(), "its header claims"),
         (
@@ -183,11 +207,41 @@ fn hostile_npy_files_are_refused_with_the_reason() {
             "small_labels_float.npy: labels have dtype '<f8', expected an integer",
         ),
         ("small.npy", Some("small_labels_short.npy"), "small_labels_short.npy: 199 labels for the 200 rows"),
-        ("small.parquet", Some("small_labels.npy"), "--labels-npy goes with .npy data"),
+        ("small.parquet", Some("small_labels.npy"), "--labels-npy goes with .npy or .npz data; "),
     ] {
         let labels = extra.map(fx);
         let args: Vec<&str> = labels.iter().flat_map(|l| ["--labels-npy", s(l)]).collect();
         assert_fails(&precompute(&fx(file), &out, &args), expect);
+    }
+    // .npz archives.
+    let npz = std::fs::read(fx("small_compressed.npz")).unwrap();
+    let mut corrupt = npz.clone();
+    for b in &mut corrupt[400..1400] {
+        *b ^= 0x5a;
+    }
+    let write = |name: &str, bytes: &[u8]| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    for (path, args, expect) in [
+        (fx("small.npz"), &[][..], "the archive holds arrays x, y; name the input with --npz-key NAME"),
+        (fx("small.npz"), &["--npz-key", "z"][..], "no array 'z' in the archive (arrays: x, y); choose with --npz-key"),
+        (fx("small.npz"), &["--npz-key", "y"][..], "has shape [batch, 4] (4 values per row)"),
+        (fx("small.npz"), &["--npz-key", "x", "--npz-labels", "x"][..], "member 'x': labels have dtype '<f4'"),
+        (write("cut.npz", &npz[..npz.len() / 2]), &["--npz-key", "x"][..], "cut.npz: not a readable .npz archive"),
+        (write("corrupt.npz", &corrupt), &["--npz-key", "x"][..], "corrupt.npz: member 'x'"),
+        (fx("small.npy"), &["--npz-key", "x"][..], "--npz-key and --npz-labels go with .npz data; "),
+        (
+            write("mystery", b"\x00\x01\x02\x03binary"),
+            &[][..],
+            "not a format softlabel reads (Parquet, .npy, .npz, or CSV",
+        ),
+    ] {
+        let o = precompute(&path, &out, args);
+        assert_fails(&o, expect);
+        assert_eq!(String::from_utf8_lossy(&o.stderr).trim().lines().count(), 1, "{expect}: one line");
+        assert!(!out.join("_manifest.json").exists());
     }
 }
 
