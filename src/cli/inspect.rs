@@ -48,7 +48,19 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
             v.count, v.max_shift, v.image[0], v.image[1], v.image[2], v.seed
         );
     }
-    println!("  teacher         {} sha256 {}", m.teacher.file, m.teacher.sha256);
+    match &m.teacher.imported {
+        Some(i) => println!(
+            "  teacher         imported from {} ({} '{}', {} rows{}{}) sha256 {}",
+            m.teacher.file,
+            i.format,
+            i.column,
+            i.rows,
+            i.teacher_name.as_ref().map_or(String::new(), |n| format!(", teacher {n}")),
+            i.teacher_id.as_ref().map_or(String::new(), |n| format!(" {n}")),
+            m.teacher.sha256
+        ),
+        None => println!("  teacher         {} sha256 {}", m.teacher.file, m.teacher.sha256),
+    }
     println!(
         "  input           '{}' {:?} x {} shape {:?}",
         m.input.source_column, m.input.dtype, m.input.width, m.input.shape

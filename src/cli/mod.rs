@@ -43,6 +43,9 @@ pub struct Cli {
 pub enum Command {
     /// Run an ONNX teacher over a dataset and write a soft-label dataset (Parquet parts + _manifest.json).
     Precompute(precompute::PrecomputeArgs),
+    /// Write a soft-label dataset from teacher outputs made elsewhere (any model, an API): --outputs
+    /// FILE [--kind logits|probs|log-probs] joined to --data by id; precompute's other flags apply.
+    Import(precompute::PrecomputeArgs),
     /// Train a student (MLP or CNN) from a soft-label dataset with the distillation loss.
     Train(train::TrainArgs),
     /// Evaluate a student on a dataset, optionally against the teacher's outputs.
@@ -186,7 +189,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let bars = Bars::new(cli.quiet);
     let ort = cli.ort_lib.as_deref();
     match cli.command {
-        Command::Precompute(a) => precompute::run(a, ort, &bars),
+        Command::Precompute(a) => precompute::run(a, ort, &bars, false),
+        Command::Import(a) => precompute::run(a, ort, &bars, true),
         Command::Train(a) => train::run(a, &bars),
         Command::Eval(a) => eval::run(a, &bars),
         Command::Export(a) => export::run(a),

@@ -18,14 +18,30 @@ fn d() -> TeacherConfig {
 pub struct PrecomputeArgs {
     /// The teacher: an ONNX model with one input [batch, ...] and an output [batch, classes] of logits,
     /// probabilities or log-probabilities. Repeat for an ensemble (outputs combined per --combine).
-    #[arg(long, value_name = "MODEL.onnx", required = true)]
+    #[arg(long, value_name = "MODEL.onnx", conflicts_with = "outputs")]
     pub teacher: Vec<PathBuf>,
+    /// (`import`) Teacher outputs made elsewhere instead of a model: JSONL (`{"id": 7, "probs": [...]}`
+    /// per line; keys logits, probs, log_probs or values), Parquet (an `id` column and a list column),
+    /// `.npy`/`.npz` (row i is id i) or CSV; joined to --data by id.
+    #[arg(long, value_name = "FILE")]
+    pub outputs: Option<PathBuf>,
+    /// (`import`) The Parquet column, CSV columns (a,b,c) or JSONL key holding the outputs (default: the
+    /// one of logits, probs, log_probs, values the file has; `input` for NumPy arrays).
+    #[arg(long, value_name = "NAME", requires = "outputs")]
+    pub outputs_column: Option<String>,
+    /// (`import`) The teacher's name, recorded in the manifest.
+    #[arg(long, value_name = "NAME", requires = "outputs")]
+    pub teacher_name: Option<String>,
+    /// (`import`) An identifier of the exact teacher (version, model hash, API model id), recorded.
+    #[arg(long, value_name = "STRING", requires = "outputs")]
+    pub teacher_id: Option<String>,
     /// How an ensemble's outputs are combined: the mean of the logits, or the log of the mean probability.
     #[arg(long, value_enum, default_value_t = d().combine.into())]
     pub combine: Combine,
     /// What the teacher outputs; `auto` detects probabilities (rows >= 0 summing to 1) and
     /// log-probabilities (rows <= 0 whose exponentials sum to 1) on the first batch. Stored as logits.
-    #[arg(long, value_enum, default_value_t = d().output.into())]
+    /// (`import --kind`: what the outputs file holds; auto takes it from the key or column name.)
+    #[arg(long, alias = "kind", value_enum, default_value_t = d().output.into())]
     pub teacher_output: OutputKind,
     /// The teacher input to feed the data to, for models with several inputs.
     #[arg(long, value_name = "NAME")]
@@ -112,7 +128,16 @@ impl PrecomputeArgs {
     /// The flags as the teacher config (every field set: clap fills in the defaults from [`d`]).
     fn config(&self) -> TeacherConfig {
         TeacherConfig {
-            model: Models::Many(self.teacher.clone()),
+            model: match &self.outputs {
+                Some(outputs) => Models::Imported(softlabel::teacher::ImportSource {
+                    outputs: outputs.clone(),
+                    kind: self.teacher_output.into(),
+                    column: self.outputs_column.clone(),
+                    teacher_name: self.teacher_name.clone(),
+                    teacher_id: self.teacher_id.clone(),
+                }),
+                None => Models::Many(self.teacher.clone()),
+            },
             combine: self.combine.into(),
             output: self.teacher_output.into(),
             input_name: self.input_name.clone(),
@@ -135,8 +160,21 @@ impl PrecomputeArgs {
     }
 }
 
-pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result<()> {
+pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars, import: bool) -> anyhow::Result<()> {
     keep_batches_on_the_heap();
+    let usage = |m: &str| anyhow::Error::new(softlabel::Error::Config(m.to_string()));
+    match (import, &a.outputs) {
+        (true, None) => return Err(usage("import needs --outputs FILE (teacher outputs made elsewhere)")),
+        (false, Some(_)) => {
+            return Err(usage("--outputs is for `softlabel import`; precompute runs --teacher MODEL.onnx"))
+        }
+        (false, None) if a.teacher.is_empty() => {
+            return Err(usage(
+                "precompute needs --teacher MODEL.onnx (for teacher outputs made elsewhere: softlabel import --outputs FILE)",
+            ))
+        }
+        _ => {}
+    }
     let pass = PassOptions {
         resume: a.resume,
         overwrite: a.overwrite,

@@ -20,6 +20,9 @@ pub enum Models {
     One(PathBuf),
     /// An ensemble.
     Many(Vec<PathBuf>),
+    /// No model: outputs made elsewhere (`softlabel import`; not in pipeline files).
+    #[serde(skip)]
+    Imported(crate::teacher::ImportSource),
 }
 
 impl Models {
@@ -28,6 +31,7 @@ impl Models {
         match self {
             Models::One(p) => vec![p.clone()],
             Models::Many(p) => p.clone(),
+            Models::Imported(_) => Vec::new(),
         }
     }
 
@@ -36,6 +40,7 @@ impl Models {
         match self {
             Models::One(p) => vec![p],
             Models::Many(p) => p.iter_mut().collect(),
+            Models::Imported(src) => vec![&mut src.outputs],
         }
     }
 }
@@ -128,8 +133,10 @@ pub struct PassOptions {
 /// (checks that need the teacher, such as `top_k <= K`, run once it is loaded).
 #[derive(Debug, Clone)]
 pub struct PrecomputeSettings {
-    /// The ONNX teacher(s): several form an ensemble.
+    /// The ONNX teacher(s): several form an ensemble (none with `import`).
     pub teachers: Vec<PathBuf>,
+    /// Teacher outputs made elsewhere, joined to the data by id instead of running a model.
+    pub import: Option<crate::teacher::ImportSource>,
     /// How an ensemble's outputs are combined.
     pub combine: Combine,
     /// A Parquet file or folder.
@@ -189,8 +196,17 @@ impl TeacherConfig {
         pass: &PassOptions,
     ) -> Result<PrecomputeSettings> {
         let teachers = self.model.paths();
-        if teachers.is_empty() {
+        let import = match &self.model {
+            Models::Imported(src) => Some(src.clone()),
+            _ => None,
+        };
+        if teachers.is_empty() && import.is_none() {
             return Err(origin.error("model", "lists no model"));
+        }
+        if import.is_some() && self.views > 1 {
+            return Err(origin.error_about(
+                "--views needs a teacher to run on every view; imported outputs are one per row".to_string(),
+            ));
         }
         let temperature = self.temperature.ok_or_else(|| origin.error("temperature", "is required"))?;
         check_temperature(temperature, origin, "temperature")?;
@@ -245,6 +261,7 @@ impl TeacherConfig {
         spec.validate()?;
         Ok(PrecomputeSettings {
             teachers,
+            import,
             combine: self.combine,
             data,
             spec,

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::{PrecomputeSettings, Probe};
+use super::{Infer, PrecomputeSettings, Probe};
 use crate::augment::Views;
 use crate::data::{Batch, Source};
 use crate::error::{Error, Result};
@@ -12,7 +12,7 @@ use crate::store::{
     EnsembleInfo, InputInfo, LabelForm, Manifest, Resumed, SoftLabelWriter, SoftLabels, TeacherInfo, FORMAT,
     SCHEMA_VERSION, SCHEMA_VERSION_SPARSE, SCHEMA_VERSION_VIEWS,
 };
-use crate::teacher::{Ensemble, OutputKind, Teacher};
+use crate::teacher::{Ensemble, Imported, OutputKind, Teacher};
 use crate::util::{refuse_overlap, OutputLock};
 
 /// A teacher pass ready to run.
@@ -21,8 +21,8 @@ pub struct Plan<'s> {
     pub settings: &'s PrecomputeSettings,
     /// The input rows.
     pub source: Box<dyn Source>,
-    /// The teacher (one model or an ensemble).
-    pub teacher: Ensemble,
+    /// The teacher (one model, an ensemble, or imported outputs).
+    pub teacher: Box<dyn Infer>,
     /// Values per input row.
     pub width: usize,
     /// The input column(s), named in errors.
@@ -54,12 +54,17 @@ pub enum Planned<'s> {
 impl<'s> Plan<'s> {
     /// Opens the source and the teacher, probes the teacher on the first batch, and opens the writer.
     pub fn make(settings: &'s PrecomputeSettings) -> Result<Planned<'s>> {
-        let inputs: Vec<&Path> =
-            std::iter::once(settings.data.as_path()).chain(settings.teachers.iter().map(|t| t.as_path())).collect();
+        let inputs: Vec<&Path> = std::iter::once(settings.data.as_path())
+            .chain(settings.teachers.iter().map(|t| t.as_path()))
+            .chain(settings.import.iter().map(|i| i.outputs.as_path()))
+            .collect();
         refuse_overlap(&settings.out, "--out", &inputs)?;
         let lock = OutputLock::acquire(&settings.out)?;
         let source = crate::data::open(&settings.data, &settings.spec)?;
-        let mut teacher = Ensemble::load(&settings.teachers, &settings.teacher_options, settings.combine)?;
+        let mut pass = match &settings.import {
+            Some(src) => Pass::Imported(Imported::load(src)?),
+            None => Pass::Models(Ensemble::load(&settings.teachers, &settings.teacher_options, settings.combine)?),
+        };
         if source.rows() == 0 {
             return Err(Error::data(&settings.data, "dataset has zero rows"));
         }
@@ -72,7 +77,10 @@ impl<'s> Plan<'s> {
             },
         };
         let column = source.input_name();
-        let row_shape = teacher.prepare(width, &column)?;
+        let row_shape = match &mut pass {
+            Pass::Models(e) => e.prepare(width, &column)?,
+            Pass::Imported(_) => vec![width],
+        };
         let views = settings.views.map(|v| v.resolve(width, &row_shape)).transpose()?;
         let source_info = source.source_info()?;
 
@@ -83,10 +91,10 @@ impl<'s> Plan<'s> {
             .next()
             .ok_or_else(|| Error::data(&settings.data, "dataset has zero rows"))??;
         check_width(&first, width, &column)?;
-        let (probe_logits, num_classes) = teacher.run(&first)?;
+        let (probe_logits, num_classes) = pass.infer(&first)?;
         if num_classes > crate::store::MAX_CLASSES {
             return Err(Error::model(
-                &settings.teachers[0],
+                pass.path(),
                 format!(
                     "outputs {num_classes} classes; a soft-label dataset holds at most {}",
                     crate::store::MAX_CLASSES
@@ -103,16 +111,24 @@ impl<'s> Plan<'s> {
                 return Err(Error::Config(format!(
                     "--class-names lists {} names, teacher {} has {num_classes} classes",
                     names.len(),
-                    teacher.first().path().display()
+                    pass.path().display()
                 )));
             }
         }
         let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let members: Vec<TeacherInfo> =
-            teacher.members().iter().map(|m| member_info(m, &file_name(m.path()), source.element_type())).collect();
+        let (members, ensemble) = match &pass {
+            Pass::Models(e) => {
+                let m: Vec<TeacherInfo> =
+                    e.members().iter().map(|m| member_info(m, &file_name(m.path()), source.element_type())).collect();
+                (m, Some((e.sha256(), e.combine())))
+            }
+            Pass::Imported(i) => (vec![imported_info(i, settings, width)], None),
+        };
         let manifest = Manifest {
             format: FORMAT.into(),
-            schema_version: if members.iter().any(|m| m.input_type.is_some()) {
+            schema_version: if members.iter().any(|m| m.imported.is_some()) {
+                crate::store::SCHEMA_VERSION_IMPORT
+            } else if members.iter().any(|m| m.input_type.is_some()) {
                 crate::store::SCHEMA_VERSION_INPUT_TYPE
             } else if views.is_some() {
                 SCHEMA_VERSION_VIEWS
@@ -131,14 +147,15 @@ impl<'s> Plan<'s> {
             } else {
                 TeacherInfo {
                     file: members.iter().map(|m| m.file.as_str()).collect::<Vec<_>>().join("+"),
-                    sha256: teacher.sha256(),
+                    sha256: ensemble.as_ref().map(|e| e.0.clone()).unwrap_or_default(),
                     output_name: "ensemble".into(),
                     output_kind: OutputKind::Logits,
                     ..members[0].clone()
                 }
             },
-            ensemble: (members.len() > 1)
-                .then(|| EnsembleInfo { combine: teacher.combine(), members: members.clone() }),
+            ensemble: ensemble
+                .filter(|_| members.len() > 1)
+                .map(|(_, combine)| EnsembleInfo { combine, members: members.clone() }),
             input: InputInfo {
                 source_column: column.clone(),
                 dtype: source.element_type(),
@@ -177,6 +194,10 @@ impl<'s> Plan<'s> {
         // The probe's outputs stand in for the first batch's teacher call: a heavy teacher runs each batch
         // once (on a 1000-row run at batch 1024 the probe was half of all inference).
         let probe = Some(Probe { batch: first, logits: probe_logits, num_classes });
+        let teacher: Box<dyn Infer> = match pass {
+            Pass::Models(e) => Box::new(e),
+            Pass::Imported(i) => Box::new(i),
+        };
         Ok(Planned::Run(Box::new(Plan {
             probe,
             settings,
@@ -218,5 +239,49 @@ fn member_info(m: &Teacher, file: &str, source_type: crate::data::ElementType) -
         input_type: (input_type != source_type).then_some(input_type),
         output_name: m.output_name().to_string(),
         output_kind: m.output_kind(),
+        imported: None,
+    }
+}
+
+/// The models, or the imported outputs, a pass reads.
+enum Pass {
+    Models(Ensemble),
+    Imported(Imported),
+}
+
+impl Infer for Pass {
+    fn infer(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
+        match self {
+            Pass::Models(e) => e.infer(batch),
+            Pass::Imported(i) => i.infer(batch),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Pass::Models(e) => Infer::path(e),
+            Pass::Imported(i) => i.path(),
+        }
+    }
+}
+
+/// The manifest's teacher entry for imported outputs: the outputs file stands where the model would.
+fn imported_info(i: &Imported, settings: &PrecomputeSettings, width: usize) -> TeacherInfo {
+    let src = settings.import.as_ref();
+    TeacherInfo {
+        file: i.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        sha256: i.sha256().to_string(),
+        input_name: String::new(),
+        input_shape: vec![-1, width as i64],
+        input_type: None,
+        output_name: i.column().to_string(),
+        output_kind: i.kind(),
+        imported: Some(crate::store::ImportInfo {
+            format: i.format().to_string(),
+            column: i.column().to_string(),
+            rows: i.rows() as u64,
+            teacher_name: src.and_then(|s| s.teacher_name.clone()),
+            teacher_id: src.and_then(|s| s.teacher_id.clone()),
+        }),
     }
 }

@@ -20,6 +20,16 @@ pub trait Infer {
     fn path(&self) -> &Path;
 }
 
+impl Infer for crate::teacher::Imported {
+    fn infer(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
+        self.lookup(batch)
+    }
+
+    fn path(&self) -> &Path {
+        crate::teacher::Imported::path(self)
+    }
+}
+
 impl Infer for Ensemble {
     fn infer(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
         self.run(batch)

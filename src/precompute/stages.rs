@@ -34,7 +34,7 @@ pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
         lock: _lock,
         probe,
     } = plan;
-    let mut teacher = Primed { teacher: &mut teacher, probe };
+    let mut teacher = Primed { teacher: teacher.as_mut(), probe };
     let mut scorer = Scorer {
         width,
         column: &column,

@@ -30,6 +30,28 @@ pub struct TeacherInfo {
     /// What that output held (probabilities are stored as log p).
     #[serde(default = "logits_kind")]
     pub output_kind: crate::teacher::OutputKind,
+    /// Outputs made elsewhere and imported (`softlabel import`; schema 1.4): then `file` and `sha256`
+    /// are the outputs file's, and the input fields are empty (no model was run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<ImportInfo>,
+}
+
+/// Where imported teacher outputs came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportInfo {
+    /// The outputs file's format: jsonl, parquet, npy, npz or csv.
+    pub format: String,
+    /// The column or JSONL key the values were read from.
+    pub column: String,
+    /// Rows of outputs in the file (the data's rows each had one; others were not used).
+    pub rows: u64,
+    /// The teacher's name, as the user gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_name: Option<String>,
+    /// An identifier of the exact teacher (version, hash, API model id), as the user gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_id: Option<String>,
 }
 
 fn logits_kind() -> crate::teacher::OutputKind {
@@ -408,6 +430,7 @@ mod tests {
                 input_type: None,
                 output_name: "y".into(),
                 output_kind: crate::teacher::OutputKind::Logits,
+                imported: None,
             },
             input: InputInfo {
                 source_column: "input".into(),

@@ -11,7 +11,7 @@ mod writer;
 
 pub use filter::{Holdout, RowFilter, Side};
 pub use manifest::{
-    is_part_name, EnsembleInfo, InputInfo, Manifest, PartInfo, TeacherInfo, MAX_CLASSES, MAX_INPUT_VALUES,
+    is_part_name, EnsembleInfo, ImportInfo, InputInfo, Manifest, PartInfo, TeacherInfo, MAX_CLASSES, MAX_INPUT_VALUES,
     MAX_MANIFEST_BYTES, MAX_SAMPLE_K,
 };
 pub use reader::{Block, SoftLabels, Windows};
@@ -34,6 +34,9 @@ pub const SCHEMA_VERSION_VIEWS: &str = "1.2";
 /// The schema version of datasets whose teacher takes another element type than the stored input
 /// (`teacher.input_type`, e.g. a float32 teacher fed uint8 pixels).
 pub const SCHEMA_VERSION_INPUT_TYPE: &str = "1.3";
+/// The schema version of datasets made from imported teacher outputs (`softlabel import`,
+/// `teacher.imported`).
+pub const SCHEMA_VERSION_IMPORT: &str = "1.4";
 /// The major schema version this build reads.
 pub const SCHEMA_MAJOR: u32 = 1;
 /// The manifest's file name inside a dataset folder.

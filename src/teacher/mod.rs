@@ -2,12 +2,14 @@
 //! and finding the ONNX Runtime shared library ([`runtime`]).
 
 pub mod ensemble;
+pub mod imported;
 pub mod runtime;
 pub mod session;
 
 use std::path::PathBuf;
 
 pub use ensemble::{ensemble_sha256, Combine, Ensemble};
+pub use imported::{ImportSource, Imported};
 pub use runtime::{environment, find_ort_library, loaded_library};
 pub use session::{session_builder, Teacher};
 

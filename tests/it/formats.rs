@@ -286,3 +286,104 @@ fn hostile_csv_files_are_refused_naming_line_and_column() {
     let o = precompute(&fx("small.csv"), &out, &["--input-column", "a,b,c,note"]);
     assert_fails(&o, "line 2, column 'note': 'row 0, quoted' is not a number");
 }
+
+/// `import`: outputs made elsewhere, joined to the data by id, give the dataset precompute gives from
+/// the same logits (JSONL written here, and the precomputed part's own `id` + `logits` columns as
+/// Parquet outputs); bad outputs are refused in one line naming the file and the line or row.
+#[test]
+fn import_joins_outputs_by_id_and_refuses_bad_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = fx("small.parquet");
+    let pre = tmp.path().join("pre");
+    assert_ok(&precompute(&small, &pre, &[]));
+    let d = SoftLabels::open(&pre).unwrap().load().unwrap();
+    let logits = d.dense_logits().unwrap();
+    let line = |id: u64, r: usize| {
+        let v: Vec<String> = logits.row(r).iter().map(|x| x.to_string()).collect();
+        format!("{{\"id\": {id}, \"logits\": [{}]}}\n", v.join(", "))
+    };
+    let jsonl: String = (0..d.ids.len()).map(|r| line(d.ids[r], r)).collect();
+    let outputs = tmp.path().join("outputs.jsonl");
+    std::fs::write(&outputs, &jsonl).unwrap();
+    let import = |outputs: &Path, out: &Path, extra: &[&str]| {
+        let args = ["import", "--outputs", s(outputs), "--data", s(&small), "-T", "2", "--out", s(out)];
+        softlabel(&[&args[..], extra].concat())
+    };
+    let want = logits_in_order(&pre);
+    let a = tmp.path().join("a");
+    assert_ok(&import(&outputs, &a, &[]));
+    assert_eq!(logits_in_order(&a), want, "jsonl logits");
+    assert_ok(&softlabel(&["verify", s(&a)]));
+    let part = std::fs::read_dir(&pre)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
+    let b = tmp.path().join("b");
+    assert_ok(&import(&part, &b, &["--teacher-name", "the linear fixture"]));
+    assert_eq!(logits_in_order(&b), want, "parquet logits");
+    let m = SoftLabels::open(&b).unwrap().manifest().clone();
+    let info = m.teacher.imported.clone().unwrap();
+    assert_eq!((info.format.as_str(), info.column.as_str(), info.rows), ("parquet", "logits", 200));
+    assert_eq!(m.schema_version, "1.4");
+    // Top-k and shards work on imported outputs as on a model's.
+    assert_ok(&import(&outputs, &tmp.path().join("topk"), &["--top-k", "2"]));
+    assert_ok(&import(&outputs, &tmp.path().join("s0"), &["--shard", "0/2"]));
+
+    let good = line(d.ids[0], 0);
+    let body = |extra: &str| format!("{good}{extra}");
+    let cases: Vec<(&str, String, &[&str], &str)> = vec![
+        ("no-id", body("{\"logits\": [1, 2, 3]}\n"), &[], "line 2: no 'id'"),
+        ("dup", body(&good), &[], "line 2: duplicate id 1000 (first at line 1)"),
+        (
+            "ragged",
+            body("{\"id\": 5, \"logits\": [1, 2]}\n"),
+            &[],
+            "line 2: 'logits' has 2 values, the first row has 3",
+        ),
+        (
+            "text",
+            body("{\"id\": 5, \"logits\": [1, \"x\", 3]}\n"),
+            &[],
+            "line 2: value 1 of 'logits' is \"x\", not a number",
+        ),
+        ("not-json", body("id=5\n"), &[], "line 2: not a JSON object"),
+        ("neg-id", body("{\"id\": -5, \"logits\": [1, 2, 3]}\n"), &[], "line 2: id -5 is not an integer >= 0"),
+        ("missing-row", good.clone(), &[], "holds no output for id 1001 (row 1 of"),
+        (
+            "bad-probs",
+            "{\"id\": 1000, \"probs\": [0.5, 0.4, 0.3]}\n".into(),
+            &[],
+            "line 1, id 1000: probabilities sum to 1.2",
+        ),
+        (
+            "neg-prob",
+            "{\"id\": 1000, \"probs\": [1.5, -0.5, 0]}\n".into(),
+            &[],
+            "line 1, id 1000: probability 0 is 1.5, outside [0, 1]",
+        ),
+        (
+            "no-values",
+            "{\"id\": 1000, \"scores\": [1]}\n".into(),
+            &[],
+            "line 1: no values: expected one of the keys logits, probs",
+        ),
+        ("views", jsonl.clone(), &["--views", "2"], "--views needs a teacher to run on every view"),
+    ];
+    let out = tmp.path().join("out");
+    for (name, text, extra, expect) in cases {
+        let p = tmp.path().join(format!("{name}.jsonl"));
+        std::fs::write(&p, text).unwrap();
+        let o = import(&p, &out, extra);
+        assert_fails(&o, expect);
+        if name != "views" {
+            assert_fails(&o, &format!("{name}.jsonl"));
+        }
+        assert_eq!(String::from_utf8_lossy(&o.stderr).trim().lines().count(), 1, "{name}: one line");
+        assert!(!out.join("_manifest.json").exists(), "{name}");
+    }
+    let o = softlabel(&["import", "--data", s(&small), "-T", "2", "--out", s(&out)]);
+    assert_fails(&o, "import needs --outputs FILE");
+    let args = ["precompute", "--outputs", s(&outputs), "--data", s(&small), "-T", "2", "--out", s(&out)];
+    assert_fails(&softlabel(&args), "--outputs is for `softlabel import`");
+}

@@ -1,0 +1,317 @@
+//! Teacher outputs made elsewhere (`softlabel import`): a teacher that is not ONNX (a fastText or
+//! scikit-learn model, a hosted API, a JAX model) ran in the user's own code, and its outputs are joined
+//! to the source data by id and stored like any teacher pass.
+//!
+//! The outputs file is untrusted: JSONL lines are bounded in length, every row is checked (an id once,
+//! the same number of values as the first row, finite values, probabilities in [0, 1] summing to 1 and
+//! log-probabilities whose exponentials do), and memory is bounded by what the file holds. Parquet, NPY
+//! and CSV outputs are read by the data readers, with their rules.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+
+use super::OutputKind;
+use crate::data::{Batch, DataSpec};
+use crate::error::{Error, Result};
+use crate::util::{open_regular, Links};
+
+/// The longest JSONL line read (bytes).
+pub const MAX_LINE: u64 = 64 << 20;
+/// How far a row of probabilities may sum from 1 (or the exponentials of log-probabilities).
+pub const SUM_TOLERANCE: f64 = 1e-3;
+
+/// Where imported outputs are and what they hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportSource {
+    /// The outputs file: JSONL (`.jsonl`, `.ndjson`, `.json`), Parquet, `.npy`/`.npz` or CSV.
+    pub outputs: PathBuf,
+    /// What the values are; `Auto` takes it from the JSONL key (`logits`, `probs`, `log_probs`) or
+    /// detects it from the first rows.
+    pub kind: OutputKind,
+    /// The column (Parquet, CSV columns as a comma list) or JSONL key holding the values.
+    pub column: Option<String>,
+    /// The teacher's name, recorded in the manifest.
+    pub teacher_name: Option<String>,
+    /// An identifier of the exact teacher (a version, a model hash, an API model id), recorded.
+    pub teacher_id: Option<String>,
+}
+
+/// Outputs loaded and checked, by id.
+#[derive(Debug)]
+pub struct Imported {
+    path: PathBuf,
+    kind: OutputKind,
+    format: &'static str,
+    column: String,
+    index: HashMap<u64, usize>,
+    /// Logits (probabilities as log p), row-major.
+    logits: Vec<f32>,
+    k: usize,
+    sha256: String,
+}
+
+/// JSONL keys that hold the values, and what they say the values are.
+const KEYS: [(&str, OutputKind); 5] = [
+    ("logits", OutputKind::Logits),
+    ("probs", OutputKind::Probs),
+    ("log_probs", OutputKind::LogProbs),
+    ("logprobs", OutputKind::LogProbs),
+    ("values", OutputKind::Auto),
+];
+
+impl Imported {
+    /// Reads and checks the outputs of `src`.
+    pub fn load(src: &ImportSource) -> Result<Self> {
+        let path = &src.outputs;
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        let jsonl = matches!(ext.as_deref(), Some("jsonl" | "ndjson" | "json"));
+        let (format, column, ids, values, k, key_kind, rows_at) =
+            if jsonl { read_jsonl(src)? } else { read_table(src)? };
+        let kind = match (src.kind, key_kind) {
+            (OutputKind::Auto, OutputKind::Auto) => OutputKind::detect(&values, k),
+            (OutputKind::Auto, from_key) => from_key,
+            (given, _) => given,
+        };
+        let mut logits = values;
+        let mut index = HashMap::with_capacity(ids.len());
+        for (r, id) in ids.iter().enumerate() {
+            if let Some(first) = index.insert(*id, r) {
+                return Err(Error::data(
+                    path,
+                    format!("{}: duplicate id {id} (first at {})", rows_at(r), rows_at(first)),
+                ));
+            }
+            check_row(&logits[r * k..(r + 1) * k], kind)
+                .map_err(|e| Error::data(path, format!("{}, id {id}: {e}", rows_at(r))))?;
+        }
+        if ids.is_empty() {
+            return Err(Error::data(path, "holds no outputs"));
+        }
+        if k > crate::store::MAX_CLASSES {
+            return Err(Error::data(
+                path,
+                format!(
+                    "rows have {k} values; a soft-label dataset holds at most {} classes",
+                    crate::store::MAX_CLASSES
+                ),
+            ));
+        }
+        kind.to_logits(&mut logits);
+        let sha256 = crate::util::sha256_file(path)?;
+        Ok(Imported { path: path.clone(), kind, format, column, index, logits, k, sha256 })
+    }
+
+    /// Classes per row.
+    pub fn num_classes(&self) -> usize {
+        self.k
+    }
+
+    /// What the values were (logits, probabilities or log-probabilities).
+    pub fn kind(&self) -> OutputKind {
+        self.kind
+    }
+
+    /// The outputs file's format: jsonl, parquet, npy, npz or csv.
+    pub fn format(&self) -> &'static str {
+        self.format
+    }
+
+    /// The column or JSONL key the values came from.
+    pub fn column(&self) -> &str {
+        &self.column
+    }
+
+    /// Rows of outputs.
+    pub fn rows(&self) -> usize {
+        self.index.len()
+    }
+
+    /// sha256 of the outputs file.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// The outputs file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The logits of `batch`'s rows, by id; an id without outputs is an error naming both files.
+    pub fn lookup(&self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
+        let mut out = Vec::with_capacity(batch.len() * self.k);
+        for (i, id) in batch.ids.iter().enumerate() {
+            let r = *self.index.get(id).ok_or_else(|| {
+                Error::data(
+                    &self.path,
+                    format!(
+                        "holds no output for id {id} (row {} of {}); import needs an output for every row of the data",
+                        batch.first_row + i as u64,
+                        batch.file.display()
+                    ),
+                )
+            })?;
+            out.extend_from_slice(&self.logits[r * self.k..(r + 1) * self.k]);
+        }
+        Ok((out, self.k))
+    }
+}
+
+/// Checks one row's values for their kind.
+fn check_row(v: &[f32], kind: OutputKind) -> std::result::Result<(), String> {
+    let allowed = |x: f32| x.is_finite() || (kind == OutputKind::LogProbs && x == f32::NEG_INFINITY);
+    if let Some(j) = v.iter().position(|x| !allowed(*x)) {
+        return Err(format!("value {j} is {}", v[j]));
+    }
+    match kind {
+        OutputKind::Probs => {
+            if let Some(j) = v.iter().position(|x| !(0.0..=1.0 + 1e-6).contains(x)) {
+                return Err(format!("probability {j} is {}, outside [0, 1]", v[j]));
+            }
+            let sum: f64 = v.iter().map(|&x| f64::from(x)).sum();
+            if (sum - 1.0).abs() > SUM_TOLERANCE {
+                return Err(format!("probabilities sum to {sum}, not 1 (are they logits? pass --kind logits)"));
+            }
+        }
+        OutputKind::LogProbs => {
+            if let Some(j) = v.iter().position(|x| *x > 1e-6) {
+                return Err(format!("log-probability {j} is {} > 0", v[j]));
+            }
+            let sum: f64 = v.iter().map(|&x| f64::from(x).exp()).sum();
+            if (sum - 1.0).abs() > SUM_TOLERANCE {
+                return Err(format!(
+                    "the exponentials of the log-probabilities sum to {sum}, not 1 (top-k log-probabilities \
+                     over a larger vocabulary are not dense outputs)"
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+type Loaded = (&'static str, String, Vec<u64>, Vec<f32>, usize, OutputKind, Box<dyn Fn(usize) -> String>);
+
+/// JSONL: one object per line, `{"id": 7, "probs": [0.1, 0.9]}` (or `logits`, `log_probs`, `values`).
+fn read_jsonl(src: &ImportSource) -> Result<Loaded> {
+    let path = &src.outputs;
+    let (file, _) = open_regular(path, Links::Follow)?;
+    let mut reader = std::io::BufReader::new(file);
+    let (mut ids, mut values, mut lines) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut k, mut key): (Option<usize>, Option<(String, OutputKind)>) = (None, None);
+    let mut line = Vec::new();
+    let mut n = 0usize;
+    loop {
+        line.clear();
+        let got = (&mut reader).take(MAX_LINE + 1).read_until(b'\n', &mut line).map_err(|e| Error::io(path, e))?;
+        if got == 0 {
+            break;
+        }
+        n += 1;
+        if got as u64 > MAX_LINE {
+            return Err(Error::data(path, format!("line {n} is longer than {} MiB", MAX_LINE >> 20)));
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let at = |what: String| Error::data(path, format!("line {n}: {what}"));
+        let obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&line).map_err(|e| at(format!("not a JSON object ({e})")))?;
+        let id = match obj.get("id") {
+            Some(v) => v.as_u64().ok_or_else(|| at(format!("id {} is not an integer >= 0", clip(&v.to_string()))))?,
+            None => return Err(at("no 'id'".into())),
+        };
+        if key.is_none() {
+            key = Some(match &src.column {
+                Some(c) => (c.clone(), KEYS.iter().find(|(n, _)| n == c).map_or(OutputKind::Auto, |(_, kd)| *kd)),
+                None => {
+                    let found: Vec<_> = KEYS.iter().filter(|(n, _)| obj.contains_key(*n)).collect();
+                    match found.as_slice() {
+                        [(name, kd)] => (name.to_string(), *kd),
+                        [] => {
+                            return Err(at(
+                                "no values: expected one of the keys logits, probs, log_probs, values".into()
+                            ))
+                        }
+                        _ => return Err(at("several value keys; choose one with --outputs-column KEY".into())),
+                    }
+                }
+            });
+        }
+        let (name, _) = key.as_ref().ok_or_else(|| Error::Internal("no key".into()))?;
+        let arr = obj.get(name).and_then(|v| v.as_array()).ok_or_else(|| at(format!("no '{name}' list")))?;
+        let want = *k.get_or_insert(arr.len());
+        if arr.len() != want {
+            return Err(at(format!("'{name}' has {} values, the first row has {want}", arr.len())));
+        }
+        for (j, v) in arr.iter().enumerate() {
+            let x = v
+                .as_f64()
+                .ok_or_else(|| at(format!("value {j} of '{name}' is {}, not a number", clip(&v.to_string()))))?;
+            values.push(x as f32);
+        }
+        ids.push(id);
+        lines.push(n);
+    }
+    let (column, kind) = key.unwrap_or(("values".into(), OutputKind::Auto));
+    Ok(("jsonl", column, ids, values, k.unwrap_or(0), kind, Box::new(move |r| format!("line {}", lines[r]))))
+}
+
+/// Parquet, NPY/NPZ or CSV outputs through the data readers: the values are the input column (by
+/// default `logits`, `probs`, `log_probs` or `values`, whichever the file has), ids from `id`.
+fn read_table(src: &ImportSource) -> Result<Loaded> {
+    let path = &src.outputs;
+    let format = crate::data::Format::detect(path)?;
+    let column = match (&src.column, format) {
+        (Some(c), _) => c.clone(),
+        (None, crate::data::Format::Parquet) => {
+            let files = crate::data::parquet_files(path)?;
+            let b = crate::data::open_parquet(&files[0], Links::Follow)?;
+            let schema = b.schema();
+            KEYS.iter()
+                .map(|(n, _)| *n)
+                .find(|n| schema.field_with_name(n).is_ok())
+                .ok_or_else(|| {
+                    Error::data(
+                        path,
+                        "no values column: expected one of logits, probs, log_probs, values (or --outputs-column NAME)",
+                    )
+                })?
+                .to_string()
+        }
+        (None, _) => "input".to_string(),
+    };
+    let key_kind = KEYS.iter().find(|(n, _)| *n == column).map_or(OutputKind::Auto, |(_, kd)| *kd);
+    let spec = DataSpec { label_column: None, ..DataSpec::new(column.clone()) };
+    let source = crate::data::open(path, &spec)?;
+    let (mut ids, mut values) = (Vec::new(), Vec::new());
+    let mut k = None;
+    for b in source.batches(4096) {
+        let b = b?;
+        let want = *k.get_or_insert(b.width);
+        if b.width != want {
+            return Err(Error::data(
+                path,
+                format!("row {}: {} values, earlier rows have {want}", b.first_row, b.width),
+            ));
+        }
+        ids.extend_from_slice(&b.ids);
+        values.extend(b.input_f32());
+    }
+    let name = match format {
+        crate::data::Format::Parquet => "parquet",
+        crate::data::Format::Npy => "npy",
+        crate::data::Format::Npz => "npz",
+        crate::data::Format::Csv => "csv",
+    };
+    Ok((name, column, ids, values, k.unwrap_or(0), key_kind, Box::new(|r| format!("row {r}"))))
+}
+
+fn clip(s: &str) -> String {
+    let c: String = s.chars().take(40).collect();
+    if c.len() < s.len() {
+        format!("{c}...")
+    } else {
+        c
+    }
+}
