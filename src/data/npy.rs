@@ -386,6 +386,7 @@ fn parse_dtype(descr: &str) -> Option<Dtype> {
 pub struct NpySource {
     x: NpyArray,
     labels: Option<NpyArray>,
+    label_name: Option<String>,
     files: Vec<PathBuf>,
     skip_nonfinite: bool,
 }
@@ -492,9 +493,15 @@ impl NpySource {
                 return Err(y.error(format!("{} labels for the {} rows of {}", y.rows(), x.rows(), x.path.display())));
             }
         }
-        let mut files = vec![x.path.clone()];
-        files.extend(labels.as_ref().map(|l| l.path.clone()).filter(|l| *l != x.path));
-        Ok(NpySource { x, labels, files, skip_nonfinite })
+        // The fingerprint is the input's (the array file): `train --inputs x.npy` on label-only data and
+        // `eval` find the same data without the labels file; where the labels came from is the label
+        // column's name (the labels file, or the archive member).
+        let files = vec![x.path.clone()];
+        let label_name = labels.as_ref().map(|l| match &l.member {
+            Some(m) => m.clone(),
+            None => l.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        });
+        Ok(NpySource { x, labels, label_name, files, skip_nonfinite })
     }
 
     fn batch(&self, bytes: &mut (Bytes, Option<Bytes>), first: u64, n: usize) -> Result<Batch> {
@@ -554,7 +561,7 @@ impl Source for NpySource {
     }
 
     fn label_column(&self) -> Option<&str> {
-        self.labels.as_ref().map(|_| "labels")
+        self.label_name.as_deref()
     }
 
     fn id_column(&self) -> Option<&str> {
@@ -576,7 +583,7 @@ impl Source for NpySource {
         self.x.dtype.element
     }
 
-    /// sha256 over each file's name, size and sha256, as for Parquet.
+    /// sha256 over the input file's name, size and sha256, as for Parquet (the labels file is not in it).
     fn source_info(&self) -> Result<SourceInfo> {
         let mut outer = Sha256::new();
         let mut files = Vec::new();

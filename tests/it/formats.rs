@@ -77,6 +77,18 @@ fn npy_and_csv_give_the_logits_parquet_gives() {
     assert_ok(&softlabel(&["eval", "--student", s(&st), "--data", s(&fx("small.npy")), "--labels-npy", s(&labels)]));
 
     let npz = |k: &str| DataSpec { npz_key: Some(k.into()), npz_labels: Some("y".into()), ..DataSpec::new("input") };
+    // Label-only labels from .npy: the inputs join back by id from the array alone (the fingerprint is
+    // the input file's; the labels file is the label column's name).
+    let bare = tmp.path().join("bare");
+    assert_ok(&precompute(&fx("small.npy"), &bare, &["--labels-npy", s(&labels), "--no-inputs"]));
+    assert_eq!(SoftLabels::open(&bare).unwrap().manifest().label_column.as_deref(), Some("small_labels.npy"));
+    let st2 = tmp.path().join("st2");
+    let x = fx("small.npy");
+    assert_ok(&softlabel(&["train", "--labels", s(&bare), "--inputs", s(&x), "--out", s(&st2), "--epochs", "1"]));
+    let o =
+        softlabel(&["eval", "--student", s(&st2), "--data", s(&x), "--labels-npy", s(&labels), "--labels", s(&bare)]);
+    assert_ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("agreement"), "{o:?}");
     for (path, spec) in [
         (fx("small.npy"), DataSpec { labels_npy: Some(labels.clone()), ..DataSpec::new("input") }),
         (fx("small.npz"), npz("x")),
