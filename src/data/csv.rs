@@ -24,6 +24,8 @@ use crate::util::{hex, open_regular, Links};
 pub const MAX_LINE: usize = 16 << 20;
 /// Records read to find which columns are numeric when the input columns are not named.
 const SNIFF_RECORDS: usize = 1000;
+/// The most columns a CSV file may have (checked on the header line before anything is built from it).
+pub const MAX_COLUMNS: usize = 1 << 16;
 
 /// A reader that fails on a line longer than [`MAX_LINE`], so one endless line cannot fill memory.
 struct LineBound<R> {
@@ -83,6 +85,14 @@ impl CsvSource {
     /// Opens `path`: reads the header, finds the columns of `spec`, and counts the records (one pass).
     pub fn open(path: &Path, spec: &DataSpec) -> Result<Self> {
         spec.validate()?;
+        // Count the header's fields (an upper bound: quoted commas count too) before a schema is made.
+        let mut first = Vec::new();
+        std::io::BufRead::read_until(&mut std::io::BufReader::new(open_text(path)?), b'\n', &mut first)
+            .map_err(|e| Error::data(path, format!("not a readable CSV file: {e}")))?;
+        let fields = first.iter().filter(|&&b| b == b',').count() + 1;
+        if fields > MAX_COLUMNS {
+            return Err(Error::data(path, format!("the header has {fields} fields; at most {MAX_COLUMNS} are read")));
+        }
         let format = arrow_csv::reader::Format::default().with_header(true);
         let (sniffed, _) = format
             .infer_schema(open_text(path)?, Some(SNIFF_RECORDS))

@@ -161,6 +161,14 @@ impl NpyArray {
         if h.shape.is_empty() {
             return Err(err("the array is a scalar (shape ()); rows are on the first axis".into()));
         }
+        let row: Option<usize> = h.shape[1..].iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if row.is_none_or(|r| r > crate::store::MAX_INPUT_VALUES) {
+            return Err(err(format!(
+                "shape {:?} has more than {} values per row",
+                h.shape,
+                crate::store::MAX_INPUT_VALUES
+            )));
+        }
         let data_offset = (start + header_len) as u64;
         let values = h.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
         let bytes = values.and_then(|v| v.checked_mul(dtype.size as u64));
@@ -420,6 +428,14 @@ fn npz_members(path: &Path) -> Result<Vec<(String, Storage, u64)>> {
             let storage = match m.compression() {
                 zip::CompressionMethod::Stored => Storage::Plain(m.data_start()),
                 zip::CompressionMethod::DEFLATE => {
+                    // Deflate expands at most 1032:1: a larger claim is not what the file holds.
+                    if m.size() / 1032 > m.compressed_size() + 1 {
+                        return Err(format!(
+                            "member '{name}' claims {} bytes from {} compressed ones (deflate gives at most 1032:1)",
+                            m.size(),
+                            m.compressed_size()
+                        ));
+                    }
                     Storage::Deflated { start: m.data_start(), size: m.compressed_size() }
                 }
                 c => {

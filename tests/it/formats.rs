@@ -172,8 +172,13 @@ fn hostile_npy_files_are_refused_with_the_reason() {
         ),
         (
             "overflow",
-            npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }", &[]),
+            npy("{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551615, 4), }", &[]),
             "holds more values than a file can",
+        ),
+        (
+            "wide-row",
+            npy("{'descr': '|u1', 'fortran_order': False, 'shape': (0, 100000, 100000), }", &[]),
+            "has more than 67108864 values per row",
         ),
         ("scalar", npy("{'descr': '<f4', 'fortran_order': False, 'shape': (), }", &f32s(&[1.0])), "is a scalar"),
         (
@@ -231,6 +236,16 @@ fn hostile_npy_files_are_refused_with_the_reason() {
     for b in &mut corrupt[400..1400] {
         *b ^= 0x5a;
     }
+    // A member claiming more bytes than deflate can make from its compressed ones (a zip bomb's claim).
+    let mut bomb = npz.clone();
+    let mut at = 0;
+    while let Some(i) = bomb[at..].windows(4).position(|w| w == b"PK\x01\x02").map(|i| i + at) {
+        let name_len = u16::from_le_bytes([bomb[i + 28], bomb[i + 29]]) as usize;
+        if &bomb[i + 46..i + 46 + name_len] == b"x.npy" {
+            bomb[i + 24..i + 28].copy_from_slice(&0xF000_0000u32.to_le_bytes());
+        }
+        at = i + 4;
+    }
     let write = |name: &str, bytes: &[u8]| {
         let p = tmp.path().join(name);
         std::fs::write(&p, bytes).unwrap();
@@ -243,6 +258,7 @@ fn hostile_npy_files_are_refused_with_the_reason() {
         (fx("small.npz"), &["--npz-key", "x", "--npz-labels", "x"][..], "member 'x': labels have dtype '<f4'"),
         (write("cut.npz", &npz[..npz.len() / 2]), &["--npz-key", "x"][..], "cut.npz: not a readable .npz archive"),
         (write("corrupt.npz", &corrupt), &["--npz-key", "x"][..], "corrupt.npz: member 'x'"),
+        (write("bomb.npz", &bomb), &["--npz-key", "x"][..], "claims 4026531840 bytes from"),
         (fx("small.npy"), &["--npz-key", "x"][..], "--npz-key and --npz-labels go with .npz data; "),
         (
             write("mystery", b"\x00\x01\x02\x03binary"),
@@ -281,6 +297,7 @@ fn hostile_csv_files_are_refused_naming_line_and_column() {
         ("no-numbers", "name,kind\nx,y\n".to_string(), "no numeric column to use as the input (columns: name, kind)"),
         ("empty", String::new(), "no header row"),
         ("long-line", long, "a line is longer than 16 MiB"),
+        ("wide", format!("{}\n", vec!["c"; 70_000].join(",")), "the header has 70000 fields; at most 65536 are read"),
     ];
     for (name, text, expect) in cases {
         let p = tmp.path().join(format!("{name}.csv"));
