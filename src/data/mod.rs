@@ -6,6 +6,7 @@
 //! soft-label writer can store the input exactly as it came.
 
 pub mod csv;
+pub mod images;
 pub mod npy;
 pub mod numeric;
 pub mod parquet;
@@ -41,6 +42,10 @@ pub trait Source: Send + Sync {
     /// row `skip` (the batches are the ones a full read yields from there on, so the caller drops the
     /// rows before `skip` from the first one).
     fn batches_from(&self, batch_size: usize, skip: u64) -> Box<dyn Iterator<Item = Result<Batch>> + '_>;
+    /// The class names the data itself gives (an image folder's subfolders), in label order.
+    fn class_names(&self) -> Option<Vec<String>> {
+        None
+    }
     /// Reads all rows in batches of at most `batch_size` rows.
     fn batches(&self, batch_size: usize) -> Box<dyn Iterator<Item = Result<Batch>> + '_> {
         self.batches_from(batch_size, 0)
@@ -79,6 +84,7 @@ pub fn open(path: &Path, spec: &DataSpec) -> Result<Box<dyn Source>> {
             Box::new(npy::NpySource::open_npz(path, spec.npz_key.as_deref(), labels, spec.skip_nonfinite)?)
         }
         Format::Csv => Box::new(csv::CsvSource::open(path, spec)?),
+        Format::ImageFolder => Box::new(images::ImageFolder::open(path)?),
         Format::Parquet => Box::new(ParquetSource::open(path, spec)?),
     })
 }
@@ -94,6 +100,8 @@ pub enum Format {
     Npz,
     /// CSV text with a header row.
     Csv,
+    /// A folder of class subfolders of PNG or JPEG images (torchvision's ImageFolder layout).
+    ImageFolder,
 }
 
 impl Format {
@@ -101,7 +109,7 @@ impl Format {
     /// CSV; a folder is Parquet. Anything else is refused, naming what the file starts with.
     pub fn detect(path: &Path) -> Result<Format> {
         if path.is_dir() {
-            return Ok(Format::Parquet);
+            return Ok(if images::looks_like_image_folder(path) { Format::ImageFolder } else { Format::Parquet });
         }
         let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
         let mut head = Vec::new();
@@ -166,6 +174,7 @@ impl Format {
             Format::Npy => "a .npy file",
             Format::Npz => "a .npz archive",
             Format::Csv => "CSV",
+            Format::ImageFolder => "an image folder",
         }
     }
 }

@@ -115,6 +115,21 @@ impl<'s> Plan<'s> {
                 )));
             }
         }
+        // Class names: the user's, else the data's own (an image folder's subfolders) when they name
+        // exactly the teacher's classes.
+        let class_names = settings.class_names.clone().or_else(|| {
+            let names = source.class_names()?;
+            if names.len() == num_classes {
+                Some(names)
+            } else {
+                tracing::warn!(
+                    folders = names.len(),
+                    classes = num_classes,
+                    "the data's class folders do not match the teacher's classes: class names not recorded"
+                );
+                None
+            }
+        });
         let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let (members, ensemble) = match &pass {
             Pass::Models(e) => {
@@ -141,7 +156,7 @@ impl<'s> Plan<'s> {
             created_by: format!("softlabel {}", env!("CARGO_PKG_VERSION")),
             temperature: settings.temperature,
             num_classes,
-            class_names: settings.class_names.clone(),
+            class_names,
             teacher: if members.len() == 1 {
                 members[0].clone()
             } else {
