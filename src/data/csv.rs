@@ -14,11 +14,10 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, Float32Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use sha2::{Digest, Sha256};
 
-use super::{Batch, DataSpec, ElementType, Source, SourceFile, SourceInfo};
+use super::{Batch, DataSpec, ElementType, Source, SourceInfo};
 use crate::error::{Error, Result};
-use crate::util::{hex, open_regular, Links};
+use crate::util::{open_regular, Links};
 
 /// The longest line read (bytes).
 pub const MAX_LINE: usize = 16 << 20;
@@ -323,17 +322,7 @@ impl Source for CsvSource {
     }
 
     fn source_info(&self) -> Result<SourceInfo> {
-        let (mut f, _) = open_regular(&self.path, Links::Follow)?;
-        let mut h = Sha256::new();
-        let bytes = std::io::copy(&mut f, &mut h).map_err(|e| Error::io(&self.path, e))?;
-        let sha = hex(&h.finalize());
-        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut outer = Sha256::new();
-        outer.update(format!("{name}\0{bytes}\0{sha}\n").as_bytes());
-        Ok(SourceInfo {
-            files: vec![SourceFile { path: name, bytes, sha256: sha, rows: self.rows }],
-            fingerprint: hex(&outer.finalize()),
-        })
+        super::files_identity(&[(self.path.as_path(), self.rows)])
     }
 
     /// Reads from the start (text cannot be seeked by row) and drops the batches before `skip`.

@@ -15,11 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, PrimitiveArray};
-use sha2::{Digest, Sha256};
 
-use super::{Batch, ElementType, Source, SourceFile, SourceInfo};
+use super::{Batch, ElementType, Source, SourceInfo};
 use crate::error::{Error, Result};
-use crate::util::{hex, open_regular, Links};
+use crate::util::{open_regular, Links};
 
 /// Headers longer than this are refused (`np.load` refuses over 10,000 bytes by default).
 const MAX_HEADER: usize = 65_536;
@@ -601,18 +600,7 @@ impl Source for NpySource {
 
     /// sha256 over the input file's name, size and sha256, as for Parquet (the labels file is not in it).
     fn source_info(&self) -> Result<SourceInfo> {
-        let mut outer = Sha256::new();
-        let mut files = Vec::new();
-        for path in &self.files {
-            let (mut f, _) = open_regular(path, Links::Follow)?;
-            let mut h = Sha256::new();
-            let bytes = std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-            let sha = hex(&h.finalize());
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            outer.update(format!("{name}\0{bytes}\0{sha}\n").as_bytes());
-            files.push(SourceFile { path: name, bytes, sha256: sha, rows: self.x.rows() });
-        }
-        Ok(SourceInfo { files, fingerprint: hex(&outer.finalize()) })
+        super::files_identity(&[(self.x.path.as_path(), self.x.rows())])
     }
 
     fn batches_from(&self, batch_size: usize, skip: u64) -> Box<dyn Iterator<Item = Result<Batch>> + '_> {

@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 use arrow_schema::{DataType, Schema};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
-use sha2::{Digest, Sha256};
 
-use super::{Batch, DataSpec, ElementType, Source, SourceFile, SourceInfo};
+use super::{Batch, DataSpec, ElementType, Source, SourceInfo};
 use crate::error::{Error, Result};
-use crate::util::{guarded, hex, open_regular, Guarded, Links, ParquetFile};
+use crate::util::{guarded, Guarded, Links, ParquetFile};
 
 mod decode;
 
@@ -270,20 +269,9 @@ impl Source for ParquetSource {
 
     /// sha256 over every file's name, size and sha256 (reads the files whole, once).
     fn source_info(&self) -> Result<SourceInfo> {
-        let mut outer = Sha256::new();
-        let mut files = Vec::with_capacity(self.files.len());
-        for (path, &rows) in self.files.iter().zip(&self.rows_per_file) {
-            let (mut f, _) = open_regular(path, Links::Follow)?;
-            let mut h = Sha256::new();
-            let bytes = std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-            let sha = hex(&h.finalize());
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            outer.update(format!("{name}\0{bytes}\0{sha}\n").as_bytes());
-            // The file's name only: a dataset shared with others does not record where the producer
-            // kept its data (the fingerprint identifies the content).
-            files.push(SourceFile { path: name, bytes, sha256: sha, rows });
-        }
-        Ok(SourceInfo { files, fingerprint: hex(&outer.finalize()) })
+        let files: Vec<(&Path, u64)> =
+            self.files.iter().map(PathBuf::as_path).zip(self.rows_per_file.iter().copied()).collect();
+        super::files_identity(&files)
     }
 
     /// A batch never spans two files; within a file, batches start at multiples of `batch_size`. Files
