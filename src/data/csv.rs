@@ -17,7 +17,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::{Batch, DataSpec, ElementType, Source, SourceInfo};
 use crate::error::{Error, Result};
-use crate::util::{open_regular, Links};
+use crate::util::{clip, open_regular, Links};
 
 /// The longest line read (bytes).
 pub const MAX_LINE: usize = 16 << 20;
@@ -66,15 +66,6 @@ pub struct CsvSource {
     skip_nonfinite: bool,
 }
 
-fn clip(s: &str) -> String {
-    let c: String = s.chars().take(60).collect();
-    if c.len() < s.len() {
-        format!("{c}...")
-    } else {
-        c
-    }
-}
-
 fn open_text(path: &Path) -> Result<LineBound<std::io::BufReader<File>>> {
     let (f, _) = open_regular(path, Links::Follow)?;
     Ok(LineBound { inner: std::io::BufReader::new(f), since_newline: 0 })
@@ -95,7 +86,7 @@ impl CsvSource {
         let format = arrow_csv::reader::Format::default().with_header(true);
         let (sniffed, _) = format
             .infer_schema(open_text(path)?, Some(SNIFF_RECORDS))
-            .map_err(|e| Error::data(path, format!("not a readable CSV file: {}", clip_error(&e.to_string()))))?;
+            .map_err(|e| Error::data(path, format!("not a readable CSV file: {}", clip(&e.to_string(), 300))))?;
         let names: Vec<String> = sniffed.fields().iter().map(|f| f.name().clone()).collect();
         if names.is_empty() || names.iter().all(|n| n.is_empty()) {
             return Err(Error::data(path, "the file has no header row naming its columns"));
@@ -103,18 +94,21 @@ impl CsvSource {
         if let Some(n) = names.iter().find(|n| n.trim().parse::<f64>().is_ok()) {
             return Err(Error::data(
                 path,
-                format!("line 1 looks like data ('{}' is a number), not a header: CSV input needs a header row naming the columns", clip(n)),
+                format!("line 1 looks like data ('{}' is a number), not a header: CSV input needs a header row naming the columns", clip(n, 60)),
             ));
         }
         for (i, n) in names.iter().enumerate() {
             if names[..i].contains(n) {
-                return Err(Error::data(path, format!("column '{}' is named twice in the header", clip(n))));
+                return Err(Error::data(path, format!("column '{}' is named twice in the header", clip(n, 60))));
             }
         }
-        let list = || names.iter().map(|n| clip(n)).collect::<Vec<_>>().join(", ");
+        let list = || names.iter().map(|n| clip(n, 60)).collect::<Vec<_>>().join(", ");
         let find = |name: &str, flag: &str| -> Result<usize> {
             names.iter().position(|n| n == name).ok_or_else(|| {
-                Error::data(path, format!("no column '{}' (columns: {}); choose it with {flag}", clip(name), list()))
+                Error::data(
+                    path,
+                    format!("no column '{}' (columns: {}); choose it with {flag}", clip(name, 60), list()),
+                )
             })
         };
         let label = match &spec.label_column {
@@ -182,13 +176,13 @@ impl CsvSource {
             .with_batch_size(batch)
             .with_projection(projection)
             .build(open_text(&self.path)?)
-            .map_err(|e| Error::data(&self.path, format!("not a readable CSV file: {}", clip_error(&e.to_string()))))
+            .map_err(|e| Error::data(&self.path, format!("not a readable CSV file: {}", clip(&e.to_string(), 300))))
     }
 
     fn read_error(&self, after: u64, e: &arrow_schema::ArrowError) -> Error {
         Error::data(
             &self.path,
-            format!("cannot read the records after line {}: {}", after + 1, clip_error(&e.to_string())),
+            format!("cannot read the records after line {}: {}", after + 1, clip(&e.to_string(), 300)),
         )
     }
 
@@ -200,7 +194,7 @@ impl CsvSource {
     }
 
     fn name(&self, col: usize) -> String {
-        clip(self.schema.field(col).name())
+        clip(self.schema.field(col).name(), 60)
     }
 
     /// Converts projected text columns (inputs, then label, then id) of rows `first..`.
@@ -224,7 +218,7 @@ impl CsvSource {
                         if s.is_empty() {
                             "the value is empty".into()
                         } else {
-                            format!("'{}' is not a number", clip(s))
+                            format!("'{}' is not a number", clip(s, 60))
                         },
                     )
                 })?;
@@ -252,7 +246,7 @@ impl CsvSource {
                         }
                         s.parse::<i64>()
                             .map(Some)
-                            .map_err(|_| err(col, i, format!("label '{}' is not an integer", clip(s))))
+                            .map_err(|_| err(col, i, format!("label '{}' is not an integer", clip(s, 60))))
                     })
                     .collect::<Result<Vec<_>>>()?
             }
@@ -264,7 +258,8 @@ impl CsvSource {
                 (0..n)
                     .map(|i| {
                         let s = if a.is_null(i) { "" } else { a.value(i).trim() };
-                        s.parse::<u64>().map_err(|_| err(col, i, format!("id '{}' is not an integer >= 0", clip(s))))
+                        s.parse::<u64>()
+                            .map_err(|_| err(col, i, format!("id '{}' is not an integer >= 0", clip(s, 60))))
                     })
                     .collect::<Result<Vec<_>>>()?
             }
@@ -280,15 +275,6 @@ impl CsvSource {
             width,
             nonfinite,
         })
-    }
-}
-
-fn clip_error(s: &str) -> String {
-    let c: String = s.chars().take(300).collect();
-    if c.len() < s.len() {
-        format!("{c}...")
-    } else {
-        c
     }
 }
 

@@ -84,14 +84,8 @@ impl ImageFolder {
             ));
         }
         found.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let (rels, paths, labels): (Vec<_>, Vec<_>, Vec<_>) =
-            found.into_iter().fold((Vec::new(), Vec::new(), Vec::new()), |mut acc, (r, p, l)| {
-                acc.0.push(r);
-                acc.1.push(p);
-                acc.2.push(l);
-                acc
-            });
-        drop(rels);
+        let labels: Vec<i64> = found.iter().map(|f| f.2).collect();
+        let paths: Vec<PathBuf> = found.into_iter().map(|f| f.1).collect();
         let first = decode(&paths[0])?;
         let c = if first.color().has_color() { 3 } else { 1 };
         let shape = [c, first.height() as usize, first.width() as usize];

@@ -226,6 +226,28 @@ impl DataSpec {
     }
 }
 
+/// The rows (positions) of `flat` (`width` values a row) that hold NaN or infinity. With `skip`, all of
+/// them; without, the first one as `(row, value in the row, value)`, which the reader turns into its error.
+pub(crate) fn nonfinite_rows(
+    flat: &[f32],
+    width: usize,
+    skip: bool,
+) -> std::result::Result<Vec<usize>, (usize, usize, f32)> {
+    let mut rows = Vec::new();
+    if width == 0 {
+        return Ok(rows);
+    }
+    for (i, row) in flat.chunks_exact(width).enumerate() {
+        if let Some(j) = row.iter().position(|v| !v.is_finite()) {
+            if !skip {
+                return Err((i, j, row[j]));
+            }
+            rows.push(i);
+        }
+    }
+    Ok(rows)
+}
+
 /// The element type of the input values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -18,7 +18,7 @@ use arrow_array::{ArrayRef, PrimitiveArray};
 
 use super::{Batch, ElementType, Source, SourceInfo};
 use crate::error::{Error, Result};
-use crate::util::{open_regular, Links};
+use crate::util::{clip, open_regular, Links};
 
 /// Headers longer than this are refused (`np.load` refuses over 10,000 bytes by default).
 const MAX_HEADER: usize = 65_536;
@@ -144,7 +144,7 @@ impl NpyArray {
         let mut header = vec![0u8; header_len];
         bytes.read_at(&mut header, start as u64).map_err(|e| bad(format!("cannot read its header ({e})")))?;
         let header = std::str::from_utf8(&header).map_err(|_| bad("its header is not text".into()))?;
-        let h = parse_header(header).map_err(|e| bad(format!("header {:?}: {e}", clip(header))))?;
+        let h = parse_header(header).map_err(|e| bad(format!("header {:?}: {e}", clip(header, 120))))?;
         let err = |what: String| match member {
             Some(m) => Error::data(path, format!("member '{m}': {what}")),
             None => Error::data(path, what),
@@ -287,10 +287,6 @@ impl NpyArray {
     }
 }
 
-fn clip(s: &str) -> String {
-    s.chars().take(120).collect()
-}
-
 #[derive(Debug, PartialEq)]
 struct Header {
     descr: String,
@@ -331,7 +327,8 @@ fn parse_header(s: &str) -> std::result::Result<Header, String> {
                 let close = inner.find(')').ok_or("'shape' is not closed")?;
                 let mut dims = Vec::new();
                 for part in inner[..close].split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                    let d: usize = part.parse().map_err(|_| format!("shape entry '{}' is not a size", clip(part)))?;
+                    let d: usize =
+                        part.parse().map_err(|_| format!("shape entry '{}' is not a size", clip(part, 120)))?;
                     dims.push(d);
                     if dims.len() > MAX_DIMS {
                         return Err(format!("shape has more than {MAX_DIMS} dimensions"));
@@ -340,7 +337,7 @@ fn parse_header(s: &str) -> std::result::Result<Header, String> {
                 shape = Some(dims);
                 &inner[close + 1..]
             }
-            k => return Err(format!("unexpected or repeated key '{}'", clip(k))),
+            k => return Err(format!("unexpected or repeated key '{}'", clip(k, 120))),
         };
         let after = after.trim_start();
         rest = match after.strip_prefix(',') {
@@ -524,20 +521,14 @@ impl NpySource {
         let input = self.x.decode(&raw, first)?;
         let width = self.x.width();
         let mut nonfinite = Vec::new();
-        if self.x.dtype.element.is_float() && width > 0 {
+        if self.x.dtype.element.is_float() {
             let flat = super::numeric_to_f32(input.as_ref()).unwrap_or_default();
-            for (i, row) in flat.chunks_exact(width).enumerate() {
-                if let Some(j) = row.iter().position(|v| !v.is_finite()) {
-                    if !self.skip_nonfinite {
-                        return Err(self.x.error(format!(
-                            "row {}: input value {j} of the row is {} (--skip-nonfinite skips such rows)",
-                            first + i as u64,
-                            row[j]
-                        )));
-                    }
-                    nonfinite.push(i);
-                }
-            }
+            nonfinite = super::nonfinite_rows(&flat, width, self.skip_nonfinite).map_err(|(i, j, v)| {
+                self.x.error(format!(
+                    "row {}: input value {j} of the row is {v} (--skip-nonfinite skips such rows)",
+                    first + i as u64
+                ))
+            })?;
         }
         let labels = match (&self.labels, &mut bytes.1) {
             (Some(y), Some(b)) => {

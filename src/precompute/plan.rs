@@ -209,15 +209,11 @@ impl<'s> Plan<'s> {
         // The probe's outputs stand in for the first batch's teacher call: a heavy teacher runs each batch
         // once (on a 1000-row run at batch 1024 the probe was half of all inference).
         let probe = Some(Probe { batch: first, logits: probe_logits, num_classes });
-        let teacher: Box<dyn Infer> = match pass {
-            Pass::Models(e) => Box::new(e),
-            Pass::Imported(i) => Box::new(i),
-        };
         Ok(Planned::Run(Box::new(Plan {
             probe,
             settings,
             source,
-            teacher,
+            teacher: Box::new(pass),
             width,
             column,
             num_classes,

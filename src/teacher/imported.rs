@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use super::OutputKind;
 use crate::data::{Batch, DataSpec};
 use crate::error::{Error, Result};
-use crate::util::{open_regular, Links};
+use crate::util::{clip, open_regular, Links};
 
 /// The longest JSONL line read (bytes).
 pub const MAX_LINE: u64 = 64 << 20;
@@ -218,7 +218,9 @@ fn read_jsonl(src: &ImportSource) -> Result<Loaded> {
         let obj: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(&line).map_err(|e| at(format!("not a JSON object ({e})")))?;
         let id = match obj.get("id") {
-            Some(v) => v.as_u64().ok_or_else(|| at(format!("id {} is not an integer >= 0", clip(&v.to_string()))))?,
+            Some(v) => {
+                v.as_u64().ok_or_else(|| at(format!("id {} is not an integer >= 0", clip(&v.to_string(), 40))))?
+            }
             None => return Err(at("no 'id'".into())),
         };
         if key.is_none() {
@@ -247,7 +249,7 @@ fn read_jsonl(src: &ImportSource) -> Result<Loaded> {
         for (j, v) in arr.iter().enumerate() {
             let x = v
                 .as_f64()
-                .ok_or_else(|| at(format!("value {j} of '{name}' is {}, not a number", clip(&v.to_string()))))?;
+                .ok_or_else(|| at(format!("value {j} of '{name}' is {}, not a number", clip(&v.to_string(), 40))))?;
             values.push(x as f32);
         }
         ids.push(id);
@@ -308,13 +310,4 @@ fn read_table(src: &ImportSource) -> Result<Loaded> {
         }
     };
     Ok((name, column, ids, values, k.unwrap_or(0), key_kind, Box::new(|r| format!("row {r}"))))
-}
-
-fn clip(s: &str) -> String {
-    let c: String = s.chars().take(40).collect();
-    if c.len() < s.len() {
-        format!("{c}...")
-    } else {
-        c
-    }
 }

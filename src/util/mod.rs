@@ -14,3 +14,14 @@ pub use guard::{guarded, quiet_guarded_panics, Guarded};
 pub use hash::{hex, sha256_file, sha256_hex, sha256_of, splitmix64};
 pub use lock::OutputLock;
 pub use threads::{human_bytes, physical_memory, with_threads};
+
+/// `s` cut to its first `max` characters, with `...` when it was longer: untrusted text quoted in an
+/// error message stays one short line.
+pub fn clip(s: &str, max: usize) -> String {
+    let c: String = s.chars().take(max).collect();
+    if c.len() < s.len() {
+        format!("{c}...")
+    } else {
+        c
+    }
+}

@@ -10,7 +10,7 @@ use arrow_schema::DataType;
 
 use super::{InputLayout, ParquetSource};
 use crate::data::numeric::{integers_to_i128, numeric_to_f32};
-use crate::data::Batch;
+use crate::data::{nonfinite_rows, Batch};
 use crate::error::{Error, Result};
 
 impl ParquetSource {
@@ -68,23 +68,15 @@ impl ParquetSource {
             InputLayout::List { column, width, element } => {
                 let a = col(column)?;
                 let (values, width) = list_values(a, *width, n).map_err(|(i, what)| row_err(column, i, &what))?;
-                if element.is_float() && width > 0 {
+                if element.is_float() {
                     let flat = numeric_to_f32(values.as_ref()).unwrap_or_default();
-                    for (i, row) in flat.chunks_exact(width).enumerate() {
-                        if let Some(j) = row.iter().position(|v| !v.is_finite()) {
-                            if !self.skip_nonfinite {
-                                return Err(row_err(
-                                    column,
-                                    i,
-                                    &format!(
-                                        "input value {j} of the row is {} (--skip-nonfinite skips such rows)",
-                                        row[j]
-                                    ),
-                                ));
-                            }
-                            nonfinite.push(i);
-                        }
-                    }
+                    nonfinite = nonfinite_rows(&flat, width, self.skip_nonfinite).map_err(|(i, j, v)| {
+                        row_err(
+                            column,
+                            i,
+                            &format!("input value {j} of the row is {v} (--skip-nonfinite skips such rows)"),
+                        )
+                    })?;
                 }
                 (values, width)
             }
