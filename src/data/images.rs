@@ -89,6 +89,12 @@ impl ImageFolder {
         let first = decode(&paths[0])?;
         let c = if first.color().has_color() { 3 } else { 1 };
         let shape = [c, first.height() as usize, first.width() as usize];
+        if shape.iter().product::<usize>() > crate::store::MAX_INPUT_VALUES {
+            return Err(Error::data(
+                &paths[0],
+                format!("is {shape:?} values, more than the {} a row may hold", crate::store::MAX_INPUT_VALUES),
+            ));
+        }
         tracing::info!(images = paths.len(), classes = classes.len(), ?shape, "image folder");
         Ok(ImageFolder { root: root.to_path_buf(), files: vec![root.to_path_buf()], paths, labels, classes, shape })
     }

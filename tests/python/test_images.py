@@ -117,6 +117,12 @@ def test_bad_image_folders_are_refused_naming_the_file(tmp_path):
     Image.fromarray(np.zeros((20, 28), np.uint8), mode="L").save(folder / "b" / "5.png")
     r = run("precompute", "--teacher", TEACHER, "--data", folder, "-T", "2", "--out", tmp_path / "out", check=False)
     assert r.returncode == 1 and "5.png: is 28x20 (width x height), the folder's first image 28x28" in r.stderr, r.stderr
+    (folder / "b" / "5.png").unlink()
+    big = tmp_path / "big"
+    (big / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((4800, 4800, 3), np.uint8), mode="RGB").save(big / "a" / "0.png")
+    r = run("precompute", "--teacher", TEACHER, "--data", big, "-T", "2", "--out", tmp_path / "out", check=False)
+    assert r.returncode == 1 and "0.png: is [3, 4800, 4800] values, more than the 67108864" in r.stderr, r.stderr
     empty = tmp_path / "empty"
     (empty / "a").mkdir(parents=True)
     r = run("precompute", "--teacher", TEACHER, "--data", empty, "-T", "2", "--out", tmp_path / "out", check=False)
