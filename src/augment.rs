@@ -203,6 +203,7 @@ impl Views {
             input: gather(batch.input.as_ref(), &index)?,
             width: w,
             nonfinite: Vec::new(),
+            extra: Vec::new(),
         };
         let rows = (0..n).flat_map(repeat).map(|i| source_rows[i]).collect();
         Ok((expanded, rows, cols))

@@ -94,8 +94,13 @@ fn labels_for(
         Split::Test => (&f.data.test, "labels-test"),
     };
     let out = f.output.dir.join(name);
-    let mut settings =
-        f.teacher.validate(&p.teacher_origin(), data.clone(), f.data.columns().spec(), out.clone(), pass)?;
+    let mut settings = f.teacher.validate(
+        &p.teacher_origin(),
+        data.clone(),
+        f.data.split_spec(split == Split::Train),
+        out.clone(),
+        pass,
+    )?;
     if split == Split::Test {
         // The test split is stored whole: with its inputs, never augmented.
         settings.views = None;
@@ -194,6 +199,21 @@ fn label_differences(
     differ(m.float16 == settings.float16, format!("float16 = {} there", m.float16));
     differ(m.input.stored != settings.no_inputs, format!("inputs stored = {} there", m.input.stored));
     differ(same_views(m.views.as_ref(), settings.views.as_ref()), "other views".into());
+    let input_here = settings.spec.input.join(",");
+    differ(
+        m.input.source_column == input_here,
+        format!("input column '{}' there, '{input_here}' here", m.input.source_column),
+    );
+    let fed = |pairs: Vec<(&str, &str)>| pairs.iter().map(|(n, c)| format!("{n}={c}")).collect::<Vec<_>>().join(" ");
+    let there = fed(m.teacher.extra_inputs.iter().map(|e| (e.name.as_str(), e.column.as_str())).collect());
+    let here = fed(settings
+        .teacher_options
+        .extra_inputs
+        .iter()
+        .zip(&settings.spec.extra_inputs)
+        .map(|(n, c)| (n.as_str(), c.as_str()))
+        .collect());
+    differ(there == here, format!("further teacher inputs [{there}] there, [{here}] here"));
     out
 }
 
@@ -264,11 +284,18 @@ pub fn run(p: &Pipeline, ort_lib: Option<&Path>, progress: &dyn Progress) -> Res
     let test_source = crate::data::open(test_labels.dir(), &DataSpec::new(crate::store::columns::INPUT))?;
     let test = evaluate(student.as_ref(), test_source.as_ref(), Some(&test_outputs), progress)?;
     let report = if f.output.report {
+        // The test labels store the student's input only: a teacher of several inputs reads the test data.
+        let (data, spec) = if f.teacher.inputs.is_empty() {
+            (test_labels.dir().to_path_buf(), DataSpec::new(crate::store::columns::INPUT))
+        } else {
+            (f.data.test.clone(), f.data.split_spec(false))
+        };
         let settings = crate::report::ReportSettings {
             teacher: models[0].clone(),
             student: student_dir.clone(),
-            data: test_labels.dir().to_path_buf(),
-            spec: DataSpec::new(crate::store::columns::INPUT),
+            data,
+            spec,
+            inputs: f.teacher.inputs.clone(),
             labels: Some(test_labels.dir().to_path_buf()),
             out: f.output.report_dir(),
             threads: f.teacher.threads,

@@ -507,7 +507,10 @@ pub fn test_chosen(
         let source = crate::data::open(test, &crate::data::DataSpec::new(crate::store::columns::INPUT))?;
         (source, Some(labels.load()?))
     } else {
-        let spec = spec.unwrap_or_else(|| crate::data::DataSpec::new(&student.info.input_column));
+        let spec = spec.unwrap_or_else(|| crate::data::DataSpec {
+            image_prep: student.info.input_image.clone(),
+            ..crate::data::DataSpec::new(&student.info.input_column)
+        });
         (crate::data::open(test, &spec)?, None)
     };
     let r = crate::eval::evaluate(student.student.as_ref(), source.as_ref(), teacher.as_ref(), progress)?;

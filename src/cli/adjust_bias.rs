@@ -47,7 +47,7 @@ pub fn run(a: AdjustBiasArgs) -> anyhow::Result<()> {
         (Some(by), _) if by.is_finite() => (by, "given".to_string(), None),
         (Some(by), _) => anyhow::bail!(softlabel::Error::Config(format!("--by {by} is not finite"))),
         (None, Some(path)) => {
-            let source = softlabel::data::open(path, &a.data_args.spec(path, Some(&s.info.input_column)))?;
+            let source = softlabel::data::open(path, &a.data_args.student_spec(path, &s.info))?;
             if source.label_column().is_none() {
                 anyhow::bail!(softlabel::Error::data(path, "has no label column (pass --label-column)"));
             }

@@ -27,7 +27,7 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs, bars: &Bars) -> anyhow::Result<()> {
     let s = student::io::load(&a.student)?;
-    let spec = a.data_args.spec(&a.data, Some(&s.info.input_column));
+    let spec = a.data_args.student_spec(&a.data, &s.info);
     let source = softlabel::data::open(&a.data, &spec)?;
     let teacher = match &a.labels {
         Some(dir) => {

@@ -32,7 +32,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     if a.int8 {
         let (rows, source) = match &a.calibration {
             Some(path) => {
-                let spec = a.data_args.spec(path, Some(&s.info.input_column));
+                let spec = a.data_args.student_spec(path, &s.info);
                 let data = softlabel::data::open(path, &spec)?;
                 let rows =
                     softlabel::export::calibration_rows(&s, data.as_ref(), softlabel::export::int8::CALIBRATION_ROWS)?;

@@ -65,6 +65,15 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         "  input           '{}' {:?} x {} shape {:?}",
         m.input.source_column, m.input.dtype, m.input.width, m.input.shape
     );
+    if !m.teacher.extra_inputs.is_empty() {
+        println!("  fed to teacher  '{}' as input '{}' (stored)", m.input.source_column, m.teacher.input_name);
+    }
+    for e in &m.teacher.extra_inputs {
+        println!(
+            "  fed to teacher  '{}' {:?} x {} as input '{}' {:?} {:?} (not stored)",
+            e.column, e.dtype, e.width, e.name, e.input_type, e.input_shape
+        );
+    }
     println!("  source          {} file(s), fingerprint {}", m.source.files.len(), m.source.fingerprint);
     for p in &m.parts {
         println!("  {}  {} rows  ids {}..={}  sha256 {}", p.file, p.rows, p.min_id, p.max_id, p.sha256);

@@ -121,11 +121,22 @@ impl DataArgs {
             labels_npy: self.labels_npy.clone(),
             npz_key: self.npz_key.clone(),
             npz_labels: self.npz_labels.clone(),
+            images: Default::default(),
+            image_prep: None,
+            extra_inputs: Vec::new(),
         }
     }
 }
 
 impl DataArgs {
+    /// The spec to read `data` for a trained student: its input column by default, and an image folder
+    /// prepared as the student's labels' was.
+    pub fn student_spec(&self, data: &std::path::Path, info: &softlabel::student::StudentInfo) -> DataSpec {
+        let mut spec = self.spec(data, Some(&info.input_column));
+        spec.image_prep = info.input_image.clone();
+        spec
+    }
+
     /// `--val PATH` read with these columns (the input column defaulting to the one `m`'s labels were
     /// made from), for `train` and `sweep`.
     pub fn val_set(
@@ -134,7 +145,9 @@ impl DataArgs {
         m: &softlabel::store::Manifest,
     ) -> softlabel::Result<Option<softlabel::train::ValSet>> {
         path.map(|p| {
-            softlabel::train::ValSet::load(p, &self.spec(p, Some(&m.input.source_column)), m.num_classes, m.input.width)
+            let mut spec = self.spec(p, Some(&m.input.source_column));
+            spec.image_prep = m.input.image.clone();
+            softlabel::train::ValSet::load(p, &spec, m.num_classes, m.input.width)
         })
         .transpose()
     }

@@ -43,9 +43,17 @@ pub struct PrecomputeArgs {
     /// (`import --kind`: what the outputs file holds; auto takes it from the key or column name.)
     #[arg(long, alias = "kind", value_enum, default_value_t = d().output.into())]
     pub teacher_output: OutputKind,
-    /// The teacher input to feed the data to, for models with several inputs.
-    #[arg(long, value_name = "NAME")]
+    /// The teacher input to feed the data to, for models with several inputs (the others unfed: use
+    /// --input to feed them all).
+    #[arg(long, value_name = "NAME", conflicts_with = "input")]
     pub input_name: Option<String>,
+    /// A teacher with several inputs: feed model input NAME from data column COLUMN, repeated for every
+    /// input (e.g. --input input_ids=ids --input attention_mask=mask), each converted to the element
+    /// type and shape the model declares. The data's input (stored in the dataset, what the student
+    /// learns from) is --input-column when given, else the first --input's column; the others are fed to
+    /// the teacher and recorded in the manifest.
+    #[arg(long, value_name = "NAME=COLUMN", conflicts_with = "outputs")]
+    pub input: Vec<softlabel::config::teacher::InputMap>,
     /// The teacher output to read, for models with several outputs (default: the first).
     #[arg(long, value_name = "NAME")]
     pub output_name: Option<String>,
@@ -119,6 +127,26 @@ pub struct PrecomputeArgs {
     /// Seed of the views' shifts.
     #[arg(long, default_value_t = d().view_seed, value_name = "S")]
     pub view_seed: u64,
+    /// Image folders: resize each image's shorter side to S pixels (antialiased bilinear, as
+    /// torchvision's Resize(S)), then centre-crop to the teacher's height x width (zero-padded where
+    /// smaller, as CenterCrop). Without it every image must already have the teacher's size.
+    #[arg(long, value_name = "S")]
+    pub resize: Option<u32>,
+    /// Image folders: multiply pixel values (0-255) by X (e.g. 1/255) and store float32; with --mean and
+    /// --std, (v * X - mean) / std per channel, as torchvision's ToTensor + Normalize. Default: the
+    /// values as they are, uint8 0-255, as the Parquet path stores pixels.
+    #[arg(long, value_name = "X|1/N", value_parser = parse_scale)]
+    pub scale: Option<f64>,
+    /// Image folders: per-channel means subtracted after --scale (one value, or one per channel).
+    #[arg(long, value_name = "M,...", value_delimiter = ',', allow_negative_numbers = true)]
+    pub mean: Option<Vec<f32>>,
+    /// Image folders: per-channel standard deviations divided by after --mean.
+    #[arg(long, value_name = "S,...", value_delimiter = ',')]
+    pub std: Option<Vec<f32>>,
+    /// Image folders: skip (and count, in skipped_nonfinite_rows) images that do not decode, each named
+    /// in a warning, instead of failing on the first.
+    #[arg(long)]
+    pub skip_bad_images: bool,
     /// Print the manifest as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -141,6 +169,7 @@ impl PrecomputeArgs {
             combine: self.combine.into(),
             output: self.teacher_output.into(),
             input_name: self.input_name.clone(),
+            inputs: self.input.clone(),
             output_name: self.output_name.clone(),
             temperature: Some(self.temperature),
             batch_size: self.batch_size,
@@ -181,7 +210,18 @@ pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars, import: bool)
         shard: a.shard,
         ort_lib: ort_lib.map(Path::to_path_buf),
     };
-    let spec = a.data_args.spec(&a.data, None);
+    let mut spec = a.data_args.spec(&a.data, None);
+    spec.images = softlabel::data::images::ImageOptions {
+        resize: a.resize,
+        scale: a.scale,
+        mean: a.mean.clone(),
+        std: a.std.clone(),
+        skip_bad_images: a.skip_bad_images,
+    };
+    // With --input, the data's input is --input-column when given, else the first --input's column.
+    if let (Some(first), None) = (a.input.first(), &a.data_args.input_column) {
+        spec.input = vec![first.column.clone()];
+    }
     let settings = a.config().validate(&Origin::Flags, a.data.clone(), spec, a.out.clone(), &pass)?;
     let start = std::time::Instant::now();
     let m = precompute(&settings, bars)?;
@@ -199,6 +239,18 @@ pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars, import: bool)
         m.rows as f64 / secs.max(1e-9)
     );
     Ok(())
+}
+
+/// `X` or `1/N`.
+fn parse_scale(text: &str) -> Result<f64, String> {
+    let bad = || format!("'{text}' is not a number or 1/N");
+    match text.split_once('/') {
+        Some((a, b)) => {
+            let (a, b): (f64, f64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+            Ok(a / b)
+        }
+        None => text.trim().parse().map_err(|_| bad()),
+    }
 }
 
 fn parse_shard(text: &str) -> Result<Shard, String> {

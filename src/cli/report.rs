@@ -34,6 +34,10 @@ pub struct ReportArgs {
     /// measure it beside the float student.
     #[arg(long)]
     pub int8: bool,
+    /// A teacher with several inputs: feed model input NAME from data column COLUMN, repeated for every
+    /// input, the first the student's input (as for precompute).
+    #[arg(long, value_name = "NAME=COLUMN")]
+    pub input: Vec<softlabel::config::teacher::InputMap>,
     /// Print report.json on stdout.
     #[arg(long)]
     pub json: bool,
@@ -45,7 +49,7 @@ pub fn run(a: ReportArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result
     }
     let student = softlabel::student::io::load(&a.student)?;
     let settings = ReportSettings {
-        spec: a.data_args.spec(&a.data, Some(&student.info.input_column)),
+        spec: a.data_args.student_spec(&a.data, &student.info),
         teacher: a.teacher,
         student: a.student,
         data: a.data,
@@ -54,6 +58,7 @@ pub fn run(a: ReportArgs, ort_lib: Option<&Path>, bars: &Bars) -> anyhow::Result
         threads: a.threads,
         latency_runs: a.latency_runs.max(10),
         int8: a.int8,
+        inputs: a.input,
     };
     let r = report(&settings, bars)?;
     if a.json {

@@ -26,7 +26,7 @@ impl Columns {
 }
 
 /// The columns of an input dataset.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case", default)]
 pub struct DataConfig {
     /// Input column(s): one list column, or several scalar columns.
@@ -37,6 +37,14 @@ pub struct DataConfig {
     pub id_column: Option<String>,
     /// Skip (and count) rows whose input has NaN or infinite values instead of failing.
     pub skip_nonfinite: bool,
+    /// The input array of `.npz` data.
+    pub npz_key: Option<String>,
+    /// The labels array of `.npz` data.
+    pub npz_labels: Option<String>,
+    /// How an image folder's images become rows (a pipeline's `[data]` resize, scale, mean, std,
+    /// skip_bad_images, listed in its `DataSection`).
+    #[serde(skip)]
+    pub images: crate::data::images::ImageOptions,
 }
 
 impl Default for DataConfig {
@@ -46,6 +54,9 @@ impl Default for DataConfig {
             label_column: None,
             id_column: None,
             skip_nonfinite: false,
+            npz_key: None,
+            npz_labels: None,
+            images: Default::default(),
         }
     }
 }
@@ -59,8 +70,11 @@ impl DataConfig {
             id_column: self.id_column.clone(),
             skip_nonfinite: self.skip_nonfinite,
             labels_npy: None,
-            npz_key: None,
-            npz_labels: None,
+            npz_key: self.npz_key.clone(),
+            npz_labels: self.npz_labels.clone(),
+            images: self.images.clone(),
+            image_prep: None,
+            extra_inputs: Vec::new(),
         }
     }
 }

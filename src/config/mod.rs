@@ -102,6 +102,7 @@ fn flag_name(field: &str) -> String {
         "memory_budget_mib" => "memory-budget".into(),
         "model" => "teacher".into(),
         "output" => "teacher-output".into(),
+        "inputs" => "input".into(),
         "input_column" | "label_column" | "id_column" => field.replace('_', "-"),
         other => other.replace('_', "-"),
     }

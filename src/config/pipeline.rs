@@ -31,6 +31,33 @@ pub struct DataSection {
     /// Skip (and count) rows whose input has NaN or infinite values instead of failing.
     #[serde(default)]
     pub skip_nonfinite: bool,
+    /// Image folders: resize the shorter side to this, then centre-crop to the teacher's size.
+    #[serde(default)]
+    pub resize: Option<u32>,
+    /// Image folders: multiply pixel values by this (float32 rows), before `mean` and `std`.
+    #[serde(default)]
+    pub scale: Option<f64>,
+    /// Image folders: per-channel means.
+    #[serde(default)]
+    pub mean: Option<Vec<f32>>,
+    /// Image folders: per-channel standard deviations.
+    #[serde(default)]
+    pub std: Option<Vec<f32>>,
+    /// Image folders: skip (and count) images that do not decode.
+    #[serde(default)]
+    pub skip_bad_images: bool,
+    /// `.npy` training data: its hard labels, a `.npy` file of one integer per row.
+    #[serde(default)]
+    pub train_labels_npy: Option<PathBuf>,
+    /// `.npy` test data: its hard labels.
+    #[serde(default)]
+    pub test_labels_npy: Option<PathBuf>,
+    /// `.npz` data: the input array (the same name in both splits' archives).
+    #[serde(default)]
+    pub npz_key: Option<String>,
+    /// `.npz` data: the labels array.
+    #[serde(default)]
+    pub npz_labels: Option<String>,
 }
 
 fn default_input() -> Columns {
@@ -38,6 +65,13 @@ fn default_input() -> Columns {
 }
 
 impl DataSection {
+    /// How the training (`train`) or test split is read: the columns, and its `.npy` labels file.
+    pub fn split_spec(&self, train: bool) -> crate::data::DataSpec {
+        let mut spec = self.columns().spec();
+        spec.labels_npy = if train { self.train_labels_npy.clone() } else { self.test_labels_npy.clone() };
+        spec
+    }
+
     /// The columns, as the other stages take them.
     pub fn columns(&self) -> DataConfig {
         DataConfig {
@@ -45,6 +79,15 @@ impl DataSection {
             label_column: self.label_column.clone(),
             id_column: self.id_column.clone(),
             skip_nonfinite: self.skip_nonfinite,
+            npz_key: self.npz_key.clone(),
+            npz_labels: self.npz_labels.clone(),
+            images: crate::data::images::ImageOptions {
+                resize: self.resize,
+                scale: self.scale,
+                mean: self.mean.clone(),
+                std: self.std.clone(),
+                skip_bad_images: self.skip_bad_images,
+            },
         }
     }
 }
@@ -170,8 +213,17 @@ impl Pipeline {
     pub fn parse(text: &str, path: &Path, overrides: &PipelineOverrides) -> Result<Self> {
         let mut f: PipelineFile = toml::from_str(text)
             .map_err(|e| Error::Config(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
+        // With `[teacher] inputs`, `[data] input_column` names the mapped column that is stored and learned
+        // from; it may be left out when one column is mapped.
+        if let [only] = f.teacher.inputs.as_slice() {
+            if f.data.input_column == default_input() {
+                f.data.input_column = Columns::One(only.column.clone());
+            }
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         let mut paths = vec![&mut f.data.train, &mut f.data.test, &mut f.output.dir];
+        paths.extend(f.data.train_labels_npy.as_mut());
+        paths.extend(f.data.test_labels_npy.as_mut());
         paths.extend(f.teacher.model.paths_mut());
         for p in paths {
             if p.is_relative() {
@@ -195,7 +247,7 @@ impl Pipeline {
         f.teacher.validate(
             &section("teacher"),
             f.data.train.clone(),
-            f.data.columns().spec(),
+            f.data.split_spec(true),
             dir,
             &Default::default(),
         )?;
@@ -236,6 +288,8 @@ fn confine(f: &PipelineFile, path: &Path, root: &Path) -> Result<()> {
     let mut named: Vec<(&'static str, &'static str, &Path)> =
         vec![("data", "train", &f.data.train), ("data", "test", &f.data.test), ("output", "dir", &f.output.dir)];
     named.extend(models.iter().map(|m| ("teacher", "model", m.as_path())));
+    named.extend(f.data.train_labels_npy.iter().map(|p| ("data", "train_labels_npy", p.as_path())));
+    named.extend(f.data.test_labels_npy.iter().map(|p| ("data", "test_labels_npy", p.as_path())));
     for (section, key, p) in named {
         let abs = crate::util::resolve(p)?;
         if !abs.starts_with(&root_abs) {
@@ -303,6 +357,43 @@ mod tests {
         let both = MINIMAL.replace("temperature = 2.0", "temperature = 2.0\ntop_k = 3\nsample_k = 2");
         let e = Pipeline::parse(&both, p, &Default::default()).unwrap_err().to_string();
         assert!(e.contains("p/x.toml: [teacher] top_k and [teacher] sample_k exclude each other"), "{e}");
+    }
+
+    #[test]
+    fn teacher_inputs_feed_every_model_input_and_the_data_input_is_one_of_them() {
+        let p = Path::new("p/x.toml");
+        let inputs = "temperature = 2.0\ninputs = { z_ids = 'ids', a_mask = 'mask' }";
+        let two = MINIMAL.replace("temperature = 2.0", inputs).replace("[data]\n", "[data]\ninput_column = 'ids'\n");
+        let ok = Pipeline::parse(&two, p, &Default::default()).unwrap();
+        let settings = |ok: &Pipeline| {
+            ok.file.teacher.validate(
+                &Origin::File { path: p.into(), section: "teacher" },
+                "d".into(),
+                ok.file.data.columns().spec(),
+                "o".into(),
+                &Default::default(),
+            )
+        };
+        let s = settings(&ok).unwrap();
+        assert_eq!(s.teacher_options.input_name.as_deref(), Some("z_ids"));
+        assert_eq!(s.teacher_options.extra_inputs, ["a_mask"]);
+        assert_eq!(s.spec.input, ["ids"]);
+        assert_eq!(s.spec.extra_inputs, ["mask"]);
+        // Several columns mapped and none named as the data's input: refused, naming the key to set.
+        let unnamed = MINIMAL.replace("temperature = 2.0", inputs);
+        let e = Pipeline::parse(&unnamed, p, &Default::default()).unwrap_err().to_string();
+        assert!(e.contains("the data's input column 'input' is none of the columns [teacher] inputs feeds"), "{e}");
+        assert!(e.contains("[data] input_column"), "{e}");
+        // One column mapped: it is the data's input.
+        let one = MINIMAL.replace("temperature = 2.0", "temperature = 2.0\ninputs = { x = 'pixels' }");
+        let ok = Pipeline::parse(&one, p, &Default::default()).unwrap();
+        assert_eq!(ok.file.data.input_column, Columns::One("pixels".into()));
+        let twice = two.replace("a_mask = 'mask'", "a_mask = 'ids'");
+        let e = Pipeline::parse(&twice, p, &Default::default()).unwrap_err().to_string();
+        assert!(e.contains("p/x.toml: [teacher] inputs feeds column 'ids' to two teacher inputs"), "{e}");
+        let with_name = one.replace("[teacher]\n", "[teacher]\ninput_name = 'x'\n");
+        let e = Pipeline::parse(&with_name, p, &Default::default()).unwrap_err().to_string();
+        assert!(e.contains("[teacher] inputs and [teacher] input_name exclude each other"), "{e}");
     }
 
     #[test]

@@ -57,6 +57,11 @@ pub struct TeacherConfig {
     pub output: OutputKind,
     /// The input to feed, for models with several.
     pub input_name: Option<String>,
+    /// Every input of a teacher with several, mapped to a data column (`--input NAME=COLUMN`, a
+    /// pipeline's `inputs = { input_ids = "ids", attention_mask = "mask" }`). The data's input column
+    /// (stored, and what the student learns from) is one of them; the others are fed in the order given.
+    #[serde(with = "input_map")]
+    pub inputs: Vec<InputMap>,
     /// The output to read, for models with several (default: the first).
     pub output_name: Option<String>,
     /// Temperature of the stored soft labels (required).
@@ -97,6 +102,7 @@ impl Default for TeacherConfig {
             combine: Combine::default(),
             output: OutputKind::default(),
             input_name: None,
+            inputs: Vec::new(),
             output_name: None,
             temperature: None,
             batch_size: 256,
@@ -113,6 +119,65 @@ impl Default for TeacherConfig {
             image: None,
             view_seed: 0,
         }
+    }
+}
+
+/// One teacher input fed from one data column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputMap {
+    /// The model's input name.
+    pub name: String,
+    /// The data column.
+    pub column: String,
+}
+
+impl std::str::FromStr for InputMap {
+    type Err = String;
+
+    /// `NAME=COLUMN`.
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text.split_once('=') {
+            Some((name, column)) if !name.is_empty() && !column.is_empty() => {
+                Ok(InputMap { name: name.to_string(), column: column.to_string() })
+            }
+            _ => Err(format!("'{text}' is not NAME=COLUMN (a teacher input name, '=', a data column)")),
+        }
+    }
+}
+
+/// `inputs` as a table (`{ input_ids = "ids", ... }`), in the order the deserializer gives (a TOML
+/// table's keys come sorted: nothing depends on their order but the order extra inputs are recorded in).
+mod input_map {
+    use serde::de::{MapAccess, Visitor};
+    use serde::ser::SerializeMap;
+    use serde::{Deserializer, Serializer};
+
+    use super::InputMap;
+
+    pub fn serialize<S: Serializer>(inputs: &[InputMap], s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(inputs.len()))?;
+        for i in inputs {
+            map.serialize_entry(&i.name, &i.column)?;
+        }
+        map.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<InputMap>, D::Error> {
+        struct Ordered;
+        impl<'de> Visitor<'de> for Ordered {
+            type Value = Vec<InputMap>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table of teacher input name = data column")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((name, column)) = map.next_entry::<String, String>()? {
+                    out.push(InputMap { name, column });
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Ordered)
     }
 }
 
@@ -258,6 +323,58 @@ impl TeacherConfig {
             (None, None) => LabelForm::Dense,
         };
         let views = self.view_options(origin)?;
+        let mut spec = spec;
+        let mut input_name = self.input_name.clone();
+        let mut extra_inputs = Vec::new();
+        if !self.inputs.is_empty() {
+            if import.is_some() {
+                return Err(origin.error("inputs", "maps teacher inputs; imported outputs run no teacher"));
+            }
+            if self.input_name.is_some() {
+                return Err(origin.error_about(format!(
+                    "{} and {} exclude each other: {} names every input",
+                    origin.name("inputs"),
+                    origin.name("input_name"),
+                    origin.name("inputs")
+                )));
+            }
+            if views.is_some() && self.inputs.len() > 1 {
+                return Err(origin.error_about(format!(
+                    "{} shifts one image input; a teacher fed several inputs takes no views",
+                    origin.name("views")
+                )));
+            }
+            for (i, m) in self.inputs.iter().enumerate() {
+                if m.name.is_empty() || m.column.is_empty() {
+                    return Err(origin.error("inputs", "needs NAME=COLUMN with both names non-empty"));
+                }
+                if self.inputs[..i].iter().any(|o| o.name == m.name) {
+                    return Err(origin.error("inputs", format!("names teacher input '{}' twice", m.name)));
+                }
+                if self.inputs[..i].iter().any(|o| o.column == m.column) {
+                    return Err(origin.error("inputs", format!("feeds column '{}' to two teacher inputs", m.column)));
+                }
+            }
+            // The data's input (stored, and what the student learns from) is one of the mapped columns.
+            let data_input = spec.input.join(",");
+            let first = self.inputs.iter().position(|m| m.column == data_input).ok_or_else(|| {
+                let mapped: Vec<&str> = self.inputs.iter().map(|m| m.column.as_str()).collect();
+                origin.error_about(format!(
+                    "the data's input column '{data_input}' is none of the columns {} feeds ({}): name the one \
+                     stored and learned from with {}",
+                    origin.name("inputs"),
+                    mapped.join(", "),
+                    match origin {
+                        Origin::Flags => "--input-column".to_string(),
+                        Origin::File { .. } => "[data] input_column".to_string(),
+                    }
+                ))
+            })?;
+            input_name = Some(self.inputs[first].name.clone());
+            let rest = self.inputs.iter().enumerate().filter(|&(i, _)| i != first).map(|(_, m)| m);
+            spec.extra_inputs = rest.clone().map(|m| m.column.clone()).collect();
+            extra_inputs = rest.map(|m| m.name.clone()).collect();
+        }
         spec.validate()?;
         Ok(PrecomputeSettings {
             teachers,
@@ -271,7 +388,8 @@ impl TeacherConfig {
             teacher_options: TeacherOptions {
                 threads: self.threads,
                 ort_lib: pass.ort_lib.clone(),
-                input_name: self.input_name.clone(),
+                input_name,
+                extra_inputs,
                 output_name: self.output_name.clone(),
                 output_kind: self.output,
             },

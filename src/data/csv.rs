@@ -274,6 +274,7 @@ impl CsvSource {
             input: Arc::new(Float32Array::from(flat)) as ArrayRef,
             width,
             nonfinite,
+            extra: Vec::new(),
         })
     }
 }

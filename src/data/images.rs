@@ -1,9 +1,15 @@
 //! Image folders in torchvision's ImageFolder layout: `DIR/<class>/.../<image>.png|jpg|jpeg`. Classes
 //! are the subfolder names, sorted (label = position); ids are the positions of the images' relative
-//! paths in byte order, so they are the same on every machine and run. Each image is decoded (PNG and
-//! JPEG, the `image` crate) to uint8 in channel-major order, `[C, H, W]` with the channels of the first
-//! image (1 for grey, 3 for colour; alpha dropped, others converted to them), pixel values as they are
-//! (0-255, as the Parquet path stores them). Every image must have the first one's height and width.
+//! paths in byte order, so they are the same on every machine and run.
+//!
+//! Each image becomes a row as its [`ImagePrep`] says, fitted to the teacher's input shape
+//! ([`Source::conform`]): decoded (PNG and JPEG, the `image` crate), converted to the teacher's channels
+//! (1 grey, 3 RGB; alpha dropped), optionally resized (shorter side, antialiased bilinear as PIL's and
+//! torchvision's `Resize`) and centre-cropped (zero-padded where smaller, as torchvision's `CenterCrop`) to
+//! the teacher's height and width, laid out channels first or last as the teacher's shape says, and kept
+//! as uint8 values 0-255 (as the Parquet path stores them) or normalised to float32
+//! `(v * scale - mean[c]) / std[c]`. The prep is recorded in the manifest, so training, evaluation and
+//! reports read the same folder into the same rows.
 //!
 //! The folder is untrusted: links are not followed, the walk is bounded in depth and files, a decoder
 //! gets memory and size limits, and a corrupt or truncated image is an error naming its file. Batches
@@ -16,7 +22,7 @@ use arrow_array::{ArrayRef, UInt8Array};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::{Batch, ElementType, Source, SourceFile, SourceInfo};
+use super::{Batch, DataSpec, ElementType, Source, SourceFile, SourceInfo};
 use crate::error::{Error, Result};
 use crate::util::hex;
 
@@ -49,6 +55,136 @@ pub fn looks_like_image_folder(dir: &Path) -> bool {
     sub
 }
 
+/// What the user asks of images (`--resize`, `--scale`, `--mean`, `--std`, `--skip-bad-images`, or the
+/// same `[data]` keys); the channels, size and layout come from the teacher's input shape.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageOptions {
+    /// Resize the shorter side to this many pixels, then centre-crop to the teacher's height and width.
+    pub resize: Option<u32>,
+    /// Multiply pixel values (0-255) by this (e.g. 1/255) before `mean` and `std`.
+    pub scale: Option<f64>,
+    /// Subtracted per channel after `scale` (one value, or one per channel).
+    pub mean: Option<Vec<f32>>,
+    /// Divided per channel after `mean` (one value, or one per channel).
+    pub std: Option<Vec<f32>>,
+    /// Skip (and count) images that do not decode instead of failing on the first.
+    pub skip_bad_images: bool,
+}
+
+impl ImageOptions {
+    /// Checks the values (finite, positive sizes and deviations, at most 4 channels' worth).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.resize.is_some_and(|r| r == 0 || r > MAX_SIDE) {
+            return bad(format!("--resize must be in 1..={MAX_SIDE}"));
+        }
+        if self.scale.is_some_and(|s| !s.is_finite() || s == 0.0) {
+            return bad("--scale must be finite and not 0".into());
+        }
+        for (name, v) in [("--mean", &self.mean), ("--std", &self.std)] {
+            if let Some(v) = v {
+                if v.is_empty() || v.len() > 4 || v.iter().any(|x| !x.is_finite()) {
+                    return bad(format!("{name} takes 1 to 4 finite values (one, or one per channel)"));
+                }
+            }
+        }
+        if self.std.as_ref().is_some_and(|v| v.iter().any(|&x| x <= 0.0)) {
+            return bad("--std values must be > 0".into());
+        }
+        Ok(())
+    }
+
+    fn normalizes(&self) -> bool {
+        self.scale.is_some() || self.mean.is_some() || self.std.is_some()
+    }
+}
+
+/// Channels first (`[C, H, W]`, PyTorch) or last (`[H, W, C]`, TensorFlow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageLayout {
+    /// `[C, H, W]`.
+    Chw,
+    /// `[H, W, C]`.
+    Hwc,
+}
+
+/// Per-channel normalisation to float32: `(v * scale - mean[c]) / std[c]`, computed as torchvision's
+/// `ToTensor` then `Normalize` do (the product in f64, rounded to f32; the rest in f32).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Normalize {
+    /// The factor on the 0-255 values.
+    pub scale: f64,
+    /// One per channel.
+    pub mean: Vec<f32>,
+    /// One per channel.
+    pub std: Vec<f32>,
+}
+
+/// How an image becomes an input row: recorded in the manifest (`input.image`) and in the student, so
+/// every later reader of the same folder makes the same rows.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePrep {
+    /// The shorter side is resized to this first (then centre-cropped to `size`); none: every image must
+    /// already be `size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<u32>,
+    /// Height and width of a row.
+    pub size: [usize; 2],
+    /// 1 (grey) or 3 (RGB).
+    pub channels: usize,
+    /// Channels first or last.
+    pub layout: ImageLayout,
+    /// float32 values; none: uint8 0-255 as decoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<Normalize>,
+    /// Images that do not decode are skipped and counted (`skipped_nonfinite_rows`), not an error.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_bad_images: bool,
+}
+
+impl ImagePrep {
+    /// Values per row.
+    pub fn width(&self) -> usize {
+        self.channels * self.size[0] * self.size[1]
+    }
+
+    /// The row shape: `[C, H, W]` or `[H, W, C]`.
+    pub fn shape(&self) -> Vec<usize> {
+        let [h, w] = self.size;
+        match self.layout {
+            ImageLayout::Chw => vec![self.channels, h, w],
+            ImageLayout::Hwc => vec![h, w, self.channels],
+        }
+    }
+
+    /// `options`' normalisation for `channels` channels (one value stands for every channel).
+    fn normalize_of(options: &ImageOptions, channels: usize) -> Result<Option<Normalize>> {
+        if !options.normalizes() {
+            return Ok(None);
+        }
+        let per_channel = |v: &Option<Vec<f32>>, default: f32, name: &str| -> Result<Vec<f32>> {
+            match v.as_deref() {
+                None => Ok(vec![default; channels]),
+                Some([one]) => Ok(vec![*one; channels]),
+                Some(v) if v.len() == channels => Ok(v.to_vec()),
+                Some(v) => Err(Error::Config(format!(
+                    "{name} has {} values; the images have {channels} channel(s) (give one, or one per channel)",
+                    v.len()
+                ))),
+            }
+        };
+        Ok(Some(Normalize {
+            scale: options.scale.unwrap_or(1.0),
+            mean: per_channel(&options.mean, 0.0, "--mean")?,
+            std: per_channel(&options.std, 1.0, "--std")?,
+        }))
+    }
+}
+
 /// An image folder as input.
 #[derive(Debug, Clone)]
 pub struct ImageFolder {
@@ -57,14 +193,22 @@ pub struct ImageFolder {
     paths: Vec<PathBuf>,
     labels: Vec<i64>,
     classes: Vec<String>,
-    /// Channels, height, width.
-    shape: [usize; 3],
+    /// The first image's height and width, as decoded.
+    first_size: [usize; 2],
+    options: ImageOptions,
+    /// How rows are made.
+    prep: ImagePrep,
+    /// Whether `prep` was given (recorded by an earlier run), not derived: then [`Source::conform`]
+    /// changes nothing.
+    fixed: bool,
 }
 
 impl ImageFolder {
     /// Lists `root`'s class folders and images (sorted by relative path) and reads the first image's
-    /// size.
-    pub fn open(root: &Path) -> Result<Self> {
+    /// size. Rows are made as `spec.image_prep` says (recorded by an earlier run), else as the first
+    /// image is until [`Source::conform`] fits them to a model.
+    pub fn open(root: &Path, spec: &DataSpec) -> Result<Self> {
+        spec.images.validate()?;
         let mut classes: Vec<String> = Vec::new();
         for e in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
             let e = e.map_err(|e| Error::io(root, e))?;
@@ -86,17 +230,81 @@ impl ImageFolder {
         found.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let labels: Vec<i64> = found.iter().map(|f| f.2).collect();
         let paths: Vec<PathBuf> = found.into_iter().map(|f| f.1).collect();
-        let first = decode(&paths[0])?;
-        let c = if first.color().has_color() { 3 } else { 1 };
-        let shape = [c, first.height() as usize, first.width() as usize];
-        if shape.iter().product::<usize>() > crate::store::MAX_INPUT_VALUES {
+        // The first image that decodes (with --skip-bad-images, a corrupt first image is skipped later).
+        let mut first = None;
+        for p in &paths {
+            match decode(p) {
+                Ok(img) => {
+                    first = Some(img);
+                    break;
+                }
+                Err(e) if !spec.images.skip_bad_images => return Err(e),
+                Err(_) => {}
+            }
+        }
+        let first = first.ok_or_else(|| Error::data(root, "no image in the folder decodes"))?;
+        let channels = if first.color().has_color() { 3 } else { 1 };
+        let first_size = [first.height() as usize, first.width() as usize];
+        let (prep, fixed) = match &spec.image_prep {
+            Some(p) => (p.clone(), true),
+            None => {
+                let size = match spec.images.resize {
+                    Some(s) => resized(first_size, s),
+                    None => first_size,
+                };
+                let prep = ImagePrep {
+                    resize: spec.images.resize,
+                    size,
+                    channels,
+                    layout: ImageLayout::Chw,
+                    // Checked against the teacher's channels by `conform` (a grey teacher of colour images).
+                    normalize: ImagePrep::normalize_of(&spec.images, channels).ok().flatten(),
+                    skip_bad_images: spec.images.skip_bad_images,
+                };
+                (prep, false)
+            }
+        };
+        let folder = ImageFolder {
+            root: root.to_path_buf(),
+            files: vec![root.to_path_buf()],
+            paths,
+            labels,
+            classes,
+            first_size,
+            options: spec.images.clone(),
+            prep,
+            fixed,
+        };
+        folder.check_prep()?;
+        tracing::info!(images = folder.paths.len(), classes = folder.classes.len(), prep = ?folder.prep, "image folder");
+        Ok(folder)
+    }
+
+    /// Checks the prep fits a row and the first image (without a resize, it must already have the size).
+    fn check_prep(&self) -> Result<()> {
+        let p = &self.prep;
+        if p.size
+            .iter()
+            .chain([&p.channels])
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .is_none_or(|n| n > crate::store::MAX_INPUT_VALUES)
+        {
             return Err(Error::data(
-                &paths[0],
-                format!("is {shape:?} values, more than the {} a row may hold", crate::store::MAX_INPUT_VALUES),
+                &self.paths[0],
+                format!("is {:?} values, more than the {} a row may hold", p.shape(), crate::store::MAX_INPUT_VALUES),
             ));
         }
-        tracing::info!(images = paths.len(), classes = classes.len(), ?shape, "image folder");
-        Ok(ImageFolder { root: root.to_path_buf(), files: vec![root.to_path_buf()], paths, labels, classes, shape })
+        if p.resize.is_none() && self.first_size != p.size {
+            return Err(Error::data(
+                &self.paths[0],
+                format!(
+                    "is {}x{} (height x width), the rows {}x{}: give --resize S to resize the shorter side to S and \
+                     centre-crop, as torchvision's Resize(S) + CenterCrop",
+                    self.first_size[0], self.first_size[1], p.size[0], p.size[1]
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The class names (subfolders), in label order.
@@ -104,40 +312,144 @@ impl ImageFolder {
         &self.classes
     }
 
-    /// `[C, H, W]`.
-    pub fn shape(&self) -> [usize; 3] {
-        self.shape
+    /// The row shape.
+    pub fn shape(&self) -> Vec<usize> {
+        self.prep.shape()
     }
 
-    /// Image `i` as `[C, H, W]` uint8.
+    /// Image `i` as a row of uint8 values in the prep's channels, size and layout.
     fn pixels(&self, i: usize) -> Result<Vec<u8>> {
         let path = &self.paths[i];
         let img = decode(path)?;
-        let [c, h, w] = self.shape;
-        if (img.height() as usize, img.width() as usize) != (h, w) {
-            return Err(Error::data(
-                path,
-                format!(
-                    "is {}x{} (width x height), the folder's first image {}x{}: resizing is not supported yet",
-                    img.width(),
-                    img.height(),
-                    w,
-                    h
-                ),
-            ));
-        }
-        let hwc: Vec<u8> = if c == 1 { img.into_luma8().into_raw() } else { img.into_rgb8().into_raw() };
-        if c == 1 {
+        let p = &self.prep;
+        let (c, [h, w]) = (p.channels, p.size);
+        let hwc: Vec<u8> = if c == 1 {
+            fit(path, grey(img), p.resize, p.size)?.into_raw()
+        } else {
+            fit(path, img.into_rgb8(), p.resize, p.size)?.into_raw()
+        };
+        if c == 1 || p.layout == ImageLayout::Hwc {
             return Ok(hwc);
         }
         let mut chw = vec![0u8; c * h * w];
-        for (p, px) in hwc.chunks_exact(c).enumerate() {
+        for (q, px) in hwc.chunks_exact(c).enumerate() {
             for (k, v) in px.iter().enumerate() {
-                chw[k * h * w + p] = *v;
+                chw[k * h * w + q] = *v;
             }
         }
         Ok(chw)
     }
+
+    /// `values` (uint8 rows) as the prep's element type: as they are, or normalised to float32.
+    fn values(&self, values: Vec<u8>) -> ArrayRef {
+        let Some(n) = &self.prep.normalize else { return Arc::new(UInt8Array::from(values)) };
+        let p = &self.prep;
+        let plane = p.size[0] * p.size[1];
+        let width = p.width();
+        let channel = |j: usize| match p.layout {
+            ImageLayout::Chw => j / plane,
+            ImageLayout::Hwc => j % p.channels,
+        };
+        let out: Vec<f32> = values
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| {
+                let c = channel(k % width);
+                ((f64::from(v) * n.scale) as f32 - n.mean[c]) / n.std[c]
+            })
+            .collect();
+        Arc::new(arrow_array::Float32Array::from(out))
+    }
+}
+
+/// `img` as one channel: a grey image as it is (alpha dropped); a colour one by ITU-R 601-2 luma in
+/// PIL's fixed point, `(299 R + 587 G + 114 B) / 1000` rounded (as `convert("L")` and torchvision's
+/// `Grayscale` do; the `image` crate's own conversion weighs the channels by Rec. 709).
+fn grey(img: image::DynamicImage) -> image::GrayImage {
+    if !img.color().has_color() {
+        return img.into_luma8();
+    }
+    let rgb = img.into_rgb8();
+    let (w, h) = rgb.dimensions();
+    let luma = rgb
+        .pixels()
+        .map(|p| {
+            let [r, g, b] = p.0.map(u32::from);
+            ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8
+        })
+        .collect();
+    image::GrayImage::from_raw(w, h, luma).expect("one value per pixel")
+}
+
+/// The size an image of `size` (height, width) has after its shorter side is resized to `s`, the longer
+/// one in proportion, truncated (torchvision's `Resize(s)`).
+fn resized(size: [usize; 2], s: u32) -> [usize; 2] {
+    let [h, w] = size;
+    let s = s as usize;
+    if w <= h {
+        [(s * h) / w.max(1), s]
+    } else {
+        [s, (s * w) / h.max(1)]
+    }
+}
+
+/// `img` resized (shorter side to `resize`, antialiased bilinear: the `image` crate's triangle filter,
+/// as PIL's BILINEAR) and centre-cropped to `size` (height, width), zero-padded where it is smaller, as
+/// torchvision's `CenterCrop` does (offsets rounded half to even, as Python's `round`). Without a resize
+/// the image must already have `size`.
+fn fit<P: image::Pixel<Subpixel = u8> + 'static>(
+    path: &Path,
+    img: image::ImageBuffer<P, Vec<u8>>,
+    resize: Option<u32>,
+    size: [usize; 2],
+) -> Result<image::ImageBuffer<P, Vec<u8>>> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let Some(s) = resize else {
+        if [h, w] != size {
+            return Err(Error::data(
+                path,
+                format!(
+                    "is {h}x{w} (height x width), the rows {}x{}: give --resize S to resize the shorter side to S and \
+                     centre-crop, as torchvision's Resize(S) + CenterCrop",
+                    size[0], size[1]
+                ),
+            ));
+        }
+        return Ok(img);
+    };
+    let [rh, rw] = resized([h, w], s);
+    let img = if [rh, rw] == [h, w] {
+        img
+    } else {
+        image::imageops::resize(&img, rw as u32, rh as u32, image::imageops::FilterType::Triangle)
+    };
+    let [ch, cw] = size;
+    if [rh, rw] == [ch, cw] {
+        return Ok(img);
+    }
+    // Padding where the crop is larger (left/top get the smaller half), then the crop's offset.
+    let (pad_top, pad_left) = (ch.saturating_sub(rh) / 2, cw.saturating_sub(rw) / 2);
+    let (ph, pw) = (rh.max(ch), rw.max(cw));
+    let top = round_half_even((ph - ch) as f64 / 2.0);
+    let left = round_half_even((pw - cw) as f64 / 2.0);
+    let mut out = image::ImageBuffer::<P, Vec<u8>>::new(cw as u32, ch as u32);
+    for y in 0..ch {
+        for x in 0..cw {
+            // Position in the padded image, then in the resized one.
+            let (py, px) = (y + top, x + left);
+            if py >= pad_top && py < pad_top + rh && px >= pad_left && px < pad_left + rw {
+                out.put_pixel(x as u32, y as u32, *img.get_pixel((px - pad_left) as u32, (py - pad_top) as u32));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Python's `round` (half to even), for offsets that are whole or halves.
+fn round_half_even(v: f64) -> usize {
+    let f = v.floor();
+    let r = if v - f > 0.5 || (v - f == 0.5 && f % 2.0 != 0.0) { f + 1.0 } else { f };
+    r as usize
 }
 
 fn walk(dir: &Path, rel: &str, depth: usize, label: i64, out: &mut Vec<(String, PathBuf, i64)>) -> Result<()> {
@@ -199,11 +511,44 @@ impl Source for ImageFolder {
     }
 
     fn width(&self) -> Option<usize> {
-        Some(self.shape.iter().product())
+        Some(self.prep.width())
     }
 
     fn element_type(&self) -> ElementType {
-        ElementType::U8
+        if self.prep.normalize.is_some() {
+            ElementType::F32
+        } else {
+            ElementType::U8
+        }
+    }
+
+    fn image_prep(&self) -> Option<ImagePrep> {
+        Some(self.prep.clone())
+    }
+
+    /// Takes the channels, height, width and layout of the model input `shape` (without the batch
+    /// dimension): `[C, H, W]` or `[H, W, C]` with C 1 or 3, or `[H, W]` (grey); dynamic dimensions keep
+    /// the images' own. Other shapes (a flat `[784]`, or none for imported outputs) keep the rows as
+    /// they are. The normalisation is then checked against the channels.
+    fn conform(&mut self, shape: &[i64]) -> Result<()> {
+        if self.fixed {
+            return Ok(());
+        }
+        let known = |d: i64, own: usize| if d > 0 { d as usize } else { own };
+        let [h0, w0] = self.prep.size;
+        let fitted = match *shape {
+            [c, h, w] if c == 1 || c == 3 => Some((c as usize, [known(h, h0), known(w, w0)], ImageLayout::Chw)),
+            [h, w, c] if c == 1 || c == 3 => Some((c as usize, [known(h, h0), known(w, w0)], ImageLayout::Hwc)),
+            [h, w] if h != 1 && h != 3 => Some((1, [known(h, h0), known(w, w0)], ImageLayout::Chw)),
+            _ => None,
+        };
+        if let Some((channels, size, layout)) = fitted {
+            self.prep.channels = channels;
+            self.prep.size = size;
+            self.prep.layout = layout;
+        }
+        self.prep.normalize = ImagePrep::normalize_of(&self.options, self.prep.channels)?;
+        self.check_prep()
     }
 
     fn class_names(&self) -> Option<Vec<String>> {
@@ -243,7 +588,7 @@ impl Source for ImageFolder {
         let batch_size = batch_size.max(1);
         let mut next = (skip as usize) - (skip as usize) % batch_size;
         let mut failed = false;
-        let width = self.shape.iter().product::<usize>();
+        let width = self.prep.width();
         Box::new(std::iter::from_fn(move || {
             if failed || next >= self.paths.len() {
                 return None;
@@ -251,9 +596,16 @@ impl Source for ImageFolder {
             let end = (next + batch_size).min(self.paths.len());
             let decoded: Vec<Result<Vec<u8>>> = (next..end).into_par_iter().map(|i| self.pixels(i)).collect();
             let mut values = Vec::with_capacity((end - next) * width);
-            for d in decoded {
+            let mut bad = Vec::new();
+            for (k, d) in decoded.into_iter().enumerate() {
                 match d {
                     Ok(px) => values.extend_from_slice(&px),
+                    Err(e) if self.prep.skip_bad_images && matches!(e, Error::Data { .. }) => {
+                        // A zero row stands in; the row is skipped and counted, never scored.
+                        tracing::warn!("{e:#}: skipped (--skip-bad-images)");
+                        values.resize(values.len() + width, 0);
+                        bad.push(k);
+                    }
                     Err(e) => {
                         failed = true;
                         return Some(Err(e));
@@ -266,9 +618,10 @@ impl Source for ImageFolder {
                 first_source_row: next as u64,
                 ids: (next as u64..end as u64).collect(),
                 labels: self.labels[next..end].iter().map(|&l| Some(l)).collect(),
-                input: Arc::new(UInt8Array::from(values)) as ArrayRef,
+                input: self.values(values),
                 width,
-                nonfinite: Vec::new(),
+                nonfinite: bad,
+                extra: Vec::new(),
             };
             next = end;
             Some(Ok(batch))

@@ -46,6 +46,15 @@ pub trait Source: Send + Sync {
     fn class_names(&self) -> Option<Vec<String>> {
         None
     }
+    /// Fits the rows to the model input shape `shape` (without the batch dimension) where the format
+    /// decides its rows' shape (an image folder: channels, size, layout). Others keep their rows.
+    fn conform(&mut self, _shape: &[i64]) -> Result<()> {
+        Ok(())
+    }
+    /// How images become rows, for an image folder (recorded in the manifest).
+    fn image_prep(&self) -> Option<images::ImagePrep> {
+        None
+    }
     /// Reads all rows in batches of at most `batch_size` rows.
     fn batches(&self, batch_size: usize) -> Box<dyn Iterator<Item = Result<Batch>> + '_> {
         self.batches_from(batch_size, 0)
@@ -73,6 +82,9 @@ pub fn open(path: &Path, spec: &DataSpec) -> Result<Box<dyn Source>> {
     if spec.labels_npy.is_some() && spec.npz_labels.is_some() {
         return Err(Error::Config("give the labels once: --labels-npy FILE or --npz-labels NAME".into()));
     }
+    if format != Format::Parquet {
+        spec.refuse_extra_inputs(path, format.describe())?;
+    }
     Ok(match format {
         Format::Npy => Box::new(npy::NpySource::open(path, spec.labels_npy.as_deref(), spec.skip_nonfinite)?),
         Format::Npz => {
@@ -84,7 +96,7 @@ pub fn open(path: &Path, spec: &DataSpec) -> Result<Box<dyn Source>> {
             Box::new(npy::NpySource::open_npz(path, spec.npz_key.as_deref(), labels, spec.skip_nonfinite)?)
         }
         Format::Csv => Box::new(csv::CsvSource::open(path, spec)?),
-        Format::ImageFolder => Box::new(images::ImageFolder::open(path)?),
+        Format::ImageFolder => Box::new(images::ImageFolder::open(path, spec)?),
         Format::Parquet => Box::new(ParquetSource::open(path, spec)?),
     })
 }
@@ -180,7 +192,7 @@ impl Format {
 }
 
 /// Which columns hold what. `None` for label or id means "the default name if the file has it".
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DataSpec {
     /// The input: one list column or several scalar columns, in order.
     pub input: Vec<String>,
@@ -196,6 +208,15 @@ pub struct DataSpec {
     pub npz_key: Option<String>,
     /// The labels array of an `.npz` archive.
     pub npz_labels: Option<String>,
+    /// How to prepare images (an image folder's `--resize`, `--scale`, `--mean`, `--std`,
+    /// `--skip-bad-images`).
+    pub images: images::ImageOptions,
+    /// How images were prepared by the run that made a dataset: an image folder read again (to train,
+    /// evaluate, report) makes the same rows.
+    pub image_prep: Option<images::ImagePrep>,
+    /// Further input columns, for teachers with several inputs (`--input NAME=COLUMN` after the first):
+    /// each read like the input and carried in [`Batch::extra`] in this order. Parquet only.
+    pub extra_inputs: Vec<String>,
 }
 
 impl DataSpec {
@@ -209,6 +230,9 @@ impl DataSpec {
             labels_npy: None,
             npz_key: None,
             npz_labels: None,
+            images: Default::default(),
+            image_prep: None,
+            extra_inputs: Vec::new(),
         }
     }
 
@@ -222,7 +246,23 @@ impl DataSpec {
                 return Err(Error::Config(format!("input column '{c}' is named twice")));
             }
         }
+        if self.extra_inputs.iter().any(String::is_empty) {
+            return Err(Error::Config("--input NAME=COLUMN needs a non-empty column".into()));
+        }
         Ok(())
+    }
+
+    /// Refuses further input columns for a format that holds one input (every format but Parquet).
+    pub(crate) fn refuse_extra_inputs(&self, path: &Path, format: &str) -> Result<()> {
+        if self.extra_inputs.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "{}: {format} holds one input; a teacher fed several inputs (--input NAME=COLUMN, here also {}) \
+             reads them from the columns of Parquet data",
+            path.display(),
+            self.extra_inputs.join(", ")
+        )))
     }
 }
 
@@ -324,6 +364,29 @@ pub struct Batch {
     /// Rows (positions in the batch) whose input has a NaN or infinite value; only filled with
     /// [`DataSpec::skip_nonfinite`], else such a row is an error.
     pub nonfinite: Vec<usize>,
+    /// The further inputs of a teacher with several ([`DataSpec::extra_inputs`], in that order).
+    pub extra: Vec<ExtraInput>,
+}
+
+/// One further input column of a batch, for a teacher with several inputs.
+#[derive(Debug, Clone)]
+pub struct ExtraInput {
+    /// The column it came from.
+    pub column: String,
+    /// The values, `rows * width`, row-major, no nulls, in the column's element type.
+    pub values: ArrayRef,
+    /// Values per row.
+    pub width: usize,
+}
+
+/// The rows `rows` of `values` (`width` values a row), in that order.
+fn take_rows(values: &dyn arrow_array::Array, width: usize, rows: &[usize]) -> Result<ArrayRef> {
+    let mut idx = Vec::with_capacity(rows.len() * width);
+    for &i in rows {
+        idx.extend((i * width) as u64..((i + 1) * width) as u64);
+    }
+    let idx = arrow_array::UInt64Array::from(idx);
+    arrow_select::take::take(values, &idx, None).map_err(|e| Error::Internal(e.to_string()))
 }
 
 impl Batch {
@@ -357,13 +420,18 @@ impl Batch {
     pub fn retain(&self, keep: &[bool]) -> Result<(Batch, Vec<u64>)> {
         let rows: Vec<usize> = (0..self.len()).filter(|&i| keep[i]).collect();
         let source_rows = rows.iter().map(|&i| self.first_source_row + i as u64).collect();
-        let mut values = Vec::with_capacity(rows.len() * self.width);
-        for &i in &rows {
-            values.extend((i * self.width) as u64..((i + 1) * self.width) as u64);
-        }
-        let idx = arrow_array::UInt64Array::from(values);
-        let input =
-            arrow_select::take::take(self.input.as_ref(), &idx, None).map_err(|e| Error::Internal(e.to_string()))?;
+        let input = take_rows(self.input.as_ref(), self.width, &rows)?;
+        let extra = self
+            .extra
+            .iter()
+            .map(|e| {
+                Ok(ExtraInput {
+                    column: e.column.clone(),
+                    values: take_rows(e.values.as_ref(), e.width, &rows)?,
+                    width: e.width,
+                })
+            })
+            .collect::<Result<_>>()?;
         let batch = Batch {
             file: self.file.clone(),
             first_row: self.first_row,
@@ -373,6 +441,7 @@ impl Batch {
             input,
             width: self.width,
             nonfinite: Vec::new(),
+            extra,
         };
         Ok((batch, source_rows))
     }

@@ -553,6 +553,7 @@ impl NpySource {
             input,
             width,
             nonfinite,
+            extra: Vec::new(),
         })
     }
 }

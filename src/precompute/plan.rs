@@ -60,11 +60,16 @@ impl<'s> Plan<'s> {
             .collect();
         refuse_overlap(&settings.out, "--out", &inputs)?;
         let lock = OutputLock::acquire(&settings.out)?;
-        let source = crate::data::open(&settings.data, &settings.spec)?;
+        let mut source = crate::data::open(&settings.data, &settings.spec)?;
         let mut pass = match &settings.import {
             Some(src) => Pass::Imported(Imported::load(src)?),
             None => Pass::Models(Ensemble::load(&settings.teachers, &settings.teacher_options, settings.combine)?),
         };
+        // An image folder's rows take the teacher's channels, size and layout.
+        match &pass {
+            Pass::Models(e) => source.conform(&e.first().input_shape()[1..])?,
+            Pass::Imported(_) => source.conform(&[])?,
+        }
         if source.rows() == 0 {
             return Err(Error::data(&settings.data, "dataset has zero rows"));
         }
@@ -91,6 +96,16 @@ impl<'s> Plan<'s> {
             .next()
             .ok_or_else(|| Error::data(&settings.data, "dataset has zero rows"))??;
         check_width(&first, width, &column)?;
+        // The further inputs' types and widths, as the first batch has them (later batches must match).
+        let probe_extra: Vec<(String, crate::data::ElementType, usize)> = first
+            .extra
+            .iter()
+            .map(|e| {
+                let dtype = crate::data::ElementType::from_arrow(e.values.data_type())
+                    .ok_or_else(|| Error::Internal(format!("column '{}' is not numeric", e.column)))?;
+                Ok((e.column.clone(), dtype, e.width))
+            })
+            .collect::<Result<_>>()?;
         let (probe_logits, num_classes) = pass.infer(&first)?;
         if num_classes > crate::store::MAX_CLASSES {
             return Err(Error::model(
@@ -133,15 +148,22 @@ impl<'s> Plan<'s> {
         let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let (members, ensemble) = match &pass {
             Pass::Models(e) => {
-                let m: Vec<TeacherInfo> =
-                    e.members().iter().map(|m| member_info(m, &file_name(m.path()), source.element_type())).collect();
+                let m: Vec<TeacherInfo> = e
+                    .members()
+                    .iter()
+                    .map(|m| member_info(m, &file_name(m.path()), source.element_type(), &probe_extra))
+                    .collect();
                 (m, Some((e.sha256(), e.combine())))
             }
             Pass::Imported(i) => (vec![imported_info(i, settings, width)], None),
         };
         let manifest = Manifest {
             format: FORMAT.into(),
-            schema_version: if members.iter().any(|m| m.imported.is_some()) {
+            schema_version: if source.image_prep().is_some() {
+                crate::store::SCHEMA_VERSION_IMAGES
+            } else if members.iter().any(|m| !m.extra_inputs.is_empty()) {
+                crate::store::SCHEMA_VERSION_MULTI_INPUT
+            } else if members.iter().any(|m| m.imported.is_some()) {
                 crate::store::SCHEMA_VERSION_IMPORT
             } else if members.iter().any(|m| m.input_type.is_some()) {
                 crate::store::SCHEMA_VERSION_INPUT_TYPE
@@ -177,6 +199,7 @@ impl<'s> Plan<'s> {
                 width,
                 shape: row_shape.clone(),
                 stored: !settings.no_inputs,
+                image: source.image_prep(),
             },
             label_column: source.label_column().map(str::to_string),
             id_column: source.id_column().map(str::to_string),
@@ -240,8 +263,26 @@ pub(crate) fn check_width(batch: &Batch, width: usize, column: &str) -> Result<(
     Ok(())
 }
 
-fn member_info(m: &Teacher, file: &str, source_type: crate::data::ElementType) -> TeacherInfo {
+fn member_info(
+    m: &Teacher,
+    file: &str,
+    source_type: crate::data::ElementType,
+    extra: &[(String, crate::data::ElementType, usize)],
+) -> TeacherInfo {
     let input_type = m.input_element_type();
+    let extra_inputs = m
+        .extra_inputs()
+        .into_iter()
+        .zip(extra)
+        .map(|((name, input_type, input_shape), (column, dtype, width))| crate::store::ExtraInputInfo {
+            name,
+            column: column.clone(),
+            dtype: *dtype,
+            width: *width,
+            input_type,
+            input_shape,
+        })
+        .collect();
     TeacherInfo {
         file: file.to_string(),
         sha256: m.sha256().to_string(),
@@ -251,6 +292,7 @@ fn member_info(m: &Teacher, file: &str, source_type: crate::data::ElementType) -
         output_name: m.output_name().to_string(),
         output_kind: m.output_kind(),
         imported: None,
+        extra_inputs,
     }
 }
 
@@ -294,5 +336,6 @@ fn imported_info(i: &Imported, settings: &PrecomputeSettings, width: usize) -> T
             teacher_name: src.and_then(|s| s.teacher_name.clone()),
             teacher_id: src.and_then(|s| s.teacher_id.clone()),
         }),
+        extra_inputs: Vec::new(),
     }
 }

@@ -60,6 +60,11 @@ impl Probe {
             && p.width == batch.width
             && p.ids == batch.ids
             && p.input.as_ref() == batch.input.as_ref()
+            && p.extra.len() == batch.extra.len()
+            && p.extra
+                .iter()
+                .zip(&batch.extra)
+                .all(|(a, b)| a.width == b.width && a.values.as_ref() == b.values.as_ref())
     }
 }
 
@@ -116,6 +121,8 @@ pub struct Scorer<'a> {
     pub id_column: &'a str,
     /// Ids written so far (committed parts included).
     pub seen: HashSet<u64>,
+    /// Values per row of each further teacher input (as the first batch had them).
+    pub extra_widths: Vec<usize>,
 }
 
 impl Scorer<'_> {
@@ -123,6 +130,17 @@ impl Scorer<'_> {
     pub fn score(&mut self, batch: Batch, teacher: &mut dyn Infer) -> Result<Scored> {
         let (width, num_classes, skip) = (self.width, self.num_classes, self.skip);
         super::plan::check_width(&batch, width, self.column)?;
+        for (e, &w) in batch.extra.iter().zip(&self.extra_widths) {
+            if e.width != w {
+                return Err(Error::data(
+                    &batch.file,
+                    format!(
+                        "column '{}', row {}: rows have {} values, earlier rows have {w}",
+                        e.column, batch.first_row, e.width
+                    ),
+                ));
+            }
+        }
         // Only this shard's rows with finite inputs go to the teacher; otherwise the teacher gets every
         // batch whole, as an uninterrupted run does, even the first one after a resume point.
         let owned: Vec<bool> = batch.ids.iter().map(|&id| self.shard.is_none_or(|s| s.owns(id))).collect();
@@ -259,6 +277,7 @@ mod tests {
             input: Arc::new(Float32Array::from(values.to_vec())),
             width: 2,
             nonfinite,
+            extra: Vec::new(),
         }
     }
 
@@ -273,6 +292,7 @@ mod tests {
             label_column: "label",
             id_column: "id",
             seen: HashSet::new(),
+            extra_widths: Vec::new(),
         }
     }
 

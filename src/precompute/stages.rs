@@ -34,8 +34,10 @@ pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
         lock: _lock,
         probe,
     } = plan;
+    let extra_widths = probe.as_ref().map(|p| p.batch.extra.iter().map(|e| e.width).collect()).unwrap_or_default();
     let mut teacher = Primed { teacher: teacher.as_mut(), probe };
     let mut scorer = Scorer {
+        extra_widths,
         width,
         column: &column,
         num_classes,

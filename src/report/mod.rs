@@ -38,6 +38,9 @@ pub struct ReportSettings {
     pub data: PathBuf,
     /// Which columns hold what.
     pub spec: DataSpec,
+    /// Every input of a teacher with several, mapped to data columns (one of them the student's input,
+    /// `spec.input`); empty for a teacher of one input.
+    pub inputs: Vec<crate::config::teacher::InputMap>,
     /// The teacher's soft labels for the same rows (else the teacher is run on the data).
     pub labels: Option<PathBuf>,
     /// Output folder.
@@ -169,6 +172,15 @@ fn slice_batch(b: &Batch, start: usize, n: usize) -> Batch {
         input: b.input.slice(start * b.width, n * b.width),
         width: b.width,
         nonfinite: Vec::new(),
+        extra: b
+            .extra
+            .iter()
+            .map(|e| crate::data::ExtraInput {
+                column: e.column.clone(),
+                values: e.values.slice(start * e.width, n * e.width),
+                width: e.width,
+            })
+            .collect(),
     }
 }
 
@@ -265,9 +277,26 @@ pub fn report(settings: &ReportSettings, progress: &dyn Progress) -> Result<Repo
     let student_onnx = settings.out.join("student.onnx");
     crate::export::export(&student, &student_onnx)?;
     let options = TeacherOptions { threads: settings.threads, ..Default::default() };
-    let mut teacher = Teacher::load(&settings.teacher, &options)?;
+    let mut spec = settings.spec.clone();
+    let teacher_options = if settings.inputs.is_empty() {
+        options.clone()
+    } else {
+        // The student's input is one of the mapped columns; the teacher gets every mapped column.
+        let first = spec.input.join(",");
+        let primary = settings.inputs.iter().find(|m| m.column == first).ok_or_else(|| {
+            Error::Config(format!("the student's input column '{first}' is none of the columns --input maps"))
+        })?;
+        let rest = settings.inputs.iter().filter(|m| m.column != first);
+        spec.extra_inputs = rest.clone().map(|m| m.column.clone()).collect();
+        TeacherOptions {
+            input_name: Some(primary.name.clone()),
+            extra_inputs: rest.map(|m| m.name.clone()).collect(),
+            ..options.clone()
+        }
+    };
+    let mut teacher = Teacher::load(&settings.teacher, &teacher_options)?;
     let mut student_model = Teacher::load(&student_onnx, &options)?;
-    let source = crate::data::open(&settings.data, &settings.spec)?;
+    let source = crate::data::open(&settings.data, &spec)?;
     let first = source.batches(256).next().ok_or_else(|| Error::data(&settings.data, "dataset has zero rows"))??;
     let t_shape = teacher.row_shape(first.width, &source.input_name())?;
     let s_shape = student_model.row_shape(first.width, &source.input_name())?;

@@ -34,6 +34,28 @@ pub struct TeacherInfo {
     /// are the outputs file's, and the input fields are empty (no model was run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported: Option<ImportInfo>,
+    /// The teacher's further inputs, fed from other data columns (`--input NAME=COLUMN`; schema 1.5).
+    /// Not stored in the parts: the fingerprint covers the data they were read from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_inputs: Vec<ExtraInputInfo>,
+}
+
+/// A further teacher input and the data column that fed it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraInputInfo {
+    /// The model's input name.
+    pub name: String,
+    /// The data column it was fed from.
+    pub column: String,
+    /// The element type of that column.
+    pub dtype: ElementType,
+    /// Values per row in that column.
+    pub width: usize,
+    /// The element type the model's input declares.
+    pub input_type: ElementType,
+    /// The shape the model's input declares (-1: dynamic).
+    pub input_shape: Vec<i64>,
 }
 
 /// Where imported teacher outputs came from.
@@ -83,6 +105,10 @@ pub struct InputInfo {
     /// Whether the `input` column is stored (false with `--no-inputs`: join the source by id).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub stored: bool,
+    /// How the rows were made from an image folder (schema 1.6): resize, crop, channels, layout,
+    /// normalisation. Training and evaluation read the same folder the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<crate::data::images::ImagePrep>,
 }
 
 fn yes() -> bool {
@@ -431,6 +457,7 @@ mod tests {
                 output_name: "y".into(),
                 output_kind: crate::teacher::OutputKind::Logits,
                 imported: None,
+                extra_inputs: Vec::new(),
             },
             input: InputInfo {
                 source_column: "input".into(),
@@ -438,6 +465,7 @@ mod tests {
                 width: 2,
                 shape: vec![2],
                 stored: true,
+                image: None,
             },
             label_column: None,
             id_column: None,

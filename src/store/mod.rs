@@ -11,8 +11,8 @@ mod writer;
 
 pub use filter::{Holdout, RowFilter, Side};
 pub use manifest::{
-    is_part_name, EnsembleInfo, ImportInfo, InputInfo, Manifest, PartInfo, TeacherInfo, MAX_CLASSES, MAX_INPUT_VALUES,
-    MAX_MANIFEST_BYTES, MAX_SAMPLE_K,
+    is_part_name, EnsembleInfo, ExtraInputInfo, ImportInfo, InputInfo, Manifest, PartInfo, TeacherInfo, MAX_CLASSES,
+    MAX_INPUT_VALUES, MAX_MANIFEST_BYTES, MAX_SAMPLE_K,
 };
 pub use reader::{Block, SoftLabels, Windows};
 pub use rows::{Outputs, TeacherOutputs};
@@ -37,6 +37,11 @@ pub const SCHEMA_VERSION_INPUT_TYPE: &str = "1.3";
 /// The schema version of datasets made from imported teacher outputs (`softlabel import`,
 /// `teacher.imported`).
 pub const SCHEMA_VERSION_IMPORT: &str = "1.4";
+/// The schema version of datasets whose teacher was fed several inputs (`teacher.extra_inputs`).
+pub const SCHEMA_VERSION_MULTI_INPUT: &str = "1.5";
+/// The schema version of datasets made from an image folder, whose manifest records how images became
+/// rows (`input.image`).
+pub const SCHEMA_VERSION_IMAGES: &str = "1.6";
 /// The major schema version this build reads.
 pub const SCHEMA_MAJOR: u32 = 1;
 /// The manifest's file name inside a dataset folder.

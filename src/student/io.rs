@@ -88,6 +88,9 @@ pub struct StudentInfo {
     pub input_dtype: ElementType,
     /// Per-row shape.
     pub input_shape: Vec<usize>,
+    /// How the labels' image folder became rows: evaluating on an image folder prepares it the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_image: Option<crate::data::images::ImagePrep>,
     /// The teacher's input name, which the exported student takes too (so it drops in where the
     /// teacher ran; absent in students trained before it was recorded: then `input`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

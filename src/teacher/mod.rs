@@ -20,8 +20,10 @@ pub struct TeacherOptions {
     pub threads: usize,
     /// Explicit ONNX Runtime library.
     pub ort_lib: Option<PathBuf>,
-    /// The input to feed, for models with several (default: the only one).
+    /// The input to feed the data's input to, for models with several (default: the only one).
     pub input_name: Option<String>,
+    /// Further inputs, fed from [`crate::data::DataSpec::extra_inputs`] in the same order.
+    pub extra_inputs: Vec<String>,
     /// The output to read, for models with several (default: the first).
     pub output_name: Option<String>,
     /// What the output holds (default: detected on the first batch).

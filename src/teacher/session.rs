@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
-use ort::value::{PrimitiveTensorElementType, TensorElementType, TensorRef, ValueType};
+use ort::session::SessionInputValue;
+use ort::value::{PrimitiveTensorElementType, Tensor, TensorElementType, TensorRef, ValueType};
 
 use super::runtime::environment;
 use super::{OutputKind, TeacherOptions};
@@ -22,15 +23,46 @@ enum InputType {
     U8,
 }
 
+impl InputType {
+    fn of(ty: TensorElementType) -> Option<InputType> {
+        Some(match ty {
+            TensorElementType::Float32 => InputType::F32,
+            TensorElementType::Int32 => InputType::I32,
+            TensorElementType::Int64 => InputType::I64,
+            TensorElementType::Float64 => InputType::F64,
+            TensorElementType::Uint8 => InputType::U8,
+            _ => return None,
+        })
+    }
+
+    fn element_type(self) -> crate::data::ElementType {
+        use crate::data::ElementType;
+        match self {
+            InputType::F32 => ElementType::F32,
+            InputType::F64 => ElementType::F64,
+            InputType::I32 => ElementType::I32,
+            InputType::I64 => ElementType::I64,
+            InputType::U8 => ElementType::U8,
+        }
+    }
+}
+
+/// One input the teacher is fed: its name, element type and declared shape.
+#[derive(Debug, Clone)]
+struct ModelInput {
+    name: String,
+    ty: InputType,
+    /// The declared shape; -1 marks a dynamic dimension. Dimension 0 is the batch.
+    shape: Vec<i64>,
+}
+
 /// A loaded teacher model.
 pub struct Teacher {
     path: PathBuf,
     session: Session,
     sha256: String,
-    input_name: String,
-    input_type: InputType,
-    /// The declared input shape; -1 marks a dynamic dimension. Dimension 0 is the batch.
-    input_shape: Vec<i64>,
+    /// The inputs fed: the data's input first, then [`TeacherOptions::extra_inputs`] in order.
+    inputs: Vec<ModelInput>,
     output_name: String,
     num_classes: Option<usize>,
     /// `Auto` until the first batch decides.
@@ -41,8 +73,7 @@ impl std::fmt::Debug for Teacher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Teacher")
             .field("path", &self.path)
-            .field("input", &self.input_name)
-            .field("input_shape", &self.input_shape)
+            .field("inputs", &self.inputs)
             .field("output", &self.output_name)
             .finish()
     }
@@ -90,7 +121,8 @@ pub fn session_builder(options: &TeacherOptions) -> Result<ort::session::builder
 }
 
 impl Teacher {
-    /// Loads `path`, checking it has one tensor input of a supported type and one tensor output.
+    /// Loads `path`, checking the inputs fed (one, or [`TeacherOptions::extra_inputs`] too) are tensors of
+    /// supported types and that the output is a tensor of float logits.
     pub fn load(path: &Path, options: &TeacherOptions) -> Result<Self> {
         // A regular file (a FIFO or /dev/zero would be read forever), hashed through the opened file.
         let (file, bytes) = crate::util::open_regular(path, crate::util::Links::Follow)?;
@@ -115,35 +147,37 @@ impl Teacher {
                 return Err(Error::model(
                     path,
                     format!(
-                        "teacher has {} inputs ({}), softlabel feeds exactly one: choose it with --input-name",
+                        "teacher has {} inputs ({}): map each to a data column with --input NAME=COLUMN (the first \
+                         is the input the student learns from), or feed one with --input-name",
                         inputs.len(),
                         names(inputs)
                     ),
                 ))
             }
         };
-        let (ty, shape) = match input.dtype() {
-            ValueType::Tensor { ty, shape, .. } => (*ty, shape.to_vec()),
-            other => return Err(Error::model(path, format!("input '{}' is {other:?}, not a tensor", input.name()))),
-        };
-        let input_type = match ty {
-            TensorElementType::Float32 => InputType::F32,
-            TensorElementType::Int32 => InputType::I32,
-            TensorElementType::Int64 => InputType::I64,
-            TensorElementType::Float64 => InputType::F64,
-            TensorElementType::Uint8 => InputType::U8,
-            other => {
-                return Err(Error::model(
+        let mut fed = vec![model_input(path, input)?];
+        for name in &options.extra_inputs {
+            let extra = inputs.iter().find(|i| i.name() == name).ok_or_else(|| {
+                Error::model(
                     path,
-                    format!(
-                    "input '{}' has element type {other:?}; softlabel feeds float32, float64, int32, int64 or uint8",
-                    input.name()
-                ),
-                ))
+                    format!("--input {name}=...: the teacher has no input '{name}' (its inputs: {})", names(inputs)),
+                )
+            })?;
+            if fed.iter().any(|f| f.name == *name) {
+                return Err(Error::Config(format!("teacher input '{name}' is fed twice (--input)")));
             }
-        };
-        if shape.is_empty() {
-            return Err(Error::model(path, format!("input '{}' is a scalar; expected [batch, ...]", input.name())));
+            fed.push(model_input(path, extra)?);
+        }
+        // Every input the model declares must be fed: ONNX Runtime would fail on the first batch.
+        let unfed: Vec<&str> = inputs.iter().map(|i| i.name()).filter(|n| !fed.iter().any(|f| f.name == *n)).collect();
+        if !unfed.is_empty() {
+            return Err(Error::model(
+                path,
+                format!(
+                    "teacher inputs {} are not fed: map each to a data column with --input NAME=COLUMN",
+                    unfed.join(", ")
+                ),
+            ));
         }
         let outputs = session.outputs();
         let output = match &options.output_name {
@@ -177,10 +211,8 @@ impl Teacher {
         Ok(Teacher {
             path: path.to_path_buf(),
             sha256,
-            input_name: input.name().to_string(),
+            inputs: fed,
             output_name: output.name().to_string(),
-            input_type,
-            input_shape: shape,
             num_classes,
             output_kind: options.output_kind,
             session,
@@ -202,9 +234,14 @@ impl Teacher {
         &self.sha256
     }
 
-    /// The input's name.
+    /// The name of the input the data's input column feeds.
     pub fn input_name(&self) -> &str {
-        &self.input_name
+        &self.inputs[0].name
+    }
+
+    /// The further inputs fed (after the first): name, element type and declared shape (-1: dynamic).
+    pub fn extra_inputs(&self) -> Vec<(String, crate::data::ElementType, Vec<i64>)> {
+        self.inputs[1..].iter().map(|i| (i.name.clone(), i.ty.element_type(), i.shape.clone())).collect()
     }
 
     /// The output's name.
@@ -214,19 +251,12 @@ impl Teacher {
 
     /// The declared input shape (-1: dynamic).
     pub fn input_shape(&self) -> &[i64] {
-        &self.input_shape
+        &self.inputs[0].shape
     }
 
     /// The element type the model's input declares.
     pub fn input_element_type(&self) -> crate::data::ElementType {
-        use crate::data::ElementType;
-        match self.input_type {
-            InputType::F32 => ElementType::F32,
-            InputType::F64 => ElementType::F64,
-            InputType::I32 => ElementType::I32,
-            InputType::I64 => ElementType::I64,
-            InputType::U8 => ElementType::U8,
-        }
+        self.inputs[0].ty.element_type()
     }
 
     /// Number of classes when the model declares it.
@@ -237,7 +267,13 @@ impl Teacher {
     /// The per-row shape the teacher gets for rows of `width` values (the input shape without the batch
     /// dimension, dynamic dimensions resolved). An error names both shapes when they cannot match.
     pub fn row_shape(&self, width: usize, column: &str) -> Result<Vec<usize>> {
-        let rest = &self.input_shape[1..];
+        self.row_shape_of(0, width, column)
+    }
+
+    /// [`Teacher::row_shape`] for the fed input `input` (0: the data's input; then the extra inputs).
+    fn row_shape_of(&self, input: usize, width: usize, column: &str) -> Result<Vec<usize>> {
+        let ModelInput { name, shape, .. } = &self.inputs[input];
+        let rest = &shape[1..];
         // Checked: a model may declare dimensions whose product overflows (refused as a mismatch).
         let known: i64 = rest.iter().filter(|&&d| d >= 0).try_fold(1i64, |a, &d| a.checked_mul(d)).unwrap_or(-1);
         let dynamic = rest.iter().filter(|&&d| d < 0).count();
@@ -245,9 +281,8 @@ impl Teacher {
             Error::model(
                 &self.path,
                 format!(
-                    "data column '{column}' has {width} values per row, but teacher input '{}' has shape {}{}",
-                    self.input_name,
-                    shape_string(&self.input_shape),
+                    "data column '{column}' has {width} values per row, but teacher input '{name}' has shape {}{}",
+                    shape_string(shape),
                     if dynamic == 0 { format!(" ({known} values per row)") } else { String::new() }
                 ),
             )
@@ -264,78 +299,40 @@ impl Teacher {
 
     /// The batch size the model requires, if its batch dimension is fixed.
     pub fn fixed_batch(&self) -> Option<usize> {
-        (self.input_shape[0] > 0).then_some(self.input_shape[0] as usize)
+        let first = self.inputs[0].shape[0];
+        (first > 0).then_some(first as usize)
     }
 
     /// Runs the teacher on a batch, returning row-major logits `[rows, classes]` and the class count.
+    /// `row_shape` is the data input's ([`Teacher::row_shape`]); further inputs come from
+    /// [`Batch::extra`], each converted to the element type its model input declares.
     pub fn run(&mut self, batch: &Batch, row_shape: &[usize]) -> Result<(Vec<f32>, usize)> {
         let rows = batch.len();
-        match self.input_type {
-            InputType::F32 => {
-                let v =
-                    numeric_to_f32(batch.input.as_ref()).ok_or_else(|| Error::Internal("input not numeric".into()))?;
-                self.run_typed(&v, rows, row_shape)
-            }
-            InputType::I32 => {
-                let v =
-                    numeric_to_i32(batch.input.as_ref()).ok_or_else(|| Error::Internal("input not numeric".into()))?;
-                self.run_typed(&v, rows, row_shape)
-            }
-            InputType::I64 => {
-                let v =
-                    numeric_to_i64(batch.input.as_ref()).ok_or_else(|| Error::Internal("input not numeric".into()))?;
-                self.run_typed(&v, rows, row_shape)
-            }
-            InputType::F64 => {
-                let v =
-                    numeric_to_f64(batch.input.as_ref()).ok_or_else(|| Error::Internal("input not numeric".into()))?;
-                self.run_typed(&v, rows, row_shape)
-            }
-            InputType::U8 => {
-                let v = numeric_to_u8(batch.input.as_ref()).map_err(|(i, v)| {
-                    Error::data(
-                        &batch.file,
-                        format!(
-                            "row {}: input value {v} does not fit the teacher's uint8 input",
-                            batch.first_row + (i / batch.width.max(1)) as u64
-                        ),
-                    )
-                })?;
-                self.run_typed(&v, rows, row_shape)
-            }
+        if self.inputs.len() > 1 && batch.extra.len() + 1 != self.inputs.len() {
+            return Err(Error::Internal(format!(
+                "batch carries {} inputs, teacher is fed {}",
+                batch.extra.len() + 1,
+                self.inputs.len()
+            )));
         }
-    }
-
-    fn run_typed<T: PrimitiveTensorElementType + Clone + Default + std::fmt::Debug + 'static>(
-        &mut self,
-        values: &[T],
-        rows: usize,
-        row_shape: &[usize],
-    ) -> Result<(Vec<f32>, usize)> {
-        let width: usize = row_shape.iter().product();
+        let mut feeds = Vec::with_capacity(self.inputs.len());
+        feeds.push(Feed::convert(self.inputs[0].ty, batch.input.as_ref(), batch, batch.width, row_shape.to_vec())?);
+        for (i, e) in batch.extra.iter().enumerate().take(self.inputs.len() - 1) {
+            let shape = self.row_shape_of(i + 1, e.width, &e.column)?;
+            feeds.push(Feed::convert(self.inputs[i + 1].ty, e.values.as_ref(), batch, e.width, shape)?);
+        }
         let chunk = self.fixed_batch().unwrap_or(rows.max(1));
         let mut logits = Vec::new();
         let mut classes = 0;
         let mut start = 0;
         while start < rows {
             let n = chunk.min(rows - start);
-            let mut padded;
-            let data = if n < chunk {
-                // A fixed-batch model gets the last rows padded with zeros; their outputs are dropped.
-                padded = values[start * width..(start + n) * width].to_vec();
-                padded.resize(chunk * width, T::default());
-                &padded[..]
-            } else {
-                &values[start * width..(start + n) * width]
-            };
-            let mut shape = vec![chunk];
-            shape.extend_from_slice(row_shape);
-            let tensor = TensorRef::from_array_view((shape, data))
-                .map_err(|e| Error::Runtime(format!("cannot build the input tensor: {e}")))?;
-            let outputs = self
-                .session
-                .run(ort::inputs![self.input_name.as_str() => tensor])
-                .map_err(|e| Error::model(&self.path, format!("inference failed: {e}")))?;
+            let mut values = Vec::with_capacity(feeds.len());
+            for (input, feed) in self.inputs.iter().zip(&feeds) {
+                values.push((input.name.as_str(), feed.value(start, n, chunk)?));
+            }
+            let outputs =
+                self.session.run(values).map_err(|e| Error::model(&self.path, format!("inference failed: {e}")))?;
             let out = &outputs[self.output_name.as_str()];
             let (oshape, flat): (Vec<i64>, Vec<f32>) = if let Ok((s, v)) = out.try_extract_tensor::<f32>() {
                 (s.to_vec(), v.to_vec())
@@ -363,5 +360,98 @@ impl Teacher {
         }
         self.output_kind.to_logits(&mut logits);
         Ok((logits, classes))
+    }
+}
+
+/// The fed input `input` of the model at `path`: a tensor of a supported element type, not a scalar.
+fn model_input(path: &Path, input: &ort::value::Outlet) -> Result<ModelInput> {
+    let (ty, shape) = match input.dtype() {
+        ValueType::Tensor { ty, shape, .. } => (*ty, shape.to_vec()),
+        other => return Err(Error::model(path, format!("input '{}' is {other:?}, not a tensor", input.name()))),
+    };
+    let ty = InputType::of(ty).ok_or_else(|| {
+        Error::model(
+            path,
+            format!(
+                "input '{}' has element type {ty:?}; softlabel feeds float32, float64, int32, int64 or uint8",
+                input.name()
+            ),
+        )
+    })?;
+    if shape.is_empty() {
+        return Err(Error::model(path, format!("input '{}' is a scalar; expected [batch, ...]", input.name())));
+    }
+    Ok(ModelInput { name: input.name().to_string(), ty, shape })
+}
+
+/// One input's values for a batch, converted to the element type the model declares.
+enum Feed {
+    F32(Vec<f32>, Vec<usize>),
+    F64(Vec<f64>, Vec<usize>),
+    I32(Vec<i32>, Vec<usize>),
+    I64(Vec<i64>, Vec<usize>),
+    U8(Vec<u8>, Vec<usize>),
+}
+
+impl Feed {
+    /// `values` (`width` a row, from `batch`) as `ty`, each row fed as `row_shape`.
+    fn convert(
+        ty: InputType,
+        values: &dyn arrow_array::Array,
+        batch: &Batch,
+        width: usize,
+        row_shape: Vec<usize>,
+    ) -> Result<Feed> {
+        let numeric = || Error::Internal("input not numeric".into());
+        Ok(match ty {
+            InputType::F32 => Feed::F32(numeric_to_f32(values).ok_or_else(numeric)?, row_shape),
+            InputType::F64 => Feed::F64(numeric_to_f64(values).ok_or_else(numeric)?, row_shape),
+            InputType::I32 => Feed::I32(numeric_to_i32(values).ok_or_else(numeric)?, row_shape),
+            InputType::I64 => Feed::I64(numeric_to_i64(values).ok_or_else(numeric)?, row_shape),
+            InputType::U8 => Feed::U8(
+                numeric_to_u8(values).map_err(|(i, v)| {
+                    Error::data(
+                        &batch.file,
+                        format!(
+                            "row {}: input value {v} does not fit the teacher's uint8 input",
+                            batch.first_row + (i / width.max(1)) as u64
+                        ),
+                    )
+                })?,
+                row_shape,
+            ),
+        })
+    }
+
+    /// Rows `start..start + n` as a tensor of `chunk` rows (a fixed-batch model gets the last rows padded
+    /// with zeros; their outputs are dropped).
+    fn value(&self, start: usize, n: usize, chunk: usize) -> Result<SessionInputValue<'_>> {
+        fn slice<'a, T: PrimitiveTensorElementType + Clone + Default + std::fmt::Debug + 'static>(
+            values: &'a [T],
+            row_shape: &[usize],
+            start: usize,
+            n: usize,
+            chunk: usize,
+        ) -> Result<SessionInputValue<'a>> {
+            let width: usize = row_shape.iter().product();
+            let mut shape = vec![chunk];
+            shape.extend_from_slice(row_shape);
+            let rows = &values[start * width..(start + n) * width];
+            let built = if n < chunk {
+                let mut padded = rows.to_vec();
+                padded.resize(chunk * width, T::default());
+                Tensor::from_array((shape, padded)).map(SessionInputValue::from)
+            } else {
+                TensorRef::from_array_view((shape, rows)).map(SessionInputValue::from)
+            };
+            built.map_err(|e| Error::Runtime(format!("cannot build the input tensor: {e}")))
+        }
+        match self {
+            Feed::F32(v, s) => slice(v, s, start, n, chunk),
+            Feed::F64(v, s) => slice(v, s, start, n, chunk),
+            Feed::I32(v, s) => slice(v, s, start, n, chunk),
+            Feed::I64(v, s) => slice(v, s, start, n, chunk),
+            Feed::U8(v, s) => slice(v, s, start, n, chunk),
+        }
     }
 }

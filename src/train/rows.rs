@@ -108,6 +108,9 @@ fn join_source(m: &Manifest, data: &mut TeacherOutputs, path: &Path, ignore_fing
         labels_npy: None,
         npz_key: None,
         npz_labels: None,
+        images: Default::default(),
+        image_prep: m.input.image.clone(),
+        extra_inputs: Vec::new(),
     };
     data.join_inputs(m, crate::data::open(path, &spec)?.as_ref(), path, ignore_fingerprint)
 }

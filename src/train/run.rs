@@ -239,6 +239,7 @@ pub fn student_info(
         embed: trained.student.arch().embed,
         activation: "relu".into(),
         input_column: m.input.source_column.clone(),
+        input_image: m.input.image.clone(),
         input_dtype: m.input.dtype,
         input_shape: m.input.shape.clone(),
         teacher_input_name: Some(m.teacher.input_name.clone()),

@@ -79,6 +79,7 @@ fn corpus() -> Vec<Case> {
     use Kind::*;
     let lin = f("linear.onnx");
     let small = f("small.parquet");
+    let bag = f("masked_bag.onnx");
     let pipeline = |body: &str| -> Vec<String> {
         vec!["run".into(), format!("{{TMP}}/p.toml::{body}"), "--root".into(), "/".into()]
     };
@@ -116,6 +117,16 @@ fn corpus() -> Vec<Case> {
         pre("non-ONNX teacher", Model, &f("not_onnx.onnx"), &small, &[], &["not_onnx.onnx", "cannot load as an ONNX model"]),
         pre("missing teacher", Model, "/nonexistent/t.onnx", &small, &[], &["/nonexistent/t.onnx", "No such file"]),
         pre("teacher with two inputs", Model, &f("two_inputs.onnx"), &small, &[], &["two_inputs.onnx", "2 inputs (a, b)"]),
+        // --- teachers of several inputs (--input NAME=COLUMN)
+        pre("an input name the model does not have", Model, &bag, &f("masked_bag.parquet"), &["--input", "input_ids=ids", "--input", "attn=mask"], &["masked_bag.onnx", "no input 'attn'", "input_ids, attention_mask"]),
+        pre("a model input left unfed", Model, &bag, &f("masked_bag.parquet"), &["--input", "input_ids=ids"], &["masked_bag.onnx", "attention_mask are not fed", "--input NAME=COLUMN"]),
+        pre("one model input chosen of two", Model, &bag, &f("masked_bag.parquet"), &["--input-name", "input_ids", "--input-column", "ids"], &["masked_bag.onnx", "attention_mask are not fed"]),
+        pre("an input column the data does not have", Data, &bag, &f("masked_bag.parquet"), &["--input", "input_ids=ids", "--input", "attention_mask=nope"], &["masked_bag.parquet", "no column 'nope'", "--input NAME=COLUMN"]),
+        pre("a mask wider than the model's input", Model, &bag, &f("masked_bag_wide_mask.parquet"), &["--input", "input_ids=ids", "--input", "attention_mask=mask"], &["masked_bag.onnx", "column 'mask' has 7 values per row", "'attention_mask' has shape [batch, 6]"]),
+        pre("a null mask row", Data, &bag, &f("masked_bag_null_mask.parquet"), &["--input", "input_ids=ids", "--input", "attention_mask=mask"], &["masked_bag_null_mask.parquet", "column 'mask', row 17", "null"]),
+        pre("one column fed to two inputs", Config, &bag, &f("masked_bag.parquet"), &["--input", "input_ids=ids", "--input", "attention_mask=ids"], &["--input feeds column 'ids' to two teacher inputs"]),
+        pre("a data input that no --input maps", Config, &bag, &f("masked_bag.parquet"), &["--input", "input_ids=ids", "--input", "attention_mask=mask", "--input-column", "label"], &["the data's input column 'label' is none of the columns --input feeds (ids, mask)", "--input-column"]),
+        pre("several inputs from a .npy file", Config, &bag, &f("small.npy"), &["--input", "input_ids=ids", "--input", "attention_mask=mask"], &["small.npy", "a .npy file holds one input", "Parquet"]),
         pre("teacher input the data cannot be reshaped to", Model, &f("rank3_input.onnx"), &small, &[], &["rank3_input.onnx", "has 4 values per row", "[batch, 3, 3] (9 values per row)"]),
         pre("teacher input with two dynamic dimensions", Model, &f("two_dynamic.onnx"), &small, &[], &["two_dynamic.onnx", "[batch, ?, ?]"]),
         pre("teacher with a string input", Model, &f("string_model.onnx"), &small, &[], &["string_model.onnx", "element type String"]),

@@ -12,5 +12,6 @@ mod daily;
 mod formats;
 mod fuzz_regressions;
 mod hostile;
+mod multi_input;
 mod pipelines;
 mod students;

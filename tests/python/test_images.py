@@ -116,7 +116,7 @@ def test_bad_image_folders_are_refused_naming_the_file(tmp_path):
         (folder / name).unlink()
     Image.fromarray(np.zeros((20, 28), np.uint8), mode="L").save(folder / "b" / "5.png")
     r = run("precompute", "--teacher", TEACHER, "--data", folder, "-T", "2", "--out", tmp_path / "out", check=False)
-    assert r.returncode == 1 and "5.png: is 28x20 (width x height), the folder's first image 28x28" in r.stderr, r.stderr
+    assert r.returncode == 1 and "5.png: is 20x28 (height x width), the rows 28x28: give --resize S" in r.stderr, r.stderr
     (folder / "b" / "5.png").unlink()
     big = tmp_path / "big"
     (big / "a").mkdir(parents=True)

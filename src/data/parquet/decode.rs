@@ -63,8 +63,49 @@ impl ParquetSource {
             None => vec![None; n],
         };
 
+        let (input, width, mut nonfinite) = self.input_values(&self.layout, file, batch, first_row)?;
+        let mut extra = Vec::with_capacity(self.extra.len());
+        for layout in &self.extra {
+            let (values, width, bad) = self.input_values(layout, file, batch, first_row)?;
+            nonfinite.extend(bad);
+            let column = match layout {
+                InputLayout::List { column, .. } => column.clone(),
+                InputLayout::Scalars { columns } => columns.join(","),
+            };
+            extra.push(crate::data::ExtraInput { column, values, width });
+        }
+        nonfinite.sort_unstable();
+        nonfinite.dedup();
+        Ok(Batch {
+            file: file.to_path_buf(),
+            first_row,
+            first_source_row: first_in_source,
+            ids,
+            labels,
+            input,
+            width,
+            nonfinite,
+            extra,
+        })
+    }
+
+    /// One input's values (`rows * width`, row-major), its width, and the rows holding NaN or infinity
+    /// (with --skip-nonfinite; without, such a row is an error).
+    fn input_values(
+        &self,
+        layout: &InputLayout,
+        file: &Path,
+        batch: &RecordBatch,
+        first_row: u64,
+    ) -> Result<(ArrayRef, usize, Vec<usize>)> {
+        let n = batch.num_rows();
+        let row_err = |column: &str, i: usize, what: &str| {
+            Error::data(file, format!("column '{column}', row {}: {what}", first_row + i as u64))
+        };
+        let col =
+            |name: &str| batch.column_by_name(name).ok_or_else(|| Error::data(file, format!("no column '{name}'")));
         let mut nonfinite = Vec::new();
-        let (input, width) = match &self.layout {
+        let (input, width) = match layout {
             InputLayout::List { column, width, element } => {
                 let a = col(column)?;
                 let (values, width) = list_values(a, *width, n).map_err(|(i, what)| row_err(column, i, &what))?;
@@ -107,18 +148,7 @@ impl ParquetSource {
                 (Arc::new(Float32Array::from(flat)) as ArrayRef, width)
             }
         };
-        nonfinite.sort_unstable();
-        nonfinite.dedup();
-        Ok(Batch {
-            file: file.to_path_buf(),
-            first_row,
-            first_source_row: first_in_source,
-            ids,
-            labels,
-            input,
-            width,
-            nonfinite,
-        })
+        Ok((input, width, nonfinite))
     }
 }
 

@@ -28,6 +28,8 @@ pub struct ParquetSource {
     files: Vec<PathBuf>,
     rows_per_file: Vec<u64>,
     layout: InputLayout,
+    /// The further inputs' columns (each one list or scalar column), for teachers with several inputs.
+    extra: Vec<InputLayout>,
     label_column: Option<String>,
     id_column: Option<String>,
     skip_nonfinite: bool,
@@ -126,6 +128,7 @@ impl ParquetSource {
         spec.validate()?;
         let files = parquet_files(path)?;
         let mut layout: Option<InputLayout> = None;
+        let mut extra: Vec<InputLayout> = Vec::new();
         let mut label_column = spec.label_column.clone();
         let mut id_column = spec.id_column.clone();
         let mut rows_per_file = Vec::with_capacity(files.len());
@@ -134,6 +137,30 @@ impl ParquetSource {
             let schema = builder.schema().clone();
             rows_per_file.push(builder.metadata().file_metadata().num_rows().max(0) as u64);
             let this = Self::layout_of(file, &schema, &spec.input)?;
+            let these = spec
+                .extra_inputs
+                .iter()
+                .map(|c| {
+                    Self::layout_of(file, &schema, std::slice::from_ref(c)).map_err(|e| match e {
+                        Error::Data { path, message } => Error::Data {
+                            path,
+                            message: message.replace(
+                                "choose the input with --input-column NAME",
+                                "map each teacher input to a column with --input NAME=COLUMN",
+                            ),
+                        },
+                        e => e,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if i == 0 {
+                extra = these;
+            } else if extra != these {
+                return Err(Error::data(
+                    file,
+                    format!("input columns {these:?} differ from {}'s {extra:?}", files[0].display()),
+                ));
+            }
             if i == 0 {
                 // Default label/id columns are resolved on the first file and required in the rest.
                 if label_column.is_none() && schema.field_with_name("label").is_ok() {
@@ -161,7 +188,20 @@ impl ParquetSource {
             }
         }
         let layout = layout.ok_or_else(|| Error::data(path, "no files"))?;
-        Ok(ParquetSource { files, rows_per_file, layout, label_column, id_column, skip_nonfinite: spec.skip_nonfinite })
+        for c in &spec.extra_inputs {
+            if spec.input.contains(c) {
+                return Err(Error::Config(format!("column '{c}' is mapped to two teacher inputs")));
+            }
+        }
+        Ok(ParquetSource {
+            files,
+            rows_per_file,
+            layout,
+            extra,
+            label_column,
+            id_column,
+            skip_nonfinite: spec.skip_nonfinite,
+        })
     }
 
     fn layout_of(path: &Path, schema: &Schema, input: &[String]) -> Result<InputLayout> {
@@ -205,10 +245,13 @@ impl ParquetSource {
     fn open_reader(&self, file: &Path, batch_size: usize, offset: u64) -> Result<Guarded<ParquetRecordBatchReader>> {
         let builder = open_builder(file)?;
         let schema = builder.schema().clone();
-        let mut wanted: Vec<&str> = match &self.layout {
-            InputLayout::List { column, .. } => vec![column.as_str()],
-            InputLayout::Scalars { columns } => columns.iter().map(String::as_str).collect(),
-        };
+        let mut wanted: Vec<&str> = Vec::new();
+        for layout in std::iter::once(&self.layout).chain(&self.extra) {
+            match layout {
+                InputLayout::List { column, .. } => wanted.push(column.as_str()),
+                InputLayout::Scalars { columns } => wanted.extend(columns.iter().map(String::as_str)),
+            }
+        }
         wanted.extend(self.label_column.as_deref());
         wanted.extend(self.id_column.as_deref());
         let mut indices = Vec::new();
