@@ -204,6 +204,11 @@ impl Views {
             width: w,
             nonfinite: Vec::new(),
             extra: Vec::new(),
+            paths: if batch.paths.is_empty() {
+                Vec::new()
+            } else {
+                (0..n).flat_map(repeat).map(|i| batch.paths[i].clone()).collect()
+            },
         };
         let rows = (0..n).flat_map(repeat).map(|i| source_rows[i]).collect();
         Ok((expanded, rows, cols))

@@ -275,6 +275,7 @@ impl CsvSource {
             width,
             nonfinite,
             extra: Vec::new(),
+            paths: Vec::new(),
         })
     }
 }

@@ -15,6 +15,7 @@
 //! gets memory and size limits, and a corrupt or truncated image is an error naming its file. Batches
 //! decode in parallel (rayon) on the reader thread, overlapping inference.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ use crate::util::hex;
 const MAX_DEPTH: usize = 16;
 /// Images read at most.
 const MAX_IMAGES: usize = 50_000_000;
+/// The largest labels CSV read (a path and a label per image).
+const MAX_LABELS_CSV_BYTES: u64 = 4 << 30;
 /// The largest image side decoded.
 const MAX_SIDE: u32 = 16_384;
 /// The most memory one decoder may allocate.
@@ -39,6 +42,18 @@ fn is_image(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| ["png", "jpg", "jpeg"].contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Whether text starting with `head` is a CSV listing images: a header with a `path` column, and a first
+/// record whose path ends in .png, .jpg or .jpeg (quoted fields are unquoted; a comma inside one is not
+/// looked for here, the CSV reader handles it).
+pub fn lists_images(head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.lines();
+    let field = |s: &str| s.trim().trim_matches('"').to_string();
+    let Some(header) = lines.next() else { return false };
+    let Some(col) = header.split(',').map(field).position(|f| f == "path") else { return false };
+    lines.next().and_then(|l| l.split(',').nth(col)).is_some_and(|p| is_image(Path::new(&field(p))))
 }
 
 /// Whether `dir` looks like an image folder: no Parquet files, and a subfolder.
@@ -191,8 +206,10 @@ pub struct ImageFolder {
     root: PathBuf,
     files: Vec<PathBuf>,
     paths: Vec<PathBuf>,
-    labels: Vec<i64>,
+    labels: Vec<Option<i64>>,
     classes: Vec<String>,
+    /// Whether labels and classes came from a labels CSV (named in errors and as the label column).
+    labels_csv: Option<PathBuf>,
     /// The first image's height and width, as decoded.
     first_size: [usize; 2],
     options: ImageOptions,
@@ -209,27 +226,17 @@ impl ImageFolder {
     /// image is until [`Source::conform`] fits them to a model.
     pub fn open(root: &Path, spec: &DataSpec) -> Result<Self> {
         spec.images.validate()?;
-        let mut classes: Vec<String> = Vec::new();
-        for e in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
-            let e = e.map_err(|e| Error::io(root, e))?;
-            if e.file_type().map_err(|err| Error::io(e.path(), err))?.is_dir() {
-                classes.push(e.file_name().to_string_lossy().into_owned());
-            }
-        }
-        classes.sort();
-        let mut found: Vec<(String, PathBuf, i64)> = Vec::new();
-        for (label, class) in classes.iter().enumerate() {
-            walk(&root.join(class), class, 0, label as i64, &mut found)?;
-        }
-        if found.is_empty() {
-            return Err(Error::data(
-                root,
-                "holds no *.parquet files, and no .png, .jpg or .jpeg images in class subfolders (an image folder)",
-            ));
-        }
-        found.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let labels: Vec<i64> = found.iter().map(|f| f.2).collect();
-        let paths: Vec<PathBuf> = found.into_iter().map(|f| f.1).collect();
+        // A folder of class folders, or a CSV listing images (in the CSV's folder) and their labels.
+        let (list, root) = if root.is_dir() {
+            (None, root.to_path_buf())
+        } else {
+            (Some(root.to_path_buf()), root.parent().map(Path::to_path_buf).unwrap_or_default())
+        };
+        let root = root.as_path();
+        let (paths, labels, classes) = match &list {
+            Some(csv) => listed(root, csv)?,
+            None => class_folders(root)?,
+        };
         // The first image that decodes (with --skip-bad-images, a corrupt first image is skipped later).
         let mut first = None;
         for p in &paths {
@@ -266,10 +273,11 @@ impl ImageFolder {
         };
         let folder = ImageFolder {
             root: root.to_path_buf(),
-            files: vec![root.to_path_buf()],
+            files: vec![list.clone().unwrap_or_else(|| root.to_path_buf())],
             paths,
             labels,
             classes,
+            labels_csv: list.clone(),
             first_size,
             options: spec.images.clone(),
             prep,
@@ -305,6 +313,12 @@ impl ImageFolder {
             ));
         }
         Ok(())
+    }
+
+    /// Image `i`'s path relative to the folder, with `/` between its parts on every system.
+    fn relative(&self, i: usize) -> String {
+        let rel = self.paths[i].strip_prefix(&self.root).unwrap_or(&self.paths[i]);
+        rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
     }
 
     /// The class names (subfolders), in label order.
@@ -452,6 +466,136 @@ fn round_half_even(v: f64) -> usize {
     r as usize
 }
 
+/// Images (in id order), their labels and the class names.
+type Listing = (Vec<PathBuf>, Vec<Option<i64>>, Vec<String>);
+
+/// The images of `root`'s class subfolders in byte order of their relative paths, their labels (the
+/// class folder's position) and the class names.
+fn class_folders(root: &Path) -> Result<Listing> {
+    let mut classes: Vec<String> = Vec::new();
+    for e in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
+        let e = e.map_err(|e| Error::io(root, e))?;
+        if e.file_type().map_err(|err| Error::io(e.path(), err))?.is_dir() {
+            classes.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    classes.sort();
+    let mut found: Vec<(String, PathBuf, i64)> = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        walk(&root.join(class), class, 0, label as i64, &mut found)?;
+    }
+    if found.is_empty() {
+        return Err(Error::data(
+            root,
+            "holds no *.parquet files, and no .png, .jpg or .jpeg images in class subfolders (an image folder)",
+        ));
+    }
+    found.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let labels = found.iter().map(|f| Some(f.2)).collect();
+    Ok((found.into_iter().map(|f| f.1).collect(), labels, classes))
+}
+
+/// The images a labels CSV lists (a header with `path` and `label` columns; paths relative to `root`,
+/// inside it; labels integers, or class names numbered in sorted order; an empty label: unlabeled), in
+/// byte order of their paths. Every path is checked: relative, no `..`, an image file (not a link) in
+/// `root`, listed once.
+fn listed(root: &Path, csv: &Path) -> Result<Listing> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::Array;
+    let (file, len) = crate::util::open_regular(csv, crate::util::Links::Follow)?;
+    if len > MAX_LABELS_CSV_BYTES {
+        return Err(Error::data(csv, format!("is {len} bytes; a labels CSV is at most {MAX_LABELS_CSV_BYTES} bytes")));
+    }
+    let format = arrow_csv::reader::Format::default().with_header(true);
+    let (header, _) = format
+        .infer_schema(std::io::BufReader::new(file.take(1 << 20)), Some(0))
+        .map_err(|e| Error::data(csv, format!("cannot read the header row: {e}")))?;
+    let names: Vec<String> = header.fields().iter().map(|f| f.name().clone()).collect();
+    let index = |name: &str| {
+        names.iter().position(|n| n == name).ok_or_else(|| {
+            Error::data(csv, format!("no column '{name}' (columns: {}): a CSV listing images has a path column and may have a label column", names.join(", ")))
+        })
+    };
+    // Without a label column every image is unlabeled.
+    let (pi, li) = (index("path")?, names.iter().position(|n| n == "label"));
+    let schema = std::sync::Arc::new(arrow_schema::Schema::new(
+        names.iter().map(|n| arrow_schema::Field::new(n, arrow_schema::DataType::Utf8, true)).collect::<Vec<_>>(),
+    ));
+    let (file, _) = crate::util::open_regular(csv, crate::util::Links::Follow)?;
+    let reader = arrow_csv::ReaderBuilder::new(schema)
+        .with_header(true)
+        .with_batch_size(8192)
+        .build(std::io::BufReader::new(file))
+        .map_err(|e| Error::data(csv, format!("cannot read: {e}")))?;
+    let mut rows: Vec<(String, PathBuf, Option<String>, u64)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut line = 1u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::data(csv, format!("after line {line}: {e}")))?;
+        let p = batch.column(pi).as_string::<i32>();
+        let l = li.map(|li| batch.column(li).as_string::<i32>());
+        for r in 0..batch.num_rows() {
+            line += 1;
+            let at = |what: String| Error::data(csv, format!("line {line}, column 'path': {what}"));
+            if p.is_null(r) || p.value(r).is_empty() {
+                return Err(at("no path".into()));
+            }
+            let rel = p.value(r);
+            let rp = Path::new(rel);
+            if rp.is_absolute() || rp.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                return Err(at(format!(
+                    "'{}' is not a plain relative path inside {}",
+                    crate::util::clip(rel, 200),
+                    root.display()
+                )));
+            }
+            let full = root.join(rp);
+            let meta =
+                std::fs::symlink_metadata(&full).map_err(|e| at(format!("'{}': {e}", crate::util::clip(rel, 200))))?;
+            if !meta.is_file() || !is_image(&full) {
+                return Err(at(format!(
+                    "'{}' is not a .png, .jpg or .jpeg file (links are not followed)",
+                    crate::util::clip(rel, 200)
+                )));
+            }
+            if !seen.insert(rel.to_string()) {
+                return Err(at(format!("'{}' is listed twice", crate::util::clip(rel, 200))));
+            }
+            if rows.len() >= MAX_IMAGES {
+                return Err(Error::data(csv, format!("lists more than {MAX_IMAGES} images")));
+            }
+            let label =
+                l.filter(|l| !l.is_null(r) && !l.value(r).trim().is_empty()).map(|l| l.value(r).trim().to_string());
+            rows.push((rel.to_string(), full, label, line));
+        }
+    }
+    if rows.is_empty() {
+        return Err(Error::data(csv, "lists no images"));
+    }
+    rows.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    // Integer labels stand as they are; otherwise every label is a class name, numbered in sorted order.
+    let numeric = rows.iter().filter_map(|r| r.2.as_deref()).all(|l| l.parse::<i64>().is_ok());
+    let classes: Vec<String> = if numeric {
+        Vec::new()
+    } else {
+        let mut c: Vec<String> = rows.iter().filter_map(|r| r.2.clone()).collect();
+        c.sort();
+        c.dedup();
+        c
+    };
+    let mut labels = Vec::with_capacity(rows.len());
+    for (_, _, label, line) in &rows {
+        labels.push(match label {
+            None => None,
+            Some(l) if numeric => Some(l.parse::<i64>().map_err(|e| Error::Internal(e.to_string()))?),
+            Some(l) => Some(classes.binary_search(l).map_err(|_| {
+                Error::data(csv, format!("line {line}, column 'label': '{}' is not a class", crate::util::clip(l, 200)))
+            })? as i64),
+        });
+    }
+    Ok((rows.into_iter().map(|r| r.1).collect(), labels, classes))
+}
+
 fn walk(dir: &Path, rel: &str, depth: usize, label: i64, out: &mut Vec<(String, PathBuf, i64)>) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(Error::data(dir, format!("is more than {MAX_DEPTH} folders deep inside its class folder")));
@@ -499,7 +643,7 @@ impl Source for ImageFolder {
     }
 
     fn label_column(&self) -> Option<&str> {
-        Some("class folder")
+        Some(if self.labels_csv.is_some() { "label" } else { "class folder" })
     }
 
     fn id_column(&self) -> Option<&str> {
@@ -552,7 +696,7 @@ impl Source for ImageFolder {
     }
 
     fn class_names(&self) -> Option<Vec<String>> {
-        Some(self.classes.clone())
+        (!self.classes.is_empty()).then(|| self.classes.clone())
     }
 
     /// sha256 over every image's relative path, size and sha256 (in id order), recorded as one entry
@@ -577,7 +721,7 @@ impl Source for ImageFolder {
             outer.update(format!("{rel}\0{n}\0{sha}\n").as_bytes());
         }
         let fingerprint = hex(&outer.finalize());
-        let name = self.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = self.files[0].file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         Ok(SourceInfo {
             files: vec![SourceFile { path: name, bytes: total, sha256: fingerprint.clone(), rows: self.rows() }],
             fingerprint,
@@ -617,11 +761,12 @@ impl Source for ImageFolder {
                 first_row: next as u64,
                 first_source_row: next as u64,
                 ids: (next as u64..end as u64).collect(),
-                labels: self.labels[next..end].iter().map(|&l| Some(l)).collect(),
+                labels: self.labels[next..end].to_vec(),
                 input: self.values(values),
                 width,
                 nonfinite: bad,
                 extra: Vec::new(),
+                paths: (next..end).map(|i| self.relative(i)).collect(),
             };
             next = end;
             Some(Ok(batch))

@@ -96,7 +96,7 @@ pub fn open(path: &Path, spec: &DataSpec) -> Result<Box<dyn Source>> {
             Box::new(npy::NpySource::open_npz(path, spec.npz_key.as_deref(), labels, spec.skip_nonfinite)?)
         }
         Format::Csv => Box::new(csv::CsvSource::open(path, spec)?),
-        Format::ImageFolder => Box::new(images::ImageFolder::open(path, spec)?),
+        Format::ImageFolder | Format::ImageList => Box::new(images::ImageFolder::open(path, spec)?),
         Format::Parquet => Box::new(ParquetSource::open(path, spec)?),
     })
 }
@@ -114,6 +114,8 @@ pub enum Format {
     Csv,
     /// A folder of class subfolders of PNG or JPEG images (torchvision's ImageFolder layout).
     ImageFolder,
+    /// A CSV listing images (a `path` column, relative to the CSV's folder, and a `label` column).
+    ImageList,
 }
 
 impl Format {
@@ -139,6 +141,16 @@ impl Format {
         if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
             return Ok(Format::Npz);
         }
+        // UTF-8 without NUL bytes (a character cut at the 4096th byte is still text).
+        let utf8 = match std::str::from_utf8(&head) {
+            Ok(_) => true,
+            Err(e) => e.error_len().is_none(),
+        };
+        let text = utf8 && !head.contains(&0);
+        // A CSV whose header has a `path` column naming an image first lists images.
+        if text && ext.as_deref().is_none_or(|e| e == "csv") && images::lists_images(&head) {
+            return Ok(Format::ImageList);
+        }
         match ext.as_deref() {
             Some("parquet") => return Ok(Format::Parquet),
             Some("npy") => return Ok(Format::Npy),
@@ -149,12 +161,6 @@ impl Format {
         if head.is_empty() {
             return Ok(Format::Parquet); // missing or empty: the Parquet reader's error names it
         }
-        // UTF-8 without NUL bytes (a character cut at the 4096th byte is still text).
-        let utf8 = match std::str::from_utf8(&head) {
-            Ok(_) => true,
-            Err(e) => e.error_len().is_none(),
-        };
-        let text = utf8 && !head.contains(&0);
         // Text is CSV when its name does not say otherwise (no extension, .txt, .tsv, .dat).
         let plain_name = ext.as_deref().is_none_or(|e| ["txt", "tsv", "dat"].contains(&e));
         if text && plain_name {
@@ -187,6 +193,7 @@ impl Format {
             Format::Npz => "a .npz archive",
             Format::Csv => "CSV",
             Format::ImageFolder => "an image folder",
+            Format::ImageList => "a CSV list of images",
         }
     }
 }
@@ -366,6 +373,9 @@ pub struct Batch {
     pub nonfinite: Vec<usize>,
     /// The further inputs of a teacher with several ([`DataSpec::extra_inputs`], in that order).
     pub extra: Vec<ExtraInput>,
+    /// Each row's file, relative to the data folder, for sources of one file a row (an image folder);
+    /// empty for others.
+    pub paths: Vec<String>,
 }
 
 /// One further input column of a batch, for a teacher with several inputs.
@@ -442,6 +452,11 @@ impl Batch {
             width: self.width,
             nonfinite: Vec::new(),
             extra,
+            paths: if self.paths.is_empty() {
+                Vec::new()
+            } else {
+                rows.iter().map(|&i| self.paths[i].clone()).collect()
+            },
         };
         Ok((batch, source_rows))
     }

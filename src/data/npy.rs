@@ -554,6 +554,7 @@ impl NpySource {
             width,
             nonfinite,
             extra: Vec::new(),
+            paths: Vec::new(),
         })
     }
 }

@@ -140,7 +140,7 @@ impl<'s> Plan<'s> {
                 tracing::warn!(
                     folders = names.len(),
                     classes = num_classes,
-                    "the data's class folders do not match the teacher's classes: class names not recorded"
+                    "the data's classes (class folders or listed labels) do not match the teacher's: class names not recorded"
                 );
                 None
             }

@@ -94,7 +94,7 @@ impl<T: Infer + ?Sized> Infer for Primed<'_, T> {
 #[derive(Debug)]
 pub enum Scored {
     /// Rows for the writer, with the source rows skipped for non-finite inputs in the same batch.
-    Rows(ScoredRows, Vec<u64>),
+    Rows(Box<ScoredRows>, Vec<u64>),
     /// No rows to write, only source rows skipped for non-finite inputs.
     Skipped(Vec<u64>),
     /// Nothing to write (another shard's rows, or rows before the resume point).
@@ -203,6 +203,7 @@ impl Scorer<'_> {
         let logits = logits.split_off(from * k);
         let source_rows = source_rows[from..].to_vec();
         let views = view_cols.map(|v| v.slice(from, n));
+        let paths = batch.paths.get(from..).map(<[String]>::to_vec).unwrap_or_default();
         for (i, id) in ids.iter().enumerate() {
             // A row's views share its id; its first view is checked.
             let first_view = views.as_ref().is_none_or(|v| v.view[i] == 0);
@@ -231,7 +232,7 @@ impl Scorer<'_> {
                 ),
             ));
         }
-        Ok(Scored::Rows(ScoredRows { ids, labels, input, logits, source_rows, views }, skipped))
+        Ok(Scored::Rows(Box::new(ScoredRows { ids, labels, input, logits, source_rows, views, paths }), skipped))
     }
 }
 
@@ -278,6 +279,7 @@ mod tests {
             width: 2,
             nonfinite,
             extra: Vec::new(),
+            paths: Vec::new(),
         }
     }
 

@@ -13,7 +13,7 @@ use crate::store::{Manifest, ScoredRows, WRITE_BLOCK};
 /// What the scoring stage sends the writer: the writer finishes the dataset only on `Done`, so a
 /// failure anywhere upstream never produces a manifest.
 enum ToWriter {
-    Rows(ScoredRows, Vec<u64>),
+    Rows(Box<ScoredRows>, Vec<u64>),
     Skipped(Vec<u64>),
     Done,
 }

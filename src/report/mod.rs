@@ -181,6 +181,7 @@ fn slice_batch(b: &Batch, start: usize, n: usize) -> Batch {
                 width: e.width,
             })
             .collect(),
+        paths: b.paths.get(start..start + n).map(<[String]>::to_vec).unwrap_or_default(),
     }
 }
 

@@ -262,7 +262,13 @@ impl Manifest {
             self.form,
             self.float16,
             self.views.is_some(),
+            self.has_paths(),
         )
+    }
+
+    /// Whether parts hold the `path` column: rows read from an image folder (schema 1.6).
+    pub fn has_paths(&self) -> bool {
+        self.input.image.is_some()
     }
 
     /// Reads and checks `DIR/_manifest.json` (a regular file, not a link, at most [`MAX_MANIFEST_BYTES`]).

@@ -78,6 +78,10 @@ pub mod columns {
     /// Sampled: the k classes drawn from softmax(logits / T), ascending (`fixed_size_list<uint32>[k]`).
     pub const SAMPLE_INDEX: &str = "sample_index";
     /// Every column a part may have.
+    /// Each row's file relative to the data folder (image folders; never decoded by softlabel's
+    /// readers, so not in [`ALL`]).
+    pub const PATH: &str = "path";
+    /// The columns softlabel's readers decode.
     pub const ALL: [&str; 12] =
         [ID, LABEL, VIEW, SHIFT_X, SHIFT_Y, INPUT, LOGITS, SOFT, TOPK_INDEX, TOPK_LOGIT, LOGSUMEXP_T, SAMPLE_INDEX];
 }
@@ -128,12 +132,16 @@ pub fn part_schema(
     form: LabelForm,
     float16: bool,
     views: bool,
+    paths: bool,
 ) -> Schema {
     let float = if float16 { DataType::Float16 } else { DataType::Float32 };
     let list =
         |dt: DataType, n: usize| DataType::FixedSizeList(std::sync::Arc::new(Field::new("item", dt, false)), n as i32);
     let mut fields =
         vec![Field::new(columns::ID, DataType::UInt64, false), Field::new(columns::LABEL, DataType::Int64, true)];
+    if paths {
+        fields.push(Field::new(columns::PATH, DataType::Utf8, false));
+    }
     if views {
         fields.extend([
             Field::new(columns::VIEW, DataType::UInt16, false),

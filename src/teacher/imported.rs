@@ -305,8 +305,8 @@ fn read_table(src: &ImportSource) -> Result<Loaded> {
         crate::data::Format::Npy => "npy",
         crate::data::Format::Npz => "npz",
         crate::data::Format::Csv => "csv",
-        crate::data::Format::ImageFolder => {
-            return Err(Error::data(path, "is an image folder; teacher outputs are JSONL, Parquet, .npy/.npz or CSV"))
+        crate::data::Format::ImageFolder | crate::data::Format::ImageList => {
+            return Err(Error::data(path, "lists images; teacher outputs are JSONL, Parquet, .npy/.npz or CSV"))
         }
     };
     Ok((name, column, ids, values, k.unwrap_or(0), key_kind, Box::new(|r| format!("row {r}"))))

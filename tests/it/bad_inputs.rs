@@ -126,6 +126,12 @@ fn corpus() -> Vec<Case> {
         pre("a null mask row", Data, &bag, &f("masked_bag_null_mask.parquet"), &["--input", "input_ids=ids", "--input", "attention_mask=mask"], &["masked_bag_null_mask.parquet", "column 'mask', row 17", "null"]),
         pre("one column fed to two inputs", Config, &bag, &f("masked_bag.parquet"), &["--input", "input_ids=ids", "--input", "attention_mask=ids"], &["--input feeds column 'ids' to two teacher inputs"]),
         pre("a data input that no --input maps", Config, &bag, &f("masked_bag.parquet"), &["--input", "input_ids=ids", "--input", "attention_mask=mask", "--input-column", "label"], &["the data's input column 'label' is none of the columns --input feeds (ids, mask)", "--input-column"]),
+        // --- image folders and image lists (more in tests/python/test_images.py, test_image_prep.py)
+        pre("a corrupt image", Data, &f("linear_image.onnx"), &f("images/corrupt"), &[], &["corrupt/a/1.png", "cannot decode the image"]),
+        pre("an image of another size without --resize", Data, &f("linear_image.onnx"), &f("images/sizes"), &[], &["sizes/a/1.png", "is 3x2 (height x width), the rows 2x2: give --resize S"]),
+        pre("an image list path leaving its folder", Data, &f("linear_image.onnx"), &f("images/list_escape.csv"), &[], &["list_escape.csv", "line 3, column 'path'", "not a plain relative path"]),
+        pre("an image listed twice", Data, &f("linear_image.onnx"), &f("images/list_twice.csv"), &[], &["list_twice.csv", "line 3, column 'path'", "listed twice"]),
+        pre("an image list naming a missing file", Data, &f("linear_image.onnx"), &f("images/list_missing.csv"), &[], &["list_missing.csv", "line 3, column 'path'", "good/a/9.png"]),
         pre("several inputs from a .npy file", Config, &bag, &f("small.npy"), &["--input", "input_ids=ids", "--input", "attention_mask=mask"], &["small.npy", "a .npy file holds one input", "Parquet"]),
         pre("teacher input the data cannot be reshaped to", Model, &f("rank3_input.onnx"), &small, &[], &["rank3_input.onnx", "has 4 values per row", "[batch, 3, 3] (9 values per row)"]),
         pre("teacher input with two dynamic dimensions", Model, &f("two_dynamic.onnx"), &small, &[], &["two_dynamic.onnx", "[batch, ?, ?]"]),

@@ -174,3 +174,30 @@ def test_bad_images_are_skipped_and_counted_and_label_only_rows_join_back(tmp_pa
     # eval on the folder prepares it as the student's labels were.
     r = run("eval", "--student", tmp_path / "s_bare", "--data", root, "--json")
     assert json.loads(r.stdout)["rows"] == 7
+
+
+def test_a_csv_listing_images_gives_ids_labels_class_names_and_paths(tmp_path, folder):
+    root, _ = folder
+    listing = root / "subset.csv"
+    # Quoted paths, class names as labels, one unlabeled image; not every image of the folder.
+    listing.write_text('path,label\n"b/1.png",dog\nb/0.png,cat\na/flower.jpg,\nb/grey.png,dog\n')
+    chw = teacher(tmp_path / "chw.onnx", [3, 64, 64])
+    common = ["--teacher", chw, "-T", "1", "--resize", 72]
+    run("precompute", *common, "--data", listing, "--out", tmp_path / "listed")
+    t = pq.read_table(sorted((tmp_path / "listed").glob("part-*.parquet"))).sort_by("id")
+    assert t.column("path").to_pylist() == ["a/flower.jpg", "b/0.png", "b/1.png", "b/grey.png"]    # byte order
+    assert t.column("label").to_pylist() == [None, 0, 1, 1]
+    m = json.loads((tmp_path / "listed" / "_manifest.json").read_text())
+    assert m["class_names"] == ["cat", "dog"] and m["label_column"] == "label" and m["labeled_rows"] == 3
+    # The rows equal the same images read from the folder (ids differ: the listing holds a subset).
+    run("precompute", *common, "--data", root, "--out", tmp_path / "folder")
+    f = pq.read_table(sorted((tmp_path / "folder").glob("part-*.parquet")))
+    by_path = dict(zip(f.column("path").to_pylist(), f.column("input").to_pylist()))
+    for p, x in zip(t.column("path").to_pylist(), t.column("input").to_pylist()):
+        assert x == by_path[p], p
+    # Label-only labels of the listing join back through the same CSV.
+    run("precompute", *common, "--data", listing, "--no-inputs", "--out", tmp_path / "bare")
+    run("train", "--labels", tmp_path / "bare", "--inputs", listing, "--out", tmp_path / "s1", "--hidden", "4",
+        "--epochs", "1", "--threads", "1")
+    run("train", "--labels", tmp_path / "listed", "--out", tmp_path / "s2", "--hidden", "4", "--epochs", "1", "--threads", "1")
+    assert (tmp_path / "s1" / "student.safetensors").read_bytes() == (tmp_path / "s2" / "student.safetensors").read_bytes()

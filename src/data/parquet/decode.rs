@@ -86,6 +86,7 @@ impl ParquetSource {
             width,
             nonfinite,
             extra,
+            paths: Vec::new(),
         })
     }
 

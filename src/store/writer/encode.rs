@@ -63,6 +63,7 @@ impl SoftLabelWriter {
         &self,
         ids: &[u64],
         labels: &[Option<i64>],
+        paths: &[String],
         input: &ArrayRef,
         logits: &[f32],
         views: Option<&ViewColumns>,
@@ -78,6 +79,9 @@ impl SoftLabelWriter {
         };
         let mut cols: Vec<ArrayRef> =
             vec![Arc::new(UInt64Array::from(ids.to_vec())), Arc::new(Int64Array::from(labels.to_vec()))];
+        if self.manifest.has_paths() {
+            cols.push(Arc::new(arrow_array::StringArray::from_iter_values(paths)));
+        }
         if let Some(v) = views {
             cols.push(Arc::new(UInt16Array::from(v.view.clone())));
             cols.push(Arc::new(Int16Array::from(v.shift_x.clone())));

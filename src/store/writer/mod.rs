@@ -40,6 +40,8 @@ pub struct ScoredRows {
     pub source_rows: Vec<u64>,
     /// View columns.
     pub views: Option<ViewColumns>,
+    /// Each row's file relative to the data folder (the `path` column), or empty.
+    pub paths: Vec<String>,
 }
 
 /// How parts are cut and compressed.
@@ -180,7 +182,7 @@ impl SoftLabelWriter {
     /// Appends rows (see [`ScoredRows`]); `soft` is computed here. A dataset with views takes each source
     /// row's views together, in order.
     pub fn write(&mut self, rows: &ScoredRows) -> Result<()> {
-        let ScoredRows { ids, labels, input, logits, source_rows, views } = rows;
+        let ScoredRows { ids, labels, input, logits, source_rows, views, paths } = rows;
         let views = views.as_ref();
         let k = self.manifest.num_classes;
         let w = self.manifest.input.width;
@@ -197,10 +199,13 @@ impl SoftLabelWriter {
                 source_rows.len()
             )));
         }
+        if self.manifest.has_paths() && paths.len() != n {
+            return Err(Error::Internal(format!("write: {n} rows, {} paths", paths.len())));
+        }
         if n == 0 {
             return Ok(());
         }
-        let batch = self.record_batch(ids, labels, input, logits, views)?;
+        let batch = self.record_batch(ids, labels, paths, input, logits, views)?;
         let limit = self.part_limit();
         let mut start = 0;
         while start < n {
