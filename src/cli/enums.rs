@@ -46,6 +46,9 @@ mirror! {
         Probs,
         /// Log-probabilities (log-softmax applied).
         LogProbs,
+        /// (`import` only) The top k log-probabilities per row as {class: logprob}, normalised over all
+        /// classes (vLLM, OpenAI-style APIs); stored as top-k labels at T = 1.
+        TopkLogProbs,
     }
 }
 

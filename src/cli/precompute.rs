@@ -35,6 +35,10 @@ pub struct PrecomputeArgs {
     /// (`import`) An identifier of the exact teacher (version, model hash, API model id), recorded.
     #[arg(long, value_name = "STRING", requires = "outputs")]
     pub teacher_id: Option<String>,
+    /// (`import --kind topk-log-probs`) The number of classes K the log-probabilities are normalised
+    /// over, when --class-names does not give it.
+    #[arg(long, value_name = "K", requires = "outputs")]
+    pub num_classes: Option<usize>,
     /// How an ensemble's outputs are combined: the mean of the logits, or the log of the mean probability.
     #[arg(long, value_enum, default_value_t = d().combine.into())]
     pub combine: Combine,
@@ -163,6 +167,8 @@ impl PrecomputeArgs {
                     column: self.outputs_column.clone(),
                     teacher_name: self.teacher_name.clone(),
                     teacher_id: self.teacher_id.clone(),
+                    num_classes: self.num_classes,
+                    class_names: self.class_names.clone(),
                 }),
                 None => Models::Many(self.teacher.clone()),
             },

@@ -323,6 +323,26 @@ impl TeacherConfig {
             (None, None) => LabelForm::Dense,
         };
         let views = self.view_options(origin)?;
+        let topk_import = matches!(&self.model, Models::Imported(src) if src.kind == OutputKind::TopkLogProbs);
+        if self.output == OutputKind::TopkLogProbs && import.is_none() {
+            return Err(origin.error("output", "topk-log-probs is for imported outputs (softlabel import --kind)"));
+        }
+        if topk_import {
+            // Only the normaliser at T = 1 is known (0, for log-probabilities normalised over all classes).
+            if temperature != 1.0 {
+                return Err(origin.error_about(format!(
+                    "top-k log-probabilities give exact soft labels at T = 1 only ({} {temperature}): the \
+                     normaliser at another T needs every class's log-probability",
+                    origin.name("temperature")
+                )));
+            }
+            if !matches!(form, LabelForm::TopK { .. }) {
+                return Err(origin.error_about(format!(
+                    "top-k log-probabilities are stored in the top-k form: add {} K (K: entries a row)",
+                    origin.name("top_k")
+                )));
+            }
+        }
         let mut spec = spec;
         let mut input_name = self.input_name.clone();
         let mut extra_inputs = Vec::new();

@@ -62,7 +62,18 @@ impl<'s> Plan<'s> {
         let lock = OutputLock::acquire(&settings.out)?;
         let mut source = crate::data::open(&settings.data, &settings.spec)?;
         let mut pass = match &settings.import {
-            Some(src) => Pass::Imported(Imported::load(src)?),
+            Some(src) => {
+                let imported = Imported::load(src)?;
+                if let (Some(top), LabelForm::TopK { k }) = (imported.top_k(), settings.form) {
+                    if top != k {
+                        return Err(Error::Config(format!(
+                            "{} holds the top {top} log-probabilities a row: store them with --top-k {top}, not {k}",
+                            src.outputs.display()
+                        )));
+                    }
+                }
+                Pass::Imported(imported)
+            }
             None => Pass::Models(Ensemble::load(&settings.teachers, &settings.teacher_options, settings.combine)?),
         };
         // An image folder's rows take the teacher's channels, size and layout.
@@ -159,7 +170,9 @@ impl<'s> Plan<'s> {
         };
         let manifest = Manifest {
             format: FORMAT.into(),
-            schema_version: if source.image_prep().is_some() {
+            schema_version: if members.iter().any(|m| m.output_kind == OutputKind::TopkLogProbs) {
+                crate::store::SCHEMA_VERSION_TOPK_IMPORT
+            } else if source.image_prep().is_some() {
                 crate::store::SCHEMA_VERSION_IMAGES
             } else if members.iter().any(|m| !m.extra_inputs.is_empty()) {
                 crate::store::SCHEMA_VERSION_MULTI_INPUT

@@ -42,6 +42,9 @@ pub const SCHEMA_VERSION_MULTI_INPUT: &str = "1.5";
 /// The schema version of datasets made from an image folder, whose manifest records how images became
 /// rows (`input.image`).
 pub const SCHEMA_VERSION_IMAGES: &str = "1.6";
+/// The schema version of datasets imported from top-k log-probabilities (`teacher.output_kind` =
+/// `topk-log-probs`).
+pub const SCHEMA_VERSION_TOPK_IMPORT: &str = "1.7";
 /// The major schema version this build reads.
 pub const SCHEMA_MAJOR: u32 = 1;
 /// The manifest's file name inside a dataset folder.

@@ -35,6 +35,10 @@ pub struct ImportSource {
     pub teacher_name: Option<String>,
     /// An identifier of the exact teacher (a version, a model hash, an API model id), recorded.
     pub teacher_id: Option<String>,
+    /// Classes (K) of top-k log-probabilities, when no class names give it.
+    pub num_classes: Option<usize>,
+    /// Class names: top-k log-probabilities keyed by name (a token, a label) map to their positions.
+    pub class_names: Option<Vec<String>>,
 }
 
 /// Outputs loaded and checked, by id.
@@ -48,6 +52,8 @@ pub struct Imported {
     /// Logits (probabilities as log p), row-major.
     logits: Vec<f32>,
     k: usize,
+    /// Entries per row of top-k log-probabilities.
+    top_k: Option<usize>,
     sha256: String,
 }
 
@@ -66,8 +72,23 @@ impl Imported {
         let path = &src.outputs;
         let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
         let jsonl = matches!(ext.as_deref(), Some("jsonl" | "ndjson" | "json"));
-        let (format, column, ids, values, k, key_kind, rows_at) =
-            if jsonl { read_jsonl(src)? } else { read_table(src)? };
+        let topk = src.kind == OutputKind::TopkLogProbs;
+        if topk && !jsonl {
+            return Err(Error::data(
+                path,
+                "top-k log-probabilities are read from JSONL (`{\"id\": 7, \"top_logprobs\": {\"3\": -0.1, ...}}` a line)",
+            ));
+        }
+        let mut top_k = None;
+        let (format, column, ids, values, k, key_kind, rows_at) = if topk {
+            let (loaded, top) = read_topk_jsonl(src)?;
+            top_k = Some(top);
+            loaded
+        } else if jsonl {
+            read_jsonl(src)?
+        } else {
+            read_table(src)?
+        };
         let kind = match (src.kind, key_kind) {
             (OutputKind::Auto, OutputKind::Auto) => OutputKind::detect(&values, k),
             (OutputKind::Auto, from_key) => from_key,
@@ -82,8 +103,10 @@ impl Imported {
                     format!("{}: duplicate id {id} (first at {})", rows_at(r), rows_at(first)),
                 ));
             }
-            check_row(&logits[r * k..(r + 1) * k], kind)
-                .map_err(|e| Error::data(path, format!("{}, id {id}: {e}", rows_at(r))))?;
+            if !topk {
+                check_row(&logits[r * k..(r + 1) * k], kind)
+                    .map_err(|e| Error::data(path, format!("{}, id {id}: {e}", rows_at(r))))?;
+            }
         }
         if ids.is_empty() {
             return Err(Error::data(path, "holds no outputs"));
@@ -99,7 +122,12 @@ impl Imported {
         }
         kind.to_logits(&mut logits);
         let sha256 = crate::util::sha256_file(path)?;
-        Ok(Imported { path: path.clone(), kind, format, column, index, logits, k, sha256 })
+        Ok(Imported { path: path.clone(), kind, format, column, index, logits, k, top_k, sha256 })
+    }
+
+    /// Entries per row, for top-k log-probabilities.
+    pub fn top_k(&self) -> Option<usize> {
+        self.top_k
     }
 
     /// Classes per row.
@@ -188,6 +216,166 @@ fn check_row(v: &[f32], kind: OutputKind) -> std::result::Result<(), String> {
         _ => {}
     }
     Ok(())
+}
+
+/// Top-k log-probabilities, JSONL: `{"id": 7, "top_logprobs": {"3": -0.05, "8": -3.2}}` a line, or the
+/// list OpenAI-style APIs return (`[{"token": "3", "logprob": -0.05}, ...]`; `class` or `index` for
+/// `token`). A class is its index, or a name of `class_names`. Every row has the same number k of
+/// distinct classes, log-probabilities <= 0 whose exponentials sum to at most 1.
+///
+/// Each row becomes a full row of K logits that softmaxes to the exact distribution at T = 1: the given
+/// log-probabilities, and the remaining mass 1 - sum exp spread evenly over the other classes (its log
+/// in each). The top-k form then stores exactly the given classes and log-probabilities, and the
+/// normaliser logsumexp = log 1 = 0; the spread is never stored. The mean of the other classes can
+/// exceed the k-th probability only within the values' rounding (then it is held just below it), unless
+/// the values are not the top k of a distribution normalised over K classes: such a row is refused.
+fn read_topk_jsonl(src: &ImportSource) -> Result<(Loaded, usize)> {
+    let path = &src.outputs;
+    let k_classes = match (&src.class_names, src.num_classes) {
+        (Some(names), Some(n)) if names.len() != n => {
+            return Err(Error::Config(format!("--class-names lists {} names, --num-classes says {n}", names.len())))
+        }
+        (Some(names), _) => names.len(),
+        (None, Some(n)) => n,
+        (None, None) => {
+            return Err(Error::Config(
+                "--kind topk-log-probs needs the number of classes the log-probabilities are normalised over: \
+                 --num-classes K or --class-names"
+                    .into(),
+            ))
+        }
+    };
+    if k_classes == 0 || k_classes > crate::store::MAX_CLASSES {
+        return Err(Error::Config(format!("--num-classes must be in 1..={}", crate::store::MAX_CLASSES)));
+    }
+    let by_name: HashMap<&str, usize> =
+        src.class_names.iter().flatten().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let key_name = src.column.clone().unwrap_or_else(|| "top_logprobs".into());
+    let (file, _) = open_regular(path, Links::Follow)?;
+    let mut reader = std::io::BufReader::new(file);
+    let (mut ids, mut values, mut lines) = (Vec::new(), Vec::new(), Vec::new());
+    let mut top: Option<usize> = None;
+    let mut line = Vec::new();
+    let mut n = 0usize;
+    loop {
+        line.clear();
+        let got = (&mut reader).take(MAX_LINE + 1).read_until(b'\n', &mut line).map_err(|e| Error::io(path, e))?;
+        if got == 0 {
+            break;
+        }
+        n += 1;
+        if got as u64 > MAX_LINE {
+            return Err(Error::data(path, format!("line {n} is longer than {} MiB", MAX_LINE >> 20)));
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let at = |what: String| Error::data(path, format!("line {n}: {what}"));
+        let obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&line).map_err(|e| at(format!("not a JSON object ({e})")))?;
+        let id = match obj.get("id") {
+            Some(v) => {
+                v.as_u64().ok_or_else(|| at(format!("id {} is not an integer >= 0", clip(&v.to_string(), 40))))?
+            }
+            None => return Err(at("no 'id'".into())),
+        };
+        let entries: Vec<(String, f64)> = match obj.get(&key_name) {
+            Some(serde_json::Value::Object(m)) => m
+                .iter()
+                .map(|(c, v)| {
+                    v.as_f64()
+                        .map(|x| (c.clone(), x))
+                        .ok_or_else(|| at(format!("'{key_name}': the value of '{}' is not a number", clip(c, 40))))
+                })
+                .collect::<Result<_>>()?,
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .map(|e| {
+                    let class = ["token", "class", "index"].iter().find_map(|k| e.get(*k));
+                    let class = match class {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        Some(v) if v.is_u64() => v.to_string(),
+                        _ => return Err(at(format!("'{key_name}': an entry has no token, class or index"))),
+                    };
+                    let lp = e.get("logprob").and_then(|v| v.as_f64()).ok_or_else(|| {
+                        at(format!("'{key_name}': the entry for '{}' has no numeric logprob", clip(&class, 40)))
+                    })?;
+                    Ok((class, lp))
+                })
+                .collect::<Result<_>>()?,
+            _ => return Err(at(format!("no '{key_name}' object or list (--outputs-column names another key)"))),
+        };
+        let want = *top.get_or_insert(entries.len());
+        if entries.len() != want || want == 0 {
+            return Err(at(format!("'{key_name}' has {} entries, the first row has {want}", entries.len())));
+        }
+        if want > k_classes {
+            return Err(at(format!("{want} log-probabilities for {k_classes} classes")));
+        }
+        let mut row = vec![f32::NAN; k_classes];
+        let (mut mass, mut lowest) = (0f64, f64::INFINITY);
+        for (class, lp) in &entries {
+            let c = match class.parse::<usize>() {
+                Ok(c) if by_name.is_empty() => c,
+                _ => *by_name.get(class.as_str()).ok_or_else(|| {
+                    at(format!(
+                        "class '{}' is {}",
+                        clip(class, 40),
+                        if by_name.is_empty() {
+                            "not an index (give --class-names to map names)"
+                        } else {
+                            "not in --class-names"
+                        }
+                    ))
+                })?,
+            };
+            if c >= k_classes {
+                return Err(at(format!("class {c} is outside [0, {k_classes})")));
+            }
+            if !row[c].is_nan() {
+                return Err(at(format!("class '{}' is given twice", clip(class, 40))));
+            }
+            if !(lp.is_finite() || *lp == f64::NEG_INFINITY) || *lp > 1e-6 {
+                return Err(at(format!("log-probability {lp} of class '{}' is not <= 0", clip(class, 40))));
+            }
+            row[c] = lp.min(0.0) as f32;
+            mass += lp.exp();
+            lowest = lowest.min(*lp);
+        }
+        if mass > 1.0 + SUM_TOLERANCE {
+            return Err(at(format!("the exponentials of the log-probabilities sum to {mass}, more than 1")));
+        }
+        let others = k_classes - want;
+        if others > 0 {
+            // The residual is known to the precision of the given values (float32 log-probabilities sum to 1
+            // within ~1e-7): where it exceeds the k-th probability by less than the tolerance, the spread
+            // is held just below the k-th log-probability so the stored top k are the given classes.
+            let mean = (1.0 - mass).max(0.0) / others as f64;
+            if mean - lowest.exp() > SUM_TOLERANCE {
+                return Err(at(format!(
+                    "the other {others} classes' mean probability ({mean:.3e}) is above the smallest of the top \
+                     {want} ({:.3e}): these are not the top {want} of a distribution over {k_classes} classes",
+                    lowest.exp()
+                )));
+            }
+            let below = (lowest as f32).next_down();
+            let fill = (mean.ln() as f32).min(below);
+            row.iter_mut().filter(|v| v.is_nan()).for_each(|v| *v = fill);
+        }
+        values.extend_from_slice(&row);
+        ids.push(id);
+        lines.push(n);
+    }
+    let loaded: Loaded = (
+        "jsonl",
+        key_name,
+        ids,
+        values,
+        k_classes,
+        OutputKind::TopkLogProbs,
+        Box::new(move |r| format!("line {}", lines[r])),
+    );
+    Ok((loaded, top.unwrap_or(0)))
 }
 
 type Loaded = (&'static str, String, Vec<u64>, Vec<f32>, usize, OutputKind, Box<dyn Fn(usize) -> String>);

@@ -46,6 +46,9 @@ pub enum OutputKind {
     Probs,
     /// Log-probabilities (log-softmax applied).
     LogProbs,
+    /// The top k log-probabilities of each row, by class, normalised over all K classes (as vLLM and
+    /// OpenAI-style APIs return them): imported outputs only, stored in the top-k form at T = 1.
+    TopkLogProbs,
 }
 
 impl OutputKind {

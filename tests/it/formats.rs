@@ -411,6 +411,40 @@ fn import_joins_outputs_by_id_and_refuses_bad_outputs() {
         assert_eq!(String::from_utf8_lossy(&o.stderr).trim().lines().count(), 1, "{name}: one line");
         assert!(!out.join("_manifest.json").exists(), "{name}");
     }
+    // Top-k log-probabilities (3 classes, top 2, at T = 1).
+    let topk: Vec<(&str, String, &[&str], &str)> = vec![
+        (
+            "topk-twice",
+            "{\"id\": 1000, \"top_logprobs\": [{\"token\": \"1\", \"logprob\": -0.1}, {\"token\": \"1\", \"logprob\": -3}]}\n".into(),
+            &["--num-classes", "3", "--top-k", "2"],
+            "line 1: class '1' is given twice",
+        ),
+        (
+            "topk-mass",
+            "{\"id\": 1000, \"top_logprobs\": {\"0\": -0.1, \"2\": -0.2}}\n".into(),
+            &["--num-classes", "3", "--top-k", "2"],
+            "line 1: the exponentials of the log-probabilities sum to 1.72",
+        ),
+        (
+            "topk-range",
+            "{\"id\": 1000, \"top_logprobs\": {\"0\": -0.1, \"7\": -3}}\n".into(),
+            &["--num-classes", "3", "--top-k", "2"],
+            "line 1: class 7 is outside [0, 3)",
+        ),
+        (
+            "topk-no-k",
+            "{\"id\": 1000, \"top_logprobs\": {\"0\": -0.1}}\n".into(),
+            &["--top-k", "1"],
+            "--kind topk-log-probs needs the number of classes",
+        ),
+    ];
+    for (name, text, extra, expect) in topk {
+        let outputs = tmp.path().join(format!("{name}.jsonl"));
+        std::fs::write(&outputs, text).unwrap();
+        let args = ["import", "--outputs", s(&outputs), "--data", s(&small), "-T", "1", "--kind", "topk-log-probs"];
+        let out = tmp.path().join(name);
+        assert_fails(&softlabel(&[&args[..], extra, &["--out", s(&out)]].concat()), expect);
+    }
     let o = softlabel(&["import", "--data", s(&small), "-T", "2", "--out", s(&out)]);
     assert_fails(&o, "import needs --outputs FILE");
     let args = ["precompute", "--outputs", s(&outputs), "--data", s(&small), "-T", "2", "--out", s(&out)];

@@ -102,3 +102,66 @@ def test_parquet_and_npy_outputs_give_the_same_dataset_as_jsonl(digits, tmp_path
         out[name] = np.stack(t.column("logits").to_numpy(zero_copy_only=False))
     np.testing.assert_array_equal(out["jsonl"], out["parquet"])
     np.testing.assert_array_equal(out["jsonl"], out["npy"])
+
+
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def test_topk_log_probabilities_as_apis_return_them(digits, tmp_path):
+    """A logistic regression's top 3 log-probabilities a row (scikit-learn's predict_log_proba: normalised
+    over all 10 classes, never -inf, as API log-probabilities are), written as vLLM / OpenAI style APIs
+    return them (a {class: logprob} map, or a list of {token, logprob} with class names), come back as
+    top-k labels whose stored classes and log-probabilities are exactly those and whose normaliser at T = 1
+    is log 1 = 0, so the residual mass 1 - sum(top 3) is exact."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.datasets import load_digits
+    tmp, ids, _, y, train, test = digits
+    x, _ = load_digits(return_X_y=True)
+    x = x[np.random.default_rng(0).permutation(len(y))].astype(np.float32)
+    logp = LogisticRegression(max_iter=3000).fit(x[train], y[train]).predict_log_proba(x)
+    probs = np.exp(logp)
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :3]
+    as_map, as_list = tmp_path / "top3.jsonl", tmp_path / "top3_tokens.jsonl"
+    with open(as_map, "w") as f, open(as_list, "w") as g:
+        for i, r in zip(ids, range(len(ids))):
+            f.write(json.dumps({"id": int(i), "top_logprobs": {str(c): float(logp[r, c]) for c in top[r]}}) + "\n")
+            g.write(json.dumps({"id": int(i), "top_logprobs": [{"token": NAMES[c], "logprob": float(logp[r, c])}
+                                                               for c in top[r]]}) + "\n")
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["import", "--kind", "topk-log-probs", "--data", tmp / "train.parquet", "-T", "1", "--top-k", "3"]
+    run(*common, "--outputs", as_map, "--num-classes", "10", "--out", a)
+    run(*common, "--outputs", as_list, "--class-names", ",".join(NAMES), "--out", b)
+    assert "ok" in run("verify", a).stdout
+    m = json.loads((a / "_manifest.json").read_text())
+    assert m["schema_version"] == "1.7" and m["teacher"]["output_kind"] == "topk-log-probs"
+    assert m["form"] == {"kind": "top-k", "k": 3}
+    t = pq.read_table(sorted(a.glob("part-*.parquet"))).sort_by("id")
+    row = {int(i): r for r, i in enumerate(ids)}
+    rows = [row[int(i)] for i in t.column("id").to_pylist()]
+    index = np.stack(t.column("topk_index").to_numpy(zero_copy_only=False))
+    value = np.stack(t.column("topk_logit").to_numpy(zero_copy_only=False))
+    # The stored classes are the given ones (in descending order), their values the given log-probabilities
+    # as float32, and the normaliser 0 (to float32 rounding of the spread residual).
+    for r, ix, v in zip(rows, index, value):
+        assert set(ix.tolist()) == set(top[r].tolist())
+        np.testing.assert_array_equal(v, logp[r, ix].astype(np.float32))
+    np.testing.assert_allclose(t.column("logsumexp_t").to_numpy(), 0.0, atol=2e-7)
+    tb = pq.read_table(sorted(b.glob("part-*.parquet"))).sort_by("id")
+    assert tb.column("topk_logit").to_pylist() == t.column("topk_logit").to_pylist()
+    assert json.loads((b / "_manifest.json").read_text())["class_names"] == NAMES
+    # A student trains on them (T = 1, the residual bucket exact).
+    run("train", "--labels", a, "--out", tmp_path / "student", "--hidden", "32", "--epochs", "5", "--alpha", "1")
+    # Refusals: another T (its normaliser is unknown), the dense form, a k that is not the file's.
+    base = ["import", "--kind", "topk-log-probs", "--data", tmp / "train.parquet", "--outputs", as_map,
+            "--num-classes", "10", "--out", tmp_path / "no"]
+    for extra, expect in [(["-T", "2", "--top-k", "3"], "exact soft labels at T = 1 only"),
+                          (["-T", "1", "--top-k", "5"], "top 3 log-probabilities a row: store them with --top-k 3"),
+                          (["-T", "1"], "stored in the top-k form: add --top-k K")]:
+        r = run(*base, *extra, check=False)
+        assert r.returncode == 1 and expect in r.stderr, r.stderr
+    # Rows that cannot be the top 3 of a distribution over 10 classes (their mass is too small) are refused.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": int(ids[0]), "top_logprobs": {"0": -3.0, "1": -3.0, "2": -3.0}}) + "\n")
+    r = run("import", "--kind", "topk-log-probs", "--data", tmp / "train.parquet", "--outputs", bad, "--num-classes", "10",
+            "-T", "1", "--top-k", "3", "--out", tmp_path / "no2", check=False)
+    assert r.returncode == 1 and "bad.jsonl: line 1: the other 7 classes' mean probability" in r.stderr, r.stderr
