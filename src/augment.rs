@@ -12,12 +12,13 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrayRef, PrimitiveArray};
 use arrow_schema::DataType;
 
+pub use crate::data::images::{CropBox, CropViews};
 use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::util::splitmix64;
 
 /// How a dataset's views were made (recorded in the manifest as `views`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Views {
     /// Views per source row; view 0 is the row unshifted.
@@ -28,10 +29,14 @@ pub struct Views {
     pub image: [usize; 3],
     /// Seed of the shifts.
     pub seed: u64,
+    /// FKD-style crop views of an image folder instead of shifts (schema 1.8): each view a random
+    /// resized crop of the source image, and a horizontal flip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop: Option<CropViews>,
 }
 
 /// What the user asked for: [`Views`] before the image layout is known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ViewOptions {
     /// Views per source row, view 0 included.
     pub count: u16,
@@ -41,6 +46,8 @@ pub struct ViewOptions {
     pub image: Option<[usize; 3]>,
     /// Seed of the shifts.
     pub seed: u64,
+    /// Crop views of an image folder instead of shifts.
+    pub crop: Option<CropViews>,
 }
 
 impl ViewOptions {
@@ -55,7 +62,8 @@ impl ViewOptions {
                 )))
             }
         };
-        let v = Views { count: self.count, max_shift: self.max_shift, image, seed: self.seed };
+        let max_shift = if self.crop.is_some() { 0 } else { self.max_shift };
+        let v = Views { count: self.count, max_shift, image, seed: self.seed, crop: self.crop };
         v.validate(width)?;
         Ok(v)
     }
@@ -70,6 +78,8 @@ pub struct ViewColumns {
     pub shift_x: Vec<i16>,
     /// Vertical shift in pixels (positive: content moves down).
     pub shift_y: Vec<i16>,
+    /// Crop views: each row's box in its source image (zero boxes for shift views and view 0).
+    pub crop: Vec<CropBox>,
 }
 
 impl ViewColumns {
@@ -89,7 +99,8 @@ impl ViewColumns {
         ViewColumns {
             view: self.view[r.clone()].to_vec(),
             shift_x: self.shift_x[r.clone()].to_vec(),
-            shift_y: self.shift_y[r].to_vec(),
+            shift_y: self.shift_y[r.clone()].to_vec(),
+            crop: self.crop[r].to_vec(),
         }
     }
 }
@@ -130,6 +141,13 @@ impl Views {
                 values.map_or("more than 2^64".into(), |v| v.to_string())
             )));
         }
+        if let Some(c) = &self.crop {
+            let [lo, hi] = c.scale;
+            if !(lo.is_finite() && hi.is_finite() && 0.0 < lo && lo <= hi && hi <= 1.0) {
+                return Err(Error::Config(format!("--crop-scale {lo},{hi} must satisfy 0 < min <= max <= 1")));
+            }
+            return Ok(());
+        }
         if usize::from(self.max_shift) >= h.min(w) || self.max_shift > i16::MAX as u16 {
             return Err(Error::Config(format!(
                 "--max-shift {} must be smaller than the image ({h}x{w})",
@@ -150,6 +168,15 @@ impl Views {
         let span = 2 * u64::from(self.max_shift) + 1;
         let s = self.max_shift as i16;
         ((h % span) as i16 - s, ((h >> 32) % span) as i16 - s)
+    }
+
+    /// The crop of `view` of the row `id` in a source image of `width` x `height` pixels
+    /// ([`crate::data::images::crop_box`]); a zero box for shift views and view 0.
+    pub fn crop_box(&self, id: u64, view: u16, width: u32, height: u32) -> CropBox {
+        match &self.crop {
+            Some(c) => crate::data::images::crop_box(c, self.seed, id, view, width, height),
+            None => CropBox::default(),
+        }
     }
 
     /// For each position of a shifted row, the position in the source row it comes from (`None`: zero
@@ -176,6 +203,63 @@ impl Views {
         }
     }
 
+    /// Every crop view of every row of `batch`, in order (row 0's views, then row 1's, ...), rendered from
+    /// the rows' originals by `render` in parallel, with the source position of each and its view columns.
+    pub fn expand_crops(
+        &self,
+        batch: &Batch,
+        source_rows: &[u64],
+        render: &dyn crate::data::RenderViews,
+    ) -> Result<(Batch, Vec<u64>, ViewColumns)> {
+        use rayon::prelude::*;
+        let crop = self.crop.as_ref().ok_or_else(|| Error::Internal("crop views without crops".into()))?;
+        let (n, views) = (batch.len(), usize::from(self.count));
+        let rendered: Vec<Result<(Vec<CropBox>, ArrayRef)>> = (0..n)
+            .into_par_iter()
+            .map(|i| render.render(source_rows[i], batch.ids[i], self.count, self.seed, crop))
+            .collect();
+        let mut cols = ViewColumns::default();
+        let mut parts = Vec::with_capacity(n);
+        for r in rendered {
+            let (boxes, values) = r?;
+            for (v, b) in boxes.into_iter().enumerate() {
+                cols.view.push(v as u16);
+                cols.shift_x.push(0);
+                cols.shift_y.push(0);
+                cols.crop.push(b);
+            }
+            parts.push(values);
+        }
+        let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+        let input = if refs.is_empty() {
+            batch.input.slice(0, 0)
+        } else {
+            arrow_select::concat::concat(&refs).map_err(|e| Error::Internal(e.to_string()))?
+        };
+        if input.len() != n * views * batch.width {
+            return Err(Error::Internal(format!("rendered {} values for {n} rows of {views} views", input.len())));
+        }
+        let repeat = |i: usize| std::iter::repeat_n(i, views);
+        let expanded = Batch {
+            file: batch.file.clone(),
+            first_row: batch.first_row,
+            first_source_row: batch.first_source_row,
+            ids: (0..n).flat_map(repeat).map(|i| batch.ids[i]).collect(),
+            labels: (0..n).flat_map(repeat).map(|i| batch.labels[i]).collect(),
+            input,
+            width: batch.width,
+            nonfinite: Vec::new(),
+            extra: Vec::new(),
+            paths: if batch.paths.is_empty() {
+                Vec::new()
+            } else {
+                (0..n).flat_map(repeat).map(|i| batch.paths[i].clone()).collect()
+            },
+        };
+        let rows = (0..n).flat_map(repeat).map(|i| source_rows[i]).collect();
+        Ok((expanded, rows, cols))
+    }
+
     /// Every view of every row of `batch`, in order (row 0's views, then row 1's, ...), with the source
     /// position of each and its view columns.
     pub fn expand(&self, batch: &Batch, source_rows: &[u64]) -> Result<(Batch, Vec<u64>, ViewColumns)> {
@@ -191,6 +275,7 @@ impl Views {
                 cols.view.push(v);
                 cols.shift_x.push(dx);
                 cols.shift_y.push(dy);
+                cols.crop.push(CropBox::default());
             }
         }
         let repeat = |i: usize| std::iter::repeat_n(i, views);
@@ -253,7 +338,7 @@ mod tests {
 
     #[test]
     fn shifts_move_content_and_fill_zero() {
-        let v = Views { count: 3, max_shift: 1, image: [1, 2, 3], seed: 0 };
+        let v = Views { count: 3, max_shift: 1, image: [1, 2, 3], seed: 0, crop: None };
         // 1 2 3 / 4 5 6 shifted right by 1 and down by 1: 0 0 0 / 0 1 2.
         let row = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let mut out = [9.0; 6];
@@ -267,7 +352,7 @@ mod tests {
 
     #[test]
     fn shifts_stay_in_range_and_cover_it() {
-        let v = Views { count: 8, max_shift: 2, image: [1, 28, 28], seed: 7 };
+        let v = Views { count: 8, max_shift: 2, image: [1, 28, 28], seed: 7, crop: None };
         let mut seen = std::collections::HashSet::new();
         for id in 0..2000u64 {
             assert_eq!(v.shift(id, 0), (0, 0));
@@ -287,5 +372,33 @@ mod tests {
         assert_eq!(parse_image("28x28").unwrap(), [1, 28, 28]);
         assert_eq!(parse_image("3x32x32").unwrap(), [3, 32, 32]);
         assert!(parse_image("28").is_err() && parse_image("0x28").is_err() && parse_image("axb").is_err());
+    }
+
+    /// Crop views follow RandomResizedCrop's ranges (area within the scale, aspect within 3/4-4/3 up to
+    /// rounding, inside the image), view 0 is the prepared image, and the same id, view and seed always
+    /// give the same box.
+    #[test]
+    fn crop_boxes_stay_in_range_and_are_reproducible() {
+        let crop = CropViews { scale: [0.35, 1.0], flip: true };
+        let v = Views { count: 4, max_shift: 0, image: [3, 8, 8], seed: 11, crop: Some(crop) };
+        let (w, h) = (640u32, 427u32);
+        let mut flips = 0;
+        for id in 0..500u64 {
+            assert_eq!(v.crop_box(id, 0, w, h), CropBox::default());
+            for view in 1..4 {
+                let b = v.crop_box(id, view, w, h);
+                assert_eq!(b, v.crop_box(id, view, w, h));
+                assert!(b.x + b.w <= w && b.y + b.h <= h && b.w > 0 && b.h > 0, "{b:?}");
+                let area = f64::from(b.w * b.h) / f64::from(w * h);
+                let aspect = f64::from(b.w) / f64::from(b.h);
+                assert!((0.34..=1.0).contains(&area), "{b:?} area {area}");
+                assert!((0.74..=1.34).contains(&aspect), "{b:?} aspect {aspect}");
+                flips += usize::from(b.flip);
+            }
+        }
+        // About half the 1500 views are flipped (binomial: 750 +- 4 sigma = 78).
+        assert!((672..=828).contains(&flips), "{flips}");
+        let other = Views { seed: 12, ..v };
+        assert_ne!(v.crop_box(1, 1, w, h), other.crop_box(1, 1, w, h));
     }
 }

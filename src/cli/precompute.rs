@@ -128,9 +128,18 @@ pub struct PrecomputeArgs {
     /// input shape).
     #[arg(long, value_name = "HxW")]
     pub image: Option<String>,
-    /// Seed of the views' shifts.
+    /// Seed of the views' shifts or crops.
     #[arg(long, default_value_t = d().view_seed, value_name = "S")]
     pub view_seed: u64,
+    /// Image data: views are FKD-style random resized crops instead of shifts, with an area of MIN to
+    /// MAX of the image's (aspect 3/4 to 4/3, as torchvision's RandomResizedCrop), resized to the
+    /// teacher's size; each view's crop box is stored (crop_x, crop_y, crop_w, crop_h) and drawn from
+    /// the id, the view and --view-seed. View 0 is the prepared image.
+    #[arg(long, value_name = "MIN,MAX", value_delimiter = ',', num_args = 1, requires = "views")]
+    pub crop_scale: Option<Vec<f32>>,
+    /// Crop views are flipped left-right with probability 1/2 (recorded in the flip column).
+    #[arg(long, requires = "crop_scale")]
+    pub flip: bool,
     /// Image folders: resize each image's shorter side to S pixels (antialiased bilinear, as
     /// torchvision's Resize(S)), then centre-crop to the teacher's height x width (zero-padded where
     /// smaller, as CenterCrop). Without it every image must already have the teacher's size.
@@ -191,6 +200,8 @@ impl PrecomputeArgs {
             max_shift: self.max_shift,
             image: self.image.clone(),
             view_seed: self.view_seed,
+            crop_scale: self.crop_scale.as_deref().and_then(|s| Some([*s.first()?, *s.get(1)?])),
+            flip: self.flip,
         }
     }
 }
@@ -216,6 +227,9 @@ pub fn run(a: PrecomputeArgs, ort_lib: Option<&Path>, bars: &Bars, import: bool)
         shard: a.shard,
         ort_lib: ort_lib.map(Path::to_path_buf),
     };
+    if a.crop_scale.as_ref().is_some_and(|s| s.len() != 2) {
+        return Err(usage("--crop-scale takes MIN,MAX (e.g. 0.35,1)"));
+    }
     let mut spec = a.data_args.spec(&a.data, None);
     spec.images = softlabel::data::images::ImageOptions {
         resize: a.resize,

@@ -90,8 +90,13 @@ pub struct TeacherConfig {
     pub max_shift: u16,
     /// The input's image layout, "HxW" or "CxHxW" (default: from the teacher's input shape).
     pub image: Option<String>,
-    /// Seed of the views' shifts.
+    /// Seed of the views' shifts or crops.
     pub view_seed: u64,
+    /// Crop views of image data (FKD): each view a random resized crop whose area is this fraction
+    /// range of the image's, instead of a shift.
+    pub crop_scale: Option<[f32; 2]>,
+    /// Crop views are flipped left-right with probability 1/2.
+    pub flip: bool,
 }
 
 impl Default for TeacherConfig {
@@ -118,6 +123,8 @@ impl Default for TeacherConfig {
             max_shift: 2,
             image: None,
             view_seed: 0,
+            crop_scale: None,
+            flip: false,
         }
     }
 }
@@ -244,11 +251,24 @@ impl TeacherConfig {
             return Err(origin.error("views", "must be >= 1"));
         }
         if self.views == 1 {
+            if self.crop_scale.is_some() || self.flip {
+                return Err(origin.error_about(format!(
+                    "{} and {} make views: give {} N (N > 1)",
+                    origin.name("crop_scale"),
+                    origin.name("flip"),
+                    origin.name("views")
+                )));
+            }
             return Ok(None);
         }
         let image =
             self.image.as_deref().map(parse_image).transpose().map_err(|e| origin.error("image", e.to_string()))?;
-        Ok(Some(ViewOptions { count: self.views, max_shift: self.max_shift, image, seed: self.view_seed }))
+        let crop = match self.crop_scale {
+            Some(scale) => Some(crate::augment::CropViews { scale, flip: self.flip }),
+            None if self.flip => return Err(origin.error("flip", "goes with crop views (crop_scale)")),
+            None => None,
+        };
+        Ok(Some(ViewOptions { count: self.views, max_shift: self.max_shift, image, seed: self.view_seed, crop }))
     }
 
     /// Checks every setting that needs no file; the result reads `data` with `spec` into `out`.

@@ -333,29 +333,85 @@ impl ImageFolder {
 
     /// Image `i` as a row of uint8 values in the prep's channels, size and layout.
     fn pixels(&self, i: usize) -> Result<Vec<u8>> {
+        self.views_of(i, &[CropBox::default()])
+    }
+
+    /// Image `i` once per box, rows of uint8 values in the prep's channels, size and layout: the
+    /// prepared image for a zero box (view 0), else the box of the image (after its channel conversion)
+    /// resized to the rows' size (antialiased bilinear, as `RandomResizedCrop`) and flipped as it says.
+    fn views_of(&self, i: usize, boxes: &[CropBox]) -> Result<Vec<u8>> {
         let path = &self.paths[i];
         let img = decode(path)?;
+        if self.prep.channels == 1 {
+            self.rows_of(path, grey(img), boxes)
+        } else {
+            self.rows_of(path, img.into_rgb8(), boxes)
+        }
+    }
+
+    fn rows_of<P: image::Pixel<Subpixel = u8> + 'static>(
+        &self,
+        path: &Path,
+        img: image::ImageBuffer<P, Vec<u8>>,
+        boxes: &[CropBox],
+    ) -> Result<Vec<u8>> {
         let p = &self.prep;
         let (c, [h, w]) = (p.channels, p.size);
-        let hwc: Vec<u8> = if c == 1 {
-            fit(path, grey(img), p.resize, p.size)?.into_raw()
-        } else {
-            fit(path, img.into_rgb8(), p.resize, p.size)?.into_raw()
-        };
-        if c == 1 || p.layout == ImageLayout::Hwc {
-            return Ok(hwc);
-        }
-        let mut chw = vec![0u8; c * h * w];
-        for (q, px) in hwc.chunks_exact(c).enumerate() {
-            for (k, v) in px.iter().enumerate() {
-                chw[k * h * w + q] = *v;
+        let mut out = Vec::with_capacity(boxes.len() * c * h * w);
+        // View 0 (the prepared image) takes the image itself when no other view needs it after.
+        let mut img = Some(img);
+        for (k, b) in boxes.iter().enumerate() {
+            let last = k + 1 == boxes.len();
+            let view = if b.w == 0 {
+                let img = if last { img.take() } else { img.clone() };
+                fit(path, img.ok_or_else(|| Error::Internal("image used up".into()))?, p.resize, p.size)?
+            } else {
+                let img = img.as_ref().ok_or_else(|| Error::Internal("image used up".into()))?;
+                if b.x.checked_add(b.w).is_none_or(|r| r > img.width())
+                    || b.y.checked_add(b.h).is_none_or(|r| r > img.height())
+                {
+                    return Err(Error::data(
+                        path,
+                        format!(
+                            "is {}x{} (width x height); a view's crop {}x{} at ({}, {}) does not fit it",
+                            img.width(),
+                            img.height(),
+                            b.w,
+                            b.h,
+                            b.x,
+                            b.y
+                        ),
+                    ));
+                }
+                let cropped = image::imageops::crop_imm(img, b.x, b.y, b.w, b.h).to_image();
+                let mut v = if (b.w as usize, b.h as usize) == (w, h) {
+                    cropped
+                } else {
+                    image::imageops::resize(&cropped, w as u32, h as u32, image::imageops::FilterType::Triangle)
+                };
+                if b.flip {
+                    image::imageops::flip_horizontal_in_place(&mut v);
+                }
+                v
+            };
+            let hwc = view.into_raw();
+            if c == 1 || p.layout == ImageLayout::Hwc {
+                out.extend_from_slice(&hwc);
+                continue;
+            }
+            let start = out.len();
+            out.resize(start + c * h * w, 0);
+            for (q, px) in hwc.chunks_exact(c).enumerate() {
+                for (k, v) in px.iter().enumerate() {
+                    out[start + k * h * w + q] = *v;
+                }
             }
         }
-        Ok(chw)
+        Ok(out)
     }
 
     /// `values` (uint8 rows) as the prep's element type: as they are, or normalised to float32.
-    fn values(&self, values: Vec<u8>) -> ArrayRef {
+    pub fn values(&self, values: Vec<u8>) -> ArrayRef {
         let Some(n) = &self.prep.normalize else { return Arc::new(UInt8Array::from(values)) };
         let p = &self.prep;
         let plane = p.size[0] * p.size[1];
@@ -393,6 +449,75 @@ fn grey(img: image::DynamicImage) -> image::GrayImage {
         })
         .collect();
     image::GrayImage::from_raw(w, h, luma).expect("one value per pixel")
+}
+
+/// Random-resized-crop views (Shen and Xing's FKD stores the same for ImageNet): view 0 is the prepared
+/// image (`input.image`); view v >= 1 is the box [`Views::crop_box`] draws from (id, v, seed) in the
+/// source image (after its channel conversion), resized to the rows' height and width and flipped
+/// left-right when its flip is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CropViews {
+    /// The crop's area as a fraction of the image's, drawn uniformly from [min, max] (torchvision's
+    /// `RandomResizedCrop` scale; 0.35-1 as FKD uses).
+    pub scale: [f32; 2],
+    /// Whether views are flipped left-right with probability 1/2.
+    pub flip: bool,
+}
+
+/// One view's crop in the source image: `w` x `h` pixels from (`x`, `y`), then flipped when `flip`;
+/// all zero for view 0 (the prepared image).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CropBox {
+    /// Left column.
+    pub x: u32,
+    /// Top row.
+    pub y: u32,
+    /// Width (0: view 0, the prepared image).
+    pub w: u32,
+    /// Height.
+    pub h: u32,
+    /// Flipped left-right after the crop.
+    pub flip: bool,
+}
+
+/// The crop of `view` of the row `id` in a source image of `width` x `height` pixels, as torchvision's
+/// `RandomResizedCrop(scale = crop.scale, ratio = (3/4, 4/3))` draws it (SCHEMA.md gives the rule), from
+/// the uniforms `u_j = (splitmix64(b + j) >> 11) / 2^53` with `b = splitmix64(splitmix64(id ^ seed) +
+/// view)`: up to ten tries of an area and an aspect; the first box that fits is placed uniformly;
+/// otherwise the whole image's centre, its aspect clamped to the range (torchvision's fallback). The
+/// flip is `u_40 < 1/2` when flips are on. View 0 is the prepared image: a zero box.
+pub fn crop_box(crop: &CropViews, seed: u64, id: u64, view: u16, width: u32, height: u32) -> CropBox {
+    if view == 0 || width == 0 || height == 0 {
+        return CropBox::default();
+    }
+    let base = crate::util::splitmix64(crate::util::splitmix64(id ^ seed).wrapping_add(u64::from(view)));
+    let u = |j: u64| (crate::util::splitmix64(base.wrapping_add(j)) >> 11) as f64 / (1u64 << 53) as f64;
+    let (wf, hf) = (f64::from(width), f64::from(height));
+    let [lo, hi] = [f64::from(crop.scale[0]), f64::from(crop.scale[1])];
+    let (lr, hr) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    let flip = crop.flip && u(40) < 0.5;
+    for j in 0..10u64 {
+        let area = wf * hf * (lo + (hi - lo) * u(4 * j));
+        let aspect = (lr + (hr - lr) * u(4 * j + 1)).exp();
+        let w = (area * aspect).sqrt().round();
+        let h = (area / aspect).sqrt().round();
+        if w > 0.0 && w <= wf && h > 0.0 && h <= hf {
+            let x = (u(4 * j + 2) * (wf - w + 1.0)).floor().min(wf - w);
+            let y = (u(4 * j + 3) * (hf - h + 1.0)).floor().min(hf - h);
+            return CropBox { x: x as u32, y: y as u32, w: w as u32, h: h as u32, flip };
+        }
+    }
+    let ratio = wf / hf;
+    let (w, h) = if ratio < 3.0 / 4.0 {
+        (wf, (wf / (3.0 / 4.0)).round())
+    } else if ratio > 4.0 / 3.0 {
+        ((hf * (4.0 / 3.0)).round(), hf)
+    } else {
+        (wf, hf)
+    };
+    let (w, h) = (w.clamp(1.0, wf), h.clamp(1.0, hf));
+    CropBox { x: ((wf - w) / 2.0) as u32, y: ((hf - h) / 2.0) as u32, w: w as u32, h: h as u32, flip }
 }
 
 /// The size an image of `size` (height, width) has after its shorter side is resized to `s`, the longer
@@ -670,6 +795,10 @@ impl Source for ImageFolder {
         Some(self.prep.clone())
     }
 
+    fn view_renderer(&self) -> Option<Arc<dyn super::RenderViews>> {
+        Some(Arc::new(self.clone()))
+    }
+
     /// Takes the channels, height, width and layout of the model input `shape` (without the batch
     /// dimension): `[C, H, W]` or `[H, W, C]` with C 1 or 3, or `[H, W]` (grey); dynamic dimensions keep
     /// the images' own. Other shapes (a flat `[784]`, or none for imported outputs) keep the rows as
@@ -771,5 +900,28 @@ impl Source for ImageFolder {
             next = end;
             Some(Ok(batch))
         }))
+    }
+}
+
+impl super::RenderViews for ImageFolder {
+    fn render(&self, row: u64, id: u64, count: u16, seed: u64, crop: &CropViews) -> Result<(Vec<CropBox>, ArrayRef)> {
+        let i = row as usize;
+        let path = self.paths.get(i).ok_or_else(|| Error::Internal(format!("no image {row}")))?;
+        let img = decode(path)?;
+        let (w, h) = (img.width(), img.height());
+        let boxes: Vec<CropBox> = (0..count).map(|v| crop_box(crop, seed, id, v, w, h)).collect();
+        let values = if self.prep.channels == 1 {
+            self.rows_of(path, grey(img), &boxes)?
+        } else {
+            self.rows_of(path, img.into_rgb8(), &boxes)?
+        };
+        Ok((boxes, self.values(values)))
+    }
+
+    fn render_boxes(&self, row: u64, boxes: &[CropBox]) -> Result<ArrayRef> {
+        if row as usize >= self.paths.len() {
+            return Err(Error::Internal(format!("no image {row}")));
+        }
+        Ok(self.values(self.views_of(row as usize, boxes)?))
     }
 }

@@ -55,10 +55,30 @@ pub trait Source: Send + Sync {
     fn image_prep(&self) -> Option<images::ImagePrep> {
         None
     }
+    /// Renders crop views of its rows, for a source that can (an image folder).
+    fn view_renderer(&self) -> Option<std::sync::Arc<dyn RenderViews>> {
+        None
+    }
     /// Reads all rows in batches of at most `batch_size` rows.
     fn batches(&self, batch_size: usize) -> Box<dyn Iterator<Item = Result<Batch>> + '_> {
         self.batches_from(batch_size, 0)
     }
+}
+
+/// A source that renders crop views of its rows from their originals (an image folder's images).
+pub trait RenderViews: Send + Sync {
+    /// The `count` views of source row `row` (id `id`) that `crop` and `seed` draw: each one's crop box and,
+    /// row after row, its values in the source's element type.
+    fn render(
+        &self,
+        row: u64,
+        id: u64,
+        count: u16,
+        seed: u64,
+        crop: &images::CropViews,
+    ) -> Result<(Vec<images::CropBox>, ArrayRef)>;
+    /// Source row `row` cropped by each of `boxes` (as recorded), row after row.
+    fn render_boxes(&self, row: u64, boxes: &[images::CropBox]) -> Result<ArrayRef>;
 }
 
 /// Opens `path` as an input dataset (a Parquet file or a folder of Parquet files) with the columns of

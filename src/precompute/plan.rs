@@ -98,6 +98,12 @@ impl<'s> Plan<'s> {
             Pass::Imported(_) => vec![width],
         };
         let views = settings.views.map(|v| v.resolve(width, &row_shape)).transpose()?;
+        if views.as_ref().is_some_and(|v| v.crop.is_some()) && source.view_renderer().is_none() {
+            return Err(Error::Config(format!(
+                "--crop-scale makes crop views of images; {} is not an image folder or a list of images",
+                settings.data.display()
+            )));
+        }
         let source_info = source.source_info()?;
 
         // A first inference call learns K before any output exists (models often leave it dynamic) and,
@@ -170,7 +176,9 @@ impl<'s> Plan<'s> {
         };
         let manifest = Manifest {
             format: FORMAT.into(),
-            schema_version: if members.iter().any(|m| m.output_kind == OutputKind::TopkLogProbs) {
+            schema_version: if views.as_ref().is_some_and(|v| v.crop.is_some()) {
+                crate::store::SCHEMA_VERSION_CROP_VIEWS
+            } else if members.iter().any(|m| m.output_kind == OutputKind::TopkLogProbs) {
                 crate::store::SCHEMA_VERSION_TOPK_IMPORT
             } else if source.image_prep().is_some() {
                 crate::store::SCHEMA_VERSION_IMAGES

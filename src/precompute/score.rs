@@ -113,6 +113,8 @@ pub struct Scorer<'a> {
     pub shard: Option<Shard>,
     /// Views every row is stored with.
     pub views: Option<&'a Views>,
+    /// Renders crop views from the source's originals (an image folder), for crop views.
+    pub renderer: Option<std::sync::Arc<dyn crate::data::RenderViews>>,
     /// Source rows before this one are already committed.
     pub skip: u64,
     /// The label column, named in errors.
@@ -180,7 +182,11 @@ impl Scorer<'_> {
         // Each row's views go to the teacher together, in order, as rows of one larger batch.
         let (batch, source_rows, view_cols) = match self.views {
             Some(v) => {
-                let (b, rows, cols) = v.expand(&batch, &source_rows)?;
+                let (b, rows, cols) = match (&v.crop, &self.renderer) {
+                    (Some(_), Some(render)) => v.expand_crops(&batch, &source_rows, render.as_ref())?,
+                    (Some(_), None) => return Err(Error::Internal("crop views without a renderer".into())),
+                    (None, _) => v.expand(&batch, &source_rows)?,
+                };
                 (b, rows, Some(cols))
             }
             None => (batch, source_rows, None),
@@ -295,6 +301,7 @@ mod tests {
             id_column: "id",
             seen: HashSet::new(),
             extra_widths: Vec::new(),
+            renderer: None,
         }
     }
 

@@ -36,8 +36,10 @@ pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
     } = plan;
     let extra_widths = probe.as_ref().map(|p| p.batch.extra.iter().map(|e| e.width).collect()).unwrap_or_default();
     let mut teacher = Primed { teacher: teacher.as_mut(), probe };
+    let renderer = views.as_ref().filter(|v| v.crop.is_some()).and_then(|_| source.view_renderer());
     let mut scorer = Scorer {
         extra_widths,
+        renderer,
         width,
         column: &column,
         num_classes,

@@ -101,6 +101,7 @@ impl Columns {
                 view: Vec::with_capacity(views),
                 shift_x: Vec::with_capacity(views),
                 shift_y: Vec::with_capacity(views),
+                crop: Vec::with_capacity(views),
             },
         }
     }
@@ -120,6 +121,7 @@ impl Columns {
         self.views.view.extend(other.views.view);
         self.views.shift_x.extend(other.views.shift_x);
         self.views.shift_y.extend(other.views.shift_y);
+        self.views.crop.extend(other.views.crop);
     }
 
     /// Values per row of each per-row vector: (inputs, logits, index, lse, views).
@@ -147,6 +149,7 @@ impl Columns {
         tail.views.view = self.views.view.split_off(at * wv);
         tail.views.shift_x = self.views.shift_x.split_off(at * wv);
         tail.views.shift_y = self.views.shift_y.split_off(at * wv);
+        tail.views.crop = self.views.crop.split_off(at * wv);
         tail
     }
 
@@ -181,6 +184,7 @@ impl Columns {
         compact(&mut self.views.view, wv, &rows, start);
         compact(&mut self.views.shift_x, wv, &rows, start);
         compact(&mut self.views.shift_y, wv, &rows, start);
+        compact(&mut self.views.crop, wv, &rows, start);
     }
 
     pub(super) fn read(&mut self, path: &Path, rb: &RecordBatch, m: &Manifest, first_row: u64) -> Result<()> {
@@ -198,7 +202,28 @@ impl Columns {
             .as_primitive_opt::<Int64Type>()
             .ok_or_else(|| Error::dataset(path, "column 'label' is not int64"))?;
         self.labels.extend((0..label.len()).map(|i| (!label.is_null(i)).then(|| label.value(i))));
-        if let Some(v) = &m.views {
+        if let Some(v) = m.views.as_ref().filter(|v| v.crop.is_some()) {
+            let (view, crops) = read_crops(path, rb)?;
+            for (i, (&view, b)) in view.iter().zip(&crops).enumerate() {
+                // A box is checked against the source image when it is rendered (joins); here, its form.
+                if view >= v.count || (view == 0) != (b.w == 0) || (b.w == 0) != (b.h == 0) || (view == 0 && b.flip) {
+                    return Err(Error::dataset(
+                        path,
+                        format!(
+                            "columns 'view', 'crop_w', 'crop_h', row {}: view {view} with a {}x{} crop: view 0 has \
+                             none, every other view one",
+                            first_row + i as u64,
+                            b.w,
+                            b.h
+                        ),
+                    ));
+                }
+            }
+            self.views.view.extend_from_slice(view);
+            self.views.shift_x.extend(std::iter::repeat_n(0, view.len()));
+            self.views.shift_y.extend(std::iter::repeat_n(0, view.len()));
+            self.views.crop.extend(crops);
+        } else if let Some(v) = &m.views {
             let (view, sx, sy) = read_views(path, rb)?;
             for (i, ((&view, &dx), &dy)) in view.iter().zip(sx).zip(sy).enumerate() {
                 if view >= v.count || v.shift(id.value(i), view) != (dx, dy) {
@@ -215,6 +240,7 @@ impl Columns {
             self.views.view.extend_from_slice(view);
             self.views.shift_x.extend_from_slice(sx);
             self.views.shift_y.extend_from_slice(sy);
+            self.views.crop.extend(std::iter::repeat_n(crate::augment::CropBox::default(), view.len()));
         }
         if m.input.stored {
             let input = list_values(path, rb, columns::INPUT, first_row)?;
@@ -355,6 +381,31 @@ fn distinct(idx: &[u32], seen: &mut [bool]) -> Option<u32> {
     }
     let large: Vec<u32> = idx.iter().copied().filter(|&c| c as usize >= seen.len()).collect();
     (0..large.len()).find_map(|i| large[i + 1..].contains(&large[i]).then_some(large[i]))
+}
+
+/// The `view` column and the crop boxes (`crop_x`, `crop_y`, `crop_w`, `crop_h`, `flip`) of a record batch.
+fn read_crops<'a>(path: &Path, rb: &'a RecordBatch) -> Result<(&'a [u16], Vec<crate::augment::CropBox>)> {
+    use arrow_array::types::UInt32Type;
+    let col = |name: &str| rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")));
+    let view = col(columns::VIEW)?
+        .as_primitive_opt::<UInt16Type>()
+        .ok_or_else(|| Error::dataset(path, "column 'view' is not uint16"))?;
+    let u32s = |name: &str| -> Result<&'a [u32]> {
+        let c = rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")))?;
+        Ok(c.as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not uint32")))?
+            .values()
+            .as_ref())
+    };
+    let (x, y, w, h) = (u32s(columns::CROP_X)?, u32s(columns::CROP_Y)?, u32s(columns::CROP_W)?, u32s(columns::CROP_H)?);
+    let flip = col(columns::FLIP)?.as_boolean_opt().ok_or_else(|| Error::dataset(path, "column 'flip' is not bool"))?;
+    if flip.null_count() > 0 {
+        return Err(Error::dataset(path, "column 'flip' has nulls"));
+    }
+    let boxes = (0..view.len())
+        .map(|i| crate::augment::CropBox { x: x[i], y: y[i], w: w[i], h: h[i], flip: flip.value(i) })
+        .collect();
+    Ok((view.values().as_ref(), boxes))
 }
 
 /// The `view`, `shift_x` and `shift_y` columns of a record batch.

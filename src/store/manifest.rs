@@ -261,7 +261,7 @@ impl Manifest {
             self.num_classes,
             self.form,
             self.float16,
-            self.views.is_some(),
+            self.views.as_ref(),
             self.has_paths(),
         )
     }

@@ -45,6 +45,9 @@ pub const SCHEMA_VERSION_IMAGES: &str = "1.6";
 /// The schema version of datasets imported from top-k log-probabilities (`teacher.output_kind` =
 /// `topk-log-probs`).
 pub const SCHEMA_VERSION_TOPK_IMPORT: &str = "1.7";
+/// The schema version of datasets with crop views of images (`views.crop`; the `crop_x`, `crop_y`,
+/// `crop_w`, `crop_h` and `flip` columns instead of `shift_x` and `shift_y`).
+pub const SCHEMA_VERSION_CROP_VIEWS: &str = "1.8";
 /// The major schema version this build reads.
 pub const SCHEMA_MAJOR: u32 = 1;
 /// The manifest's file name inside a dataset folder.
@@ -78,15 +81,41 @@ pub mod columns {
     pub const SHIFT_X: &str = "shift_x";
     /// Views: vertical shift in pixels (int16; positive moves the content down).
     pub const SHIFT_Y: &str = "shift_y";
+    /// Crop views: the crop's left column in the source image (uint32; 0 with the rest for view 0).
+    pub const CROP_X: &str = "crop_x";
+    /// Crop views: the crop's top row.
+    pub const CROP_Y: &str = "crop_y";
+    /// Crop views: the crop's width (0: view 0, the prepared image).
+    pub const CROP_W: &str = "crop_w";
+    /// Crop views: the crop's height.
+    pub const CROP_H: &str = "crop_h";
+    /// Crop views: flipped left-right after the crop (bool).
+    pub const FLIP: &str = "flip";
     /// Sampled: the k classes drawn from softmax(logits / T), ascending (`fixed_size_list<uint32>[k]`).
     pub const SAMPLE_INDEX: &str = "sample_index";
-    /// Every column a part may have.
     /// Each row's file relative to the data folder (image folders; never decoded by softlabel's
     /// readers, so not in [`ALL`]).
     pub const PATH: &str = "path";
     /// The columns softlabel's readers decode.
-    pub const ALL: [&str; 12] =
-        [ID, LABEL, VIEW, SHIFT_X, SHIFT_Y, INPUT, LOGITS, SOFT, TOPK_INDEX, TOPK_LOGIT, LOGSUMEXP_T, SAMPLE_INDEX];
+    pub const ALL: [&str; 17] = [
+        ID,
+        LABEL,
+        VIEW,
+        SHIFT_X,
+        SHIFT_Y,
+        CROP_X,
+        CROP_Y,
+        CROP_W,
+        CROP_H,
+        FLIP,
+        INPUT,
+        LOGITS,
+        SOFT,
+        TOPK_INDEX,
+        TOPK_LOGIT,
+        LOGSUMEXP_T,
+        SAMPLE_INDEX,
+    ];
 }
 
 /// Values per row of a part column: a fixed-size list's width, else 1.
@@ -134,7 +163,7 @@ pub fn part_schema(
     classes: usize,
     form: LabelForm,
     float16: bool,
-    views: bool,
+    views: Option<&crate::augment::Views>,
     paths: bool,
 ) -> Schema {
     let float = if float16 { DataType::Float16 } else { DataType::Float32 };
@@ -145,7 +174,16 @@ pub fn part_schema(
     if paths {
         fields.push(Field::new(columns::PATH, DataType::Utf8, false));
     }
-    if views {
+    if views.is_some_and(|v| v.crop.is_some()) {
+        fields.extend([
+            Field::new(columns::VIEW, DataType::UInt16, false),
+            Field::new(columns::CROP_X, DataType::UInt32, false),
+            Field::new(columns::CROP_Y, DataType::UInt32, false),
+            Field::new(columns::CROP_W, DataType::UInt32, false),
+            Field::new(columns::CROP_H, DataType::UInt32, false),
+            Field::new(columns::FLIP, DataType::Boolean, false),
+        ]);
+    } else if views.is_some() {
         fields.extend([
             Field::new(columns::VIEW, DataType::UInt16, false),
             Field::new(columns::SHIFT_X, DataType::Int16, false),

@@ -85,6 +85,34 @@ impl TeacherOutputs {
         };
         let mut inputs = Array2::<f32>::zeros((self.ids.len(), w));
         let mut found = vec![false; self.ids.len()];
+        // Crop views are rendered again from the source's originals (an image folder), by their boxes.
+        if let Some((_, cols)) = shifts.filter(|(v, _)| v.crop.is_some()) {
+            let render = source.view_renderer().ok_or_else(|| {
+                Error::dataset(source_path, "is not an image folder: the labels' crop views are rendered from images")
+            })?;
+            for b in source.batches(256) {
+                let b = b?;
+                for (i, id) in b.ids.iter().enumerate() {
+                    let Some(rows) = index.get(id) else { continue };
+                    let boxes: Vec<_> = rows.iter().map(|&r| cols.crop[r]).collect();
+                    let values = render.render_boxes(b.first_source_row + i as u64, &boxes)?;
+                    let flat = crate::data::numeric_to_f32(values.as_ref())
+                        .ok_or_else(|| Error::Internal("rendered values not numeric".into()))?;
+                    for (k, &r) in rows.iter().enumerate() {
+                        inputs.row_mut(r).iter_mut().zip(&flat[k * w..(k + 1) * w]).for_each(|(o, &x)| *o = x);
+                        found[r] = true;
+                    }
+                }
+            }
+            if let Some(r) = found.iter().position(|f| !f) {
+                return Err(Error::dataset(
+                    source_path,
+                    format!("no row with id {} (which the labels have)", self.ids[r]),
+                ));
+            }
+            self.inputs = inputs;
+            return Ok(());
+        }
         for b in source.batches(8192) {
             let b = b?;
             b.check_labels_width(w, &source.input_name())?;

@@ -201,3 +201,52 @@ def test_a_csv_listing_images_gives_ids_labels_class_names_and_paths(tmp_path, f
         "--epochs", "1", "--threads", "1")
     run("train", "--labels", tmp_path / "listed", "--out", tmp_path / "s2", "--hidden", "4", "--epochs", "1", "--threads", "1")
     assert (tmp_path / "s1" / "student.safetensors").read_bytes() == (tmp_path / "s2" / "student.safetensors").read_bytes()
+
+
+def test_fkd_crop_views_store_boxes_and_rebuild_the_same_pixels(tmp_path, folder):
+    """`--views 4 --crop-scale 0.35,1 --flip`: view 0 is the prepared image; every other view is its
+    recorded box of the source image, resized to the teacher's 64 x 64 and flipped as recorded (checked
+    against Pillow: crop, BILINEAR resize, FLIP_LEFT_RIGHT, within one level); the boxes follow
+    RandomResizedCrop's ranges; the same seed gives the same dataset byte for byte, and label-only labels
+    rebuild exactly the stored pixels from the images (a student trained either way has the same weights)."""
+    root, names = folder
+    chw = teacher(tmp_path / "chw.onnx", [3, 64, 64])
+    common = ["--teacher", chw, "--data", root, "-T", "1", "--resize", 72, "--views", 4, "--crop-scale", "0.35,1",
+              "--flip", "--view-seed", 3]
+    run("precompute", *common, "--out", tmp_path / "v")
+    run("precompute", *common, "--out", tmp_path / "v2")
+    parts = lambda d: [p.read_bytes() for p in sorted(d.glob("part-*.parquet"))]
+    assert parts(tmp_path / "v") == parts(tmp_path / "v2")
+    run("precompute", "--teacher", chw, "--data", root, "-T", "1", "--resize", 72, "--out", tmp_path / "plain")
+    plain = rows(tmp_path / "plain")
+    t = pq.read_table(sorted((tmp_path / "v").glob("part-*.parquet"))).sort_by([("id", "ascending"), ("view", "ascending")])
+    m = json.loads((tmp_path / "v" / "_manifest.json").read_text())
+    assert m["schema_version"] == "1.8" and m["views"]["crop"] == {"scale": [0.35, 1.0], "flip": True}
+    got = np.stack(t.column("input").to_numpy(zero_copy_only=False))
+    flips = 0
+    for r, row in enumerate(t.to_pylist()):
+        name = names[row["id"]]
+        if row["view"] == 0:
+            assert row["crop_w"] == 0 and not row["flip"]
+            np.testing.assert_array_equal(got[r], plain[row["id"]])
+            continue
+        img = Image.open(root / name).convert("RGB")
+        x, y, w, h = row["crop_x"], row["crop_y"], row["crop_w"], row["crop_h"]
+        area = w * h / (img.size[0] * img.size[1])
+        assert 0.3 < area <= 1.0 and 3 / 4 - 0.1 < w / h < 4 / 3 + 0.1, (name, row)
+        ref = img.crop((x, y, x + w, y + h)).resize((64, 64), Image.BILINEAR)
+        if row["flip"]:
+            ref = ref.transpose(Image.FLIP_LEFT_RIGHT)
+            flips += 1
+        ref = np.asarray(ref).transpose(2, 0, 1).reshape(-1).astype(np.int32)
+        assert np.abs(got[r].astype(np.int32) - ref).max() <= 1, (name, row)
+    assert 0 < flips < 21
+    # Label-only: the views are rendered again from the images by their boxes.
+    run("precompute", *common, "--no-inputs", "--out", tmp_path / "bare")
+    for name, extra in [("s_bare", ["--labels", tmp_path / "bare", "--inputs", root]), ("s_full", ["--labels", tmp_path / "v"])]:
+        run("train", *extra, "--out", tmp_path / name, "--hidden", "8", "--epochs", "1", "--threads", "1")
+    assert (tmp_path / "s_bare" / "student.safetensors").read_bytes() == (tmp_path / "s_full" / "student.safetensors").read_bytes()
+    r = run("precompute", "--teacher", ROOT / "data" / "teachers" / "mnist_cnn.onnx", "--data",
+            ROOT / "data" / "mnist" / "test.parquet", "--input-column", "image", "-T", "1", "--views", 2,
+            "--crop-scale", "0.5,1", "--out", tmp_path / "no", check=False)
+    assert r.returncode == 1 and "--crop-scale makes crop views of images" in r.stderr, r.stderr

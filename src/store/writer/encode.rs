@@ -84,8 +84,16 @@ impl SoftLabelWriter {
         }
         if let Some(v) = views {
             cols.push(Arc::new(UInt16Array::from(v.view.clone())));
-            cols.push(Arc::new(Int16Array::from(v.shift_x.clone())));
-            cols.push(Arc::new(Int16Array::from(v.shift_y.clone())));
+            if self.manifest.views.as_ref().is_some_and(|m| m.crop.is_some()) {
+                let crop = |f: fn(&crate::augment::CropBox) -> u32| -> ArrayRef {
+                    Arc::new(arrow_array::UInt32Array::from_iter_values(v.crop.iter().map(f)))
+                };
+                cols.extend([crop(|b| b.x), crop(|b| b.y), crop(|b| b.w), crop(|b| b.h)]);
+                cols.push(Arc::new(arrow_array::BooleanArray::from(v.crop.iter().map(|b| b.flip).collect::<Vec<_>>())));
+            } else {
+                cols.push(Arc::new(Int16Array::from(v.shift_x.clone())));
+                cols.push(Arc::new(Int16Array::from(v.shift_y.clone())));
+            }
         }
         if self.manifest.input.stored {
             cols.push(list(input.clone(), self.manifest.input.width)?);
