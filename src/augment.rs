@@ -239,24 +239,7 @@ impl Views {
         if input.len() != n * views * batch.width {
             return Err(Error::Internal(format!("rendered {} values for {n} rows of {views} views", input.len())));
         }
-        let repeat = |i: usize| std::iter::repeat_n(i, views);
-        let expanded = Batch {
-            file: batch.file.clone(),
-            first_row: batch.first_row,
-            first_source_row: batch.first_source_row,
-            ids: (0..n).flat_map(repeat).map(|i| batch.ids[i]).collect(),
-            labels: (0..n).flat_map(repeat).map(|i| batch.labels[i]).collect(),
-            input,
-            width: batch.width,
-            nonfinite: Vec::new(),
-            extra: Vec::new(),
-            paths: if batch.paths.is_empty() {
-                Vec::new()
-            } else {
-                (0..n).flat_map(repeat).map(|i| batch.paths[i].clone()).collect()
-            },
-        };
-        let rows = (0..n).flat_map(repeat).map(|i| source_rows[i]).collect();
+        let (expanded, rows) = repeated(batch, source_rows, views, input);
         Ok((expanded, rows, cols))
     }
 
@@ -278,26 +261,29 @@ impl Views {
                 cols.crop.push(CropBox::default());
             }
         }
-        let repeat = |i: usize| std::iter::repeat_n(i, views);
-        let expanded = Batch {
-            file: batch.file.clone(),
-            first_row: batch.first_row,
-            first_source_row: batch.first_source_row,
-            ids: (0..n).flat_map(repeat).map(|i| batch.ids[i]).collect(),
-            labels: (0..n).flat_map(repeat).map(|i| batch.labels[i]).collect(),
-            input: gather(batch.input.as_ref(), &index)?,
-            width: w,
-            nonfinite: Vec::new(),
-            extra: Vec::new(),
-            paths: if batch.paths.is_empty() {
-                Vec::new()
-            } else {
-                (0..n).flat_map(repeat).map(|i| batch.paths[i].clone()).collect()
-            },
-        };
-        let rows = (0..n).flat_map(repeat).map(|i| source_rows[i]).collect();
+        let (expanded, rows) = repeated(batch, source_rows, views, gather(batch.input.as_ref(), &index)?);
         Ok((expanded, rows, cols))
     }
+}
+
+/// `batch`'s rows, each `views` times in a row, with `input` (the views' values) and the source position
+/// of each.
+fn repeated(batch: &Batch, source_rows: &[u64], views: usize, input: ArrayRef) -> (Batch, Vec<u64>) {
+    let n = batch.len();
+    let each = || (0..n).flat_map(|i| std::iter::repeat_n(i, views));
+    let expanded = Batch {
+        file: batch.file.clone(),
+        first_row: batch.first_row,
+        first_source_row: batch.first_source_row,
+        ids: each().map(|i| batch.ids[i]).collect(),
+        labels: each().map(|i| batch.labels[i]).collect(),
+        input,
+        width: batch.width,
+        nonfinite: Vec::new(),
+        extra: Vec::new(),
+        paths: if batch.paths.is_empty() { Vec::new() } else { each().map(|i| batch.paths[i].clone()).collect() },
+    };
+    (expanded, each().map(|i| source_rows[i]).collect())
 }
 
 /// `out[j] = a[index[j]]`, or zero where `index[j]` is `u32::MAX`.

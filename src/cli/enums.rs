@@ -48,6 +48,7 @@ mirror! {
         LogProbs,
         /// (`import` only) The top k log-probabilities per row as {class: logprob}, normalised over all
         /// classes (vLLM, OpenAI-style APIs); stored as top-k labels at T = 1.
+        #[value(alias = "topk-logprobs")]
         TopkLogProbs,
     }
 }

@@ -251,34 +251,10 @@ fn read_topk_jsonl(src: &ImportSource) -> Result<(Loaded, usize)> {
     let by_name: HashMap<&str, usize> =
         src.class_names.iter().flatten().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
     let key_name = src.column.clone().unwrap_or_else(|| "top_logprobs".into());
-    let (file, _) = open_regular(path, Links::Follow)?;
-    let mut reader = std::io::BufReader::new(file);
     let (mut ids, mut values, mut lines) = (Vec::new(), Vec::new(), Vec::new());
     let mut top: Option<usize> = None;
-    let mut line = Vec::new();
-    let mut n = 0usize;
-    loop {
-        line.clear();
-        let got = (&mut reader).take(MAX_LINE + 1).read_until(b'\n', &mut line).map_err(|e| Error::io(path, e))?;
-        if got == 0 {
-            break;
-        }
-        n += 1;
-        if got as u64 > MAX_LINE {
-            return Err(Error::data(path, format!("line {n} is longer than {} MiB", MAX_LINE >> 20)));
-        }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
+    objects(path, |n, id, obj| {
         let at = |what: String| Error::data(path, format!("line {n}: {what}"));
-        let obj: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&line).map_err(|e| at(format!("not a JSON object ({e})")))?;
-        let id = match obj.get("id") {
-            Some(v) => {
-                v.as_u64().ok_or_else(|| at(format!("id {} is not an integer >= 0", clip(&v.to_string(), 40))))?
-            }
-            None => return Err(at("no 'id'".into())),
-        };
         let entries: Vec<(String, f64)> = match obj.get(&key_name) {
             Some(serde_json::Value::Object(m)) => m
                 .iter()
@@ -365,7 +341,8 @@ fn read_topk_jsonl(src: &ImportSource) -> Result<(Loaded, usize)> {
         values.extend_from_slice(&row);
         ids.push(id);
         lines.push(n);
-    }
+        Ok(())
+    })?;
     let loaded: Loaded = (
         "jsonl",
         key_name,
@@ -378,22 +355,21 @@ fn read_topk_jsonl(src: &ImportSource) -> Result<(Loaded, usize)> {
     Ok((loaded, top.unwrap_or(0)))
 }
 
-type Loaded = (&'static str, String, Vec<u64>, Vec<f32>, usize, OutputKind, Box<dyn Fn(usize) -> String>);
-
-/// JSONL: one object per line, `{"id": 7, "probs": [0.1, 0.9]}` (or `logits`, `log_probs`, `values`).
-fn read_jsonl(src: &ImportSource) -> Result<Loaded> {
-    let path = &src.outputs;
+/// Calls `f` with each JSONL line's number, id and object: lines bounded in length, blank lines skipped,
+/// every line a JSON object with an integer `id` >= 0 (else an error naming the line).
+fn objects(
+    path: &Path,
+    mut f: impl FnMut(usize, u64, &serde_json::Map<String, serde_json::Value>) -> Result<()>,
+) -> Result<()> {
     let (file, _) = open_regular(path, Links::Follow)?;
     let mut reader = std::io::BufReader::new(file);
-    let (mut ids, mut values, mut lines) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut k, mut key): (Option<usize>, Option<(String, OutputKind)>) = (None, None);
     let mut line = Vec::new();
     let mut n = 0usize;
     loop {
         line.clear();
         let got = (&mut reader).take(MAX_LINE + 1).read_until(b'\n', &mut line).map_err(|e| Error::io(path, e))?;
         if got == 0 {
-            break;
+            return Ok(());
         }
         n += 1;
         if got as u64 > MAX_LINE {
@@ -411,6 +387,19 @@ fn read_jsonl(src: &ImportSource) -> Result<Loaded> {
             }
             None => return Err(at("no 'id'".into())),
         };
+        f(n, id, &obj)?;
+    }
+}
+
+type Loaded = (&'static str, String, Vec<u64>, Vec<f32>, usize, OutputKind, Box<dyn Fn(usize) -> String>);
+
+/// JSONL: one object per line, `{"id": 7, "probs": [0.1, 0.9]}` (or `logits`, `log_probs`, `values`).
+fn read_jsonl(src: &ImportSource) -> Result<Loaded> {
+    let path = &src.outputs;
+    let (mut ids, mut values, mut lines) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut k, mut key): (Option<usize>, Option<(String, OutputKind)>) = (None, None);
+    objects(path, |n, id, obj| {
+        let at = |what: String| Error::data(path, format!("line {n}: {what}"));
         if key.is_none() {
             key = Some(match &src.column {
                 Some(c) => (c.clone(), KEYS.iter().find(|(n, _)| n == c).map_or(OutputKind::Auto, |(_, kd)| *kd)),
@@ -442,7 +431,8 @@ fn read_jsonl(src: &ImportSource) -> Result<Loaded> {
         }
         ids.push(id);
         lines.push(n);
-    }
+        Ok(())
+    })?;
     let (column, kind) = key.unwrap_or(("values".into(), OutputKind::Auto));
     Ok(("jsonl", column, ids, values, k.unwrap_or(0), kind, Box::new(move |r| format!("line {}", lines[r]))))
 }

@@ -330,9 +330,9 @@ pub(crate) fn mnist(name: &str) -> PathBuf {
 }
 
 /// Content of a dataset sorted by id: (id, label, input, logits bits, soft bits).
-type Rows = Vec<(u64, Option<i64>, Vec<u32>, Vec<u32>)>;
+pub(crate) type Rows = Vec<(u64, Option<i64>, Vec<u32>, Vec<u32>)>;
 
-fn rows_by_id(dir: &Path) -> Rows {
+pub(crate) fn rows_by_id(dir: &Path) -> Rows {
     let d = SoftLabels::open(dir).unwrap().load().unwrap();
     let mut rows: Rows = (0..d.ids.len())
         .map(|i| {

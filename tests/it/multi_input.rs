@@ -7,27 +7,8 @@ use std::path::{Path, PathBuf};
 
 use softlabel::store::SoftLabels;
 
-use crate::cli::{assert_fails, assert_ok, s, softlabel};
+use crate::cli::{assert_fails, assert_ok, rows_by_id as rows, s, softlabel};
 use crate::common::fx;
-
-/// Rows by id: id, label, input bits, logit bits.
-type Rows = Vec<(u64, Option<i64>, Vec<u32>, Vec<u32>)>;
-
-fn rows(dir: &Path) -> Rows {
-    let d = SoftLabels::open(dir).unwrap().load().unwrap();
-    let mut out: Rows = (0..d.ids.len())
-        .map(|i| {
-            (
-                d.ids[i],
-                d.labels[i],
-                d.inputs.row(i).iter().map(|v| v.to_bits()).collect(),
-                d.dense_logits().unwrap().row(i).iter().map(|v| v.to_bits()).collect(),
-            )
-        })
-        .collect();
-    out.sort_by_key(|r| r.0);
-    out
-}
 
 fn precompute(out: &Path, extra: &[&str]) {
     let (teacher, data) = (fx("masked_bag.onnx"), fx("masked_bag.parquet"));
