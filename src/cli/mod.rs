@@ -5,6 +5,7 @@ mod enums;
 mod eval;
 mod export;
 mod inspect;
+mod loss;
 mod merge;
 mod precompute;
 mod report;
@@ -65,6 +66,9 @@ pub enum Command {
     AdjustBias(adjust_bias::AdjustBiasArgs),
     /// Run a pipeline file: precompute train and test, train, evaluate, report.
     Run(run::RunArgs),
+    /// The distillation loss of given student logits (.npy) against a soft-label dataset, as training
+    /// computes it: to check another implementation (a PyTorch loop, the Python reader) against it.
+    Loss(loss::LossArgs),
     /// Train many students on one soft-label dataset (a grid or list of settings), resumably and in
     /// parallel, and rank them on validation rows.
     Sweep(sweep::SweepArgs),
@@ -214,6 +218,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Sweep(a) => sweep::run(a, &bars),
         Command::Run(a) => run::run(a, ort, &bars),
         Command::AdjustBias(a) => adjust_bias::run(a),
+        Command::Loss(a) => loss::run(a),
     }
 }
 

@@ -28,6 +28,19 @@ pub trait Loss: Sync {
     fn eval(&self, logits: ArrayView2<f32>, rows: &[usize], scale: f32, grad: ArrayViewMut2<f32>) -> f64;
 }
 
+/// The distillation loss of every row of `rows` for the student `logits` (`[rows, K]`, in the rows'
+/// order): each row's term of `objective`, as training sums it (the mean of these is a batch's loss).
+/// For checking another implementation (the Python reader's losses) against the one training uses.
+pub fn row_losses(objective: &dyn Objective, rows: &TeacherOutputs, logits: ArrayView2<f32>) -> Result<Vec<f64>> {
+    let n = rows.len();
+    if logits.nrows() != n {
+        return Err(crate::Error::Config(format!("{} rows of logits for {n} rows of labels", logits.nrows())));
+    }
+    let loss = objective.prepare(rows)?;
+    let mut grad = ndarray::Array2::<f32>::zeros((1, logits.ncols()));
+    Ok((0..n).map(|i| loss.eval(logits.slice(ndarray::s![i..i + 1, ..]), &[i], 1.0, grad.view_mut())).collect())
+}
+
 /// Prepares the targets of a window of rows once (e.g. the teacher's softened distribution).
 pub trait Objective: Sync {
     /// The loss over batches of `rows`.
