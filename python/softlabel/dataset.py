@@ -14,8 +14,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 FORMAT = "softlabel"
-#: The schema major version this reader reads (every 1.x).
-SCHEMA_MAJOR = 1
+#: The schema major versions this reader reads: 1.x (uint64 ids) and 2.x (int64 ids).
+SCHEMA_MAJORS = (1, 2)
 #: The largest manifest read (bytes), as softlabel itself bounds it.
 MAX_MANIFEST_BYTES = 64 << 20
 
@@ -72,8 +72,8 @@ class SoftLabels:
             raise SchemaError(f"{manifest_path}: field 'format' is not \"{FORMAT}\"")
         version = str(m.get("schema_version", ""))
         major = version.split(".")[0]
-        if not major.isdigit() or int(major) != SCHEMA_MAJOR:
-            raise SchemaError(f"{manifest_path}: schema version '{version}': this reader reads {SCHEMA_MAJOR}.x")
+        if not major.isdigit() or int(major) not in SCHEMA_MAJORS:
+            raise SchemaError(f"{manifest_path}: schema version '{version}': this reader reads 1.x and 2.x")
         if m.get("checksum") != checksum_of(m):
             raise SchemaError(f"{manifest_path}: checksum does not match the content (edited or damaged)")
         self.manifest = m

@@ -7,7 +7,8 @@ for dense labels; top-k labels replace the KL by the KL over the k stored classe
 bucket (the teacher's remaining mass against the student's, from its softmax over all classes); sampled
 labels replace it by the mean of -log q_T over the k draws (an unbiased estimate of the cross-entropy,
 Anshumann et al. 2025). Rows labeled -1 contribute only the distillation term. Every function returns
-the per-row losses (float64) and, with `grad=True`, d loss / d student logits too.
+the per-row losses (float64) and, with `grad=True`, d loss / d student logits too. T and alpha are taken
+as float32, as softlabel's settings hold them, so the losses equal its own to float64 rounding.
 """
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ import numpy as np
 from .dataset import logsumexp_t, softmax_t
 
 Result = Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]
+
+
+def _f32(v: float) -> float:
+    """A setting as softlabel holds it: float32 (alpha = 0.7 is 0.699999988...)."""
+    return float(np.float32(v))
 
 
 def _log_q(z: np.ndarray, t: float) -> np.ndarray:
@@ -47,7 +53,7 @@ def kd_dense(student_logits, teacher_logits, labels=None, temperature: float = 4
     """KD against dense teacher logits `[rows, K]`. The teacher's softmax and log-softmax at T are taken in
     float64 and rounded to float32, as softlabel stores them and trains on them."""
     z = np.asarray(student_logits, dtype=np.float32)
-    t, a = float(temperature), float(alpha)
+    t, a = _f32(temperature), _f32(alpha)
     loss = np.zeros(len(z))
     g = np.zeros(z.shape) if grad else None
     if a > 0:
@@ -70,7 +76,7 @@ def kd_topk(student_logits, index, p, residual, labels=None, temperature: float 
     the residual mass): KL over the k classes plus the residual bucket, whose student side is the
     student's mass on every other class."""
     z = np.asarray(student_logits, dtype=np.float32)
-    t, a = float(temperature), float(alpha)
+    t, a = _f32(temperature), _f32(alpha)
     n, num_classes = z.shape
     loss = np.zeros(n)
     g = np.zeros(z.shape) if grad else None
@@ -106,7 +112,7 @@ def kd_sampled(student_logits, draws, labels=None, temperature: float = 4.0, alp
     of -log q_T over the draws, an unbiased estimate of the cross-entropy to the teacher (it differs from
     the KL by the teacher's entropy, a constant)."""
     z = np.asarray(student_logits, dtype=np.float32)
-    t, a = float(temperature), float(alpha)
+    t, a = _f32(temperature), _f32(alpha)
     n = len(z)
     loss = np.zeros(n)
     g = np.zeros(z.shape) if grad else None

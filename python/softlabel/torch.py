@@ -11,6 +11,11 @@ import torch
 from .dataset import SchemaError, SoftLabels
 
 
+def _f32(v: float) -> float:
+    """A setting as softlabel holds it: float32."""
+    return float(np.float32(v))
+
+
 def _log_q(z: torch.Tensor, t: float) -> torch.Tensor:
     return torch.log_softmax(z.double() / t, dim=1)
 
@@ -27,7 +32,7 @@ def _hard(z: torch.Tensor, labels: Optional[torch.Tensor], alpha: float) -> torc
 def kd_dense(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: Optional[torch.Tensor] = None,
              temperature: float = 4.0, alpha: float = 0.9) -> torch.Tensor:
     """Per-row KD against dense teacher logits (float64 rows; `.mean()` for a batch loss)."""
-    t = float(temperature)
+    t, alpha = _f32(temperature), _f32(alpha)
     loss = _hard(student_logits, labels, alpha)
     if alpha > 0:
         zt = teacher_logits.float().double() / t
@@ -42,7 +47,7 @@ def kd_dense(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
 def kd_topk(student_logits: torch.Tensor, index: torch.Tensor, p: torch.Tensor, residual: torch.Tensor,
             labels: Optional[torch.Tensor] = None, temperature: float = 4.0, alpha: float = 0.9) -> torch.Tensor:
     """Per-row KD against top-k labels: KL over the k stored classes plus the residual bucket."""
-    t = float(temperature)
+    t, alpha = _f32(temperature), _f32(alpha)
     loss = _hard(student_logits, labels, alpha)
     if alpha > 0:
         lq = _log_q(student_logits, t)
@@ -61,7 +66,7 @@ def kd_topk(student_logits: torch.Tensor, index: torch.Tensor, p: torch.Tensor, 
 def kd_sampled(student_logits: torch.Tensor, draws: torch.Tensor, labels: Optional[torch.Tensor] = None,
                temperature: float = 4.0, alpha: float = 0.9) -> torch.Tensor:
     """Per-row KD against sampled labels: the mean of -log q_T over the draws."""
-    t = float(temperature)
+    t, alpha = _f32(temperature), _f32(alpha)
     loss = _hard(student_logits, labels, alpha)
     if alpha > 0 and draws.shape[1] > 0:
         lq = _log_q(student_logits, t)

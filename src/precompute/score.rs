@@ -212,6 +212,16 @@ impl Scorer<'_> {
         let paths = batch.paths.get(from..).map(<[String]>::to_vec).unwrap_or_default();
         for (i, id) in ids.iter().enumerate() {
             // A row's views share its id; its first view is checked.
+            if *id > i64::MAX as u64 {
+                return Err(Error::data(
+                    &batch.file,
+                    format!(
+                        "column '{}', row {}: id {id} is above 2^63 - 1 (soft-label datasets store ids as int64)",
+                        self.id_column,
+                        row_in_file(&batch, source_rows[i])
+                    ),
+                ));
+            }
             let first_view = views.as_ref().is_none_or(|v| v.view[i] == 0);
             if first_view && !self.seen.insert(*id) {
                 return Err(Error::data(

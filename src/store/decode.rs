@@ -190,14 +190,8 @@ impl Columns {
     pub(super) fn read(&mut self, path: &Path, rb: &RecordBatch, m: &Manifest, first_row: u64) -> Result<()> {
         let col =
             |name: &str| rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")));
-        let id = col(columns::ID)?
-            .as_primitive_opt::<UInt64Type>()
-            .ok_or_else(|| Error::dataset(path, "column 'id' is not uint64"))?;
-        if id.null_count() > 0 {
-            let row = (0..id.len()).find(|&i| id.is_null(i)).unwrap_or(0) as u64 + first_row;
-            return Err(Error::dataset(path, format!("column 'id', row {row}: id is null")));
-        }
-        self.ids.extend_from_slice(id.values());
+        let id = id_values(path, col(columns::ID)?.as_ref(), first_row)?;
+        self.ids.extend_from_slice(&id);
         let label = col(columns::LABEL)?
             .as_primitive_opt::<Int64Type>()
             .ok_or_else(|| Error::dataset(path, "column 'label' is not int64"))?;
@@ -226,7 +220,7 @@ impl Columns {
         } else if let Some(v) = &m.views {
             let (view, sx, sy) = read_views(path, rb)?;
             for (i, ((&view, &dx), &dy)) in view.iter().zip(sx).zip(sy).enumerate() {
-                if view >= v.count || v.shift(id.value(i), view) != (dx, dy) {
+                if view >= v.count || v.shift(id[i], view) != (dx, dy) {
                     return Err(Error::dataset(
                         path,
                         format!(
@@ -381,6 +375,30 @@ fn distinct(idx: &[u32], seen: &mut [bool]) -> Option<u32> {
     }
     let large: Vec<u32> = idx.iter().copied().filter(|&c| c as usize >= seen.len()).collect();
     (0..large.len()).find_map(|i| large[i + 1..].contains(&large[i]).then_some(large[i]))
+}
+
+/// The `id` column's values: int64 (schema 2) or uint64 (1.x), never null or negative; errors name the
+/// file and the row (`first_row` is the batch's first row in its part).
+pub(crate) fn id_values(path: &Path, col: &dyn Array, first_row: u64) -> Result<Vec<u64>> {
+    if col.null_count() > 0 {
+        let row = (0..col.len()).find(|&i| col.is_null(i)).unwrap_or(0) as u64 + first_row;
+        return Err(Error::dataset(path, format!("column 'id', row {row}: id is null")));
+    }
+    if let Some(a) = col.as_primitive_opt::<UInt64Type>() {
+        return Ok(a.values().to_vec());
+    }
+    let a = col
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| Error::dataset(path, format!("column 'id' is {}, not int64", col.data_type())))?;
+    a.values()
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            u64::try_from(v).map_err(|_| {
+                Error::dataset(path, format!("column 'id', row {}: id {v} is negative", first_row + i as u64))
+            })
+        })
+        .collect()
 }
 
 /// The `view` column and the crop boxes (`crop_x`, `crop_y`, `crop_w`, `crop_h`, `flip`) of a record batch.

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use arrow_schema::Schema;
 
-use super::{part_schema, LabelForm, Shard, FORMAT, MANIFEST, SCHEMA_MAJOR, SCHEMA_VERSION};
+use super::{LabelForm, Shard, FORMAT, MANIFEST, OLDEST_MAJOR, SCHEMA_MAJOR, SCHEMA_VERSION};
 use crate::data::{ElementType, SourceInfo};
 use crate::error::{Error, Result};
 use crate::util::{read_text_bounded, Links};
@@ -255,15 +255,61 @@ impl Manifest {
 
     /// The columns every part has, without the metadata (see [`Manifest::arrow_schema`]).
     pub fn part_schema(&self) -> Schema {
-        part_schema(
-            self.input.dtype,
-            self.input.stored.then_some(self.input.width),
-            self.num_classes,
-            self.form,
-            self.float16,
-            self.views.as_ref(),
-            self.has_paths(),
-        )
+        use super::columns;
+        use arrow_schema::{DataType, Field};
+        let float = if self.float16 { DataType::Float16 } else { DataType::Float32 };
+        let list = |dt: DataType, n: usize| {
+            DataType::FixedSizeList(std::sync::Arc::new(Field::new("item", dt, false)), n as i32)
+        };
+        let mut fields =
+            vec![Field::new(columns::ID, self.id_type(), false), Field::new(columns::LABEL, DataType::Int64, true)];
+        if self.has_paths() {
+            fields.push(Field::new(columns::PATH, DataType::Utf8, false));
+        }
+        match &self.views {
+            Some(v) if v.crop.is_some() => fields.extend([
+                Field::new(columns::VIEW, DataType::UInt16, false),
+                Field::new(columns::CROP_X, DataType::UInt32, false),
+                Field::new(columns::CROP_Y, DataType::UInt32, false),
+                Field::new(columns::CROP_W, DataType::UInt32, false),
+                Field::new(columns::CROP_H, DataType::UInt32, false),
+                Field::new(columns::FLIP, DataType::Boolean, false),
+            ]),
+            Some(_) => fields.extend([
+                Field::new(columns::VIEW, DataType::UInt16, false),
+                Field::new(columns::SHIFT_X, DataType::Int16, false),
+                Field::new(columns::SHIFT_Y, DataType::Int16, false),
+            ]),
+            None => {}
+        }
+        if self.input.stored {
+            fields.push(Field::new(columns::INPUT, list(self.input.dtype.to_arrow(), self.input.width), false));
+        }
+        let k = self.num_classes;
+        match self.form {
+            LabelForm::Dense => fields.extend([
+                Field::new(columns::LOGITS, list(float.clone(), k), false),
+                Field::new(columns::SOFT, list(float, k), false),
+            ]),
+            LabelForm::TopK { k: top } => fields.extend([
+                Field::new(columns::TOPK_INDEX, list(DataType::UInt32, top), false),
+                Field::new(columns::TOPK_LOGIT, list(float, top), false),
+                Field::new(columns::LOGSUMEXP_T, DataType::Float64, false),
+            ]),
+            LabelForm::Sampled { k: draws, .. } => {
+                fields.push(Field::new(columns::SAMPLE_INDEX, list(DataType::UInt32, draws), false))
+            }
+        }
+        Schema::new(fields)
+    }
+
+    /// The `id` column's type: int64 from schema 2 on, uint64 in 1.x.
+    pub fn id_type(&self) -> arrow_schema::DataType {
+        if self.schema_version.starts_with("1.") {
+            arrow_schema::DataType::UInt64
+        } else {
+            arrow_schema::DataType::Int64
+        }
     }
 
     /// Whether parts hold the `path` column: rows read from an image folder (schema 1.6).
@@ -306,7 +352,7 @@ impl Manifest {
         let version = value.get("schema_version").and_then(|v| v.as_str()).unwrap_or("");
         let major: Option<u32> = version.split('.').next().and_then(|m| m.parse().ok());
         match major {
-            Some(SCHEMA_MAJOR) => {}
+            Some(m) if (OLDEST_MAJOR..=SCHEMA_MAJOR).contains(&m) => {}
             Some(m) if m > SCHEMA_MAJOR => {
                 return Err(Error::dataset(
                     &path,

@@ -19,37 +19,40 @@ pub use rows::{Outputs, TeacherOutputs};
 pub(crate) use writer::{prepare_dir, WRITE_BLOCK};
 pub use writer::{Resumed, ScoredRows, SoftLabelWriter, WriterOptions};
 
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::DataType;
 
-use crate::data::ElementType;
 use crate::error::{Error, Result};
 
-/// The schema version this build writes. Readers accept every version with the same major number.
-pub const SCHEMA_VERSION: &str = "1.0";
+/// The schema version this build writes for datasets of no optional feature. Major version 2 stores ids
+/// as int64 (every reader's default integer, Spark's included); 1.x stored them as uint64 and is still
+/// read. A minor version names the newest optional feature a dataset uses, the same in 1.x and 2.x.
+pub const SCHEMA_VERSION: &str = "2.0";
 /// The schema version of sparse (top-k or sampled) datasets, which add columns and the `form` field.
-pub const SCHEMA_VERSION_SPARSE: &str = "1.1";
+pub const SCHEMA_VERSION_SPARSE: &str = "2.1";
 /// The schema version of datasets with augmented views (`precompute --views`), which add the `view`,
 /// `shift_x` and `shift_y` columns and the `views` field.
-pub const SCHEMA_VERSION_VIEWS: &str = "1.2";
+pub const SCHEMA_VERSION_VIEWS: &str = "2.2";
 /// The schema version of datasets whose teacher takes another element type than the stored input
 /// (`teacher.input_type`, e.g. a float32 teacher fed uint8 pixels).
-pub const SCHEMA_VERSION_INPUT_TYPE: &str = "1.3";
+pub const SCHEMA_VERSION_INPUT_TYPE: &str = "2.3";
 /// The schema version of datasets made from imported teacher outputs (`softlabel import`,
 /// `teacher.imported`).
-pub const SCHEMA_VERSION_IMPORT: &str = "1.4";
+pub const SCHEMA_VERSION_IMPORT: &str = "2.4";
 /// The schema version of datasets whose teacher was fed several inputs (`teacher.extra_inputs`).
-pub const SCHEMA_VERSION_MULTI_INPUT: &str = "1.5";
+pub const SCHEMA_VERSION_MULTI_INPUT: &str = "2.5";
 /// The schema version of datasets made from an image folder, whose manifest records how images became
 /// rows (`input.image`).
-pub const SCHEMA_VERSION_IMAGES: &str = "1.6";
+pub const SCHEMA_VERSION_IMAGES: &str = "2.6";
 /// The schema version of datasets imported from top-k log-probabilities (`teacher.output_kind` =
 /// `topk-log-probs`).
-pub const SCHEMA_VERSION_TOPK_IMPORT: &str = "1.7";
+pub const SCHEMA_VERSION_TOPK_IMPORT: &str = "2.7";
 /// The schema version of datasets with crop views of images (`views.crop`; the `crop_x`, `crop_y`,
 /// `crop_w`, `crop_h` and `flip` columns instead of `shift_x` and `shift_y`).
-pub const SCHEMA_VERSION_CROP_VIEWS: &str = "1.8";
-/// The major schema version this build reads.
-pub const SCHEMA_MAJOR: u32 = 1;
+pub const SCHEMA_VERSION_CROP_VIEWS: &str = "2.8";
+/// The major schema version this build writes (and reads).
+pub const SCHEMA_MAJOR: u32 = 2;
+/// The oldest major schema version this build reads (1.x: uint64 ids).
+pub const OLDEST_MAJOR: u32 = 1;
 /// The manifest's file name inside a dataset folder.
 pub const MANIFEST: &str = "_manifest.json";
 /// The progress journal of an unfinished precompute (removed when the manifest is written).
@@ -154,60 +157,6 @@ impl Shard {
     pub fn owns(&self, id: u64) -> bool {
         crate::util::splitmix64(id) % u64::from(self.count) == u64::from(self.index)
     }
-}
-
-/// The Arrow schema of a part; `width` is `None` when inputs are not stored.
-pub fn part_schema(
-    input: ElementType,
-    width: Option<usize>,
-    classes: usize,
-    form: LabelForm,
-    float16: bool,
-    views: Option<&crate::augment::Views>,
-    paths: bool,
-) -> Schema {
-    let float = if float16 { DataType::Float16 } else { DataType::Float32 };
-    let list =
-        |dt: DataType, n: usize| DataType::FixedSizeList(std::sync::Arc::new(Field::new("item", dt, false)), n as i32);
-    let mut fields =
-        vec![Field::new(columns::ID, DataType::UInt64, false), Field::new(columns::LABEL, DataType::Int64, true)];
-    if paths {
-        fields.push(Field::new(columns::PATH, DataType::Utf8, false));
-    }
-    if views.is_some_and(|v| v.crop.is_some()) {
-        fields.extend([
-            Field::new(columns::VIEW, DataType::UInt16, false),
-            Field::new(columns::CROP_X, DataType::UInt32, false),
-            Field::new(columns::CROP_Y, DataType::UInt32, false),
-            Field::new(columns::CROP_W, DataType::UInt32, false),
-            Field::new(columns::CROP_H, DataType::UInt32, false),
-            Field::new(columns::FLIP, DataType::Boolean, false),
-        ]);
-    } else if views.is_some() {
-        fields.extend([
-            Field::new(columns::VIEW, DataType::UInt16, false),
-            Field::new(columns::SHIFT_X, DataType::Int16, false),
-            Field::new(columns::SHIFT_Y, DataType::Int16, false),
-        ]);
-    }
-    if let Some(width) = width {
-        fields.push(Field::new(columns::INPUT, list(input.to_arrow(), width), false));
-    }
-    match form {
-        LabelForm::Dense => fields.extend([
-            Field::new(columns::LOGITS, list(float.clone(), classes), false),
-            Field::new(columns::SOFT, list(float, classes), false),
-        ]),
-        LabelForm::TopK { k } => fields.extend([
-            Field::new(columns::TOPK_INDEX, list(DataType::UInt32, k), false),
-            Field::new(columns::TOPK_LOGIT, list(float, k), false),
-            Field::new(columns::LOGSUMEXP_T, DataType::Float64, false),
-        ]),
-        LabelForm::Sampled { k, .. } => {
-            fields.push(Field::new(columns::SAMPLE_INDEX, list(DataType::UInt32, k), false))
-        }
-    }
-    Schema::new(fields)
 }
 
 /// How the teacher's outputs are stored.

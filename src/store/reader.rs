@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{UInt16Type, UInt64Type};
+use arrow_array::types::UInt16Type;
 use arrow_array::{Array, RecordBatch, RecordBatchReader};
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
@@ -104,18 +104,14 @@ impl SoftLabels {
             let mut row = 0u64;
             for rb in self.projected_reader(&path, &names)? {
                 let rb = rb.map_err(|e| Error::dataset(&path, format!("cannot decode ids after row {row}: {e}")))?;
-                let id = rb.column(0).as_primitive::<UInt64Type>();
-                if id.null_count() > 0 {
-                    let i = (0..id.len()).find(|&i| id.is_null(i)).unwrap_or(0);
-                    return Err(Error::dataset(&path, format!("column 'id', row {}: id is null", row + i as u64)));
-                }
-                if let Some(i) = id.values().iter().position(|&v| v < part.min_id || v > part.max_id) {
+                let id = super::decode::id_values(&path, rb.column(0).as_ref(), row)?;
+                if let Some(i) = id.iter().position(|&v| v < part.min_id || v > part.max_id) {
                     return Err(Error::dataset(
                         &path,
                         format!(
                             "column 'id', row {}: id {} outside the manifest's range {}..={} for this part",
                             row + i as u64,
-                            id.value(i),
+                            id[i],
                             part.min_id,
                             part.max_id
                         ),
@@ -125,11 +121,9 @@ impl SoftLabels {
                 match views {
                     true => {
                         let view = rb.column(2).as_primitive::<UInt16Type>();
-                        keys.extend(
-                            id.values().iter().zip(view.values()).map(|(&i, &v)| (u128::from(i) << 16) | u128::from(v)),
-                        );
+                        keys.extend(id.iter().zip(view.values()).map(|(&i, &v)| (u128::from(i) << 16) | u128::from(v)));
                     }
-                    false => keys.extend(id.values().iter().map(|&i| u128::from(i) << 16)),
+                    false => keys.extend(id.iter().map(|&i| u128::from(i) << 16)),
                 }
                 row += rb.num_rows() as u64;
             }
@@ -158,10 +152,10 @@ impl SoftLabels {
             let Ok(reader) = self.projected_reader(&path, names) else { continue };
             let mut row = 0u64;
             for rb in reader.flatten() {
-                let ids = rb.column(0).as_primitive::<UInt64Type>();
-                for i in 0..rb.num_rows() {
+                let Ok(ids) = super::decode::id_values(&path, rb.column(0).as_ref(), row) else { continue };
+                for (i, &at) in ids.iter().enumerate() {
                     let v = if views { rb.column(1).as_primitive::<UInt16Type>().value(i) } else { 0 };
-                    if ids.value(i) == id && v == view {
+                    if at == id && v == view {
                         places.push((path.clone(), row + i as u64));
                     }
                 }
@@ -208,7 +202,7 @@ impl SoftLabels {
             let path = self.dir.join(&part.file);
             for rb in self.projected_reader(&path, &[columns::ID])? {
                 let rb = rb.map_err(|e| Error::dataset(&path, format!("cannot decode ids: {e}")))?;
-                ids.extend_from_slice(rb.column(0).as_primitive::<UInt64Type>().values());
+                ids.extend(super::decode::id_values(&path, rb.column(0).as_ref(), 0)?);
             }
         }
         Ok(ids)

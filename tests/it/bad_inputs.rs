@@ -170,7 +170,7 @@ fn corpus() -> Vec<Case> {
         Case { tamper: Some(|ds, _| edit_json(ds, |v| v["temperature"] = (-1.0).into())), ..case("manifest temperature edited to -1", Dataset, &["inspect", "{DS}"], &["_manifest.json", "temperature -1 is not finite and > 0"]) },
         Case { tamper: Some(|ds, _| edit_json(ds, |v| v["source"]["files"][0]["rows"] = 999.into())), ..case("manifest source description edited by hand", Dataset, &["inspect", "{DS}"], &["_manifest.json", "edited by hand"]) },
         Case { tamper: Some(|ds, _| edit_json(ds, |v| v["rowz"] = 1.into())), ..case("manifest with an unknown field", Dataset, &["inspect", "{DS}"], &["_manifest.json", "unknown field `rowz`"]) },
-        Case { tamper: Some(|ds, _| edit_json(ds, |v| v["schema_version"] = "2.0".into())), ..case("manifest of a newer major schema version", Dataset, &["inspect", "{DS}"], &["_manifest.json", "schema version 2.0 is newer than this softlabel reads"]) },
+        Case { tamper: Some(|ds, _| edit_json(ds, |v| v["schema_version"] = "3.0".into())), ..case("manifest of a newer major schema version", Dataset, &["inspect", "{DS}"], &["_manifest.json", "schema version 3.0 is newer than this softlabel reads"]) },
         Case { tamper: Some(|ds, _| std::fs::write(ds.join("_manifest.json"), "{ not json").unwrap()), ..case("manifest that is not JSON", Dataset, &["inspect", "{DS}"], &["_manifest.json", "not valid JSON"]) },
         Case {
             // The manifest (consistently rewritten) claims another teacher; the parts' own metadata name the real one.

@@ -174,10 +174,10 @@ fn tampered_datasets_are_refused() {
     copy_dir(&out, &newer);
     let text = std::fs::read_to_string(newer.join("_manifest.json"))
         .unwrap()
-        .replace("\"schema_version\": \"1.0\"", "\"schema_version\": \"2.0\"");
+        .replace("\"schema_version\": \"2.0\"", "\"schema_version\": \"3.0\"");
     std::fs::write(newer.join("_manifest.json"), text).unwrap();
     let o = inspect(&newer);
-    assert_fails(&o, "schema version 2.0 is newer");
+    assert_fails(&o, "schema version 3.0 is newer");
     // No manifest at all (an interrupted run).
     let partial = tmp.path().join("partial");
     copy_dir(&out, &partial);
@@ -760,7 +760,7 @@ fn top_k_and_sampled_labels_store_exact_values_and_train() {
     let topk = tmp.path().join("topk");
     assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &topk, &["--top-k", "2"]));
     let ds = SoftLabels::open(&topk).unwrap();
-    assert_eq!(ds.manifest().schema_version, "1.1");
+    assert_eq!(ds.manifest().schema_version, "2.1");
     let d = ds.load().unwrap();
     let Outputs::TopK { index, logit, logsumexp_t } = &d.outputs else { panic!("not top-k") };
     for (i, row) in d.inputs.rows().into_iter().enumerate() {
@@ -900,7 +900,7 @@ fn views_store_shifted_rows_with_exact_logits_and_rebuild_from_their_source() {
     assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &full, &views));
     let ds = SoftLabels::open(&full).unwrap();
     let m = ds.manifest();
-    assert_eq!((m.schema_version.as_str(), m.rows), ("1.2", 800));
+    assert_eq!((m.schema_version.as_str(), m.rows), ("2.2", 800));
     // Parts hold whole groups of views (30 rounded up to 32).
     assert!(m.parts.iter().rev().skip(1).all(|p| p.rows == 32), "{:?}", m.parts);
     // Every stored input is its source row shifted as recorded (checked independently of the library's

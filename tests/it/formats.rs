@@ -354,7 +354,7 @@ fn import_joins_outputs_by_id_and_refuses_bad_outputs() {
     let m = SoftLabels::open(&b).unwrap().manifest().clone();
     let info = m.teacher.imported.clone().unwrap();
     assert_eq!((info.format.as_str(), info.column.as_str(), info.rows), ("parquet", "logits", 200));
-    assert_eq!(m.schema_version, "1.4");
+    assert_eq!(m.schema_version, "2.4");
     // Top-k and shards work on imported outputs as on a model's.
     assert_ok(&import(&outputs, &tmp.path().join("topk"), &["--top-k", "2"]));
     assert_ok(&import(&outputs, &tmp.path().join("s0"), &["--shard", "0/2"]));

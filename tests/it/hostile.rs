@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, UInt32Type, UInt64Type};
+use arrow_array::types::{Float32Type, Float64Type, Int64Type, UInt32Type};
 use arrow_array::{
     Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, ListArray, RecordBatch, UInt32Array,
 };
@@ -284,7 +284,7 @@ fn rewrite_part_in_chunks(ds: &Path, i: usize, chunk: usize, mut change: impl Fn
         });
         writer.write(&batch).unwrap();
         writer.flush().unwrap();
-        ids.extend_from_slice(batch.column_by_name("id").unwrap().as_primitive::<UInt64Type>().values());
+        ids.extend(batch.column_by_name("id").unwrap().as_primitive::<Int64Type>().values().iter().map(|&v| v as u64));
         start += n;
     }
     w.unwrap().close().unwrap();
@@ -868,7 +868,7 @@ fn corpus() -> Vec<(Class, &'static str, Make)> {
                 rewrite_part(&e.dense, 0, |b| {
                     let id = b.column_by_name("id").unwrap().clone();
                     RecordBatch::try_new(
-                        Arc::new(Schema::new(vec![Field::new("id", DataType::UInt64, false)])),
+                        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
                         vec![id],
                     )
                     .unwrap()
@@ -907,9 +907,9 @@ fn corpus() -> Vec<(Class, &'static str, Make)> {
             "duplicate ids across parts (eval --labels)",
             Box::new(|e: &Env| {
                 rewrite_part(&e.dense, 1, |b| {
-                    let ids: Vec<u64> =
-                        (0..b.num_rows() as u64).map(|i| if i == 5 { 1007 } else { 5000 + i }).collect();
-                    set_column(&b, "id", Arc::new(arrow_array::UInt64Array::from(ids)))
+                    let ids: Vec<i64> =
+                        (0..b.num_rows() as i64).map(|i| if i == 5 { 1007 } else { 5000 + i }).collect();
+                    set_column(&b, "id", Arc::new(arrow_array::Int64Array::from(ids)))
                 });
                 fail(
                     eval_labels(e, &e.dense),

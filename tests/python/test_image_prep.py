@@ -96,7 +96,7 @@ def test_resize_and_centre_crop_follow_pillow_and_torchvision(tmp_path, folder, 
         diff = np.abs(g.astype(np.int32) - ref.astype(np.int32))
         assert diff.max() <= 1 and np.mean(diff == 0) > 0.75, (name, diff.max(), np.mean(diff == 0))
     m = json.loads((tmp_path / "rgb" / "_manifest.json").read_text())
-    assert m["schema_version"] == "1.6"
+    assert m["schema_version"] == "2.6"
     assert m["input"]["image"] == {"resize": resize, "size": [64, 64], "channels": 3, "layout": "chw"}
     assert m["input"]["dtype"] == "u8" and m["input"]["shape"] == [3, 64, 64]
 
@@ -221,7 +221,7 @@ def test_fkd_crop_views_store_boxes_and_rebuild_the_same_pixels(tmp_path, folder
     plain = rows(tmp_path / "plain")
     t = pq.read_table(sorted((tmp_path / "v").glob("part-*.parquet"))).sort_by([("id", "ascending"), ("view", "ascending")])
     m = json.loads((tmp_path / "v" / "_manifest.json").read_text())
-    assert m["schema_version"] == "1.8" and m["views"]["crop"] == {"scale": [0.35, 1.0], "flip": True}
+    assert m["schema_version"] == "2.8" and m["views"]["crop"] == {"scale": [0.35, 1.0], "flip": True}
     got = np.stack(t.column("input").to_numpy(zero_copy_only=False))
     flips = 0
     for r, row in enumerate(t.to_pylist()):

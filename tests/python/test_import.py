@@ -53,7 +53,7 @@ def test_jsonl_probabilities_from_a_scikit_learn_teacher_train_a_student(digits,
     assert "ok" in run("verify", labels).stdout
 
     manifest = json.loads((labels / "_manifest.json").read_text())
-    assert manifest["schema_version"] == "1.4"
+    assert manifest["schema_version"] == "2.4"
     t = manifest["teacher"]
     assert t["file"] == "forest.jsonl" and t["output_kind"] == "probs"
     assert t["imported"] == {"format": "jsonl", "column": "probs", "rows": len(ids),
@@ -133,7 +133,7 @@ def test_topk_log_probabilities_as_apis_return_them(digits, tmp_path):
     run(*common, "--outputs", as_list, "--class-names", ",".join(NAMES), "--out", b)
     assert "ok" in run("verify", a).stdout
     m = json.loads((a / "_manifest.json").read_text())
-    assert m["schema_version"] == "1.7" and m["teacher"]["output_kind"] == "topk-log-probs"
+    assert m["schema_version"] == "2.7" and m["teacher"]["output_kind"] == "topk-log-probs"
     assert m["form"] == {"kind": "top-k", "k": 3}
     t = pq.read_table(sorted(a.glob("part-*.parquet"))).sort_by("id")
     row = {int(i): r for r, i in enumerate(ids)}

@@ -43,7 +43,7 @@ def test_folder_opens_with_pyarrow_dataset(labels):
     ds = pads.dataset(str(labels), format="parquet")
     assert ds.count_rows() == 10_000
     table = ds.to_table()
-    assert table.schema.field("id").type == pa.uint64()
+    assert table.schema.field("id").type == pa.int64()
     assert table.schema.field("label").type == pa.int64()
     assert table.schema.field("input").type == pa.list_(pa.field("item", pa.uint8(), nullable=False), 784)
     for c in ("logits", "soft"):
@@ -54,7 +54,7 @@ def test_metadata_matches_manifest(labels):
     manifest = json.loads((labels / "_manifest.json").read_text())
     md = {k.decode(): v.decode() for k, v in pq.read_schema(labels / "part-00001.parquet").metadata.items()}
     # 1.3: the teacher takes float32, the stored pixels are uint8, so the manifest records the teacher's type.
-    assert md["softlabel.schema_version"] == manifest["schema_version"] == "1.3"
+    assert md["softlabel.schema_version"] == manifest["schema_version"] == "2.3"
     assert manifest["teacher"]["input_type"] == "f32" and manifest["input"]["dtype"] == "u8"
     assert float(md["softlabel.temperature"]) == manifest["temperature"] == T
     assert md["softlabel.teacher_sha256"] == manifest["teacher"]["sha256"]

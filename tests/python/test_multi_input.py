@@ -50,7 +50,7 @@ def test_masked_bag_fixture_equals_numpy_and_onnxruntime(tmp_path):
     reference = np.array(json.loads((FIXTURES / "masked_bag.json").read_text())["logits"], np.float32)
     np.testing.assert_allclose(z, reference, atol=1e-5, rtol=0)
     m = json.loads((out / "_manifest.json").read_text())
-    assert m["schema_version"] == "1.5"
+    assert m["schema_version"] == "2.5"
     assert m["teacher"]["input_name"] == "input_ids" and m["input"]["source_column"] == "ids"
     assert m["teacher"]["extra_inputs"] == [{"name": "attention_mask", "column": "mask", "dtype": "u8", "width": 6,
                                              "input_type": "i64", "input_shape": [-1, 6]}]

@@ -83,10 +83,10 @@ def test_columns_and_manifest_checks(sets, tmp_path):
     part.write_bytes(bytes(data))
     with pytest.raises(softlabel.SchemaError, match="part-00000.parquet: sha256 does not match"):
         softlabel.open_dataset(bad)
-    m["schema_version"] = "2.0"
+    m["schema_version"] = "3.0"
     m["checksum"] = softlabel.checksum_of(m)
     (bad / "_manifest.json").write_text(json.dumps(m))
-    with pytest.raises(softlabel.SchemaError, match="schema version '2.0'"):
+    with pytest.raises(softlabel.SchemaError, match="schema version '3.0'"):
         softlabel.open_dataset(bad)
 
 
@@ -100,8 +100,10 @@ def test_losses_equal_the_rust_losses(sets, tmp_path, form, t, alpha):
     rust = json.loads(run("loss", "--labels", sets[form], "--logits", tmp_path / "z.npy", "-T", t, "--alpha", alpha,
                           "--per-row", "--json").stdout)
     ours = softlabel.kd_loss(z, ds, temperature=t, alpha=alpha)
-    np.testing.assert_allclose(ours, rust["per_row"], rtol=0, atol=1e-6)
-    assert abs(ours.mean() - rust["mean"]) < 1e-6
+    # The issue asks for 1e-6; measured: 1.4e-14 to 2.1e-14 (float64 rounding; T and alpha as float32
+    # on both sides), so the check is kept far tighter.
+    np.testing.assert_allclose(ours, rust["per_row"], rtol=0, atol=1e-9)
+    assert abs(ours.mean() - rust["mean"]) < 1e-9
     # The gradient by central differences (float64 logits; the loss is smooth).
     loss, g = softlabel.kd_loss(z[:5], ds, rows=slice(0, 5), temperature=t, alpha=alpha, grad=True)
     h = 1e-3

@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import duckdb
 import numpy as np
 import pandas as pd
@@ -36,7 +38,7 @@ def softmax_t(logits, t):
 def test_pandas(labels):
     df = pd.read_parquet(labels)  # the folder: _manifest.json is skipped like _SUCCESS
     assert len(df) == 10_000 and df["id"].is_unique
-    assert str(df["id"].dtype) == "uint64" and str(df["label"].dtype) in ("int64", "Int64")
+    assert str(df["id"].dtype) == "int64" and str(df["label"].dtype) in ("int64", "Int64")
     logits, soft = np.stack(df["logits"].to_numpy()), np.stack(df["soft"].to_numpy())
     assert logits.dtype == np.float32 and logits.shape == (10_000, 10)
     assert np.abs(soft - softmax_t(logits, T)).max() < 1e-6
@@ -45,7 +47,7 @@ def test_pandas(labels):
 def test_polars(labels):
     df = pl.read_parquet(str(labels / "*.parquet"))
     assert df.height == 10_000
-    assert df.schema["id"] == pl.UInt64 and df.schema["label"] == pl.Int64
+    assert df.schema["id"] == pl.Int64 and df.schema["label"] == pl.Int64
     assert df.schema["logits"] == pl.Array(pl.Float32, 10) and df.schema["input"] == pl.Array(pl.UInt8, 784)
     logits, soft = df["logits"].to_numpy(), df["soft"].to_numpy()
     assert np.abs(soft - softmax_t(logits, T)).max() < 1e-6
@@ -60,7 +62,7 @@ def test_duckdb(labels):
                  for i in range(4))
     # Parquet has no fixed-size list: readers that ignore the embedded Arrow schema (DuckDB, Spark) see a
     # variable-length list, every one of length K.
-    assert types == {"id": "UBIGINT", "label": "BIGINT", "logits": "FLOAT[]", "soft": "FLOAT[]"}
+    assert types == {"id": "BIGINT", "label": "BIGINT", "logits": "FLOAT[]", "soft": "FLOAT[]"}
     lo, hi = con.execute(f"SELECT min(len(logits)), max(len(soft)) FROM read_parquet('{glob}')").fetchone()
     assert lo == hi == 10
     kv = {k.decode(): v.decode() for k, v in con.execute(
@@ -111,4 +113,41 @@ def test_top_k_files_read_everywhere_and_give_exact_probabilities(labels, tmp_pa
     assert (n, lo, hi) == (10_000, 5, 5)
     manifest = json.loads((topk / "_manifest.json").read_text())
     # 1.3 > 1.1: the top-k form, and a float32 teacher fed uint8 pixels (teacher.input_type).
-    assert manifest["schema_version"] == "1.3" and manifest["form"] == {"kind": "top-k", "k": 5}
+    assert manifest["schema_version"] == "2.3" and manifest["form"] == {"kind": "top-k", "k": 5}
+
+
+def test_schema_1_datasets_with_uint64_ids_are_still_read(tmp_path):
+    """A dataset as softlabel wrote it before schema 2 (uint64 ids, schema_version 1.x) still verifies,
+    inspects, trains and opens in the Python reader, with the same rows."""
+    import shutil
+
+    from softlabel_testing import reseal
+
+    import softlabel
+    src = tmp_path / "src"
+    subprocess.run([BIN, "--quiet", "precompute", "--teacher", ROOT / "data" / "teachers" / "mnist_cnn.onnx",
+                    "--data", ROOT / "data" / "mnist" / "test.parquet", "--input-column", "image", "-T", "4",
+                    "--rows-per-part", "4000", "--out", src], check=True)
+    old = tmp_path / "old"
+    shutil.copytree(src, old)
+    for part in sorted(old.glob("part-*.parquet")):
+        t = pq.read_table(part)
+        schema = t.schema.set(t.schema.get_field_index("id"), pa.field("id", pa.uint64(), False))
+        pq.write_table(t.cast(schema), part)
+        reseal(old, part)
+    m = json.loads((old / "_manifest.json").read_text())
+    m["schema_version"] = "1." + m["schema_version"].split(".")[1]
+    m["checksum"] = ""
+    (old / "_manifest.json").write_text(json.dumps(m))
+    reseal(old, sorted(old.glob("part-*.parquet"))[0])          # recomputes the checksum
+    assert pq.read_schema(sorted(old.glob("part-*.parquet"))[0]).field("id").type == pa.uint64()
+    out = subprocess.run([BIN, "verify", old], check=True, capture_output=True, text=True).stdout
+    assert "ok (10000 rows" in out
+    a, b = softlabel.open_dataset(src), softlabel.open_dataset(old)
+    np.testing.assert_array_equal(a.ids(), b.ids())
+    np.testing.assert_array_equal(a.logits(), b.logits())
+    for d, name in [(src, "s_new"), (old, "s_old")]:
+        subprocess.run([BIN, "--quiet", "train", "--labels", d, "--out", tmp_path / name, "--hidden", "16",
+                        "--epochs", "1", "--threads", "1"], check=True)
+    assert (tmp_path / "s_new" / "student.safetensors").read_bytes() == \
+        (tmp_path / "s_old" / "student.safetensors").read_bytes()

@@ -52,7 +52,7 @@ def test_views_are_reproducible_from_their_recorded_shifts(tmp_path):
                     "image", "--temperature", "4", "--out", str(out), "--views", "5", "--max-shift", "2",
                     "--view-seed", "11", "--rows-per-part", "500"], check=True, stdout=subprocess.DEVNULL)
     manifest = json.loads((out / "_manifest.json").read_text())
-    assert manifest["schema_version"] == "1.3"  # views (1.2), and a float32 teacher fed uint8 pixels (1.3)
+    assert manifest["schema_version"] == "2.3"  # views (1.2), and a float32 teacher fed uint8 pixels (1.3)
     assert manifest["views"] == {"count": 5, "max_shift": 2, "image": [1, 28, 28], "seed": 11}
 
     t = pds.dataset(out).to_table()

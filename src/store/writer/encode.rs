@@ -77,8 +77,7 @@ impl SoftLabelWriter {
                     .map_err(|e| Error::Internal(e.to_string()))?,
             ))
         };
-        let mut cols: Vec<ArrayRef> =
-            vec![Arc::new(UInt64Array::from(ids.to_vec())), Arc::new(Int64Array::from(labels.to_vec()))];
+        let mut cols: Vec<ArrayRef> = vec![self.id_array(ids)?, Arc::new(Int64Array::from(labels.to_vec()))];
         if self.manifest.has_paths() {
             cols.push(Arc::new(arrow_array::StringArray::from_iter_values(paths)));
         }
@@ -130,6 +129,23 @@ impl SoftLabelWriter {
             }
         }
         RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| Error::Internal(format!("record batch: {e}")))
+    }
+
+    /// Ids as the manifest's schema stores them: int64 (schema 2; an id above 2^63 - 1 is refused) or
+    /// uint64 (1.x, when a resumed or merged 1.x dataset is continued).
+    fn id_array(&self, ids: &[u64]) -> Result<ArrayRef> {
+        if self.manifest.id_type() == arrow_schema::DataType::UInt64 {
+            return Ok(Arc::new(UInt64Array::from(ids.to_vec())));
+        }
+        let ids: Vec<i64> = ids
+            .iter()
+            .map(|&id| {
+                i64::try_from(id).map_err(|_| {
+                    Error::Config(format!("id {id} is above 2^63 - 1: soft-label datasets store ids as int64"))
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Arc::new(Int64Array::from(ids)))
     }
 
     /// Float values as the manifest stores them: float32, or float16 (refusing values out of its range).
