@@ -5,6 +5,7 @@ mod enums;
 mod eval;
 mod export;
 mod inspect;
+mod inspect_teacher;
 mod loss;
 mod merge;
 mod precompute;
@@ -55,6 +56,9 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Describe a soft-label dataset.
     Inspect(inspect::InspectArgs),
+    /// List an ONNX teacher's inputs and every value its nodes compute, with the element type and shape
+    /// ONNX Runtime infers: the names to pick intermediate layers by.
+    InspectTeacher(inspect_teacher::InspectTeacherArgs),
     /// Check a soft-label dataset completely: manifest, checksums, ids, rows, soft = softmax(logits/T).
     Verify(verify::VerifyArgs),
     /// Combine soft-label datasets (the shards of one run) into one, checking every id appears once.
@@ -212,6 +216,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a, &bars),
         Command::Export(a) => export::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::InspectTeacher(a) => inspect_teacher::run(a, ort),
         Command::Merge(a) => merge::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Report(a) => report::run(a, ort, &bars),

@@ -2,6 +2,7 @@
 //! and finding the ONNX Runtime shared library ([`runtime`]).
 
 pub mod ensemble;
+pub mod graph;
 pub mod imported;
 pub mod runtime;
 pub mod session;

@@ -6,6 +6,7 @@ pub mod fs;
 pub mod guard;
 pub mod hash;
 pub mod lock;
+pub mod protobuf;
 pub mod threads;
 
 pub use files::{open_regular, read_bounded, read_text_bounded, Links, ParquetFile};

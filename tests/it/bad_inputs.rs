@@ -115,6 +115,7 @@ fn corpus() -> Vec<Case> {
         pre("a JSON file given as data", Data, &lin, &f("linear.json"), &[], &["linear.json", "a .json text file is not a format softlabel reads as data"]),
         // --- models
         pre("non-ONNX teacher", Model, &f("not_onnx.onnx"), &small, &[], &["not_onnx.onnx", "cannot load as an ONNX model"]),
+        case("inspect-teacher of a file that is not ONNX", Model, &["inspect-teacher", &f("not_onnx.onnx")], &["not_onnx.onnx", "cannot read the ONNX protobuf"]),
         pre("missing teacher", Model, "/nonexistent/t.onnx", &small, &[], &["/nonexistent/t.onnx", "No such file"]),
         pre("teacher with two inputs", Model, &f("two_inputs.onnx"), &small, &[], &["two_inputs.onnx", "2 inputs (a, b)"]),
         // --- teachers of several inputs (--input NAME=COLUMN)
