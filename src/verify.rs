@@ -43,6 +43,32 @@ pub fn verify(dir: &Path) -> Result<Verified> {
     let mut max_err = 0f64;
     let mut p = Vec::new();
     let rows = ds.scan(true, |path, rb, first_row, rows| {
+        // Stored features: the manifest's width (checked with the column types) and finite values.
+        for f in &m.features {
+            let col = rb
+                .column_by_name(&f.column)
+                .ok_or_else(|| Error::dataset(path, format!("no column '{}'", f.column)))?;
+            let list = col.as_fixed_size_list();
+            let values = list.values().slice(list.value_offset_at(0), list.len() * f.width);
+            let v: Vec<f32> = match (values.as_primitive_opt::<Float32Type>(), values.as_primitive_opt::<Float16Type>())
+            {
+                (Some(v), _) => v.values().to_vec(),
+                (_, Some(v)) => v.values().iter().map(|h| h.to_f32()).collect(),
+                _ => return Err(Error::dataset(path, format!("column '{}' is not float32 or float16", f.column))),
+            };
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(Error::dataset(
+                    path,
+                    format!(
+                        "column '{}', row {}: value {} is {}",
+                        f.column,
+                        first_row + (i / f.width.max(1)) as u64,
+                        i % f.width.max(1),
+                        v[i]
+                    ),
+                ));
+            }
+        }
         let Outputs::Dense { logits } = &rows.outputs else { return Ok(()) };
         // The column's type and width K were checked against the manifest when the part was opened.
         let soft = rb.column_by_name(columns::SOFT).ok_or_else(|| Error::dataset(path, "no column 'soft'"))?;

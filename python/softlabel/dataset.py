@@ -175,6 +175,14 @@ class SoftLabels:
         self._need("sampled")
         return self._list("sample_index", np.int64)
 
+    def features(self, name: str) -> np.ndarray:
+        """A stored teacher feature (`precompute --features NAME`), float32 `[rows, width]`: pooled and
+        projected as the manifest's `features` entry says."""
+        names = [f["name"] for f in self.manifest.get("features", [])]
+        if name not in names:
+            raise SchemaError(f"{self.path}: no feature '{name}' (stored: {', '.join(names) or 'none'})")
+        return self._list("feature." + name, np.float32)
+
     def views(self) -> Optional[dict]:
         """The view columns of a dataset with views (`view` and the shifts or crop boxes), else None."""
         if self.manifest.get("views") is None:

@@ -106,3 +106,15 @@ mirror! {
         Max,
     }
 }
+
+mirror! {
+    /// How a feature map is stored.
+    FeaturePool => softlabel::teacher::FeaturePool {
+        /// Global average pooling to one value per channel.
+        Avg,
+        /// Global max pooling to one value per channel.
+        Max,
+        /// The whole map, flattened.
+        None,
+    }
+}

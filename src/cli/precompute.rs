@@ -140,6 +140,21 @@ pub struct PrecomputeArgs {
     /// Crop views are flipped left-right with probability 1/2 (recorded in the flip column).
     #[arg(long, requires = "crop_scale")]
     pub flip: bool,
+    /// Store these intermediate values of the teacher (names as `softlabel inspect-teacher` lists them)
+    /// as `feature.NAME` columns beside its outputs, for feature-based distillation.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub features: Vec<String>,
+    /// How a feature map of more than one dimension a row ([C, H, W]) is stored: global average or max
+    /// pooling to [C], or whole (flattened).
+    #[arg(long, value_enum, default_value_t = d().feature_pool.into())]
+    pub feature_pool: super::enums::FeaturePool,
+    /// Project every feature (after pooling) to D values by a seeded Gaussian random projection, to
+    /// bound the bytes a row costs (the seed is recorded).
+    #[arg(long, value_name = "D")]
+    pub feature_dim: Option<usize>,
+    /// Seed of the feature projections.
+    #[arg(long, default_value_t = d().feature_seed, value_name = "S")]
+    pub feature_seed: u64,
     /// Image folders: resize each image's shorter side to S pixels (antialiased bilinear, as
     /// torchvision's Resize(S)), then centre-crop to the teacher's height x width (zero-padded where
     /// smaller, as CenterCrop). Without it every image must already have the teacher's size.
@@ -201,6 +216,10 @@ impl PrecomputeArgs {
             image: self.image.clone(),
             view_seed: self.view_seed,
             crop_scale: self.crop_scale.as_deref().and_then(|s| Some([*s.first()?, *s.get(1)?])),
+            features: self.features.clone(),
+            feature_pool: self.feature_pool.into(),
+            feature_dim: self.feature_dim,
+            feature_seed: self.feature_seed,
             flip: self.flip,
         }
     }

@@ -97,6 +97,14 @@ pub struct TeacherConfig {
     pub crop_scale: Option<[f32; 2]>,
     /// Crop views are flipped left-right with probability 1/2.
     pub flip: bool,
+    /// Intermediate values of the teacher stored beside its outputs (`feature.NAME` columns).
+    pub features: Vec<String>,
+    /// How feature maps are reduced: avg, max or none.
+    pub feature_pool: crate::teacher::FeaturePool,
+    /// Project every feature to this many values.
+    pub feature_dim: Option<usize>,
+    /// Seed of the feature projections.
+    pub feature_seed: u64,
 }
 
 impl Default for TeacherConfig {
@@ -125,6 +133,10 @@ impl Default for TeacherConfig {
             view_seed: 0,
             crop_scale: None,
             flip: false,
+            features: Vec::new(),
+            feature_pool: crate::teacher::FeaturePool::default(),
+            feature_dim: None,
+            feature_seed: 0,
         }
     }
 }
@@ -343,6 +355,23 @@ impl TeacherConfig {
             (None, None) => LabelForm::Dense,
         };
         let views = self.view_options(origin)?;
+        if !self.features.is_empty() {
+            if import.is_some() {
+                return Err(
+                    origin.error("features", "are the teacher's intermediate values; imported outputs have none")
+                );
+            }
+            if teachers.len() > 1 {
+                return Err(origin.error("features", "are read from one teacher, not an ensemble"));
+            }
+            for (i, f) in self.features.iter().enumerate() {
+                if f.is_empty() || self.features[..i].contains(f) {
+                    return Err(origin.error("features", format!("names '{f}' twice or empty")));
+                }
+            }
+        } else if self.feature_dim.is_some() {
+            return Err(origin.error("feature_dim", "projects features: name them with features"));
+        }
         let topk_import = matches!(&self.model, Models::Imported(src) if src.kind == OutputKind::TopkLogProbs);
         if self.output == OutputKind::TopkLogProbs && import.is_none() {
             return Err(origin.error("output", "topk-log-probs is for imported outputs (softlabel import --kind)"));
@@ -430,6 +459,10 @@ impl TeacherConfig {
                 ort_lib: pass.ort_lib.clone(),
                 input_name,
                 extra_inputs,
+                features: self.features.clone(),
+                feature_pool: self.feature_pool,
+                feature_dim: self.feature_dim,
+                feature_seed: self.feature_seed,
                 output_name: self.output_name.clone(),
                 output_kind: self.output,
             },

@@ -124,6 +124,7 @@ impl<'s> Plan<'s> {
             })
             .collect::<Result<_>>()?;
         let (probe_logits, num_classes) = pass.infer(&first)?;
+        let probe_features = pass.take_features();
         if num_classes > crate::store::MAX_CLASSES {
             return Err(Error::model(
                 pass.path(),
@@ -176,7 +177,9 @@ impl<'s> Plan<'s> {
         };
         let manifest = Manifest {
             format: FORMAT.into(),
-            schema_version: if views.as_ref().is_some_and(|v| v.crop.is_some()) {
+            schema_version: if !settings.teacher_options.features.is_empty() {
+                crate::store::SCHEMA_VERSION_FEATURES
+            } else if views.as_ref().is_some_and(|v| v.crop.is_some()) {
                 crate::store::SCHEMA_VERSION_CROP_VIEWS
             } else if members.iter().any(|m| m.output_kind == OutputKind::TopkLogProbs) {
                 crate::store::SCHEMA_VERSION_TOPK_IMPORT
@@ -234,6 +237,25 @@ impl<'s> Plan<'s> {
             form: settings.form,
             float16: settings.float16,
             views,
+            features: match &pass {
+                Pass::Models(e) => e
+                    .first()
+                    .feature_shapes()
+                    .into_iter()
+                    .map(|f| crate::store::FeatureInfo {
+                        column: format!("feature.{}", f.name),
+                        name: f.name,
+                        shape: f.shape,
+                        pool: settings.teacher_options.feature_pool,
+                        projection_seed: settings
+                            .teacher_options
+                            .feature_dim
+                            .map(|_| settings.teacher_options.feature_seed),
+                        width: f.width,
+                    })
+                    .collect(),
+                Pass::Imported(_) => Vec::new(),
+            },
         };
         let (writer, skip) = if settings.resume {
             match SoftLabelWriter::resume(&settings.out, manifest, settings.writer.clone(), settings.batch_size)? {
@@ -252,7 +274,7 @@ impl<'s> Plan<'s> {
         }
         // The probe's outputs stand in for the first batch's teacher call: a heavy teacher runs each batch
         // once (on a 1000-row run at batch 1024 the probe was half of all inference).
-        let probe = Some(Probe { batch: first, logits: probe_logits, num_classes });
+        let probe = Some(Probe { batch: first, logits: probe_logits, num_classes, features: probe_features });
         Ok(Planned::Run(Box::new(Plan {
             probe,
             settings,
@@ -328,6 +350,13 @@ impl Infer for Pass {
         match self {
             Pass::Models(e) => e.infer(batch),
             Pass::Imported(i) => i.infer(batch),
+        }
+    }
+
+    fn take_features(&mut self) -> Vec<Vec<f32>> {
+        match self {
+            Pass::Models(e) => e.take_features(),
+            Pass::Imported(i) => i.take_features(),
         }
     }
 

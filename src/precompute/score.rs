@@ -18,6 +18,10 @@ pub trait Infer {
     fn infer(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)>;
     /// The model, named in errors about its outputs.
     fn path(&self) -> &Path;
+    /// The stored features of the last [`Infer::infer`] (one `rows * width` vector each), taken.
+    fn take_features(&mut self) -> Vec<Vec<f32>> {
+        Vec::new()
+    }
 }
 
 impl Infer for crate::teacher::Imported {
@@ -35,6 +39,10 @@ impl Infer for Ensemble {
         self.run(batch)
     }
 
+    fn take_features(&mut self) -> Vec<Vec<f32>> {
+        self.first_mut().take_features()
+    }
+
     fn path(&self) -> &Path {
         self.first().path()
     }
@@ -49,6 +57,8 @@ pub struct Probe {
     pub logits: Vec<f32>,
     /// Classes.
     pub num_classes: usize,
+    /// The teacher's stored features for it.
+    pub features: Vec<Vec<f32>>,
 }
 
 impl Probe {
@@ -75,13 +85,26 @@ pub struct Primed<'t, T: Infer + ?Sized> {
     pub teacher: &'t mut T,
     /// The probe, until its batch comes or another batch does.
     pub probe: Option<Probe>,
+    /// The probe's features, when the last call was answered by it.
+    pub features: Option<Vec<Vec<f32>>>,
 }
 
 impl<T: Infer + ?Sized> Infer for Primed<'_, T> {
     fn infer(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
+        self.features = None;
         match self.probe.take() {
-            Some(p) if p.matches(batch) => Ok((p.logits, p.num_classes)),
+            Some(p) if p.matches(batch) => {
+                self.features = Some(p.features);
+                Ok((p.logits, p.num_classes))
+            }
             _ => self.teacher.infer(batch),
+        }
+    }
+
+    fn take_features(&mut self) -> Vec<Vec<f32>> {
+        match self.features.take() {
+            Some(f) => f,
+            None => self.teacher.take_features(),
         }
     }
 
@@ -192,6 +215,7 @@ impl Scorer<'_> {
             None => (batch, source_rows, None),
         };
         let (mut logits, k) = teacher.infer(&batch)?;
+        let features = teacher.take_features();
         if k != num_classes {
             return Err(Error::model(
                 teacher.path(),
@@ -210,6 +234,14 @@ impl Scorer<'_> {
         let source_rows = source_rows[from..].to_vec();
         let views = view_cols.map(|v| v.slice(from, n));
         let paths = batch.paths.get(from..).map(<[String]>::to_vec).unwrap_or_default();
+        let rows_in = batch.len().max(1);
+        let features: Vec<Vec<f32>> = features
+            .into_iter()
+            .map(|mut f| {
+                let w = f.len() / rows_in;
+                f.split_off(from * w)
+            })
+            .collect();
         for (i, id) in ids.iter().enumerate() {
             // A row's views share its id; its first view is checked.
             if *id > i64::MAX as u64 {
@@ -248,7 +280,10 @@ impl Scorer<'_> {
                 ),
             ));
         }
-        Ok(Scored::Rows(Box::new(ScoredRows { ids, labels, input, logits, source_rows, views, paths }), skipped))
+        Ok(Scored::Rows(
+            Box::new(ScoredRows { ids, labels, input, logits, source_rows, views, paths, features }),
+            skipped,
+        ))
     }
 }
 
@@ -346,16 +381,21 @@ mod tests {
         let first = batch(0, &[1, 2], &[1.0, 2.0, 3.0, 4.0], vec![]);
         let mut teacher = Counting(0);
         let (logits, num_classes) = teacher.infer(&first).unwrap();
-        let probe = Probe { batch: first.clone(), logits, num_classes };
-        let mut primed = Primed { teacher: &mut teacher, probe: Some(probe) };
+        let probe = Probe { batch: first.clone(), logits, num_classes, features: Vec::new() };
+        let mut primed = Primed { teacher: &mut teacher, probe: Some(probe), features: None };
         let mut s = scorer(None, 0);
         let Scored::Rows(rows, _) = s.score(first, &mut primed).unwrap() else { panic!("no rows") };
         assert_eq!(rows.logits, vec![3.0, -3.0, 7.0, -7.0]);
         s.score(batch(2, &[3], &[5.0, 6.0], vec![]), &mut primed).unwrap();
         assert_eq!(primed.teacher.0, 2, "the probe's batch ran once, the next batch once");
         // A first batch that differs from the probe's (other values) goes to the teacher.
-        let probe = Probe { batch: batch(0, &[1], &[1.0, 2.0], vec![]), logits: vec![0.0, 0.0], num_classes: 2 };
-        let mut primed = Primed { teacher: &mut teacher, probe: Some(probe) };
+        let probe = Probe {
+            batch: batch(0, &[1], &[1.0, 2.0], vec![]),
+            logits: vec![0.0, 0.0],
+            num_classes: 2,
+            features: Vec::new(),
+        };
+        let mut primed = Primed { teacher: &mut teacher, probe: Some(probe), features: None };
         let Scored::Rows(rows, _) = scorer(None, 0).score(batch(0, &[1], &[1.0, 5.0], vec![]), &mut primed).unwrap()
         else {
             panic!("no rows")

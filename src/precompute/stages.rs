@@ -35,7 +35,7 @@ pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
         probe,
     } = plan;
     let extra_widths = probe.as_ref().map(|p| p.batch.extra.iter().map(|e| e.width).collect()).unwrap_or_default();
-    let mut teacher = Primed { teacher: teacher.as_mut(), probe };
+    let mut teacher = Primed { teacher: teacher.as_mut(), probe, features: None };
     let renderer = views.as_ref().filter(|v| v.crop.is_some()).and_then(|_| source.view_renderer());
     let mut scorer = Scorer {
         extra_widths,

@@ -40,6 +40,26 @@ pub struct TeacherInfo {
     pub extra_inputs: Vec<ExtraInputInfo>,
 }
 
+/// A teacher's intermediate value stored as a column (`precompute --features`, schema 2.9).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureInfo {
+    /// The value's name in the model.
+    pub name: String,
+    /// The column holding it: `feature.` and the name.
+    pub column: String,
+    /// A row's shape as the model computes it.
+    pub shape: Vec<usize>,
+    /// How a map of more than one dimension a row was reduced.
+    pub pool: crate::teacher::FeaturePool,
+    /// The seed of the random projection, when one was applied (`--feature-dim`): the rule is in
+    /// SCHEMA.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection_seed: Option<u64>,
+    /// Values stored per row.
+    pub width: usize,
+}
+
 /// A further teacher input and the data column that fed it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -184,6 +204,9 @@ pub struct Manifest {
     /// Augmented views (`precompute --views`): every source row stored `count` times, shifted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub views: Option<crate::augment::Views>,
+    /// The teacher's intermediate values stored as `feature.NAME` columns (schema 2.9).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<FeatureInfo>,
     /// Which shard of the source this dataset holds (`--shard I/N`); absent for a whole dataset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
@@ -244,6 +267,9 @@ impl Manifest {
         if let Some(ensemble) = &self.ensemble {
             kv.push(("softlabel.ensemble".into(), json(ensemble)));
         }
+        if !self.features.is_empty() {
+            kv.push(("softlabel.features".into(), json(&self.features)));
+        }
         kv
     }
 
@@ -289,16 +315,19 @@ impl Manifest {
         match self.form {
             LabelForm::Dense => fields.extend([
                 Field::new(columns::LOGITS, list(float.clone(), k), false),
-                Field::new(columns::SOFT, list(float, k), false),
+                Field::new(columns::SOFT, list(float.clone(), k), false),
             ]),
             LabelForm::TopK { k: top } => fields.extend([
                 Field::new(columns::TOPK_INDEX, list(DataType::UInt32, top), false),
-                Field::new(columns::TOPK_LOGIT, list(float, top), false),
+                Field::new(columns::TOPK_LOGIT, list(float.clone(), top), false),
                 Field::new(columns::LOGSUMEXP_T, DataType::Float64, false),
             ]),
             LabelForm::Sampled { k: draws, .. } => {
                 fields.push(Field::new(columns::SAMPLE_INDEX, list(DataType::UInt32, draws), false))
             }
+        }
+        for f in &self.features {
+            fields.push(Field::new(f.column.as_str(), list(float.clone(), f.width), false));
         }
         Schema::new(fields)
     }
@@ -530,6 +559,7 @@ mod tests {
             float16: false,
             ensemble: None,
             views: None,
+            features: Vec::new(),
             shard: None,
             checksum: String::new(),
         };

@@ -11,8 +11,8 @@ mod writer;
 
 pub use filter::{Holdout, RowFilter, Side};
 pub use manifest::{
-    is_part_name, EnsembleInfo, ExtraInputInfo, ImportInfo, InputInfo, Manifest, PartInfo, TeacherInfo, MAX_CLASSES,
-    MAX_INPUT_VALUES, MAX_MANIFEST_BYTES, MAX_SAMPLE_K,
+    is_part_name, EnsembleInfo, ExtraInputInfo, FeatureInfo, ImportInfo, InputInfo, Manifest, PartInfo, TeacherInfo,
+    MAX_CLASSES, MAX_INPUT_VALUES, MAX_MANIFEST_BYTES, MAX_SAMPLE_K,
 };
 pub use reader::{Block, SoftLabels, Windows};
 pub use rows::{Outputs, TeacherOutputs};
@@ -49,6 +49,9 @@ pub const SCHEMA_VERSION_TOPK_IMPORT: &str = "2.7";
 /// The schema version of datasets with crop views of images (`views.crop`; the `crop_x`, `crop_y`,
 /// `crop_w`, `crop_h` and `flip` columns instead of `shift_x` and `shift_y`).
 pub const SCHEMA_VERSION_CROP_VIEWS: &str = "2.8";
+/// The schema version of datasets storing the teacher's intermediate values (`features`, the
+/// `feature.NAME` columns).
+pub const SCHEMA_VERSION_FEATURES: &str = "2.9";
 /// The major schema version this build writes (and reads).
 pub const SCHEMA_MAJOR: u32 = 2;
 /// The oldest major schema version this build reads (1.x: uint64 ids).

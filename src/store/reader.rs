@@ -265,10 +265,14 @@ impl SoftLabels {
         mut visit: impl FnMut(&Path, &RecordBatch, u64, &TeacherOutputs) -> Result<()>,
     ) -> Result<u64> {
         let m = &self.manifest;
-        let mut names = decoded_columns(m);
+        let mut names: Vec<&str> = decoded_columns(m);
         if soft && m.form.is_dense() {
             // In schema order: `soft` follows `logits`.
             names.push(columns::SOFT);
+        }
+        if soft {
+            // The full check (verify) reads the stored features too; they come last in the schema.
+            names.extend(m.features.iter().map(|f| f.column.as_str()));
         }
         let mut total = 0u64;
         for part in &m.parts {
@@ -582,8 +586,8 @@ fn check_footer(path: &Path, meta: &ParquetMetaData, part: &PartInfo, m: &Manife
     for (g, rg) in meta.row_groups().iter().enumerate() {
         for c in rg.columns() {
             let name = c.column_path().parts().first().map(String::as_str).unwrap_or("");
-            // Only the columns the readers decode are bounded (`path` never is).
-            if !columns::ALL.contains(&name) {
+            // Only the columns the readers decode are bounded (`path` never is; features by verify).
+            if !columns::ALL.contains(&name) && !m.features.iter().any(|f| f.column == name) {
                 continue;
             }
             let Ok(field) = schema.field_with_name(name) else { continue };

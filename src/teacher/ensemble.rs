@@ -68,6 +68,11 @@ impl Ensemble {
         &self.members[0]
     }
 
+    /// The first member, to take its features (features are read from one teacher).
+    pub fn first_mut(&mut self) -> &mut Teacher {
+        &mut self.members[0]
+    }
+
     /// Resolves every member's per-row shape for rows of `width` values; returns the first member's.
     pub fn prepare(&mut self, width: usize, column: &str) -> Result<Vec<usize>> {
         self.row_shapes = self.members.iter().map(|m| m.row_shape(width, column)).collect::<Result<_>>()?;

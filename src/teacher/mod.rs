@@ -29,6 +29,28 @@ pub struct TeacherOptions {
     pub output_name: Option<String>,
     /// What the output holds (default: detected on the first batch).
     pub output_kind: OutputKind,
+    /// Intermediate values to return beside the logits (`precompute --features`), by name.
+    pub features: Vec<String>,
+    /// How a feature map of more than one dimension a row is reduced.
+    pub feature_pool: FeaturePool,
+    /// Project each feature to this many values (a seeded Gaussian random projection).
+    pub feature_dim: Option<usize>,
+    /// Seed of the projections.
+    pub feature_seed: u64,
+}
+
+/// How a feature of shape `[C, d1, d2, ...]` a row (a conv map) is stored: averaged or maximised over
+/// `d1, d2, ...` to `[C]`, or whole (flattened). Features of one dimension a row are stored as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeaturePool {
+    /// Global average pooling.
+    #[default]
+    Avg,
+    /// Global max pooling.
+    Max,
+    /// No pooling: the whole map, flattened row-major.
+    None,
 }
 
 /// What a teacher's output holds. softlabel stores logits; probabilities p become log p, and

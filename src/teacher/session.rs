@@ -67,6 +67,34 @@ pub struct Teacher {
     num_classes: Option<usize>,
     /// `Auto` until the first batch decides.
     output_kind: OutputKind,
+    /// Intermediate values returned beside the logits, and how they are reduced.
+    features: Vec<Feature>,
+    /// The features of the last [`Teacher::run`], one `rows * width` vector each.
+    last_features: Vec<Vec<f32>>,
+}
+
+/// One intermediate value stored as a feature.
+#[derive(Debug, Clone)]
+struct Feature {
+    name: String,
+    pool: super::FeaturePool,
+    dim: Option<usize>,
+    seed: u64,
+    /// The shape of a row as the model gives it (known after the first batch).
+    shape: Option<Vec<usize>>,
+    /// The projection matrix `[pooled width, dim]`, row-major (built on the first batch).
+    projection: Option<Vec<f32>>,
+}
+
+/// What a stored feature is, for the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureShape {
+    /// The value's name in the model.
+    pub name: String,
+    /// A row's shape as the model computes it.
+    pub shape: Vec<usize>,
+    /// Values stored per row.
+    pub width: usize,
 }
 
 impl std::fmt::Debug for Teacher {
@@ -130,9 +158,30 @@ impl Teacher {
             return Err(Error::model(path, "file is empty, not an ONNX model"));
         }
         let sha256 = crate::util::sha256_of(&file, path)?;
-        let session = session_builder(options)?
-            .commit_from_file(path)
-            .map_err(|e| Error::model(path, format!("cannot load as an ONNX model: {e}")))?;
+        let session = if options.features.is_empty() {
+            session_builder(options)?.commit_from_file(path)
+        } else {
+            // ONNX Runtime returns graph outputs only: the features become outputs of an in-memory copy.
+            let model = crate::util::read_bounded(path, crate::util::Links::Follow, 1 << 36, "an ONNX model")?;
+            let values = super::graph::node_values(&model, path)?;
+            for f in &options.features {
+                if !values.iter().any(|v| v.name == *f) {
+                    return Err(Error::model(
+                        path,
+                        format!("--features '{f}': the model computes no value of that name (softlabel inspect-teacher lists them)"),
+                    ));
+                }
+            }
+            let extra: Vec<&str> = options
+                .features
+                .iter()
+                .filter(|f| !values.iter().any(|v| v.name == **f && v.is_output))
+                .map(String::as_str)
+                .collect();
+            let edited = super::graph::with_outputs(&model, &extra, path)?;
+            session_builder(options)?.commit_from_memory(&edited)
+        }
+        .map_err(|e| Error::model(path, format!("cannot load as an ONNX model: {e}")))?;
 
         let inputs = session.inputs();
         let names = |outlets: &[ort::value::Outlet]| {
@@ -215,6 +264,20 @@ impl Teacher {
             output_name: output.name().to_string(),
             num_classes,
             output_kind: options.output_kind,
+            features: options
+                .features
+                .iter()
+                .enumerate()
+                .map(|(i, name)| Feature {
+                    name: name.clone(),
+                    pool: options.feature_pool,
+                    dim: options.feature_dim,
+                    seed: options.feature_seed ^ ((i as u64) << 48),
+                    shape: None,
+                    projection: None,
+                })
+                .collect(),
+            last_features: Vec::new(),
             session,
         })
     }
@@ -232,6 +295,23 @@ impl Teacher {
     /// sha256 of the model file.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// The features of the last [`Teacher::run`] (one `rows * width` vector per feature), taken.
+    pub fn take_features(&mut self) -> Vec<Vec<f32>> {
+        std::mem::take(&mut self.last_features)
+    }
+
+    /// The stored features' shapes (known once a batch ran).
+    pub fn feature_shapes(&self) -> Vec<FeatureShape> {
+        self.features
+            .iter()
+            .filter_map(|f| {
+                let shape = f.shape.clone()?;
+                let width = f.dim.unwrap_or_else(|| pooled_width(&shape, f.pool));
+                Some(FeatureShape { name: f.name.clone(), shape, width })
+            })
+            .collect()
     }
 
     /// The name of the input the data's input column feeds.
@@ -323,6 +403,7 @@ impl Teacher {
         }
         let chunk = self.fixed_batch().unwrap_or(rows.max(1));
         let mut logits = Vec::new();
+        let mut features: Vec<Vec<f32>> = vec![Vec::new(); self.features.len()];
         let mut classes = 0;
         let mut start = 0;
         while start < rows {
@@ -352,8 +433,20 @@ impl Teacher {
             }
             classes = oshape[1] as usize;
             logits.extend_from_slice(&flat[..n * classes]);
+            for (f, out) in self.features.iter_mut().zip(features.iter_mut()) {
+                let value = &outputs[f.name.as_str()];
+                let (shape, values): (Vec<i64>, Vec<f32>) = if let Ok((s, v)) = value.try_extract_tensor::<f32>() {
+                    (s.to_vec(), v.to_vec())
+                } else if let Ok((s, v)) = value.try_extract_tensor::<f64>() {
+                    (s.to_vec(), v.iter().map(|&x| x as f32).collect())
+                } else {
+                    return Err(Error::model(&self.path, format!("feature '{}' is not a float tensor", f.name)));
+                };
+                f.reduce(&self.path, &shape, &values, n, chunk, out)?;
+            }
             start += n;
         }
+        self.last_features = features;
         if self.output_kind == OutputKind::Auto {
             self.output_kind = OutputKind::detect(&logits, classes);
             tracing::info!(teacher = %self.path.display(), kind = ?self.output_kind, "teacher output detected");
@@ -454,4 +547,110 @@ impl Feed {
             Feed::U8(v, s) => slice(v, s, start, n, chunk),
         }
     }
+}
+
+/// Values a row of `shape` keeps after pooling.
+fn pooled_width(shape: &[usize], pool: super::FeaturePool) -> usize {
+    match (shape.len(), pool) {
+        (0, _) => 1,
+        (1, _) | (_, super::FeaturePool::None) => shape.iter().product(),
+        _ => shape[0],
+    }
+}
+
+/// The most values a projection matrix may hold.
+const MAX_PROJECTION: usize = 1 << 26;
+
+impl Feature {
+    /// Appends the first `n` of the `chunk` rows of `values` (shape `[chunk, ...]`), pooled and
+    /// projected, to `out`.
+    fn reduce(
+        &mut self,
+        path: &Path,
+        shape: &[i64],
+        values: &[f32],
+        n: usize,
+        chunk: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        if shape.first().copied() != Some(chunk as i64) || shape.iter().any(|&d| d < 0) {
+            return Err(Error::model(
+                path,
+                format!(
+                    "feature '{}' has shape {shape:?} for a batch of {chunk}: its first dimension must be the batch",
+                    self.name
+                ),
+            ));
+        }
+        let row: Vec<usize> = shape[1..].iter().map(|&d| d as usize).collect();
+        match &self.shape {
+            None => self.shape = Some(row.clone()),
+            Some(s) if *s != row => {
+                return Err(Error::model(
+                    path,
+                    format!("feature '{}' has rows of shape {row:?}, earlier batches {s:?}", self.name),
+                ))
+            }
+            Some(_) => {}
+        }
+        let width: usize = row.iter().product();
+        let pooled = pooled_width(&row, self.pool);
+        if let (Some(d), None) = (self.dim, &self.projection) {
+            if d == 0 || d >= pooled {
+                return Err(Error::Config(format!(
+                    "--feature-dim {d}: feature '{}' has {pooled} values a row; a projection must make it smaller",
+                    self.name
+                )));
+            }
+            if pooled.saturating_mul(d) > MAX_PROJECTION {
+                return Err(Error::Config(format!("--feature-dim {d} x {pooled} values is a projection too large")));
+            }
+            self.projection = Some(projection(self.seed, pooled, d));
+        }
+        let mut buf = vec![0f32; pooled];
+        for r in 0..n {
+            let x = &values[r * width..(r + 1) * width];
+            match (row.len(), self.pool) {
+                (0 | 1, _) | (_, super::FeaturePool::None) => buf.copy_from_slice(x),
+                (_, pool) => {
+                    let per = width / pooled.max(1);
+                    for (c, b) in buf.iter_mut().enumerate() {
+                        let cell = &x[c * per..(c + 1) * per];
+                        *b = match pool {
+                            super::FeaturePool::Max => cell.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                            _ => (cell.iter().map(|&v| f64::from(v)).sum::<f64>() / per.max(1) as f64) as f32,
+                        };
+                    }
+                }
+            }
+            match (&self.projection, self.dim) {
+                (Some(p), Some(d)) => {
+                    for j in 0..d {
+                        let s: f64 = buf.iter().enumerate().map(|(i, &v)| f64::from(v) * f64::from(p[i * d + j])).sum();
+                        out.push(s as f32);
+                    }
+                }
+                _ => out.extend_from_slice(&buf),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The random projection `[width, dim]` of a feature, row-major: entry (i, j) is z / sqrt(dim) with z a
+/// standard normal from two uniforms, u_a = ((splitmix64(seed + 2k) >> 11) + 1) / 2^53 and
+/// u_b = (splitmix64(seed + 2k + 1) >> 11) / 2^53 for k = i * dim + j, by Box-Muller:
+/// z = sqrt(-2 ln u_a) cos(2 pi u_b) (computed in f64, stored as f32). SCHEMA.md records the rule.
+pub fn projection(seed: u64, width: usize, dim: usize) -> Vec<f32> {
+    let scale = 1.0 / (dim as f64).sqrt();
+    (0..width * dim)
+        .map(|k| {
+            let k = k as u64;
+            let a = crate::util::splitmix64(seed.wrapping_add(2 * k));
+            let b = crate::util::splitmix64(seed.wrapping_add(2 * k + 1));
+            let ua = ((a >> 11) + 1) as f64 / (1u64 << 53) as f64;
+            let ub = (b >> 11) as f64 / (1u64 << 53) as f64;
+            ((-2.0 * ua.ln()).sqrt() * (2.0 * std::f64::consts::PI * ub).cos() * scale) as f32
+        })
+        .collect()
 }

@@ -14,7 +14,6 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use super::{SoftLabelWriter, WriterOptions};
-use crate::augment::ViewColumns;
 use crate::error::{Error, Result};
 use crate::soften::{logsumexp_t, sample_classes, softmax_t, top_k};
 use crate::store::{columns, LabelForm, Manifest};
@@ -59,15 +58,9 @@ pub(super) fn writer_properties(
 }
 
 impl SoftLabelWriter {
-    pub(super) fn record_batch(
-        &self,
-        ids: &[u64],
-        labels: &[Option<i64>],
-        paths: &[String],
-        input: &ArrayRef,
-        logits: &[f32],
-        views: Option<&ViewColumns>,
-    ) -> Result<RecordBatch> {
+    pub(super) fn record_batch(&self, rows: &super::ScoredRows) -> Result<RecordBatch> {
+        let super::ScoredRows { ids, labels, input, logits, views, paths, features, .. } = rows;
+        let views = views.as_ref();
         let k = self.manifest.num_classes;
         let t = self.manifest.temperature;
         let list = |values: ArrayRef, n: usize| -> Result<ArrayRef> {
@@ -127,6 +120,9 @@ impl SoftLabelWriter {
                 }
                 cols.push(list(Arc::new(UInt32Array::from(index)), draws)?);
             }
+        }
+        for (f, values) in self.manifest.features.iter().zip(features) {
+            cols.push(list(self.floats(values)?, f.width)?);
         }
         RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| Error::Internal(format!("record batch: {e}")))
     }

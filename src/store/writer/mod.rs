@@ -42,6 +42,8 @@ pub struct ScoredRows {
     pub views: Option<ViewColumns>,
     /// Each row's file relative to the data folder (the `path` column), or empty.
     pub paths: Vec<String>,
+    /// The teacher's stored features, one `rows * width` vector per manifest feature.
+    pub features: Vec<Vec<f32>>,
 }
 
 /// How parts are cut and compressed.
@@ -182,7 +184,7 @@ impl SoftLabelWriter {
     /// Appends rows (see [`ScoredRows`]); `soft` is computed here. A dataset with views takes each source
     /// row's views together, in order.
     pub fn write(&mut self, rows: &ScoredRows) -> Result<()> {
-        let ScoredRows { ids, labels, input, logits, source_rows, views, paths } = rows;
+        let ScoredRows { ids, labels, input, logits, source_rows, views, paths, features } = rows;
         let views = views.as_ref();
         let k = self.manifest.num_classes;
         let w = self.manifest.input.width;
@@ -199,13 +201,17 @@ impl SoftLabelWriter {
                 source_rows.len()
             )));
         }
+        let widths: Vec<usize> = self.manifest.features.iter().map(|f| f.width).collect();
+        if features.len() != widths.len() || features.iter().zip(&widths).any(|(f, &w)| f.len() != n * w) {
+            return Err(Error::Internal(format!("write: features of {n} rows do not match the manifest's {widths:?}")));
+        }
         if self.manifest.has_paths() && paths.len() != n {
             return Err(Error::Internal(format!("write: {n} rows, {} paths", paths.len())));
         }
         if n == 0 {
             return Ok(());
         }
-        let batch = self.record_batch(ids, labels, paths, input, logits, views)?;
+        let batch = self.record_batch(rows)?;
         let limit = self.part_limit();
         let mut start = 0;
         while start < n {

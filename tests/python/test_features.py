@@ -1,0 +1,124 @@
+"""`precompute --features`: the MNIST CNN teacher's intermediate values stored as `feature.NAME` columns
+equal Python onnxruntime's on a copy of the model with those values as outputs (made with the onnx
+package), pooled by numpy (global average / max) within 1e-5; the random projection follows the rule in
+SCHEMA.md (replicated here in numpy) and is seeded; shards merge to the whole run, views get features per
+view, `--no-inputs` keeps them; verify passes, and pyarrow, pandas, polars and DuckDB read the columns."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+import softlabel
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("SOFTLABEL_BIN", str(ROOT / "target" / "release" / "softlabel"))
+TEACHER = ROOT / "data" / "teachers" / "mnist_cnn.onnx"
+FC, CONV = "/Relu_4_output_0", "/Relu_3_output_0"    # [256] and [64, 8, 8] a row (inspect-teacher)
+
+
+def run(*args):
+    return subprocess.run([BIN, "--quiet", *map(str, args)], check=True, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("features")
+    t = pq.read_table(ROOT / "data" / "mnist" / "test.parquet").slice(0, 600)
+    pq.write_table(t, tmp / "x.parquet")
+    x = np.stack(t.column("image").to_numpy(zero_copy_only=False)).astype(np.float32).reshape(-1, 1, 28, 28)
+    m = onnx.load(str(TEACHER))
+    for name in [FC, CONV]:
+        vi = onnx.ValueInfoProto()
+        vi.name = name
+        m.graph.output.append(vi)
+    s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    outs = dict(zip([o.name for o in s.get_outputs()], s.run(None, {"image": x})))
+    return tmp, t.column("id").to_numpy(), outs
+
+
+def common(tmp):
+    return ["--teacher", TEACHER, "-T", "4", "--data", tmp / "x.parquet", "--input-column", "image"]
+
+
+def splitmix64(x):
+    with np.errstate(over="ignore"):
+        x = (x + np.uint64(0x9E3779B97F4A7C15)).astype(np.uint64)
+        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)).astype(np.uint64)
+        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)).astype(np.uint64)
+        return x ^ (x >> np.uint64(31))
+
+
+def projection(seed, width, dim):
+    """SCHEMA.md's rule: entry k = i * dim + j is a Box-Muller normal from splitmix64(seed + 2k) and
+    splitmix64(seed + 2k + 1), divided by sqrt(dim)."""
+    k = np.arange(width * dim, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        a = splitmix64((np.uint64(seed) + np.uint64(2) * k).astype(np.uint64))
+        b = splitmix64((np.uint64(seed) + np.uint64(2) * k + np.uint64(1)).astype(np.uint64))
+    ua = ((a >> np.uint64(11)) + np.uint64(1)).astype(np.float64) / 2.0**53
+    ub = (b >> np.uint64(11)).astype(np.float64) / 2.0**53
+    z = np.sqrt(-2 * np.log(ua)) * np.cos(2 * np.pi * ub) / np.sqrt(dim)
+    return z.astype(np.float32).reshape(width, dim)
+
+
+def test_features_equal_onnxruntime_pooled_and_projected(data, tmp_path):
+    tmp, ids, outs = data
+    a, b, c = tmp_path / "avg", tmp_path / "max", tmp_path / "proj"
+    run("precompute", *common(tmp), "--features", f"{FC},{CONV}", "--out", a)
+    run("precompute", *common(tmp), "--features", CONV, "--feature-pool", "max", "--out", b)
+    run("precompute", *common(tmp), "--features", CONV, "--feature-pool", "none", "--feature-dim", "32",
+        "--feature-seed", "7", "--out", c)
+    ds = softlabel.open_dataset(a)
+    np.testing.assert_array_equal(ds.ids(), ids)
+    np.testing.assert_allclose(ds.features(FC), outs[FC], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ds.features(CONV), outs[CONV].mean(axis=(2, 3)), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(softlabel.open_dataset(b).features(CONV), outs[CONV].max(axis=(2, 3)), rtol=0, atol=1e-5)
+    m = json.loads((c / "_manifest.json").read_text())
+    assert m["schema_version"] == "2.9"
+    assert m["features"] == [{"name": CONV, "column": "feature." + CONV, "shape": [64, 8, 8], "pool": "none",
+                              "projection_seed": 7, "width": 32}]
+    # Feature i's projection is seeded by feature_seed XOR (i << 48): here the only feature, i = 0.
+    want = outs[CONV].reshape(len(ids), -1).astype(np.float64) @ projection(7, 4096, 32).astype(np.float64)
+    np.testing.assert_allclose(softlabel.open_dataset(c).features(CONV), want, rtol=1e-4, atol=1e-4)
+    for d in (a, b, c):
+        assert "ok" in run("verify", d).stdout
+    # The readers users have.
+    col = "feature." + FC
+    assert pd.read_parquet(a)[col].iloc[0].shape == (256,)
+    assert pl.read_parquet(str(a / "*.parquet"))[col].dtype == pl.Array(pl.Float32, 256)
+    query = "SELECT count(*) FROM read_parquet('%s/*.parquet') WHERE len(\"%s\") = 256" % (a, col)
+    n = duckdb.sql(query).fetchall()[0][0]
+    assert n == len(ids)
+
+
+def test_features_with_shards_views_and_no_inputs(data, tmp_path):
+    tmp, ids, outs = data
+    whole, s0, s1, merged = (tmp_path / n for n in ("whole", "s0", "s1", "merged"))
+    run("precompute", *common(tmp), "--features", FC, "--rows-per-part", "256", "--out", whole)
+    run("precompute", *common(tmp), "--features", FC, "--shard", "0/2", "--out", s0)
+    run("precompute", *common(tmp), "--features", FC, "--shard", "1/2", "--out", s1)
+    run("merge", "--out", merged, s0, s1)
+    w = pq.read_table(sorted(whole.glob("part-*.parquet"))).sort_by("id")
+    g = pq.read_table(sorted(merged.glob("part-*.parquet"))).sort_by("id")
+    assert w.column("feature." + FC).to_pylist() == g.column("feature." + FC).to_pylist()
+    views, bare = tmp_path / "views", tmp_path / "bare"
+    run("precompute", *common(tmp), "--features", FC, "--views", "3", "--out", views)
+    v = softlabel.open_dataset(views)
+    f, view = v.features(FC), v.views()["view"]
+    np.testing.assert_allclose(f[view == 0], outs[FC], rtol=0, atol=1e-5)          # view 0: the image as it is
+    assert np.abs(f[view == 1] - outs[FC]).max() > 1e-3                            # other views: their own
+    run("precompute", *common(tmp), "--features", FC, "--no-inputs", "--out", bare)
+    assert "input" not in pq.read_schema(sorted(bare.glob("part-*.parquet"))[0]).names
+    np.testing.assert_allclose(softlabel.open_dataset(bare).features(FC), outs[FC], rtol=0, atol=1e-5)
+    r = subprocess.run([BIN, "precompute", *map(str, common(tmp)), "--features", "nope", "--out", str(tmp_path / "no")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "--features 'nope': the model computes no value of that name" in r.stderr
