@@ -118,3 +118,19 @@ mirror! {
         None,
     }
 }
+
+mirror! {
+    /// The logit loss.
+    LossName => softlabel::config::train::LossName {
+        /// Hinton et al.'s KD: KL to the softened teacher.
+        Kd,
+        /// Decoupled KD (Zhao et al. 2022): target-class and non-target parts, --dkd-alpha and --dkd-beta.
+        Dkd,
+        /// Jensen-Shannon divergence.
+        Jsd,
+        /// Total variation distance.
+        Tvd,
+        /// KL(student || teacher).
+        ReverseKl,
+    }
+}

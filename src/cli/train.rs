@@ -123,6 +123,17 @@ pub struct TrainArgs {
     /// Weight of the distillation term in [0, 1]: 1 learns only from the teacher, 0 only from labels.
     #[arg(long, default_value_t = d().alpha, value_name = "A")]
     pub alpha: f32,
+    /// The logit loss: kd (Hinton et al.'s KL), dkd (decoupled KD, Zhao et al. 2022), jsd
+    /// (Jensen-Shannon), tvd (total variation) or reverse-kl (KL(student || teacher)); all but kd need
+    /// dense labels.
+    #[arg(long, value_enum, default_value_t = d().loss.into())]
+    pub loss: super::enums::LossName,
+    /// DKD: weight of the target-class part (TCKD).
+    #[arg(long, default_value_t = d().dkd_alpha, value_name = "A")]
+    pub dkd_alpha: f32,
+    /// DKD: weight of the non-target part (NCKD).
+    #[arg(long, default_value_t = d().dkd_beta, value_name = "B")]
+    pub dkd_beta: f32,
     /// Distillation temperature (default: the temperature the labels were made with).
     #[arg(long, short = 'T', value_name = "T", allow_negative_numbers = true)]
     pub temperature: Option<f32>,
@@ -184,6 +195,9 @@ impl TrainArgs {
             schedule: self.schedule.into(),
             warmup_epochs: self.warmup_epochs,
             alpha: self.alpha,
+            loss: self.loss.into(),
+            dkd_alpha: self.dkd_alpha,
+            dkd_beta: self.dkd_beta,
             temperature: self.temperature,
             seed: self.seed,
             clip_norm: self.clip_norm,

@@ -70,6 +70,12 @@ pub struct TrainConfig {
     pub warmup_epochs: f32,
     /// Weight of the distillation term in [0, 1] (1: soft targets only, 0: hard labels only).
     pub alpha: f32,
+    /// The logit loss: kd (Hinton et al.), dkd, jsd, tvd or reverse-kl.
+    pub loss: LossName,
+    /// DKD's weight of the target-class part.
+    pub dkd_alpha: f32,
+    /// DKD's weight of the non-target part.
+    pub dkd_beta: f32,
     /// Distillation temperature (`None`: the one the labels were made with).
     pub temperature: Option<f32>,
     /// Seed for initialisation and shuffling.
@@ -113,6 +119,10 @@ impl Default for TrainConfig {
             schedule: LrSchedule::Cosine,
             warmup_epochs: 0.0,
             alpha: 0.9,
+            loss: LossName::Kd,
+            // mdistiller's CIFAR-100 settings for DKD.
+            dkd_alpha: 1.0,
+            dkd_beta: 8.0,
             temperature: None,
             seed: 0,
             clip_norm: None,
@@ -157,6 +167,9 @@ pub struct TrainSettings {
     pub warmup_epochs: f32,
     /// Weight of the distillation term (1: soft targets only, 0: hard labels only).
     pub alpha: f32,
+    /// The divergence replacing KD's KL (`None`: Hinton et al.'s KD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<crate::distill::Divergence>,
     /// Distillation temperature; `None`: the one the labels were made with.
     pub temperature: Option<f32>,
     /// Seed for initialisation and shuffling.
@@ -181,6 +194,23 @@ pub struct TrainSettings {
     /// Made by [`TrainConfig::validate`].
     #[serde(skip)]
     pub(crate) valid: Validated,
+}
+
+/// The logit loss by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossName {
+    /// Hinton et al.'s KD (KL to the softened teacher).
+    #[default]
+    Kd,
+    /// Decoupled KD (Zhao et al. 2022).
+    Dkd,
+    /// Jensen-Shannon divergence.
+    Jsd,
+    /// Total variation distance.
+    Tvd,
+    /// KL(student || teacher).
+    ReverseKl,
 }
 
 /// The embedding table as configured: its vocabulary may still come from the data.
@@ -343,6 +373,20 @@ impl TrainConfig {
             schedule: self.schedule,
             warmup_epochs: self.warmup_epochs,
             alpha: self.alpha,
+            loss: match self.loss {
+                LossName::Kd => None,
+                LossName::Dkd => {
+                    for (key, v) in [("dkd_alpha", self.dkd_alpha), ("dkd_beta", self.dkd_beta)] {
+                        if !v.is_finite() || v < 0.0 {
+                            return Err(origin.error(key, format!("must be finite and >= 0, got {v}")));
+                        }
+                    }
+                    Some(crate::distill::Divergence::Dkd { alpha: self.dkd_alpha, beta: self.dkd_beta })
+                }
+                LossName::Jsd => Some(crate::distill::Divergence::Jsd),
+                LossName::Tvd => Some(crate::distill::Divergence::Tvd),
+                LossName::ReverseKl => Some(crate::distill::Divergence::ReverseKl),
+            },
             temperature: self.temperature,
             seed: self.seed,
             clip_norm: self.clip_norm,

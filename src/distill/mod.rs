@@ -5,10 +5,12 @@
 //! Today's objective is [`kd::Kd`] (Hinton et al. 2015) for dense, top-k and sampled labels.
 
 pub mod kd;
+pub mod logit;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 pub use kd::Kd;
+pub use logit::{Divergence, LogitLoss};
 
 use crate::error::Result;
 use crate::store::TeacherOutputs;

@@ -278,7 +278,16 @@ pub fn train(
     let batch = settings.batch_size.min(n);
     let steps_per_epoch = n.div_ceil(batch) as u64;
     let mut trainer = Trainer::new(settings, student, state, global_step, batch, steps_per_epoch);
-    let objective = Kd { t, alpha: settings.alpha, num_classes, origin: origin.to_path_buf() };
+    let objective: Box<dyn Objective> = match settings.loss {
+        None => Box::new(Kd { t, alpha: settings.alpha, num_classes, origin: origin.to_path_buf() }),
+        Some(divergence) => Box::new(crate::distill::LogitLoss {
+            divergence,
+            t,
+            alpha: settings.alpha,
+            num_classes,
+            origin: origin.to_path_buf(),
+        }),
+    };
     let resident = match rows.resident() {
         Some(d) => Some((d, objective.prepare(d)?)),
         None => None,

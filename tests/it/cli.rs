@@ -1247,3 +1247,48 @@ fn messages_say_what_to_do() {
     assert!(!own.contains("--verbose") && !own.contains("--ort-lib"), "{help}");
     assert!(global.contains("--verbose") && global.contains("--quiet"), "{help}");
 }
+
+/// Every logit loss (`--loss kd|dkd|jsd|tvd|reverse-kl`) trains a student whose training loss falls and
+/// whose settings record the loss; the losses that need the teacher's whole distribution refuse top-k
+/// labels, naming why. (Their values and gradients are checked against PyTorch in distill/logit.rs.)
+#[test]
+fn every_logit_loss_trains_and_the_dense_ones_refuse_sparse_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dense, topk) = (tmp.path().join("dense"), tmp.path().join("topk"));
+    assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &dense, &[]));
+    assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &topk, &["--top-k", "2"]));
+    for loss in ["kd", "dkd", "jsd", "tvd", "reverse-kl"] {
+        let st = tmp.path().join(loss);
+        let args = ["train", "--labels", s(&dense), "--out", s(&st), "--loss", loss, "--hidden", "8", "--epochs", "6"];
+        assert_ok(&softlabel(&[&args[..], &["--lr", "0.01", "--threads", "1"]].concat()));
+        let log: Vec<f64> = std::fs::read_to_string(st.join("train_log.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["train_loss"].as_f64().unwrap())
+            .collect();
+        assert!(log.last().unwrap() < &log[0], "{loss}: {log:?}");
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(st.join("student.json")).unwrap()).unwrap();
+        let recorded = info["settings"]["loss"].clone();
+        match loss {
+            "kd" => assert!(recorded.is_null(), "{recorded}"),
+            "dkd" => assert_eq!(recorded, serde_json::json!({"kind": "dkd", "alpha": 1.0, "beta": 8.0})),
+            other => assert_eq!(recorded["kind"], other),
+        }
+        if loss != "kd" {
+            let o = softlabel(&["train", "--labels", s(&topk), "--out", s(&tmp.path().join("no")), "--loss", loss]);
+            assert_fails(&o, "this loss needs the teacher's whole distribution: dense labels");
+        }
+    }
+    let o = softlabel(&[
+        "train",
+        "--labels",
+        s(&dense),
+        "--out",
+        s(&tmp.path().join("neg")),
+        "--loss",
+        "dkd",
+        "--dkd-beta=-1",
+    ]);
+    assert_fails(&o, "--dkd-beta must be finite and >= 0");
+}
