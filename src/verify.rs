@@ -45,17 +45,7 @@ pub fn verify(dir: &Path) -> Result<Verified> {
     let rows = ds.scan(true, |path, rb, first_row, rows| {
         // Stored features: the manifest's width (checked with the column types) and finite values.
         for f in &m.features {
-            let col = rb
-                .column_by_name(&f.column)
-                .ok_or_else(|| Error::dataset(path, format!("no column '{}'", f.column)))?;
-            let list = col.as_fixed_size_list();
-            let values = list.values().slice(list.value_offset_at(0), list.len() * f.width);
-            let v: Vec<f32> = match (values.as_primitive_opt::<Float32Type>(), values.as_primitive_opt::<Float16Type>())
-            {
-                (Some(v), _) => v.values().to_vec(),
-                (_, Some(v)) => v.values().iter().map(|h| h.to_f32()).collect(),
-                _ => return Err(Error::dataset(path, format!("column '{}' is not float32 or float16", f.column))),
-            };
+            let v = float_list(path, rb, &f.column, f.width)?;
             if let Some(i) = v.iter().position(|x| !x.is_finite()) {
                 return Err(Error::dataset(
                     path,
@@ -71,14 +61,7 @@ pub fn verify(dir: &Path) -> Result<Verified> {
         }
         let Outputs::Dense { logits } = &rows.outputs else { return Ok(()) };
         // The column's type and width K were checked against the manifest when the part was opened.
-        let soft = rb.column_by_name(columns::SOFT).ok_or_else(|| Error::dataset(path, "no column 'soft'"))?;
-        let soft = soft.as_fixed_size_list();
-        let values = soft.values().slice(soft.value_offset_at(0), soft.len() * k);
-        let sv: Vec<f32> = match (values.as_primitive_opt::<Float32Type>(), values.as_primitive_opt::<Float16Type>()) {
-            (Some(v), _) => v.values().to_vec(),
-            (_, Some(v)) => v.values().iter().map(|h| h.to_f32()).collect(),
-            _ => return Err(Error::dataset(path, "column 'soft' is not float32 or float16")),
-        };
+        let sv = float_list(path, rb, columns::SOFT, k)?;
         p.resize(k, 0f32);
         for (i, z) in logits.outer_iter().enumerate() {
             softmax_t(z.as_slice().unwrap_or(&z.to_vec()), t, &mut p);
@@ -99,4 +82,16 @@ pub fn verify(dir: &Path) -> Result<Verified> {
         Ok(())
     })?;
     Ok(Verified { rows, parts: m.parts.len(), max_soft_error: m.form.is_dense().then_some(max_err) })
+}
+
+/// The values of the fixed-size list column `name` (`width` a row) of float32 or float16, as f32.
+fn float_list(path: &Path, rb: &arrow_array::RecordBatch, name: &str, width: usize) -> Result<Vec<f32>> {
+    let col = rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")))?;
+    let list = col.as_fixed_size_list();
+    let values = list.values().slice(list.value_offset_at(0), list.len() * width);
+    match (values.as_primitive_opt::<Float32Type>(), values.as_primitive_opt::<Float16Type>()) {
+        (Some(v), _) => Ok(v.values().to_vec()),
+        (_, Some(v)) => Ok(v.values().iter().map(|h| h.to_f32()).collect()),
+        _ => Err(Error::dataset(path, format!("column '{name}' is not float32 or float16"))),
+    }
 }
