@@ -303,14 +303,7 @@ impl ImageFolder {
             ));
         }
         if p.resize.is_none() && self.first_size != p.size {
-            return Err(Error::data(
-                &self.paths[0],
-                format!(
-                    "is {}x{} (height x width), the rows {}x{}: give --resize S to resize the shorter side to S and \
-                     centre-crop, as torchvision's Resize(S) + CenterCrop",
-                    self.first_size[0], self.first_size[1], p.size[0], p.size[1]
-                ),
-            ));
+            return Err(size_error(&self.paths[0], self.first_size, p.size));
         }
         Ok(())
     }
@@ -333,20 +326,23 @@ impl ImageFolder {
 
     /// Image `i` as a row of uint8 values in the prep's channels, size and layout.
     fn pixels(&self, i: usize) -> Result<Vec<u8>> {
-        self.views_of(i, &[CropBox::default()])
+        Ok(self.views_of(i, |_, _| vec![CropBox::default()])?.1)
     }
 
     /// Image `i` once per box, rows of uint8 values in the prep's channels, size and layout: the
     /// prepared image for a zero box (view 0), else the box of the image (after its channel conversion)
     /// resized to the rows' size (antialiased bilinear, as `RandomResizedCrop`) and flipped as it says.
-    fn views_of(&self, i: usize, boxes: &[CropBox]) -> Result<Vec<u8>> {
-        let path = &self.paths[i];
+    /// The boxes are `boxes(width, height)` of the decoded image.
+    fn views_of(&self, i: usize, boxes: impl FnOnce(u32, u32) -> Vec<CropBox>) -> Result<(Vec<CropBox>, Vec<u8>)> {
+        let path = self.paths.get(i).ok_or_else(|| Error::Internal(format!("no image {i}")))?;
         let img = decode(path)?;
-        if self.prep.channels == 1 {
-            self.rows_of(path, grey(img), boxes)
+        let boxes = boxes(img.width(), img.height());
+        let rows = if self.prep.channels == 1 {
+            self.rows_of(path, grey(img), &boxes)?
         } else {
-            self.rows_of(path, img.into_rgb8(), boxes)
-        }
+            self.rows_of(path, img.into_rgb8(), &boxes)?
+        };
+        Ok((boxes, rows))
     }
 
     fn rows_of<P: image::Pixel<Subpixel = u8> + 'static>(
@@ -545,14 +541,7 @@ fn fit<P: image::Pixel<Subpixel = u8> + 'static>(
     let (w, h) = (img.width() as usize, img.height() as usize);
     let Some(s) = resize else {
         if [h, w] != size {
-            return Err(Error::data(
-                path,
-                format!(
-                    "is {h}x{w} (height x width), the rows {}x{}: give --resize S to resize the shorter side to S and \
-                     centre-crop, as torchvision's Resize(S) + CenterCrop",
-                    size[0], size[1]
-                ),
-            ));
+            return Err(size_error(path, [h, w], size));
         }
         return Ok(img);
     };
@@ -582,6 +571,18 @@ fn fit<P: image::Pixel<Subpixel = u8> + 'static>(
         }
     }
     Ok(out)
+}
+
+/// An image of `found` (height, width) where rows of `size` are made without a resize.
+fn size_error(path: &Path, found: [usize; 2], size: [usize; 2]) -> Error {
+    Error::data(
+        path,
+        format!(
+            "is {}x{} (height x width), the rows {}x{}: give --resize S to resize the shorter side to S and \
+             centre-crop, as torchvision's Resize(S) + CenterCrop",
+            found[0], found[1], size[0], size[1]
+        ),
+    )
 }
 
 /// Python's `round` (half to even), for offsets that are whole or halves.
@@ -905,23 +906,12 @@ impl Source for ImageFolder {
 
 impl super::RenderViews for ImageFolder {
     fn render(&self, row: u64, id: u64, count: u16, seed: u64, crop: &CropViews) -> Result<(Vec<CropBox>, ArrayRef)> {
-        let i = row as usize;
-        let path = self.paths.get(i).ok_or_else(|| Error::Internal(format!("no image {row}")))?;
-        let img = decode(path)?;
-        let (w, h) = (img.width(), img.height());
-        let boxes: Vec<CropBox> = (0..count).map(|v| crop_box(crop, seed, id, v, w, h)).collect();
-        let values = if self.prep.channels == 1 {
-            self.rows_of(path, grey(img), &boxes)?
-        } else {
-            self.rows_of(path, img.into_rgb8(), &boxes)?
-        };
-        Ok((boxes, self.values(values)))
+        let (boxes, rows) =
+            self.views_of(row as usize, |w, h| (0..count).map(|v| crop_box(crop, seed, id, v, w, h)).collect())?;
+        Ok((boxes, self.values(rows)))
     }
 
     fn render_boxes(&self, row: u64, boxes: &[CropBox]) -> Result<ArrayRef> {
-        if row as usize >= self.paths.len() {
-            return Err(Error::Internal(format!("no image {row}")));
-        }
-        Ok(self.values(self.views_of(row as usize, boxes)?))
+        Ok(self.values(self.views_of(row as usize, |_, _| boxes.to_vec())?.1))
     }
 }

@@ -401,43 +401,46 @@ pub(crate) fn id_values(path: &Path, col: &dyn Array, first_row: u64) -> Result<
         .collect()
 }
 
+/// The values of the primitive column `name` (Arrow type `T`, named `what` in errors) of a record batch.
+fn values_of<'a, T: arrow_array::ArrowPrimitiveType>(
+    path: &Path,
+    rb: &'a RecordBatch,
+    name: &str,
+    what: &str,
+) -> Result<&'a [T::Native]> {
+    let c = rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")))?;
+    Ok(c.as_primitive_opt::<T>()
+        .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not {what}")))?
+        .values()
+        .as_ref())
+}
+
 /// The `view` column and the crop boxes (`crop_x`, `crop_y`, `crop_w`, `crop_h`, `flip`) of a record batch.
 fn read_crops<'a>(path: &Path, rb: &'a RecordBatch) -> Result<(&'a [u16], Vec<crate::augment::CropBox>)> {
     use arrow_array::types::UInt32Type;
-    let col = |name: &str| rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")));
-    let view = col(columns::VIEW)?
-        .as_primitive_opt::<UInt16Type>()
-        .ok_or_else(|| Error::dataset(path, "column 'view' is not uint16"))?;
-    let u32s = |name: &str| -> Result<&'a [u32]> {
-        let c = rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")))?;
-        Ok(c.as_primitive_opt::<UInt32Type>()
-            .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not uint32")))?
-            .values()
-            .as_ref())
-    };
+    let view = values_of::<UInt16Type>(path, rb, columns::VIEW, "uint16")?;
+    let u32s = |name: &str| values_of::<UInt32Type>(path, rb, name, "uint32");
     let (x, y, w, h) = (u32s(columns::CROP_X)?, u32s(columns::CROP_Y)?, u32s(columns::CROP_W)?, u32s(columns::CROP_H)?);
-    let flip = col(columns::FLIP)?.as_boolean_opt().ok_or_else(|| Error::dataset(path, "column 'flip' is not bool"))?;
+    let flip = rb
+        .column_by_name(columns::FLIP)
+        .ok_or_else(|| Error::dataset(path, "no column 'flip'"))?
+        .as_boolean_opt()
+        .ok_or_else(|| Error::dataset(path, "column 'flip' is not bool"))?;
     if flip.null_count() > 0 {
         return Err(Error::dataset(path, "column 'flip' has nulls"));
     }
     let boxes = (0..view.len())
         .map(|i| crate::augment::CropBox { x: x[i], y: y[i], w: w[i], h: h[i], flip: flip.value(i) })
         .collect();
-    Ok((view.values().as_ref(), boxes))
+    Ok((view, boxes))
 }
 
 /// The `view`, `shift_x` and `shift_y` columns of a record batch.
 fn read_views<'a>(path: &Path, rb: &'a RecordBatch) -> Result<(&'a [u16], &'a [i16], &'a [i16])> {
-    let col = |name: &str| rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")));
-    let view = col(columns::VIEW)?
-        .as_primitive_opt::<UInt16Type>()
-        .ok_or_else(|| Error::dataset(path, "column 'view' is not uint16"))?;
-    let shift = |name: &str| -> Result<&'a [i16]> {
-        let c = rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")))?;
-        Ok(c.as_primitive_opt::<Int16Type>()
-            .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not int16")))?
-            .values()
-            .as_ref())
-    };
-    Ok((view.values().as_ref(), shift(columns::SHIFT_X)?, shift(columns::SHIFT_Y)?))
+    let shift = |name: &str| values_of::<Int16Type>(path, rb, name, "int16");
+    Ok((
+        values_of::<UInt16Type>(path, rb, columns::VIEW, "uint16")?,
+        shift(columns::SHIFT_X)?,
+        shift(columns::SHIFT_Y)?,
+    ))
 }

@@ -17,6 +17,9 @@ const NODE_NAME: u64 = 3;
 const NODE_OP_TYPE: u64 = 4;
 const VALUE_NAME: u64 = 1;
 
+/// The largest model read into memory to be edited (`inspect-teacher`, `precompute --features`).
+pub const MAX_MODEL_BYTES: u64 = 1 << 36;
+
 /// A value a node of the graph computes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NodeValue {
@@ -134,7 +137,7 @@ pub struct ValueInfo {
 /// Runtime infers for it (loading the model with every value exposed as an output).
 pub fn inspect(path: &Path, options: &super::TeacherOptions) -> Result<Vec<ValueInfo>> {
     use ort::value::ValueType;
-    let model = crate::util::read_bounded(path, crate::util::Links::Follow, 1 << 36, "an ONNX model")?;
+    let model = crate::util::read_bounded(path, crate::util::Links::Follow, MAX_MODEL_BYTES, "an ONNX model")?;
     let values = node_values(&model, path)?;
     let extra: Vec<&str> = values.iter().filter(|v| !v.is_output).map(|v| v.name.as_str()).collect();
     let edited = with_outputs(&model, &extra, path)?;

@@ -157,13 +157,29 @@ impl Teacher {
         if bytes == 0 {
             return Err(Error::model(path, "file is empty, not an ONNX model"));
         }
-        let sha256 = crate::util::sha256_of(&file, path)?;
-        let session = if options.features.is_empty() {
-            session_builder(options)?.commit_from_file(path)
+        let (sha256, model) = if options.features.is_empty() {
+            (crate::util::sha256_of(&file, path)?, None)
         } else {
+            // Read once, through the opened file: the bytes are both hashed and edited.
+            if bytes > super::graph::MAX_MODEL_BYTES {
+                return Err(Error::model(
+                    path,
+                    format!(
+                        "is {bytes} bytes; a model read to expose features is at most {}",
+                        super::graph::MAX_MODEL_BYTES
+                    ),
+                ));
+            }
+            let mut model = Vec::with_capacity(bytes as usize);
+            std::io::Read::read_to_end(&mut std::io::Read::take(&file, bytes), &mut model)
+                .map_err(|e| Error::io(path, e))?;
+            (crate::util::sha256_hex(&model), Some(model))
+        };
+        let session = match &model {
+            None => session_builder(options)?.commit_from_file(path),
             // ONNX Runtime returns graph outputs only: the features become outputs of an in-memory copy.
-            let model = crate::util::read_bounded(path, crate::util::Links::Follow, 1 << 36, "an ONNX model")?;
-            let values = super::graph::node_values(&model, path)?;
+            Some(model) => {
+            let values = super::graph::node_values(model, path)?;
             for f in &options.features {
                 if !values.iter().any(|v| v.name == *f) {
                     return Err(Error::model(
@@ -178,8 +194,9 @@ impl Teacher {
                 .filter(|f| !values.iter().any(|v| v.name == **f && v.is_output))
                 .map(String::as_str)
                 .collect();
-            let edited = super::graph::with_outputs(&model, &extra, path)?;
+            let edited = super::graph::with_outputs(model, &extra, path)?;
             session_builder(options)?.commit_from_memory(&edited)
+            }
         }
         .map_err(|e| Error::model(path, format!("cannot load as an ONNX model: {e}")))?;
 
@@ -414,14 +431,9 @@ impl Teacher {
             }
             let outputs =
                 self.session.run(values).map_err(|e| Error::model(&self.path, format!("inference failed: {e}")))?;
-            let out = &outputs[self.output_name.as_str()];
-            let (oshape, flat): (Vec<i64>, Vec<f32>) = if let Ok((s, v)) = out.try_extract_tensor::<f32>() {
-                (s.to_vec(), v.to_vec())
-            } else if let Ok((s, v)) = out.try_extract_tensor::<f64>() {
-                (s.to_vec(), v.iter().map(|&x| x as f32).collect())
-            } else {
-                return Err(Error::model(&self.path, format!("output '{}' is not a float tensor", self.output_name)));
-            };
+            let (oshape, flat) = float_tensor(&outputs[self.output_name.as_str()]).ok_or_else(|| {
+                Error::model(&self.path, format!("output '{}' is not a float tensor", self.output_name))
+            })?;
             if oshape.len() != 2 || oshape[0] as usize != chunk || oshape[1] <= 0 {
                 return Err(Error::model(
                     &self.path,
@@ -434,14 +446,8 @@ impl Teacher {
             classes = oshape[1] as usize;
             logits.extend_from_slice(&flat[..n * classes]);
             for (f, out) in self.features.iter_mut().zip(features.iter_mut()) {
-                let value = &outputs[f.name.as_str()];
-                let (shape, values): (Vec<i64>, Vec<f32>) = if let Ok((s, v)) = value.try_extract_tensor::<f32>() {
-                    (s.to_vec(), v.to_vec())
-                } else if let Ok((s, v)) = value.try_extract_tensor::<f64>() {
-                    (s.to_vec(), v.iter().map(|&x| x as f32).collect())
-                } else {
-                    return Err(Error::model(&self.path, format!("feature '{}' is not a float tensor", f.name)));
-                };
+                let (shape, values) = float_tensor(&outputs[f.name.as_str()])
+                    .ok_or_else(|| Error::model(&self.path, format!("feature '{}' is not a float tensor", f.name)))?;
                 f.reduce(&self.path, &shape, &values, n, chunk, out)?;
             }
             start += n;
@@ -653,4 +659,15 @@ pub fn projection(seed: u64, width: usize, dim: usize) -> Vec<f32> {
             ((-2.0 * ua.ln()).sqrt() * (2.0 * std::f64::consts::PI * ub).cos() * scale) as f32
         })
         .collect()
+}
+
+/// A float32 or float64 tensor's shape and values (as f32).
+fn float_tensor(value: &ort::value::DynValue) -> Option<(Vec<i64>, Vec<f32>)> {
+    if let Ok((s, v)) = value.try_extract_tensor::<f32>() {
+        Some((s.to_vec(), v.to_vec()))
+    } else if let Ok((s, v)) = value.try_extract_tensor::<f64>() {
+        Some((s.to_vec(), v.iter().map(|&x| x as f32).collect()))
+    } else {
+        None
+    }
 }
