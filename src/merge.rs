@@ -10,8 +10,9 @@ use sha2::{Digest, Sha256};
 
 use crate::data::SourceInfo;
 use crate::error::{Error, Result};
+use crate::store::remote::RemoteOutput;
 use crate::store::{prepare_dir, Manifest, PartInfo, SoftLabels};
-use crate::util::{hex, refuse_overlap, write_atomic, OutputLock};
+use crate::util::{hex, refuse_overlap, write_atomic, Links, OutputLock, ParquetFile};
 
 /// Fields every input must share, named for error messages.
 fn differs(a: &Manifest, b: &Manifest) -> Option<&'static str> {
@@ -43,7 +44,8 @@ pub fn merge(inputs: &[PathBuf], out: &Path, overwrite: bool) -> Result<Manifest
     }
     // Before anything is read or touched: an output that is also an input would be emptied first.
     refuse_overlap(out, "--out", &inputs.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
-    let _lock = OutputLock::acquire(out)?;
+    let remote = crate::util::is_url(out);
+    let _lock = if remote { None } else { Some(OutputLock::acquire(out)?) };
     let sets: Vec<SoftLabels> = inputs.iter().map(|d| SoftLabels::open(d)).collect::<Result<_>>()?;
     let first = sets[0].manifest();
     for s in &sets[1..] {
@@ -105,6 +107,10 @@ pub fn merge(inputs: &[PathBuf], out: &Path, overwrite: bool) -> Result<Manifest
     // (shards by index).
     let mut order: Vec<usize> = (0..sets.len()).collect();
     order.sort_by_key(|&i| shards[i].map_or(i as u32, |s| s.index));
+    // An output URL is written through a staging folder, each part uploaded as it is placed there.
+    let remote = if remote { Some(RemoteOutput::begin(out, overwrite, false)?) } else { None };
+    let publish = remote.as_ref().map(RemoteOutput::publisher);
+    let out = remote.as_ref().map_or(out, RemoteOutput::staging);
     prepare_dir(out, overwrite)?;
     let mut manifest = Manifest {
         parts: Vec::new(),
@@ -120,10 +126,24 @@ pub fn merge(inputs: &[PathBuf], out: &Path, overwrite: bool) -> Result<Manifest
             let name = format!("part-{:05}.parquet", manifest.parts.len());
             let tmp = out.join(format!(".{name}.tmp"));
             let from = set.dir().join(&part.file);
-            std::fs::copy(&from, &tmp).map_err(|e| Error::io(&from, e))?;
-            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
-            std::fs::rename(&tmp, out.join(&name)).map_err(|e| Error::io(out.join(&name), e))?;
-            manifest.parts.push(PartInfo { file: name, ..part.clone() });
+            if crate::util::is_url(&from) {
+                crate::util::remote::Object::at(&from)?.download(&tmp)?;
+            } else {
+                std::fs::copy(&from, &tmp).map_err(|e| Error::io(&from, e))?;
+                std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+            }
+            // The copy is checked like the original: a part changed since `open` is not merged.
+            let copied = ParquetFile::open(&tmp, Links::Refuse)?;
+            if copied.size() != part.bytes || copied.sha256(&tmp)? != part.sha256 {
+                return Err(Error::dataset(&from, "part was changed while it was merged"));
+            }
+            let placed = out.join(&name);
+            std::fs::rename(&tmp, &placed).map_err(|e| Error::io(&placed, e))?;
+            let info = PartInfo { file: name, ..part.clone() };
+            if let Some(p) = &publish {
+                p.part(&placed, &info)?;
+            }
+            manifest.parts.push(info);
         }
         manifest.rows += set.manifest().rows;
         manifest.labeled_rows += set.manifest().labeled_rows;
@@ -133,7 +153,12 @@ pub fn merge(inputs: &[PathBuf], out: &Path, overwrite: bool) -> Result<Manifest
         manifest.source = merged_source(sets.iter().map(|s| &s.manifest().source));
     }
     manifest.seal();
-    write_atomic(&out.join(crate::store::MANIFEST), &manifest.to_json()?)?;
+    let json = manifest.to_json()?;
+    write_atomic(&out.join(crate::store::MANIFEST), &json)?;
+    if let (Some(p), Some(remote)) = (&publish, remote) {
+        p.manifest(&json)?;
+        remote.finish(&manifest)?;
+    }
     Ok(manifest)
 }
 

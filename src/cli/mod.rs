@@ -37,6 +37,11 @@ pub struct Cli {
     /// fills, then an installed onnxruntime Python package).
     #[arg(long, global = true, value_name = "PATH", help_heading = "Global options")]
     pub ort_lib: Option<PathBuf>,
+    /// An object-storage setting for s3:// gs:// az:// URLs, KEY=VALUE with object_store's key names
+    /// (aws_endpoint, aws_access_key_id, aws_region, allow_http, timeout, ...); repeatable; wins over
+    /// the environment (AWS_*, GOOGLE_*, AZURE_*).
+    #[arg(long, global = true, value_name = "KEY=VALUE", value_parser = parse_storage_option, help_heading = "Global options")]
+    pub storage_option: Vec<(String, String)>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -206,8 +211,16 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .try_init();
 }
 
+fn parse_storage_option(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
+}
+
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let bars = Bars::new(cli.quiet);
+    softlabel::util::remote::set_options(cli.storage_option.clone())?;
     let ort = cli.ort_lib.as_deref();
     match cli.command {
         Command::Precompute(a) => precompute::run(a, ort, &bars, false),

@@ -142,6 +142,17 @@ impl Format {
     /// The format of `path`, by its first bytes (magic numbers), else by its extension, else text is
     /// CSV; a folder is Parquet. Anything else is refused, naming what the file starts with.
     pub fn detect(path: &Path) -> Result<Format> {
+        if crate::util::is_url(path) {
+            // Object storage holds Parquet data (a `.parquet` object or a prefix of them).
+            return match path.extension().and_then(|e| e.to_str()) {
+                None | Some("parquet") => Ok(Format::Parquet),
+                Some(_) => Err(Error::data(
+                    path,
+                    "only Parquet data (a .parquet object or a prefix of them) is read from object storage; \
+                     copy other formats to a local path",
+                )),
+            };
+        }
         if path.is_dir() {
             return Ok(if images::looks_like_image_folder(path) { Format::ImageFolder } else { Format::Parquet });
         }
@@ -501,10 +512,14 @@ pub(crate) fn files_identity(files: &[(&Path, u64)]) -> Result<SourceInfo> {
     let mut outer = Sha256::new();
     let mut out = Vec::with_capacity(files.len());
     for &(path, rows) in files {
-        let (mut f, _) = crate::util::open_regular(path, crate::util::Links::Follow)?;
-        let mut h = Sha256::new();
-        let bytes = std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-        let sha = crate::util::hex(&h.finalize());
+        let (sha, bytes) = if crate::util::is_url(path) {
+            crate::util::remote::Object::at(path)?.sha256()?
+        } else {
+            let (mut f, _) = crate::util::open_regular(path, crate::util::Links::Follow)?;
+            let mut h = Sha256::new();
+            let bytes = std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+            (crate::util::hex(&h.finalize()), bytes)
+        };
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         outer.update(format!("{name}\0{bytes}\0{sha}\n").as_bytes());
         out.push(SourceFile { path: name, bytes, sha256: sha, rows });

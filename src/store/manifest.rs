@@ -349,20 +349,27 @@ impl Manifest {
     /// Reads and checks `DIR/_manifest.json` (a regular file, not a link, at most [`MAX_MANIFEST_BYTES`]).
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST);
-        if dir.is_file() {
+        let remote = crate::util::is_url(dir);
+        if !remote && dir.is_file() {
             return Err(Error::dataset(
                 dir,
                 "is a file, not a soft-label dataset folder; if it is raw data, make soft labels from it first: \
                  `softlabel precompute --teacher T.onnx --data FILE --temperature T --out DIR`, then pass DIR",
             ));
         }
-        if !dir.is_dir() {
+        if !remote && !dir.is_dir() {
             return Err(Error::dataset(dir, "no such soft-label dataset folder"));
         }
         let text = read_text_bounded(&path, Links::Refuse, MAX_MANIFEST_BYTES, "a manifest").map_err(|e| match e {
             Error::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => Error::dataset(
                 &path,
-                "missing: the folder is not a complete soft-label dataset (an interrupted precompute leaves no manifest)",
+                if remote {
+                    "missing: no soft-label dataset at this URL, or not a complete one (an interrupted precompute \
+                     leaves no manifest)"
+                } else {
+                    "missing: the folder is not a complete soft-label dataset (an interrupted precompute leaves no \
+                     manifest)"
+                },
             ),
             e => e,
         })?;

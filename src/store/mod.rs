@@ -6,6 +6,7 @@ mod filter;
 mod manifest;
 mod pages;
 mod reader;
+pub mod remote;
 mod rows;
 mod writer;
 
@@ -16,8 +17,8 @@ pub use manifest::{
 };
 pub use reader::{Block, SoftLabels, Windows};
 pub use rows::{Outputs, TeacherOutputs};
-pub(crate) use writer::{prepare_dir, WRITE_BLOCK};
-pub use writer::{Resumed, ScoredRows, SoftLabelWriter, WriterOptions};
+pub(crate) use writer::{is_dataset_file, prepare_dir, WRITE_BLOCK};
+pub use writer::{Publish, Resumed, ScoredRows, SoftLabelWriter, WriterOptions};
 
 use arrow_schema::DataType;
 

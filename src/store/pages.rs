@@ -7,7 +7,7 @@
 //! A page header is a Thrift struct in the compact protocol; only fields 2 (`uncompressed_page_size`)
 //! and 3 (`compressed_page_size`) are read, everything else is skipped with bounds and a depth limit.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -28,13 +28,13 @@ pub(super) struct Chunk<'a> {
 
 /// Walks the pages of `chunk` in `file`, refusing a header that cannot be read and pages whose declared
 /// uncompressed sizes add up to more than `chunk.max_uncompressed`.
-pub(super) fn check_chunk(file: &std::fs::File, path: &Path, chunk: &Chunk) -> Result<()> {
+pub(super) fn check_chunk(file: &crate::util::ParquetFile, path: &Path, chunk: &Chunk) -> Result<()> {
     walk(file, path, chunk, |_, _| {})
 }
 
 /// Walks the page headers of `chunk`, handing each page's declared (uncompressed, compressed) sizes to
 /// `page`; the checks of [`check_chunk`].
-fn walk(mut file: &std::fs::File, path: &Path, chunk: &Chunk, mut page: impl FnMut(i32, i32)) -> Result<()> {
+fn walk(file: &crate::util::ParquetFile, path: &Path, chunk: &Chunk, mut page: impl FnMut(i32, i32)) -> Result<()> {
     let bad = |what: String| {
         Error::dataset(path, format!("column '{}' in row group {}: {what}", chunk.column, chunk.row_group))
     };
@@ -44,8 +44,8 @@ fn walk(mut file: &std::fs::File, path: &Path, chunk: &Chunk, mut page: impl FnM
     let mut buf = vec![0u8; MAX_HEADER_BYTES];
     while at < end {
         let want = (end - at).min(MAX_HEADER_BYTES as u64) as usize;
-        file.seek(SeekFrom::Start(at)).map_err(|e| Error::io(path, e))?;
-        let got = read_up_to(&mut file, &mut buf[..want]).map_err(|e| Error::io(path, e))?;
+        let mut reader = file.reader_at(at).map_err(|e| Error::io(path, e))?;
+        let got = read_up_to(&mut reader, &mut buf[..want]).map_err(|e| Error::io(path, e))?;
         let mut r = Reader { buf: &buf[..got], pos: 0 };
         let (uncompressed, compressed) =
             r.page_header().ok_or_else(|| bad(format!("unreadable page header at byte {at}")))?;
@@ -65,7 +65,7 @@ fn walk(mut file: &std::fs::File, path: &Path, chunk: &Chunk, mut page: impl FnM
     Ok(())
 }
 
-fn read_up_to(file: &mut &std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_up_to(file: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match file.read(&mut buf[n..])? {
@@ -276,7 +276,7 @@ mod tests {
             theirs.push(p.buffer().len() as i32);
         }
         assert!(theirs.len() > 5, "{} pages", theirs.len());
-        let file = std::fs::File::open(&path).unwrap();
+        let file = crate::util::ParquetFile::open(&path, crate::util::Links::Refuse).unwrap();
         let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset()) as u64;
         let chunk =
             Chunk { column: "x", row_group: 0, start, len: c.compressed_size() as u64, max_uncompressed: i64::MAX };
@@ -295,7 +295,7 @@ mod tests {
             bytes.extend([0u8; 10]);
         }
         std::fs::write(&path, &bytes).unwrap();
-        let file = std::fs::File::open(&path).unwrap();
+        let file = crate::util::ParquetFile::open(&path, crate::util::Links::Refuse).unwrap();
         let chunk =
             |max| Chunk { column: "logits", row_group: 0, start: 0, len: bytes.len() as u64, max_uncompressed: max };
         assert!(check_chunk(&file, &path, &chunk(1800)).is_ok());

@@ -16,7 +16,7 @@ use super::decode::Columns;
 use super::pages::Chunk;
 use super::{columns, Manifest, PartInfo, RowFilter, TeacherOutputs};
 use crate::error::{Error, Result};
-use crate::util::{guarded, open_regular, sha256_of, Guarded, Links, ParquetFile};
+use crate::util::{guarded, Guarded, Links, ParquetFile};
 
 /// An opened, checked soft-label dataset.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ impl SoftLabels {
                 ),
             ));
         }
-        let sha = sha256_of(file.file(), &path)?;
+        let sha = file.sha256(&path)?;
         if sha != part.sha256 {
             return Err(Error::dataset(
                 &path,
@@ -221,8 +221,8 @@ impl SoftLabels {
     /// sha256 of _manifest.json's content (identifies exactly what a student learned from).
     pub fn manifest_sha256(&self) -> Result<String> {
         let path = self.dir.join(super::MANIFEST);
-        let (file, _) = open_regular(&path, Links::Refuse)?;
-        sha256_of(&file, &path)
+        let bytes = crate::util::read_bounded(&path, Links::Refuse, super::MAX_MANIFEST_BYTES, "a manifest")?;
+        Ok(crate::util::sha256_hex(&bytes))
     }
 
     /// Reads every part into memory.
@@ -602,7 +602,7 @@ fn check_footer(path: &Path, meta: &ParquetMetaData, part: &PartInfo, m: &Manife
                 len: c.compressed_size().max(0) as u64,
                 max_uncompressed: limit,
             };
-            super::pages::check_chunk(file.file(), path, &chunk)?;
+            super::pages::check_chunk(&file, path, &chunk)?;
             if c.uncompressed_size() > limit {
                 return Err(Error::dataset(
                     path,

@@ -8,7 +8,9 @@
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
 
+use super::remote::{RemoteFile, RemoteRead};
 use crate::error::{Error, Result};
 
 /// Whether the last component of a path may be a symbolic link.
@@ -47,6 +49,12 @@ fn kind(meta: &std::fs::Metadata) -> &'static str {
 /// [`Links::Refuse`], never follows a symbolic link (`O_NOFOLLOW`). The type is checked on the opened
 /// descriptor, so a file swapped between a check and the open cannot slip through.
 pub fn open_regular(path: &Path, links: Links) -> Result<(File, u64)> {
+    if super::remote::is_url(path) {
+        return Err(Error::Config(format!(
+            "{}: object-storage URLs name datasets and Parquet data (--labels, --out, --data), not this file",
+            path.display()
+        )));
+    }
     use std::os::unix::fs::OpenOptionsExt;
     let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
     if links == Links::Refuse {
@@ -68,7 +76,12 @@ pub fn open_regular(path: &Path, links: Links) -> Result<(File, u64)> {
 
 /// Reads all of `path` (a regular file, see [`open_regular`]) if it holds at most `max` bytes; `what`
 /// names the file in the refusal ("a manifest", "a pipeline file").
+///
+/// An object-storage URL ([`crate::util::remote::is_url`]) is fetched with the same bound.
 pub fn read_bounded(path: &Path, links: Links, max: u64, what: &str) -> Result<Vec<u8>> {
+    if super::remote::is_url(path) {
+        return super::remote::Object::at(path)?.get_bounded(max, what);
+    }
     let (file, len) = open_regular(path, links)?;
     if len > max {
         return Err(Error::data(path, format!("is {len} bytes; {what} is at most {max} bytes")));
@@ -96,18 +109,31 @@ pub fn read_text_bounded(path: &Path, links: Links, max: u64, what: &str) -> Res
 /// [`EOF_READS`] of them the read fails, so the file is refused in milliseconds.
 #[derive(Debug)]
 pub struct ParquetFile {
-    file: File,
+    backing: Backing,
     len: u64,
+}
+
+/// Where a [`ParquetFile`]'s bytes are.
+#[derive(Debug)]
+enum Backing {
+    Local(File),
+    /// An object-storage URL, read by range requests.
+    Remote(Arc<RemoteFile>),
 }
 
 /// Reads returning end-of-file that one reader tolerates before failing (see [`ParquetFile`]).
 pub const EOF_READS: u32 = 64;
 
 impl ParquetFile {
-    /// Opens `path` (see [`open_regular`]).
+    /// Opens `path` (see [`open_regular`]), or the object at an object-storage URL.
     pub fn open(path: &Path, links: Links) -> Result<Self> {
+        if super::remote::is_url(path) {
+            let remote = RemoteFile::open(path)?;
+            let len = remote.len();
+            return Ok(ParquetFile { backing: Backing::Remote(Arc::new(remote)), len });
+        }
         let (file, len) = open_regular(path, links)?;
-        Ok(ParquetFile { file, len })
+        Ok(ParquetFile { backing: Backing::Local(file), len })
     }
 
     /// The file's size when it was opened.
@@ -115,9 +141,52 @@ impl ParquetFile {
         self.len
     }
 
-    /// The opened file.
-    pub fn file(&self) -> &File {
-        &self.file
+    /// A sequential reader from byte `start`.
+    pub fn reader_at(&self, start: u64) -> std::io::Result<ChunkRead> {
+        Ok(match &self.backing {
+            Backing::Local(file) => {
+                let mut f = file.try_clone()?;
+                f.seek(SeekFrom::Start(start))?;
+                ChunkRead::Local(BufReader::new(f))
+            }
+            Backing::Remote(r) => ChunkRead::Remote(RemoteRead::new(r.clone(), start)),
+        })
+    }
+
+    /// The sha256 of the whole file, in hex (one streamed read); `path` is named in errors.
+    pub fn sha256(&self, path: &Path) -> Result<String> {
+        match &self.backing {
+            Backing::Local(file) => {
+                let mut f = file.try_clone().map_err(|e| Error::io(path, e))?;
+                f.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
+                super::sha256_of(&f, path)
+            }
+            Backing::Remote(r) => {
+                let (sha, n) = r.object().sha256()?;
+                if n != self.len {
+                    return Err(Error::data(path, format!("changed while it was read ({} bytes, then {n})", self.len)));
+                }
+                Ok(sha)
+            }
+        }
+    }
+}
+
+/// A sequential reader of a [`ParquetFile`].
+#[derive(Debug)]
+pub enum ChunkRead {
+    /// A local file from a position.
+    Local(BufReader<File>),
+    /// An object from a position.
+    Remote(RemoteRead),
+}
+
+impl Read for ChunkRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ChunkRead::Local(r) => r.read(buf),
+            ChunkRead::Remote(r) => r.read(buf),
+        }
     }
 }
 
@@ -128,12 +197,10 @@ impl parquet::file::reader::Length for ParquetFile {
 }
 
 impl parquet::file::reader::ChunkReader for ParquetFile {
-    type T = EofGuard<BufReader<File>>;
+    type T = EofGuard<ChunkRead>;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        let mut f = self.file.try_clone()?;
-        f.seek(SeekFrom::Start(start))?;
-        Ok(EofGuard { inner: BufReader::new(f), eof_reads: 0 })
+        Ok(EofGuard { inner: self.reader_at(start)?, eof_reads: 0 })
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
@@ -144,17 +211,23 @@ impl parquet::file::reader::ChunkReader for ParquetFile {
                 self.len
             )));
         }
-        let mut f = self.file.try_clone()?;
-        f.seek(SeekFrom::Start(start))?;
-        let mut buffer = Vec::with_capacity(length);
-        f.take(length as u64).read_to_end(&mut buffer)?;
+        let buffer: bytes::Bytes = match &self.backing {
+            Backing::Local(file) => {
+                let mut f = file.try_clone()?;
+                f.seek(SeekFrom::Start(start))?;
+                let mut buffer = Vec::with_capacity(length);
+                f.take(length as u64).read_to_end(&mut buffer)?;
+                buffer.into()
+            }
+            Backing::Remote(r) => r.read_at(start, length)?,
+        };
         if buffer.len() != length {
             return Err(parquet::errors::ParquetError::EOF(format!(
                 "expected {length} bytes at {start}, read {}",
                 buffer.len()
             )));
         }
-        Ok(buffer.into())
+        Ok(buffer)
     }
 }
 

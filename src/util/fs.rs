@@ -34,6 +34,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// `path` made absolute with every link in its existing part resolved (the part that does not exist
 /// yet is appended as written, `..` and `.` removed), so two spellings of one place compare equal.
 pub fn resolve(path: &Path) -> Result<PathBuf> {
+    if super::remote::is_url(path) {
+        return Ok(path.to_path_buf());
+    }
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {

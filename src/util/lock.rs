@@ -26,7 +26,7 @@ pub fn lock_path(output: &Path) -> PathBuf {
     output.parent().unwrap_or(Path::new(".")).join(format!(".{name}.lock"))
 }
 
-fn host() -> String {
+pub(crate) fn host() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname writes at most that many bytes.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };

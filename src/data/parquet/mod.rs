@@ -36,7 +36,22 @@ pub struct ParquetSource {
 }
 
 /// Lists the Parquet files of `path`: the file itself, or a folder's `*.parquet` files sorted by name.
+///
+/// A URL names one `.parquet` object, or a prefix whose `*.parquet` objects (directly below it) are read.
 pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if crate::util::is_url(path) {
+        if path.extension().is_some_and(|e| e == "parquet") {
+            return Ok(vec![path.to_path_buf()]);
+        }
+        let listed = crate::util::remote::Object::at(path)?.list()?;
+        let mut files: Vec<PathBuf> =
+            listed.iter().filter(|(n, _)| n.ends_with(".parquet")).map(|(n, _)| path.join(n)).collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(Error::data(path, "prefix holds no *.parquet objects"));
+        }
+        return Ok(files);
+    }
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);

@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::store::{MANIFEST, PROGRESS};
 
-pub(super) fn is_dataset_file(name: &str) -> bool {
+pub(crate) fn is_dataset_file(name: &str) -> bool {
     [MANIFEST, PROGRESS].contains(&name)
         || [MANIFEST, PROGRESS].iter().any(|m| name == format!(".{m}.tmp"))
         || (name.starts_with("part-") && name.ends_with(".parquet"))

@@ -15,7 +15,7 @@ use crate::augment::ViewColumns;
 use crate::error::{Error, Result};
 use crate::util::{hex, sync_dir, write_atomic};
 use encode::writer_properties;
-pub(crate) use folder::prepare_dir;
+pub(crate) use folder::{is_dataset_file, prepare_dir};
 
 mod encode;
 mod folder;
@@ -57,11 +57,25 @@ pub struct WriterOptions {
     pub zstd_level: i32,
     /// Replace the dataset files of an existing output folder.
     pub overwrite: bool,
+    /// Where committed parts, the journal and the manifest also go (a dataset on object storage).
+    pub publish: Option<Arc<dyn Publish>>,
+}
+
+/// A second home for a dataset being written (object storage, `store::remote`): told of each part once
+/// it is committed in the local folder, of the journal after it, and of the manifest last, so the
+/// second home commits in the same order as the folder.
+pub trait Publish: Send + Sync + std::fmt::Debug {
+    /// `part` was committed at `local` (closed, synced, renamed): copy it.
+    fn part(&self, local: &Path, part: &PartInfo) -> Result<()>;
+    /// The journal listing the parts copied so far.
+    fn journal(&self, json: &[u8]) -> Result<()>;
+    /// The manifest: the dataset is complete.
+    fn manifest(&self, json: &[u8]) -> Result<()>;
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { rows_per_part: 500_000, row_group_rows: 65_536, zstd_level: 3, overwrite: false }
+        WriterOptions { rows_per_part: 500_000, row_group_rows: 65_536, zstd_level: 3, overwrite: false, publish: None }
     }
 }
 
@@ -328,7 +342,13 @@ impl SoftLabelWriter {
             manifest: self.manifest.clone(),
         };
         let json = serde_json::to_vec_pretty(&progress).map_err(|e| Error::Internal(e.to_string()))?;
-        write_atomic(&self.dir.join(PROGRESS), &json)
+        write_atomic(&self.dir.join(PROGRESS), &json)?;
+        if let Some(publish) = &self.options.publish {
+            let part = self.manifest.parts.last().ok_or_else(|| Error::Internal("no committed part".into()))?;
+            publish.part(&path, part)?;
+            publish.journal(&json)?;
+        }
+        Ok(())
     }
 
     /// Closes the last part and writes the manifest; returns it. The journal is removed last.
@@ -338,7 +358,11 @@ impl SoftLabelWriter {
         self.manifest.skipped_nonfinite_rows += self.skipped.len() as u64;
         self.skipped.clear();
         self.manifest.seal();
-        write_atomic(&self.dir.join(MANIFEST), &self.manifest.to_json()?)?;
+        let json = self.manifest.to_json()?;
+        write_atomic(&self.dir.join(MANIFEST), &json)?;
+        if let Some(publish) = &self.options.publish {
+            publish.manifest(&json)?;
+        }
         let progress = self.dir.join(PROGRESS);
         if progress.exists() {
             std::fs::remove_file(&progress).map_err(|e| Error::io(&progress, e))?;
