@@ -8,9 +8,6 @@
 
 use std::path::Path;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Float16Type, Float32Type};
-use arrow_array::Array;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -45,7 +42,7 @@ pub fn verify(dir: &Path) -> Result<Verified> {
     let rows = ds.scan(true, |path, rb, first_row, rows| {
         // Stored features: the manifest's width (checked with the column types) and finite values.
         for f in &m.features {
-            let v = float_list(path, rb, &f.column, f.width)?;
+            let v = crate::store::float_list(path, rb, &f.column, f.width)?;
             if let Some(i) = v.iter().position(|x| !x.is_finite()) {
                 return Err(Error::dataset(
                     path,
@@ -61,7 +58,7 @@ pub fn verify(dir: &Path) -> Result<Verified> {
         }
         let Outputs::Dense { logits } = &rows.outputs else { return Ok(()) };
         // The column's type and width K were checked against the manifest when the part was opened.
-        let sv = float_list(path, rb, columns::SOFT, k)?;
+        let sv = crate::store::float_list(path, rb, columns::SOFT, k)?;
         p.resize(k, 0f32);
         for (i, z) in logits.outer_iter().enumerate() {
             softmax_t(z.as_slice().unwrap_or(&z.to_vec()), t, &mut p);
@@ -82,16 +79,4 @@ pub fn verify(dir: &Path) -> Result<Verified> {
         Ok(())
     })?;
     Ok(Verified { rows, parts: m.parts.len(), max_soft_error: m.form.is_dense().then_some(max_err) })
-}
-
-/// The values of the fixed-size list column `name` (`width` a row) of float32 or float16, as f32.
-fn float_list(path: &Path, rb: &arrow_array::RecordBatch, name: &str, width: usize) -> Result<Vec<f32>> {
-    let col = rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")))?;
-    let list = col.as_fixed_size_list();
-    let values = list.values().slice(list.value_offset_at(0), list.len() * width);
-    match (values.as_primitive_opt::<Float32Type>(), values.as_primitive_opt::<Float16Type>()) {
-        (Some(v), _) => Ok(v.values().to_vec()),
-        (_, Some(v)) => Ok(v.values().iter().map(|h| h.to_f32()).collect()),
-        _ => Err(Error::dataset(path, format!("column '{name}' is not float32 or float16"))),
-    }
 }

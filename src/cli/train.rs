@@ -134,6 +134,15 @@ pub struct TrainArgs {
     /// DKD: weight of the non-target part (NCKD).
     #[arg(long, default_value_t = d().dkd_beta, value_name = "B")]
     pub dkd_beta: f32,
+    /// RKD (Park et al. 2019): the student's embedding keeps the distances and angles between a batch's
+    /// rows that the stored teacher feature has (`precompute --features`); FEATURE[:DIST,ANGLE],
+    /// default weights 25,50.
+    #[arg(long, value_name = "FEATURE[:D,A]")]
+    pub rkd: Option<String>,
+    /// Similarity-preserving KD (Tung, Mori 2019): the batch's row-normalised Gram matrix of the
+    /// student's embedding matches the stored teacher feature's; FEATURE[:WEIGHT], default 3000.
+    #[arg(long, value_name = "FEATURE[:W]")]
+    pub sp: Option<String>,
     /// Distillation temperature (default: the temperature the labels were made with).
     #[arg(long, short = 'T', value_name = "T", allow_negative_numbers = true)]
     pub temperature: Option<f32>,
@@ -198,6 +207,8 @@ impl TrainArgs {
             loss: self.loss.into(),
             dkd_alpha: self.dkd_alpha,
             dkd_beta: self.dkd_beta,
+            rkd: self.rkd.clone(),
+            sp: self.sp.clone(),
             temperature: self.temperature,
             seed: self.seed,
             clip_norm: self.clip_norm,

@@ -76,6 +76,10 @@ pub struct TrainConfig {
     pub dkd_alpha: f32,
     /// DKD's weight of the non-target part.
     pub dkd_beta: f32,
+    /// RKD on the student's embedding against a stored teacher feature: `FEATURE[:DIST,ANGLE]`.
+    pub rkd: Option<String>,
+    /// Similarity-preserving KD against a stored teacher feature: `FEATURE[:WEIGHT]`.
+    pub sp: Option<String>,
     /// Distillation temperature (`None`: the one the labels were made with).
     pub temperature: Option<f32>,
     /// Seed for initialisation and shuffling.
@@ -123,6 +127,8 @@ impl Default for TrainConfig {
             // mdistiller's CIFAR-100 settings for DKD.
             dkd_alpha: 1.0,
             dkd_beta: 8.0,
+            rkd: None,
+            sp: None,
             temperature: None,
             seed: 0,
             clip_norm: None,
@@ -170,6 +176,9 @@ pub struct TrainSettings {
     /// The divergence replacing KD's KL (`None`: Hinton et al.'s KD).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<crate::distill::Divergence>,
+    /// Relation-based terms on the student's embedding, each against a stored teacher feature.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relations: Vec<RelationTerm>,
     /// Distillation temperature; `None`: the one the labels were made with.
     pub temperature: Option<f32>,
     /// Seed for initialisation and shuffling.
@@ -194,6 +203,33 @@ pub struct TrainSettings {
     /// Made by [`TrainConfig::validate`].
     #[serde(skip)]
     pub(crate) valid: Validated,
+}
+
+/// A relation-based term: the teacher feature it compares with and the term.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelationTerm {
+    /// The stored teacher feature (its name in the teacher, `feature.NAME` in the labels).
+    pub feature: String,
+    /// The term and its weights.
+    #[serde(flatten)]
+    pub relation: crate::distill::Relation,
+}
+
+/// Parses `FEATURE[:W1[,W2...]]` (`weights` numbers after the last `:`; without them, `defaults`).
+fn feature_weights(text: &str, defaults: &[f32], origin: &Origin, key: &str) -> Result<(String, Vec<f32>)> {
+    let parsed = text.rsplit_once(':').and_then(|(name, w)| {
+        let ws: Option<Vec<f32>> = w.split(',').map(|x| x.trim().parse::<f32>().ok()).collect();
+        ws.map(|ws| (name.to_string(), ws))
+    });
+    let (name, weights) = parsed.unwrap_or_else(|| (text.to_string(), defaults.to_vec()));
+    if name.is_empty() {
+        return Err(origin.error(key, format!("'{text}' names no feature (FEATURE[:WEIGHTS])")));
+    }
+    if weights.len() != defaults.len() || weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+        return Err(origin
+            .error(key, format!("'{text}': give {} finite weights >= 0 after the feature's name", defaults.len())));
+    }
+    Ok((name, weights))
 }
 
 /// The logit loss by name.
@@ -386,6 +422,27 @@ impl TrainConfig {
                 LossName::Jsd => Some(crate::distill::Divergence::Jsd),
                 LossName::Tvd => Some(crate::distill::Divergence::Tvd),
                 LossName::ReverseKl => Some(crate::distill::Divergence::ReverseKl),
+            },
+            relations: {
+                let mut terms = Vec::new();
+                if let Some(text) = &self.rkd {
+                    let (feature, w) = feature_weights(text, &[25.0, 50.0], origin, "rkd")?;
+                    terms.push(RelationTerm {
+                        feature,
+                        relation: crate::distill::Relation::Rkd { distance: w[0], angle: w[1] },
+                    });
+                }
+                if let Some(text) = &self.sp {
+                    let (feature, w) = feature_weights(text, &[3000.0], origin, "sp")?;
+                    terms.push(RelationTerm { feature, relation: crate::distill::Relation::Sp { weight: w[0] } });
+                }
+                if !terms.is_empty() && self.student == StudentKind::Mlp && self.hidden.is_empty() {
+                    return Err(origin.error(
+                        if self.rkd.is_some() { "rkd" } else { "sp" },
+                        "needs a student embedding: an MLP with --hidden layers, or a cnn or embed student",
+                    ));
+                }
+                terms
             },
             temperature: self.temperature,
             seed: self.seed,

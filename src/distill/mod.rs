@@ -6,11 +6,13 @@
 
 pub mod kd;
 pub mod logit;
+pub mod relation;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 pub use kd::Kd;
 pub use logit::{Divergence, LogitLoss};
+pub use relation::{Relation, WithRelations};
 
 use crate::error::Result;
 use crate::store::TeacherOutputs;
@@ -28,6 +30,19 @@ pub trait Loss: Sync {
     /// writes `scale * d loss / d logits` into `grad` (same shape) and returns the loss summed over
     /// the rows (unscaled).
     fn eval(&self, logits: ArrayView2<f32>, rows: &[usize], scale: f32, grad: ArrayViewMut2<f32>) -> f64;
+
+    /// Whether the loss has terms on the student's embedding (the input of its last linear layer):
+    /// the trainer then gathers the batch's embeddings and calls [`Loss::eval_embedding`].
+    fn uses_embedding(&self) -> bool {
+        false
+    }
+
+    /// For the batch's `rows` with student `embedding` (`[rows.len(), E]`): adds d terms / d embedding
+    /// into `grad` and returns the terms times the batch size (so that, like [`Loss::eval`]'s sums,
+    /// dividing by the batch size gives the batch's value).
+    fn eval_embedding(&self, _embedding: ArrayView2<f32>, _rows: &[usize], _grad: ArrayViewMut2<f32>) -> f64 {
+        0.0
+    }
 }
 
 /// The distillation loss of every row of `rows` for the student `logits` (`[rows, K]`, in the rows'

@@ -2,6 +2,7 @@
 //! SCHEMA.md is the contract; this module is its implementation.
 
 mod decode;
+mod features;
 mod filter;
 mod manifest;
 mod pages;
@@ -10,6 +11,8 @@ pub mod remote;
 mod rows;
 mod writer;
 
+pub(crate) use features::float_list;
+pub use features::FeatureTable;
 pub use filter::{Holdout, RowFilter, Side};
 pub use manifest::{
     is_part_name, EnsembleInfo, ExtraInputInfo, FeatureInfo, ImportInfo, InputInfo, Manifest, PartInfo, TeacherInfo,

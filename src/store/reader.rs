@@ -173,7 +173,7 @@ impl SoftLabels {
     }
 
     /// A reader of `names` (columns of the part schema, in that order) of the part at `path`.
-    fn projected_reader(&self, path: &Path, names: &[&str]) -> Result<Guarded<ParquetRecordBatchReader>> {
+    pub(super) fn projected_reader(&self, path: &Path, names: &[&str]) -> Result<Guarded<ParquetRecordBatchReader>> {
         let builder = self.checked_builder(path)?;
         let mask = projection(&builder, names, path)?;
         let reader = builder

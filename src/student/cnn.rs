@@ -423,6 +423,11 @@ impl Student for Cnn {
         super::forward_in_blocks(x, self.num_classes(), 64, |xb| self.forward_block(xb))
     }
 
+    fn embedding<'a>(&self, ws: &'a Workspace) -> Option<ArrayView2<'a, f32>> {
+        let b = ws.state.downcast_ref::<Buffers>()?;
+        Some(b.head.embedding(b.feat.view(), ws.rows))
+    }
+
     fn workspace(&self, rows: usize) -> Workspace {
         Workspace::new(rows, self.num_classes(), &self.param_shapes(), Box::new(self.buffers(rows)))
     }
@@ -442,7 +447,8 @@ impl Student for Cnn {
         // The fully connected layers down to d loss / d features.
         let (feat, dfeat) = (b.feat.slice(s![..m, ..]), Some(b.dfeat.slice_mut(s![..m, ..])));
         let d = ws.grad_logits.slice(s![..m, ..]);
-        head_backward(&self.fcs, feat, &mut b.head, d, &mut ws.grads[2 * nconv..], dfeat);
+        let extra = ws.grad_embedding.as_ref().map(|g| g.slice(s![..m, ..]));
+        head_backward(&self.fcs, feat, &mut b.head, d, &mut ws.grads[2 * nconv..], dfeat, extra);
         // Features -> the last block's pooled output.
         let sizes = self.sizes();
         let (hl, wl) = sizes[nconv];
@@ -655,6 +661,21 @@ mod tests {
         }
     }
 
+    /// Every parameter's gradient in `ws` against central differences (h = 1e-3) of `loss`.
+    fn check_against_finite_differences(net: &Cnn, ws: &Workspace, loss: impl Fn(&Cnn) -> f64, hidden: &[usize]) {
+        let h = 1e-3f32;
+        for p in 0..ws.grads.len() {
+            for j in 0..ws.grads[p].len() {
+                let (mut plus, mut minus) = (net.clone(), net.clone());
+                plus.params_mut()[p].as_slice_mut().unwrap()[j] += h;
+                minus.params_mut()[p].as_slice_mut().unwrap()[j] -= h;
+                let fd = (loss(&plus) - loss(&minus)) / (2.0 * f64::from(h));
+                let g = f64::from(ws.grads[p].as_slice().unwrap()[j]);
+                assert!((fd - g).abs() < 2e-2 * (1.0 + fd.abs()), "hidden {hidden:?} param {p}[{j}]: fd {fd} vs {g}");
+            }
+        }
+    }
+
     /// Finite-difference check of every parameter's gradient (central differences, h = 2e-3), with the loss
     /// sum(logits * c) for fixed c (so d loss / d logits = c).
     #[test]
@@ -670,21 +691,38 @@ mod tests {
             net.forward_train(x.view(), &[0, 1, 2, 3], &mut ws);
             ws.grad_logits.assign(&c);
             net.backward(&mut ws);
-            let h = 1e-3f32;
-            for p in 0..ws.grads.len() {
-                let len = ws.grads[p].len();
-                for j in 0..len {
-                    let (mut plus, mut minus) = (net.clone(), net.clone());
-                    plus.params_mut()[p].as_slice_mut().unwrap()[j] += h;
-                    minus.params_mut()[p].as_slice_mut().unwrap()[j] -= h;
-                    let fd = (loss(&plus) - loss(&minus)) / (2.0 * f64::from(h));
-                    let g = f64::from(ws.grads[p].as_slice().unwrap()[j]);
-                    assert!(
-                        (fd - g).abs() < 2e-2 * (1.0 + fd.abs()),
-                        "hidden {hidden:?} param {p}[{j}]: fd {fd} vs {g}"
-                    );
-                }
-            }
+            check_against_finite_differences(&net, &ws, loss, hidden);
+        }
+    }
+
+    /// The embedding's gradient (relation-based losses) reaches every parameter below it: finite
+    /// differences of sum(embedding * e) + sum(logits * c), with and without hidden layers (the
+    /// embedding is then the last hidden layer's output, or the pooled features).
+    #[test]
+    fn embedding_gradients_match_finite_differences() {
+        for hidden in [&[8][..], &[]] {
+            let (net, x) = net(hidden);
+            let rows = [0, 1, 2, 3];
+            let width = {
+                let mut ws = net.workspace(4);
+                net.forward_train(x.view(), &rows, &mut ws);
+                net.embedding(&ws).unwrap().ncols()
+            };
+            let e = Array2::from_shape_fn((4, width), |(i, j)| ((i * 5 + j * 3) % 11) as f32 / 5.0 - 1.0);
+            let c = Array2::from_shape_fn((4, 5), |(i, j)| ((i * 3 + j * 5) % 7) as f32 / 3.0 - 1.0);
+            let loss = |n: &Cnn| -> f64 {
+                let mut ws = n.workspace(4);
+                n.forward_train(x.view(), &rows, &mut ws);
+                let emb = n.embedding(&ws).unwrap();
+                let a: f64 = emb.iter().zip(e.iter()).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+                a + ws.logits.iter().zip(c.iter()).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>()
+            };
+            let mut ws = net.workspace(4);
+            net.forward_train(x.view(), &rows, &mut ws);
+            ws.grad_logits.assign(&c);
+            ws.grad_embedding = Some(e.clone());
+            net.backward(&mut ws);
+            check_against_finite_differences(&net, &ws, loss, hidden);
         }
     }
 

@@ -507,6 +507,11 @@ impl Student for Embed {
         super::forward_in_blocks(x, self.num_classes(), 64, |xb| self.forward_block(xb))
     }
 
+    fn embedding<'a>(&self, ws: &'a Workspace) -> Option<ArrayView2<'a, f32>> {
+        let b = ws.state.downcast_ref::<Buffers>()?;
+        Some(b.head.embedding(b.feat.view(), ws.rows))
+    }
+
     fn workspace(&self, rows: usize) -> Workspace {
         Workspace::new(rows, self.num_classes(), &self.param_shapes(), Box::new(self.buffers(rows)))
     }
@@ -527,7 +532,8 @@ impl Student for Embed {
         {
             let (feat, dfeat) = (b.feat.slice(s![..m, ..]), Some(b.dfeat.slice_mut(s![..m, ..])));
             let d = ws.grad_logits.slice(s![..m, ..]);
-            head_backward(&self.fcs, feat, &mut b.head, d, &mut rest[2 * nconv..], dfeat);
+            let extra = ws.grad_embedding.as_ref().map(|g| g.slice(s![..m, ..]));
+            head_backward(&self.fcs, feat, &mut b.head, d, &mut rest[2 * nconv..], dfeat, extra);
         }
         let Ok(mut gt) = table_grad[0].view_mut().into_dimensionality::<Ix2>() else { return };
         if nconv == 0 {

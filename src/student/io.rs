@@ -32,6 +32,9 @@ pub struct EpochLog {
     pub epoch: usize,
     /// Mean loss over the epoch's steps.
     pub train_loss: f64,
+    /// The relation-based terms' share of `train_loss` (`--rkd`, `--sp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relation_loss: Option<f64>,
     /// Learning rate at the epoch's last step.
     pub lr: f32,
     /// Accuracy on the validation set, if one was given.

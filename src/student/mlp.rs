@@ -105,7 +105,13 @@ impl Student for Mlp {
         let m = ws.rows;
         let Some(b) = ws.state.downcast_mut::<Buffers>() else { return };
         let d = ws.grad_logits.slice(s![..m, ..]);
-        head_backward(&self.layers, b.x.slice(s![..m, ..]), &mut b.head, d, &mut ws.grads, None);
+        let extra = ws.grad_embedding.as_ref().map(|g| g.slice(s![..m, ..]));
+        head_backward(&self.layers, b.x.slice(s![..m, ..]), &mut b.head, d, &mut ws.grads, None, extra);
+    }
+
+    fn embedding<'a>(&self, ws: &'a Workspace) -> Option<ArrayView2<'a, f32>> {
+        let b = ws.state.downcast_ref::<Buffers>()?;
+        (self.layers.len() > 1).then(|| b.head.embedding(b.x.view(), ws.rows))
     }
 
     fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {

@@ -173,6 +173,11 @@ pub trait Student: Send + Sync + std::fmt::Debug {
     fn forward_train(&self, inputs: ArrayView2<f32>, rows: &[usize], ws: &mut Workspace);
     /// Backward pass from `ws.grad_logits` (for the rows of the last forward) into `ws.grads`.
     fn backward(&self, ws: &mut Workspace);
+    /// The embedding of the rows of the last [`Student::forward_train`] on `ws`: the input of the final
+    /// linear layer, `[rows, E]` (what relation-based losses compare with the teacher's features; their
+    /// gradient enters through [`Workspace::grad_embedding`]). `None` for a student with nothing
+    /// trainable below that layer (an MLP without hidden layers).
+    fn embedding<'a>(&self, ws: &'a Workspace) -> Option<ArrayView2<'a, f32>>;
     /// The trainable tensors, in the order of [`Workspace::grads`].
     fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>>;
     /// Trainable parameters.
@@ -202,6 +207,9 @@ pub struct Workspace {
     pub loss: f64,
     /// The rows of the [`Student::sparse_param`] gradient the last backward wrote, ascending.
     pub touched: Vec<u32>,
+    /// d loss / d the embedding ([`Student::embedding`]), `[capacity, E]`, added by the backward pass;
+    /// set by the trainer when the loss has embedding terms.
+    pub grad_embedding: Option<Array2<f32>>,
     /// The student's activations.
     pub(crate) state: Box<dyn Any + Send>,
 }
@@ -216,6 +224,7 @@ impl Workspace {
             grads: params.iter().map(|s| ArrayD::zeros(s.as_slice())).collect(),
             loss: 0.0,
             touched: Vec::new(),
+            grad_embedding: None,
             state,
         }
     }

@@ -77,6 +77,8 @@ pub struct TrainData<'a> {
     pub origin: &'a Path,
     /// The per-row input shape the labels record (the image of a cnn student).
     pub input_shape: &'a [usize],
+    /// The stored teacher features of `TrainSettings::relations`, in their order.
+    pub features: &'a [crate::store::FeatureTable],
 }
 
 /// Refuses a student whose training would not fit in this machine's memory: its weights, the
@@ -195,7 +197,14 @@ pub fn train(
     checkpoint: Option<&Checkpointing>,
     progress: &dyn Progress,
 ) -> Result<TrainedStudent> {
-    let TrainData { rows, num_classes, temperature: label_temperature, origin, input_shape } = *data;
+    let TrainData { rows, num_classes, temperature: label_temperature, origin, input_shape, features } = *data;
+    if features.len() != settings.relations.len() {
+        return Err(Error::Internal(format!(
+            "{} relation terms, {} teacher feature tables",
+            settings.relations.len(),
+            features.len()
+        )));
+    }
     let t = settings.temperature.unwrap_or(label_temperature);
     if rows.sparse() && t != label_temperature {
         return Err(Error::Config(format!(
@@ -288,6 +297,14 @@ pub fn train(
             origin: origin.to_path_buf(),
         }),
     };
+    let objective: Box<dyn Objective + '_> = if settings.relations.is_empty() {
+        objective
+    } else {
+        Box::new(crate::distill::WithRelations {
+            inner: objective,
+            terms: settings.relations.iter().map(|r| r.relation).zip(features.iter()).collect(),
+        })
+    };
     let resident = match rows.resident() {
         Some(d) => Some((d, objective.prepare(d)?)),
         None => None,
@@ -330,6 +347,7 @@ pub fn train(
         let entry = EpochLog {
             epoch,
             train_loss: totals.loss / totals.steps.max(1) as f64,
+            relation_loss: (!settings.relations.is_empty()).then(|| totals.relation / totals.steps.max(1) as f64),
             lr: totals.lr,
             val_accuracy: v.accuracy,
             val_errors: v.errors,
@@ -497,8 +515,14 @@ mod tests {
         let rows = rows::MemoryRows::new(data);
         let config = TrainConfig { hidden: vec![16], epochs: 2, batch_size: 16, ..Default::default() };
         let s = config.validate(&Origin::Flags).unwrap();
-        let td =
-            TrainData { rows: &rows, num_classes: 3, temperature: 2.0, origin: Path::new("mem"), input_shape: &[8] };
+        let td = TrainData {
+            rows: &rows,
+            num_classes: 3,
+            temperature: 2.0,
+            origin: Path::new("mem"),
+            input_shape: &[8],
+            features: &[],
+        };
         let a = train(&td, &s, None, None, &NoProgress).unwrap();
         let b = train(&td, &s, None, None, &NoProgress).unwrap();
         assert_eq!(a.student.tensors(), b.student.tensors());

@@ -195,7 +195,13 @@ pub fn run(job: &TrainJob, progress: &dyn Progress) -> Result<(TrainedStudent, S
     let rows = rows::open(labels, settings, join)?;
     let held_out = rows::held_out(labels, settings, join)?;
     let val = val.or(held_out.as_ref());
+    let features = settings
+        .relations
+        .iter()
+        .map(|r| labels.feature_table(&r.feature))
+        .collect::<Result<Vec<crate::store::FeatureTable>>>()?;
     let data = TrainData {
+        features: &features,
         rows: rows.as_ref(),
         num_classes: m.num_classes,
         temperature: m.temperature,

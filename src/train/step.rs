@@ -37,6 +37,8 @@ pub(crate) struct Trainer<'s> {
 #[derive(Default)]
 pub(crate) struct EpochTotals {
     pub loss: f64,
+    /// The embedding terms' share of `loss` (relation-based losses), summed over steps.
+    pub relation: f64,
     pub steps: usize,
     pub lr: f32,
 }
@@ -120,7 +122,7 @@ impl<'s> Trainer<'s> {
                 }
             });
             if !row_wise {
-                self.batch_level(loss, idx, scale, chunk);
+                totals.relation += self.batch_level(loss, idx, scale, chunk);
             }
             let (first, rest) = self.spaces.split_at_mut(1);
             let acc = &mut first[0];
@@ -192,9 +194,10 @@ impl<'s> Trainer<'s> {
         Ok(())
     }
 
-    /// A batch-level loss: gathers the workers' logits into one batch, evaluates the loss once, hands
-    /// each worker its rows' gradient and runs the backward passes.
-    fn batch_level(&mut self, loss: &dyn Loss, idx: &[usize], scale: f32, chunk: usize) {
+    /// A batch-level loss: gathers the workers' logits (and, for embedding terms, their embeddings)
+    /// into one batch, evaluates the loss once, hands each worker its rows' gradients and runs the
+    /// backward passes. Returns the embedding terms' value (a mean over the batch).
+    fn batch_level(&mut self, loss: &dyn Loss, idx: &[usize], scale: f32, chunk: usize) -> f64 {
         let k = self.student.num_classes();
         if self.batch_logits.nrows() < idx.len() {
             self.batch_logits = Array2::zeros((idx.len(), k));
@@ -205,7 +208,13 @@ impl<'s> Trainer<'s> {
             self.batch_logits.slice_mut(s![lo..lo + ws.rows, ..]).assign(&ws.logits.slice(s![..ws.rows, ..]));
         }
         let n = idx.len();
-        let total = loss.eval(self.batch_logits.slice(s![..n, ..]), idx, scale, self.batch_grad.slice_mut(s![..n, ..]));
+        let mut total =
+            loss.eval(self.batch_logits.slice(s![..n, ..]), idx, scale, self.batch_grad.slice_mut(s![..n, ..]));
+        let mut relation = 0.0;
+        if loss.uses_embedding() {
+            relation = self.embedding_terms(loss, idx, chunk);
+            total += relation;
+        }
         let student = self.student.as_ref();
         let grad = &self.batch_grad;
         self.spaces.par_iter_mut().enumerate().for_each(|(w, ws)| {
@@ -216,6 +225,35 @@ impl<'s> Trainer<'s> {
                 student.backward(ws);
             }
         });
+        relation / n as f64
+    }
+
+    /// Gathers the batch's embeddings, evaluates the loss's embedding terms on them and hands each
+    /// worker its rows' gradient (in `Workspace::grad_embedding`); returns the terms' sum as
+    /// [`Loss::eval_embedding`] gives it.
+    fn embedding_terms(&mut self, loss: &dyn Loss, idx: &[usize], chunk: usize) -> f64 {
+        let student = self.student.as_ref();
+        let width = self.spaces.iter().find_map(|ws| student.embedding(ws).map(|e| e.ncols())).unwrap_or(0);
+        let n = idx.len();
+        let mut embedding = Array2::<f32>::zeros((n, width));
+        for (w, ws) in self.spaces.iter().enumerate() {
+            let lo = (w * chunk).min(n);
+            if let Some(e) = student.embedding(ws).filter(|_| ws.rows > 0) {
+                embedding.slice_mut(s![lo..lo + ws.rows, ..]).assign(&e);
+            }
+        }
+        let mut grad = Array2::<f32>::zeros((n, width));
+        let value = loss.eval_embedding(embedding.view(), idx, grad.view_mut());
+        for (w, ws) in self.spaces.iter_mut().enumerate() {
+            let lo = (w * chunk).min(n);
+            let cap = ws.logits.nrows();
+            let g = ws.grad_embedding.get_or_insert_with(|| Array2::zeros((cap, width)));
+            if g.ncols() != width {
+                *g = Array2::zeros((cap, width));
+            }
+            g.slice_mut(s![..ws.rows, ..]).assign(&grad.slice(s![lo..lo + ws.rows, ..]));
+        }
+        value
     }
 }
 

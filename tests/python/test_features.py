@@ -122,3 +122,56 @@ def test_features_with_shards_views_and_no_inputs(data, tmp_path):
     r = subprocess.run([BIN, "precompute", *map(str, common(tmp)), "--features", "nope", "--out", str(tmp_path / "no")],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "--features 'nope': the model computes no value of that name" in r.stderr
+
+
+def test_relation_losses_train_from_stored_features(data, tmp_path):
+    """`train --rkd` / `--sp` learn from a stored feature with no teacher loaded: the relation term is
+    logged per epoch and is part of the loss, the same seed gives the same weights, the label order
+    does not matter (features are joined by id), and a missing feature or a student without an
+    embedding is refused with one line."""
+    labels = tmp_path / "labels"
+    src = tmp_path / "src.parquet"
+    pq.write_table(pq.read_table(ROOT / "data" / "mnist" / "test.parquet").slice(0, 1000), src)
+    run("precompute", "--teacher", TEACHER, "--data", src, "--input-column", "image", "-T", "4",
+        "--features", f"{FC},{CONV}", "--feature-pool", "avg", "--rows-per-part", "300", "--out", labels)
+    logs = {}
+    for flag, value in [("--rkd", FC), ("--sp", f"{CONV}:1000"), ("--rkd", f"{FC}:0,0")]:
+        outs = []
+        for i in range(2):
+            out = tmp_path / f"s{flag}{value.replace('/', '_').replace(':', '_')}{i}"
+            run("train", "--labels", labels, "--hidden", "64", "--epochs", "2", "--batch-size", "50",
+                flag, value, "--out", out)
+            outs.append(out)
+        assert (outs[0] / "student.safetensors").read_bytes() == (outs[1] / "student.safetensors").read_bytes()
+        log = [json.loads(line) for line in (outs[0] / "train_log.jsonl").read_text().splitlines()]
+        logs[(flag, value)] = log
+        info = json.loads((outs[0] / "student.json").read_text())
+        assert info["settings"]["relations"][0]["feature"] == value.split(":")[0]
+    for (flag, value), log in logs.items():
+        rel = [e["relation_loss"] for e in log]
+        assert all(np.isfinite(r) for r in rel), (flag, value, rel)
+        if value.endswith(":0,0"):
+            assert rel == [0.0, 0.0]
+        else:
+            assert all(r > 0 for r in rel) and all(e["train_loss"] > r for e, r in zip(log, rel))
+    # Zero weights leave KD's own loss (the relation term adds nothing to the logged loss).
+    plain = tmp_path / "plain"
+    run("train", "--labels", labels, "--hidden", "64", "--epochs", "2", "--batch-size", "50", "--out", plain)
+    kd_log = [json.loads(line) for line in (plain / "train_log.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([e["train_loss"] for e in logs[("--rkd", f"{FC}:0,0")]],
+                               [e["train_loss"] for e in kd_log], rtol=1e-6)
+    # Refusals.
+    def refused(*args):
+        r = subprocess.run([BIN, "--quiet", "train", "--labels", labels, "--epochs", "1", "--out",
+                            tmp_path / "bad", *map(str, args)], capture_output=True, text=True)
+        assert r.returncode == 1 and r.stderr.strip().count("\n") == 0, r.stderr
+        return r.stderr
+    err = refused("--rkd", "/nope")
+    assert "stores no feature '/nope'; it stores /Relu_4_output_0, /Relu_3_output_0" in err
+    assert "needs a student embedding" in refused("--sp", FC, "--hidden", "")
+    assert "give 2 finite weights" in refused("--rkd", f"{FC}:1")
+    plain_labels = tmp_path / "nofeat"
+    run("precompute", "--teacher", TEACHER, "--data", src, "--input-column", "image", "-T", "4", "--out", plain_labels)
+    r = subprocess.run([BIN, "--quiet", "train", "--labels", plain_labels, "--sp", FC, "--out", tmp_path / "b2"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "stores no teacher features" in r.stderr and "precompute --features" in r.stderr

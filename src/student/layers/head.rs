@@ -22,6 +22,17 @@ impl HeadBuffers {
     }
 }
 
+impl HeadBuffers {
+    /// The embedding of the last forward pass's first `m` rows: the input of the final layer (the last
+    /// hidden layer's output, or `input` when there is none).
+    pub fn embedding<'a>(&'a self, input: ArrayView2<'a, f32>, m: usize) -> ArrayView2<'a, f32> {
+        match self.acts.last() {
+            Some(a) => a.slice(s![..m, ..]),
+            None => input.slice_move(s![..m, ..]),
+        }
+    }
+}
+
 /// The forward pass of the first `input.nrows()` rows into `logits`.
 pub fn head_forward(layers: &[Linear], input: ArrayView2<f32>, b: &mut HeadBuffers, mut logits: ArrayViewMut2<f32>) {
     let m = input.nrows();
@@ -41,7 +52,8 @@ pub fn head_forward(layers: &[Linear], input: ArrayView2<f32>, b: &mut HeadBuffe
 
 /// The backward pass from `grad_logits` for the rows of the last [`head_forward`] on `input`: the
 /// layers' weight and bias gradients into `grads` (two per layer, in order) and, with `dinput`,
-/// d loss / d input.
+/// d loss / d input. `embedding_grad` (d loss / d the embedding, [`HeadBuffers::embedding`]) is added
+/// where the final layer's input gradient forms.
 pub fn head_backward(
     layers: &[Linear],
     input: ArrayView2<f32>,
@@ -49,6 +61,7 @@ pub fn head_backward(
     grad_logits: ArrayView2<f32>,
     grads: &mut [ArrayD<f32>],
     mut dinput: Option<ArrayViewMut2<f32>>,
+    embedding_grad: Option<ArrayView2<f32>>,
 ) {
     let m = input.nrows();
     let last = layers.len() - 1;
@@ -64,6 +77,13 @@ pub fn head_backward(
         };
         let dx = if l > 0 { Some(before[l - 1].slice_mut(s![..m, ..])) } else { dinput.as_mut().map(|d| d.view_mut()) };
         layers[l].backward(x, d, gw, gb, dx);
+        if let (true, Some(extra)) = (l == last, embedding_grad) {
+            let target =
+                if l > 0 { Some(before[l - 1].slice_mut(s![..m, ..])) } else { dinput.as_mut().map(|d| d.view_mut()) };
+            if let Some(mut t) = target {
+                t += &extra.slice(s![..m, ..]);
+            }
+        }
         if l > 0 {
             Relu::backward(b.acts[l - 1].slice(s![..m, ..]), before[l - 1].slice_mut(s![..m, ..]));
         }
