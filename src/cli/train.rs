@@ -143,6 +143,11 @@ pub struct TrainArgs {
     /// student's embedding matches the stored teacher feature's; FEATURE[:WEIGHT], default 3000.
     #[arg(long, value_name = "FEATURE[:W]")]
     pub sp: Option<String>,
+    /// FitNets hint (Romero et al. 2015): a learned linear regressor maps the student's embedding to the
+    /// stored teacher feature's width, mean squared error; trained with the student, never exported;
+    /// FEATURE[:WEIGHT], default 100.
+    #[arg(long, value_name = "FEATURE[:W]")]
+    pub hint: Option<String>,
     /// Distillation temperature (default: the temperature the labels were made with).
     #[arg(long, short = 'T', value_name = "T", allow_negative_numbers = true)]
     pub temperature: Option<f32>,
@@ -209,6 +214,7 @@ impl TrainArgs {
             dkd_beta: self.dkd_beta,
             rkd: self.rkd.clone(),
             sp: self.sp.clone(),
+            hint: self.hint.clone(),
             temperature: self.temperature,
             seed: self.seed,
             clip_norm: self.clip_norm,

@@ -80,6 +80,8 @@ pub struct TrainConfig {
     pub rkd: Option<String>,
     /// Similarity-preserving KD against a stored teacher feature: `FEATURE[:WEIGHT]`.
     pub sp: Option<String>,
+    /// FitNets hint against a stored teacher feature: `FEATURE[:WEIGHT]`.
+    pub hint: Option<String>,
     /// Distillation temperature (`None`: the one the labels were made with).
     pub temperature: Option<f32>,
     /// Seed for initialisation and shuffling.
@@ -129,6 +131,7 @@ impl Default for TrainConfig {
             dkd_beta: 8.0,
             rkd: None,
             sp: None,
+            hint: None,
             temperature: None,
             seed: 0,
             clip_norm: None,
@@ -436,9 +439,17 @@ impl TrainConfig {
                     let (feature, w) = feature_weights(text, &[3000.0], origin, "sp")?;
                     terms.push(RelationTerm { feature, relation: crate::distill::Relation::Sp { weight: w[0] } });
                 }
+                if let Some(text) = &self.hint {
+                    let (feature, w) = feature_weights(text, &[100.0], origin, "hint")?;
+                    terms.push(RelationTerm { feature, relation: crate::distill::Relation::Hint { weight: w[0] } });
+                }
                 if !terms.is_empty() && self.student == StudentKind::Mlp && self.hidden.is_empty() {
+                    let key = [("rkd", &self.rkd), ("sp", &self.sp), ("hint", &self.hint)]
+                        .iter()
+                        .find(|(_, v)| v.is_some())
+                        .map_or("rkd", |(k, _)| *k);
                     return Err(origin.error(
-                        if self.rkd.is_some() { "rkd" } else { "sp" },
+                        key,
                         "needs a student embedding: an MLP with --hidden layers, or a cnn or embed student",
                     ));
                 }

@@ -39,8 +39,17 @@ pub trait Loss: Sync {
 
     /// For the batch's `rows` with student `embedding` (`[rows.len(), E]`): adds d terms / d embedding
     /// into `grad` and returns the terms times the batch size (so that, like [`Loss::eval`]'s sums,
-    /// dividing by the batch size gives the batch's value).
-    fn eval_embedding(&self, _embedding: ArrayView2<f32>, _rows: &[usize], _grad: ArrayViewMut2<f32>) -> f64 {
+    /// dividing by the batch size gives the batch's value). `aux` are the objective's auxiliary
+    /// parameters ([`Objective::aux_params`], trained with the student and never exported); their
+    /// gradients are added into `aux_grad`.
+    fn eval_embedding(
+        &self,
+        _embedding: ArrayView2<f32>,
+        _rows: &[usize],
+        _grad: ArrayViewMut2<f32>,
+        _aux: &[ndarray::ArrayD<f32>],
+        _aux_grad: &mut [ndarray::ArrayD<f32>],
+    ) -> f64 {
         0.0
     }
 }
@@ -62,4 +71,10 @@ pub fn row_losses(objective: &dyn Objective, rows: &TeacherOutputs, logits: Arra
 pub trait Objective: Sync {
     /// The loss over batches of `rows`.
     fn prepare<'a>(&self, rows: &'a TeacherOutputs) -> Result<Box<dyn Loss + 'a>>;
+
+    /// Fresh auxiliary parameters for a student whose embedding is `width` wide (FitNets' regressor),
+    /// drawn from `seed`; none by default.
+    fn aux_params(&self, _width: Option<usize>, _seed: u64) -> Result<Vec<ndarray::ArrayD<f32>>> {
+        Ok(Vec::new())
+    }
 }

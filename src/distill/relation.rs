@@ -39,6 +39,12 @@ pub enum Relation {
         /// Weight.
         weight: f32,
     },
+    /// FitNets hint (Romero et al. 2015): a learned linear regressor from the embedding to the
+    /// feature's width, mean squared error.
+    Hint {
+        /// Weight.
+        weight: f32,
+    },
 }
 
 impl Relation {
@@ -46,6 +52,8 @@ impl Relation {
     pub const RKD: Relation = Relation::Rkd { distance: 25.0, angle: 50.0 };
     /// SP with RepDistiller's weight.
     pub const SP: Relation = Relation::Sp { weight: 3000.0 };
+    /// FitNets with RepDistiller's weight.
+    pub const HINT: Relation = Relation::Hint { weight: 100.0 };
 
     /// The term's value on student embeddings `s` (`[n, E]`) and teacher features `t` (`[n, D]`);
     /// with `grad`, adds d value / d s into it.
@@ -63,8 +71,35 @@ impl Relation {
                 v
             }
             Relation::Sp { weight } => f64::from(weight) * sp(s, t, weight, grad),
+            // Needs its regressor: see `hint`.
+            Relation::Hint { .. } => 0.0,
         }
     }
+}
+
+/// The FitNets hint term (unweighted): `mean((s W + b - t)^2)` over all n x D values, for the
+/// regressor `w` (`[E, D]`, as `Linear`) and `b` (`[D]`); adds `weight` x the gradients into `grad`
+/// (d / d s), `gw` and `gb`.
+pub fn hint(
+    s: ArrayView2<f32>,
+    t: ArrayView2<f32>,
+    w: ArrayView2<f32>,
+    b: ndarray::ArrayView1<f32>,
+    weight: f32,
+    grads: Option<(ArrayViewMut2<f32>, ArrayViewMut2<f32>, ndarray::ArrayViewMut1<f32>)>,
+) -> f64 {
+    let count = (t.nrows() * t.ncols()).max(1) as f32;
+    let mut diff = s.dot(&w);
+    diff += &b;
+    diff -= &t;
+    let loss = diff.iter().map(|&d| f64::from(d) * f64::from(d)).sum::<f64>() / f64::from(count);
+    if let Some((mut gs, mut gw, mut gb)) = grads {
+        let dr = diff * (2.0 * weight / count);
+        ndarray::linalg::general_mat_mul(1.0, &dr, &w.t(), 1.0, &mut gs);
+        ndarray::linalg::general_mat_mul(1.0, &s.t(), &dr, 1.0, &mut gw);
+        gb += &dr.sum_axis(Axis(0));
+    }
+    loss
 }
 
 /// smooth_l1 (beta 1) and its derivative.
@@ -304,6 +339,22 @@ impl Objective for WithRelations<'_> {
         }
         Ok(Box::new(RelationLoss { inner, teachers }))
     }
+
+    /// One regressor per hint term, `[E, D]` and `[D]`, initialised as PyTorch's `nn.Linear`.
+    fn aux_params(&self, width: Option<usize>, seed: u64) -> Result<Vec<ndarray::ArrayD<f32>>> {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6869_6e74); // "hint"
+        let mut out = Vec::new();
+        for (relation, table) in &self.terms {
+            if let Relation::Hint { .. } = relation {
+                let e = width.ok_or_else(|| Error::Config("--hint needs a student embedding".into()))?;
+                let l = crate::student::layers::Linear::init(e, table.width, &mut rng);
+                out.push(l.w.into_dyn());
+                out.push(l.b.into_dyn());
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// A prepared [`WithRelations`]: the teacher features of the window's rows.
@@ -325,11 +376,36 @@ impl Loss for RelationLoss<'_> {
         true
     }
 
-    fn eval_embedding(&self, embedding: ArrayView2<f32>, rows: &[usize], mut grad: ArrayViewMut2<f32>) -> f64 {
+    fn eval_embedding(
+        &self,
+        embedding: ArrayView2<f32>,
+        rows: &[usize],
+        mut grad: ArrayViewMut2<f32>,
+        aux: &[ndarray::ArrayD<f32>],
+        aux_grad: &mut [ndarray::ArrayD<f32>],
+    ) -> f64 {
         let mut total = 0.0;
+        let mut next = 0;
         for (relation, teacher) in &self.teachers {
             let t = teacher.select(Axis(0), rows);
-            total += relation.eval(embedding, t.view(), Some(grad.view_mut()));
+            if let Relation::Hint { weight } = *relation {
+                let (Some(w), Some(b)) = (aux.get(next), aux.get(next + 1)) else { continue };
+                let (gw_gb, _) = aux_grad[next..].split_at_mut(2);
+                let (gw, gb) = gw_gb.split_at_mut(1);
+                let views = (
+                    w.view().into_dimensionality::<ndarray::Ix2>(),
+                    b.view().into_dimensionality::<ndarray::Ix1>(),
+                    gw[0].view_mut().into_dimensionality::<ndarray::Ix2>(),
+                    gb[0].view_mut().into_dimensionality::<ndarray::Ix1>(),
+                );
+                if let (Ok(w), Ok(b), Ok(gw), Ok(gb)) = views {
+                    total +=
+                        f64::from(weight) * hint(embedding, t.view(), w, b, weight, Some((grad.view_mut(), gw, gb)));
+                }
+                next += 2;
+            } else {
+                total += relation.eval(embedding, t.view(), Some(grad.view_mut()));
+            }
         }
         total * rows.len() as f64
     }
@@ -367,6 +443,27 @@ mod tests {
     #[test]
     fn gradients_equal_finite_differences() {
         let (s, t) = batch();
+        let w = Array2::from_shape_fn((3, 4), |(i, j)| ((i * 4 + j) as f32 * 0.37).sin() * 0.5);
+        let b = ndarray::Array1::from_shape_fn(4, |j| 0.1 * j as f32 - 0.15);
+        let hint_s = |s: ArrayView2<f32>, g: Option<ArrayViewMut2<f32>>| {
+            let (mut gw, mut gb) = (Array2::zeros((3, 4)), ndarray::Array1::zeros(4));
+            match g {
+                Some(g) => hint(s, t.view(), w.view(), b.view(), 1.0, Some((g, gw.view_mut(), gb.view_mut()))),
+                None => hint(s, t.view(), w.view(), b.view(), 1.0, None),
+            }
+        };
+        check_gradient(hint_s, &s);
+        // The regressor's own gradient.
+        check_gradient(
+            |w, g| match g {
+                Some(g) => {
+                    let (mut a, mut c) = (Array2::zeros(s.raw_dim()), ndarray::Array1::zeros(4));
+                    hint(s.view(), t.view(), w, b.view(), 1.0, Some((a.view_mut(), g, c.view_mut())))
+                }
+                None => hint(s.view(), t.view(), w, b.view(), 1.0, None),
+            },
+            &w,
+        );
         check_gradient(|s, g| rkd_distance(s, t.view(), 1.0, g), &s);
         check_gradient(|s, g| rkd_angle(s, t.view(), 1.0, g), &s);
         check_gradient(|s, g| sp(s, t.view(), 1.0, g), &s);

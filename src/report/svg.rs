@@ -188,7 +188,7 @@ fn epoch_ticks(f: &Frame, n: usize) -> Vec<(f64, String)> {
     out
 }
 
-/// Training loss (left axis) and, when validation ran, validation accuracy and agreement (right axis,
+/// Training loss (left axis; with feature or relation terms, their share too) and, when validation ran, validation accuracy and agreement (right axis,
 /// percent) per epoch.
 pub(super) fn svg_training(log: &[EpochLog]) -> String {
     let f = Frame::new(720.0, 420.0);
@@ -201,6 +201,13 @@ pub(super) fn svg_training(log: &[EpochLog]) -> String {
     let loss: Vec<(f64, f64)> = log.iter().map(|e| (x(e.epoch), scale(e.train_loss, y0, y1, f.b, f.t))).collect();
     polyline(&mut s, &loss, BLUE);
     let mut items = vec![("train loss", BLUE)];
+    // The feature and relation terms' share of it (`--hint`, `--rkd`, `--sp`), on the same axis.
+    let relation: Vec<(f64, f64)> =
+        log.iter().filter_map(|e| e.relation_loss.map(|r| (x(e.epoch), scale(r, y0, y1, f.b, f.t)))).collect();
+    if !relation.is_empty() {
+        polyline(&mut s, &relation, GREEN);
+        items.push(("of which feature/relation terms", GREEN));
+    }
     let acc: Vec<(usize, f64)> = log.iter().filter_map(|e| e.val_accuracy.map(|a| (e.epoch, 100.0 * a))).collect();
     let agr: Vec<(usize, f64)> = log.iter().filter_map(|e| e.val_agreement.map(|a| (e.epoch, 100.0 * a))).collect();
     if !acc.is_empty() || !agr.is_empty() {
@@ -472,5 +479,24 @@ mod tests {
         assert_eq!((t[0], tick_label(t[1], step)), (96.0, "96.5".to_string()));
         assert!(t.iter().all(|v| (v / step - (v / step).round()).abs() < 1e-9), "{t:?}");
         assert_eq!(esc("<a&\"b\">"), "&lt;a&amp;&quot;b&quot;&gt;");
+    }
+
+    #[test]
+    fn the_relation_terms_are_drawn_only_when_logged() {
+        let entry = |epoch: usize, relation_loss: Option<f64>| EpochLog {
+            epoch,
+            train_loss: 2.0 / epoch as f64,
+            relation_loss,
+            lr: 1e-3,
+            val_accuracy: None,
+            val_errors: None,
+            val_agreement: None,
+            val_kl: None,
+            seconds: 1.0,
+        };
+        let with = svg_training(&[entry(1, Some(1.5)), entry(2, Some(0.5))]);
+        let without = svg_training(&[entry(1, None), entry(2, None)]);
+        assert!(with.contains("of which feature/relation terms") && with.matches("<polyline").count() == 2, "{with}");
+        assert!(!without.contains("relation") && without.matches("<polyline").count() == 1, "{without}");
     }
 }

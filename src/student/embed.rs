@@ -507,6 +507,10 @@ impl Student for Embed {
         super::forward_in_blocks(x, self.num_classes(), 64, |xb| self.forward_block(xb))
     }
 
+    fn embedding_width(&self) -> Option<usize> {
+        self.fcs.last().map(|l| l.w.nrows())
+    }
+
     fn embedding<'a>(&self, ws: &'a Workspace) -> Option<ArrayView2<'a, f32>> {
         let b = ws.state.downcast_ref::<Buffers>()?;
         Some(b.head.embedding(b.feat.view(), ws.rows))

@@ -109,6 +109,10 @@ impl Student for Mlp {
         head_backward(&self.layers, b.x.slice(s![..m, ..]), &mut b.head, d, &mut ws.grads, None, extra);
     }
 
+    fn embedding_width(&self) -> Option<usize> {
+        (self.layers.len() > 1).then(|| self.layers[self.layers.len() - 1].w.nrows())
+    }
+
     fn embedding<'a>(&self, ws: &'a Workspace) -> Option<ArrayView2<'a, f32>> {
         let b = ws.state.downcast_ref::<Buffers>()?;
         (self.layers.len() > 1).then(|| b.head.embedding(b.x.view(), ws.rows))

@@ -178,6 +178,8 @@ pub trait Student: Send + Sync + std::fmt::Debug {
     /// gradient enters through [`Workspace::grad_embedding`]). `None` for a student with nothing
     /// trainable below that layer (an MLP without hidden layers).
     fn embedding<'a>(&self, ws: &'a Workspace) -> Option<ArrayView2<'a, f32>>;
+    /// The width of [`Student::embedding`], if the student has one.
+    fn embedding_width(&self) -> Option<usize>;
     /// The trainable tensors, in the order of [`Workspace::grads`].
     fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>>;
     /// Trainable parameters.

@@ -60,6 +60,8 @@ pub(crate) struct State {
     pub log: Vec<EpochLog>,
     /// The best epoch's weights so far (`--keep best`).
     pub best: Option<Box<dyn Student>>,
+    /// The tensors left after the student's: the objective's auxiliary parameters (`aux.*`).
+    pub rest: crate::student::io::Tensors,
 }
 
 /// The training state after an epoch, borrowed for saving.
@@ -71,11 +73,15 @@ pub(crate) struct Snapshot<'a> {
     pub rng_word_pos: u128,
     pub log: &'a [EpochLog],
     pub best: Option<&'a dyn Student>,
+    /// The objective's auxiliary parameters and their optimizer moments.
+    pub aux: &'a [ArrayD<f32>],
+    pub aux_optim: &'a [[ArrayD<f32>; 2]],
 }
 
 const MOMENTS: [&str; 2] = ["m", "v"];
 /// The prefix of the best epoch's tensors in a checkpoint (`--keep best`).
 const BEST: &str = "best.";
+const AUX: &str = "aux.";
 
 pub(crate) fn save(cp: &Checkpointing, state: &Snapshot, settings: &TrainSettings, threads: usize) -> Result<()> {
     std::fs::create_dir_all(&cp.dir).map_err(|e| Error::io(&cp.dir, e))?;
@@ -86,6 +92,12 @@ pub(crate) fn save(cp: &Checkpointing, state: &Snapshot, settings: &TrainSetting
     for (p, moments) in state.optim.iter().enumerate() {
         for (name, a) in MOMENTS.iter().zip(moments) {
             all.push((format!("optim.{p}.{name}"), a.shape().to_vec(), a.iter().copied().collect()));
+        }
+    }
+    for (p, (a, moments)) in state.aux.iter().zip(state.aux_optim).enumerate() {
+        all.push((format!("{AUX}{p}"), a.shape().to_vec(), a.iter().copied().collect()));
+        for (name, m) in MOMENTS.iter().zip(moments) {
+            all.push((format!("{AUX}{p}.{name}"), m.shape().to_vec(), m.iter().copied().collect()));
         }
     }
     let bytes = write_tensors(&all, &BTreeMap::new());
@@ -190,7 +202,31 @@ pub(crate) fn load(
         rng_word_pos,
         log: info.log,
         best,
+        rest: t,
     }))
+}
+
+/// An optimizer's [m, v] for one parameter.
+type Moments = [ArrayD<f32>; 2];
+
+/// The auxiliary parameters shaped like `fresh` and their moments, from a checkpoint's `rest`.
+pub(crate) fn take_aux(
+    rest: &mut crate::student::io::Tensors,
+    fresh: &[ArrayD<f32>],
+    dir: &Path,
+) -> Result<(Vec<ArrayD<f32>>, Vec<Moments>)> {
+    let wpath = dir.join(WEIGHTS);
+    let mut take = |name: String, shape: &[usize]| -> Result<ArrayD<f32>> {
+        let v = take_tensor(rest, &name, shape, &wpath)?;
+        ArrayD::from_shape_vec(shape.to_vec(), v).map_err(|e| Error::Internal(e.to_string()))
+    };
+    let mut aux = Vec::with_capacity(fresh.len());
+    let mut moments = Vec::with_capacity(fresh.len());
+    for (p, a) in fresh.iter().enumerate() {
+        aux.push(take(format!("{AUX}{p}"), a.shape())?);
+        moments.push([take(format!("{AUX}{p}.m"), a.shape())?, take(format!("{AUX}{p}.v"), a.shape())?]);
+    }
+    Ok((aux, moments))
 }
 
 /// Removes the checkpoint files (after the finished student is saved).

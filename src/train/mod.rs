@@ -268,10 +268,12 @@ pub fn train(
         Some(cp) if cp.resume => checkpoint::load(cp, settings, workers, &arch)?,
         _ => None,
     };
+    let mut rest = None;
     let (student, state, epochs_done, global_step, mut log, mut best) = match resumed {
         Some(st) => {
             rng.set_word_pos(st.rng_word_pos);
             tracing::info!(epochs_done = st.epochs_done, "resuming from checkpoint");
+            rest = Some(st.rest);
             (st.student, st.optim, st.epochs_done, st.global_step, st.log, st.best)
         }
         None => {
@@ -305,6 +307,15 @@ pub fn train(
             terms: settings.relations.iter().map(|r| r.relation).zip(features.iter()).collect(),
         })
     };
+    // FitNets' regressor: fresh from the seed, or the checkpoint's.
+    let fresh = objective.aux_params(trainer.student.embedding_width(), settings.seed)?;
+    match (rest.as_mut(), checkpoint) {
+        (Some(rest), Some(cp)) if !fresh.is_empty() => {
+            let (aux, moments) = checkpoint::take_aux(rest, &fresh, &cp.dir)?;
+            trainer.set_aux(aux, Some(moments));
+        }
+        _ => trainer.set_aux(fresh, None),
+    }
     let resident = match rows.resident() {
         Some(d) => Some((d, objective.prepare(d)?)),
         None => None,
@@ -377,6 +388,8 @@ pub fn train(
                 rng_word_pos: rng.get_word_pos(),
                 log: &log,
                 best: best.as_deref(),
+                aux: &trainer.aux,
+                aux_optim: &trainer.aux_state,
             };
             checkpoint::save(cp, &st, settings, workers)?;
         }

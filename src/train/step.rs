@@ -28,6 +28,10 @@ pub(crate) struct Trainer<'s> {
     pub global_step: u64,
     total_steps: u64,
     warmup: u64,
+    /// The objective's auxiliary parameters (FitNets' regressor), their optimizer [m, v] and gradient.
+    pub aux: Vec<ArrayD<f32>>,
+    pub aux_state: Vec<[ArrayD<f32>; 2]>,
+    aux_grads: Vec<ArrayD<f32>>,
     /// The whole batch's logits and gradient, for batch-level losses.
     batch_logits: Array2<f32>,
     batch_grad: Array2<f32>,
@@ -67,9 +71,20 @@ impl<'s> Trainer<'s> {
             global_step,
             total_steps: steps_per_epoch * settings.epochs as u64,
             warmup: (f64::from(settings.warmup_epochs) * steps_per_epoch as f64).round() as u64,
+            aux: Vec::new(),
+            aux_state: Vec::new(),
+            aux_grads: Vec::new(),
             batch_logits: Array2::zeros((0, k)),
             batch_grad: Array2::zeros((0, k)),
         }
+    }
+
+    /// Sets the auxiliary parameters and their optimizer state (fresh: zero moments).
+    pub fn set_aux(&mut self, aux: Vec<ArrayD<f32>>, state: Option<Vec<[ArrayD<f32>; 2]>>) {
+        self.aux_state = state
+            .unwrap_or_else(|| aux.iter().map(|a| [ArrayD::zeros(a.raw_dim()), ArrayD::zeros(a.raw_dim())]).collect());
+        self.aux_grads = aux.iter().map(|a| ArrayD::zeros(a.raw_dim())).collect();
+        self.aux = aux;
     }
 
     /// Steps over the whole run.
@@ -176,6 +191,18 @@ impl<'s> Trainer<'s> {
                     opt.update(w, g.view(), m.view_mut(), v.view_mut(), self.global_step, totals.lr);
                 }
             }
+            // The auxiliary parameters take the same optimizer step (their gradient is not clipped).
+            for ((w, g), [m, v]) in self.aux.iter_mut().zip(&mut self.aux_grads).zip(&mut self.aux_state) {
+                settings.optimizer.update(
+                    w.view_mut(),
+                    g.view(),
+                    m.view_mut(),
+                    v.view_mut(),
+                    self.global_step,
+                    totals.lr,
+                );
+                g.fill(0.0);
+            }
             // The rows used are zeroed for the next backward, which writes only the rows it touches.
             if let Some(p) = sparse {
                 for &r in &touched {
@@ -243,7 +270,7 @@ impl<'s> Trainer<'s> {
             }
         }
         let mut grad = Array2::<f32>::zeros((n, width));
-        let value = loss.eval_embedding(embedding.view(), idx, grad.view_mut());
+        let value = loss.eval_embedding(embedding.view(), idx, grad.view_mut(), &self.aux, &mut self.aux_grads);
         for (w, ws) in self.spaces.iter_mut().enumerate() {
             let lo = (w * chunk).min(n);
             let cap = ws.logits.nrows();

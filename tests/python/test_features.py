@@ -175,3 +175,42 @@ def test_relation_losses_train_from_stored_features(data, tmp_path):
     r = subprocess.run([BIN, "--quiet", "train", "--labels", plain_labels, "--sp", FC, "--out", tmp_path / "b2"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "stores no teacher features" in r.stderr and "precompute --features" in r.stderr
+
+
+def test_fitnets_hint_trains_a_regressor_that_is_checkpointed_and_never_exported(data, tmp_path):
+    """`train --hint`: the regressor is trained with the student, saved in checkpoints (a run killed
+    after a checkpoint resumes to the uninterrupted run's weights exactly) and left out of the student."""
+    import signal
+    import time
+    labels = tmp_path / "labels"
+    src = tmp_path / "src.parquet"
+    pq.write_table(pq.read_table(ROOT / "data" / "mnist" / "test.parquet").slice(0, 2000), src)
+    run("precompute", "--teacher", TEACHER, "--data", src, "--input-column", "image", "-T", "4",
+        "--features", FC, "--out", labels)
+    args = ["train", "--labels", labels, "--hidden", "64", "--epochs", "30", "--batch-size", "20",
+            "--threads", "2", "--hint", f"{FC}:10"]
+    whole = tmp_path / "whole"
+    run(*args, "--out", whole)
+    log = [json.loads(line) for line in (whole / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["relation_loss"] < log[0]["relation_loss"]  # the regressor and embedding learn the hint
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([BIN, "--quiet", *map(str, args), "--out", str(killed)])
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads((killed / "checkpoint.json").read_text())["epochs_done"] >= 2:
+                break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "student.json").exists(), "the run finished before it was killed: the test proves nothing"
+    run(*args, "--out", killed, "--resume")
+    assert (whole / "student.safetensors").read_bytes() == (killed / "student.safetensors").read_bytes()
+    # The student holds only its own layers: no regressor.
+    header_len = int.from_bytes((whole / "student.safetensors").read_bytes()[:8], "little")
+    names = json.loads((whole / "student.safetensors").read_bytes()[8:8 + header_len]).keys()
+    assert not any(n.startswith("aux") for n in names), sorted(names)
+    assert json.loads((whole / "student.json").read_text())["settings"]["relations"] == \
+        [{"feature": FC, "kind": "hint", "weight": 10.0}]
