@@ -116,6 +116,9 @@ mirror! {
         Max,
         /// The whole map, flattened.
         None,
+        /// The spatial attention map: the mean over channels of the squared values, one per position
+        /// (what attention transfer, `train --at`, compares; 1/C of the whole map's bytes).
+        Attention,
     }
 }
 

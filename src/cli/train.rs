@@ -143,11 +143,18 @@ pub struct TrainArgs {
     /// student's embedding matches the stored teacher feature's; FEATURE[:WEIGHT], default 3000.
     #[arg(long, value_name = "FEATURE[:W]")]
     pub sp: Option<String>,
-    /// FitNets hint (Romero et al. 2015): a learned linear regressor maps the student's embedding to the
-    /// stored teacher feature's width, mean squared error; trained with the student, never exported;
-    /// FEATURE[:WEIGHT], default 100.
-    #[arg(long, value_name = "FEATURE[:W]")]
+    /// FitNets hint (Romero et al. 2015): a learned linear regressor maps a student layer (default the
+    /// embedding; @N: hidden layer N; @blockN: a CNN block's map) to the stored teacher feature's width,
+    /// mean squared error; trained with the student, never exported; FEATURE[:WEIGHT][@LAYER], default 100.
+    /// --rkd and --sp take @LAYER too.
+    #[arg(long, value_name = "FEATURE[:W][@LAYER]")]
     pub hint: Option<String>,
+    /// Attention transfer (Zagoruyko, Komodakis 2017) for a cnn student: the spatial attention map of a
+    /// convolution block (@blockN; default: the one nearest the teacher map's size, the teacher's map
+    /// resized bilinearly to it) matches the stored teacher conv map's (`precompute --features NAME
+    /// --feature-pool attention`, or none); FEATURE[:WEIGHT][@blockN], default 1000.
+    #[arg(long, value_name = "FEATURE[:W][@blockN]")]
+    pub at: Option<String>,
     /// Distillation temperature (default: the temperature the labels were made with).
     #[arg(long, short = 'T', value_name = "T", allow_negative_numbers = true)]
     pub temperature: Option<f32>,
@@ -215,6 +222,7 @@ impl TrainArgs {
             rkd: self.rkd.clone(),
             sp: self.sp.clone(),
             hint: self.hint.clone(),
+            at: self.at.clone(),
             temperature: self.temperature,
             seed: self.seed,
             clip_norm: self.clip_norm,

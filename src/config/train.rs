@@ -80,8 +80,10 @@ pub struct TrainConfig {
     pub rkd: Option<String>,
     /// Similarity-preserving KD against a stored teacher feature: `FEATURE[:WEIGHT]`.
     pub sp: Option<String>,
-    /// FitNets hint against a stored teacher feature: `FEATURE[:WEIGHT]`.
+    /// FitNets hint against a stored teacher feature: `FEATURE[:WEIGHT][@LAYER]`.
     pub hint: Option<String>,
+    /// Attention transfer from a stored teacher conv map: `FEATURE[:WEIGHT][@blockN]`.
+    pub at: Option<String>,
     /// Distillation temperature (`None`: the one the labels were made with).
     pub temperature: Option<f32>,
     /// Seed for initialisation and shuffling.
@@ -132,6 +134,7 @@ impl Default for TrainConfig {
             rkd: None,
             sp: None,
             hint: None,
+            at: None,
             temperature: None,
             seed: 0,
             clip_norm: None,
@@ -216,23 +219,45 @@ pub struct RelationTerm {
     /// The term and its weights.
     #[serde(flatten)]
     pub relation: crate::distill::Relation,
+    /// The student layer it reads (`@LAYER`); `None`: the embedding (attention transfer: the
+    /// convolution block nearest the teacher map's size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<crate::student::Tap>,
 }
 
-/// Parses `FEATURE[:W1[,W2...]]` (`weights` numbers after the last `:`; without them, `defaults`).
-fn feature_weights(text: &str, defaults: &[f32], origin: &Origin, key: &str) -> Result<(String, Vec<f32>)> {
-    let parsed = text.rsplit_once(':').and_then(|(name, w)| {
+/// Parses `FEATURE[:W1[,W2...]][@LAYER]` (`weights` numbers after the last `:`; without them,
+/// `defaults`; the layer as [`crate::student::Tap::parse`] reads it).
+fn feature_term(
+    text: &str,
+    defaults: &[f32],
+    origin: &Origin,
+    key: &str,
+) -> Result<(String, Vec<f32>, Option<crate::student::Tap>)> {
+    let (rest, layer) = match text.rsplit_once('@') {
+        Some((rest, layer)) => match crate::student::Tap::parse(layer) {
+            Some(tap) => (rest, Some(tap)),
+            None => {
+                return Err(origin.error(
+                    key,
+                    format!("'{text}': layer '{layer}' is not embedding, N (hidden layer N, from 1) or blockN"),
+                ))
+            }
+        },
+        None => (text, None),
+    };
+    let parsed = rest.rsplit_once(':').and_then(|(name, w)| {
         let ws: Option<Vec<f32>> = w.split(',').map(|x| x.trim().parse::<f32>().ok()).collect();
         ws.map(|ws| (name.to_string(), ws))
     });
-    let (name, weights) = parsed.unwrap_or_else(|| (text.to_string(), defaults.to_vec()));
+    let (name, weights) = parsed.unwrap_or_else(|| (rest.to_string(), defaults.to_vec()));
     if name.is_empty() {
-        return Err(origin.error(key, format!("'{text}' names no feature (FEATURE[:WEIGHTS])")));
+        return Err(origin.error(key, format!("'{text}' names no feature (FEATURE[:WEIGHTS][@LAYER])")));
     }
     if weights.len() != defaults.len() || weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
         return Err(origin
             .error(key, format!("'{text}': give {} finite weights >= 0 after the feature's name", defaults.len())));
     }
-    Ok((name, weights))
+    Ok((name, weights, layer))
 }
 
 /// The logit loss by name.
@@ -428,23 +453,22 @@ impl TrainConfig {
             },
             relations: {
                 let mut terms = Vec::new();
-                if let Some(text) = &self.rkd {
-                    let (feature, w) = feature_weights(text, &[25.0, 50.0], origin, "rkd")?;
-                    terms.push(RelationTerm {
-                        feature,
-                        relation: crate::distill::Relation::Rkd { distance: w[0], angle: w[1] },
-                    });
-                }
-                if let Some(text) = &self.sp {
-                    let (feature, w) = feature_weights(text, &[3000.0], origin, "sp")?;
-                    terms.push(RelationTerm { feature, relation: crate::distill::Relation::Sp { weight: w[0] } });
-                }
-                if let Some(text) = &self.hint {
-                    let (feature, w) = feature_weights(text, &[100.0], origin, "hint")?;
-                    terms.push(RelationTerm { feature, relation: crate::distill::Relation::Hint { weight: w[0] } });
+                use crate::distill::Relation;
+                type Make = fn(&[f32]) -> Relation;
+                let flags: [(&str, &Option<String>, &[f32], Make); 4] = [
+                    ("rkd", &self.rkd, &[25.0, 50.0], |w| Relation::Rkd { distance: w[0], angle: w[1] }),
+                    ("sp", &self.sp, &[3000.0], |w| Relation::Sp { weight: w[0] }),
+                    ("hint", &self.hint, &[100.0], |w| Relation::Hint { weight: w[0] }),
+                    ("at", &self.at, &[1000.0], |w| Relation::At { weight: w[0] }),
+                ];
+                for (key, text, defaults, make) in flags {
+                    if let Some(text) = text {
+                        let (feature, w, layer) = feature_term(text, defaults, origin, key)?;
+                        terms.push(RelationTerm { feature, relation: make(&w), layer });
+                    }
                 }
                 if !terms.is_empty() && self.student == StudentKind::Mlp && self.hidden.is_empty() {
-                    let key = [("rkd", &self.rkd), ("sp", &self.sp), ("hint", &self.hint)]
+                    let key = [("rkd", &self.rkd), ("sp", &self.sp), ("hint", &self.hint), ("at", &self.at)]
                         .iter()
                         .find(|(_, v)| v.is_some())
                         .map_or("rkd", |(k, _)| *k);

@@ -16,6 +16,7 @@ pub use relation::{Relation, WithRelations};
 
 use crate::error::Result;
 use crate::store::TeacherOutputs;
+use crate::student::Tap;
 
 /// A loss over a batch of rows of one prepared window.
 pub trait Loss: Sync {
@@ -31,22 +32,23 @@ pub trait Loss: Sync {
     /// the rows (unscaled).
     fn eval(&self, logits: ArrayView2<f32>, rows: &[usize], scale: f32, grad: ArrayViewMut2<f32>) -> f64;
 
-    /// Whether the loss has terms on the student's embedding (the input of its last linear layer):
-    /// the trainer then gathers the batch's embeddings and calls [`Loss::eval_embedding`].
-    fn uses_embedding(&self) -> bool {
-        false
+    /// The student layers the loss has terms on (feature- and relation-based terms): the trainer then
+    /// gathers the batch's values at each and calls [`Loss::eval_taps`]. None by default.
+    fn taps(&self) -> Vec<Tap> {
+        Vec::new()
     }
 
-    /// For the batch's `rows` with student `embedding` (`[rows.len(), E]`): adds d terms / d embedding
-    /// into `grad` and returns the terms times the batch size (so that, like [`Loss::eval`]'s sums,
-    /// dividing by the batch size gives the batch's value). `aux` are the objective's auxiliary
-    /// parameters ([`Objective::aux_params`], trained with the student and never exported); their
-    /// gradients are added into `aux_grad`.
-    fn eval_embedding(
+    /// For the batch's `rows` with the student's `values` at each of [`Loss::taps`] (same order,
+    /// `[rows.len(), width]`): adds d terms / d values into `grads` (same order and shapes) and returns
+    /// the terms times the batch size (so that, like [`Loss::eval`]'s sums, dividing by the batch size
+    /// gives the batch's value). `aux` are the objective's auxiliary parameters
+    /// ([`Objective::aux_params`], trained with the student and never exported); their gradients are
+    /// added into `aux_grad`.
+    fn eval_taps(
         &self,
-        _embedding: ArrayView2<f32>,
+        _values: &[ArrayView2<f32>],
         _rows: &[usize],
-        _grad: ArrayViewMut2<f32>,
+        _grads: &mut [ArrayViewMut2<f32>],
         _aux: &[ndarray::ArrayD<f32>],
         _aux_grad: &mut [ndarray::ArrayD<f32>],
     ) -> f64 {
@@ -72,9 +74,8 @@ pub trait Objective: Sync {
     /// The loss over batches of `rows`.
     fn prepare<'a>(&self, rows: &'a TeacherOutputs) -> Result<Box<dyn Loss + 'a>>;
 
-    /// Fresh auxiliary parameters for a student whose embedding is `width` wide (FitNets' regressor),
-    /// drawn from `seed`; none by default.
-    fn aux_params(&self, _width: Option<usize>, _seed: u64) -> Result<Vec<ndarray::ArrayD<f32>>> {
-        Ok(Vec::new())
+    /// Fresh auxiliary parameters (FitNets' regressors), drawn from `seed`; none by default.
+    fn aux_params(&self, _seed: u64) -> Vec<ndarray::ArrayD<f32>> {
+        Vec::new()
     }
 }

@@ -22,6 +22,7 @@ use rayon::prelude::*;
 use super::{Loss, Objective};
 use crate::error::{Error, Result};
 use crate::store::{FeatureTable, TeacherOutputs};
+use crate::student::{Student, Tap};
 
 /// A relation term and its weights.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -45,6 +46,12 @@ pub enum Relation {
         /// Weight.
         weight: f32,
     },
+    /// Attention transfer (Zagoruyko, Komodakis 2017): the spatial attention maps of a student
+    /// convolution block and of a stored teacher map, compared after L2 normalisation.
+    At {
+        /// Weight.
+        weight: f32,
+    },
 }
 
 impl Relation {
@@ -54,6 +61,18 @@ impl Relation {
     pub const SP: Relation = Relation::Sp { weight: 3000.0 };
     /// FitNets with RepDistiller's weight.
     pub const HINT: Relation = Relation::Hint { weight: 100.0 };
+    /// Attention transfer with the paper's (and RepDistiller's) weight, beta = 1000.
+    pub const AT: Relation = Relation::At { weight: 1000.0 };
+
+    /// The command-line flag that adds it.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            Relation::Rkd { .. } => "--rkd",
+            Relation::Sp { .. } => "--sp",
+            Relation::Hint { .. } => "--hint",
+            Relation::At { .. } => "--at",
+        }
+    }
 
     /// The term's value on student embeddings `s` (`[n, E]`) and teacher features `t` (`[n, D]`);
     /// with `grad`, adds d value / d s into it.
@@ -71,8 +90,8 @@ impl Relation {
                 v
             }
             Relation::Sp { weight } => f64::from(weight) * sp(s, t, weight, grad),
-            // Needs its regressor: see `hint`.
-            Relation::Hint { .. } => 0.0,
+            // Need their regressor (see `hint`) or the map's channels (see `attention`).
+            Relation::Hint { .. } | Relation::At { .. } => 0.0,
         }
     }
 }
@@ -100,6 +119,103 @@ pub fn hint(
         gb += &dr.sum_axis(Axis(0));
     }
     loss
+}
+
+/// The attention map of rows of maps `[C, positions]` (CHW, flattened): per position the mean over
+/// channels of the squares, `q`, then `q / max(|q|, 1e-12)` (F.normalize). Returns the maps and each
+/// row's `|q|`.
+fn attention_maps(x: ArrayView2<f32>, channels: usize) -> (Array2<f64>, Vec<f64>) {
+    let positions = x.ncols() / channels.max(1);
+    let mut q = Array2::<f64>::zeros((x.nrows(), positions));
+    let mut norms = Vec::with_capacity(x.nrows());
+    for (row, mut out) in x.rows().into_iter().zip(q.rows_mut()) {
+        for c in 0..channels {
+            for (p, o) in out.iter_mut().enumerate() {
+                *o += f64::from(row[c * positions + p]).powi(2);
+            }
+        }
+        out.mapv_inplace(|v| v / channels as f64);
+        let norm = out.dot(&out).sqrt();
+        out.mapv_inplace(|v| v / norm.max(1e-12));
+        norms.push(norm);
+    }
+    (q, norms)
+}
+
+/// Attention transfer (unweighted), RepDistiller's `Attention` with p = 2: `mean((a(s) - t)^2)` over
+/// the n x positions values, where `a(s)` is the normalised attention map of the student maps `s`
+/// (`[n, channels x positions]`, CHW) and `t` the teacher's, already normalised (`[n, positions]`);
+/// adds `weight` x d / d s into `grad`.
+pub fn attention(
+    s: ArrayView2<f32>,
+    channels: usize,
+    t: ArrayView2<f32>,
+    weight: f32,
+    grad: Option<ArrayViewMut2<f32>>,
+) -> f64 {
+    let (a, norms) = attention_maps(s, channels);
+    let count = (t.nrows() * t.ncols()).max(1) as f64;
+    let diff = &a - &t.mapv(f64::from);
+    let loss = diff.iter().map(|d| d * d).sum::<f64>() / count;
+    if let Some(mut grad) = grad {
+        let positions = t.ncols();
+        let scale = 2.0 * f64::from(weight) / count;
+        for (r, mut g) in grad.rows_mut().into_iter().enumerate() {
+            let (ar, dr) = (a.row(r), diff.row(r));
+            // d / d q through the normalisation (the clamp makes it a plain scaling below 1e-12).
+            let da = &dr * scale;
+            let dq = if norms[r] > 1e-12 { (&da - &(&ar * ar.dot(&da))) / norms[r] } else { da / 1e-12 };
+            let srow = s.row(r);
+            for c in 0..channels {
+                for p in 0..positions {
+                    let i = c * positions + p;
+                    g[i] += (dq[p] * 2.0 * f64::from(srow[i]) / channels as f64) as f32;
+                }
+            }
+        }
+    }
+    loss
+}
+
+/// Resizes a map `[h, w]` to `[ho, wo]` as PyTorch's `F.interpolate(mode="bilinear",
+/// align_corners=False)` does (no antialiasing).
+pub fn bilinear(x: &[f64], (h, w): (usize, usize), (ho, wo): (usize, usize)) -> Vec<f64> {
+    let axis = |i: usize, n: usize, no: usize| -> (usize, usize, f64) {
+        let src = (((i as f64) + 0.5) * (n as f64 / no as f64) - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(n - 1);
+        (i0, (i0 + 1).min(n - 1), src - i0 as f64)
+    };
+    let mut out = Vec::with_capacity(ho * wo);
+    for y in 0..ho {
+        let (y0, y1, ly) = axis(y, h, ho);
+        for xo in 0..wo {
+            let (x0, x1, lx) = axis(xo, w, wo);
+            let top = (1.0 - lx) * x[y0 * w + x0] + lx * x[y0 * w + x1];
+            let bottom = (1.0 - lx) * x[y1 * w + x0] + lx * x[y1 * w + x1];
+            out.push((1.0 - ly) * top + ly * bottom);
+        }
+    }
+    out
+}
+
+/// Attention transfer's target from a stored teacher row: the attention map of a map `[C, h, w]`
+/// (or the stored attention map `[h, w]`), resized bilinearly to the student's `[hs, ws]` when the
+/// sizes differ, then L2-normalised (F.normalize).
+pub fn attention_target(
+    values: ndarray::ArrayView1<f32>,
+    (h, w): (usize, usize),
+    is_attention: bool,
+    (hs, ws): (usize, usize),
+) -> Vec<f64> {
+    let q: Vec<f64> = if is_attention {
+        values.iter().map(|&v| f64::from(v)).collect()
+    } else {
+        let c = values.len() / (h * w).max(1);
+        (0..h * w).map(|p| (0..c).map(|ch| f64::from(values[ch * h * w + p]).powi(2)).sum::<f64>() / c as f64).collect()
+    };
+    let q = if (hs, ws) == (h, w) { q } else { bilinear(&q, (h, w), (hs, ws)) };
+    let norm = q.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+    q.into_iter().map(|v| v / norm).collect()
 }
 
 /// smooth_l1 (beta 1) and its derivative.
@@ -309,22 +425,170 @@ pub fn sp(s: ArrayView2<f32>, t: ArrayView2<f32>, weight: f32, grad: Option<Arra
     loss
 }
 
-/// An objective with relation terms added: the inner objective's loss on the logits, plus each term
-/// on the student's embedding against its stored teacher feature.
+/// An objective with feature- and relation-based terms added: the inner objective's loss on the
+/// logits, plus each term on a student layer against its stored teacher feature.
 pub struct WithRelations<'t> {
     /// The logit objective (KD, DKD, ...).
     pub inner: Box<dyn Objective + 't>,
-    /// Each term with its teacher feature.
-    pub terms: Vec<(Relation, &'t FeatureTable)>,
+    terms: Vec<Term<'t>>,
+    taps: Vec<Tap>,
+}
+
+/// A term, the student layer it reads and that layer's shape, and the stored teacher feature.
+struct Term<'t> {
+    relation: Relation,
+    tap: Tap,
+    shape: Vec<usize>,
+    feature: &'t FeatureTable,
+    /// Attention transfer: the teacher map's `[H, W]` and whether the stored rows are attention maps.
+    teacher_map: Option<((usize, usize), bool)>,
+}
+
+/// The layers `student` offers to terms, as the command line names them.
+fn layers_of(student: &dyn Student) -> String {
+    let mut out = vec![];
+    for tap in (0..).map(Tap::Block).take_while(|&t| student.tap_shape(t).is_some()) {
+        out.push(format!("@{tap} {:?}", student.tap_shape(tap).unwrap_or_default()));
+    }
+    for tap in (0..).map(Tap::Hidden).take_while(|&t| student.tap_shape(t).is_some()) {
+        out.push(format!("@{tap} {:?}", student.tap_shape(tap).unwrap_or_default()));
+    }
+    if let Some(shape) = student.tap_shape(Tap::Embedding) {
+        out.push(format!("@embedding {shape:?}"));
+    }
+    if out.is_empty() {
+        "none".into()
+    } else {
+        out.join(", ")
+    }
+}
+
+/// The teacher map `[H, W]` of a stored feature attention transfer can use, and whether its rows are
+/// attention maps already (else whole maps `[C, H, W]`).
+fn teacher_map(feature: &FeatureTable) -> Result<((usize, usize), bool)> {
+    use crate::teacher::FeaturePool;
+    let whole = matches!(feature.pool, FeaturePool::None | FeaturePool::Attention);
+    match feature.shape[..] {
+        [c, h, w] if whole && !feature.projected && h * w > 0 => {
+            let attention = feature.pool == FeaturePool::Attention;
+            let expected = if attention { h * w } else { c * h * w };
+            if feature.width != expected {
+                return Err(Error::Config(format!(
+                    "--at {}: the manifest's width {} does not fit its shape {:?} pooled as {:?}",
+                    feature.name, feature.width, feature.shape, feature.pool
+                )));
+            }
+            Ok(((h, w), attention))
+        }
+        _ => Err(Error::Config(format!(
+            "--at {}: needs a stored conv map [C, H, W] (precompute --features {} --feature-pool attention, or \
+             none, and no --feature-dim); it is stored with shape {:?}, pooled as {:?}{}",
+            feature.name,
+            feature.name,
+            feature.shape,
+            feature.pool,
+            if feature.projected { ", projected" } else { "" }
+        ))),
+    }
+}
+
+impl<'t> WithRelations<'t> {
+    /// `inner` plus each of `terms` (its relation, the student layer, or the default, and the teacher
+    /// feature) for `student`: refused when the student lacks the layer, or, for attention transfer,
+    /// when the layer or the feature is not a map. Attention transfer's default layer is the
+    /// convolution block whose map size is nearest the teacher's.
+    pub fn new(
+        inner: Box<dyn Objective + 't>,
+        terms: Vec<(Relation, Option<Tap>, &'t FeatureTable)>,
+        student: &dyn Student,
+    ) -> Result<Self> {
+        let mut out = Vec::with_capacity(terms.len());
+        for (relation, tap, feature) in terms {
+            let flag = relation.flag();
+            let teacher = match relation {
+                Relation::At { .. } => Some(teacher_map(feature)?),
+                _ => None,
+            };
+            let tap = match (tap, teacher) {
+                (Some(t), _) => t,
+                (None, Some(((h, w), _))) => {
+                    let blocks = (0..).map(Tap::Block).take_while(|&t| student.tap_shape(t).is_some());
+                    let distance = |t: &Tap| -> u64 {
+                        let shape = student.tap_shape(*t).unwrap_or_default();
+                        let area = shape.get(1).copied().unwrap_or(0) * shape.get(2).copied().unwrap_or(0);
+                        (((area as f64).ln() - ((h * w) as f64).ln()).abs() * 1e6) as u64
+                    };
+                    blocks.min_by_key(distance).ok_or_else(|| {
+                        Error::Config(format!(
+                            "{flag} {}: attention transfer needs a convolution block of a cnn student; it has {}",
+                            feature.name,
+                            layers_of(student)
+                        ))
+                    })?
+                }
+                (None, None) => Tap::Embedding,
+            };
+            let Some(shape) = student.tap_shape(tap) else {
+                return Err(Error::Config(format!(
+                    "{flag} {}@{tap}: the student has no such layer; it has {}",
+                    feature.name,
+                    layers_of(student)
+                )));
+            };
+            if teacher.is_some() && shape.len() != 3 {
+                return Err(Error::Config(format!(
+                    "{flag} {}@{tap}: attention transfer needs a convolution block of a cnn student; it has {}",
+                    feature.name,
+                    layers_of(student)
+                )));
+            }
+            out.push(Term { relation, tap, shape, feature, teacher_map: teacher });
+        }
+        let mut taps: Vec<Tap> = Vec::new();
+        for t in &out {
+            if !taps.contains(&t.tap) {
+                taps.push(t.tap);
+            }
+        }
+        Ok(WithRelations { inner, terms: out, taps })
+    }
+
+    /// Each term's relation, layer and feature, as resolved (for the log).
+    pub fn describe(&self) -> Vec<String> {
+        self.terms.iter().map(|t| format!("{} {}@{} {:?}", t.relation.flag(), t.feature.name, t.tap, t.shape)).collect()
+    }
+}
+
+impl Term<'_> {
+    /// The teacher's target for row `r` of `table`: its stored values, or for attention transfer its
+    /// attention map resized to the student's map and normalised.
+    fn target(&self, values: ndarray::ArrayView1<f32>, mut out: ndarray::ArrayViewMut1<f32>) {
+        match self.teacher_map {
+            Some((map, is_attention)) => {
+                let t = attention_target(values, map, is_attention, (self.shape[1], self.shape[2]));
+                out.iter_mut().zip(&t).for_each(|(o, v)| *o = *v as f32);
+            }
+            None => out.assign(&values),
+        }
+    }
+
+    /// The target's width.
+    fn target_width(&self) -> usize {
+        match self.teacher_map {
+            Some(_) => self.shape[1] * self.shape[2],
+            None => self.feature.width,
+        }
+    }
 }
 
 impl Objective for WithRelations<'_> {
     fn prepare<'a>(&self, rows: &'a TeacherOutputs) -> Result<Box<dyn Loss + 'a>> {
         let inner = self.inner.prepare(rows)?;
         let n = rows.len();
-        let mut teachers = Vec::with_capacity(self.terms.len());
-        for (relation, table) in &self.terms {
-            let mut t = Array2::<f32>::zeros((n, table.width));
+        let mut prepared = Vec::with_capacity(self.terms.len());
+        for term in &self.terms {
+            let table = term.feature;
+            let mut t = Array2::<f32>::zeros((n, term.target_width()));
             for r in 0..n {
                 let view = rows.views.as_ref().map_or(0, |v| v.view[r]);
                 let Some(row) = table.row(rows.ids[r], view) else {
@@ -333,34 +597,45 @@ impl Objective for WithRelations<'_> {
                         rows.ids[r], table.name
                     )));
                 };
-                t.row_mut(r).assign(&table.values.row(row));
+                term.target(table.values.row(row), t.row_mut(r));
             }
-            teachers.push((*relation, t));
+            let tap = self.taps.iter().position(|&x| x == term.tap).unwrap_or(0);
+            prepared.push(Prepared { relation: term.relation, tap, channels: term.shape[0], teacher: t });
         }
-        Ok(Box::new(RelationLoss { inner, teachers }))
+        Ok(Box::new(RelationLoss { inner, terms: prepared, taps: self.taps.clone() }))
     }
 
-    /// One regressor per hint term, `[E, D]` and `[D]`, initialised as PyTorch's `nn.Linear`.
-    fn aux_params(&self, width: Option<usize>, seed: u64) -> Result<Vec<ndarray::ArrayD<f32>>> {
+    /// One regressor per hint term, `[E, D]` and `[D]` (E the width of its layer), initialised as
+    /// PyTorch's `nn.Linear`.
+    fn aux_params(&self, seed: u64) -> Vec<ndarray::ArrayD<f32>> {
         use rand::SeedableRng;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6869_6e74); // "hint"
         let mut out = Vec::new();
-        for (relation, table) in &self.terms {
-            if let Relation::Hint { .. } = relation {
-                let e = width.ok_or_else(|| Error::Config("--hint needs a student embedding".into()))?;
-                let l = crate::student::layers::Linear::init(e, table.width, &mut rng);
-                out.push(l.w.into_dyn());
-                out.push(l.b.into_dyn());
-            }
+        for term in self.terms.iter().filter(|t| matches!(t.relation, Relation::Hint { .. })) {
+            let e = term.shape.iter().product();
+            let l = crate::student::layers::Linear::init(e, term.feature.width, &mut rng);
+            out.push(l.w.into_dyn());
+            out.push(l.b.into_dyn());
         }
-        Ok(out)
+        out
     }
 }
 
-/// A prepared [`WithRelations`]: the teacher features of the window's rows.
+/// A term of a prepared [`WithRelations`]: the teacher's targets of the window's rows.
+struct Prepared {
+    relation: Relation,
+    /// Its index in [`Loss::taps`].
+    tap: usize,
+    /// Channels of the student's map (attention transfer).
+    channels: usize,
+    teacher: Array2<f32>,
+}
+
+/// A prepared [`WithRelations`].
 struct RelationLoss<'a> {
     inner: Box<dyn Loss + 'a>,
-    teachers: Vec<(Relation, Array2<f32>)>,
+    terms: Vec<Prepared>,
+    taps: Vec<Tap>,
 }
 
 impl Loss for RelationLoss<'_> {
@@ -372,39 +647,43 @@ impl Loss for RelationLoss<'_> {
         self.inner.eval(logits, rows, scale, grad)
     }
 
-    fn uses_embedding(&self) -> bool {
-        true
+    fn taps(&self) -> Vec<Tap> {
+        self.taps.clone()
     }
 
-    fn eval_embedding(
+    fn eval_taps(
         &self,
-        embedding: ArrayView2<f32>,
+        values: &[ArrayView2<f32>],
         rows: &[usize],
-        mut grad: ArrayViewMut2<f32>,
+        grads: &mut [ArrayViewMut2<f32>],
         aux: &[ndarray::ArrayD<f32>],
         aux_grad: &mut [ndarray::ArrayD<f32>],
     ) -> f64 {
         let mut total = 0.0;
         let mut next = 0;
-        for (relation, teacher) in &self.teachers {
-            let t = teacher.select(Axis(0), rows);
-            if let Relation::Hint { weight } = *relation {
-                let (Some(w), Some(b)) = (aux.get(next), aux.get(next + 1)) else { continue };
-                let (gw_gb, _) = aux_grad[next..].split_at_mut(2);
-                let (gw, gb) = gw_gb.split_at_mut(1);
-                let views = (
-                    w.view().into_dimensionality::<ndarray::Ix2>(),
-                    b.view().into_dimensionality::<ndarray::Ix1>(),
-                    gw[0].view_mut().into_dimensionality::<ndarray::Ix2>(),
-                    gb[0].view_mut().into_dimensionality::<ndarray::Ix1>(),
-                );
-                if let (Ok(w), Ok(b), Ok(gw), Ok(gb)) = views {
-                    total +=
-                        f64::from(weight) * hint(embedding, t.view(), w, b, weight, Some((grad.view_mut(), gw, gb)));
+        for term in &self.terms {
+            let (Some(s), Some(grad)) = (values.get(term.tap), grads.get_mut(term.tap)) else { continue };
+            let t = term.teacher.select(Axis(0), rows);
+            match term.relation {
+                Relation::Hint { weight } => {
+                    let (Some(w), Some(b)) = (aux.get(next), aux.get(next + 1)) else { continue };
+                    let (gw_gb, _) = aux_grad[next..].split_at_mut(2);
+                    let (gw, gb) = gw_gb.split_at_mut(1);
+                    let views = (
+                        w.view().into_dimensionality::<ndarray::Ix2>(),
+                        b.view().into_dimensionality::<ndarray::Ix1>(),
+                        gw[0].view_mut().into_dimensionality::<ndarray::Ix2>(),
+                        gb[0].view_mut().into_dimensionality::<ndarray::Ix1>(),
+                    );
+                    if let (Ok(w), Ok(b), Ok(gw), Ok(gb)) = views {
+                        total += f64::from(weight) * hint(*s, t.view(), w, b, weight, Some((grad.view_mut(), gw, gb)));
+                    }
+                    next += 2;
                 }
-                next += 2;
-            } else {
-                total += relation.eval(embedding, t.view(), Some(grad.view_mut()));
+                Relation::At { weight } => {
+                    total += f64::from(weight) * attention(*s, term.channels, t.view(), weight, Some(grad.view_mut()));
+                }
+                relation => total += relation.eval(*s, t.view(), Some(grad.view_mut())),
             }
         }
         total * rows.len() as f64
@@ -531,6 +810,114 @@ mod tests {
             }
         }
     }
+
+    /// Attention transfer against PyTorch 2.15 (float64 on the float32 inputs below), RepDistiller's
+    /// `Attention` (p = 2) with the teacher's map resized by `F.interpolate`:
+    /// ```python
+    /// import torch, torch.nn.functional as F, numpy as np
+    /// f = np.float32
+    /// s = torch.tensor(np.array([[f(np.sin(f(i*36+j)*f(0.37))) for j in range(36)] for i in range(2)],
+    ///                           dtype=f).astype(float), requires_grad=True)
+    /// tm = torch.tensor(np.array([[f(np.cos(f(i*30+j)*f(1.3)))*(f(1)+f((i*30+j)%7)*f(0.3))
+    ///                              for j in range(30)] for i in range(2)], dtype=f).astype(float))
+    /// q = tm.view(2, 5, 2, 3).pow(2).mean(1, keepdim=True)                      # teacher [5, 2, 3]
+    /// q = F.interpolate(q, size=(3, 4), mode="bilinear", align_corners=False)   # to the student's 3 x 4
+    /// t = F.normalize(q.view(2, -1))
+    /// a = F.normalize(s.view(2, 3, 3, 4).pow(2).mean(1).view(2, -1))
+    /// v = (a - t).pow(2).mean()
+    /// g, = torch.autograd.grad(v, s)
+    /// print(t[0].tolist(), t[1].tolist(), v.item(), g[0, :6].tolist(), g[1, 30:].tolist())
+    /// ```
+    #[test]
+    fn attention_transfer_equals_pytorch_and_finite_differences() {
+        use crate::student::Tap;
+        let s = Array2::from_shape_fn((2, 36), |(i, j)| ((i * 36 + j) as f32 * 0.37).sin());
+        let tm = Array2::from_shape_fn((2, 30), |(i, j)| {
+            let k = i * 30 + j;
+            (k as f32 * 1.3).cos() * (1.0 + (k % 7) as f32 * 0.3)
+        });
+        let mut t = Array2::<f32>::zeros((2, 12));
+        for r in 0..2 {
+            let target = attention_target(tm.row(r), (2, 3), false, (3, 4));
+            for (j, (&got, &want)) in target.iter().zip(&AT_TARGET[r]).enumerate() {
+                assert!((got - want).abs() < 1e-6, "target[{r},{j}]: {got} vs PyTorch {want}");
+                t[[r, j]] = got as f32;
+            }
+        }
+        // The stored attention map (`--feature-pool attention`) gives the same target.
+        let stored = Array2::from_shape_fn((2, 6), |(r, p)| {
+            (0..5).map(|c| f64::from(tm[[r, c * 6 + p]]).powi(2)).sum::<f64>() as f32 / 5.0
+        });
+        let again = attention_target(stored.row(1), (2, 3), true, (3, 4));
+        assert!(again.iter().zip(&AT_TARGET[1]).all(|(a, b)| (a - b).abs() < 1e-6));
+        let mut g = Array2::<f32>::zeros(s.raw_dim());
+        let v = attention(s.view(), 3, t.view(), 1.0, Some(g.view_mut()));
+        assert!((v - AT_VALUE).abs() < 1e-5 * AT_VALUE, "{v} vs PyTorch {AT_VALUE}");
+        for (j, want) in AT_G0.iter().enumerate() {
+            assert!((f64::from(g[[0, j]]) - want).abs() < 1e-6, "grad[0,{j}]: {} vs {want}", g[[0, j]]);
+        }
+        for (j, want) in AT_G1.iter().enumerate() {
+            assert!(
+                (f64::from(g[[1, 30 + j]]) - want).abs() < 1e-6,
+                "grad[1,{}]: {} vs {want}",
+                30 + j,
+                g[[1, 30 + j]]
+            );
+        }
+        check_gradient(|s, g| attention(s, 3, t.view(), 1.0, g), &s);
+        assert_eq!(Tap::parse("block2"), Some(Tap::Block(1)));
+        assert_eq!(Tap::parse("1"), Some(Tap::Hidden(0)));
+        assert_eq!((Tap::parse("0"), Tap::parse("block"), Tap::parse("x")), (None, None, None));
+        assert_eq!(Tap::Block(1).to_string(), "block2");
+    }
+
+    const AT_TARGET: [[f64; 12]; 2] = [
+        [
+            0.32734198770862577,
+            0.28043061494074895,
+            0.2673873327700172,
+            0.2925599019200079,
+            0.31734149893036223,
+            0.25459767319979887,
+            0.2551467969205537,
+            0.3188058288523753,
+            0.30734101015209864,
+            0.2287647314588488,
+            0.2429062610710903,
+            0.34505175578474256,
+        ],
+        [
+            0.2672712606658666,
+            0.25736992668499575,
+            0.22920454541357502,
+            0.1921635772754113,
+            0.24804914352092136,
+            0.30114288615072554,
+            0.3104561914749849,
+            0.2728846243856128,
+            0.2288270263759761,
+            0.34491584561645544,
+            0.39170783753639477,
+            0.35360567149581434,
+        ],
+    ];
+    const AT_VALUE: f64 = 0.004388285637469166;
+    const AT_G0: [f64; 6] = [
+        -0.0,
+        -0.0006682635522851924,
+        -0.0003519279566646928,
+        0.00022384286789659596,
+        0.0009053513163553111,
+        0.0034369055127324863,
+    ];
+    const AT_G1: [f64; 6] = [
+        0.0016282905114928573,
+        0.0006814027325551403,
+        -8.871221448900389e-06,
+        -0.0010632361099116579,
+        -0.0019236654259485611,
+        -0.0005982087232759735,
+    ];
 
     // Printed by the code above: value, gradient of row 0, gradient of row 4.
     const RKD_D: (f64, [f64; 3], [f64; 3]) = (

@@ -177,7 +177,11 @@ impl<'s> Plan<'s> {
         };
         let manifest = Manifest {
             format: FORMAT.into(),
-            schema_version: if !settings.teacher_options.features.is_empty() {
+            schema_version: if !settings.teacher_options.features.is_empty()
+                && settings.teacher_options.feature_pool == crate::teacher::FeaturePool::Attention
+            {
+                crate::store::SCHEMA_VERSION_ATTENTION
+            } else if !settings.teacher_options.features.is_empty() {
                 crate::store::SCHEMA_VERSION_FEATURES
             } else if views.as_ref().is_some_and(|v| v.crop.is_some()) {
                 crate::store::SCHEMA_VERSION_CROP_VIEWS

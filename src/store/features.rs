@@ -20,6 +20,12 @@ pub struct FeatureTable {
     pub name: String,
     /// Values per row.
     pub width: usize,
+    /// A row's shape as the teacher computed it, before pooling or projection.
+    pub shape: Vec<usize>,
+    /// How it was pooled.
+    pub pool: crate::teacher::FeaturePool,
+    /// Whether it was randomly projected (`--feature-dim`).
+    pub projected: bool,
     /// `[rows, width]`.
     pub values: Array2<f32>,
     index: HashMap<(u64, u16), u32>,
@@ -119,6 +125,14 @@ impl SoftLabels {
         }
         let rows = index.len();
         let values = Array2::from_shape_vec((rows, width), values).map_err(|e| Error::Internal(e.to_string()))?;
-        Ok(FeatureTable { name: info.name.clone(), width, values, index })
+        Ok(FeatureTable {
+            name: info.name.clone(),
+            width,
+            shape: info.shape.clone(),
+            pool: info.pool,
+            projected: info.projection_seed.is_some(),
+            values,
+            index,
+        })
     }
 }

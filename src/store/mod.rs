@@ -56,6 +56,8 @@ pub const SCHEMA_VERSION_CROP_VIEWS: &str = "2.8";
 /// The schema version of datasets storing the teacher's intermediate values (`features`, the
 /// `feature.NAME` columns).
 pub const SCHEMA_VERSION_FEATURES: &str = "2.9";
+/// Teacher features stored as attention maps (`--feature-pool attention`).
+pub const SCHEMA_VERSION_ATTENTION: &str = "2.10";
 /// The major schema version this build writes (and reads).
 pub const SCHEMA_MAJOR: u32 = 2;
 /// The oldest major schema version this build reads (1.x: uint64 ids).

@@ -12,11 +12,13 @@
 //! not what the table holds.
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array1, Array2, ArrayD, ArrayView2, ArrayViewMut1, ArrayViewMutD, Ix1, Ix2};
+use ndarray::{s, Array1, Array2, ArrayD, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMutD, Ix1, Ix2};
 use rand::Rng;
 
-use super::layers::{head_backward, head_forward, HeadBuffers, InputScaling, Linear, Relu};
-use super::{Op, Student, Tensor, Workspace};
+use super::layers::{
+    head_backward, head_extras, head_forward, head_position, head_width, HeadBuffers, InputScaling, Linear, Relu,
+};
+use super::{Op, Student, Tap, Tensor, Workspace};
 use crate::error::{Error, Result};
 
 /// The convolution's kernel width (padding `KERNEL / 2` on each side).
@@ -507,13 +509,16 @@ impl Student for Embed {
         super::forward_in_blocks(x, self.num_classes(), 64, |xb| self.forward_block(xb))
     }
 
-    fn embedding_width(&self) -> Option<usize> {
-        self.fcs.last().map(|l| l.w.nrows())
+    fn tap_shape(&self, tap: Tap) -> Option<Vec<usize>> {
+        Some(vec![head_width(&self.fcs, head_position(&self.fcs, tap)?)])
     }
 
-    fn embedding<'a>(&self, ws: &'a Workspace) -> Option<ArrayView2<'a, f32>> {
-        let b = ws.state.downcast_ref::<Buffers>()?;
-        Some(b.head.embedding(b.feat.view(), ws.rows))
+    fn read_tap(&self, ws: &Workspace, tap: Tap, mut out: ArrayViewMut2<f32>) -> bool {
+        let (Some(b), Some(j)) = (ws.state.downcast_ref::<Buffers>(), head_position(&self.fcs, tap)) else {
+            return false;
+        };
+        out.assign(&b.head.at(b.feat.view(), j, ws.rows));
+        true
     }
 
     fn workspace(&self, rows: usize) -> Workspace {
@@ -536,8 +541,8 @@ impl Student for Embed {
         {
             let (feat, dfeat) = (b.feat.slice(s![..m, ..]), Some(b.dfeat.slice_mut(s![..m, ..])));
             let d = ws.grad_logits.slice(s![..m, ..]);
-            let extra = ws.grad_embedding.as_ref().map(|g| g.slice(s![..m, ..]));
-            head_backward(&self.fcs, feat, &mut b.head, d, &mut rest[2 * nconv..], dfeat, extra);
+            let extras = head_extras(&self.fcs, &ws.grad_taps, m);
+            head_backward(&self.fcs, feat, &mut b.head, d, &mut rest[2 * nconv..], dfeat, &extras);
         }
         let Ok(mut gt) = table_grad[0].view_mut().into_dimensionality::<Ix2>() else { return };
         if nconv == 0 {

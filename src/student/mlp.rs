@@ -1,10 +1,12 @@
 //! A multi-layer perceptron: `x -> (x - shift) * scale -> [Linear -> ReLU]* -> Linear -> logits`.
 
-use ndarray::{s, Array2, ArrayView2, ArrayViewMut1, ArrayViewMutD, Axis};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMutD, Axis};
 use rand::Rng;
 
-use super::layers::{head_backward, head_forward, HeadBuffers, InputScaling, Linear};
-use super::{Op, Student, Tensor, Workspace};
+use super::layers::{
+    head_backward, head_extras, head_forward, head_position, head_width, HeadBuffers, InputScaling, Linear,
+};
+use super::{Op, Student, Tap, Tensor, Workspace};
 
 /// The MLP student.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,17 +107,24 @@ impl Student for Mlp {
         let m = ws.rows;
         let Some(b) = ws.state.downcast_mut::<Buffers>() else { return };
         let d = ws.grad_logits.slice(s![..m, ..]);
-        let extra = ws.grad_embedding.as_ref().map(|g| g.slice(s![..m, ..]));
-        head_backward(&self.layers, b.x.slice(s![..m, ..]), &mut b.head, d, &mut ws.grads, None, extra);
+        let extras = head_extras(&self.layers, &ws.grad_taps, m);
+        head_backward(&self.layers, b.x.slice(s![..m, ..]), &mut b.head, d, &mut ws.grads, None, &extras);
     }
 
-    fn embedding_width(&self) -> Option<usize> {
-        (self.layers.len() > 1).then(|| self.layers[self.layers.len() - 1].w.nrows())
+    /// Hidden layers only: the input is not trained.
+    fn tap_shape(&self, tap: Tap) -> Option<Vec<usize>> {
+        let j = head_position(&self.layers, tap).filter(|&j| j > 0)?;
+        Some(vec![head_width(&self.layers, j)])
     }
 
-    fn embedding<'a>(&self, ws: &'a Workspace) -> Option<ArrayView2<'a, f32>> {
-        let b = ws.state.downcast_ref::<Buffers>()?;
-        (self.layers.len() > 1).then(|| b.head.embedding(b.x.view(), ws.rows))
+    fn read_tap(&self, ws: &Workspace, tap: Tap, mut out: ArrayViewMut2<f32>) -> bool {
+        let (Some(b), Some(j)) =
+            (ws.state.downcast_ref::<Buffers>(), head_position(&self.layers, tap).filter(|&j| j > 0))
+        else {
+            return false;
+        };
+        out.assign(&b.head.at(b.x.view(), j, ws.rows));
+        true
     }
 
     fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {

@@ -17,7 +17,7 @@ mod torch_reference;
 
 use std::any::Any;
 
-use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut1, ArrayViewMutD};
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMutD};
 
 pub use cnn::Cnn;
 pub use embed::{Bag, Embed, EmbedSpec};
@@ -39,6 +39,59 @@ pub enum StudentKind {
     /// An embedding table for integer inputs (token ids, bytes), a bag or 1-D convolutions, then fully
     /// connected layers.
     Embed,
+}
+
+/// A layer of a student whose output a feature or relation term reads (`--hint FEATURE@LAYER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Tap {
+    /// The input of the final linear layer: the last hidden layer's output, or the features below the
+    /// fully connected layers (the pooled bag or map) when there are none.
+    #[default]
+    Embedding,
+    /// Fully connected hidden layer `i` (0-based; `@{i + 1}` on the command line), after its ReLU.
+    Hidden(usize),
+    /// The output of convolution block `i` (0-based; `@block{i + 1}`), after its pooling: `[C, H, W]`.
+    Block(usize),
+}
+
+impl Tap {
+    /// Parses a layer as the command line writes it: `embedding`, `N` (hidden layer N, from 1) or
+    /// `blockN` (convolution block N, from 1).
+    pub fn parse(text: &str) -> Option<Tap> {
+        let number = |t: &str| t.parse::<usize>().ok().filter(|&n| n >= 1).map(|n| n - 1);
+        match text.trim() {
+            "embedding" => Some(Tap::Embedding),
+            t => match t.strip_prefix("block") {
+                Some(n) => number(n).map(Tap::Block),
+                None => number(t).map(Tap::Hidden),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tap::Embedding => write!(f, "embedding"),
+            Tap::Hidden(i) => write!(f, "{}", i + 1),
+            Tap::Block(i) => write!(f, "block{}", i + 1),
+        }
+    }
+}
+
+impl serde::Serialize for Tap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Tap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Tap::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!("layer '{text}': expected embedding, N or blockN (from 1)"))
+        })
+    }
 }
 
 /// What it takes to rebuild a student from its tensors: its kind and shape.
@@ -173,13 +226,14 @@ pub trait Student: Send + Sync + std::fmt::Debug {
     fn forward_train(&self, inputs: ArrayView2<f32>, rows: &[usize], ws: &mut Workspace);
     /// Backward pass from `ws.grad_logits` (for the rows of the last forward) into `ws.grads`.
     fn backward(&self, ws: &mut Workspace);
-    /// The embedding of the rows of the last [`Student::forward_train`] on `ws`: the input of the final
-    /// linear layer, `[rows, E]` (what relation-based losses compare with the teacher's features; their
-    /// gradient enters through [`Workspace::grad_embedding`]). `None` for a student with nothing
-    /// trainable below that layer (an MLP without hidden layers).
-    fn embedding<'a>(&self, ws: &'a Workspace) -> Option<ArrayView2<'a, f32>>;
-    /// The width of [`Student::embedding`], if the student has one.
-    fn embedding_width(&self) -> Option<usize>;
+    /// The shape of a row of `tap` (`[width]` for a fully connected layer, `[C, H, W]` for a
+    /// convolution block), or `None` when the student has no such layer (or nothing trainable below it:
+    /// the embedding of an MLP without hidden layers is its input).
+    fn tap_shape(&self, tap: Tap) -> Option<Vec<usize>>;
+    /// Copies `tap`'s values for the rows of the last [`Student::forward_train`] on `ws` into `out`
+    /// (`[rows, product of tap_shape]`, CHW order for a map); false when the student has no such tap.
+    /// Terms on it send their gradient back through [`Workspace::grad_taps`].
+    fn read_tap(&self, ws: &Workspace, tap: Tap, out: ArrayViewMut2<f32>) -> bool;
     /// The trainable tensors, in the order of [`Workspace::grads`].
     fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>>;
     /// Trainable parameters.
@@ -209,9 +263,9 @@ pub struct Workspace {
     pub loss: f64,
     /// The rows of the [`Student::sparse_param`] gradient the last backward wrote, ascending.
     pub touched: Vec<u32>,
-    /// d loss / d the embedding ([`Student::embedding`]), `[capacity, E]`, added by the backward pass;
-    /// set by the trainer when the loss has embedding terms.
-    pub grad_embedding: Option<Array2<f32>>,
+    /// d loss / d each tap's values ([`Student::read_tap`]), `[capacity, width]`, added where the
+    /// backward pass reaches that layer; set by the trainer when the loss has terms on taps.
+    pub grad_taps: Vec<(Tap, Array2<f32>)>,
     /// The student's activations.
     pub(crate) state: Box<dyn Any + Send>,
 }
@@ -226,7 +280,7 @@ impl Workspace {
             grads: params.iter().map(|s| ArrayD::zeros(s.as_slice())).collect(),
             loss: 0.0,
             touched: Vec::new(),
-            grad_embedding: None,
+            grad_taps: Vec::new(),
             state,
         }
     }

@@ -40,7 +40,8 @@ pub struct TeacherOptions {
 }
 
 /// How a feature of shape `[C, d1, d2, ...]` a row (a conv map) is stored: averaged or maximised over
-/// `d1, d2, ...` to `[C]`, or whole (flattened). Features of one dimension a row are stored as they are.
+/// `d1, d2, ...` to `[C]`, whole (flattened), or as its attention map (the mean over `C` of the squares,
+/// `[d1 x d2 x ...]`). Features of one dimension a row are stored as they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FeaturePool {
@@ -51,6 +52,9 @@ pub enum FeaturePool {
     Max,
     /// No pooling: the whole map, flattened row-major.
     None,
+    /// The spatial attention map of Zagoruyko and Komodakis 2017 (p = 2): per position, the mean over
+    /// channels of the squared values (unnormalised), row-major.
+    Attention,
 }
 
 /// What a teacher's output holds. softlabel stores logits; probabilities p become log p, and

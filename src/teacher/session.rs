@@ -560,6 +560,7 @@ fn pooled_width(shape: &[usize], pool: super::FeaturePool) -> usize {
     match (shape.len(), pool) {
         (0, _) => 1,
         (1, _) | (_, super::FeaturePool::None) => shape.iter().product(),
+        (_, super::FeaturePool::Attention) => shape[1..].iter().product(),
         _ => shape[0],
     }
 }
@@ -618,6 +619,13 @@ impl Feature {
             let x = &values[r * width..(r + 1) * width];
             match (row.len(), self.pool) {
                 (0 | 1, _) | (_, super::FeaturePool::None) => buf.copy_from_slice(x),
+                (_, super::FeaturePool::Attention) => {
+                    let (positions, channels) = (pooled.max(1), row[0].max(1));
+                    for (p, b) in buf.iter_mut().enumerate() {
+                        let sq: f64 = (0..channels).map(|c| f64::from(x[c * positions + p]).powi(2)).sum();
+                        *b = (sq / channels as f64) as f32;
+                    }
+                }
                 (_, pool) => {
                     let per = width / pooled.max(1);
                     for (c, b) in buf.iter_mut().enumerate() {

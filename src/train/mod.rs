@@ -302,13 +302,13 @@ pub fn train(
     let objective: Box<dyn Objective + '_> = if settings.relations.is_empty() {
         objective
     } else {
-        Box::new(crate::distill::WithRelations {
-            inner: objective,
-            terms: settings.relations.iter().map(|r| r.relation).zip(features.iter()).collect(),
-        })
+        let terms = settings.relations.iter().zip(features.iter()).map(|(r, f)| (r.relation, r.layer, f)).collect();
+        let with = crate::distill::WithRelations::new(objective, terms, trainer.student.as_ref())?;
+        tracing::info!(terms = ?with.describe(), "feature and relation terms");
+        Box::new(with)
     };
-    // FitNets' regressor: fresh from the seed, or the checkpoint's.
-    let fresh = objective.aux_params(trainer.student.embedding_width(), settings.seed)?;
+    // FitNets' regressors: fresh from the seed, or the checkpoint's.
+    let fresh = objective.aux_params(settings.seed);
     match (rest.as_mut(), checkpoint) {
         (Some(rest), Some(cp)) if !fresh.is_empty() => {
             let (aux, moments) = checkpoint::take_aux(rest, &fresh, &cp.dir)?;

@@ -7,14 +7,14 @@
 //! and the optimizer updates the parameters in parallel. Same seed and thread count: bit-identical
 //! weights.
 
-use ndarray::{s, Array2, ArrayD, ArrayView2, Axis, Zip};
+use ndarray::{s, Array2, ArrayD, ArrayView2, ArrayViewMut2, Axis, Zip};
 use rayon::prelude::*;
 
 use crate::config::TrainSettings;
 use crate::distill::Loss;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::student::{Student, Workspace};
+use crate::student::{Student, Tap, Workspace};
 
 /// The student, its optimizer state and the workers' buffers between steps.
 pub(crate) struct Trainer<'s> {
@@ -238,8 +238,9 @@ impl<'s> Trainer<'s> {
         let mut total =
             loss.eval(self.batch_logits.slice(s![..n, ..]), idx, scale, self.batch_grad.slice_mut(s![..n, ..]));
         let mut relation = 0.0;
-        if loss.uses_embedding() {
-            relation = self.embedding_terms(loss, idx, chunk);
+        let taps = loss.taps();
+        if !taps.is_empty() {
+            relation = self.tap_terms(loss, &taps, idx, chunk);
             total += relation;
         }
         let student = self.student.as_ref();
@@ -255,30 +256,39 @@ impl<'s> Trainer<'s> {
         relation / n as f64
     }
 
-    /// Gathers the batch's embeddings, evaluates the loss's embedding terms on them and hands each
-    /// worker its rows' gradient (in `Workspace::grad_embedding`); returns the terms' sum as
-    /// [`Loss::eval_embedding`] gives it.
-    fn embedding_terms(&mut self, loss: &dyn Loss, idx: &[usize], chunk: usize) -> f64 {
+    /// Gathers the batch's values at each of `taps`, evaluates the loss's terms on them and hands each
+    /// worker its rows' gradients (in `Workspace::grad_taps`); returns the terms' sum as
+    /// [`Loss::eval_taps`] gives it.
+    fn tap_terms(&mut self, loss: &dyn Loss, taps: &[Tap], idx: &[usize], chunk: usize) -> f64 {
         let student = self.student.as_ref();
-        let width = self.spaces.iter().find_map(|ws| student.embedding(ws).map(|e| e.ncols())).unwrap_or(0);
         let n = idx.len();
-        let mut embedding = Array2::<f32>::zeros((n, width));
-        for (w, ws) in self.spaces.iter().enumerate() {
+        let widths: Vec<usize> = taps.iter().map(|&t| student.tap_shape(t).map_or(0, |s| s.iter().product())).collect();
+        let mut values: Vec<Array2<f32>> = widths.iter().map(|&w| Array2::zeros((n, w))).collect();
+        for (w, ws) in self.spaces.iter().enumerate().filter(|(_, ws)| ws.rows > 0) {
             let lo = (w * chunk).min(n);
-            if let Some(e) = student.embedding(ws).filter(|_| ws.rows > 0) {
-                embedding.slice_mut(s![lo..lo + ws.rows, ..]).assign(&e);
+            for (&tap, v) in taps.iter().zip(values.iter_mut()) {
+                student.read_tap(ws, tap, v.slice_mut(s![lo..lo + ws.rows, ..]));
             }
         }
-        let mut grad = Array2::<f32>::zeros((n, width));
-        let value = loss.eval_embedding(embedding.view(), idx, grad.view_mut(), &self.aux, &mut self.aux_grads);
+        let mut grads: Vec<Array2<f32>> = widths.iter().map(|&w| Array2::zeros((n, w))).collect();
+        let views: Vec<ArrayView2<f32>> = values.iter().map(|v| v.view()).collect();
+        let mut grad_views: Vec<ArrayViewMut2<f32>> = grads.iter_mut().map(|g| g.view_mut()).collect();
+        let value = loss.eval_taps(&views, idx, &mut grad_views, &self.aux, &mut self.aux_grads);
         for (w, ws) in self.spaces.iter_mut().enumerate() {
             let lo = (w * chunk).min(n);
             let cap = ws.logits.nrows();
-            let g = ws.grad_embedding.get_or_insert_with(|| Array2::zeros((cap, width)));
-            if g.ncols() != width {
-                *g = Array2::zeros((cap, width));
+            ws.grad_taps.retain(|(t, _)| taps.contains(t));
+            for ((&tap, &width), g) in taps.iter().zip(&widths).zip(&grads) {
+                let slot = match ws.grad_taps.iter().position(|(t, a)| *t == tap && a.ncols() == width) {
+                    Some(i) => i,
+                    None => {
+                        ws.grad_taps.retain(|(t, _)| *t != tap);
+                        ws.grad_taps.push((tap, Array2::zeros((cap, width))));
+                        ws.grad_taps.len() - 1
+                    }
+                };
+                ws.grad_taps[slot].1.slice_mut(s![..ws.rows, ..]).assign(&g.slice(s![lo..lo + ws.rows, ..]));
             }
-            g.slice_mut(s![..ws.rows, ..]).assign(&grad.slice(s![lo..lo + ws.rows, ..]));
         }
         value
     }

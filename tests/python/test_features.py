@@ -214,3 +214,59 @@ def test_fitnets_hint_trains_a_regressor_that_is_checkpointed_and_never_exported
     assert not any(n.startswith("aux") for n in names), sorted(names)
     assert json.loads((whole / "student.json").read_text())["settings"]["relations"] == \
         [{"feature": FC, "kind": "hint", "weight": 10.0}]
+
+
+def test_attention_transfer_and_terms_on_chosen_layers(data, tmp_path):
+    """`precompute --feature-pool attention` stores the map's attention (the channel mean of the squares,
+    numpy within 1e-5, schema 2.10); `train --at` trains a cnn student from it or from the whole map
+    (same targets: the same losses within float32 rounding), on the block nearest the teacher's 8x8 map
+    by default or the one `@blockN` names; `--hint FEATURE@N` reads hidden layer N; the refusals name
+    what the student has."""
+    tmp, ids, outs = data
+    att, whole = tmp_path / "att", tmp_path / "whole"
+    run("precompute", *common(tmp), "--features", CONV, "--feature-pool", "attention", "--out", att)
+    run("precompute", *common(tmp), "--features", f"{CONV},{FC}", "--feature-pool", "none", "--out", whole)
+    m = json.loads((att / "_manifest.json").read_text())
+    assert m["schema_version"] == "2.10"
+    assert m["features"] == [{"name": CONV, "column": "feature." + CONV, "shape": [64, 8, 8], "pool": "attention",
+                              "width": 64}]
+    want = (outs[CONV].astype(np.float64) ** 2).mean(axis=1).reshape(len(ids), 64)
+    np.testing.assert_allclose(softlabel.open_dataset(att).features(CONV), want, rtol=1e-5, atol=1e-5)
+    assert "ok" in run("verify", att).stdout
+    cnn = ["--student", "cnn", "--channels", "4,8", "--hidden", "", "--epochs", "2", "--batch-size", "50"]
+    logs = {}
+    for name, labels, at in [("att", att, CONV), ("whole", whole, CONV), ("b1", att, f"{CONV}:500@block1")]:
+        out = tmp_path / f"at-{name}"
+        run("train", "--labels", labels, *cnn, "--at", at, "--out", out)
+        logs[name] = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+        info = json.loads((out / "student.json").read_text())
+        assert info["settings"]["relations"][0]["kind"] == "at"
+    for log in logs.values():
+        assert all(0 < e["relation_loss"] < e["train_loss"] for e in log), log
+    # The stored attention map and the whole map give the same targets: the same run within rounding.
+    np.testing.assert_allclose([e["relation_loss"] for e in logs["att"]],
+                               [e["relation_loss"] for e in logs["whole"]], rtol=1e-3)
+    # Block 1 (14x14, the teacher's map upsampled) is another term than the default block 2 (7x7).
+    assert abs(logs["b1"][0]["relation_loss"] - logs["att"][0]["relation_loss"]) > 1e-4
+    # A hint on hidden layer 1 of two is another term than on the embedding (hidden layer 2).
+    hints = {}
+    for layer in ["", "@1", "@2", "@embedding"]:
+        out = tmp_path / f"hint{layer.replace('@', '_')}"
+        run("train", "--labels", whole, "--hidden", "32,16", "--epochs", "1", "--batch-size", "50",
+            "--hint", f"{FC}:10{layer}", "--out", out)
+        hints[layer] = (out / "student.safetensors").read_bytes()
+    assert hints[""] == hints["@2"] == hints["@embedding"] and hints["@1"] != hints[""]
+
+    def refused(*args):
+        r = subprocess.run([BIN, "--quiet", "train", "--labels", whole, "--epochs", "1", "--out",
+                            tmp_path / "bad", *map(str, args)], capture_output=True, text=True)
+        assert r.returncode == 1 and r.stderr.strip().count("\n") == 0, r.stderr
+        return r.stderr
+    assert "--hint /Relu_4_output_0@3: the student has no such layer; it has @1 [32], @2 [16], @embedding [16]" \
+        in refused("--hidden", "32,16", "--hint", f"{FC}@3")
+    assert "layer 'top' is not embedding, N" in refused("--hint", f"{FC}@top")
+    assert "attention transfer needs a convolution block of a cnn student" in refused("--hidden", "32", "--at", CONV)
+    cnn1 = cnn[:cnn.index("--epochs")]
+    assert "--at /Relu_4_output_0: needs a stored conv map [C, H, W]" in refused(*cnn1, "--at", FC)
+    err = refused(*cnn1, "--at", f"{CONV}@block3")
+    assert "the student has no such layer; it has @block1 [4, 14, 14], @block2 [8, 7, 7], @embedding [8]" in err

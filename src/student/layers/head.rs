@@ -4,6 +4,7 @@
 use ndarray::{s, Array2, ArrayD, ArrayView2, ArrayViewMut2, Ix1, Ix2};
 
 use super::{Linear, Relu};
+use crate::student::Tap;
 
 /// Each hidden layer's output (after ReLU) and d loss / d that output, for up to `rows` rows.
 pub struct HeadBuffers {
@@ -23,14 +24,42 @@ impl HeadBuffers {
 }
 
 impl HeadBuffers {
-    /// The embedding of the last forward pass's first `m` rows: the input of the final layer (the last
-    /// hidden layer's output, or `input` when there is none).
-    pub fn embedding<'a>(&'a self, input: ArrayView2<'a, f32>, m: usize) -> ArrayView2<'a, f32> {
-        match self.acts.last() {
+    /// The values at head position `j` ([`head_position`]) of the last forward pass's first `m` rows:
+    /// `input` for 0, hidden layer `j - 1`'s output otherwise.
+    pub fn at<'a>(&'a self, input: ArrayView2<'a, f32>, j: usize, m: usize) -> ArrayView2<'a, f32> {
+        match j.checked_sub(1).and_then(|i| self.acts.get(i)) {
             Some(a) => a.slice(s![..m, ..]),
             None => input.slice_move(s![..m, ..]),
         }
     }
+}
+
+/// Where `tap` is in a head of `layers`: 0 for its input, `j` for hidden layer `j - 1`'s output (the
+/// embedding is the last of these); `None` for a tap the head does not have.
+pub fn head_position(layers: &[Linear], tap: Tap) -> Option<usize> {
+    let hidden = layers.len().saturating_sub(1);
+    match tap {
+        Tap::Embedding => Some(hidden),
+        Tap::Hidden(i) if i < hidden => Some(i + 1),
+        _ => None,
+    }
+}
+
+/// The width of head position `j`.
+pub fn head_width(layers: &[Linear], j: usize) -> usize {
+    match j.checked_sub(1) {
+        Some(i) => layers[i].outputs(),
+        None => layers[0].w.nrows(),
+    }
+}
+
+/// The tap gradients of `grad_taps` that enter a head of `layers`, by head position, first `m` rows.
+pub fn head_extras<'a>(
+    layers: &[Linear],
+    grad_taps: &'a [(Tap, Array2<f32>)],
+    m: usize,
+) -> Vec<(usize, ArrayView2<'a, f32>)> {
+    grad_taps.iter().filter_map(|(t, g)| Some((head_position(layers, *t)?, g.slice(s![..m, ..])))).collect()
 }
 
 /// The forward pass of the first `input.nrows()` rows into `logits`.
@@ -52,8 +81,8 @@ pub fn head_forward(layers: &[Linear], input: ArrayView2<f32>, b: &mut HeadBuffe
 
 /// The backward pass from `grad_logits` for the rows of the last [`head_forward`] on `input`: the
 /// layers' weight and bias gradients into `grads` (two per layer, in order) and, with `dinput`,
-/// d loss / d input. `embedding_grad` (d loss / d the embedding, [`HeadBuffers::embedding`]) is added
-/// where the final layer's input gradient forms.
+/// d loss / d input. `extras` (head position, d loss / d the values there) are added where the
+/// gradient of that position forms (position 0 into `dinput`).
 pub fn head_backward(
     layers: &[Linear],
     input: ArrayView2<f32>,
@@ -61,7 +90,7 @@ pub fn head_backward(
     grad_logits: ArrayView2<f32>,
     grads: &mut [ArrayD<f32>],
     mut dinput: Option<ArrayViewMut2<f32>>,
-    embedding_grad: Option<ArrayView2<f32>>,
+    extras: &[(usize, ArrayView2<f32>)],
 ) {
     let m = input.nrows();
     let last = layers.len() - 1;
@@ -77,7 +106,7 @@ pub fn head_backward(
         };
         let dx = if l > 0 { Some(before[l - 1].slice_mut(s![..m, ..])) } else { dinput.as_mut().map(|d| d.view_mut()) };
         layers[l].backward(x, d, gw, gb, dx);
-        if let (true, Some(extra)) = (l == last, embedding_grad) {
+        for (_, extra) in extras.iter().filter(|(j, _)| *j == l) {
             let target =
                 if l > 0 { Some(before[l - 1].slice_mut(s![..m, ..])) } else { dinput.as_mut().map(|d| d.view_mut()) };
             if let Some(mut t) = target {

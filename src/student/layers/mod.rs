@@ -6,7 +6,7 @@ mod linear;
 mod relu;
 mod scaling;
 
-pub use head::{head_backward, head_forward, HeadBuffers};
+pub use head::{head_backward, head_extras, head_forward, head_position, head_width, HeadBuffers};
 pub use linear::Linear;
 pub use relu::Relu;
 pub use scaling::{InputScaling, InputStats};
