@@ -28,7 +28,7 @@ fn differs(a: &Manifest, b: &Manifest) -> Option<&'static str> {
         Some("input column/type/shape")
     } else if a.schema_version != b.schema_version {
         Some("schema version")
-    } else if a.form != b.form || a.float16 != b.float16 {
+    } else if a.form != b.form || a.float16 != b.float16 || a.label_logit != b.label_logit {
         Some("storage form")
     } else if a.views != b.views {
         Some("views setting")

@@ -125,7 +125,7 @@ pub struct TrainArgs {
     pub alpha: f32,
     /// The logit loss: kd (Hinton et al.'s KL), dkd (decoupled KD, Zhao et al. 2022), jsd
     /// (Jensen-Shannon), tvd (total variation) or reverse-kl (KL(student || teacher)); all but kd need
-    /// dense labels.
+    /// dense labels, but dkd also takes top-k labels that store the label's logit (schema 2.11).
     #[arg(long, value_enum, default_value_t = d().loss.into())]
     pub loss: super::enums::LossName,
     /// DKD: weight of the target-class part (TCKD).

@@ -49,7 +49,7 @@ impl Objective for Kd {
                 );
                 Box::new(DenseKd { soft, log_soft, labels, t, alpha })
             }
-            Outputs::TopK { index, logit, logsumexp_t } => {
+            Outputs::TopK { index, logit, logsumexp_t, .. } => {
                 let tt = f64::from(t);
                 let p = Array2::from_shape_fn(logit.raw_dim(), |(i, j)| {
                     (f64::from(logit[[i, j]]) / tt - logsumexp_t[i]).exp()

@@ -58,10 +58,17 @@ pub struct LogitLoss {
 impl Objective for LogitLoss {
     fn prepare<'a>(&self, rows: &'a TeacherOutputs) -> Result<Box<dyn Loss + 'a>> {
         let labels = rows.label_indices(self.num_classes, &self.origin)?;
+        if let (Outputs::TopK { index, logit, logsumexp_t, label_logit }, Divergence::Dkd { .. }) =
+            (&rows.outputs, self.divergence)
+        {
+            let (stored, labels) = ((index, logit, logsumexp_t.as_slice()), labels);
+            return Ok(Box::new(self.prepare_topk_dkd(stored, label_logit.as_deref(), labels, &rows.ids)?));
+        }
         let Outputs::Dense { logits } = &rows.outputs else {
             return Err(Error::dataset(
                 &self.origin,
-                "this loss needs the teacher's whole distribution: dense labels (top-k and sampled labels hold part of it)",
+                "this loss needs the teacher's whole distribution: dense labels (top-k and sampled labels hold part \
+                 of it; dkd also takes top-k labels)",
             ));
         };
         let mut p = Array2::<f64>::zeros(logits.raw_dim());
@@ -72,6 +79,160 @@ impl Objective for LogitLoss {
         }
         Ok(Box::new(Prepared { p, labels, loss: self.clone() }))
     }
+}
+
+impl LogitLoss {
+    /// DKD's targets from top-k labels: the k stored classes' probabilities, the target class's (from
+    /// `label_logit` when it is outside the top k) and the mass of the classes in neither.
+    fn prepare_topk_dkd(
+        &self,
+        (index, logit, lse): (&Array2<u32>, &Array2<f32>, &[f64]),
+        label_logit: Option<&[f32]>,
+        labels: Vec<Option<usize>>,
+        ids: &[u64],
+    ) -> Result<TopKDkd> {
+        let tt = f64::from(self.t);
+        let p = Array2::from_shape_fn(logit.raw_dim(), |(i, j)| (f64::from(logit[[i, j]]) / tt - lse[i]).exp());
+        let (mut target, mut pt, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, label) in labels.iter().enumerate() {
+            // A row without a label: the teacher's top class (as dense DKD does).
+            let t = label.unwrap_or(index[[i, 0]] as usize);
+            let p_t = match index.row(i).iter().position(|&c| c as usize == t) {
+                Some(j) => p[[i, j]],
+                None => match label_logit.map(|v| v[i]).filter(|v| !v.is_nan()) {
+                    Some(z) => (f64::from(z) / tt - lse[i]).exp(),
+                    None => {
+                        return Err(Error::dataset(
+                            &self.origin,
+                            format!(
+                                "row id {}: its label {t} is outside the top k, and these labels do not store its \
+                                 logit (label_logit, schema 2.11): dkd needs it; make the labels again with this \
+                                 softlabel, or use dense labels",
+                                ids[i]
+                            ),
+                        ))
+                    }
+                },
+            };
+            let stored: f64 = p.row(i).sum() + if index.row(i).iter().any(|&c| c as usize == t) { 0.0 } else { p_t };
+            target.push(t);
+            pt.push(p_t);
+            rest.push((1.0 - stored).max(0.0));
+        }
+        Ok(TopKDkd { index: index.clone(), p, target, pt, rest, labels, loss: self.clone() })
+    }
+}
+
+/// DKD against top-k labels (prepared by [`LogitLoss::prepare_topk_dkd`]).
+struct TopKDkd {
+    index: Array2<u32>,
+    p: Array2<f64>,
+    target: Vec<usize>,
+    pt: Vec<f64>,
+    rest: Vec<f64>,
+    labels: Vec<Option<usize>>,
+    loss: LogitLoss,
+}
+
+impl Loss for TopKDkd {
+    fn eval(&self, logits: ArrayView2<f32>, rows: &[usize], scale: f32, mut grad: ArrayViewMut2<f32>) -> f64 {
+        let Divergence::Dkd { alpha: wa, beta: wb } = self.loss.divergence else { return 0.0 };
+        let mut total = 0f64;
+        for (r, &i) in rows.iter().enumerate() {
+            let z = logits.row(r).to_vec();
+            let mut g = vec![0f32; z.len()];
+            let classes: Vec<usize> = self.index.row(i).iter().map(|&c| c as usize).collect();
+            let p = self.p.row(i).to_vec();
+            let teacher =
+                TopKTeacher { classes: &classes, p: &p, target: self.target[i], pt: self.pt[i], rest: self.rest[i] };
+            let l = &self.loss;
+            total += dkd_topk_row(&z, &teacher, (wa, wb), l.t, l.alpha, scale, &mut g);
+            total += ce_row(&z, self.labels[i], l.alpha, scale, &mut g);
+            grad.row_mut(r).iter_mut().zip(&g).for_each(|(o, &v)| *o = v);
+        }
+        total
+    }
+}
+
+/// One row's top-k teacher for DKD: the stored classes and their p_T, the target class, its p_T and
+/// the mass of the classes neither stored nor the target.
+pub struct TopKTeacher<'a> {
+    /// The stored classes.
+    pub classes: &'a [usize],
+    /// Their probabilities at T.
+    pub p: &'a [f64],
+    /// The target class.
+    pub target: usize,
+    /// Its probability at T.
+    pub pt: f64,
+    /// The rest's mass.
+    pub rest: f64,
+}
+
+/// DKD's target-class part for one row: `KL([pt, 1 - pt] || [qt, 1 - qt])`, its gradient (times `wa`,
+/// over z / T) added into `dz`.
+fn tckd(pt: f64, q: &[f64], target: usize, wa: f32, tt: f64, dz: &mut [f64]) -> f64 {
+    let qt = q[target];
+    let kl2 = |a: f64, b: f64| if a > 0.0 { a * (a / b).ln() } else { 0.0 };
+    let factor = if qt < 1.0 { (qt - pt) / (1.0 - qt) } else { 0.0 };
+    for (j, d) in dz.iter_mut().enumerate() {
+        *d += f64::from(wa) * factor * (f64::from(u8::from(j == target)) - q[j]) / tt;
+    }
+    kl2(pt, qt) + kl2(1.0 - pt, 1.0 - qt)
+}
+
+/// `alpha * T^2 * DKD` for one row against a top-k teacher: the target-class part is exact (the
+/// target's probability is known); the non-target part is the KL between the renormalised non-target
+/// distributions over the buckets {each stored class but the target} and {the rest}, as top-k KD
+/// buckets the residual. With every class stored it is dense DKD. Adds `scale * d/dz` to `grad`.
+pub fn dkd_topk_row(
+    z: &[f32],
+    teacher: &TopKTeacher,
+    (wa, wb): (f32, f32),
+    t: f32,
+    alpha: f32,
+    scale: f32,
+    grad: &mut [f32],
+) -> f64 {
+    if alpha <= 0.0 {
+        return 0.0;
+    }
+    let (a, tt) = (f64::from(alpha), f64::from(t));
+    let lse = crate::soften::logsumexp_t(z, t);
+    let q: Vec<f64> = z.iter().map(|&v| (f64::from(v) / tt - lse).exp()).collect();
+    let target = teacher.target;
+    let mut dz = vec![0f64; q.len()];
+    let mut value = f64::from(wa) * tckd(teacher.pt, &q, target, wa, tt, &mut dz);
+    let (rest_p, rest_q) = (1.0 - teacher.pt, 1.0 - q[target]);
+    if rest_p > 0.0 && rest_q > 0.0 {
+        let mut in_bucket = vec![false; q.len()];
+        in_bucket[target] = true;
+        let mut nckd = 0f64;
+        for (&c, &pc) in teacher.classes.iter().zip(teacher.p).filter(|(&c, _)| c != target) {
+            in_bucket[c] = true;
+            let (ph, qh) = (pc / rest_p, q[c] / rest_q);
+            if ph > 0.0 {
+                nckd += ph * (ph / qh).ln();
+            }
+            dz[c] += f64::from(wb) * (qh - ph) / tt;
+        }
+        // The rest bucket: its share of the teacher's mass goes to its classes in the student's proportions.
+        let q_rest: f64 = (0..q.len()).filter(|&j| !in_bucket[j]).map(|j| q[j]).sum::<f64>() / rest_q;
+        let p_rest = teacher.rest / rest_p;
+        if p_rest > 0.0 && q_rest > 0.0 {
+            nckd += p_rest * (p_rest / q_rest).ln();
+        }
+        for j in (0..q.len()).filter(|&j| !in_bucket[j]) {
+            let qh = q[j] / rest_q;
+            let share = if q_rest > 0.0 { p_rest * qh / q_rest } else { 0.0 };
+            dz[j] += f64::from(wb) * (qh - share) / tt;
+        }
+        value += f64::from(wb) * nckd;
+    }
+    for (g, d) in grad.iter_mut().zip(&dz) {
+        *g += scale * (a * tt * tt * d) as f32;
+    }
+    a * tt * tt * value
 }
 
 struct Prepared {
@@ -154,11 +315,8 @@ pub fn divergence_row(
                 .unwrap_or_else(|| p.iter().enumerate().fold(0, |best, (j, &v)| if v > p[best] { j } else { best }));
             let (pt, qt) = (p[target], q[target]);
             // Target-class part: KL over the two buckets {t, not t}.
-            let kl2 = |a: f64, b: f64| if a > 0.0 { a * (a / b).ln() } else { 0.0 };
-            let tckd = kl2(pt, qt) + kl2(1.0 - pt, 1.0 - qt);
-            let factor = if qt < 1.0 { (qt - pt) / (1.0 - qt) } else { 0.0 };
-            let mut dz: Vec<f64> =
-                (0..q.len()).map(|j| f64::from(wa) * factor * (f64::from(u8::from(j == target)) - q[j]) / tt).collect();
+            let mut dz = vec![0f64; q.len()];
+            let tckd = tckd(pt, &q, target, wa, tt, &mut dz);
             // Non-target part: KL between the distributions over the other classes, renormalised.
             let (rest_p, rest_q) = (1.0 - pt, 1.0 - qt);
             let mut nckd = 0f64;
@@ -276,6 +434,51 @@ mod tests {
                         g[k]
                     );
                 }
+            }
+        }
+    }
+
+    /// DKD on top-k labels: with at most one class in the rest bucket (every class stored, or all but
+    /// one with the label's logit beside them) it is dense DKD, which equals mdistiller's `dkd_loss`
+    /// (the PyTorch test above); with a larger rest bucket its gradient matches finite differences and
+    /// its non-target part is at most dense DKD's (bucketing a distribution never raises a KL).
+    #[test]
+    fn topk_dkd_is_dense_dkd_when_the_rest_is_one_class() {
+        let (wa, wb, t) = (1.0f32, 8.0f32, 2.0f32);
+        let p = teacher_p(t);
+        // The teacher's classes by descending logit: 0 (6.0), 3 (3.0), 2 (1.0), 4 (-1.0), 1 (-7.0).
+        let row = |z: &[f32], classes: &[usize], target: usize, g: &mut [f32]| {
+            let pc: Vec<f64> = classes.iter().map(|&c| p[c]).collect();
+            let stored: f64 = pc.iter().sum::<f64>() + if classes.contains(&target) { 0.0 } else { p[target] };
+            let teacher = TopKTeacher { classes, p: &pc, target, pt: p[target], rest: 1.0 - stored };
+            dkd_topk_row(z, &teacher, (wa, wb), t, 1.0, 1.0, g)
+        };
+        let dkd = Divergence::Dkd { alpha: wa, beta: wb };
+        for (classes, target) in [(&[0, 3, 2, 4, 1][..], 3), (&[0, 3, 2][..], 4), (&[0, 3, 2, 4][..], 1)] {
+            let (want, want_g) = value_and_grad(&Z, Some(target), dkd);
+            let mut g = vec![0f32; 5];
+            let v = row(&Z, classes, target, &mut g);
+            // teacher_p is float32 softmax: its sum is 1 only within ~1e-7, which the rest bucket
+            // (1 - the stored mass) inherits; hence 1e-6 relative, not 1e-9.
+            assert!((v - want).abs() < 1e-6 * want.abs().max(1.0), "{classes:?} {target}: {v} vs dense {want}");
+            for (a, b) in g.iter().zip(&want_g) {
+                assert!((a - b).abs() < 1e-6, "{classes:?} {target}: grad {g:?} vs dense {want_g:?}");
+            }
+        }
+        // Two classes in the rest (1 and 2): finite differences, and no more than dense DKD.
+        for (classes, target) in [(&[0, 3][..], 4), (&[0, 3, 4][..], 0)] {
+            let mut g = vec![0f32; 5];
+            let v = row(&Z, classes, target, &mut g);
+            assert!(v <= value_and_grad(&Z, Some(target), dkd).0 + 1e-12);
+            for k in 0..5 {
+                let h = 1e-2f32;
+                let (mut zp, mut zm) = (Z, Z);
+                zp[k] += h;
+                zm[k] -= h;
+                let mut scratch = vec![0f32; 5];
+                let fd = (row(&zp, classes, target, &mut scratch) - row(&zm, classes, target, &mut scratch))
+                    / f64::from(2.0 * h);
+                assert!((fd - f64::from(g[k])).abs() < 2e-3 * fd.abs().max(1.0), "{k}: fd {fd}, grad {}", g[k]);
             }
         }
     }

@@ -40,10 +40,10 @@ pub trait Loss: Sync {
 
     /// For the batch's `rows` with the student's `values` at each of [`Loss::taps`] (same order,
     /// `[rows.len(), width]`): adds d terms / d values into `grads` (same order and shapes) and returns
-    /// the terms times the batch size (so that, like [`Loss::eval`]'s sums, dividing by the batch size
-    /// gives the batch's value). `aux` are the objective's auxiliary parameters
-    /// ([`Objective::aux_params`], trained with the student and never exported); their gradients are
-    /// added into `aux_grad`.
+    /// each term times the batch size (so that, like [`Loss::eval`]'s sums, dividing by the batch size
+    /// gives the batch's value), one per term in the objective's order. `aux` are the objective's
+    /// auxiliary parameters ([`Objective::aux_params`], trained with the student and never exported);
+    /// their gradients are added into `aux_grad`.
     fn eval_taps(
         &self,
         _values: &[ArrayView2<f32>],
@@ -51,8 +51,8 @@ pub trait Loss: Sync {
         _grads: &mut [ArrayViewMut2<f32>],
         _aux: &[ndarray::ArrayD<f32>],
         _aux_grad: &mut [ndarray::ArrayD<f32>],
-    ) -> f64 {
-        0.0
+    ) -> Vec<f64> {
+        Vec::new()
     }
 }
 

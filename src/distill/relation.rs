@@ -557,6 +557,12 @@ impl<'t> WithRelations<'t> {
     pub fn describe(&self) -> Vec<String> {
         self.terms.iter().map(|t| format!("{} {}@{} {:?}", t.relation.flag(), t.feature.name, t.tap, t.shape)).collect()
     }
+
+    /// Each term's name in the training log: its flag without dashes, the feature and the layer
+    /// (`at /Relu_3_output_0@block2`).
+    pub fn term_names(&self) -> Vec<String> {
+        self.terms.iter().map(|t| format!("{} {}@{}", &t.relation.flag()[2..], t.feature.name, t.tap)).collect()
+    }
 }
 
 impl Term<'_> {
@@ -658,15 +664,22 @@ impl Loss for RelationLoss<'_> {
         grads: &mut [ArrayViewMut2<f32>],
         aux: &[ndarray::ArrayD<f32>],
         aux_grad: &mut [ndarray::ArrayD<f32>],
-    ) -> f64 {
-        let mut total = 0.0;
+    ) -> Vec<f64> {
+        let mut out = Vec::with_capacity(self.terms.len());
         let mut next = 0;
         for term in &self.terms {
-            let (Some(s), Some(grad)) = (values.get(term.tap), grads.get_mut(term.tap)) else { continue };
+            let mut total = 0.0;
+            let (Some(s), Some(grad)) = (values.get(term.tap), grads.get_mut(term.tap)) else {
+                out.push(0.0);
+                continue;
+            };
             let t = term.teacher.select(Axis(0), rows);
             match term.relation {
                 Relation::Hint { weight } => {
-                    let (Some(w), Some(b)) = (aux.get(next), aux.get(next + 1)) else { continue };
+                    let (Some(w), Some(b)) = (aux.get(next), aux.get(next + 1)) else {
+                        out.push(0.0);
+                        continue;
+                    };
                     let (gw_gb, _) = aux_grad[next..].split_at_mut(2);
                     let (gw, gb) = gw_gb.split_at_mut(1);
                     let views = (
@@ -685,8 +698,9 @@ impl Loss for RelationLoss<'_> {
                 }
                 relation => total += relation.eval(*s, t.view(), Some(grad.view_mut())),
             }
+            out.push(total * rows.len() as f64);
         }
-        total * rows.len() as f64
+        out
     }
 }
 

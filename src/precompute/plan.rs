@@ -175,9 +175,16 @@ impl<'s> Plan<'s> {
             }
             Pass::Imported(i) => (vec![imported_info(i, settings, width)], None),
         };
+        // The label's logit beside the top k, where the teacher ran (imported top-k outputs hold only
+        // their k values) and the rows have labels.
+        let label_logit = matches!(settings.form, LabelForm::TopK { .. })
+            && matches!(pass, Pass::Models(_))
+            && source.label_column().is_some();
         let manifest = Manifest {
             format: FORMAT.into(),
-            schema_version: if !settings.teacher_options.features.is_empty()
+            schema_version: if label_logit {
+                crate::store::SCHEMA_VERSION_LABEL_LOGIT
+            } else if !settings.teacher_options.features.is_empty()
                 && settings.teacher_options.feature_pool == crate::teacher::FeaturePool::Attention
             {
                 crate::store::SCHEMA_VERSION_ATTENTION
@@ -240,6 +247,7 @@ impl<'s> Plan<'s> {
             skipped_nonfinite_rows: 0,
             form: settings.form,
             float16: settings.float16,
+            label_logit,
             views,
             features: match &pass {
                 Pass::Models(e) => e

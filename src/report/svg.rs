@@ -18,6 +18,8 @@ const ORANGE: &str = "#ff7f0e";
 const GREEN: &str = "#2ca02c";
 const RED: &str = "#d62728";
 const PURPLE: &str = "#9467bd";
+/// Further series (each feature or relation term).
+const MORE: [&str; 4] = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"];
 
 /// A plot's canvas and the plotting area inside its margins.
 #[derive(Clone, Copy)]
@@ -201,12 +203,23 @@ pub(super) fn svg_training(log: &[EpochLog]) -> String {
     let loss: Vec<(f64, f64)> = log.iter().map(|e| (x(e.epoch), scale(e.train_loss, y0, y1, f.b, f.t))).collect();
     polyline(&mut s, &loss, BLUE);
     let mut items = vec![("train loss", BLUE)];
-    // The feature and relation terms' share of it (`--hint`, `--rkd`, `--sp`), on the same axis.
+    // The feature and relation terms' share of it (`--hint`, `--rkd`, `--sp`, `--at`), on the same
+    // axis; with several terms, each one too.
     let relation: Vec<(f64, f64)> =
         log.iter().filter_map(|e| e.relation_loss.map(|r| (x(e.epoch), scale(r, y0, y1, f.b, f.t)))).collect();
     if !relation.is_empty() {
         polyline(&mut s, &relation, GREEN);
         items.push(("of which feature/relation terms", GREEN));
+    }
+    let names: std::collections::BTreeSet<&str> =
+        log.iter().filter_map(|e| e.term_losses.as_ref()).flat_map(|t| t.keys().map(String::as_str)).collect();
+    if names.len() > 1 {
+        for (name, color) in names.into_iter().zip(MORE.iter().cycle()) {
+            let term =
+                |e: &EpochLog| e.term_losses.as_ref()?.get(name).map(|v| (x(e.epoch), scale(*v, y0, y1, f.b, f.t)));
+            polyline(&mut s, &log.iter().filter_map(term).collect::<Vec<_>>(), color);
+            items.push((name, color));
+        }
     }
     let acc: Vec<(usize, f64)> = log.iter().filter_map(|e| e.val_accuracy.map(|a| (e.epoch, 100.0 * a))).collect();
     let agr: Vec<(usize, f64)> = log.iter().filter_map(|e| e.val_agreement.map(|a| (e.epoch, 100.0 * a))).collect();
@@ -487,6 +500,8 @@ mod tests {
             epoch,
             train_loss: 2.0 / epoch as f64,
             relation_loss,
+            term_losses: relation_loss
+                .map(|r| [("at x@block2".to_string(), r / 4.0), ("hint y@1".into(), r * 0.75)].into()),
             lr: 1e-3,
             val_accuracy: None,
             val_errors: None,
@@ -496,7 +511,8 @@ mod tests {
         };
         let with = svg_training(&[entry(1, Some(1.5)), entry(2, Some(0.5))]);
         let without = svg_training(&[entry(1, None), entry(2, None)]);
-        assert!(with.contains("of which feature/relation terms") && with.matches("<polyline").count() == 2, "{with}");
+        assert!(with.contains("of which feature/relation terms") && with.matches("<polyline").count() == 4, "{with}");
+        assert!(with.contains(">at x@block2<") && with.contains(">hint y@1<"), "{with}");
         assert!(!without.contains("relation") && without.matches("<polyline").count() == 1, "{without}");
     }
 }

@@ -42,6 +42,7 @@ impl Columns {
                 logit: Array2::from_shape_vec(shape(k, "topk_logit", acc.logits.len())?, acc.logits)
                     .map_err(|e| Error::Internal(e.to_string()))?,
                 logsumexp_t: acc.lse,
+                label_logit: m.label_logit.then_some(acc.label_logit),
             },
             LabelForm::Sampled { k, .. } => Outputs::Sampled {
                 index: Array2::from_shape_vec(shape(k, "sample_index", acc.index.len())?, acc.index)
@@ -64,6 +65,8 @@ pub(super) struct Columns {
     /// Top-k or sampled indices.
     index: Vec<u32>,
     lse: Vec<f64>,
+    /// Top-k with `label_logit`: the label's logit, NaN for a row without a label.
+    label_logit: Vec<f32>,
     views: ViewColumns,
 }
 
@@ -97,6 +100,7 @@ impl Columns {
             logits: Vec::with_capacity(rows * per_logits),
             index: Vec::with_capacity(rows * per_index),
             lse: Vec::with_capacity(if matches!(m.form, LabelForm::TopK { .. }) { rows } else { 0 }),
+            label_logit: Vec::with_capacity(if m.label_logit { rows } else { 0 }),
             views: ViewColumns {
                 view: Vec::with_capacity(views),
                 shift_x: Vec::with_capacity(views),
@@ -118,14 +122,15 @@ impl Columns {
         self.logits.extend(other.logits);
         self.index.extend(other.index);
         self.lse.extend(other.lse);
+        self.label_logit.extend(other.label_logit);
         self.views.view.extend(other.views.view);
         self.views.shift_x.extend(other.views.shift_x);
         self.views.shift_y.extend(other.views.shift_y);
         self.views.crop.extend(other.views.crop);
     }
 
-    /// Values per row of each per-row vector: (inputs, logits, index, lse, views).
-    fn widths(&self) -> [usize; 5] {
+    /// Values per row of each per-row vector: (inputs, logits, index, lse, views, label_logit).
+    fn widths(&self) -> [usize; 6] {
         let n = self.len().max(1);
         [
             self.inputs.len() / n,
@@ -133,13 +138,15 @@ impl Columns {
             self.index.len() / n,
             self.lse.len() / n,
             self.views.view.len() / n,
+            self.label_logit.len() / n,
         ]
     }
 
     /// Moves the rows from `at` on into a new `Columns` (the rows before stay, without reallocating).
     pub(super) fn split_off(&mut self, at: usize, m: &Manifest) -> Columns {
-        let [wi, wl, wx, ws, wv] = self.widths();
+        let [wi, wl, wx, ws, wv, wz] = self.widths();
         let mut tail = Columns::with_capacity(m, 0);
+        tail.label_logit = self.label_logit.split_off(at * wz);
         tail.ids = self.ids.split_off(at);
         tail.labels = self.labels.split_off(at);
         tail.inputs = self.inputs.split_off(at * wi);
@@ -165,7 +172,7 @@ impl Columns {
         if rows.len() == n - start {
             return;
         }
-        let [wi, wl, wx, ws, wv] = self.widths();
+        let [wi, wl, wx, ws, wv, wz] = self.widths();
         fn compact<T: Copy>(v: &mut Vec<T>, width: usize, rows: &[usize], start: usize) {
             if width == 0 {
                 return;
@@ -181,6 +188,7 @@ impl Columns {
         compact(&mut self.logits, wl, &rows, start);
         compact(&mut self.index, wx, &rows, start);
         compact(&mut self.lse, ws, &rows, start);
+        compact(&mut self.label_logit, wz, &rows, start);
         compact(&mut self.views.view, wv, &rows, start);
         compact(&mut self.views.shift_x, wv, &rows, start);
         compact(&mut self.views.shift_y, wv, &rows, start);
@@ -335,6 +343,9 @@ impl Columns {
                         );
                     }
                 }
+                if m.label_logit {
+                    self.label_logit_column(path, rb, m, first_row, (&index, &z, lse.values()), k)?;
+                }
                 self.index.extend(index);
                 self.logits.extend(z);
                 self.lse.extend_from_slice(lse.values());
@@ -347,6 +358,72 @@ impl Columns {
                 self.index.extend(index);
             }
         }
+        Ok(())
+    }
+}
+
+impl Columns {
+    /// Reads and checks the `label_logit` column of a top-k batch whose labels were just read (the
+    /// batch's last `rows` labels) against its top-k values `(index, logit, logsumexp_t)`: null exactly
+    /// where the label is; equal to the stored logit where the label is among the top k, else at most
+    /// the k-th logit with the probability mass of the k classes and the label's still at most 1.
+    fn label_logit_column(
+        &mut self,
+        path: &Path,
+        rb: &RecordBatch,
+        m: &Manifest,
+        first_row: u64,
+        (index, z, lse): (&[u32], &[f32], &[f64]),
+        k: usize,
+    ) -> Result<()> {
+        let name = columns::LABEL_LOGIT;
+        let col = rb.column_by_name(name).ok_or_else(|| Error::dataset(path, format!("no column '{name}'")))?;
+        let values: Vec<f32> = if m.float16 {
+            let a = col
+                .as_primitive_opt::<Float16Type>()
+                .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not float16")))?;
+            (0..a.len()).map(|i| if a.is_null(i) { f32::NAN } else { a.value(i).to_f32() }).collect()
+        } else {
+            let a = col
+                .as_primitive_opt::<Float32Type>()
+                .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not float32")))?;
+            (0..a.len()).map(|i| if a.is_null(i) { f32::NAN } else { a.value(i) }).collect()
+        };
+        let labels = &self.labels[self.labels.len() - values.len()..];
+        let t = f64::from(m.temperature);
+        let slack = if m.float16 { 2e-3 } else { 1e-5 };
+        for (i, (&v, label)) in values.iter().zip(labels).enumerate() {
+            let (idx, row) = (&index[i * k..(i + 1) * k], &z[i * k..(i + 1) * k]);
+            let fail = |what: String| {
+                Err(Error::dataset(path, format!("column '{name}', row {}: {what}", first_row + i as u64)))
+            };
+            let Some(label) = label.filter(|&l| usize::try_from(l).is_ok_and(|l| l < m.num_classes)) else {
+                if !v.is_nan() {
+                    return fail(format!("{v} for a row without a label"));
+                }
+                continue;
+            };
+            if !v.is_finite() && v != f32::NEG_INFINITY {
+                return fail(format!("{v} for label {label}"));
+            }
+            match idx.iter().position(|&c| i64::from(c) == label) {
+                Some(j) if row[j].to_bits() != v.to_bits() => {
+                    return fail(format!("{v}, but label {label} is among the top k with logit {}", row[j]));
+                }
+                Some(_) => {}
+                None => {
+                    let mass: f64 = row.iter().chain([&v]).map(|&x| (f64::from(x) / t - lse[i]).exp()).sum();
+                    if v > row[k - 1] || mass > 1.0 + slack {
+                        return fail(format!(
+                            "{v} for label {label}, outside the top k: it must be at most the k-th logit {} and \
+                             leave the probabilities summing to at most 1 (they sum to {mass})",
+                            row[k - 1]
+                        ));
+                    }
+                }
+            }
+        }
+        self.label_logit.extend(values);
         Ok(())
     }
 }

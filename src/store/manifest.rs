@@ -198,6 +198,10 @@ pub struct Manifest {
     /// Logits and probabilities stored as float16 (`--float16`) instead of float32.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub float16: bool,
+    /// Top-k labels: the `label_logit` column holds each labelled row's teacher logit of its label
+    /// (schema 2.11), for losses that need the target class's logit outside the top k (DKD).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub label_logit: bool,
     /// For a teacher ensemble: its members (`teacher` then describes the ensemble as a whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<EnsembleInfo>,
@@ -325,6 +329,10 @@ impl Manifest {
             LabelForm::Sampled { k: draws, .. } => {
                 fields.push(Field::new(columns::SAMPLE_INDEX, list(DataType::UInt32, draws), false))
             }
+        }
+        // After the forms' columns, so a dataset without it keeps its column order.
+        if let (LabelForm::TopK { .. }, true) = (self.form, self.label_logit) {
+            fields.push(Field::new(columns::LABEL_LOGIT, float.clone(), true));
         }
         for f in &self.features {
             fields.push(Field::new(f.column.as_str(), list(float.clone(), f.width), false));
@@ -564,6 +572,7 @@ mod tests {
             skipped_nonfinite_rows: 0,
             form: LabelForm::Dense,
             float16: false,
+            label_logit: false,
             ensemble: None,
             views: None,
             features: Vec::new(),

@@ -58,6 +58,8 @@ pub const SCHEMA_VERSION_CROP_VIEWS: &str = "2.8";
 pub const SCHEMA_VERSION_FEATURES: &str = "2.9";
 /// Teacher features stored as attention maps (`--feature-pool attention`).
 pub const SCHEMA_VERSION_ATTENTION: &str = "2.10";
+/// Top-k datasets storing each labelled row's logit of its label (`label_logit`).
+pub const SCHEMA_VERSION_LABEL_LOGIT: &str = "2.11";
 /// The major schema version this build writes (and reads).
 pub const SCHEMA_MAJOR: u32 = 2;
 /// The oldest major schema version this build reads (1.x: uint64 ids).
@@ -87,6 +89,8 @@ pub mod columns {
     pub const TOPK_LOGIT: &str = "topk_logit";
     /// Top-k: logsumexp(logits / T) over all classes (float64).
     pub const LOGSUMEXP_T: &str = "logsumexp_t";
+    /// Top-k: the teacher's raw logit of the row's label (float32 or float16, null without a label).
+    pub const LABEL_LOGIT: &str = "label_logit";
     /// Views: the view number (uint16; 0 is the source row as it is).
     pub const VIEW: &str = "view";
     /// Views: horizontal shift in pixels (int16; positive moves the content right).
@@ -109,7 +113,7 @@ pub mod columns {
     /// readers, so not in [`ALL`]).
     pub const PATH: &str = "path";
     /// The columns softlabel's readers decode.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         ID,
         LABEL,
         VIEW,
@@ -126,6 +130,7 @@ pub mod columns {
         TOPK_INDEX,
         TOPK_LOGIT,
         LOGSUMEXP_T,
+        LABEL_LOGIT,
         SAMPLE_INDEX,
     ];
 }

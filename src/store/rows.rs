@@ -42,6 +42,8 @@ pub enum Outputs {
         logit: Array2<f32>,
         /// logsumexp(logits / T) over all classes, per row.
         logsumexp_t: Vec<f64>,
+        /// Each row's logit of its label (NaN without one), when the dataset stores it (schema 2.11).
+        label_logit: Option<Vec<f32>>,
     },
     /// k classes drawn from softmax(logits / T), `[rows, k]`.
     Sampled {

@@ -32,9 +32,12 @@ pub struct EpochLog {
     pub epoch: usize,
     /// Mean loss over the epoch's steps.
     pub train_loss: f64,
-    /// The relation-based terms' share of `train_loss` (`--rkd`, `--sp`).
+    /// The feature and relation terms' share of `train_loss` (`--hint`, `--rkd`, `--sp`, `--at`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relation_loss: Option<f64>,
+    /// Each of those terms, by name (`at /Relu_3_output_0@block2`); they sum to `relation_loss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term_losses: Option<std::collections::BTreeMap<String, f64>>,
     /// Learning rate at the epoch's last step.
     pub lr: f32,
     /// Accuracy on the validation set, if one was given.

@@ -299,12 +299,14 @@ pub fn train(
             origin: origin.to_path_buf(),
         }),
     };
+    let mut term_names = Vec::new();
     let objective: Box<dyn Objective + '_> = if settings.relations.is_empty() {
         objective
     } else {
         let terms = settings.relations.iter().zip(features.iter()).map(|(r, f)| (r.relation, r.layer, f)).collect();
         let with = crate::distill::WithRelations::new(objective, terms, trainer.student.as_ref())?;
         tracing::info!(terms = ?with.describe(), "feature and relation terms");
+        term_names = with.term_names();
         Box::new(with)
     };
     // FitNets' regressors: fresh from the seed, or the checkpoint's.
@@ -358,7 +360,12 @@ pub fn train(
         let entry = EpochLog {
             epoch,
             train_loss: totals.loss / totals.steps.max(1) as f64,
-            relation_loss: (!settings.relations.is_empty()).then(|| totals.relation / totals.steps.max(1) as f64),
+            relation_loss: (!settings.relations.is_empty())
+                .then(|| totals.terms.iter().sum::<f64>() / totals.steps.max(1) as f64),
+            term_losses: (!term_names.is_empty()).then(|| {
+                let per_step = |i: usize| totals.terms.get(i).copied().unwrap_or(0.0) / totals.steps.max(1) as f64;
+                term_names.iter().enumerate().map(|(i, name)| (name.clone(), per_step(i))).collect()
+            }),
             lr: totals.lr,
             val_accuracy: v.accuracy,
             val_errors: v.errors,

@@ -41,8 +41,8 @@ pub(crate) struct Trainer<'s> {
 #[derive(Default)]
 pub(crate) struct EpochTotals {
     pub loss: f64,
-    /// The embedding terms' share of `loss` (relation-based losses), summed over steps.
-    pub relation: f64,
+    /// Each feature or relation term's share of `loss`, summed over steps.
+    pub terms: Vec<f64>,
     pub steps: usize,
     pub lr: f32,
 }
@@ -137,7 +137,9 @@ impl<'s> Trainer<'s> {
                 }
             });
             if !row_wise {
-                totals.relation += self.batch_level(loss, idx, scale, chunk);
+                let terms = self.batch_level(loss, idx, scale, chunk);
+                totals.terms.resize(terms.len().max(totals.terms.len()), 0.0);
+                totals.terms.iter_mut().zip(terms).for_each(|(t, v)| *t += v);
             }
             let (first, rest) = self.spaces.split_at_mut(1);
             let acc = &mut first[0];
@@ -223,8 +225,8 @@ impl<'s> Trainer<'s> {
 
     /// A batch-level loss: gathers the workers' logits (and, for embedding terms, their embeddings)
     /// into one batch, evaluates the loss once, hands each worker its rows' gradients and runs the
-    /// backward passes. Returns the embedding terms' value (a mean over the batch).
-    fn batch_level(&mut self, loss: &dyn Loss, idx: &[usize], scale: f32, chunk: usize) -> f64 {
+    /// backward passes. Returns each feature or relation term's value (a mean over the batch).
+    fn batch_level(&mut self, loss: &dyn Loss, idx: &[usize], scale: f32, chunk: usize) -> Vec<f64> {
         let k = self.student.num_classes();
         if self.batch_logits.nrows() < idx.len() {
             self.batch_logits = Array2::zeros((idx.len(), k));
@@ -237,11 +239,11 @@ impl<'s> Trainer<'s> {
         let n = idx.len();
         let mut total =
             loss.eval(self.batch_logits.slice(s![..n, ..]), idx, scale, self.batch_grad.slice_mut(s![..n, ..]));
-        let mut relation = 0.0;
+        let mut terms = Vec::new();
         let taps = loss.taps();
         if !taps.is_empty() {
-            relation = self.tap_terms(loss, &taps, idx, chunk);
-            total += relation;
+            terms = self.tap_terms(loss, &taps, idx, chunk);
+            total += terms.iter().sum::<f64>();
         }
         let student = self.student.as_ref();
         let grad = &self.batch_grad;
@@ -253,13 +255,13 @@ impl<'s> Trainer<'s> {
                 student.backward(ws);
             }
         });
-        relation / n as f64
+        terms.iter().map(|v| v / n as f64).collect()
     }
 
     /// Gathers the batch's values at each of `taps`, evaluates the loss's terms on them and hands each
-    /// worker its rows' gradients (in `Workspace::grad_taps`); returns the terms' sum as
-    /// [`Loss::eval_taps`] gives it.
-    fn tap_terms(&mut self, loss: &dyn Loss, taps: &[Tap], idx: &[usize], chunk: usize) -> f64 {
+    /// worker its rows' gradients (in `Workspace::grad_taps`); returns the terms as
+    /// [`Loss::eval_taps`] gives them.
+    fn tap_terms(&mut self, loss: &dyn Loss, taps: &[Tap], idx: &[usize], chunk: usize) -> Vec<f64> {
         let student = self.student.as_ref();
         let n = idx.len();
         let widths: Vec<usize> = taps.iter().map(|&t| student.tap_shape(t).map_or(0, |s| s.iter().product())).collect();

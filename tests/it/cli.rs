@@ -760,11 +760,16 @@ fn top_k_and_sampled_labels_store_exact_values_and_train() {
     let topk = tmp.path().join("topk");
     assert_ok(&precompute(s(&fx("linear.onnx")), &fx("small.parquet"), &topk, &["--top-k", "2"]));
     let ds = SoftLabels::open(&topk).unwrap();
-    assert_eq!(ds.manifest().schema_version, "2.1");
+    // Labelled rows: the label's logit is stored beside the top k (schema 2.11).
+    assert_eq!(ds.manifest().schema_version, "2.11");
+    assert!(ds.manifest().label_logit);
     let d = ds.load().unwrap();
-    let Outputs::TopK { index, logit, logsumexp_t } = &d.outputs else { panic!("not top-k") };
+    let Outputs::TopK { index, logit, logsumexp_t, label_logit } = &d.outputs else { panic!("not top-k") };
+    let label_logit = label_logit.as_ref().expect("labelled rows store the label's logit");
     for (i, row) in d.inputs.rows().into_iter().enumerate() {
         let z = lin.logits(row.as_slice().unwrap());
+        let label = d.labels[i].expect("small.parquet is labelled") as usize;
+        assert!((f64::from(label_logit[i]) - z[label]).abs() < 1e-5, "row {i}: label logit {}", label_logit[i]);
         let mut order: Vec<usize> = (0..3).collect();
         order.sort_by(|a, b| z[*b].total_cmp(&z[*a]));
         assert_eq!(index.row(i).iter().map(|&c| c as usize).collect::<Vec<_>>(), order[..2].to_vec(), "row {i}");
@@ -1275,8 +1280,19 @@ fn every_logit_loss_trains_and_the_dense_ones_refuse_sparse_labels() {
             "dkd" => assert_eq!(recorded, serde_json::json!({"kind": "dkd", "alpha": 1.0, "beta": 8.0})),
             other => assert_eq!(recorded["kind"], other),
         }
-        if loss != "kd" {
-            let o = softlabel(&["train", "--labels", s(&topk), "--out", s(&tmp.path().join("no")), "--loss", loss]);
+        // dkd takes top-k labels that store the label's logit (schema 2.11); the others need dense ones.
+        let o = softlabel(&[
+            "train",
+            "--labels",
+            s(&topk),
+            "--out",
+            s(&tmp.path().join(format!("k-{loss}"))),
+            "--loss",
+            loss,
+        ]);
+        if loss == "kd" || loss == "dkd" {
+            assert_ok(&o);
+        } else {
             assert_fails(&o, "this loss needs the teacher's whole distribution: dense labels");
         }
     }

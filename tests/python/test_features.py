@@ -248,6 +248,12 @@ def test_attention_transfer_and_terms_on_chosen_layers(data, tmp_path):
                                [e["relation_loss"] for e in logs["whole"]], rtol=1e-3)
     # Block 1 (14x14, the teacher's map upsampled) is another term than the default block 2 (7x7).
     assert abs(logs["b1"][0]["relation_loss"] - logs["att"][0]["relation_loss"]) > 1e-4
+    # Two terms at once: each is logged by name, and they sum to relation_loss.
+    both = tmp_path / "both"
+    run("train", "--labels", whole, *cnn, "--at", CONV, "--hint", f"{FC}:10@block2", "--out", both)
+    for e in (json.loads(line) for line in (both / "train_log.jsonl").read_text().splitlines()):
+        assert sorted(e["term_losses"]) == [f"at {CONV}@block2", f"hint {FC}@block2"], e
+        assert abs(sum(e["term_losses"].values()) - e["relation_loss"]) < 1e-9 * e["relation_loss"], e
     # A hint on hidden layer 1 of two is another term than on the embedding (hidden layer 2).
     hints = {}
     for layer in ["", "@1", "@2", "@embedding"]:

@@ -100,7 +100,8 @@ def test_top_k_files_read_everywhere_and_give_exact_probabilities(labels, tmp_pa
                     "--temperature", str(T), "--out", str(topk), "--top-k", "5"], check=True)
     sp = pd.read_parquet(topk).sort_values("id")
     dense = pd.read_parquet(labels).sort_values("id")
-    assert list(sp.columns) == ["id", "label", "input", "topk_index", "topk_logit", "logsumexp_t"]
+    # Labelled rows: the label's logit follows (schema 2.11).
+    assert list(sp.columns) == ["id", "label", "input", "topk_index", "topk_logit", "logsumexp_t", "label_logit"]
     idx = np.stack(sp["topk_index"].to_numpy()).astype(np.int64)
     p = np.exp(np.stack(sp["topk_logit"].to_numpy()).astype(np.float64) / T - sp["logsumexp_t"].to_numpy()[:, None])
     soft = np.stack(dense["soft"].to_numpy())
@@ -112,8 +113,9 @@ def test_top_k_files_read_everywhere_and_give_exact_probabilities(labels, tmp_pa
         f"SELECT count(*), min(len(topk_index)), max(len(topk_logit)) FROM read_parquet('{topk}/*.parquet')").fetchone()
     assert (n, lo, hi) == (10_000, 5, 5)
     manifest = json.loads((topk / "_manifest.json").read_text())
-    # 1.3 > 1.1: the top-k form, and a float32 teacher fed uint8 pixels (teacher.input_type).
-    assert manifest["schema_version"] == "2.3" and manifest["form"] == {"kind": "top-k", "k": 5}
+    # 2.11 > 2.3 > 2.1: the label's logit, a float32 teacher fed uint8 pixels (teacher.input_type), top-k.
+    assert manifest["schema_version"] == "2.11" and manifest["form"] == {"kind": "top-k", "k": 5}
+    assert manifest["label_logit"] is True and manifest["teacher"]["input_type"] == "f32"
 
 
 def test_schema_1_datasets_with_uint64_ids_are_still_read(tmp_path):

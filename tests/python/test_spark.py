@@ -99,7 +99,8 @@ def test_float16_is_refused_by_spark_and_the_float32_workaround_reads(datasets, 
         for part in sorted(datasets[name].glob("part-*.parquet")):
             t = pq.read_table(part)
             fields = [pa.field(f.name, pa.list_(pa.float32(), f.type.list_size), f.nullable)
-                      if pa.types.is_fixed_size_list(f.type) and pa.types.is_float16(f.type.value_type) else f
+                      if pa.types.is_fixed_size_list(f.type) and pa.types.is_float16(f.type.value_type)
+                      else pa.field(f.name, pa.float32(), f.nullable) if pa.types.is_float16(f.type) else f
                       for f in t.schema]
             pq.write_table(t.cast(pa.schema(fields)), out / part.name)
         column = "logits" if name == "float16" else "topk_logit"

@@ -90,6 +90,7 @@ impl SoftLabelWriter {
         if self.manifest.input.stored {
             cols.push(list(input.clone(), self.manifest.input.width)?);
         }
+        let mut label_logit = None;
         match self.manifest.form {
             LabelForm::Dense => {
                 let mut soft = vec![0f32; logits.len()];
@@ -110,6 +111,13 @@ impl SoftLabelWriter {
                 cols.push(list(Arc::new(UInt32Array::from(index)), top)?);
                 cols.push(list(self.floats(&value)?, top)?);
                 cols.push(Arc::new(Float64Array::from(lse)));
+                if self.manifest.label_logit {
+                    let of_label = logits
+                        .chunks_exact(k)
+                        .zip(labels)
+                        .map(|(z, l)| l.and_then(|l| usize::try_from(l).ok()).and_then(|l| z.get(l).copied()));
+                    label_logit = Some(self.nullable_floats(of_label.collect())?);
+                }
             }
             LabelForm::Sampled { k: draws, seed } => {
                 let mut index = Vec::with_capacity(ids.len() * draws);
@@ -121,6 +129,7 @@ impl SoftLabelWriter {
                 cols.push(list(Arc::new(UInt32Array::from(index)), draws)?);
             }
         }
+        cols.extend(label_logit);
         for (f, values) in self.manifest.features.iter().zip(features) {
             cols.push(list(self.floats(values)?, f.width)?);
         }
@@ -142,6 +151,14 @@ impl SoftLabelWriter {
             })
             .collect::<Result<_>>()?;
         Ok(Arc::new(Int64Array::from(ids)))
+    }
+
+    /// Nullable float values as the manifest stores them (see [`Self::floats`]).
+    fn nullable_floats(&self, v: Vec<Option<f32>>) -> Result<ArrayRef> {
+        let dense: Vec<f32> = v.iter().map(|x| x.unwrap_or(0.0)).collect();
+        let nulls = arrow_buffer::NullBuffer::from(v.iter().map(Option::is_some).collect::<Vec<bool>>());
+        let data = self.floats(&dense)?.to_data().into_builder().nulls(Some(nulls));
+        Ok(arrow_array::make_array(data.build().map_err(|e| Error::Internal(e.to_string()))?))
     }
 
     /// Float values as the manifest stores them: float32, or float16 (refusing values out of its range).
