@@ -45,6 +45,9 @@ class TopK:
     index: np.ndarray
     p: np.ndarray
     residual: np.ndarray
+    #: Each row's exact p_T of its label, float64 (NaN without a label), when the dataset stores the
+    #: label's logit (`label_logit`, schema 2.11); None otherwise.
+    label_p: Optional[np.ndarray] = None
 
 
 class SoftLabels:
@@ -168,7 +171,11 @@ class SoftLabels:
         logit = self._list("topk_logit", np.float64)
         lse = self.table().column("logsumexp_t").to_numpy()
         p = np.exp(logit / self.temperature - lse[:, None])
-        return TopK(index, p, np.maximum(1.0 - p.sum(axis=1), 0.0))
+        label_p = None
+        if self.manifest.get("label_logit"):
+            z = self.table().column("label_logit").to_numpy(zero_copy_only=False).astype(np.float64)
+            label_p = np.exp(z / self.temperature - lse)
+        return TopK(index, p, np.maximum(1.0 - p.sum(axis=1), 0.0), label_p)
 
     def sampled(self) -> np.ndarray:
         """Sampled labels: k classes drawn from p_T per row, int64 `[rows, k]`."""

@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from softlabel_testing import reseal
 
+import softlabel
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("SOFTLABEL_BIN", str(ROOT / "target" / "release" / "softlabel"))
 TEACHER = ROOT / "data" / "teachers" / "mnist_cnn.onnx"
@@ -50,6 +52,12 @@ def test_label_logit_is_stored_checked_and_used_by_dkd(tmp_path):
     kth = np.array([v[-1] for v in stored["topk_logit"].to_pylist()])
     assert (stored["label_logit"].to_numpy()[outside] <= kth[outside]).all()
     assert pd.read_parquet(top3)["label_logit"].notna().all()
+    # The Python reader gives the label's exact p_T (here T = 4).
+    tk = softlabel.open_dataset(top3).topk()
+    z = logits.astype(np.float64) / 4
+    want = np.exp(z[np.arange(len(labels)), labels] - np.log(np.exp(z).sum(axis=1)))
+    order = np.argsort(softlabel.open_dataset(top3).ids())
+    np.testing.assert_allclose(tk.label_p[order], want, rtol=1e-5)
     n = duckdb.sql(f"SELECT count(label_logit) FROM read_parquet('{top3}/*.parquet')").fetchall()[0][0]
     assert n == len(labels)
     assert "ok" in run("verify", top3).stdout
