@@ -200,9 +200,20 @@ pub fn dkd_topk_row(
     let (a, tt) = (f64::from(alpha), f64::from(t));
     let lse = crate::soften::logsumexp_t(z, t);
     let q: Vec<f64> = z.iter().map(|&v| (f64::from(v) / tt - lse).exp()).collect();
-    let target = teacher.target;
     let mut dz = vec![0f64; q.len()];
-    let mut value = f64::from(wa) * tckd(teacher.pt, &q, target, wa, tt, &mut dz);
+    let value = dkd(&q, teacher, (wa, wb), tt, &mut dz);
+    for (g, d) in grad.iter_mut().zip(&dz) {
+        *g += scale * (a * tt * tt * d) as f32;
+    }
+    a * tt * tt * value
+}
+
+/// DKD (unscaled by alpha T^2) of the student's `q` (at T) against `teacher`; d / d(z / T) into `dz`.
+/// The non-target part's buckets: each stored class but the target, and the rest (empty for dense
+/// labels).
+fn dkd(q: &[f64], teacher: &TopKTeacher, (wa, wb): (f32, f32), tt: f64, dz: &mut [f64]) -> f64 {
+    let target = teacher.target;
+    let mut value = f64::from(wa) * tckd(teacher.pt, q, target, wa, tt, dz);
     let (rest_p, rest_q) = (1.0 - teacher.pt, 1.0 - q[target]);
     if rest_p > 0.0 && rest_q > 0.0 {
         let mut in_bucket = vec![false; q.len()];
@@ -229,10 +240,7 @@ pub fn dkd_topk_row(
         }
         value += f64::from(wb) * nckd;
     }
-    for (g, d) in grad.iter_mut().zip(&dz) {
-        *g += scale * (a * tt * tt * d) as f32;
-    }
-    a * tt * tt * value
+    value
 }
 
 struct Prepared {
@@ -313,23 +321,11 @@ pub fn divergence_row(
         Divergence::Dkd { alpha: wa, beta: wb } => {
             let target = label
                 .unwrap_or_else(|| p.iter().enumerate().fold(0, |best, (j, &v)| if v > p[best] { j } else { best }));
-            let (pt, qt) = (p[target], q[target]);
-            // Target-class part: KL over the two buckets {t, not t}.
+            // Every class stored, nothing in the rest bucket.
+            let classes: Vec<usize> = (0..q.len()).collect();
+            let teacher = TopKTeacher { classes: &classes, p, target, pt: p[target], rest: 0.0 };
             let mut dz = vec![0f64; q.len()];
-            let tckd = tckd(pt, &q, target, wa, tt, &mut dz);
-            // Non-target part: KL between the distributions over the other classes, renormalised.
-            let (rest_p, rest_q) = (1.0 - pt, 1.0 - qt);
-            let mut nckd = 0f64;
-            if rest_p > 0.0 && rest_q > 0.0 {
-                for j in (0..q.len()).filter(|&j| j != target) {
-                    let (ph, qh) = (p[j] / rest_p, q[j] / rest_q);
-                    if ph > 0.0 {
-                        nckd += ph * (ph / qh).ln();
-                    }
-                    dz[j] += f64::from(wb) * (qh - ph) / tt;
-                }
-            }
-            (f64::from(wa) * tckd + f64::from(wb) * nckd, dz)
+            (dkd(&q, &teacher, (wa, wb), tt, &mut dz), dz)
         }
     };
     for (g, d) in grad.iter_mut().zip(&dz) {
