@@ -37,10 +37,9 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     println!("  temperature     {}", m.temperature);
     let form = match m.form {
         softlabel::store::LabelForm::Dense => "dense (logits, soft)".to_string(),
-        softlabel::store::LabelForm::TopK { k } => format!(
-            "top-{k} (topk_index, topk_logit, logsumexp_t{})",
-            if m.label_logit { ", label_logit" } else { "" }
-        ),
+        softlabel::store::LabelForm::TopK { k } => {
+            format!("top-{k} (topk_index, topk_logit, logsumexp_t{})", if m.label_logit { ", label_logit" } else { "" })
+        }
         softlabel::store::LabelForm::Sampled { k, seed } => format!("{k} samples per row, seed {seed} (sample_index)"),
     };
     let inputs = if m.input.stored { "" } else { ", inputs not stored" };
