@@ -138,23 +138,24 @@ pub struct TrainArgs {
     /// rows that the stored teacher feature has (`precompute --features`); FEATURE[:DIST,ANGLE],
     /// default weights 25,50.
     #[arg(long, value_name = "FEATURE[:D,A]")]
-    pub rkd: Option<String>,
+    pub rkd: Vec<String>,
     /// Similarity-preserving KD (Tung, Mori 2019): the batch's row-normalised Gram matrix of the
     /// student's embedding matches the stored teacher feature's; FEATURE[:WEIGHT], default 3000.
     #[arg(long, value_name = "FEATURE[:W]")]
-    pub sp: Option<String>,
+    pub sp: Vec<String>,
     /// FitNets hint (Romero et al. 2015): a learned linear regressor maps a student layer (default the
     /// embedding; @N: hidden layer N; @blockN: a CNN block's map) to the stored teacher feature's width,
     /// mean squared error; trained with the student, never exported; FEATURE[:WEIGHT][@LAYER], default 100.
-    /// --rkd and --sp take @LAYER too.
+    /// --rkd and --sp take @LAYER too. Each of these four flags may be given several times (one term
+    /// each, e.g. --at A@block1 --at B@block2).
     #[arg(long, value_name = "FEATURE[:W][@LAYER]")]
-    pub hint: Option<String>,
+    pub hint: Vec<String>,
     /// Attention transfer (Zagoruyko, Komodakis 2017) for a cnn student: the spatial attention map of a
     /// convolution block (@blockN; default: the one nearest the teacher map's size, the teacher's map
     /// resized bilinearly to it) matches the stored teacher conv map's (`precompute --features NAME
     /// --feature-pool attention`, or none); FEATURE[:WEIGHT][@blockN], default 1000.
     #[arg(long, value_name = "FEATURE[:W][@blockN]")]
-    pub at: Option<String>,
+    pub at: Vec<String>,
     /// Distillation temperature (default: the temperature the labels were made with).
     #[arg(long, short = 'T', value_name = "T", allow_negative_numbers = true)]
     pub temperature: Option<f32>,

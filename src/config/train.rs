@@ -76,14 +76,19 @@ pub struct TrainConfig {
     pub dkd_alpha: f32,
     /// DKD's weight of the non-target part.
     pub dkd_beta: f32,
-    /// RKD on the student's embedding against a stored teacher feature: `FEATURE[:DIST,ANGLE]`.
-    pub rkd: Option<String>,
-    /// Similarity-preserving KD against a stored teacher feature: `FEATURE[:WEIGHT]`.
-    pub sp: Option<String>,
-    /// FitNets hint against a stored teacher feature: `FEATURE[:WEIGHT][@LAYER]`.
-    pub hint: Option<String>,
-    /// Attention transfer from a stored teacher conv map: `FEATURE[:WEIGHT][@blockN]`.
-    pub at: Option<String>,
+    /// RKD against stored teacher features, one term per entry: `FEATURE[:DIST,ANGLE][@LAYER]` (a
+    /// pipeline may give one string or a list, as for the three below).
+    #[serde(deserialize_with = "one_or_many")]
+    pub rkd: Vec<String>,
+    /// Similarity-preserving KD against stored teacher features: `FEATURE[:WEIGHT][@LAYER]`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub sp: Vec<String>,
+    /// FitNets hints against stored teacher features: `FEATURE[:WEIGHT][@LAYER]`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub hint: Vec<String>,
+    /// Attention transfer from stored teacher conv maps: `FEATURE[:WEIGHT][@blockN]`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub at: Vec<String>,
     /// Distillation temperature (`None`: the one the labels were made with).
     pub temperature: Option<f32>,
     /// Seed for initialisation and shuffling.
@@ -131,10 +136,10 @@ impl Default for TrainConfig {
             // mdistiller's CIFAR-100 settings for DKD.
             dkd_alpha: 1.0,
             dkd_beta: 8.0,
-            rkd: None,
-            sp: None,
-            hint: None,
-            at: None,
+            rkd: Vec::new(),
+            sp: Vec::new(),
+            hint: Vec::new(),
+            at: Vec::new(),
             temperature: None,
             seed: 0,
             clip_norm: None,
@@ -223,6 +228,22 @@ pub struct RelationTerm {
     /// convolution block nearest the teacher map's size).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<crate::student::Tap>,
+}
+
+/// One string or a list of them (a pipeline's `hint = "F"` or `hint = ["F@1", "G@2"]`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    // null (a config written when these held one optional string) is none.
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    })
 }
 
 /// Parses `FEATURE[:W1[,W2...]][@LAYER]` (`weights` numbers after the last `:`; without them,
@@ -455,22 +476,32 @@ impl TrainConfig {
                 let mut terms = Vec::new();
                 use crate::distill::Relation;
                 type Make = fn(&[f32]) -> Relation;
-                let flags: [(&str, &Option<String>, &[f32], Make); 4] = [
+                let flags: [(&str, &Vec<String>, &[f32], Make); 4] = [
                     ("rkd", &self.rkd, &[25.0, 50.0], |w| Relation::Rkd { distance: w[0], angle: w[1] }),
                     ("sp", &self.sp, &[3000.0], |w| Relation::Sp { weight: w[0] }),
                     ("hint", &self.hint, &[100.0], |w| Relation::Hint { weight: w[0] }),
                     ("at", &self.at, &[1000.0], |w| Relation::At { weight: w[0] }),
                 ];
-                for (key, text, defaults, make) in flags {
-                    if let Some(text) = text {
+                for (key, texts, defaults, make) in flags {
+                    for text in texts {
                         let (feature, w, layer) = feature_term(text, defaults, origin, key)?;
-                        terms.push(RelationTerm { feature, relation: make(&w), layer });
+                        let term = RelationTerm { feature, relation: make(&w), layer };
+                        // Each term is logged by its kind, feature and layer: one of each.
+                        let same = |t: &RelationTerm| {
+                            std::mem::discriminant(&t.relation) == std::mem::discriminant(&term.relation)
+                                && t.feature == term.feature
+                                && t.layer == term.layer
+                        };
+                        if terms.iter().any(same) {
+                            return Err(origin.error(key, format!("'{text}': the same term is given twice")));
+                        }
+                        terms.push(term);
                     }
                 }
                 if !terms.is_empty() && self.student == StudentKind::Mlp && self.hidden.is_empty() {
                     let key = [("rkd", &self.rkd), ("sp", &self.sp), ("hint", &self.hint), ("at", &self.at)]
                         .iter()
-                        .find(|(_, v)| v.is_some())
+                        .find(|(_, v)| !v.is_empty())
                         .map_or("rkd", |(k, _)| *k);
                     return Err(origin.error(
                         key,
@@ -506,6 +537,27 @@ mod tests {
         assert!(key.contains("p.toml: [student] alpha must be in [0, 1]"), "{key}");
         let c = TrainConfig { memory_budget_mib: 0, ..Default::default() };
         assert!(c.validate(&Origin::Flags).unwrap_err().to_string().contains("--memory-budget must be > 0"));
+    }
+
+    /// A pipeline gives a feature term as one string or a list (one term each); null (written when
+    /// these were one optional string) is none; the same term twice is refused.
+    #[test]
+    fn feature_terms_are_one_string_or_a_list() {
+        let one: TrainConfig = toml::from_str("student = \"cnn\"\nhint = \"f\"").unwrap();
+        let many: TrainConfig = toml::from_str("student = \"cnn\"\nat = [\"a@block1\", \"b:10@block2\"]").unwrap();
+        assert_eq!(
+            (one.hint.clone(), many.at.clone()),
+            (vec!["f".to_string()], vec!["a@block1".into(), "b:10@block2".into()])
+        );
+        let none: TrainConfig = serde_json::from_str(r#"{"hint": null}"#).unwrap();
+        assert!(none.hint.is_empty());
+        let terms = many.validate(&Origin::Flags).unwrap().relations;
+        assert_eq!(terms.len(), 2);
+        assert_eq!((terms[1].feature.as_str(), terms[1].layer), ("b", Some(crate::student::Tap::Block(1))));
+        assert_eq!(terms[1].relation, crate::distill::Relation::At { weight: 10.0 });
+        let twice = TrainConfig { at: vec!["a".into(), "a".into()], student: StudentKind::Cnn, ..Default::default() };
+        let err = twice.validate(&Origin::Flags).unwrap_err().to_string();
+        assert!(err.contains("'a': the same term is given twice"), "{err}");
     }
 
     #[test]

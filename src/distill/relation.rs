@@ -542,6 +542,10 @@ impl<'t> WithRelations<'t> {
                     layers_of(student)
                 )));
             }
+            let same = |t: &Term| t.relation.flag() == flag && t.feature.name == feature.name && t.tap == tap;
+            if out.iter().any(same) {
+                return Err(Error::Config(format!("{flag} {}@{tap} is given twice", feature.name)));
+            }
             out.push(Term { relation, tap, shape, feature, teacher_map: teacher });
         }
         let mut taps: Vec<Tap> = Vec::new();

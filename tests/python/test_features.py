@@ -254,6 +254,15 @@ def test_attention_transfer_and_terms_on_chosen_layers(data, tmp_path):
     for e in (json.loads(line) for line in (both / "train_log.jsonl").read_text().splitlines()):
         assert sorted(e["term_losses"]) == [f"at {CONV}@block2", f"hint {FC}@block2"], e
         assert abs(sum(e["term_losses"].values()) - e["relation_loss"]) < 1e-9 * e["relation_loss"], e
+    # A flag given twice adds two terms (AT on both blocks, as RepDistiller sums its groups); the same
+    # term twice (the default block named again) is refused.
+    blocks = tmp_path / "blocks"
+    run("train", "--labels", att, *cnn, "--at", f"{CONV}@block1", "--at", CONV, "--out", blocks)
+    e = json.loads((blocks / "train_log.jsonl").read_text().splitlines()[0])
+    assert sorted(e["term_losses"]) == [f"at {CONV}@block1", f"at {CONV}@block2"], e
+    r = subprocess.run([BIN, "--quiet", "train", "--labels", att, *cnn, "--at", CONV, "--at", f"{CONV}@block2",
+                        "--out", tmp_path / "twice"], capture_output=True, text=True)
+    assert r.returncode == 1 and f"--at {CONV}@block2 is given twice" in r.stderr, r.stderr
     # A hint on hidden layer 1 of two is another term than on the embedding (hidden layer 2).
     hints = {}
     for layer in ["", "@1", "@2", "@embedding"]:
