@@ -1,4 +1,5 @@
-//! The integration tests: one binary (as ripgrep and uv do), one module per area. They run the real
+//! The integration tests: one binary (as ripgrep and uv do), one module per area; the hostile-input test
+//! has its own (tests/hostile/main.rs says why). They run the real
 //! `softlabel` binary (`CARGO_BIN_EXE_softlabel`) against real ONNX Runtime and real Parquet files.
 //!
 //! Fixtures (small ONNX models built with the `onnx` package, Parquet files written by pyarrow) come
@@ -11,7 +12,6 @@ mod common;
 mod daily;
 mod formats;
 mod fuzz_regressions;
-mod hostile;
 mod multi_input;
 mod pipelines;
 mod students;

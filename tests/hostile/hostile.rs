@@ -145,6 +145,17 @@ struct Outcome {
 /// (The child is reaped by `wait4`, not `Child::wait`, which clippy cannot see.)
 #[allow(clippy::zombie_processes)]
 fn run_capped(args: &[String]) -> Outcome {
+    // A child's ru_maxrss starts at this process's own high-water mark (vfork + exec): the measurement
+    // means something only while that mark is far below the cap (tests/hostile/main.rs).
+    // SAFETY: zeroed rusage is a valid value for getrusage to fill.
+    let mut own: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-pointer for this process's own usage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut own) };
+    assert!(
+        own.ru_maxrss / 1024 < MEMORY_CAP_MIB / 2,
+        "this test process reached {} MiB itself: its children's peak memory cannot be told apart",
+        own.ru_maxrss / 1024
+    );
     let mut child = softlabel()
         .args(args)
         .arg("--quiet")
