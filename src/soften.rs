@@ -35,6 +35,22 @@ pub fn log_softmax_t(logits: &[f32], t: f32, out: &mut [f32]) {
     }
 }
 
+/// The spatial attention map of a map `x` = `[channels, positions]` (CHW, flattened): per position the
+/// mean over channels of the squared values (Zagoruyko and Komodakis 2017, p = 2), in f64, unnormalised.
+/// What `precompute --feature-pool attention` stores and `train --at` compares.
+pub fn attention_map(x: &[f32], channels: usize) -> Vec<f64> {
+    let channels = channels.max(1);
+    let positions = x.len() / channels;
+    let mut q = vec![0f64; positions];
+    for c in 0..channels {
+        for (p, o) in q.iter_mut().enumerate() {
+            *o += f64::from(x[c * positions + p]).powi(2);
+        }
+    }
+    q.iter_mut().for_each(|v| *v /= channels as f64);
+    q
+}
+
 /// Index of the largest value (the first one on ties); `None` for an empty row.
 pub fn argmax(row: &[f32]) -> Option<usize> {
     let mut best: Option<(usize, f32)> = None;

@@ -194,14 +194,30 @@ pub fn dkd_topk_row(
     scale: f32,
     grad: &mut [f32],
 ) -> f64 {
+    scaled_row(z, t, alpha, scale, grad, |_, q| {
+        let mut dz = vec![0f64; q.len()];
+        (dkd(q, teacher, (wa, wb), f64::from(t), &mut dz), dz)
+    })
+}
+
+/// `alpha * T^2 * D` for one row of student logits `z`: `divergence(log q_T, q_T)` gives D and
+/// d D / dz; adds `scale * alpha * T^2 * d D / dz` to `grad` and returns the scaled value.
+fn scaled_row(
+    z: &[f32],
+    t: f32,
+    alpha: f32,
+    scale: f32,
+    grad: &mut [f32],
+    divergence: impl FnOnce(&[f64], &[f64]) -> (f64, Vec<f64>),
+) -> f64 {
     if alpha <= 0.0 {
         return 0.0;
     }
     let (a, tt) = (f64::from(alpha), f64::from(t));
     let lse = crate::soften::logsumexp_t(z, t);
-    let q: Vec<f64> = z.iter().map(|&v| (f64::from(v) / tt - lse).exp()).collect();
-    let mut dz = vec![0f64; q.len()];
-    let value = dkd(&q, teacher, (wa, wb), tt, &mut dz);
+    let log_q: Vec<f64> = z.iter().map(|&v| f64::from(v) / tt - lse).collect();
+    let q: Vec<f64> = log_q.iter().map(|v| v.exp()).collect();
+    let (value, dz) = divergence(&log_q, &q);
     for (g, d) in grad.iter_mut().zip(&dz) {
         *g += scale * (a * tt * tt * d) as f32;
     }
@@ -279,19 +295,24 @@ pub fn divergence_row(
     scale: f32,
     grad: &mut [f32],
 ) -> f64 {
-    if alpha <= 0.0 {
-        return 0.0;
-    }
-    let (a, tt) = (f64::from(alpha), f64::from(t));
-    let lse = crate::soften::logsumexp_t(z, t);
-    let log_q: Vec<f64> = z.iter().map(|&v| f64::from(v) / tt - lse).collect();
-    let q: Vec<f64> = log_q.iter().map(|v| v.exp()).collect();
+    scaled_row(z, t, alpha, scale, grad, |log_q, q| divergence_of(p, label, divergence, f64::from(t), log_q, q))
+}
+
+/// D(p, q) and d D / dz for one row, `log_q` and `q` the student's at T.
+fn divergence_of(
+    p: &[f64],
+    label: Option<usize>,
+    divergence: Divergence,
+    tt: f64,
+    log_q: &[f64],
+    q: &[f64],
+) -> (f64, Vec<f64>) {
     // d/dz_k of a function of q with d/dq_j = g_j: (q_k / T) (g_k - sum_j g_j q_j).
     let through_softmax = |dq: &[f64]| -> Vec<f64> {
-        let mean: f64 = dq.iter().zip(&q).map(|(g, q)| g * q).sum();
+        let mean: f64 = dq.iter().zip(q).map(|(g, q)| g * q).sum();
         q.iter().zip(dq).map(|(&qk, &gk)| qk / tt * (gk - mean)).collect()
     };
-    let (value, dz): (f64, Vec<f64>) = match divergence {
+    match divergence {
         Divergence::Jsd => {
             let (mut v, mut dq) = (0f64, vec![0f64; q.len()]);
             for j in 0..q.len() {
@@ -307,14 +328,14 @@ pub fn divergence_row(
             (v, through_softmax(&dq))
         }
         Divergence::Tvd => {
-            let v = 0.5 * p.iter().zip(&q).map(|(p, q)| (p - q).abs()).sum::<f64>();
+            let v = 0.5 * p.iter().zip(q).map(|(p, q)| (p - q).abs()).sum::<f64>();
             let dq: Vec<f64> =
-                p.iter().zip(&q).map(|(p, q)| 0.5 * (q - p).signum() * f64::from(u8::from(q != p))).collect();
+                p.iter().zip(q).map(|(p, q)| 0.5 * (q - p).signum() * f64::from(u8::from(q != p))).collect();
             (v, through_softmax(&dq))
         }
         Divergence::ReverseKl => {
             let lp: Vec<f64> = p.iter().map(|&p| p.max(1e-300).ln()).collect();
-            let v = q.iter().zip(&log_q).zip(&lp).map(|((q, lq), lp)| q * (lq - lp)).sum();
+            let v = q.iter().zip(log_q).zip(&lp).map(|((q, lq), lp)| q * (lq - lp)).sum();
             let dq: Vec<f64> = log_q.iter().zip(&lp).map(|(lq, lp)| lq - lp).collect();
             (v, through_softmax(&dq))
         }
@@ -325,13 +346,9 @@ pub fn divergence_row(
             let classes: Vec<usize> = (0..q.len()).collect();
             let teacher = TopKTeacher { classes: &classes, p, target, pt: p[target], rest: 0.0 };
             let mut dz = vec![0f64; q.len()];
-            (dkd(&q, &teacher, (wa, wb), tt, &mut dz), dz)
+            (dkd(q, &teacher, (wa, wb), tt, &mut dz), dz)
         }
-    };
-    for (g, d) in grad.iter_mut().zip(&dz) {
-        *g += scale * (a * tt * tt * d) as f32;
     }
-    a * tt * tt * value
 }
 
 #[cfg(test)]

@@ -129,12 +129,8 @@ fn attention_maps(x: ArrayView2<f32>, channels: usize) -> (Array2<f64>, Vec<f64>
     let mut q = Array2::<f64>::zeros((x.nrows(), positions));
     let mut norms = Vec::with_capacity(x.nrows());
     for (row, mut out) in x.rows().into_iter().zip(q.rows_mut()) {
-        for c in 0..channels {
-            for (p, o) in out.iter_mut().enumerate() {
-                *o += f64::from(row[c * positions + p]).powi(2);
-            }
-        }
-        out.mapv_inplace(|v| v / channels as f64);
+        let row: std::borrow::Cow<[f32]> = row.as_slice().map_or_else(|| row.to_vec().into(), Into::into);
+        out.assign(&ndarray::ArrayView1::from(&crate::soften::attention_map(&row, channels)));
         let norm = out.dot(&out).sqrt();
         out.mapv_inplace(|v| v / norm.max(1e-12));
         norms.push(norm);
@@ -210,8 +206,8 @@ pub fn attention_target(
     let q: Vec<f64> = if is_attention {
         values.iter().map(|&v| f64::from(v)).collect()
     } else {
-        let c = values.len() / (h * w).max(1);
-        (0..h * w).map(|p| (0..c).map(|ch| f64::from(values[ch * h * w + p]).powi(2)).sum::<f64>() / c as f64).collect()
+        let row: std::borrow::Cow<[f32]> = values.as_slice().map_or_else(|| values.to_vec().into(), Into::into);
+        crate::soften::attention_map(&row, row.len() / (h * w).max(1))
     };
     let q = if (hs, ws) == (h, w) { q } else { bilinear(&q, (h, w), (hs, ws)) };
     let norm = q.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);

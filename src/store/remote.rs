@@ -72,14 +72,7 @@ impl RemoteOutput {
             return Ok(out);
         }
         if !overwrite {
-            return Err(Error::dataset(
-                url,
-                format!(
-                    "output prefix is not empty ({} objects); choose another --out, pass --resume to continue an \
-                     interrupted run, or --overwrite to replace it",
-                    listed.len()
-                ),
-            ));
+            return Err(super::writer::not_empty(url, "prefix", &format!("{} objects", listed.len())));
         }
         out.remove_dataset_objects(&listed, &[])?;
         Ok(out)

@@ -620,10 +620,8 @@ impl Feature {
             match (row.len(), self.pool) {
                 (0 | 1, _) | (_, super::FeaturePool::None) => buf.copy_from_slice(x),
                 (_, super::FeaturePool::Attention) => {
-                    let (positions, channels) = (pooled.max(1), row[0].max(1));
-                    for (p, b) in buf.iter_mut().enumerate() {
-                        let sq: f64 = (0..channels).map(|c| f64::from(x[c * positions + p]).powi(2)).sum();
-                        *b = (sq / channels as f64) as f32;
+                    for (b, q) in buf.iter_mut().zip(crate::soften::attention_map(x, row[0])) {
+                        *b = q as f32;
                     }
                 }
                 (_, pool) => {

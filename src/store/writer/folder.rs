@@ -21,6 +21,17 @@ pub(super) fn entries(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// The refusal of an output (`what`: folder or prefix) that already holds something (`held`).
+pub(crate) fn not_empty(out: &Path, what: &str, held: &str) -> Error {
+    Error::dataset(
+        out,
+        format!(
+            "output {what} is not empty ({held}); choose another --out, pass --resume to continue an interrupted \
+             run, or --overwrite to replace it"
+        ),
+    )
+}
+
 /// Makes `dir` ready for a new dataset: created if missing; if it holds files, refused unless
 /// `overwrite`, and then only softlabel's own files are removed.
 pub(crate) fn prepare_dir(dir: &Path, overwrite: bool) -> Result<()> {
@@ -30,14 +41,7 @@ pub(crate) fn prepare_dir(dir: &Path, overwrite: bool) -> Result<()> {
         return Ok(());
     }
     if !overwrite {
-        return Err(Error::dataset(
-            dir,
-            format!(
-                "output folder is not empty ({} entries); choose another --out, pass --resume to continue an \
-                 interrupted run, or --overwrite to replace it",
-                existing.len()
-            ),
-        ));
+        return Err(not_empty(dir, "folder", &format!("{} entries", existing.len())));
     }
     remove_dataset_files(dir, &existing, |_| true)
 }

@@ -15,7 +15,7 @@ use crate::augment::ViewColumns;
 use crate::error::{Error, Result};
 use crate::util::{hex, sync_dir, write_atomic};
 use encode::writer_properties;
-pub(crate) use folder::{is_dataset_file, prepare_dir};
+pub(crate) use folder::{is_dataset_file, not_empty, prepare_dir};
 
 mod encode;
 mod folder;
