@@ -16,11 +16,11 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from softlabel_testing import moto_server
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("SOFTLABEL_BIN", str(ROOT / "target" / "release" / "softlabel"))
@@ -34,23 +34,7 @@ boto3 = pytest.importorskip("boto3")
 @pytest.fixture(scope="module")
 def server():
     """moto_server with IAM auth after the first 5 requests, which create a user, its key and a policy."""
-    server_bin = Path(sys.executable).parent / "moto_server"
-    if not server_bin.exists():
-        pytest.skip("moto[server] is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="4")
-    proc = subprocess.Popen([str(server_bin), "-H", "127.0.0.1", "-p", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):  # at most 10 s to come up
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        else:
-            pytest.fail("moto_server did not start")
+    with moto_server(INITIAL_NO_AUTH_ACTION_COUNT="4") as port:
         endpoint = f"http://127.0.0.1:{port}"
         kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup",
                   aws_secret_access_key="setup")
@@ -67,9 +51,6 @@ def server():
         s3.create_bucket(Bucket="team")
         env = dict(os.environ, AWS_ENDPOINT=endpoint, AWS_ALLOW_HTTP="true", AWS_REGION="us-east-1", **creds)
         yield {"s3": s3, "env": env}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def run(server, *args, check=True, env=None):

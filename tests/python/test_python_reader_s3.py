@@ -3,16 +3,14 @@
 the client) opens by URL through pyarrow's S3 filesystem, with the same checks and the same arrays as
 from disk; a part changed on the server is refused, and a prefix without a dataset is named."""
 import os
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from softlabel_testing import moto_server
 
 import softlabel
 
@@ -22,26 +20,8 @@ BIN = os.environ.get("SOFTLABEL_BIN", str(ROOT / "target" / "release" / "softlab
 
 @pytest.fixture(scope="module")
 def server():
-    server_bin = Path(sys.executable).parent / "moto_server"
-    if not server_bin.exists():
-        pytest.skip("moto[server] is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([str(server_bin), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):                      # at most 10 s to come up
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        else:
-            pytest.fail("moto_server did not start")
+    with moto_server() as port:
         yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def s3(endpoint, key="test", secret="test"):
