@@ -76,6 +76,10 @@ pub struct TrainArgs {
     /// Output channels of each convolution block (cnn: 16,32 when not given; embed: none is a bag).
     #[arg(long, value_delimiter = ',', value_name = "C,C,...")]
     pub channels: Vec<usize>,
+    /// Batch normalisation after each convolution of a cnn (statistics over the whole batch in training,
+    /// running statistics folded into the convolution for inference and export).
+    #[arg(long)]
+    pub batch_norm: bool,
     /// The input's image layout for --student cnn, HxW or CxHxW, row-major (default: the labels'
     /// recorded input shape, e.g. 1x28x28).
     #[arg(long, value_name = "CxHxW")]
@@ -202,6 +206,7 @@ impl TrainArgs {
         TrainConfig {
             student: self.student.into(),
             channels: self.channels.clone(),
+            batch_norm: self.batch_norm,
             image: self.image.clone(),
             embed_dim: self.embed_dim,
             vocab: self.vocab,

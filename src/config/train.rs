@@ -40,6 +40,8 @@ pub struct TrainConfig {
     pub student: StudentKind,
     /// Output channels of each convolution block (`cnn`: 16, 32 when empty; `embed`: empty for a bag).
     pub channels: Vec<usize>,
+    /// Batch normalisation after each convolution (`cnn`).
+    pub batch_norm: bool,
     /// The input's image layout, "HxW" or "CxHxW" (`cnn`; default: the labels' recorded input shape).
     pub image: Option<String>,
     /// Values per embedding (`embed`).
@@ -117,6 +119,7 @@ impl Default for TrainConfig {
         TrainConfig {
             student: StudentKind::Mlp,
             channels: Vec::new(),
+            batch_norm: false,
             image: None,
             embed_dim: 32,
             vocab: None,
@@ -164,6 +167,9 @@ pub struct TrainSettings {
     /// Output channels of each convolution block (`cnn`, `embed`; empty for `mlp` and a bag).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<usize>,
+    /// Batch normalisation after each convolution (`cnn`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batch_norm: bool,
     /// The input image `[C, H, W]` as given (`cnn`; `None`: the labels' input shape).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<[usize; 3]>,
@@ -367,6 +373,9 @@ impl TrainConfig {
         if let Some(&c) = channels.iter().find(|&&c| c > limits::CONV_CHANNELS) {
             return bad("channels", format!("has a block of {c} channels; at most {}", limits::CONV_CHANNELS));
         }
+        if self.batch_norm && self.student != StudentKind::Cnn {
+            return bad("batch_norm", "is for cnn students".into());
+        }
         let image = match (&self.image, self.student) {
             (None, _) => None,
             (Some(text), StudentKind::Cnn) => {
@@ -449,6 +458,7 @@ impl TrainConfig {
         Ok(TrainSettings {
             student: self.student,
             channels,
+            batch_norm: self.batch_norm,
             image,
             embed,
             hidden: self.hidden.clone(),

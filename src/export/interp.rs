@@ -179,6 +179,7 @@ mod tests {
             channels,
             image: vec![],
             embed: Some(EmbedSpec { vocab: 9, dim: 4, pad_id: Some(0), bag }),
+            batch_norm: false,
         };
         let archs = [
             Arch { kind: StudentKind::Mlp, dims: vec![32, 7, 3], ..Default::default() },
@@ -187,9 +188,23 @@ mod tests {
                 dims: vec![32, 6, 3],
                 channels: vec![3, 4],
                 image: vec![2, 4, 4],
-                embed: None,
+                ..Arch::default()
             },
-            Arch { kind: StudentKind::Cnn, dims: vec![32, 3], channels: vec![3], image: vec![2, 4, 4], embed: None },
+            Arch {
+                kind: StudentKind::Cnn,
+                dims: vec![32, 3],
+                channels: vec![3],
+                image: vec![2, 4, 4],
+                ..Arch::default()
+            },
+            Arch {
+                kind: StudentKind::Cnn,
+                dims: vec![32, 3],
+                channels: vec![3, 2],
+                image: vec![2, 4, 4],
+                batch_norm: true,
+                ..Arch::default()
+            },
             embed(vec![], Bag::Mean),
             embed(vec![], Bag::Max),
             embed(vec![4, 3], Bag::Mean),

@@ -471,6 +471,7 @@ impl Student for Embed {
             channels: self.channels(),
             image: Vec::new(),
             embed: Some(self.spec()),
+            batch_norm: false,
         }
     }
 

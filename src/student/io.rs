@@ -86,6 +86,9 @@ pub struct StudentInfo {
     /// The embedding table (embed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embed: Option<super::EmbedSpec>,
+    /// Whether each convolution block is batch-normalised (cnn).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batch_norm: bool,
     /// Always "relu".
     pub activation: String,
     /// The raw input the student expects (the teacher's input column and type).
@@ -151,6 +154,7 @@ impl StudentInfo {
             channels: self.channels.clone(),
             image: self.image.clone(),
             embed: self.embed,
+            batch_norm: self.batch_norm,
         }
     }
 }
@@ -286,7 +290,7 @@ pub fn student_from_tensors(t: &mut Tensors, arch: &super::Arch, path: &Path) ->
         super::StudentKind::Mlp => Ok(Box::new(mlp_from_tensors(t, &arch.dims, path)?)),
         super::StudentKind::Cnn => {
             let image = arch.image3().map_err(|e| Error::dataset(path, e.to_string()))?;
-            Ok(Box::new(super::Cnn::from_tensors(t, image, &arch.channels, &arch.dims, path)?))
+            Ok(Box::new(super::Cnn::from_tensors(t, image, &arch.channels, arch.batch_norm, &arch.dims, path)?))
         }
         super::StudentKind::Embed => {
             let spec = arch.embed_spec().map_err(|e| Error::dataset(path, e.to_string()))?;

@@ -107,6 +107,8 @@ pub struct Arch {
     pub image: Vec<usize>,
     /// The embedding table (embed).
     pub embed: Option<EmbedSpec>,
+    /// Whether each convolution block is batch-normalised (CNN).
+    pub batch_norm: bool,
 }
 
 impl Arch {
@@ -117,7 +119,7 @@ impl Arch {
             StudentKind::Cnn => {
                 let hidden = &self.dims[1..self.dims.len() - 1];
                 let classes = self.dims[self.dims.len() - 1];
-                Ok(Box::new(Cnn::init(self.image3()?, &self.channels, hidden, classes, rng)?))
+                Ok(Box::new(Cnn::init(self.image3()?, &self.channels, self.batch_norm, hidden, classes, rng)?))
             }
             StudentKind::Embed => {
                 let hidden = &self.dims[1..self.dims.len() - 1];
@@ -149,9 +151,10 @@ impl Arch {
         match self.kind {
             StudentKind::Mlp => format!("MLP {} (ReLU)", join(&self.dims, "-")),
             StudentKind::Cnn => format!(
-                "CNN {}, 3x3 conv {} with 2x2 max-pool, then {} {} (ReLU)",
+                "CNN {}, 3x3 conv {}{} with 2x2 max-pool, then {} {} (ReLU)",
                 join(&self.image, "x"),
                 join(&self.channels, "-"),
+                if self.batch_norm { " + batch norm" } else { "" },
                 if self.dims.len() == 2 { "global average pool to" } else { "fully connected" },
                 join(&self.dims[1..], "-")
             ),
@@ -194,6 +197,33 @@ pub(crate) fn forward_in_blocks(
     out
 }
 
+/// The whole training forward pass of `student` on `rows`, all in one workspace (so the batch is
+/// `rows`); returns the sums at each sync point.
+pub fn forward_whole(
+    student: &dyn Student,
+    inputs: ArrayView2<f32>,
+    rows: &[usize],
+    ws: &mut Workspace,
+) -> Vec<Vec<f64>> {
+    student.forward_train(inputs, rows, ws);
+    let mut sums = Vec::new();
+    for point in 0..student.sync_points() {
+        let batch = ws.partial.clone();
+        student.forward_resume(point, &batch, ws);
+        sums.push(batch);
+    }
+    sums
+}
+
+/// The whole backward pass of `student` in one workspace, after [`forward_whole`].
+pub fn backward_whole(student: &dyn Student, ws: &mut Workspace) {
+    student.backward(ws);
+    for point in (0..student.sync_points()).rev() {
+        let batch = ws.partial.clone();
+        student.backward_resume(point, &batch, ws);
+    }
+}
+
 /// A trainable student network.
 pub trait Student: Send + Sync + std::fmt::Debug {
     /// Its kind and shape (to rebuild it from its tensors).
@@ -226,6 +256,23 @@ pub trait Student: Send + Sync + std::fmt::Debug {
     fn forward_train(&self, inputs: ArrayView2<f32>, rows: &[usize], ws: &mut Workspace);
     /// Backward pass from `ws.grad_logits` (for the rows of the last forward) into `ws.grads`.
     fn backward(&self, ws: &mut Workspace);
+    /// Points in the passes where the whole batch's statistics are needed (a batch-normalised layer
+    /// each): 0 for a student whose rows are independent. With `n > 0`, [`Student::forward_train`] stops
+    /// at the first point, leaving its rows' partial sums in [`Workspace::partial`]; the trainer adds the
+    /// workers' sums in a fixed order and hands the total to [`Student::forward_resume`] at that point,
+    /// which goes on to the next. [`Student::backward`] and [`Student::backward_resume`] do the same from
+    /// the last point down. So the statistics are the batch's, whatever the number of workers.
+    fn sync_points(&self) -> usize {
+        0
+    }
+    /// Continues the forward pass at sync point `point` with the batch's sums there.
+    fn forward_resume(&self, _point: usize, _batch: &[f64], _ws: &mut Workspace) {}
+    /// Continues the backward pass at sync point `point` with the batch's sums there (`ws.partial` still
+    /// holds this worker's own).
+    fn backward_resume(&self, _point: usize, _batch: &[f64], _ws: &mut Workspace) {}
+    /// After a training step's forward pass: the batch's sums at each sync point (running statistics
+    /// for inference are updated from them).
+    fn record_batch(&mut self, _sums: &[Vec<f64>]) {}
     /// The shape of a row of `tap` (`[width]` for a fully connected layer, `[C, H, W]` for a
     /// convolution block), or `None` when the student has no such layer (or nothing trainable below it:
     /// the embedding of an MLP without hidden layers is its input).
@@ -266,6 +313,8 @@ pub struct Workspace {
     /// d loss / d each tap's values ([`Student::read_tap`]), `[capacity, width]`, added where the
     /// backward pass reaches that layer; set by the trainer when the loss has terms on taps.
     pub grad_taps: Vec<(Tap, Array2<f32>)>,
+    /// This worker's partial sums at the sync point the last pass stopped at ([`Student::sync_points`]).
+    pub partial: Vec<f64>,
     /// The student's activations.
     pub(crate) state: Box<dyn Any + Send>,
 }
@@ -281,6 +330,7 @@ impl Workspace {
             loss: 0.0,
             touched: Vec::new(),
             grad_taps: Vec::new(),
+            partial: Vec::new(),
             state,
         }
     }

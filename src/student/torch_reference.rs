@@ -31,6 +31,20 @@
 //! for w, b in [(V0, D0), (V1, D1)]:
 //!     h = F.max_pool2d(F.relu(F.conv2d(h, w, b, padding=1)), 2)
 //! print("cnn", F.linear(F.relu(F.linear(torch.flatten(h, 1), H0, G0)), H1, G1).flatten().tolist())
+//! # CNN with batch normalisation: convs 1->2->3 without bias, BatchNorm2d each, on 3 images; in eval
+//! # mode (running statistics) and in training mode (the batch's), then the updated running statistics.
+//! N = [(fill((2,), 19.0) + 1, fill((2,), 20.0), fill((2,), 21.0), fill((2,), 22.0).abs() + 0.5),
+//!      (fill((3,), 23.0) + 1, fill((3,), 24.0), fill((3,), 25.0), fill((3,), 26.0).abs() + 0.5)]
+//! img = fill((3, 36), 18.0) * 4
+//! for training in [False, True]:
+//!     h = ((img - S) * K).reshape(3, 1, 6, 6)
+//!     stats = [(m.clone(), v.clone()) for (_, _, m, v) in N]
+//!     for w, (g, b, _, _), (m, v) in zip([V0, V1], N, stats):
+//!         h = F.max_pool2d(F.relu(F.batch_norm(F.conv2d(h, w, padding=1), m, v, g, b, training, 0.1, 1e-5)), 2)
+//!     out = F.linear(F.relu(F.linear(torch.flatten(h, 1), H0, G0)), H1, G1)
+//!     print("cnn bn", "train" if training else "eval", out.flatten().tolist())
+//!     if training:
+//!         print("running", [t.tolist() for s in stats for t in s])
 //! ```
 
 use std::path::Path;
@@ -71,6 +85,7 @@ fn embed_students_equal_pytorch() {
         channels,
         image: vec![],
         embed: Some(spec),
+        batch_norm: false,
     };
     let mut t = tensors(&[
         ("embedding.weight", fill(&[7, 3], 1.0, 0.0)),
@@ -124,8 +139,13 @@ fn cnn_students_equal_pytorch() {
         ("layers.1.weight", fill(&[3, 4], 16.0, 0.0)),
         ("layers.1.bias", fill(&[3], 17.0, 0.0)),
     ]);
-    let arch =
-        Arch { kind: StudentKind::Cnn, dims: vec![36, 4, 3], channels: vec![2, 3], image: vec![1, 6, 6], embed: None };
+    let arch = Arch {
+        kind: StudentKind::Cnn,
+        dims: vec![36, 4, 3],
+        channels: vec![2, 3],
+        image: vec![1, 6, 6],
+        ..Arch::default()
+    };
     let cnn = student_from_tensors(&mut t, &arch, Path::new("ref")).unwrap();
     let (_, img) = fill(&[2, 36], 18.0, 0.0);
     let img = Array2::from_shape_vec((2, 36), img.iter().map(|v| v * 4.0).collect()).unwrap();
@@ -138,4 +158,82 @@ fn cnn_students_equal_pytorch() {
         -0.20534506697996927,
     ];
     close(&cnn.forward(img.view()), &want);
+}
+
+#[test]
+fn batch_normalised_cnn_students_equal_pytorch_in_both_modes() {
+    let (_, scale) = fill(&[36], 9.0, 0.0);
+    let scale: Vec<f32> = scale.iter().map(|v| v.abs() + 0.5).collect();
+    let positive = |(shape, v): Tensor| (shape, v.iter().map(|x| x.abs() + 0.5).collect());
+    let mut t = tensors(&[
+        ("input.shift", fill(&[36], 8.0, 0.0)),
+        ("input.scale", (vec![36], scale)),
+        ("convs.0.weight", fill(&[2, 1, 3, 3], 10.0, 0.0)),
+        ("norms.0.weight", fill(&[2], 19.0, 1.0)),
+        ("norms.0.bias", fill(&[2], 20.0, 0.0)),
+        ("norms.0.running_mean", fill(&[2], 21.0, 0.0)),
+        ("norms.0.running_var", positive(fill(&[2], 22.0, 0.0))),
+        ("convs.1.weight", fill(&[3, 2, 3, 3], 12.0, 0.0)),
+        ("norms.1.weight", fill(&[3], 23.0, 1.0)),
+        ("norms.1.bias", fill(&[3], 24.0, 0.0)),
+        ("norms.1.running_mean", fill(&[3], 25.0, 0.0)),
+        ("norms.1.running_var", positive(fill(&[3], 26.0, 0.0))),
+        ("layers.0.weight", fill(&[4, 3], 14.0, 0.0)),
+        ("layers.0.bias", fill(&[4], 15.0, 0.0)),
+        ("layers.1.weight", fill(&[3, 4], 16.0, 0.0)),
+        ("layers.1.bias", fill(&[3], 17.0, 0.0)),
+    ]);
+    let arch = Arch {
+        kind: StudentKind::Cnn,
+        dims: vec![36, 4, 3],
+        channels: vec![2, 3],
+        image: vec![1, 6, 6],
+        batch_norm: true,
+        ..Arch::default()
+    };
+    let mut cnn = student_from_tensors(&mut t, &arch, Path::new("ref")).unwrap();
+    let (_, img) = fill(&[3, 36], 18.0, 0.0);
+    let img = Array2::from_shape_vec((3, 36), img.iter().map(|v| v * 4.0).collect()).unwrap();
+    let eval = [
+        -0.5784592355309175,
+        -0.726942351683552,
+        -0.3915216905079355,
+        -0.6642759690270865,
+        -0.9232723241795515,
+        -0.3413080720862576,
+        -0.6391804328244374,
+        -0.8658592098402784,
+        -0.3559921276035127,
+    ];
+    close(&cnn.forward(img.view()), &eval);
+    let train = [
+        -0.583000978886099,
+        -0.7477558111559648,
+        -0.39075432751492545,
+        -0.6999077698830496,
+        -1.0247361111919275,
+        -0.3240760440157202,
+        -0.6889683172118577,
+        -1.003119486823841,
+        -0.3310954677931337,
+    ];
+    let mut ws = cnn.workspace(3);
+    let sums = super::forward_whole(cnn.as_ref(), img.view(), &[0, 1, 2], &mut ws);
+    close(&ws.logits, &train);
+    cnn.record_batch(&sums);
+    let running: Vec<f32> =
+        cnn.tensors().into_iter().filter(|(name, _, _)| name.contains("running")).flat_map(|(_, _, v)| v).collect();
+    let want = [
+        0.3612461725805907,
+        0.2826945422565226,
+        0.6648689754784649,
+        0.8796671524414976,
+        -0.06591755093940821,
+        0.09764131620738892,
+        0.24802529189174796,
+        0.863310777880899,
+        0.9255394606583085,
+        0.9636550881417358,
+    ];
+    close(&Array2::from_shape_vec((1, 10), running).unwrap(), &want);
 }

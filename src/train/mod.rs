@@ -102,7 +102,8 @@ fn check_student_memory(arch: &Arch, workers: usize, settings: &TrainSettings) -
                 let cout = cout as u64;
                 let hw = (h * w) as u64;
                 params = params.and_then(|p| p.checked_add(cin.checked_mul(9)?.checked_mul(cout)?.checked_add(cout)?));
-                units = units.and_then(|u| u.checked_add(hw.checked_mul(cin.checked_mul(19)?.checked_add(3 * cout)?)?));
+                let outputs = if arch.batch_norm { 4 * cout } else { 3 * cout };
+                units = units.and_then(|u| u.checked_add(hw.checked_mul(cin.checked_mul(19)?.checked_add(outputs)?)?));
                 (cin, h, w) = (cout, h / 2, w / 2);
             }
             let features = if dims.len() == 2 { cin } else { cin * (h * w) as u64 };
@@ -243,6 +244,7 @@ pub fn train(
         kind: settings.student,
         dims: dims.clone(),
         channels: settings.channels.clone(),
+        batch_norm: settings.batch_norm,
         image: match (settings.student, settings.image) {
             (StudentKind::Cnn, Some(image)) => image.to_vec(),
             (StudentKind::Cnn, None) => input_shape.to_vec(),

@@ -243,6 +243,7 @@ pub fn student_info(
         channels: trained.student.arch().channels,
         image: trained.student.arch().image,
         embed: trained.student.arch().embed,
+        batch_norm: trained.student.arch().batch_norm,
         activation: "relu".into(),
         input_column: m.input.source_column.clone(),
         input_image: m.input.image.clone(),

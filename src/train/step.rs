@@ -121,6 +121,14 @@ impl<'s> Trainer<'s> {
             let student = self.student.as_ref();
             let part = |w: usize| &idx[(w * chunk).min(idx.len())..((w + 1) * chunk).min(idx.len())];
             let row_wise = loss.row_wise();
+            // A student with sync points (batch normalisation) runs its passes in stages, with the
+            // workers' sums added between them.
+            let points = student.sync_points();
+            let eval_and_backward = |rows: &[usize], ws: &mut Workspace| {
+                let m = rows.len();
+                ws.loss = loss.eval(ws.logits.slice(s![..m, ..]), rows, scale, ws.grad_logits.slice_mut(s![..m, ..]));
+                student.backward(ws);
+            };
             self.spaces.par_iter_mut().enumerate().for_each(|(w, ws)| {
                 let rows = part(w);
                 ws.rows = rows.len();
@@ -129,18 +137,40 @@ impl<'s> Trainer<'s> {
                     return;
                 }
                 student.forward_train(inputs, rows, ws);
-                if row_wise {
-                    let m = rows.len();
-                    ws.loss =
-                        loss.eval(ws.logits.slice(s![..m, ..]), rows, scale, ws.grad_logits.slice_mut(s![..m, ..]));
-                    student.backward(ws);
+                if row_wise && points == 0 {
+                    eval_and_backward(rows, ws);
                 }
             });
+            let mut batch_sums = Vec::with_capacity(points);
+            for point in 0..points {
+                let batch = sum_partials(&self.spaces);
+                self.spaces
+                    .par_iter_mut()
+                    .filter(|ws| ws.rows > 0)
+                    .for_each(|ws| student.forward_resume(point, &batch, ws));
+                batch_sums.push(batch);
+            }
+            if row_wise && points > 0 {
+                self.spaces
+                    .par_iter_mut()
+                    .enumerate()
+                    .filter(|(_, ws)| ws.rows > 0)
+                    .for_each(|(w, ws)| eval_and_backward(part(w), ws));
+            }
             if !row_wise {
                 let terms = self.batch_level(loss, idx, scale, chunk);
                 totals.terms.resize(terms.len().max(totals.terms.len()), 0.0);
                 totals.terms.iter_mut().zip(terms).for_each(|(t, v)| *t += v);
             }
+            let student = self.student.as_ref();
+            for point in (0..points).rev() {
+                let batch = sum_partials(&self.spaces);
+                self.spaces
+                    .par_iter_mut()
+                    .filter(|ws| ws.rows > 0)
+                    .for_each(|ws| student.backward_resume(point, &batch, ws));
+            }
+            self.student.record_batch(&batch_sums);
             let (first, rest) = self.spaces.split_at_mut(1);
             let acc = &mut first[0];
             let loss: f64 = (acc.loss + rest.iter().map(|w| w.loss).sum::<f64>()) / idx.len() as f64;
@@ -294,6 +324,17 @@ impl<'s> Trainer<'s> {
         }
         value
     }
+}
+
+/// The workers' partial sums at a sync point, added in worker order (so the same for the same thread
+/// count, run after run).
+fn sum_partials(spaces: &[Workspace]) -> Vec<f64> {
+    let mut total: Vec<f64> = Vec::new();
+    for ws in spaces.iter().filter(|ws| ws.rows > 0) {
+        total.resize(total.len().max(ws.partial.len()), 0.0);
+        total.iter_mut().zip(&ws.partial).for_each(|(t, p)| *t += p);
+    }
+    total
 }
 
 /// Scales `grads` so their global L2 norm is at most `max_norm`. The squares are summed over the

@@ -532,11 +532,13 @@ fn exported_onnx_student_matches_the_rust_forward_pass() {
         "--out",
         s(&labels),
     ]));
-    // The MLP, a CNN with fully connected layers, and a CNN with global average pooling.
-    let kinds: [&[&str]; 3] = [
+    // The MLP, a CNN with fully connected layers, a CNN with global average pooling, and a batch-normalised
+    // CNN (its running statistics folded into the exported convolutions).
+    let kinds: [&[&str]; 4] = [
         &["--hidden", "64,32"],
         &["--student", "cnn", "--channels", "4,8", "--hidden", "16"],
         &["--student", "cnn", "--channels", "4,8,8", "--hidden", ""],
+        &["--student", "cnn", "--channels", "4,8", "--hidden", "16", "--batch-norm"],
     ];
     for (i, kind) in kinds.iter().enumerate() {
         let st = tmp.path().join(format!("student-{i}"));

@@ -9,46 +9,54 @@ use crate::cli::{assert_fails, assert_ok, mnist_test_labels, s, softlabel};
 use crate::common::{fx, kill_when};
 
 /// A cnn killed after its first checkpoint resumes to the uninterrupted run's weights, with --keep best
-/// (the best epoch's weights travel in the checkpoint).
+/// (the best epoch's weights travel in the checkpoint), with and without batch normalisation (whose
+/// running statistics travel too).
 #[test]
 fn a_killed_cnn_resumes_to_identical_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let labels = tmp.path().join("labels");
     mnist_test_labels(&labels);
-    let args = |out: &Path| -> Vec<String> {
-        let a = [
-            "train",
-            "--labels",
-            s(&labels),
-            "--out",
-            s(out),
-            "--student",
-            "cnn",
-            "--channels",
-            "4,8",
-            "--hidden",
-            "16",
-        ];
-        let b =
-            ["--epochs", "4", "--threads", "2", "--val-fraction", "0.2", "--keep", "best", "--seed", "2", "--quiet"];
-        a.iter().chain(&b).map(|v| v.to_string()).collect()
-    };
-    let whole = tmp.path().join("whole");
-    assert_ok(&Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args(&whole)).output().unwrap());
-    let killed = tmp.path().join("killed");
-    kill_when(&args(&killed), "checkpoint", || killed.join("checkpoint.json").exists());
-    assert!(!killed.join("student.json").exists(), "the run finished before it was killed: the test proves nothing");
-    let mut resume = args(&killed);
-    resume.push("--resume".into());
-    assert_ok(&Command::new(env!("CARGO_BIN_EXE_softlabel")).args(&resume).output().unwrap());
-    let read = |d: &Path| std::fs::read(d.join("student.safetensors")).unwrap();
-    assert_eq!(read(&whole), read(&killed), "resumed training must reach the uninterrupted run's weights");
-    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(whole.join("student.json")).unwrap()).unwrap();
-    assert_eq!((info["kind"].as_str(), info["channels"].clone()), (Some("cnn"), serde_json::json!([4, 8])));
-    assert_eq!(info["image"], serde_json::json!([1, 28, 28]));
-    // It learned: the distilled cnn agrees with the teacher on most held-out rows.
-    let agreement = info["final_epoch"]["val_agreement"].as_f64().unwrap();
-    assert!(agreement > 0.8, "val agreement {agreement}");
+    for batch_norm in [false, true] {
+        let args = |out: &Path| -> Vec<String> {
+            let a = [
+                "train",
+                "--labels",
+                s(&labels),
+                "--out",
+                s(out),
+                "--student",
+                "cnn",
+                "--channels",
+                "4,8",
+                "--hidden",
+                "16",
+            ];
+            let b = ["--epochs", "4", "--threads", "2", "--val-fraction", "0.2", "--keep", "best", "--seed", "2"];
+            let norm = if batch_norm { &["--batch-norm"][..] } else { &[] };
+            a.iter().chain(&b).chain(norm).chain(&["--quiet"]).map(|v| v.to_string()).collect()
+        };
+        let whole = tmp.path().join(format!("whole-{batch_norm}"));
+        assert_ok(&Command::new(env!("CARGO_BIN_EXE_softlabel")).args(args(&whole)).output().unwrap());
+        let killed = tmp.path().join(format!("killed-{batch_norm}"));
+        kill_when(&args(&killed), "checkpoint", || killed.join("checkpoint.json").exists());
+        assert!(
+            !killed.join("student.json").exists(),
+            "the run finished before it was killed: the test proves nothing"
+        );
+        let mut resume = args(&killed);
+        resume.push("--resume".into());
+        assert_ok(&Command::new(env!("CARGO_BIN_EXE_softlabel")).args(&resume).output().unwrap());
+        let read = |d: &Path| std::fs::read(d.join("student.safetensors")).unwrap();
+        assert_eq!(read(&whole), read(&killed), "resumed training must reach the uninterrupted run's weights");
+        let info: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(whole.join("student.json")).unwrap()).unwrap();
+        assert_eq!((info["kind"].as_str(), info["channels"].clone()), (Some("cnn"), serde_json::json!([4, 8])));
+        assert_eq!(info["image"], serde_json::json!([1, 28, 28]));
+        assert_eq!(info["batch_norm"].as_bool().unwrap_or(false), batch_norm);
+        // It learned: the distilled cnn agrees with the teacher on most held-out rows.
+        let agreement = info["final_epoch"]["val_agreement"].as_f64().unwrap();
+        assert!(agreement > 0.8, "batch norm {batch_norm}: val agreement {agreement}");
+    }
 }
 
 #[test]
@@ -211,9 +219,10 @@ fn int8_export_agrees_with_the_float_student_for_every_kind() {
     let (bag, token_data) = (fx("bag_teacher.onnx"), fx("tokens.parquet"));
     let args = ["precompute", "--teacher", s(&bag), "--data", s(&token_data)];
     assert_ok(&softlabel(&[&args[..], &["--input-column", "tokens", "-T", "2", "--out", s(&tokens)]].concat()));
-    let cases: [(&Path, &[&str]); 4] = [
+    let cases: [(&Path, &[&str]); 5] = [
         (&mnist, &["--hidden", "32"]),
         (&mnist, &["--student", "cnn", "--channels", "4,8", "--hidden", "16"]),
+        (&mnist, &["--student", "cnn", "--channels", "4,8", "--hidden", "16", "--batch-norm"]),
         (&tokens, &["--student", "embed", "--embed-dim", "32", "--pad-id", "0", "--hidden", "64"]),
         (&tokens, &["--student", "embed", "--embed-dim", "16", "--channels", "32", "--hidden", ""]),
     ];

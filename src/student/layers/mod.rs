@@ -3,10 +3,12 @@
 
 mod head;
 mod linear;
+mod norm;
 mod relu;
 mod scaling;
 
 pub use head::{head_backward, head_extras, head_forward, head_position, head_width, HeadBuffers};
 pub use linear::Linear;
+pub use norm::BatchNorm;
 pub use relu::Relu;
 pub use scaling::{InputScaling, InputStats};
