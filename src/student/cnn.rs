@@ -16,7 +16,6 @@ use rand::Rng;
 
 use super::layers::{
     head_backward, head_extras, head_forward, head_position, head_width, BatchNorm, HeadBuffers, InputScaling, Linear,
-    Relu,
 };
 use super::{Op, Student, Tap, Tensor, Workspace};
 use crate::error::{Error, Result};
@@ -95,11 +94,13 @@ pub struct Cnn {
 struct Buffers {
     /// Scaled input rows, CHW.
     x: Array2<f32>,
-    /// Per block: the input NHWC `[rows * h * w, cin]`, its im2col matrix, the rectified convolution
-    /// output, the pooled output and, per pooled value, the position of the maximum in the rectified output.
-    input: Vec<Array2<f32>>,
+    /// The first block's input, NHWC `[rows * h * w, c]` (a later block reads the pooled output before it).
+    image: Array2<f32>,
+    /// Per block: the im2col matrix of its input, the (normalised) convolution output before the ReLU,
+    /// the rectified pooled output and, per pooled value, the position of the maximum in the convolution
+    /// output (ReLU and max-pool commute: the ReLU is applied to the pooled values only).
     cols: Vec<Array2<f32>>,
-    relu: Vec<Array2<f32>>,
+    z: Vec<Array2<f32>>,
     pooled: Vec<Array2<f32>>,
     argmax: Vec<Vec<u32>>,
     /// Batch-normalised blocks: the normalised convolution output, `1 / sqrt(var + eps)` per channel and
@@ -267,14 +268,13 @@ impl Cnn {
     fn buffers(&self, rows: usize) -> Buffers {
         let sizes = self.sizes();
         let mut cin = self.image[0];
-        let (mut input, mut cols, mut relu, mut pooled, mut argmax) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut cols, mut z, mut pooled, mut argmax) = (vec![], vec![], vec![], vec![]);
         let (mut drelu, mut dcols, mut dpooled, mut xhat) = (vec![], vec![], vec![], vec![]);
         for (i, conv) in self.convs.iter().enumerate() {
             let ((h, w), (h2, w2)) = (sizes[i], sizes[i + 1]);
             let cout = conv.outputs();
-            input.push(Array2::zeros((rows * h * w, cin)));
             cols.push(Array2::zeros((rows * h * w, 9 * cin)));
-            relu.push(Array2::zeros((rows * h * w, cout)));
+            z.push(Array2::zeros((rows * h * w, cout)));
             pooled.push(Array2::zeros((rows * h2 * w2, cout)));
             argmax.push(vec![0u32; rows * h2 * w2 * cout]);
             drelu.push(Array2::zeros((rows * h * w, cout)));
@@ -285,11 +285,12 @@ impl Cnn {
         }
         let features = self.fcs[0].w.nrows();
         let blocks = self.convs.len();
+        let [c0, h0, w0] = self.image;
         Buffers {
             x: Array2::zeros((rows, self.input_width())),
-            input,
+            image: Array2::zeros((rows * h0 * w0, c0)),
             cols,
-            relu,
+            z,
             pooled,
             argmax,
             xhat,
@@ -307,7 +308,7 @@ impl Cnn {
     /// CHW rows in `b.x` -> NHWC positions in the first block's input.
     fn to_positions(&self, b: &mut Buffers, m: usize) {
         let [c0, h0, w0] = self.image;
-        if let (Some(a), Some(x)) = (b.input[0].as_slice_mut(), b.x.as_slice()) {
+        if let (Some(a), Some(x)) = (b.image.as_slice_mut(), b.x.as_slice()) {
             let hw = h0 * w0;
             for n in 0..m {
                 let (row, img) = (&x[n * c0 * hw..(n + 1) * c0 * hw], &mut a[n * hw * c0..(n + 1) * hw * c0]);
@@ -324,28 +325,21 @@ impl Cnn {
         }
     }
 
-    /// Block `i`'s convolution of its input into `b.relu[i]` (not yet rectified).
+    /// Block `i`'s convolution of its input into `b.z[i]`.
     fn convolve(&self, conv: &Conv, i: usize, b: &mut Buffers, m: usize) {
         let (h, w) = self.sizes()[i];
         let positions = m * h * w;
-        im2col(b.input[i].slice(s![..positions, ..]), &mut b.cols[i], m, h, w);
-        let mut z = b.relu[i].slice_mut(s![..positions, ..]);
+        let input = if i == 0 { &b.image } else { &b.pooled[i - 1] };
+        im2col(input.slice(s![..positions, ..]), &mut b.cols[i], m, h, w);
+        let mut z = b.z[i].slice_mut(s![..positions, ..]);
         general_mat_mul(1.0, &b.cols[i].slice(s![..positions, ..9 * conv.inputs()]), &conv.w, 0.0, &mut z);
         z += &conv.b;
     }
 
-    /// Block `i` after its (normalised) convolution: ReLU, max-pool, and the next block's input.
+    /// Block `i` after its (normalised) convolution: max-pool, then ReLU on the pooled values.
     fn activate(&self, i: usize, b: &mut Buffers, m: usize) {
-        let sizes = self.sizes();
-        let ((h, w), (h2, w2)) = (sizes[i], sizes[i + 1]);
-        let positions = m * h * w;
-        Relu::forward(b.relu[i].slice_mut(s![..positions, ..]));
-        maxpool(b.relu[i].slice(s![..positions, ..]), &mut b.pooled[i], &mut b.argmax[i], m, h, w);
-        if i + 1 < self.convs.len() {
-            let rows = m * h2 * w2;
-            let (pooled, next) = (&b.pooled[i], &mut b.input[i + 1]);
-            next.slice_mut(s![..rows, ..]).assign(&pooled.slice(s![..rows, ..]));
-        }
+        let (h, w) = self.sizes()[i];
+        maxpool_relu(b.z[i].slice(s![..m * h * w, ..]), &mut b.pooled[i], &mut b.argmax[i], m, h, w);
     }
 
     /// The features after the last block (flattened CHW, or the mean over positions), then the fully
@@ -392,7 +386,8 @@ impl Cnn {
             self.convolve(&self.convs[i], i, b, m);
             if self.normalised() {
                 let (h, w) = self.sizes()[i];
-                BatchNorm::forward_sums(b.relu[i].slice(s![..m * h * w, ..]), partial);
+                let Some(z) = b.z[i].as_slice() else { return };
+                BatchNorm::forward_sums(&z[..m * h * w * self.convs[i].outputs()], self.convs[i].outputs(), partial);
                 return;
             }
             self.activate(i, b, m);
@@ -440,18 +435,21 @@ impl Cnn {
                     }
                 }
             }
-            // Max-pool: each pooled gradient goes to where its maximum came from; then the ReLU mask.
+            // ReLU and max-pool: each pooled gradient goes to where its maximum came from, if it was > 0.
             let dr = &mut b.drelu[i];
-            if let (Some(d), Some(dp)) = (dr.as_slice_mut(), b.dpooled[i].as_slice()) {
+            if let (Some(d), Some(dp), Some(y)) = (dr.as_slice_mut(), b.dpooled[i].as_slice(), b.pooled[i].as_slice()) {
                 d[..positions * cout].fill(0.0);
                 let n = m * h2 * w2 * cout;
-                for (j, (&at, &g)) in b.argmax[i][..n].iter().zip(&dp[..n]).enumerate() {
-                    d[at as usize * cout + j % cout] += g;
+                for (j, ((&at, &g), &y)) in b.argmax[i][..n].iter().zip(&dp[..n]).zip(&y[..n]).enumerate() {
+                    if y > 0.0 {
+                        d[at as usize * cout + j % cout] += g;
+                    }
                 }
             }
-            Relu::backward(b.relu[i].slice(s![..positions, ..]), dr.slice_mut(s![..positions, ..]));
             if self.normalised() {
-                BatchNorm::backward_sums(dr.slice(s![..positions, ..]), b.xhat[i].slice(s![..positions, ..]), partial);
+                let (Some(d), Some(x)) = (dr.as_slice(), b.xhat[i].as_slice()) else { return };
+                let len = positions * cout;
+                BatchNorm::backward_sums(&d[..len], &x[..len], cout, partial);
                 return;
             }
             self.convolution_backward(i, b, ws_grads, m);
@@ -546,8 +544,10 @@ fn col2im(dcols: ArrayView2<f32>, da: &mut ndarray::ArrayViewMut2<f32>, m: usize
 }
 
 /// 2x2 max-pooling with stride 2 (an odd last row or column is dropped, as PyTorch's floor mode does),
-/// recording where each maximum came from (the first on ties).
-fn maxpool(a: ArrayView2<f32>, out: &mut Array2<f32>, argmax: &mut [u32], m: usize, h: usize, w: usize) {
+/// recording where each maximum came from (the first on ties), then the ReLU on the pooled values:
+/// `relu(max(a)) = max(relu(a))`, and the gradient reaches the maximum only where the output is > 0, as
+/// through a ReLU before the pool (which passes none where the maximum is <= 0).
+fn maxpool_relu(a: ArrayView2<f32>, out: &mut Array2<f32>, argmax: &mut [u32], m: usize, h: usize, w: usize) {
     let c = a.ncols();
     let (h2, w2) = (h / 2, w / 2);
     let (Some(a), Some(out)) = (a.as_slice(), out.as_slice_mut()) else { return };
@@ -569,6 +569,7 @@ fn maxpool(a: ArrayView2<f32>, out: &mut Array2<f32>, argmax: &mut [u32], m: usi
                         }
                     }
                 }
+                dst.iter_mut().for_each(|v| *v = v.max(0.0));
             }
         }
     }
@@ -695,9 +696,9 @@ impl Student for Cnn {
         let m = ws.rows;
         let Some(b) = ws.state.downcast_mut::<Buffers>() else { return };
         let (h, w) = self.sizes()[point];
-        let positions = m * h * w;
-        let (z, xhat) = (b.relu[point].slice_mut(s![..positions, ..]), b.xhat[point].slice_mut(s![..positions, ..]));
-        b.count[point] = self.norms[point].normalise(batch, z, xhat, &mut b.invstd[point]);
+        let len = m * h * w * self.convs[point].outputs();
+        let (Some(z), Some(xhat)) = (b.z[point].as_slice_mut(), b.xhat[point].as_slice_mut()) else { return };
+        b.count[point] = self.norms[point].normalise(batch, &mut z[..len], &mut xhat[..len], &mut b.invstd[point]);
         self.activate(point, b, m);
         self.train_from(point + 1, b, m, &mut ws.partial, ws.logits.slice_mut(s![..m, ..]));
     }
@@ -707,7 +708,7 @@ impl Student for Cnn {
         let m = ws.rows;
         let Some(b) = ws.state.downcast_mut::<Buffers>() else { return };
         let (h, w) = self.sizes()[point];
-        let positions = m * h * w;
+        let len = m * h * w * self.convs[point].outputs();
         let g = self.block_params() * point;
         let (gg, gb) = ws.grads[g + 1..g + 3].split_at_mut(1);
         let (Ok(gg), Ok(gb)) =
@@ -715,8 +716,9 @@ impl Student for Cnn {
         else {
             return;
         };
-        let (xhat, dy) = (b.xhat[point].slice(s![..positions, ..]), b.drelu[point].slice_mut(s![..positions, ..]));
-        self.norms[point].backward(b.count[point], batch, &ws.partial, &b.invstd[point], xhat, dy, gg, gb);
+        let (Some(xhat), Some(dy)) = (b.xhat[point].as_slice(), b.drelu[point].as_slice_mut()) else { return };
+        let norm = &self.norms[point];
+        norm.backward(b.count[point], batch, &ws.partial, &b.invstd[point], &xhat[..len], &mut dy[..len], gg, gb);
         self.convolution_backward(point, b, &mut ws.grads, m);
         if point > 0 {
             self.backward_from(point - 1, b, &mut ws.grads, &ws.grad_taps, m, &mut ws.partial);
@@ -1139,7 +1141,7 @@ mod tests {
             let (scale, shift) = net.norms[i].affine();
             let (var, mean) = (&net.norms[i].var, &net.norms[i].mean);
             let (h, w) = net.sizes()[i];
-            for mut row in b.relu[i].slice_mut(s![..4 * h * w, ..]).rows_mut() {
+            for mut row in b.z[i].slice_mut(s![..4 * h * w, ..]).rows_mut() {
                 for (ch, v) in row.iter_mut().enumerate() {
                     let normalised = (*v - mean[ch]) / (var[ch] + 1e-5).sqrt();
                     *v = net.norms[i].gamma[ch] * normalised + net.norms[i].beta[ch];

@@ -7,7 +7,7 @@
 //! goes on with the batch's totals, so the statistics are the whole batch's whatever the thread count.
 //! The sums are float64: the variance is `E[z^2] - E[z]^2` over up to millions of positions.
 
-use ndarray::{Array1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{Array1, ArrayViewMut1};
 
 /// A batch-normalisation layer's parameters (`gamma`, `beta`) and running statistics.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,15 +56,15 @@ impl BatchNorm {
         (scale, shift)
     }
 
-    /// This worker's sums over the rows of `z` (`[positions, channels]`): `[positions, sum per channel...,
-    /// sum of squares per channel...]`.
-    pub fn forward_sums(z: ArrayView2<f32>, out: &mut Vec<f64>) {
-        let c = z.ncols();
+    /// This worker's sums over the positions of `z` (row-major `[positions, channels]`): `[positions, sum
+    /// per channel..., sum of squares per channel...]`.
+    pub fn forward_sums(z: &[f32], channels: usize, out: &mut Vec<f64>) {
+        let c = channels.max(1);
         out.clear();
         out.resize(1 + 2 * c, 0.0);
-        out[0] = z.nrows() as f64;
+        out[0] = (z.len() / c) as f64;
         let (s1, s2) = out[1..].split_at_mut(c);
-        for row in z.rows() {
+        for row in z.chunks_exact(c) {
             for ((a, b), &v) in s1.iter_mut().zip(s2.iter_mut()).zip(row) {
                 let v = f64::from(v);
                 *a += v;
@@ -84,38 +84,36 @@ impl BatchNorm {
         (n, mean, invstd)
     }
 
-    /// Normalises `z` in place with the batch's statistics (`sums`): `xhat = (z - mean) / sqrt(var + eps)`
-    /// goes to `xhat`, `z` becomes `gamma * xhat + beta`; `invstd` keeps `1 / sqrt(var + eps)` for the
-    /// backward pass. Returns the batch's positions.
-    pub fn normalise(
-        &self,
-        sums: &[f64],
-        mut z: ArrayViewMut2<f32>,
-        mut xhat: ArrayViewMut2<f32>,
-        invstd: &mut Vec<f32>,
-    ) -> f64 {
+    /// Normalises `z` (`[positions, channels]`) in place with the batch's statistics (`sums`): `xhat = (z -
+    /// mean) / sqrt(var + eps)` goes to `xhat`, `z` becomes `gamma * xhat + beta`; `invstd` keeps `1 /
+    /// sqrt(var + eps)` for the backward pass. Returns the batch's positions.
+    pub fn normalise(&self, sums: &[f64], z: &mut [f32], xhat: &mut [f32], invstd: &mut Vec<f32>) -> f64 {
         let (n, mean, inv) = Self::batch_stats(sums);
+        let c = self.channels();
         let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
         invstd.clear();
         invstd.extend(inv.iter().map(|&v| v as f32));
-        for (mut zr, mut xr) in z.rows_mut().into_iter().zip(xhat.rows_mut()) {
-            for (c, (zv, xv)) in zr.iter_mut().zip(xr.iter_mut()).enumerate() {
-                let x = (*zv - mean[c]) * invstd[c];
+        let (gamma, beta) = (self.gamma.as_slice().unwrap_or_default(), self.beta.as_slice().unwrap_or_default());
+        for (zr, xr) in z.chunks_exact_mut(c).zip(xhat.chunks_exact_mut(c)) {
+            let params = mean.iter().zip(invstd.iter()).zip(gamma.iter().zip(beta));
+            for ((zv, xv), ((&m, &k), (&g, &b))) in zr.iter_mut().zip(xr.iter_mut()).zip(params) {
+                let x = (*zv - m) * k;
                 *xv = x;
-                *zv = self.gamma[c] * x + self.beta[c];
+                *zv = g * x + b;
             }
         }
         n
     }
 
-    /// This worker's sums for the backward pass from the gradient `dy` of `gamma * xhat + beta`:
-    /// `[sum of dy per channel..., sum of dy * xhat per channel...]` (its `beta` and `gamma` gradients).
-    pub fn backward_sums(dy: ArrayView2<f32>, xhat: ArrayView2<f32>, out: &mut Vec<f64>) {
-        let c = dy.ncols();
+    /// This worker's sums for the backward pass from the gradient `dy` of `gamma * xhat + beta` (both
+    /// `[positions, channels]`): `[sum of dy per channel..., sum of dy * xhat per channel...]` (its
+    /// `beta` and `gamma` gradients).
+    pub fn backward_sums(dy: &[f32], xhat: &[f32], channels: usize, out: &mut Vec<f64>) {
+        let c = channels.max(1);
         out.clear();
         out.resize(2 * c, 0.0);
         let (s1, s2) = out.split_at_mut(c);
-        for (d, x) in dy.rows().into_iter().zip(xhat.rows()) {
+        for (d, x) in dy.chunks_exact(c).zip(xhat.chunks_exact(c)) {
             for (((a, b), &g), &xv) in s1.iter_mut().zip(s2.iter_mut()).zip(d).zip(x) {
                 *a += f64::from(g);
                 *b += f64::from(g) * f64::from(xv);
@@ -133,8 +131,8 @@ impl BatchNorm {
         batch: &[f64],
         own: &[f64],
         invstd: &[f32],
-        xhat: ArrayView2<f32>,
-        mut dy: ArrayViewMut2<f32>,
+        xhat: &[f32],
+        dy: &mut [f32],
         mut ggamma: ArrayViewMut1<f32>,
         mut gbeta: ArrayViewMut1<f32>,
     ) {
@@ -145,10 +143,11 @@ impl BatchNorm {
         }
         let mean_dy: Vec<f32> = batch[..c].iter().map(|s| (s / n) as f32).collect();
         let mean_dyx: Vec<f32> = batch[c..].iter().map(|s| (s / n) as f32).collect();
-        let k: Vec<f32> = (0..c).map(|ch| self.gamma[ch] * invstd[ch]).collect();
-        for (mut d, x) in dy.rows_mut().into_iter().zip(xhat.rows()) {
-            for (ch, (g, &xv)) in d.iter_mut().zip(x).enumerate() {
-                *g = k[ch] * (*g - mean_dy[ch] - xv * mean_dyx[ch]);
+        let k: Vec<f32> = self.gamma.iter().zip(invstd).map(|(g, i)| g * i).collect();
+        for (d, x) in dy.chunks_exact_mut(c).zip(xhat.chunks_exact(c)) {
+            let per = k.iter().zip(&mean_dy).zip(&mean_dyx);
+            for ((g, &xv), ((&k, &md), &mx)) in d.iter_mut().zip(x).zip(per) {
+                *g = k * (*g - md - xv * mx);
             }
         }
     }
