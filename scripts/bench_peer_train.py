@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--student", default="mlp", choices=["mlp", "cnn"])
     ap.add_argument("--channels", default="16,32")
     ap.add_argument("--image", default="1,28,28")
+    ap.add_argument("--batch-norm", action="store_true", help="BatchNorm2d after each convolution (no conv bias)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -49,7 +50,11 @@ def main():
         c, h, w = map(int, a.image.split(","))
         x = x.reshape(-1, c, h, w)
         for cout in map(int, a.channels.split(",")):
-            layers += [nn.Conv2d(c, cout, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            if a.batch_norm:
+                layers += [nn.Conv2d(c, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)]
+            else:
+                layers.append(nn.Conv2d(c, cout, 3, padding=1))
+            layers += [nn.ReLU(), nn.MaxPool2d(2)]
             c, h, w = cout, h // 2, w // 2
         layers.append(nn.Flatten())
         features = c * h * w

@@ -440,9 +440,13 @@ impl Cnn {
             if let (Some(d), Some(dp), Some(y)) = (dr.as_slice_mut(), b.dpooled[i].as_slice(), b.pooled[i].as_slice()) {
                 d[..positions * cout].fill(0.0);
                 let n = m * h2 * w2 * cout;
-                for (j, ((&at, &g), &y)) in b.argmax[i][..n].iter().zip(&dp[..n]).zip(&y[..n]).enumerate() {
-                    if y > 0.0 {
-                        d[at as usize * cout + j % cout] += g;
+                let pooled =
+                    b.argmax[i][..n].chunks_exact(cout).zip(dp[..n].chunks_exact(cout)).zip(y[..n].chunks_exact(cout));
+                for ((at, g), y) in pooled {
+                    for (ch, ((&at, &g), &y)) in at.iter().zip(g).zip(y).enumerate() {
+                        if y > 0.0 {
+                            d[at as usize * cout + ch] += g;
+                        }
                     }
                 }
             }
@@ -503,6 +507,9 @@ fn im2col(a: ArrayView2<f32>, cols: &mut Array2<f32>, m: usize, h: usize, w: usi
                         let (sy, sx) = (y + ky, x + kx);
                         if sy == 0 || sx == 0 || sy > h || sx > w {
                             dst[k..k + cin].fill(0.0);
+                        } else if cin == 1 {
+                            // One value: a plain move, not a call to memmove.
+                            dst[k] = a[(n * h + sy - 1) * w + sx - 1];
                         } else {
                             let src = ((n * h + sy - 1) * w + sx - 1) * cin;
                             dst[k..k + cin].copy_from_slice(&a[src..src + cin]);
@@ -561,11 +568,10 @@ fn maxpool_relu(a: ArrayView2<f32>, out: &mut Array2<f32>, argmax: &mut [u32], m
                 dst.copy_from_slice(&a[p00 * c..(p00 + 1) * c]);
                 at.fill(p00 as u32);
                 for &p in &corners[1..] {
-                    for ch in 0..c {
-                        let v = a[p * c + ch];
-                        if v > dst[ch] {
-                            dst[ch] = v;
-                            at[ch] = p as u32;
+                    for ((d, t), &v) in dst.iter_mut().zip(at.iter_mut()).zip(&a[p * c..(p + 1) * c]) {
+                        if v > *d {
+                            *d = v;
+                            *t = p as u32;
                         }
                     }
                 }
