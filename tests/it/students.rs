@@ -80,6 +80,8 @@ fn a_cnn_needs_image_shaped_inputs() {
         "0",
     ]);
     assert_fails(&o, "--channels needs blocks of > 0 channels");
+    let o = softlabel(&["train", "--labels", s(&labels), "--out", s(&tmp.path().join("st")), "--batch-norm"]);
+    assert_fails(&o, "--batch-norm is for cnn students");
     // --image gives flat rows an image layout: it must hold the row's values.
     let cnn = ["train", "--labels", s(&labels), "--student", "cnn", "--channels", "2", "--epochs", "1", "--alpha", "1"];
     let o = softlabel(&[&cnn[..], &["--out", s(&tmp.path().join("st")), "--image", "1x3x3"]].concat());
@@ -119,6 +121,12 @@ fn a_tampered_cnn_student_is_refused() {
         assert_fails(&o, expect);
         assert!(String::from_utf8_lossy(&o.stderr).contains("student"), "names the student's file");
     }
+    // A student.json that claims batch normalisation its weights do not hold.
+    let mut bad = info.clone();
+    bad["batch_norm"] = serde_json::json!(true);
+    std::fs::write(&info_path, serde_json::to_vec(&bad).unwrap()).unwrap();
+    let o = softlabel(&["eval", "--student", s(&st), "--data", s(&labels)]);
+    assert_fails(&o, "norms.0.weight");
 }
 
 /// The embed student on int64 token ids (a bag-of-embeddings teacher, id 0 padding): the mean bag with
