@@ -568,11 +568,11 @@ fn maxpool_relu(a: ArrayView2<f32>, out: &mut Array2<f32>, argmax: &mut [u32], m
                 dst.copy_from_slice(&a[p00 * c..(p00 + 1) * c]);
                 at.fill(p00 as u32);
                 for &p in &corners[1..] {
+                    // Selects, not branches: the loop vectorises.
                     for ((d, t), &v) in dst.iter_mut().zip(at.iter_mut()).zip(&a[p * c..(p + 1) * c]) {
-                        if v > *d {
-                            *d = v;
-                            *t = p as u32;
-                        }
+                        let better = v > *d;
+                        *t = if better { p as u32 } else { *t };
+                        *d = if better { v } else { *d };
                     }
                 }
                 dst.iter_mut().for_each(|v| *v = v.max(0.0));
