@@ -11,7 +11,7 @@ use arrow_schema::{Field, SchemaRef};
 use parquet::arrow::ArrowSchemaConverter;
 use parquet::basic::{Compression, Encoding, Type as PhysicalType, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::{SoftLabelWriter, WriterOptions};
 use crate::error::{Error, Result};
@@ -37,6 +37,12 @@ pub(super) fn writer_properties(
     for col in descr.columns() {
         let path = col.path().clone();
         let top = path.parts()[0].as_str();
+        if matches!(col.physical_type(), PhysicalType::FLOAT | PhysicalType::DOUBLE) {
+            // No reader filters rows by a logit's, probability's or normaliser's range, so their min/max
+            // statistics (computed over every value of every page) are not written; ids and labels keep
+            // theirs.
+            b = b.set_column_statistics_enabled(path.clone(), EnabledStatistics::None);
+        }
         if col.physical_type() == PhysicalType::FLOAT {
             // Floats compress far better with their bytes split into streams; dictionaries never pay.
             b = b
