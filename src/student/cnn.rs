@@ -981,44 +981,50 @@ mod tests {
         }
     }
 
+    /// Finite differences of sum over `taps` of sum(values * e) + sum(logits * c) on the training pass
+    /// (whole: through the sync points of a batch-normalised net) against its staged backward pass.
+    fn check_tap_gradients(net: &Cnn, x: &Array2<f32>, taps: &[Tap], hidden: &[usize]) {
+        let rows = [0, 1, 2, 3];
+        let widths: Vec<usize> = taps.iter().map(|&t| net.tap_shape(t).unwrap().iter().product()).collect();
+        let es: Vec<Array2<f32>> = widths
+            .iter()
+            .enumerate()
+            .map(|(k, &w)| Array2::from_shape_fn((4, w), |(i, j)| ((i * 5 + j * 3 + k) % 11) as f32 / 5.0 - 1.0))
+            .collect();
+        let c = Array2::from_shape_fn((4, 5), |(i, j)| ((i * 3 + j * 5) % 7) as f32 / 3.0 - 1.0);
+        let loss = |n: &Cnn| -> f64 {
+            let mut ws = n.workspace(4);
+            crate::student::forward_whole(n, x.view(), &rows, &mut ws);
+            let mut total = ws.logits.iter().zip(c.iter()).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>();
+            for ((&tap, &w), e) in taps.iter().zip(&widths).zip(&es) {
+                let mut v = Array2::zeros((4, w));
+                assert!(n.read_tap(&ws, tap, v.view_mut()));
+                total += v.iter().zip(e.iter()).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>();
+            }
+            total
+        };
+        let mut ws = net.workspace(4);
+        crate::student::forward_whole(net, x.view(), &rows, &mut ws);
+        ws.grad_logits.assign(&c);
+        ws.grad_taps = taps.iter().copied().zip(es.iter().cloned()).collect();
+        crate::student::backward_whole(net, &mut ws);
+        check_against_finite_differences(net, &ws, loss, hidden);
+    }
+
     /// Gradients entering at the taps (feature- and relation-based terms) reach every parameter below
-    /// them: finite differences of sum over taps of sum(values * e) + sum(logits * c), with and without
-    /// hidden layers, on every tap at once (the embedding is the last hidden layer's output, or the
-    /// pooled features; the blocks' maps are read in CHW order and their gradients go back to NHWC).
+    /// them, with and without hidden layers, on every tap at once (the embedding is the last hidden
+    /// layer's output, or the pooled features; the blocks' maps are read in CHW order and their gradients
+    /// go back to NHWC).
     #[test]
     fn tap_gradients_match_finite_differences() {
         for hidden in [&[8, 6][..], &[]] {
             let (net, x) = net(hidden);
-            let rows = [0, 1, 2, 3];
             let mut taps = vec![Tap::Embedding, Tap::Block(0), Tap::Block(1)];
             taps.extend((0..hidden.len()).map(Tap::Hidden));
-            let widths: Vec<usize> = taps.iter().map(|&t| net.tap_shape(t).unwrap().iter().product()).collect();
             assert_eq!(net.tap_shape(Tap::Block(1)), Some(vec![4, 1, 1]));
             assert_eq!(net.tap_shape(Tap::Block(2)), None);
             assert_eq!(net.tap_shape(Tap::Hidden(hidden.len())), None);
-            let es: Vec<Array2<f32>> = widths
-                .iter()
-                .enumerate()
-                .map(|(k, &w)| Array2::from_shape_fn((4, w), |(i, j)| ((i * 5 + j * 3 + k) % 11) as f32 / 5.0 - 1.0))
-                .collect();
-            let c = Array2::from_shape_fn((4, 5), |(i, j)| ((i * 3 + j * 5) % 7) as f32 / 3.0 - 1.0);
-            let loss = |n: &Cnn| -> f64 {
-                let mut ws = n.workspace(4);
-                n.forward_train(x.view(), &rows, &mut ws);
-                let mut total = ws.logits.iter().zip(c.iter()).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>();
-                for ((&tap, &w), e) in taps.iter().zip(&widths).zip(&es) {
-                    let mut v = Array2::zeros((4, w));
-                    assert!(n.read_tap(&ws, tap, v.view_mut()));
-                    total += v.iter().zip(e.iter()).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>();
-                }
-                total
-            };
-            let mut ws = net.workspace(4);
-            net.forward_train(x.view(), &rows, &mut ws);
-            ws.grad_logits.assign(&c);
-            ws.grad_taps = taps.iter().copied().zip(es.iter().cloned()).collect();
-            net.backward(&mut ws);
-            check_against_finite_differences(&net, &ws, loss, hidden);
+            check_tap_gradients(&net, &x, &taps, hidden);
         }
     }
 
@@ -1050,33 +1056,8 @@ mod tests {
     fn batch_normalised_backprop_matches_finite_differences() {
         for hidden in [&[8][..], &[]] {
             let (net, x) = normalised_net(hidden, true);
-            let rows = [0, 1, 2, 3];
-            let taps = [Tap::Embedding, Tap::Block(0)];
-            let widths: Vec<usize> = taps.iter().map(|&t| net.tap_shape(t).unwrap().iter().product()).collect();
-            let es: Vec<Array2<f32>> = widths
-                .iter()
-                .enumerate()
-                .map(|(k, &w)| Array2::from_shape_fn((4, w), |(i, j)| ((i * 5 + j * 3 + k) % 11) as f32 / 5.0 - 1.0))
-                .collect();
-            let c = Array2::from_shape_fn((4, 5), |(i, j)| ((i * 3 + j * 5) % 7) as f32 / 3.0 - 1.0);
-            let loss = |n: &Cnn| -> f64 {
-                let mut ws = n.workspace(4);
-                crate::student::forward_whole(n, x.view(), &rows, &mut ws);
-                let mut total = ws.logits.iter().zip(c.iter()).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>();
-                for ((&tap, &w), e) in taps.iter().zip(&widths).zip(&es) {
-                    let mut v = Array2::zeros((4, w));
-                    assert!(n.read_tap(&ws, tap, v.view_mut()));
-                    total += v.iter().zip(e.iter()).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>();
-                }
-                total
-            };
-            let mut ws = net.workspace(4);
-            crate::student::forward_whole(&net, x.view(), &rows, &mut ws);
-            ws.grad_logits.assign(&c);
-            ws.grad_taps = taps.iter().copied().zip(es.iter().cloned()).collect();
-            crate::student::backward_whole(&net, &mut ws);
-            assert_eq!(ws.grads.len(), 3 * 2 + 2 * net.fcs.len());
-            check_against_finite_differences(&net, &ws, loss, hidden);
+            assert_eq!(net.param_shapes().len(), 3 * 2 + 2 * net.fcs.len());
+            check_tap_gradients(&net, &x, &[Tap::Embedding, Tap::Block(0)], hidden);
         }
     }
 

@@ -123,30 +123,40 @@ fn embed_students_equal_pytorch() {
     close(&bag.forward(ids.view()), &want);
 }
 
-#[test]
-fn cnn_students_equal_pytorch() {
+/// The reference CNN (image 1x6x6, blocks 1->2->3, flatten, hidden 4, classes 3) with the convolution
+/// (and normalisation) tensors `blocks`.
+fn reference_cnn(blocks: &[(&str, Tensor)], batch_norm: bool) -> Box<dyn super::Student> {
     let (_, scale) = fill(&[36], 9.0, 0.0);
     let scale: Vec<f32> = scale.iter().map(|v| v.abs() + 0.5).collect();
     let mut t = tensors(&[
         ("input.shift", fill(&[36], 8.0, 0.0)),
         ("input.scale", (vec![36], scale)),
-        ("convs.0.weight", fill(&[2, 1, 3, 3], 10.0, 0.0)),
-        ("convs.0.bias", fill(&[2], 11.0, 0.0)),
-        ("convs.1.weight", fill(&[3, 2, 3, 3], 12.0, 0.0)),
-        ("convs.1.bias", fill(&[3], 13.0, 0.0)),
         ("layers.0.weight", fill(&[4, 3], 14.0, 0.0)),
         ("layers.0.bias", fill(&[4], 15.0, 0.0)),
         ("layers.1.weight", fill(&[3, 4], 16.0, 0.0)),
         ("layers.1.bias", fill(&[3], 17.0, 0.0)),
     ]);
+    t.extend(tensors(blocks));
     let arch = Arch {
         kind: StudentKind::Cnn,
         dims: vec![36, 4, 3],
         channels: vec![2, 3],
         image: vec![1, 6, 6],
+        batch_norm,
         ..Arch::default()
     };
-    let cnn = student_from_tensors(&mut t, &arch, Path::new("ref")).unwrap();
+    student_from_tensors(&mut t, &arch, Path::new("ref")).unwrap()
+}
+
+#[test]
+fn cnn_students_equal_pytorch() {
+    let blocks = [
+        ("convs.0.weight", fill(&[2, 1, 3, 3], 10.0, 0.0)),
+        ("convs.0.bias", fill(&[2], 11.0, 0.0)),
+        ("convs.1.weight", fill(&[3, 2, 3, 3], 12.0, 0.0)),
+        ("convs.1.bias", fill(&[3], 13.0, 0.0)),
+    ];
+    let cnn = reference_cnn(&blocks, false);
     let (_, img) = fill(&[2, 36], 18.0, 0.0);
     let img = Array2::from_shape_vec((2, 36), img.iter().map(|v| v * 4.0).collect()).unwrap();
     let want = [
@@ -162,12 +172,8 @@ fn cnn_students_equal_pytorch() {
 
 #[test]
 fn batch_normalised_cnn_students_equal_pytorch_in_both_modes() {
-    let (_, scale) = fill(&[36], 9.0, 0.0);
-    let scale: Vec<f32> = scale.iter().map(|v| v.abs() + 0.5).collect();
     let positive = |(shape, v): Tensor| (shape, v.iter().map(|x| x.abs() + 0.5).collect());
-    let mut t = tensors(&[
-        ("input.shift", fill(&[36], 8.0, 0.0)),
-        ("input.scale", (vec![36], scale)),
+    let blocks = [
         ("convs.0.weight", fill(&[2, 1, 3, 3], 10.0, 0.0)),
         ("norms.0.weight", fill(&[2], 19.0, 1.0)),
         ("norms.0.bias", fill(&[2], 20.0, 0.0)),
@@ -178,20 +184,8 @@ fn batch_normalised_cnn_students_equal_pytorch_in_both_modes() {
         ("norms.1.bias", fill(&[3], 24.0, 0.0)),
         ("norms.1.running_mean", fill(&[3], 25.0, 0.0)),
         ("norms.1.running_var", positive(fill(&[3], 26.0, 0.0))),
-        ("layers.0.weight", fill(&[4, 3], 14.0, 0.0)),
-        ("layers.0.bias", fill(&[4], 15.0, 0.0)),
-        ("layers.1.weight", fill(&[3, 4], 16.0, 0.0)),
-        ("layers.1.bias", fill(&[3], 17.0, 0.0)),
-    ]);
-    let arch = Arch {
-        kind: StudentKind::Cnn,
-        dims: vec![36, 4, 3],
-        channels: vec![2, 3],
-        image: vec![1, 6, 6],
-        batch_norm: true,
-        ..Arch::default()
-    };
-    let mut cnn = student_from_tensors(&mut t, &arch, Path::new("ref")).unwrap();
+    ];
+    let mut cnn = reference_cnn(&blocks, true);
     let (_, img) = fill(&[3, 36], 18.0, 0.0);
     let img = Array2::from_shape_vec((3, 36), img.iter().map(|v| v * 4.0).collect()).unwrap();
     let eval = [
