@@ -1075,18 +1075,11 @@ mod tests {
 
         let halves: [&[usize]; 2] = [&[0, 1], &[2, 3]];
         let mut spaces: Vec<Workspace> = halves.iter().map(|_| net.workspace(2)).collect();
-        let total = |spaces: &[Workspace]| -> Vec<f64> {
-            let mut t = vec![0.0; spaces[0].partial.len()];
-            for ws in spaces {
-                t.iter_mut().zip(&ws.partial).for_each(|(a, b)| *a += b);
-            }
-            t
-        };
         for (ws, rows) in spaces.iter_mut().zip(halves) {
             net.forward_train(x.view(), rows, ws);
         }
         for point in 0..net.sync_points() {
-            let batch = total(&spaces);
+            let batch = crate::student::sum_partials(&spaces);
             spaces.iter_mut().for_each(|ws| net.forward_resume(point, &batch, ws));
         }
         for (k, ws) in spaces.iter_mut().enumerate() {
@@ -1094,7 +1087,7 @@ mod tests {
             net.backward(ws);
         }
         for point in (0..net.sync_points()).rev() {
-            let batch = total(&spaces);
+            let batch = crate::student::sum_partials(&spaces);
             spaces.iter_mut().for_each(|ws| net.backward_resume(point, &batch, ws));
         }
         for (k, ws) in spaces.iter().enumerate() {

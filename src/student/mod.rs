@@ -215,6 +215,17 @@ pub fn forward_whole(
     sums
 }
 
+/// The workers' partial sums at a sync point, added in worker order (so the same for the same thread
+/// count, run after run); workers without rows have none.
+pub(crate) fn sum_partials(spaces: &[Workspace]) -> Vec<f64> {
+    let mut total: Vec<f64> = Vec::new();
+    for ws in spaces.iter().filter(|ws| ws.rows > 0) {
+        total.resize(total.len().max(ws.partial.len()), 0.0);
+        total.iter_mut().zip(&ws.partial).for_each(|(t, p)| *t += p);
+    }
+    total
+}
+
 /// The whole backward pass of `student` in one workspace, after [`forward_whole`].
 pub fn backward_whole(student: &dyn Student, ws: &mut Workspace) {
     student.backward(ws);

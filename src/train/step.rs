@@ -14,7 +14,7 @@ use crate::config::TrainSettings;
 use crate::distill::Loss;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::student::{Student, Tap, Workspace};
+use crate::student::{sum_partials, Student, Tap, Workspace};
 
 /// The student, its optimizer state and the workers' buffers between steps.
 pub(crate) struct Trainer<'s> {
@@ -324,17 +324,6 @@ impl<'s> Trainer<'s> {
         }
         value
     }
-}
-
-/// The workers' partial sums at a sync point, added in worker order (so the same for the same thread
-/// count, run after run).
-fn sum_partials(spaces: &[Workspace]) -> Vec<f64> {
-    let mut total: Vec<f64> = Vec::new();
-    for ws in spaces.iter().filter(|ws| ws.rows > 0) {
-        total.resize(total.len().max(ws.partial.len()), 0.0);
-        total.iter_mut().zip(&ws.partial).for_each(|(t, p)| *t += p);
-    }
-    total
 }
 
 /// Scales `grads` so their global L2 norm is at most `max_norm`. The squares are summed over the
