@@ -282,6 +282,7 @@ fn repeated(batch: &Batch, source_rows: &[u64], views: usize, input: ArrayRef) -
         nonfinite: Vec::new(),
         extra: Vec::new(),
         paths: if batch.paths.is_empty() { Vec::new() } else { each().map(|i| batch.paths[i].clone()).collect() },
+        token_labels: Vec::new(),
     };
     (expanded, each().map(|i| source_rows[i]).collect())
 }

@@ -54,6 +54,16 @@ mirror! {
 }
 
 mirror! {
+    /// What a sequence teacher's output at position t is about.
+    Targets => softlabel::store::Targets {
+        /// Token t (a tagger): the label is the data's tag at t.
+        Same,
+        /// Token t + 1 (a language model): the label is the next token.
+        Next,
+    }
+}
+
+mirror! {
     /// How the learning rate changes over training.
     LrSchedule => softlabel::optim::LrSchedule {
         /// The base rate throughout.
@@ -104,6 +114,8 @@ mirror! {
         Mean,
         /// The per-dimension maximum over the unmasked positions.
         Max,
+        /// The positions' embeddings side by side (a window tagger over a sequence dataset's tokens).
+        Concat,
     }
 }
 

@@ -27,6 +27,12 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs, bars: &Bars) -> anyhow::Result<()> {
     let s = student::io::load(&a.student)?;
+    if a.data.join(softlabel::store::MANIFEST).is_file() {
+        let labels = SoftLabels::open(&a.data)?;
+        if let Some(seq) = labels.manifest().sequence.clone() {
+            return sequence(&a, &s, &labels, &seq);
+        }
+    }
     let spec = a.data_args.student_spec(&a.data, &s.info);
     let source = softlabel::data::open(&a.data, &spec)?;
     let teacher = match &a.labels {
@@ -82,5 +88,60 @@ pub fn run(a: EvalArgs, bars: &Bars) -> anyhow::Result<()> {
             r.kl_to_teacher.map_or("-".into(), |k| format!("{k:.4}"))
         );
     }
+    Ok(())
+}
+
+/// A sequence dataset: the student on each stored position's window of tokens, against the position's
+/// label and the teacher's output there (per-token accuracy, agreement, and KL for dense labels).
+fn sequence(
+    a: &EvalArgs,
+    s: &student::io::StudentFile,
+    labels: &SoftLabels,
+    seq: &softlabel::store::Sequence,
+) -> anyhow::Result<()> {
+    let m = labels.manifest();
+    let width = s.student.input_width();
+    let window = seq.window_of_width(width).ok_or_else(|| {
+        softlabel::Error::Config(format!(
+            "the student reads {width} tokens a position, which no --window gives for --targets {}",
+            seq.targets
+        ))
+    })?;
+    if m.num_classes != s.student.num_classes() {
+        anyhow::bail!(softlabel::Error::dataset(
+            &a.data,
+            format!("has {} classes, the student {}", m.num_classes, s.student.num_classes())
+        ));
+    }
+    let spec = a.data_args.student_spec(&a.data, &s.info);
+    let val = softlabel::train::ValSet::load(&a.data, &spec, m.num_classes, m.input.width, window)?;
+    let r = val.measure(s.student.as_ref());
+    let sequences = labels.ids()?.into_iter().collect::<std::collections::HashSet<_>>().len();
+    if a.json {
+        return super::print_json(&serde_json::json!({
+            "tokens": val.len(),
+            "sequences": sequences,
+            "window": window,
+            "targets": seq.targets.to_string(),
+            "accuracy": r.accuracy,
+            "errors": r.errors,
+            "agreement": r.agreement,
+            "kl": r.kl,
+        }));
+    }
+    println!(
+        "student {} on {} ({} tokens of {sequences} sequences, window {window}, targets {})",
+        a.student.display(),
+        a.data.display(),
+        val.len(),
+        seq.targets
+    );
+    println!(
+        "  per-token accuracy {}  errors {}  agreement with the teacher {}  KL(teacher||student, T = 1) {}",
+        pct(r.accuracy),
+        r.errors.map_or("-".into(), |e| e.to_string()),
+        pct(r.agreement),
+        r.kl.map_or("-".into(), |k| format!("{k:.4}"))
+    );
     Ok(())
 }

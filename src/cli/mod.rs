@@ -156,11 +156,12 @@ impl DataArgs {
         &self,
         path: Option<&std::path::Path>,
         m: &softlabel::store::Manifest,
+        window: usize,
     ) -> softlabel::Result<Option<softlabel::train::ValSet>> {
         path.map(|p| {
             let mut spec = self.spec(p, Some(&m.input.source_column));
             spec.image_prep = m.input.image.clone();
-            softlabel::train::ValSet::load(p, &spec, m.num_classes, m.input.width)
+            softlabel::train::ValSet::load(p, &spec, m.num_classes, m.input.width, window)
         })
         .transpose()
     }

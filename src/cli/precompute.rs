@@ -175,6 +175,23 @@ pub struct PrecomputeArgs {
     /// in a warning, instead of failing on the first.
     #[arg(long)]
     pub skip_bad_images: bool,
+    /// Sequence teachers (output [batch, positions, classes]): what position t's output is about,
+    /// token t (`same`: a tagger, labels from a list-of-tags label column) or token t + 1 (`next`: a
+    /// language model, labels are the next tokens). Recorded in the manifest. Default: same.
+    #[arg(long, value_enum)]
+    pub targets: Option<super::enums::Targets>,
+    /// Sequence teachers: the padding token id. Its positions are masked: not stored, and fed as 0 to
+    /// --mask-input.
+    #[arg(long, value_name = "ID", allow_negative_numbers = true)]
+    pub pad_id: Option<i64>,
+    /// Sequence teachers: the teacher's attention-mask input, fed 1 where a token is and 0 at padding
+    /// (derived from the input column and --pad-id).
+    #[arg(long, value_name = "NAME", requires = "pad_id")]
+    pub mask_input: Option<String>,
+    /// Sequence teachers: the tokenizer or vocabulary file the token ids come from; its sha256 is
+    /// recorded (manifest `sequence.vocab_sha256`).
+    #[arg(long, value_name = "FILE")]
+    pub vocab_file: Option<PathBuf>,
     /// Print the manifest as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -221,6 +238,10 @@ impl PrecomputeArgs {
             feature_dim: self.feature_dim,
             feature_seed: self.feature_seed,
             flip: self.flip,
+            targets: self.targets.map(Into::into),
+            pad_id: self.pad_id,
+            mask_input: self.mask_input.clone(),
+            vocab_file: self.vocab_file.clone(),
         }
     }
 }

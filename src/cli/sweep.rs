@@ -59,7 +59,14 @@ pub fn run(a: SweepArgs, bars: &Bars) -> anyhow::Result<()> {
     let runs = spec.expand(a.val.is_none())?;
     let labels = SoftLabels::open(&a.labels)?;
     let m = labels.manifest().clone();
-    let val = a.val_args.val_set(a.val.as_deref(), &m)?;
+    // A sequence dataset's validation rows are windows of one width: every run must read the same.
+    let window = runs.first().map_or(0, |r| r.settings.window);
+    if m.sequence.is_some() && a.val.is_some() && runs.iter().any(|r| r.settings.window != window) {
+        anyhow::bail!(softlabel::Error::Config(
+            "--val on a sequence dataset takes one window: give window in the sweep's base, not its grid".into()
+        ));
+    }
+    let val = a.val_args.val_set(a.val.as_deref(), &m, window)?;
     let job = SweepJob {
         labels: &labels,
         runs: &runs,

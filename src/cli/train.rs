@@ -97,6 +97,10 @@ pub struct TrainArgs {
     /// How a bag of embeddings is pooled (--student embed without --channels).
     #[arg(long, value_enum, default_value_t = d().bag.into())]
     pub bag: Bag,
+    /// Sequence datasets: the student reads the tokens within W positions of each stored position
+    /// (t-W..=t+W for a tagger; t-W..=t for a language model, whose output must not see the next token).
+    #[arg(long, default_value_t = d().window, value_name = "W")]
+    pub window: usize,
     /// Hidden layer sizes, separated by commas (`none`: no hidden layer).
     #[arg(long, default_value_t = Sizes(d().hidden), value_name = "N,N,...")]
     pub hidden: Sizes,
@@ -212,6 +216,7 @@ impl TrainArgs {
             vocab: self.vocab,
             pad_id: self.pad_id,
             bag: self.bag.into(),
+            window: self.window,
             hidden: self.hidden.0.clone(),
             epochs: self.epochs,
             batch_size: self.batch_size,
@@ -248,7 +253,7 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
     let settings = config.validate(&Origin::Flags)?;
     let labels = SoftLabels::open(&a.labels)?;
     let m = labels.manifest().clone();
-    let val = a.val_args.val_set(a.val.as_deref(), &m)?;
+    let val = a.val_args.val_set(a.val.as_deref(), &m, a.window)?;
     let job = TrainJob {
         labels: &labels,
         settings: &settings,

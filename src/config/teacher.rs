@@ -105,6 +105,14 @@ pub struct TeacherConfig {
     pub feature_dim: Option<usize>,
     /// Seed of the feature projections.
     pub feature_seed: u64,
+    /// A sequence teacher's alignment: `same` (a tagger) or `next` (a language model); default `same`.
+    pub targets: Option<crate::store::Targets>,
+    /// A sequence teacher's padding token id: those positions are masked (not stored).
+    pub pad_id: Option<i64>,
+    /// A sequence teacher's attention-mask input, fed 1 where a token is and 0 at padding.
+    pub mask_input: Option<String>,
+    /// The tokenizer or vocabulary file the token ids come from: its sha256 is recorded.
+    pub vocab_file: Option<PathBuf>,
 }
 
 impl Default for TeacherConfig {
@@ -137,6 +145,10 @@ impl Default for TeacherConfig {
             feature_pool: crate::teacher::FeaturePool::default(),
             feature_dim: None,
             feature_seed: 0,
+            targets: None,
+            pad_id: None,
+            mask_input: None,
+            vocab_file: None,
         }
     }
 }
@@ -251,6 +263,10 @@ pub struct PrecomputeSettings {
     pub float16: bool,
     /// Augmented views of every row; `None`: each row once, as it is.
     pub views: Option<ViewOptions>,
+    /// For a sequence teacher (outputs of rank 3): the alignment asked for (`None`: same).
+    pub targets: Option<crate::store::Targets>,
+    /// The vocabulary file whose sha256 a sequence dataset records.
+    pub vocab_file: Option<PathBuf>,
     /// Made by [`TeacherConfig::validate`] (never read: it only keeps other crates from building these).
     #[allow(dead_code)]
     pub(crate) valid: Validated,
@@ -444,6 +460,18 @@ impl TeacherConfig {
             spec.extra_inputs = rest.clone().map(|m| m.column.clone()).collect();
             extra_inputs = rest.map(|m| m.name.clone()).collect();
         }
+        if self.mask_input.is_some() && self.pad_id.is_none() {
+            return Err(origin.error("mask_input", "needs pad_id: the mask marks the tokens that are not padding"));
+        }
+        let sequence_flags = self.targets.is_some() || self.pad_id.is_some() || self.vocab_file.is_some();
+        if sequence_flags && (views.is_some() || !self.features.is_empty() || import.is_some()) {
+            return Err(origin.error_about(format!(
+                "{}, {} and {} are for sequence teachers, whose datasets take no views, features or imported outputs",
+                origin.name("targets"),
+                origin.name("pad_id"),
+                origin.name("vocab_file")
+            )));
+        }
         spec.validate()?;
         Ok(PrecomputeSettings {
             teachers,
@@ -465,6 +493,8 @@ impl TeacherConfig {
                 feature_seed: self.feature_seed,
                 output_name: self.output_name.clone(),
                 output_kind: self.output,
+                pad_id: self.pad_id,
+                mask_input: self.mask_input.clone(),
             },
             class_names: self.class_names.clone(),
             writer: WriterOptions {
@@ -478,6 +508,8 @@ impl TeacherConfig {
             no_inputs: self.no_inputs,
             float16: self.float16,
             views,
+            targets: self.targets,
+            vocab_file: self.vocab_file.clone(),
             valid: Validated(()),
         })
     }

@@ -52,6 +52,9 @@ pub struct TrainConfig {
     pub pad_id: Option<u32>,
     /// Pooling of the bag (`embed` without `channels`).
     pub bag: crate::student::Bag,
+    /// Sequence datasets: the student reads the tokens within W positions of each position (a tagger:
+    /// t-W..=t+W; a language model: t-W..=t, causal).
+    pub window: usize,
     /// Hidden layer sizes.
     pub hidden: Vec<usize>,
     /// Passes over the data.
@@ -125,6 +128,7 @@ impl Default for TrainConfig {
             vocab: None,
             pad_id: None,
             bag: crate::student::Bag::Mean,
+            window: 2,
             hidden: vec![800, 800],
             epochs: 20,
             batch_size: 128,
@@ -176,6 +180,8 @@ pub struct TrainSettings {
     /// The embedding table (`embed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embed: Option<EmbedSettings>,
+    /// Sequence datasets: tokens read on each side of a position (see [`TrainConfig::window`]).
+    pub window: usize,
     /// Hidden layer sizes.
     pub hidden: Vec<usize>,
     /// Passes over the data.
@@ -350,6 +356,7 @@ impl TrainConfig {
         if self.hidden.contains(&0) {
             return bad("hidden", "sizes must be > 0".into());
         }
+        check_limit(origin, "window", self.window, crate::store::sequence::MAX_WINDOW)?;
         check_limit(origin, "hidden", self.hidden.len(), limits::HIDDEN_LAYERS).map_err(|_| {
             origin.error("hidden", format!("has {} layers; at most {}", self.hidden.len(), limits::HIDDEN_LAYERS))
         })?;
@@ -461,6 +468,7 @@ impl TrainConfig {
             batch_norm: self.batch_norm,
             image,
             embed,
+            window: self.window,
             hidden: self.hidden.clone(),
             epochs: self.epochs,
             batch_size: self.batch_size,

@@ -276,6 +276,7 @@ impl CsvSource {
             nonfinite,
             extra: Vec::new(),
             paths: Vec::new(),
+            token_labels: Vec::new(),
         })
     }
 }

@@ -897,6 +897,7 @@ impl Source for ImageFolder {
                 nonfinite: bad,
                 extra: Vec::new(),
                 paths: (next..end).map(|i| self.relative(i)).collect(),
+                token_labels: Vec::new(),
             };
             next = end;
             Some(Ok(batch))

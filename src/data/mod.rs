@@ -407,6 +407,9 @@ pub struct Batch {
     /// Each row's file, relative to the data folder, for sources of one file a row (an image folder);
     /// empty for others.
     pub paths: Vec<String>,
+    /// Per-position labels (`rows * width`, row-major) when the label column holds a list a row (a
+    /// tagger's tags: negative values are no label, as PyTorch's ignore index); empty otherwise.
+    pub token_labels: Vec<Option<i64>>,
 }
 
 /// One further input column of a batch, for a teacher with several inputs.
@@ -487,6 +490,13 @@ impl Batch {
                 Vec::new()
             } else {
                 rows.iter().map(|&i| self.paths[i].clone()).collect()
+            },
+            token_labels: if self.token_labels.is_empty() {
+                Vec::new()
+            } else {
+                rows.iter()
+                    .flat_map(|&i| self.token_labels[i * self.width..(i + 1) * self.width].iter().copied())
+                    .collect()
             },
         };
         Ok((batch, source_rows))

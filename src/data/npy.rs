@@ -555,6 +555,7 @@ impl NpySource {
             nonfinite,
             extra: Vec::new(),
             paths: Vec::new(),
+            token_labels: Vec::new(),
         })
     }
 }

@@ -76,6 +76,9 @@ fn apply(op: &Op, a: ArrayD<f32>) -> Result<ArrayD<f32>> {
                 EmbedOutput::Sequence => ArrayD::from_shape_fn(IxDyn(&[n, dim, len]), |i| {
                     row_of(a2[[i[0], i[2]]]).map_or(0.0, |r| table[[r, i[1]]])
                 }),
+                EmbedOutput::Concat => ArrayD::from_shape_fn(IxDyn(&[n, len * dim]), |i| {
+                    row_of(a2[[i[0], i[1] / dim]]).map_or(0.0, |r| table[[r, i[1] % dim]])
+                }),
                 EmbedOutput::Mean | EmbedOutput::Max => {
                     let mut out = ArrayD::zeros(IxDyn(&[n, dim]));
                     for (r, row) in a2.rows().into_iter().enumerate() {
@@ -207,6 +210,7 @@ mod tests {
             },
             embed(vec![], Bag::Mean),
             embed(vec![], Bag::Max),
+            embed(vec![], Bag::Concat),
             embed(vec![4, 3], Bag::Mean),
         ];
         for arch in archs {

@@ -194,6 +194,12 @@ fn embed_nodes(
             nodes.push(t);
             "softlabel/seq".into()
         }
+        EmbedOutput::Concat => {
+            nodes.push(node("Mul", &["softlabel/emb", "softlabel/mask3"], &["softlabel/masked"], "masked", &[]));
+            inits.push(tensor_i64("embed.flat", &[0, -1]));
+            nodes.push(node("Reshape", &["softlabel/masked", "embed.flat"], &["softlabel/window"], "window", &[]));
+            "softlabel/window".into()
+        }
         EmbedOutput::Mean | EmbedOutput::Max => {
             inits.push(scalar_f32("embed.onef", 1.0));
             inits.push(scalar_f32("embed.zerof", 0.0));

@@ -97,6 +97,7 @@ impl<'s> Plan<'s> {
             Pass::Models(e) => e.prepare(width, &column)?,
             Pass::Imported(_) => vec![width],
         };
+        let sequence = sequence_of(&pass, settings, &row_shape, source.as_ref())?;
         let views = settings.views.map(|v| v.resolve(width, &row_shape)).transpose()?;
         if views.as_ref().is_some_and(|v| v.crop.is_some()) && source.view_renderer().is_none() {
             return Err(Error::Config(format!(
@@ -176,13 +177,16 @@ impl<'s> Plan<'s> {
             Pass::Imported(i) => (vec![imported_info(i, settings, width)], None),
         };
         // The label's logit beside the top k, where the teacher ran (imported top-k outputs hold only
-        // their k values) and the rows have labels.
+        // their k values) and the rows have labels (a language model's are the next tokens).
         let label_logit = matches!(settings.form, LabelForm::TopK { .. })
             && matches!(pass, Pass::Models(_))
-            && source.label_column().is_some();
+            && (source.label_column().is_some()
+                || sequence.as_ref().is_some_and(|s| s.targets == crate::store::Targets::Next));
         let manifest = Manifest {
             format: FORMAT.into(),
-            schema_version: if label_logit {
+            schema_version: if sequence.is_some() {
+                crate::store::SCHEMA_VERSION_SEQUENCE
+            } else if label_logit {
                 crate::store::SCHEMA_VERSION_LABEL_LOGIT
             } else if !settings.teacher_options.features.is_empty()
                 && settings.teacher_options.feature_pool == crate::teacher::FeaturePool::Attention
@@ -228,11 +232,12 @@ impl<'s> Plan<'s> {
             ensemble: ensemble
                 .filter(|_| members.len() > 1)
                 .map(|(_, combine)| EnsembleInfo { combine, members: members.clone() }),
+            // A sequence dataset's row is one position: its token.
             input: InputInfo {
                 source_column: column.clone(),
                 dtype: source.element_type(),
-                width,
-                shape: row_shape.clone(),
+                width: if sequence.is_some() { 1 } else { width },
+                shape: if sequence.is_some() { vec![1] } else { row_shape.clone() },
                 stored: !settings.no_inputs,
                 image: source.image_prep(),
             },
@@ -248,6 +253,7 @@ impl<'s> Plan<'s> {
             form: settings.form,
             float16: settings.float16,
             label_logit,
+            sequence,
             views,
             features: match &pass {
                 Pass::Models(e) => e
@@ -302,6 +308,84 @@ impl<'s> Plan<'s> {
             lock,
         })))
     }
+}
+
+/// The sequence a teacher with outputs of rank 3 makes (`None` for any other teacher, which must not be
+/// given sequence settings): its positions are the data's tokens, one value each.
+fn sequence_of(
+    pass: &Pass,
+    settings: &PrecomputeSettings,
+    row_shape: &[usize],
+    source: &dyn Source,
+) -> Result<Option<crate::store::Sequence>> {
+    let o = &settings.teacher_options;
+    let asked = settings.targets.is_some() || o.pad_id.is_some() || settings.vocab_file.is_some();
+    let teacher = match pass {
+        Pass::Models(e) if e.first().is_sequence() => e.first(),
+        Pass::Models(e) => {
+            if asked {
+                return Err(Error::model(
+                    e.first().path(),
+                    "--targets, --pad-id and --vocab-file are for sequence teachers, whose output is [batch, \
+                     positions, classes]; this one's is [batch, classes]",
+                ));
+            }
+            return Ok(None);
+        }
+        Pass::Imported(_) => return Ok(None),
+    };
+    if let Pass::Models(e) = pass {
+        if e.members().iter().any(|m| !m.is_sequence()) {
+            return Err(Error::Config("an ensemble mixes sequence teachers with others".into()));
+        }
+    }
+    let [length] = row_shape else {
+        return Err(Error::model(
+            teacher.path(),
+            format!(
+                "is a sequence teacher (output [batch, positions, classes]) fed rows of shape {row_shape:?}: \
+                 sequence teachers take token ids, [batch, positions]"
+            ),
+        ));
+    };
+    let length = *length;
+    if length > crate::store::sequence::MAX_POSITIONS {
+        return Err(Error::data(
+            &settings.data,
+            format!("rows of {length} tokens: a sequence row has at most {}", crate::store::sequence::MAX_POSITIONS),
+        ));
+    }
+    if source.element_type().is_float() {
+        return Err(Error::data(
+            &settings.data,
+            format!(
+                "column '{}' holds {:?} values: a sequence teacher's input is token ids",
+                source.input_name(),
+                source.element_type()
+            ),
+        ));
+    }
+    let targets = settings.targets.unwrap_or_default();
+    if let (crate::store::Targets::Next, Some(label)) = (targets, source.label_column()) {
+        return Err(Error::Config(format!(
+            "--targets next labels each position with the next token; the data's label column '{label}' would be \
+             ignored: leave it out of the data, or use --targets same for a tagger's labels"
+        )));
+    }
+    let vocab_sha256 = match &settings.vocab_file {
+        Some(p) => {
+            let (file, _) = crate::util::open_regular(p, crate::util::Links::Follow)?;
+            Some(crate::util::sha256_of(&file, p)?)
+        }
+        None => None,
+    };
+    Ok(Some(crate::store::Sequence {
+        length,
+        targets,
+        pad_id: o.pad_id,
+        mask_input: teacher.mask_input().map(str::to_string),
+        vocab_sha256,
+    }))
 }
 
 /// Checks a batch has the width of the rows before it.

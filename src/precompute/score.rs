@@ -148,6 +148,8 @@ pub struct Scorer<'a> {
     pub seen: HashSet<u64>,
     /// Values per row of each further teacher input (as the first batch had them).
     pub extra_widths: Vec<usize>,
+    /// A sequence teacher's dataset: each source row becomes one row per unmasked position.
+    pub sequence: Option<crate::store::Sequence>,
 }
 
 impl Scorer<'_> {
@@ -228,10 +230,11 @@ impl Scorer<'_> {
             return Ok(Scored::Nothing);
         }
         let n = batch.len() - from;
-        let (ids, labels) = (batch.ids[from..].to_vec(), batch.labels[from..].to_vec());
-        let input = batch.input.slice(from * width, n * width);
-        let logits = logits.split_off(from * k);
-        let source_rows = source_rows[from..].to_vec();
+        let (mut ids, mut labels) = (batch.ids[from..].to_vec(), batch.labels[from..].to_vec());
+        let mut input = batch.input.slice(from * width, n * width);
+        let per_row = k * self.sequence.as_ref().map_or(1, |s| s.length);
+        let mut logits = logits.split_off(from * per_row);
+        let mut source_rows = source_rows[from..].to_vec();
         let views = view_cols.map(|v| v.slice(from, n));
         let paths = batch.paths.get(from..).map(<[String]>::to_vec).unwrap_or_default();
         let rows_in = batch.len().max(1);
@@ -266,6 +269,13 @@ impl Scorer<'_> {
                 ));
             }
         }
+        let mut positions = Vec::new();
+        if let Some(seq) = &self.sequence {
+            let token_labels = batch.token_labels.get(from * width..).unwrap_or_default();
+            let rows = SequenceRows { seq, k, file: &batch.file, column: self.label_column };
+            (ids, labels, input, logits, source_rows, positions) =
+                rows.expand(&ids, &input, token_labels, &logits, &source_rows)?;
+        }
         // -inf is a valid logit (log of a probability of 0); NaN, +inf and all--inf rows are not.
         let bad_row = logits.chunks_exact(k).position(|r| r.iter().all(|&z| z == f32::NEG_INFINITY)).map(|r| r * k);
         if let Some(pos) = logits.iter().position(|z| z.is_nan() || *z == f32::INFINITY).or(bad_row) {
@@ -281,9 +291,94 @@ impl Scorer<'_> {
             ));
         }
         Ok(Scored::Rows(
-            Box::new(ScoredRows { ids, labels, input, logits, source_rows, views, paths, features }),
+            Box::new(ScoredRows { ids, labels, input, logits, source_rows, views, paths, features, positions }),
             skipped,
         ))
+    }
+}
+
+/// The rows of a sequence teacher's batch: one per (source row, unmasked position).
+struct SequenceRows<'a> {
+    seq: &'a crate::store::Sequence,
+    k: usize,
+    file: &'a Path,
+    column: &'a str,
+}
+
+/// Per stored row: ids, labels, the position's token, logits, source rows and positions.
+type Expanded = (Vec<u64>, Vec<Option<i64>>, arrow_array::ArrayRef, Vec<f32>, Vec<u64>, Vec<u32>);
+
+impl SequenceRows<'_> {
+    /// Expands source rows (`input`: `length` tokens each; `logits`: `length * k` each) into one row per
+    /// position whose token is not the pad id. Labels: the tagger's own (`token_labels`, one per
+    /// position), or with `--targets next` the next position's token (none at the last unmasked one).
+    fn expand(
+        &self,
+        ids: &[u64],
+        input: &arrow_array::ArrayRef,
+        token_labels: &[Option<i64>],
+        logits: &[f32],
+        source_rows: &[u64],
+    ) -> Result<Expanded> {
+        let (l, k) = (self.seq.length, self.k);
+        let tokens = crate::data::numeric_to_f64(input.as_ref())
+            .ok_or_else(|| Error::Internal("a sequence teacher's input is not numeric".into()))?;
+        if tokens.len() != ids.len() * l || logits.len() != ids.len() * l * k {
+            return Err(Error::Internal(format!(
+                "{} rows, {} tokens, {} logits for {l} positions of {k} classes",
+                ids.len(),
+                tokens.len(),
+                logits.len()
+            )));
+        }
+        if !token_labels.is_empty() && token_labels.len() != tokens.len() {
+            return Err(Error::data(
+                self.file,
+                format!(
+                    "column '{}': {} labels a row, the input has {l} positions: a tagger's labels are one per position",
+                    self.column,
+                    token_labels.len() / ids.len().max(1)
+                ),
+            ));
+        }
+        let pad = self.seq.pad_id.map(|p| p as f64);
+        let keep = |j: usize| pad != Some(tokens[j]);
+        let kept: Vec<usize> = (0..tokens.len()).filter(|&j| keep(j)).collect();
+        let mut out_logits = Vec::with_capacity(kept.len() * k);
+        let (mut out_ids, mut labels, mut rows, mut positions) = (
+            Vec::with_capacity(kept.len()),
+            Vec::with_capacity(kept.len()),
+            Vec::with_capacity(kept.len()),
+            Vec::with_capacity(kept.len()),
+        );
+        for &j in &kept {
+            let (r, t) = (j / l, j % l);
+            out_ids.push(ids[r]);
+            rows.push(source_rows[r]);
+            positions.push(t as u32);
+            out_logits.extend_from_slice(&logits[j * k..(j + 1) * k]);
+            labels.push(match self.seq.targets {
+                crate::store::Targets::Same => token_labels.get(j).copied().flatten(),
+                crate::store::Targets::Next => (t + 1 < l && keep(j + 1)).then(|| tokens[j + 1] as i64),
+            });
+        }
+        if let Some((j, y)) =
+            kept.iter().zip(&labels).find_map(|(&j, l)| l.filter(|&y| y as u64 >= k as u64).map(|y| (j, y)))
+        {
+            return Err(Error::data(
+                self.file,
+                format!(
+                    "column '{}', id {}, position {}: label {y} is outside [0, {k}) (the teacher has {k} classes)",
+                    self.column,
+                    ids[j / l],
+                    j % l
+                ),
+            ));
+        }
+        let index = arrow_array::UInt64Array::from_iter_values(kept.iter().map(|&j| j as u64));
+        let input = arrow_select::take::take(input.as_ref(), &index, None)
+            .map_err(|e| Error::Internal(format!("take tokens: {e}")))?;
+        Ok((out_ids, labels, input, out_logits, rows, positions))
     }
 }
 
@@ -331,6 +426,7 @@ mod tests {
             nonfinite,
             extra: Vec::new(),
             paths: Vec::new(),
+            token_labels: Vec::new(),
         }
     }
 
@@ -347,6 +443,7 @@ mod tests {
             seen: HashSet::new(),
             extra_widths: Vec::new(),
             renderer: None,
+            sequence: None,
         }
     }
 

@@ -49,6 +49,7 @@ pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
         label_column: source.label_column().unwrap_or("label"),
         id_column: source.id_column().unwrap_or("(row index)"),
         seen,
+        sequence: writer.manifest().sequence.clone(),
     };
     progress.begin("precompute", Some(source.rows().saturating_sub(skip)));
     let result = std::thread::scope(|scope| -> Result<Manifest> {

@@ -182,6 +182,7 @@ fn slice_batch(b: &Batch, start: usize, n: usize) -> Batch {
             })
             .collect(),
         paths: b.paths.get(start..start + n).map(<[String]>::to_vec).unwrap_or_default(),
+        token_labels: b.token_labels.get(start * b.width..(start + n) * b.width).map(<[_]>::to_vec).unwrap_or_default(),
     }
 }
 
@@ -208,6 +209,7 @@ fn teacher_outputs(teacher: &mut Teacher, source: &dyn Source, row_shape: &[usiz
             logits: Array2::from_shape_vec((n, k), logits).map_err(|e| Error::Internal(e.to_string()))?,
         },
         views: None,
+        positions: None,
     })
 }
 

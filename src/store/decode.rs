@@ -50,7 +50,8 @@ impl Columns {
             },
         };
         let views = m.views.is_some().then_some(acc.views);
-        Ok(TeacherOutputs { ids: acc.ids, labels: acc.labels, inputs, outputs, views })
+        let positions = m.sequence.is_some().then_some(acc.positions);
+        Ok(TeacherOutputs { ids: acc.ids, labels: acc.labels, inputs, outputs, views, positions })
     }
 }
 
@@ -68,6 +69,8 @@ pub(super) struct Columns {
     /// Top-k with `label_logit`: the label's logit, NaN for a row without a label.
     label_logit: Vec<f32>,
     views: ViewColumns,
+    /// Sequence datasets: each row's position.
+    positions: Vec<u32>,
 }
 
 /// The flat values of a non-null fixed-size list column.
@@ -107,6 +110,7 @@ impl Columns {
                 shift_y: Vec::with_capacity(views),
                 crop: Vec::with_capacity(views),
             },
+            positions: Vec::with_capacity(if m.sequence.is_some() { rows } else { 0 }),
         }
     }
 
@@ -127,10 +131,11 @@ impl Columns {
         self.views.shift_x.extend(other.views.shift_x);
         self.views.shift_y.extend(other.views.shift_y);
         self.views.crop.extend(other.views.crop);
+        self.positions.extend(other.positions);
     }
 
-    /// Values per row of each per-row vector: (inputs, logits, index, lse, views, label_logit).
-    fn widths(&self) -> [usize; 6] {
+    /// Values per row of each per-row vector: (inputs, logits, index, lse, views, label_logit, positions).
+    fn widths(&self) -> [usize; 7] {
         let n = self.len().max(1);
         [
             self.inputs.len() / n,
@@ -139,13 +144,15 @@ impl Columns {
             self.lse.len() / n,
             self.views.view.len() / n,
             self.label_logit.len() / n,
+            self.positions.len() / n,
         ]
     }
 
     /// Moves the rows from `at` on into a new `Columns` (the rows before stay, without reallocating).
     pub(super) fn split_off(&mut self, at: usize, m: &Manifest) -> Columns {
-        let [wi, wl, wx, ws, wv, wz] = self.widths();
+        let [wi, wl, wx, ws, wv, wz, wp] = self.widths();
         let mut tail = Columns::with_capacity(m, 0);
+        tail.positions = self.positions.split_off(at * wp);
         tail.label_logit = self.label_logit.split_off(at * wz);
         tail.ids = self.ids.split_off(at);
         tail.labels = self.labels.split_off(at);
@@ -172,7 +179,7 @@ impl Columns {
         if rows.len() == n - start {
             return;
         }
-        let [wi, wl, wx, ws, wv, wz] = self.widths();
+        let [wi, wl, wx, ws, wv, wz, wp] = self.widths();
         fn compact<T: Copy>(v: &mut Vec<T>, width: usize, rows: &[usize], start: usize) {
             if width == 0 {
                 return;
@@ -193,6 +200,7 @@ impl Columns {
         compact(&mut self.views.shift_x, wv, &rows, start);
         compact(&mut self.views.shift_y, wv, &rows, start);
         compact(&mut self.views.crop, wv, &rows, start);
+        compact(&mut self.positions, wp, &rows, start);
     }
 
     pub(super) fn read(&mut self, path: &Path, rb: &RecordBatch, m: &Manifest, first_row: u64) -> Result<()> {
@@ -244,11 +252,19 @@ impl Columns {
             self.views.shift_y.extend_from_slice(sy);
             self.views.crop.extend(std::iter::repeat_n(crate::augment::CropBox::default(), view.len()));
         }
+        let before = self.inputs.len();
         if m.input.stored {
             let input = list_values(path, rb, columns::INPUT, first_row)?;
             self.inputs.extend(
                 numeric_to_f32(input.as_ref()).ok_or_else(|| Error::dataset(path, "column 'input' is not numeric"))?,
             );
+        }
+        if let Some(seq) = &m.sequence {
+            let positions = values_of::<UInt32Type>(path, rb, columns::POSITION, "uint32")?;
+            let labels = &self.labels[self.labels.len() - positions.len()..];
+            let tokens = &self.inputs[before..];
+            check_positions(path, seq, first_row, (&id, positions, labels), tokens)?;
+            self.positions.extend_from_slice(positions);
         }
         let floats = |name: &str, width: usize| -> Result<Vec<f32>> {
             let v = list_values(path, rb, name, first_row)?;
@@ -280,11 +296,20 @@ impl Columns {
         };
         let indices = |name: &str, width: usize| -> Result<Vec<u32>> {
             let v = list_values(path, rb, name, first_row)?;
-            let v = v
-                .as_primitive_opt::<UInt32Type>()
-                .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not uint32")))?
-                .values()
-                .to_vec();
+            let v: Vec<u32> = match m.index_type() {
+                arrow_schema::DataType::UInt16 => v
+                    .as_primitive_opt::<UInt16Type>()
+                    .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not uint16")))?
+                    .values()
+                    .iter()
+                    .map(|&c| u32::from(c))
+                    .collect(),
+                _ => v
+                    .as_primitive_opt::<UInt32Type>()
+                    .ok_or_else(|| Error::dataset(path, format!("column '{name}' is not uint32")))?
+                    .values()
+                    .to_vec(),
+            };
             if let Some(pos) = v.iter().position(|&c| c as usize >= m.num_classes) {
                 return Err(Error::dataset(
                     path,
@@ -426,6 +451,55 @@ impl Columns {
         self.label_logit.extend(values);
         Ok(())
     }
+}
+
+/// What the writer guarantees of a sequence dataset's rows (SCHEMA.md, "Sequences"), checked on every
+/// read of a record batch: positions inside the sequence, ascending within an id's rows; no stored token
+/// is the pad id (masked positions are not stored, so an id's row count is its unmasked positions);
+/// with `--targets next`, a label equal to the next stored position's token where that position follows.
+fn check_positions(
+    path: &Path,
+    seq: &super::Sequence,
+    first_row: u64,
+    (ids, positions, labels): (&[u64], &[u32], &[Option<i64>]),
+    tokens: &[f32],
+) -> Result<()> {
+    let at = |name: &str, i: usize, what: String| {
+        Err(Error::dataset(path, format!("column '{name}', row {}: {what}", first_row + i as u64)))
+    };
+    for (i, &p) in positions.iter().enumerate() {
+        if p as usize >= seq.length {
+            return at(
+                columns::POSITION,
+                i,
+                format!("position {p} is outside the sequence's {} positions", seq.length),
+            );
+        }
+        if i > 0 && ids[i - 1] == ids[i] && positions[i - 1] >= p {
+            return at(
+                columns::POSITION,
+                i,
+                format!("position {p} follows position {} of the same id: positions must ascend", positions[i - 1]),
+            );
+        }
+        if let (Some(pad), Some(&t)) = (seq.pad_id, tokens.get(i)) {
+            if f64::from(t) == pad as f64 {
+                return at(columns::INPUT, i, format!("token {t} is the pad id: masked positions are not stored"));
+            }
+        }
+        if seq.targets == super::Targets::Next
+            && i + 1 < positions.len()
+            && ids[i + 1] == ids[i]
+            && positions[i + 1] == p + 1
+        {
+            if let (Some(&next), Some(label)) = (tokens.get(i + 1), labels[i]) {
+                if label as f64 != f64::from(next) {
+                    return at(columns::LABEL, i, format!("label {label} is not the next position's token {next}"));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The first class that appears twice in `idx` (classes below `seen.len()` use `seen` as scratch,

@@ -211,6 +211,9 @@ pub struct Manifest {
     /// The teacher's intermediate values stored as `feature.NAME` columns (schema 2.9).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<FeatureInfo>,
+    /// A sequence teacher's dataset (schema 2.12): one row per (id, unmasked position).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<super::Sequence>,
     /// Which shard of the source this dataset holds (`--shard I/N`); absent for a whole dataset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
@@ -274,6 +277,9 @@ impl Manifest {
         if !self.features.is_empty() {
             kv.push(("softlabel.features".into(), json(&self.features)));
         }
+        if let Some(seq) = &self.sequence {
+            kv.push(("softlabel.sequence".into(), json(seq)));
+        }
         kv
     }
 
@@ -295,6 +301,9 @@ impl Manifest {
             vec![Field::new(columns::ID, self.id_type(), false), Field::new(columns::LABEL, DataType::Int64, true)];
         if self.has_paths() {
             fields.push(Field::new(columns::PATH, DataType::Utf8, false));
+        }
+        if self.sequence.is_some() {
+            fields.push(Field::new(columns::POSITION, DataType::UInt32, false));
         }
         match &self.views {
             Some(v) if v.crop.is_some() => fields.extend([
@@ -322,12 +331,12 @@ impl Manifest {
                 Field::new(columns::SOFT, list(float.clone(), k), false),
             ]),
             LabelForm::TopK { k: top } => fields.extend([
-                Field::new(columns::TOPK_INDEX, list(DataType::UInt32, top), false),
+                Field::new(columns::TOPK_INDEX, list(self.index_type(), top), false),
                 Field::new(columns::TOPK_LOGIT, list(float.clone(), top), false),
                 Field::new(columns::LOGSUMEXP_T, DataType::Float64, false),
             ]),
             LabelForm::Sampled { k: draws, .. } => {
-                fields.push(Field::new(columns::SAMPLE_INDEX, list(DataType::UInt32, draws), false))
+                fields.push(Field::new(columns::SAMPLE_INDEX, list(self.index_type(), draws), false))
             }
         }
         // After the forms' columns, so a dataset without it keeps its column order.
@@ -338,6 +347,17 @@ impl Manifest {
             fields.push(Field::new(f.column.as_str(), list(float.clone(), f.width), false));
         }
         Schema::new(fields)
+    }
+
+    /// The element type of class indices (`topk_index`, `sample_index`): the narrowest that holds K in
+    /// sequence datasets (uint16 up to 65,536 classes: a vocabulary's top-k is most of their bytes),
+    /// uint32 in every other dataset.
+    pub fn index_type(&self) -> arrow_schema::DataType {
+        if self.sequence.is_some() && self.num_classes <= 1 << 16 {
+            arrow_schema::DataType::UInt16
+        } else {
+            arrow_schema::DataType::UInt32
+        }
     }
 
     /// The `id` column's type: int64 from schema 2 on, uint64 in 1.x.
@@ -450,6 +470,12 @@ impl Manifest {
                 };
                 Error::dataset(path, format!("views: {e}"))
             })?;
+        }
+        if let Some(seq) = &self.sequence {
+            seq.validate(self.input.width).map_err(|e| Error::dataset(path, format!("sequence: {e}")))?;
+            if self.views.is_some() || !self.features.is_empty() {
+                return bad("sequence datasets have neither views nor features".into());
+            }
         }
         let values = self.input.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         if values != Some(self.input.width) {
@@ -575,6 +601,7 @@ mod tests {
             label_logit: false,
             ensemble: None,
             views: None,
+            sequence: None,
             features: Vec::new(),
             shard: None,
             checksum: String::new(),

@@ -9,6 +9,7 @@ mod pages;
 mod reader;
 pub mod remote;
 mod rows;
+pub mod sequence;
 mod writer;
 
 pub(crate) use features::float_list;
@@ -20,6 +21,7 @@ pub use manifest::{
 };
 pub use reader::{Block, SoftLabels, Windows};
 pub use rows::{Outputs, TeacherOutputs};
+pub use sequence::{Sequence, Targets};
 pub(crate) use writer::{is_dataset_file, prepare_dir, WRITE_BLOCK};
 pub use writer::{Publish, Resumed, ScoredRows, SoftLabelWriter, WriterOptions};
 
@@ -60,6 +62,9 @@ pub const SCHEMA_VERSION_FEATURES: &str = "2.9";
 pub const SCHEMA_VERSION_ATTENTION: &str = "2.10";
 /// Top-k datasets storing each labelled row's logit of its label (`label_logit`).
 pub const SCHEMA_VERSION_LABEL_LOGIT: &str = "2.11";
+/// Sequence datasets: one row per (id, unmasked position) of a teacher with outputs of rank 3
+/// (`sequence`, the `position` column; top-k indices as uint16 when the classes fit).
+pub const SCHEMA_VERSION_SEQUENCE: &str = "2.12";
 /// The major schema version this build writes (and reads).
 pub const SCHEMA_MAJOR: u32 = 2;
 /// The oldest major schema version this build reads (1.x: uint64 ids).
@@ -91,6 +96,8 @@ pub mod columns {
     pub const LOGSUMEXP_T: &str = "logsumexp_t";
     /// Top-k: the teacher's raw logit of the row's label (float32 or float16, null without a label).
     pub const LABEL_LOGIT: &str = "label_logit";
+    /// Sequences: the row's position in its source row (uint32; masked positions are not stored).
+    pub const POSITION: &str = "position";
     /// Views: the view number (uint16; 0 is the source row as it is).
     pub const VIEW: &str = "view";
     /// Views: horizontal shift in pixels (int16; positive moves the content right).
@@ -113,9 +120,10 @@ pub mod columns {
     /// readers, so not in [`ALL`]).
     pub const PATH: &str = "path";
     /// The columns softlabel's readers decode.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 19] = [
         ID,
         LABEL,
+        POSITION,
         VIEW,
         SHIFT_X,
         SHIFT_Y,

@@ -91,16 +91,14 @@ impl SoftLabels {
     /// dataset and inside each part's recorded range, and the labelled rows as many as the manifest says.
     fn check_ids(&self) -> Result<()> {
         let m = &self.manifest;
-        let views = m.views.is_some();
-        // (id, view) packed into one u128 sort key; memory is 16 bytes per row actually read.
+        let second = self.second_key();
+        // (id, view or position) packed into one u128 sort key; memory is 16 bytes per row actually read.
         let mut keys: Vec<u128> = Vec::new();
         let mut labeled = 0u64;
         for part in &m.parts {
             let path = self.dir.join(&part.file);
             let mut names = vec![columns::ID, columns::LABEL];
-            if views {
-                names.push(columns::VIEW);
-            }
+            names.extend(second);
             let mut row = 0u64;
             for rb in self.projected_reader(&path, &names)? {
                 let rb = rb.map_err(|e| Error::dataset(&path, format!("cannot decode ids after row {row}: {e}")))?;
@@ -118,12 +116,12 @@ impl SoftLabels {
                     ));
                 }
                 labeled += (rb.num_rows() - rb.column(1).null_count()) as u64;
-                match views {
-                    true => {
-                        let view = rb.column(2).as_primitive::<UInt16Type>();
-                        keys.extend(id.iter().zip(view.values()).map(|(&i, &v)| (u128::from(i) << 16) | u128::from(v)));
+                match second {
+                    Some(_) => {
+                        let v = second_values(&path, rb.column(2).as_ref(), row, m)?;
+                        keys.extend(id.iter().zip(v).map(|(&i, v)| (u128::from(i) << 16) | u128::from(v)));
                     }
-                    false => keys.extend(id.iter().map(|&i| u128::from(i) << 16)),
+                    None => keys.extend(id.iter().map(|&i| u128::from(i) << 16)),
                 }
                 row += rb.num_rows() as u64;
             }
@@ -142,19 +140,34 @@ impl SoftLabels {
         Ok(())
     }
 
+    /// The column that tells an id's rows apart: `view` with views, `position` in a sequence dataset.
+    fn second_key(&self) -> Option<&'static str> {
+        if self.manifest.views.is_some() {
+            Some(columns::VIEW)
+        } else if self.manifest.sequence.is_some() {
+            Some(columns::POSITION)
+        } else {
+            None
+        }
+    }
+
     /// The error for an id (and view) found twice, naming both places (a second scan: errors only).
     fn duplicate(&self, id: u64, view: u16) -> Error {
-        let views = self.manifest.views.is_some();
+        let second = self.second_key();
         let mut places = Vec::new();
         for part in &self.manifest.parts {
             let path = self.dir.join(&part.file);
-            let names: &[&str] = if views { &[columns::ID, columns::VIEW] } else { &[columns::ID] };
-            let Ok(reader) = self.projected_reader(&path, names) else { continue };
+            let names: Vec<&str> = std::iter::once(columns::ID).chain(second).collect();
+            let Ok(reader) = self.projected_reader(&path, &names) else { continue };
             let mut row = 0u64;
             for rb in reader.flatten() {
                 let Ok(ids) = super::decode::id_values(&path, rb.column(0).as_ref(), row) else { continue };
+                let seconds = match second {
+                    Some(_) => second_values(&path, rb.column(1).as_ref(), row, &self.manifest).unwrap_or_default(),
+                    None => vec![0; ids.len()],
+                };
                 for (i, &at) in ids.iter().enumerate() {
-                    let v = if views { rb.column(1).as_primitive::<UInt16Type>().value(i) } else { 0 };
+                    let v = seconds.get(i).copied().unwrap_or(u16::MAX);
                     if at == id && v == view {
                         places.push((path.clone(), row + i as u64));
                     }
@@ -162,7 +175,10 @@ impl SoftLabels {
                 row += rb.num_rows() as u64;
             }
         }
-        let what = if views { format!("id {id} (view {view})") } else { format!("id {id}") };
+        let what = match second {
+            Some(c) => format!("id {id} ({c} {view})"),
+            None => format!("id {id}"),
+        };
         match places.as_slice() {
             [(p1, r1), (p2, r2), ..] => Error::dataset(
                 p2,
@@ -617,4 +633,34 @@ fn check_footer(path: &Path, meta: &ParquetMetaData, part: &PartInfo, m: &Manife
         }
     }
     Ok(())
+}
+
+/// The values of the `view` (uint16) or `position` (uint32, below the sequence's length, so below 2^16)
+/// column as 16-bit keys.
+fn second_values(path: &Path, col: &dyn Array, first_row: u64, m: &Manifest) -> Result<Vec<u16>> {
+    if let Some(v) = col.as_primitive_opt::<UInt16Type>() {
+        return Ok(v.values().to_vec());
+    }
+    let v = col
+        .as_primitive_opt::<arrow_array::types::UInt32Type>()
+        .ok_or_else(|| Error::dataset(path, format!("column '{}' is not uint32", columns::POSITION)))?;
+    let length = m.sequence.as_ref().map_or(0, |s| s.length);
+    v.values()
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            if (p as usize) < length {
+                Ok(p as u16)
+            } else {
+                Err(Error::dataset(
+                    path,
+                    format!(
+                        "column '{}', row {}: position {p} is outside the sequence's {length} positions",
+                        columns::POSITION,
+                        first_row + i as u64
+                    ),
+                ))
+            }
+        })
+        .collect()
 }

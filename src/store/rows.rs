@@ -24,6 +24,8 @@ pub struct TeacherOutputs {
     pub outputs: Outputs,
     /// The view columns of a dataset with augmented views.
     pub views: Option<ViewColumns>,
+    /// Each row's position in its source row (sequence datasets).
+    pub positions: Option<Vec<u32>>,
 }
 
 /// The teacher's outputs for each row, as the dataset stores them.

@@ -35,6 +35,10 @@ pub enum Bag {
     Mean,
     /// The per-dimension maximum over the unmasked positions; zero when all are masked.
     Max,
+    /// The positions' embeddings side by side, `[len * dim]` (position-major), zero at masked positions:
+    /// a window tagger over the tokens around a position (Collobert and Weston 2011), which keeps the
+    /// order a mean or max would lose.
+    Concat,
 }
 
 /// The embedding table's shape and masking.
@@ -164,6 +168,9 @@ impl Embed {
             convs.push(Conv1::init(cin, cout, rng));
             cin = cout;
         }
+        if channels.is_empty() && spec.bag == Bag::Concat {
+            cin = len * spec.dim;
+        }
         let mut dims = vec![cin];
         dims.extend(hidden);
         dims.push(classes);
@@ -201,6 +208,9 @@ impl Embed {
             let b = take_tensor(t, &format!("convs.{i}.bias"), &[cout], path)?;
             convs.push(Conv1::from_torch(&wv, cin, cout, b));
             cin = cout;
+        }
+        if channels.is_empty() && spec.bag == Bag::Concat {
+            cin = len * spec.dim;
         }
         let mut fc_dims = vec![cin];
         fc_dims.extend(&dims[1..]);
@@ -344,6 +354,12 @@ impl Embed {
                     }
                     if count > 0 {
                         f /= count as f32;
+                    }
+                }
+                Bag::Concat => {
+                    for (t, &id) in ids.iter().enumerate().filter(|(_, &id)| id != MASKED) {
+                        f.slice_mut(s![t * dim..(t + 1) * dim]).assign(&self.table.row(id as usize));
+                        count += 1;
                     }
                 }
                 Bag::Max => {
@@ -560,6 +576,11 @@ impl Student for Embed {
                             gt.row_mut(id as usize).scaled_add(inv, &df);
                         }
                     }
+                    Bag::Concat => {
+                        for (t, &id) in ids.iter().enumerate().filter(|(_, &id)| id != MASKED) {
+                            gt.row_mut(id as usize).scaled_add(1.0, &df.slice(s![t * dim..(t + 1) * dim]));
+                        }
+                    }
                     Bag::Max => {
                         for d in 0..dim {
                             let t = b.arg[n * dim + d];
@@ -675,6 +696,7 @@ impl Student for Embed {
             (false, _) => super::graph::EmbedOutput::Sequence,
             (true, Bag::Mean) => super::graph::EmbedOutput::Mean,
             (true, Bag::Max) => super::graph::EmbedOutput::Max,
+            (true, Bag::Concat) => super::graph::EmbedOutput::Concat,
         };
         let mut ops = vec![Op::Embed { table: self.table.clone(), pad_id: self.pad_id, output }];
         for conv in &self.convs {
@@ -720,7 +742,9 @@ mod tests {
             let id = v as i64;
             (id >= 0 && id < vocab && net.pad_id.is_none_or(|p| i64::from(p) != id)).then_some(id as usize)
         };
-        let mut f: Vec<f32> = if net.convs.is_empty() {
+        let mut f: Vec<f32> = if net.convs.is_empty() && net.bag == Bag::Concat {
+            ids.iter().flat_map(|&v| (0..dim).map(move |d| keep(v).map_or(0.0, |r| net.table[[r, d]]))).collect()
+        } else if net.convs.is_empty() {
             let rows: Vec<usize> = ids.iter().filter_map(|&v| keep(v)).collect();
             (0..dim)
                 .map(|d| {
@@ -729,6 +753,7 @@ mod tests {
                         (_, true) => 0.0,
                         (Bag::Mean, false) => col.sum::<f32>() / rows.len() as f32,
                         (Bag::Max, false) => col.fold(f32::NEG_INFINITY, f32::max),
+                        (Bag::Concat, false) => unreachable!("handled above"),
                     }
                 })
                 .collect()
@@ -778,9 +803,13 @@ mod tests {
     fn nets() -> Vec<(Embed, Array2<f32>)> {
         let mut out = Vec::new();
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        for (bag, channels, hidden) in
-            [(Bag::Mean, &[][..], &[6][..]), (Bag::Max, &[], &[]), (Bag::Mean, &[4, 3], &[5]), (Bag::Mean, &[3], &[])]
-        {
+        for (bag, channels, hidden) in [
+            (Bag::Mean, &[][..], &[6][..]),
+            (Bag::Max, &[], &[]),
+            (Bag::Mean, &[4, 3], &[5]),
+            (Bag::Mean, &[3], &[]),
+            (Bag::Concat, &[], &[5]),
+        ] {
             let spec = EmbedSpec { vocab: 7, dim: 3, pad_id: Some(6), bag };
             let net = Embed::init(9, &spec, channels, hidden, 4, &mut rng).unwrap();
             let mut x = Array2::from_shape_simple_fn((5, 9), || rng.random_range(0..10) as f32);

@@ -69,4 +69,6 @@ pub enum EmbedOutput {
     Max,
     /// The sequence as channels, `[rows, dim, len]`, zero at masked positions.
     Sequence,
+    /// The positions' rows side by side, `[rows, len * dim]` (position-major), zero at masked positions.
+    Concat,
 }

@@ -164,6 +164,7 @@ impl Arch {
                     let bag = match self.embed.map(|e| e.bag).unwrap_or_default() {
                         Bag::Mean => "mean",
                         Bag::Max => "max",
+                        Bag::Concat => "concat",
                     };
                     format!("{bag} bag")
                 } else {

@@ -37,6 +37,10 @@ pub struct TeacherOptions {
     pub feature_dim: Option<usize>,
     /// Seed of the projections.
     pub feature_seed: u64,
+    /// A sequence teacher's padding token: fed as 0 in [`TeacherOptions::mask_input`].
+    pub pad_id: Option<i64>,
+    /// A sequence teacher's attention-mask input, fed `token != pad_id` (1 or 0) from the data's input.
+    pub mask_input: Option<String>,
 }
 
 /// How a feature of shape `[C, d1, d2, ...]` a row (a conv map) is stored: averaged or maximised over

@@ -71,6 +71,10 @@ pub struct Teacher {
     features: Vec<Feature>,
     /// The features of the last [`Teacher::run`], one `rows * width` vector each.
     last_features: Vec<Vec<f32>>,
+    /// An output of rank 3, `[batch, positions, classes]`: a sequence teacher.
+    sequence: bool,
+    /// The attention-mask input fed from the data's input, and the pad id it masks.
+    mask: Option<(ModelInput, i64)>,
 }
 
 /// One intermediate value stored as a feature.
@@ -222,6 +226,23 @@ impl Teacher {
             }
         };
         let mut fed = vec![model_input(path, input)?];
+        let mask = match (&options.mask_input, options.pad_id) {
+            (Some(name), Some(pad)) => {
+                let m = inputs.iter().find(|i| i.name() == name).ok_or_else(|| {
+                    Error::model(path, format!("--mask-input '{name}': the teacher's inputs are {}", names(inputs)))
+                })?;
+                if m.name() == fed[0].name || options.extra_inputs.iter().any(|e| e == name) {
+                    return Err(Error::Config(format!("teacher input '{name}' is fed twice (--mask-input)")));
+                }
+                Some((model_input(path, m)?, pad))
+            }
+            (Some(_), None) => {
+                return Err(Error::Config(
+                    "--mask-input needs --pad-id: the mask marks the tokens that are not padding".into(),
+                ))
+            }
+            (None, _) => None,
+        };
         for name in &options.extra_inputs {
             let extra = inputs.iter().find(|i| i.name() == name).ok_or_else(|| {
                 Error::model(
@@ -235,7 +256,11 @@ impl Teacher {
             fed.push(model_input(path, extra)?);
         }
         // Every input the model declares must be fed: ONNX Runtime would fail on the first batch.
-        let unfed: Vec<&str> = inputs.iter().map(|i| i.name()).filter(|n| !fed.iter().any(|f| f.name == *n)).collect();
+        let unfed: Vec<&str> = inputs
+            .iter()
+            .map(|i| i.name())
+            .filter(|n| !fed.iter().chain(mask.as_ref().map(|m| &m.0)).any(|f| f.name == *n))
+            .collect();
         if !unfed.is_empty() {
             return Err(Error::model(
                 path,
@@ -252,6 +277,7 @@ impl Teacher {
             })?,
             None => outputs.first().ok_or_else(|| Error::model(path, "teacher has no outputs"))?,
         };
+        let sequence;
         let num_classes = match output.dtype() {
             ValueType::Tensor { shape, ty, .. } => {
                 if !matches!(ty, TensorElementType::Float32 | TensorElementType::Float64) {
@@ -260,17 +286,20 @@ impl Teacher {
                         format!("output '{}' has element type {ty:?}, expected float logits", output.name()),
                     ));
                 }
-                if shape.len() != 2 {
+                if shape.len() != 2 && shape.len() != 3 {
                     return Err(Error::model(
                         path,
                         format!(
-                            "output '{}' has shape {}, expected [batch, classes]",
+                            "output '{}' has shape {}, expected [batch, classes] or, for a sequence teacher, [batch, \
+                             positions, classes]",
                             output.name(),
                             shape_string(shape)
                         ),
                     ));
                 }
-                (shape[1] > 0).then_some(shape[1] as usize)
+                sequence = shape.len() == 3;
+                let classes = shape[shape.len() - 1];
+                (classes > 0).then_some(classes as usize)
             }
             other => return Err(Error::model(path, format!("output '{}' is {other:?}, not a tensor", output.name()))),
         };
@@ -295,6 +324,8 @@ impl Teacher {
                 })
                 .collect(),
             last_features: Vec::new(),
+            sequence,
+            mask,
             session,
         })
     }
@@ -394,6 +425,17 @@ impl Teacher {
         }
     }
 
+    /// Whether the output has rank 3, `[batch, positions, classes]`: [`Teacher::run`] then returns one
+    /// row of logits per position, `[rows * positions, classes]`.
+    pub fn is_sequence(&self) -> bool {
+        self.sequence
+    }
+
+    /// The attention-mask input fed from the data (`--mask-input`), if any.
+    pub fn mask_input(&self) -> Option<&str> {
+        self.mask.as_ref().map(|(m, _)| m.name.as_str())
+    }
+
     /// The batch size the model requires, if its batch dimension is fixed.
     pub fn fixed_batch(&self) -> Option<usize> {
         let first = self.inputs[0].shape[0];
@@ -418,6 +460,17 @@ impl Teacher {
             let shape = self.row_shape_of(i + 1, e.width, &e.column)?;
             feeds.push(Feed::convert(self.inputs[i + 1].ty, e.values.as_ref(), batch, e.width, shape)?);
         }
+        if let Some((input, pad)) = &self.mask {
+            // 1 where a token is, 0 at padding, in the mask input's element type.
+            let tokens = numeric_to_i64(batch.input.as_ref())
+                .ok_or_else(|| Error::Internal("a sequence teacher's input is not integer".into()))?;
+            let mask: arrow_array::ArrayRef = std::sync::Arc::new(arrow_array::Int64Array::from_iter_values(
+                tokens.iter().map(|t| i64::from(t != pad)),
+            ));
+            feeds.push(Feed::convert(input.ty, mask.as_ref(), batch, batch.width, row_shape.to_vec())?);
+        }
+        let fed: Vec<&ModelInput> = self.inputs.iter().chain(self.mask.as_ref().map(|m| &m.0)).collect();
+        let positions: usize = if self.sequence { row_shape.first().copied().unwrap_or(1) } else { 1 };
         let chunk = self.fixed_batch().unwrap_or(rows.max(1));
         let mut logits = Vec::new();
         let mut features: Vec<Vec<f32>> = vec![Vec::new(); self.features.len()];
@@ -426,7 +479,7 @@ impl Teacher {
         while start < rows {
             let n = chunk.min(rows - start);
             let mut values = Vec::with_capacity(feeds.len());
-            for (input, feed) in self.inputs.iter().zip(&feeds) {
+            for (input, feed) in fed.iter().zip(&feeds) {
                 values.push((input.name.as_str(), feed.value(start, n, chunk)?));
             }
             let outputs =
@@ -434,17 +487,26 @@ impl Teacher {
             let (oshape, flat) = float_tensor(&outputs[self.output_name.as_str()]).ok_or_else(|| {
                 Error::model(&self.path, format!("output '{}' is not a float tensor", self.output_name))
             })?;
-            if oshape.len() != 2 || oshape[0] as usize != chunk || oshape[1] <= 0 {
+            let expected = if self.sequence { vec![chunk as i64, positions as i64] } else { vec![chunk as i64] };
+            if oshape.len() != expected.len() + 1
+                || oshape[..expected.len()] != expected[..]
+                || oshape[expected.len()] <= 0
+            {
+                let want = if self.sequence {
+                    format!("[{chunk}, {positions}, classes]")
+                } else {
+                    format!("[{chunk}, classes]")
+                };
                 return Err(Error::model(
                     &self.path,
                     format!(
-                        "output '{}' has shape {:?} for a batch of {chunk}, expected [{chunk}, classes]",
+                        "output '{}' has shape {:?} for a batch of {chunk}, expected {want}",
                         self.output_name, oshape
                     ),
                 ));
             }
-            classes = oshape[1] as usize;
-            logits.extend_from_slice(&flat[..n * classes]);
+            classes = oshape[expected.len()] as usize;
+            logits.extend_from_slice(&flat[..n * positions * classes]);
             for (f, out) in self.features.iter_mut().zip(features.iter_mut()) {
                 let (shape, values) = float_tensor(&outputs[f.name.as_str()])
                     .ok_or_else(|| Error::model(&self.path, format!("feature '{}' is not a float tensor", f.name)))?;

@@ -433,6 +433,7 @@ mod tests {
                 logits: Array2::from_shape_fn((n, k), |(i, j)| ((i * 5 + j * 13) % 17) as f32 - 8.0),
             },
             views: None,
+            positions: None,
         }
     }
 
@@ -533,6 +534,7 @@ mod tests {
                 logits: Array2::from_shape_fn((n, 3), |(i, j)| if (i % 3) == j { 5.0 } else { -1.0 }),
             },
             views: None,
+            positions: None,
         };
         let rows = rows::MemoryRows::new(data);
         let config = TrainConfig { hidden: vec![16], epochs: 2, batch_size: 16, ..Default::default() };

@@ -93,6 +93,7 @@ pub fn held_out(labels: &SoftLabels, settings: &TrainSettings, join: Option<(&Pa
     if let Some((path, ignore_fingerprint)) = join {
         join_source(labels.manifest(), &mut data, path, ignore_fingerprint)?;
     }
+    sequence_windows(labels.manifest(), &mut data, settings)?;
     tracing::info!(rows = data.len(), fraction = h.fraction, seed = h.seed, "validation rows held out of the labels");
     let identity = format!("held out of {}", labels.manifest_sha256()?);
     Ok(Some(ValSet::from_outputs(&data, identity)?))
@@ -130,6 +131,26 @@ pub fn open<'a>(
             "was made with --no-inputs: pass --inputs with the data it was made from",
         ));
     }
+    if let Some(seq) = &m.sequence {
+        // A position's window is read from the rows of its id, which must all be in memory.
+        if stream_window(m, settings).is_some() {
+            return Err(Error::dataset(
+                labels.dir(),
+                format!(
+                    "is a sequence dataset of {} rows, over --memory-budget {} MiB: sequence datasets are trained \
+                     in memory (their windows read each id's rows); raise --memory-budget",
+                    m.rows, settings.memory_budget_mib
+                ),
+            ));
+        }
+        if !settings.exclude_labels.is_empty() {
+            return Err(Error::Config(
+                "--exclude-labels would drop positions from the windows of their neighbours in a sequence dataset"
+                    .into(),
+            ));
+        }
+        tracing::info!(length = seq.length, targets = %seq.targets, window = settings.window, "sequence dataset: windows of tokens");
+    }
     if join.is_none() {
         if let Some(window) = stream_window(m, settings) {
             tracing::info!(window, budget_mib = settings.memory_budget_mib, "rows exceed the memory budget: streaming");
@@ -151,7 +172,16 @@ pub fn open<'a>(
     if let Some((path, ignore_fingerprint)) = join {
         join_source(m, &mut data, path, ignore_fingerprint)?;
     }
+    sequence_windows(m, &mut data, settings)?;
     Ok(Box::new(MemoryRows { data }))
+}
+
+/// A sequence dataset's rows as the student reads them: the window of tokens around each position
+/// (positions outside the sequence or masked read the pad id, or -1, which an embed student masks).
+pub fn sequence_windows(m: &Manifest, data: &mut TeacherOutputs, settings: &TrainSettings) -> Result<()> {
+    let Some(seq) = &m.sequence else { return Ok(()) };
+    let fill = settings.embed.as_ref().and_then(|e| e.pad_id).map(|p| p as f32).or(seq.pad_id.map(|p| p as f32));
+    crate::store::sequence::windows(data, seq, settings.window, fill.unwrap_or(-1.0))
 }
 
 /// How a dataset's rows reach the trainer under `settings.memory_budget_mib`: `None` to load them
@@ -276,6 +306,7 @@ mod tests {
             inputs: Array2::from_shape_vec((3, 2), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap(),
             outputs: Outputs::Dense { logits: Array2::zeros((3, 2)) },
             views: None,
+            positions: None,
         };
         let rows = MemoryRows::new(data.clone());
         let scan = rows.scan(2, Path::new("d"), &NoProgress).unwrap();

@@ -105,8 +105,8 @@ impl ValSet {
 
     /// Reads the validation rows of `path` (`train --val`): a soft-label dataset (with its teacher
     /// outputs) or labelled data. Every label must lie in [0, `classes`) and every row have `width` input
-    /// values.
-    pub fn load(path: &Path, spec: &DataSpec, classes: usize, width: usize) -> Result<ValSet> {
+    /// values. A sequence dataset's rows become windows of `window` tokens each side (as in training).
+    pub fn load(path: &Path, spec: &DataSpec, classes: usize, width: usize, window: usize) -> Result<ValSet> {
         if path.join(crate::store::MANIFEST).is_file() {
             let labels = SoftLabels::open(path)?;
             let m = labels.manifest();
@@ -123,8 +123,12 @@ impl ValSet {
                     ),
                 ));
             }
-            let d = labels.load()?;
+            let mut d = labels.load()?;
             d.label_indices(classes, path)?;
+            if let Some(seq) = &m.sequence {
+                let fill = seq.pad_id.map_or(-1.0, |p| p as f32);
+                crate::store::sequence::windows(&mut d, seq, window, fill)?;
+            }
             let mut v = ValSet::from_outputs(&d, format!("soft-label dataset {}", labels.manifest_sha256()?))?;
             v.source_fingerprint = Some(m.source.fingerprint.clone());
             return Ok(v);

@@ -45,7 +45,32 @@ impl ParquetSource {
             }
             None => (first_in_source..first_in_source + n as u64).collect(),
         };
+        let mut token_labels = Vec::new();
         let labels = match &self.label_column {
+            Some(c)
+                if matches!(
+                    col(c)?.data_type(),
+                    DataType::FixedSizeList(..) | DataType::List(_) | DataType::LargeList(_)
+                ) =>
+            {
+                let a = col(c)?;
+                let (values, w) = list_values(a, None, n).map_err(|(i, what)| {
+                    row_err(c, i, &what.replace("input row", "label list").replace("input value", "label"))
+                })?;
+                let v = integers_to_i128(&values)
+                    .ok_or_else(|| Error::data(file, format!("label column '{c}' is not a list of integers")))?;
+                token_labels = v
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, x)| match x {
+                        Some(x) if x > i64::MAX as i128 => {
+                            Err(row_err(c, j / w.max(1), &format!("label {x} does not fit in int64")))
+                        }
+                        x => Ok(x.filter(|&x| x >= 0).map(|x| x as i64)),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                vec![None; n]
+            }
             Some(c) => {
                 let a = col(c)?;
                 let v = integers_to_i128(a)
@@ -87,6 +112,7 @@ impl ParquetSource {
             nonfinite,
             extra,
             paths: Vec::new(),
+            token_labels,
         })
     }
 

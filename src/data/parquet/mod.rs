@@ -186,7 +186,19 @@ impl ParquetSource {
                 }
             }
             if let Some(l) = &label_column {
-                check_integer(file, find_column(&schema, file, l)?, "label")?;
+                // A list of integers a row is a tagger's labels, one per position.
+                let f = find_column(&schema, file, l)?;
+                match f.data_type() {
+                    DataType::FixedSizeList(item, _) | DataType::List(item) | DataType::LargeList(item) => {
+                        check_integer(file, item, "label").map_err(|_| {
+                            Error::data(
+                                file,
+                                format!("label column '{l}' is a list of {}, expected integers", item.data_type()),
+                            )
+                        })?
+                    }
+                    _ => check_integer(file, f, "label")?,
+                }
             }
             if let Some(c) = &id_column {
                 check_integer(file, find_column(&schema, file, c)?, "id")?;

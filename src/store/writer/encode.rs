@@ -65,7 +65,7 @@ pub(super) fn writer_properties(
 
 impl SoftLabelWriter {
     pub(super) fn record_batch(&self, rows: &super::ScoredRows) -> Result<RecordBatch> {
-        let super::ScoredRows { ids, labels, input, logits, views, paths, features, .. } = rows;
+        let super::ScoredRows { ids, labels, input, logits, views, paths, features, positions, .. } = rows;
         let views = views.as_ref();
         let k = self.manifest.num_classes;
         let t = self.manifest.temperature;
@@ -80,6 +80,21 @@ impl SoftLabelWriter {
         if self.manifest.has_paths() {
             cols.push(Arc::new(arrow_array::StringArray::from_iter_values(paths)));
         }
+        if self.manifest.sequence.is_some() {
+            if positions.len() != ids.len() {
+                return Err(Error::Internal(format!("{} positions for {} rows", positions.len(), ids.len())));
+            }
+            cols.push(Arc::new(UInt32Array::from(positions.clone())));
+        }
+        let narrow = self.manifest.index_type() == arrow_schema::DataType::UInt16;
+        let index_array = |index: Vec<u32>| -> ArrayRef {
+            if narrow {
+                // index_type() is uint16 only when every class fits.
+                Arc::new(UInt16Array::from_iter_values(index.into_iter().map(|c| c as u16)))
+            } else {
+                Arc::new(UInt32Array::from(index))
+            }
+        };
         if let Some(v) = views {
             cols.push(Arc::new(UInt16Array::from(v.view.clone())));
             if self.manifest.views.as_ref().is_some_and(|m| m.crop.is_some()) {
@@ -114,7 +129,7 @@ impl SoftLabelWriter {
                     index.extend(idx);
                     lse.push(logsumexp_t(z, t));
                 }
-                cols.push(list(Arc::new(UInt32Array::from(index)), top)?);
+                cols.push(list(index_array(index), top)?);
                 cols.push(list(self.floats(&value)?, top)?);
                 cols.push(Arc::new(Float64Array::from(lse)));
                 if self.manifest.label_logit {
@@ -128,11 +143,13 @@ impl SoftLabelWriter {
             LabelForm::Sampled { k: draws, seed } => {
                 let mut index = Vec::with_capacity(ids.len() * draws);
                 for (r, (z, &id)) in logits.chunks_exact(k).zip(ids).enumerate() {
-                    // A view's draws are keyed by id ^ (view << 48), so view 0's equal the unaugmented row's.
-                    let view = views.map_or(0, |v| u64::from(v.view[r]));
+                    // A view's draws are keyed by id ^ (view << 48), so view 0's equal the unaugmented row's;
+                    // a sequence position's the same way (positions are below 2^16).
+                    let view =
+                        views.map_or(0, |v| u64::from(v.view[r])) | positions.get(r).map_or(0, |&p| u64::from(p));
                     index.extend(sample_classes(z, t, draws, seed, id ^ (view << 48)));
                 }
-                cols.push(list(Arc::new(UInt32Array::from(index)), draws)?);
+                cols.push(list(index_array(index), draws)?);
             }
         }
         cols.extend(label_logit);

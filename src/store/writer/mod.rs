@@ -44,6 +44,8 @@ pub struct ScoredRows {
     pub paths: Vec<String>,
     /// The teacher's stored features, one `rows * width` vector per manifest feature.
     pub features: Vec<Vec<f32>>,
+    /// Each row's position in its source row (sequence datasets), else empty.
+    pub positions: Vec<u32>,
 }
 
 /// How parts are cut and compressed.
@@ -198,7 +200,7 @@ impl SoftLabelWriter {
     /// Appends rows (see [`ScoredRows`]); `soft` is computed here. A dataset with views takes each source
     /// row's views together, in order.
     pub fn write(&mut self, rows: &ScoredRows) -> Result<()> {
-        let ScoredRows { ids, labels, input, logits, source_rows, views, paths, features } = rows;
+        let ScoredRows { ids, labels, input, logits, source_rows, views, paths, features, .. } = rows;
         let views = views.as_ref();
         let k = self.manifest.num_classes;
         let w = self.manifest.input.width;
@@ -232,12 +234,20 @@ impl SoftLabelWriter {
             if self.current.is_none() {
                 self.open_part()?;
             }
-            let take = (limit - self.part_rows).min(n - start);
+            let mut take = limit.saturating_sub(self.part_rows).max(1).min(n - start);
+            // A sequence's positions (rows of one source row) stay in one part, so a resume that restarts
+            // at a source row finds none of its positions committed.
+            while self.manifest.sequence.is_some()
+                && start + take < n
+                && source_rows[start + take] == source_rows[start + take - 1]
+            {
+                take += 1;
+            }
             self.push(batch.slice(start, take), &ids[start..start + take], &labels[start..start + take])?;
             start += take;
             self.last_source_row =
                 Some(self.last_source_row.map_or(source_rows[start - 1], |r| r.max(source_rows[start - 1])));
-            if self.part_rows == limit {
+            if self.part_rows >= limit {
                 self.close_part(source_rows[start - 1] + 1)?;
             }
         }
