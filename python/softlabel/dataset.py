@@ -190,6 +190,19 @@ class SoftLabels:
             raise SchemaError(f"{self.path}: no feature '{name}' (stored: {', '.join(names) or 'none'})")
         return self._list("feature." + name, np.float32)
 
+    @property
+    def sequence(self) -> Optional[dict]:
+        """A sequence teacher's dataset (schema 2.12): `{length, targets, pad_id?, mask_input?,
+        vocab_sha256?}`; each row is one unmasked position of the sequence `id`. None otherwise."""
+        return self.manifest.get("sequence")
+
+    def positions(self) -> np.ndarray:
+        """Each row's position in its sequence (uint32), for a sequence dataset. The rows of one id are
+        contiguous with positions ascending; masked (padding) positions are not stored."""
+        if self.sequence is None:
+            raise SchemaError(f"{self.path}: not a sequence dataset (no positions)")
+        return self.table().column("position").to_numpy()
+
     def views(self) -> Optional[dict]:
         """The view columns of a dataset with views (`view` and the shifts or crop boxes), else None."""
         if self.manifest.get("views") is None:

@@ -114,7 +114,8 @@ fn sequence(
         ));
     }
     let spec = a.data_args.student_spec(&a.data, &s.info);
-    let val = softlabel::train::ValSet::load(&a.data, &spec, m.num_classes, m.input.width, window)?;
+    let pad = s.student.arch().embed.and_then(|e| e.pad_id);
+    let val = softlabel::train::ValSet::load(&a.data, &spec, m.num_classes, m.input.width, (window, pad))?;
     let r = val.measure(s.student.as_ref());
     let sequences = labels.ids()?.into_iter().collect::<std::collections::HashSet<_>>().len();
     if a.json {

@@ -156,7 +156,7 @@ impl DataArgs {
         &self,
         path: Option<&std::path::Path>,
         m: &softlabel::store::Manifest,
-        window: usize,
+        window: (usize, Option<u32>),
     ) -> softlabel::Result<Option<softlabel::train::ValSet>> {
         path.map(|p| {
             let mut spec = self.spec(p, Some(&m.input.source_column));

@@ -60,8 +60,9 @@ pub fn run(a: SweepArgs, bars: &Bars) -> anyhow::Result<()> {
     let labels = SoftLabels::open(&a.labels)?;
     let m = labels.manifest().clone();
     // A sequence dataset's validation rows are windows of one width: every run must read the same.
-    let window = runs.first().map_or(0, |r| r.settings.window);
-    if m.sequence.is_some() && a.val.is_some() && runs.iter().any(|r| r.settings.window != window) {
+    let of = |r: &softlabel::sweep::SweepRun| (r.settings.window, r.settings.embed.as_ref().and_then(|e| e.pad_id));
+    let window = runs.first().map_or((0, None), of);
+    if m.sequence.is_some() && a.val.is_some() && runs.iter().any(|r| of(r) != window) {
         anyhow::bail!(softlabel::Error::Config(
             "--val on a sequence dataset takes one window: give window in the sweep's base, not its grid".into()
         ));

@@ -253,7 +253,7 @@ pub fn run(a: TrainArgs, bars: &Bars) -> anyhow::Result<()> {
     let settings = config.validate(&Origin::Flags)?;
     let labels = SoftLabels::open(&a.labels)?;
     let m = labels.manifest().clone();
-    let val = a.val_args.val_set(a.val.as_deref(), &m, a.window)?;
+    let val = a.val_args.val_set(a.val.as_deref(), &m, (a.window, a.pad_id))?;
     let job = TrainJob {
         labels: &labels,
         settings: &settings,

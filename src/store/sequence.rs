@@ -73,6 +73,20 @@ impl Sequence {
         Ok(())
     }
 
+    /// The id a student's window reads outside the sequence: the dataset's pad id, else the student's
+    /// (`student_pad`), which its embedding masks.
+    pub fn fill(&self, student_pad: Option<u32>) -> Result<f32> {
+        match (self.pad_id, student_pad) {
+            (Some(p), _) => Ok(p as f32),
+            (None, Some(p)) => Ok(p as f32),
+            (None, None) => Err(Error::Config(
+                "the sequence dataset records no pad id, and a window at a sequence's edge reads positions \
+                 outside it: give the student --pad-id N (an id it masks)"
+                    .into(),
+            )),
+        }
+    }
+
     /// The `w` of a student reading `width` tokens around a position (`None`: no window has that width).
     pub fn window_of_width(&self, width: usize) -> Option<usize> {
         match self.targets {

@@ -213,6 +213,10 @@ impl Teacher {
                 Error::model(path, format!("--input-name '{name}': the teacher's inputs are {}", names(inputs)))
             })?,
             None if inputs.len() == 1 => &inputs[0],
+            // A sequence teacher of ids and an attention mask fed from them: the ids are the other input.
+            None if inputs.len() == 2 && options.mask_input.is_some() => {
+                inputs.iter().find(|i| Some(i.name()) != options.mask_input.as_deref()).unwrap_or(&inputs[0])
+            }
             None => {
                 return Err(Error::model(
                     path,

@@ -143,6 +143,21 @@ pub fn open<'a>(
                 ),
             ));
         }
+        let Some(embed) = &settings.embed else {
+            return Err(Error::Config(
+                "a sequence dataset's rows are token windows: train an embed student (--student embed --bag concat)"
+                    .into(),
+            ));
+        };
+        if let (crate::store::Targets::Next, Some(v)) = (seq.targets, embed.vocab) {
+            if v != m.num_classes {
+                return Err(Error::Config(format!(
+                    "--vocab {v}: the language model's vocabulary is {} tokens (its outputs predict them); the \
+                     student's input vocabulary must be the same {}",
+                    m.num_classes, m.num_classes
+                )));
+            }
+        }
         if !settings.exclude_labels.is_empty() {
             return Err(Error::Config(
                 "--exclude-labels would drop positions from the windows of their neighbours in a sequence dataset"
@@ -180,8 +195,8 @@ pub fn open<'a>(
 /// (positions outside the sequence or masked read the pad id, or -1, which an embed student masks).
 pub fn sequence_windows(m: &Manifest, data: &mut TeacherOutputs, settings: &TrainSettings) -> Result<()> {
     let Some(seq) = &m.sequence else { return Ok(()) };
-    let fill = settings.embed.as_ref().and_then(|e| e.pad_id).map(|p| p as f32).or(seq.pad_id.map(|p| p as f32));
-    crate::store::sequence::windows(data, seq, settings.window, fill.unwrap_or(-1.0))
+    let fill = seq.fill(settings.embed.as_ref().and_then(|e| e.pad_id))?;
+    crate::store::sequence::windows(data, seq, settings.window, fill)
 }
 
 /// How a dataset's rows reach the trainer under `settings.memory_budget_mib`: `None` to load them

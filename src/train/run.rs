@@ -248,7 +248,11 @@ pub fn student_info(
         input_column: m.input.source_column.clone(),
         input_image: m.input.image.clone(),
         input_dtype: m.input.dtype,
-        input_shape: m.input.shape.clone(),
+        // A sequence student reads a window of tokens a position, not the stored one.
+        input_shape: match m.sequence {
+            Some(_) => vec![trained.student.input_width()],
+            None => m.input.shape.clone(),
+        },
         teacher_input_name: Some(m.teacher.input_name.clone()),
         // Recorded from schema 1.3 on, where its absence means the stored type; unknown before.
         teacher_input_type: m.teacher.input_type.or_else(|| {

@@ -106,7 +106,13 @@ impl ValSet {
     /// Reads the validation rows of `path` (`train --val`): a soft-label dataset (with its teacher
     /// outputs) or labelled data. Every label must lie in [0, `classes`) and every row have `width` input
     /// values. A sequence dataset's rows become windows of `window` tokens each side (as in training).
-    pub fn load(path: &Path, spec: &DataSpec, classes: usize, width: usize, window: usize) -> Result<ValSet> {
+    pub fn load(
+        path: &Path,
+        spec: &DataSpec,
+        classes: usize,
+        width: usize,
+        (window, student_pad): (usize, Option<u32>),
+    ) -> Result<ValSet> {
         if path.join(crate::store::MANIFEST).is_file() {
             let labels = SoftLabels::open(path)?;
             let m = labels.manifest();
@@ -126,8 +132,7 @@ impl ValSet {
             let mut d = labels.load()?;
             d.label_indices(classes, path)?;
             if let Some(seq) = &m.sequence {
-                let fill = seq.pad_id.map_or(-1.0, |p| p as f32);
-                crate::store::sequence::windows(&mut d, seq, window, fill)?;
+                crate::store::sequence::windows(&mut d, seq, window, seq.fill(student_pad)?)?;
             }
             let mut v = ValSet::from_outputs(&d, format!("soft-label dataset {}", labels.manifest_sha256()?))?;
             v.source_fingerprint = Some(m.source.fingerprint.clone());
