@@ -3,7 +3,10 @@
 //! writing. The session has exactly softlabel's options (`teacher::session_builder`). Used by
 //! scripts/bench; prints one JSON line.
 //!
-//!     cargo bench --bench raw_ort -- TEACHER.onnx DATA.parquet INPUT_COLUMN BATCH THREADS REPS
+//!     cargo bench --bench raw_ort -- TEACHER.onnx DATA.parquet INPUT_COLUMN BATCH THREADS REPS [MASK_INPUT=PAD]
+//!
+//! With `MASK_INPUT=PAD` (a sequence teacher of token ids and an attention mask) the second input is fed
+//! `id != PAD`, built before the clock starts, as `precompute --mask-input` feeds it.
 
 use std::time::Instant;
 
@@ -15,18 +18,27 @@ use softlabel::teacher::{session_builder, TeacherOptions};
 enum Values {
     F32(Vec<f32>),
     U8(Vec<u8>),
+    I64(Vec<i64>),
 }
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let (args, mask) = match &args[..] {
+        [rest @ .., m] if args.len() == 7 => {
+            let (name, pad) = m.split_once('=').ok_or_else(|| anyhow::anyhow!("MASK_INPUT=PAD, got {m}"))?;
+            (rest.to_vec(), Some((name.to_string(), pad.parse::<i64>()?)))
+        }
+        _ => (args.clone(), None),
+    };
     let [teacher, data, column, batch, threads, reps] = &args[..] else {
-        anyhow::bail!("usage: raw_ort TEACHER DATA INPUT_COLUMN BATCH THREADS REPS");
+        anyhow::bail!("usage: raw_ort TEACHER DATA INPUT_COLUMN BATCH THREADS REPS [MASK_INPUT=PAD]");
     };
     let (batch, threads, reps): (usize, usize, usize) = (batch.parse()?, threads.parse()?, reps.parse()?);
     let options = TeacherOptions { threads, ..Default::default() };
     let mut session = session_builder(&options)?.commit_from_file(teacher)?;
-    let input = session.inputs()[0].name().to_string();
-    let (ty, dims): (TensorElementType, Vec<i64>) = match session.inputs()[0].dtype() {
+    let first = session.inputs().iter().position(|i| mask.as_ref().is_none_or(|(m, _)| i.name() != m)).unwrap_or(0);
+    let input = session.inputs()[first].name().to_string();
+    let (ty, dims): (TensorElementType, Vec<i64>) = match session.inputs()[first].dtype() {
         ort::value::ValueType::Tensor { ty, shape, .. } => (*ty, shape.to_vec()),
         other => anyhow::bail!("the teacher's input is {other:?}, not a tensor"),
     };
@@ -44,16 +56,33 @@ fn main() -> anyhow::Result<()> {
         batches.push(match ty {
             TensorElementType::Float32 => (shape, Values::F32(values)),
             TensorElementType::Uint8 => (shape, Values::U8(values.iter().map(|&v| v as u8).collect())),
-            other => anyhow::bail!("raw_ort times float32 and uint8 teachers, this one takes {other:?}"),
+            TensorElementType::Int64 => (shape, Values::I64(values.iter().map(|&v| v as i64).collect())),
+            other => anyhow::bail!("raw_ort times float32, uint8 and int64 teachers, this one takes {other:?}"),
         });
     }
     let rows: usize = batches.iter().map(|(s, _)| s[0]).sum();
+    let masks: Vec<Vec<i64>> = batches
+        .iter()
+        .map(|(_, v)| match (v, &mask) {
+            (Values::I64(ids), Some((_, pad))) => ids.iter().map(|&t| i64::from(t != *pad)).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
     let mut rates = Vec::new();
     let mut checksum = 0f64;
     for _ in 0..reps {
         let start = Instant::now();
-        for (shape, values) in &batches {
+        for ((shape, values), m) in batches.iter().zip(&masks) {
             let outputs = match values {
+                Values::I64(v) => match &mask {
+                    Some((name, _)) => session.run(ort::inputs![
+                        input.as_str() => TensorRef::from_array_view((shape.clone(), v.as_slice()))?,
+                        name.as_str() => TensorRef::from_array_view((shape.clone(), m.as_slice()))?
+                    ])?,
+                    None => session.run(
+                        ort::inputs![input.as_str() => TensorRef::from_array_view((shape.clone(), v.as_slice()))?],
+                    )?,
+                },
                 Values::F32(v) => session
                     .run(ort::inputs![input.as_str() => TensorRef::from_array_view((shape.clone(), v.as_slice()))?])?,
                 Values::U8(v) => session

@@ -32,6 +32,8 @@ fn differs(a: &Manifest, b: &Manifest) -> Option<&'static str> {
         Some("storage form")
     } else if a.views != b.views {
         Some("views setting")
+    } else if a.sequence != b.sequence {
+        Some("sequence settings")
     } else {
         None
     }
@@ -85,11 +87,12 @@ pub fn merge(inputs: &[PathBuf], out: &Path, overwrite: bool) -> Result<Manifest
             return Err(Error::Config(format!("merge is missing shard(s) {}", missing.join(", "))));
         }
     }
-    // Every id in exactly one input (and once in it, or once per view with views: `verify` checks those).
+    // Every id in exactly one input (and once in it, or once per view or position with views or
+    // sequences: `verify` checks those).
     let mut ids = HashSet::new();
     for set in &sets {
         let mut set_ids = set.ids()?;
-        if first.views.is_some() {
+        if first.views.is_some() || first.sequence.is_some() {
             set_ids.sort_unstable();
             set_ids.dedup();
         }

@@ -44,6 +44,19 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     };
     let inputs = if m.input.stored { "" } else { ", inputs not stored" };
     println!("  form            {form}{}{inputs}", if m.float16 { ", float16" } else { "" });
+    if let Some(q) = &m.sequence {
+        println!(
+            "  sequence        {} positions a row, one stored row per unmasked position; targets {} ({}){}{}",
+            q.length,
+            q.targets,
+            match q.targets {
+                softlabel::store::Targets::Same => "labels are each position's own",
+                softlabel::store::Targets::Next => "position t predicts token t + 1",
+            },
+            q.pad_id.map_or(String::new(), |p| format!(", pad id {p}")),
+            q.mask_input.as_ref().map_or(String::new(), |n| format!(", mask fed to '{n}'"))
+        );
+    }
     if let Some(v) = &m.views {
         println!(
             "  views           {} per source row (view 0 unshifted), shifts up to {} px, image {}x{}x{}, seed {}",

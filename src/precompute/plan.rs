@@ -442,10 +442,10 @@ enum Pass {
 }
 
 impl Infer for Pass {
-    fn infer(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
+    fn infer(&mut self, batch: &Batch) -> Result<(crate::teacher::Logits, usize)> {
         match self {
             Pass::Models(e) => e.infer(batch),
-            Pass::Imported(i) => i.infer(batch),
+            Pass::Imported(i) => Infer::infer(i, batch),
         }
     }
 

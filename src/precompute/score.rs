@@ -15,7 +15,7 @@ use crate::teacher::Ensemble;
 /// Runs a model on a batch: `[rows, classes]` logits, row-major, and the number of classes.
 pub trait Infer {
     /// The logits of `batch`'s rows.
-    fn infer(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)>;
+    fn infer(&mut self, batch: &Batch) -> Result<(crate::teacher::Logits, usize)>;
     /// The model, named in errors about its outputs.
     fn path(&self) -> &Path;
     /// The stored features of the last [`Infer::infer`] (one `rows * width` vector each), taken.
@@ -25,8 +25,8 @@ pub trait Infer {
 }
 
 impl Infer for crate::teacher::Imported {
-    fn infer(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
-        self.lookup(batch)
+    fn infer(&mut self, batch: &Batch) -> Result<(crate::teacher::Logits, usize)> {
+        self.lookup(batch).map(|(v, k)| (v.into(), k))
     }
 
     fn path(&self) -> &Path {
@@ -35,7 +35,7 @@ impl Infer for crate::teacher::Imported {
 }
 
 impl Infer for Ensemble {
-    fn infer(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
+    fn infer(&mut self, batch: &Batch) -> Result<(crate::teacher::Logits, usize)> {
         self.run(batch)
     }
 
@@ -54,7 +54,7 @@ pub struct Probe {
     /// The batch as the source gave it.
     pub batch: Batch,
     /// The teacher's logits for it, row-major.
-    pub logits: Vec<f32>,
+    pub logits: crate::teacher::Logits,
     /// Classes.
     pub num_classes: usize,
     /// The teacher's stored features for it.
@@ -90,7 +90,7 @@ pub struct Primed<'t, T: Infer + ?Sized> {
 }
 
 impl<T: Infer + ?Sized> Infer for Primed<'_, T> {
-    fn infer(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
+    fn infer(&mut self, batch: &Batch) -> Result<(crate::teacher::Logits, usize)> {
         self.features = None;
         match self.probe.take() {
             Some(p) if p.matches(batch) => {
@@ -233,7 +233,8 @@ impl Scorer<'_> {
         let (mut ids, mut labels) = (batch.ids[from..].to_vec(), batch.labels[from..].to_vec());
         let mut input = batch.input.slice(from * width, n * width);
         let per_row = k * self.sequence.as_ref().map_or(1, |s| s.length);
-        let mut logits = logits.split_off(from * per_row);
+        // split_off(0) would copy every value into a new allocation.
+        let logits = if from == 0 { logits } else { logits.split_off(from * per_row) };
         let mut source_rows = source_rows[from..].to_vec();
         let views = view_cols.map(|v| v.slice(from, n));
         let paths = batch.paths.get(from..).map(<[String]>::to_vec).unwrap_or_default();
@@ -269,12 +270,29 @@ impl Scorer<'_> {
                 ));
             }
         }
-        let mut positions = Vec::new();
+        let (mut positions, mut logit_rows) = (Vec::new(), Vec::new());
         if let Some(seq) = &self.sequence {
             let token_labels = batch.token_labels.get(from * width..).unwrap_or_default();
             let rows = SequenceRows { seq, k, file: &batch.file, column: self.label_column };
-            (ids, labels, input, logits, source_rows, positions) =
-                rows.expand(&ids, &input, token_labels, &logits, &source_rows)?;
+            (ids, labels, input, source_rows, positions, logit_rows) =
+                rows.expand(&ids, &input, token_labels, logits.len(), &source_rows)?;
+            // The writer reads the kept positions' logits in place (a vocabulary's logits are most of the
+            // bytes: copying them cost the scoring thread as much as a tenth of inference) and checks them.
+            return Ok(Scored::Rows(
+                Box::new(ScoredRows {
+                    ids,
+                    labels,
+                    input,
+                    logits,
+                    source_rows,
+                    views,
+                    paths,
+                    features,
+                    positions,
+                    logit_rows,
+                }),
+                skipped,
+            ));
         }
         // -inf is a valid logit (log of a probability of 0); NaN, +inf and all--inf rows are not.
         let bad_row = logits.chunks_exact(k).position(|r| r.iter().all(|&z| z == f32::NEG_INFINITY)).map(|r| r * k);
@@ -291,7 +309,18 @@ impl Scorer<'_> {
             ));
         }
         Ok(Scored::Rows(
-            Box::new(ScoredRows { ids, labels, input, logits, source_rows, views, paths, features, positions }),
+            Box::new(ScoredRows {
+                ids,
+                labels,
+                input,
+                logits,
+                source_rows,
+                views,
+                paths,
+                features,
+                positions,
+                logit_rows,
+            }),
             skipped,
         ))
     }
@@ -305,8 +334,9 @@ struct SequenceRows<'a> {
     column: &'a str,
 }
 
-/// Per stored row: ids, labels, the position's token, logits, source rows and positions.
-type Expanded = (Vec<u64>, Vec<Option<i64>>, arrow_array::ArrayRef, Vec<f32>, Vec<u64>, Vec<u32>);
+/// Per stored row: ids, labels, the position's token, source rows, positions, and its row of the
+/// teacher's logits (source row * length + position).
+type Expanded = (Vec<u64>, Vec<Option<i64>>, arrow_array::ArrayRef, Vec<u64>, Vec<u32>, Vec<u32>);
 
 impl SequenceRows<'_> {
     /// Expands source rows (`input`: `length` tokens each; `logits`: `length * k` each) into one row per
@@ -317,18 +347,17 @@ impl SequenceRows<'_> {
         ids: &[u64],
         input: &arrow_array::ArrayRef,
         token_labels: &[Option<i64>],
-        logits: &[f32],
+        logit_values: usize,
         source_rows: &[u64],
     ) -> Result<Expanded> {
         let (l, k) = (self.seq.length, self.k);
         let tokens = crate::data::numeric_to_f64(input.as_ref())
             .ok_or_else(|| Error::Internal("a sequence teacher's input is not numeric".into()))?;
-        if tokens.len() != ids.len() * l || logits.len() != ids.len() * l * k {
+        if tokens.len() != ids.len() * l || logit_values != ids.len() * l * k || tokens.len() > u32::MAX as usize {
             return Err(Error::Internal(format!(
-                "{} rows, {} tokens, {} logits for {l} positions of {k} classes",
+                "{} rows, {} tokens, {logit_values} logits for {l} positions of {k} classes",
                 ids.len(),
                 tokens.len(),
-                logits.len()
             )));
         }
         if !token_labels.is_empty() && token_labels.len() != tokens.len() {
@@ -344,7 +373,6 @@ impl SequenceRows<'_> {
         let pad = self.seq.pad_id.map(|p| p as f64);
         let keep = |j: usize| pad != Some(tokens[j]);
         let kept: Vec<usize> = (0..tokens.len()).filter(|&j| keep(j)).collect();
-        let mut out_logits = Vec::with_capacity(kept.len() * k);
         let (mut out_ids, mut labels, mut rows, mut positions) = (
             Vec::with_capacity(kept.len()),
             Vec::with_capacity(kept.len()),
@@ -356,7 +384,6 @@ impl SequenceRows<'_> {
             out_ids.push(ids[r]);
             rows.push(source_rows[r]);
             positions.push(t as u32);
-            out_logits.extend_from_slice(&logits[j * k..(j + 1) * k]);
             labels.push(match self.seq.targets {
                 crate::store::Targets::Same => token_labels.get(j).copied().flatten(),
                 crate::store::Targets::Next => (t + 1 < l && keep(j + 1)).then(|| tokens[j + 1] as i64),
@@ -378,7 +405,8 @@ impl SequenceRows<'_> {
         let index = arrow_array::UInt64Array::from_iter_values(kept.iter().map(|&j| j as u64));
         let input = arrow_select::take::take(input.as_ref(), &index, None)
             .map_err(|e| Error::Internal(format!("take tokens: {e}")))?;
-        Ok((out_ids, labels, input, out_logits, rows, positions))
+        let logit_rows = kept.iter().map(|&j| j as u32).collect();
+        Ok((out_ids, labels, input, rows, positions, logit_rows))
     }
 }
 
@@ -400,14 +428,14 @@ mod tests {
     struct Sum;
 
     impl Infer for Sum {
-        fn infer(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
+        fn infer(&mut self, batch: &Batch) -> Result<(crate::teacher::Logits, usize)> {
             let x = batch.input_f32();
             let mut out = Vec::new();
             for row in x.chunks_exact(batch.width) {
                 let s: f32 = row.iter().sum();
                 out.extend(if row[0] == 99.0 { [f32::NAN, 0.0] } else { [s, -s] });
             }
-            Ok((out, 2))
+            Ok((out.into(), 2))
         }
         fn path(&self) -> &Path {
             Path::new("sum.onnx")
@@ -454,7 +482,7 @@ mod tests {
         let Scored::Rows(rows, skipped) = s.score(b, &mut Sum).unwrap() else { panic!("no rows") };
         // Row 0 is before the resume point, row 1 is non-finite (and at/after it, so reported).
         assert_eq!((rows.ids, rows.source_rows, skipped), (vec![12], vec![2], vec![1]));
-        assert_eq!(rows.logits, vec![7.0, -7.0]);
+        assert_eq!(rows.logits.to_vec(), vec![7.0, -7.0]);
         // A batch wholly before the resume point gives nothing.
         let mut s = scorer(None, 10);
         assert!(matches!(s.score(batch(0, &[1, 2], &[0.0; 4], vec![]), &mut Sum).unwrap(), Scored::Nothing));
@@ -464,7 +492,7 @@ mod tests {
     struct Counting(usize);
 
     impl Infer for Counting {
-        fn infer(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
+        fn infer(&mut self, batch: &Batch) -> Result<(crate::teacher::Logits, usize)> {
             self.0 += 1;
             Sum.infer(batch)
         }
@@ -482,13 +510,13 @@ mod tests {
         let mut primed = Primed { teacher: &mut teacher, probe: Some(probe), features: None };
         let mut s = scorer(None, 0);
         let Scored::Rows(rows, _) = s.score(first, &mut primed).unwrap() else { panic!("no rows") };
-        assert_eq!(rows.logits, vec![3.0, -3.0, 7.0, -7.0]);
+        assert_eq!(rows.logits.to_vec(), vec![3.0, -3.0, 7.0, -7.0]);
         s.score(batch(2, &[3], &[5.0, 6.0], vec![]), &mut primed).unwrap();
         assert_eq!(primed.teacher.0, 2, "the probe's batch ran once, the next batch once");
         // A first batch that differs from the probe's (other values) goes to the teacher.
         let probe = Probe {
             batch: batch(0, &[1], &[1.0, 2.0], vec![]),
-            logits: vec![0.0, 0.0],
+            logits: vec![0.0, 0.0].into(),
             num_classes: 2,
             features: Vec::new(),
         };
@@ -497,7 +525,7 @@ mod tests {
         else {
             panic!("no rows")
         };
-        assert_eq!((rows.logits, primed.teacher.0), (vec![6.0, -6.0], 3));
+        assert_eq!((rows.logits.to_vec(), primed.teacher.0), (vec![6.0, -6.0], 3));
     }
 
     #[test]

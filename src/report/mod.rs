@@ -197,7 +197,7 @@ fn teacher_outputs(teacher: &mut Teacher, source: &dyn Source, row_shape: &[usiz
         ids.extend_from_slice(&b.ids);
         labels.extend_from_slice(&b.labels);
         inputs.extend(b.input_f32());
-        logits.extend(z);
+        logits.extend_from_slice(&z);
     }
     let n = ids.len();
     let width = inputs.len().checked_div(n).unwrap_or(0);

@@ -87,7 +87,7 @@ impl Ensemble {
     }
 
     /// Runs every member and combines their logits; row-major `[rows, classes]`.
-    pub fn run(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
+    pub fn run(&mut self, batch: &Batch) -> Result<(super::Logits, usize)> {
         let n = self.members.len();
         if n == 1 {
             return self.members[0].run(batch, &self.row_shapes[0]);
@@ -107,7 +107,7 @@ impl Ensemble {
             }
             match self.combine {
                 Combine::MeanLogits => {
-                    combined.iter_mut().zip(&logits).for_each(|(c, &z)| *c += f64::from(z) / n as f64)
+                    combined.iter_mut().zip(logits.iter()).for_each(|(c, &z)| *c += f64::from(z) / n as f64)
                 }
                 Combine::MeanProbs => {
                     let mut p = vec![0f32; k];
@@ -118,10 +118,10 @@ impl Ensemble {
                 }
             }
         }
-        let out = match self.combine {
+        let out: Vec<f32> = match self.combine {
             Combine::MeanLogits => combined.into_iter().map(|v| v as f32).collect(),
             Combine::MeanProbs => combined.into_iter().map(|v| v.ln() as f32).collect(),
         };
-        Ok((out, classes))
+        Ok((out.into(), classes))
     }
 }

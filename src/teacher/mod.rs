@@ -4,6 +4,7 @@
 pub mod ensemble;
 pub mod graph;
 pub mod imported;
+mod logits;
 pub mod runtime;
 pub mod session;
 
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 
 pub use ensemble::{ensemble_sha256, Combine, Ensemble};
 pub use imported::{ImportSource, Imported};
+pub use logits::Logits;
 pub use runtime::{environment, find_ort_library, loaded_library};
 pub use session::{session_builder, Teacher};
 

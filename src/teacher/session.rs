@@ -449,7 +449,7 @@ impl Teacher {
     /// Runs the teacher on a batch, returning row-major logits `[rows, classes]` and the class count.
     /// `row_shape` is the data input's ([`Teacher::row_shape`]); further inputs come from
     /// [`Batch::extra`], each converted to the element type its model input declares.
-    pub fn run(&mut self, batch: &Batch, row_shape: &[usize]) -> Result<(Vec<f32>, usize)> {
+    pub fn run(&mut self, batch: &Batch, row_shape: &[usize]) -> Result<(super::Logits, usize)> {
         let rows = batch.len();
         if self.inputs.len() > 1 && batch.extra.len() + 1 != self.inputs.len() {
             return Err(Error::Internal(format!(
@@ -476,7 +476,8 @@ impl Teacher {
         let fed: Vec<&ModelInput> = self.inputs.iter().chain(self.mask.as_ref().map(|m| &m.0)).collect();
         let positions: usize = if self.sequence { row_shape.first().copied().unwrap_or(1) } else { 1 };
         let chunk = self.fixed_batch().unwrap_or(rows.max(1));
-        let mut logits = Vec::new();
+        let mut logits: Vec<f32> = Vec::new();
+        let mut whole: Option<super::Logits> = None;
         let mut features: Vec<Vec<f32>> = vec![Vec::new(); self.features.len()];
         let mut classes = 0;
         let mut start = 0;
@@ -486,9 +487,9 @@ impl Teacher {
             for (input, feed) in fed.iter().zip(&feeds) {
                 values.push((input.name.as_str(), feed.value(start, n, chunk)?));
             }
-            let outputs =
+            let mut outputs =
                 self.session.run(values).map_err(|e| Error::model(&self.path, format!("inference failed: {e}")))?;
-            let (oshape, flat) = float_tensor(&outputs[self.output_name.as_str()]).ok_or_else(|| {
+            let oshape = float_shape(&outputs[self.output_name.as_str()]).ok_or_else(|| {
                 Error::model(&self.path, format!("output '{}' is not a float tensor", self.output_name))
             })?;
             let expected = if self.sequence { vec![chunk as i64, positions as i64] } else { vec![chunk as i64] };
@@ -510,15 +511,27 @@ impl Teacher {
                 ));
             }
             classes = oshape[expected.len()] as usize;
-            logits.extend_from_slice(&flat[..n * positions * classes]);
             for (f, out) in self.features.iter_mut().zip(features.iter_mut()) {
                 let (shape, values) = float_tensor(&outputs[f.name.as_str()])
                     .ok_or_else(|| Error::model(&self.path, format!("feature '{}' is not a float tensor", f.name)))?;
                 f.reduce(&self.path, &shape, &values, n, chunk, out)?;
             }
+            let len = n * positions * classes;
+            let not_float = || Error::model(&self.path, format!("output '{}' is not a float tensor", self.output_name));
+            let tensor = outputs.remove(self.output_name.as_str()).ok_or_else(not_float)?;
+            // The whole batch in one call: a float32 output is kept where ONNX Runtime wrote it.
+            let rest = match n == rows && n == chunk {
+                true => super::Logits::from_tensor(tensor, len).map(|l| whole = Some(l)).err(),
+                false => Some(tensor),
+            };
+            if let Some(tensor) = rest {
+                let (_, flat) = float_tensor(&tensor).ok_or_else(not_float)?;
+                logits.extend_from_slice(&flat[..len]);
+            }
             start += n;
         }
         self.last_features = features;
+        let mut logits = whole.unwrap_or_else(|| logits.into());
         if self.output_kind == OutputKind::Auto {
             self.output_kind = OutputKind::detect(&logits, classes);
             tracing::info!(teacher = %self.path.display(), kind = ?self.output_kind, "teacher output detected");
@@ -734,6 +747,16 @@ pub fn projection(seed: u64, width: usize, dim: usize) -> Vec<f32> {
 }
 
 /// A float32 or float64 tensor's shape and values (as f32).
+/// A float32 or float64 tensor's shape.
+fn float_shape(value: &ort::value::DynValue) -> Option<Vec<i64>> {
+    match value.dtype() {
+        ValueType::Tensor { ty: TensorElementType::Float32 | TensorElementType::Float64, shape, .. } => {
+            Some(shape.to_vec())
+        }
+        _ => None,
+    }
+}
+
 fn float_tensor(value: &ort::value::DynValue) -> Option<(Vec<i64>, Vec<f32>)> {
     if let Ok((s, v)) = value.try_extract_tensor::<f32>() {
         Some((s.to_vec(), v.to_vec()))

@@ -183,7 +183,7 @@ fn compare_with_onnx(st: &Path, onnx: &Path, data: &Path, input: &str) -> (usize
     for batch in source.batches(1000) {
         let batch = batch.unwrap();
         let (q, k) = model.run(&batch, &row_shape).unwrap();
-        let q = ndarray::Array2::from_shape_vec((batch.len(), k), q).unwrap();
+        let q = ndarray::Array2::from_shape_vec((batch.len(), k), q.into_vec()).unwrap();
         let x = ndarray::Array2::from_shape_vec((batch.len(), d), batch.input_f32()).unwrap();
         let f = student.student.forward(x.view());
         for (a, b) in q.rows().into_iter().zip(f.rows()) {

@@ -200,3 +200,16 @@ def test_a_window_student_learns_the_tagger_and_is_evaluated_per_token(tmp_path)
     # The tags are the teacher's top class of each token alone, which the student can learn: 703 tokens,
     # 600 labelled.
     assert r["accuracy"] > 0.9 and r["agreement"] > 0.9 and r["kl"] is not None, r
+
+
+def test_shards_merge_to_the_whole_dataset(tmp_path):
+    whole = tagger(tmp_path, name="whole")
+    shards = [tagger(tmp_path, "--shard", f"{i}/2", name=f"shard{i}") for i in range(2)]
+    merged = tmp_path / "merged"
+    run("merge", "--out", merged, *shards)
+    assert "ok" in run("verify", merged).stdout
+    key = [("id", "ascending"), ("position", "ascending")]
+    a = pq.read_table(sorted(merged.glob("part-*.parquet"))).sort_by(key)
+    b = pq.read_table(sorted(whole.glob("part-*.parquet")))
+    assert a.num_rows == b.num_rows and a.equals(b)
+    assert "one stored row per unmasked position; targets same" in run("inspect", whole).stdout

@@ -65,7 +65,9 @@ pub(super) fn writer_properties(
 
 impl SoftLabelWriter {
     pub(super) fn record_batch(&self, rows: &super::ScoredRows) -> Result<RecordBatch> {
-        let super::ScoredRows { ids, labels, input, logits, views, paths, features, positions, .. } = rows;
+        let super::ScoredRows { ids, labels, input, views, paths, features, positions, .. } = rows;
+        let n = ids.len();
+        let row = |r: usize| rows.logits_of(r, self.manifest.num_classes);
         let views = views.as_ref();
         let k = self.manifest.num_classes;
         let t = self.manifest.temperature;
@@ -114,6 +116,13 @@ impl SoftLabelWriter {
         let mut label_logit = None;
         match self.manifest.form {
             LabelForm::Dense => {
+                let selected: Vec<f32>;
+                let logits = if rows.logit_rows.is_empty() {
+                    &rows.logits[..]
+                } else {
+                    selected = (0..n).flat_map(|r| row(r).iter().copied()).collect();
+                    &selected[..]
+                };
                 let mut soft = vec![0f32; logits.len()];
                 for (z, p) in logits.chunks_exact(k).zip(soft.chunks_exact_mut(k)) {
                     softmax_t(z, t, p);
@@ -123,7 +132,7 @@ impl SoftLabelWriter {
             }
             LabelForm::TopK { k: top } => {
                 let (mut index, mut value, mut lse) = (Vec::new(), Vec::new(), Vec::new());
-                for z in logits.chunks_exact(k) {
+                for z in (0..n).map(row) {
                     let idx = top_k(z, top);
                     value.extend(idx.iter().map(|&i| z[i as usize]));
                     index.extend(idx);
@@ -133,8 +142,8 @@ impl SoftLabelWriter {
                 cols.push(list(self.floats(&value)?, top)?);
                 cols.push(Arc::new(Float64Array::from(lse)));
                 if self.manifest.label_logit {
-                    let of_label = logits
-                        .chunks_exact(k)
+                    let of_label = (0..n)
+                        .map(row)
                         .zip(labels)
                         .map(|(z, l)| l.and_then(|l| usize::try_from(l).ok()).and_then(|l| z.get(l).copied()));
                     label_logit = Some(self.nullable_floats(of_label.collect())?);
@@ -142,7 +151,7 @@ impl SoftLabelWriter {
             }
             LabelForm::Sampled { k: draws, seed } => {
                 let mut index = Vec::with_capacity(ids.len() * draws);
-                for (r, (z, &id)) in logits.chunks_exact(k).zip(ids).enumerate() {
+                for (r, (z, &id)) in (0..n).map(row).zip(ids).enumerate() {
                     // A view's draws are keyed by id ^ (view << 48), so view 0's equal the unaugmented row's;
                     // a sequence position's the same way (positions are below 2^16).
                     let view =

@@ -35,7 +35,7 @@ pub struct ScoredRows {
     /// Input values, flat.
     pub input: ArrayRef,
     /// Raw logits, flat.
-    pub logits: Vec<f32>,
+    pub logits: crate::teacher::Logits,
     /// Each row's position in the source.
     pub source_rows: Vec<u64>,
     /// View columns.
@@ -46,6 +46,18 @@ pub struct ScoredRows {
     pub features: Vec<Vec<f32>>,
     /// Each row's position in its source row (sequence datasets), else empty.
     pub positions: Vec<u32>,
+    /// Each row's row of `logits` when they are not in order one a row (a sequence teacher's logits
+    /// for every position, padding included, read in place), else empty. Such rows are checked here:
+    /// no NaN or +inf, not all -inf.
+    pub logit_rows: Vec<u32>,
+}
+
+impl ScoredRows {
+    /// The teacher's logits of row `r` (`k` classes).
+    pub(crate) fn logits_of(&self, r: usize, k: usize) -> &[f32] {
+        let at = self.logit_rows.get(r).map_or(r, |&i| i as usize);
+        &self.logits[at * k..(at + 1) * k]
+    }
 }
 
 /// How parts are cut and compressed.
@@ -200,7 +212,7 @@ impl SoftLabelWriter {
     /// Appends rows (see [`ScoredRows`]); `soft` is computed here. A dataset with views takes each source
     /// row's views together, in order.
     pub fn write(&mut self, rows: &ScoredRows) -> Result<()> {
-        let ScoredRows { ids, labels, input, logits, source_rows, views, paths, features, .. } = rows;
+        let ScoredRows { ids, labels, input, logits, source_rows, views, paths, features, logit_rows, .. } = rows;
         let views = views.as_ref();
         let k = self.manifest.num_classes;
         let w = self.manifest.input.width;
@@ -208,7 +220,14 @@ impl SoftLabelWriter {
         if self.manifest.views.is_some() != views.is_some() || views.is_some_and(|v| v.len() != n) {
             return Err(Error::Internal("write: view columns do not match the manifest or the rows".into()));
         }
-        if labels.len() != n || input.len() != n * w || logits.len() != n * k || source_rows.len() != n {
+        let logit_rows_ok = if logit_rows.is_empty() {
+            logits.len() == n * k
+        } else {
+            logit_rows.len() == n
+                && logits.len() % k.max(1) == 0
+                && logit_rows.iter().all(|&r| (r as usize) < logits.len() / k)
+        };
+        if labels.len() != n || input.len() != n * w || !logit_rows_ok || source_rows.len() != n {
             return Err(Error::Internal(format!(
                 "write: {n} ids, {} labels, {} input values (width {w}), {} logits (K {k}), {} source rows",
                 labels.len(),
@@ -226,6 +245,9 @@ impl SoftLabelWriter {
         }
         if n == 0 {
             return Ok(());
+        }
+        if !logit_rows.is_empty() {
+            self.check_logits(rows)?;
         }
         let batch = self.record_batch(rows)?;
         let limit = self.part_limit();
@@ -249,6 +271,31 @@ impl SoftLabelWriter {
                 Some(self.last_source_row.map_or(source_rows[start - 1], |r| r.max(source_rows[start - 1])));
             if self.part_rows >= limit {
                 self.close_part(source_rows[start - 1] + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The scorer's logit check for rows read in place ([`ScoredRows::logit_rows`]): -inf is a valid
+    /// logit (log of a probability of 0); NaN, +inf and rows of -inf only are not.
+    fn check_logits(&self, rows: &ScoredRows) -> Result<()> {
+        let k = self.manifest.num_classes;
+        for r in 0..rows.ids.len() {
+            let z = rows.logits_of(r, k);
+            // Branch-free folds (vectorised); the position is looked for only on failure.
+            let any_bad = z.iter().fold(false, |a, &v| a | v.is_nan() | (v == f32::INFINITY));
+            let all_neg_inf = z.iter().fold(true, |a, &v| a & (v == f32::NEG_INFINITY));
+            if any_bad || all_neg_inf {
+                let bad = z.iter().position(|v| v.is_nan() || *v == f32::INFINITY);
+                return Err(Error::model(
+                    std::path::Path::new(&self.manifest.teacher.file),
+                    format!(
+                        "teacher produced a non-finite logit ({}) for id {}, position {}",
+                        bad.map_or(f32::NEG_INFINITY, |i| z[i]),
+                        rows.ids[r],
+                        rows.positions.get(r).copied().unwrap_or(0)
+                    ),
+                ));
             }
         }
         Ok(())
