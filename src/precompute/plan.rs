@@ -365,6 +365,13 @@ fn sequence_of(
             ),
         ));
     }
+    if settings.no_inputs {
+        return Err(Error::Config(
+            "--no-inputs: a sequence dataset stores each position's token (about a byte a token after \
+             compression), which its students' windows read; leave --no-inputs out"
+                .into(),
+        ));
+    }
     let targets = settings.targets.unwrap_or_default();
     if let (crate::store::Targets::Next, Some(label)) = (targets, source.label_column()) {
         return Err(Error::Config(format!(
