@@ -356,12 +356,15 @@ fn sequence_of(
         ));
     }
     if source.element_type().is_float() {
-        return Err(Error::data(
-            &settings.data,
+        return Err(Error::model(
+            teacher.path(),
             format!(
-                "column '{}' holds {:?} values: a sequence teacher's input is token ids",
+                "has an output of rank 3 ([batch, positions, classes]: a sequence teacher) but is fed the {:?} values \
+                 of column '{}' of {}: a sequence teacher takes token ids, and a classifier's output is [batch, \
+                 classes]",
+                source.element_type(),
                 source.input_name(),
-                source.element_type()
+                settings.data.display()
             ),
         ));
     }

@@ -273,7 +273,7 @@ impl Scorer<'_> {
         let (mut positions, mut logit_rows) = (Vec::new(), Vec::new());
         if let Some(seq) = &self.sequence {
             let token_labels = batch.token_labels.get(from * width..).unwrap_or_default();
-            let rows = SequenceRows { seq, k, file: &batch.file, column: self.label_column };
+            let rows = SequenceRows { seq, k, column: self.label_column, batch: &batch };
             (ids, labels, input, source_rows, positions, logit_rows) =
                 rows.expand(&ids, &input, token_labels, logits.len(), &source_rows)?;
             // The writer reads the kept positions' logits in place (a vocabulary's logits are most of the
@@ -330,8 +330,9 @@ impl Scorer<'_> {
 struct SequenceRows<'a> {
     seq: &'a crate::store::Sequence,
     k: usize,
-    file: &'a Path,
     column: &'a str,
+    /// The batch, for the file and rows named in errors.
+    batch: &'a Batch,
 }
 
 /// Per stored row: ids, labels, the position's token, source rows, positions, and its row of the
@@ -360,12 +361,15 @@ impl SequenceRows<'_> {
                 tokens.len(),
             )));
         }
+        let row = |r: usize| row_in_file(self.batch, source_rows[r]);
         if !token_labels.is_empty() && token_labels.len() != tokens.len() {
             return Err(Error::data(
-                self.file,
+                &self.batch.file,
                 format!(
-                    "column '{}': {} labels a row, the input has {l} positions: a tagger's labels are one per position",
+                    "column '{}', row {}: {} labels a row, the input has {l} positions: a tagger's labels are one per \
+                     position",
                     self.column,
+                    row(0),
                     token_labels.len() / ids.len().max(1)
                 ),
             ));
@@ -393,10 +397,12 @@ impl SequenceRows<'_> {
             kept.iter().zip(&labels).find_map(|(&j, l)| l.filter(|&y| y as u64 >= k as u64).map(|y| (j, y)))
         {
             return Err(Error::data(
-                self.file,
+                &self.batch.file,
                 format!(
-                    "column '{}', id {}, position {}: label {y} is outside [0, {k}) (the teacher has {k} classes)",
+                    "column '{}', row {} (id {}), position {}: label {y} is outside [0, {k}) (the teacher has {k} \
+                     classes)",
                     self.column,
+                    row(j / l),
                     ids[j / l],
                     j % l
                 ),

@@ -127,6 +127,11 @@ fn corpus() -> Vec<Case> {
         pre("a null mask row", Data, &bag, &f("masked_bag_null_mask.parquet"), &["--input", "input_ids=ids", "--input", "attention_mask=mask"], &["masked_bag_null_mask.parquet", "column 'mask', row 17", "null"]),
         pre("one column fed to two inputs", Config, &bag, &f("masked_bag.parquet"), &["--input", "input_ids=ids", "--input", "attention_mask=ids"], &["--input feeds column 'ids' to two teacher inputs"]),
         pre("a data input that no --input maps", Config, &bag, &f("masked_bag.parquet"), &["--input", "input_ids=ids", "--input", "attention_mask=mask", "--input-column", "label"], &["the data's input column 'label' is none of the columns --input feeds (ids, mask)", "--input-column"]),
+        // --- sequence teachers (more in tests/python/test_sequences.py)
+        pre("tags of fewer positions than the tokens", Data, &f("seq_tagger.onnx"), &f("seq_tagger_short_tags.parquet"), &["--input-column", "tokens", "--label-column", "tags", "--pad-id", "0"], &["seq_tagger_short_tags.parquet", "column 'tags', row 0", "11 labels a row, the input has 12 positions"]),
+        pre("a tag outside the tagger's classes", Data, &f("seq_tagger.onnx"), &f("seq_tagger_bad_tag.parquet"), &["--input-column", "tokens", "--label-column", "tags", "--pad-id", "0"], &["seq_tagger_bad_tag.parquet", "column 'tags', row 5 (id 5), position 2", "label 9 is outside [0, 5)"]),
+        pre("sequence flags for a classifier", Model, &lin, &small, &["--targets", "next"], &["linear.onnx", "are for sequence teachers"]),
+        pre("a language model's mask input that does not exist", Model, &f("seq_lm.onnx"), &f("seq_lm.parquet"), &["--input-column", "tokens", "--pad-id", "0", "--mask-input", "mask"], &["seq_lm.onnx", "--mask-input 'mask'", "input_ids, attention_mask"]),
         // --- image folders and image lists (more in tests/python/test_images.py, test_image_prep.py)
         pre("a corrupt image", Data, &f("linear_image.onnx"), &f("images/corrupt"), &[], &["corrupt/a/1.png", "cannot decode the image"]),
         pre("an image of another size without --resize", Data, &f("linear_image.onnx"), &f("images/sizes"), &[], &["sizes/a/1.png", "is 3x2 (height x width), the rows 2x2: give --resize S"]),
@@ -137,7 +142,7 @@ fn corpus() -> Vec<Case> {
         pre("teacher input the data cannot be reshaped to", Model, &f("rank3_input.onnx"), &small, &[], &["rank3_input.onnx", "has 4 values per row", "[batch, 3, 3] (9 values per row)"]),
         pre("teacher input with two dynamic dimensions", Model, &f("two_dynamic.onnx"), &small, &[], &["two_dynamic.onnx", "[batch, ?, ?]"]),
         pre("teacher with a string input", Model, &f("string_model.onnx"), &small, &[], &["string_model.onnx", "element type String"]),
-        pre("teacher output of rank 3", Model, &f("rank3_output.onnx"), &small, &[], &["rank3_output.onnx", "expected [batch, classes]"]),
+        pre("teacher output of rank 3", Model, &f("rank3_output.onnx"), &small, &[], &["rank3_output.onnx", "a classifier's output is [batch, classes]", "small.parquet"]),
         pre("teacher producing NaN", Model, &f("nan_output.onnx"), &small, &[], &["nan_output.onnx", "non-finite logit", "small.parquet, row 0"]),
         pre("class names of wrong count", Model, &lin, &small, &["--class-names", "a,b"], &["--class-names lists 2 names", "3 classes"]),
         // --- config
