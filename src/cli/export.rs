@@ -29,6 +29,13 @@ pub struct ExportArgs {
 pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     let s = student::io::load(&a.student)?;
     let described = format!("{} ({} parameters)", s.student.arch().describe(), s.student.num_parameters());
+    if a.int8 && s.info.sequence.is_some() {
+        anyhow::bail!(softlabel::Error::Config(
+            "--int8 is not built for sequence students yet (their calibration rows are windows of a sequence \
+             dataset): export the float32 model"
+                .into()
+        ));
+    }
     if a.int8 {
         let (rows, source) = match &a.calibration {
             Some(path) => {

@@ -98,6 +98,18 @@ fn tensor_i64(name: &str, values: &[i64]) -> Pb {
     t
 }
 
+/// An int64 tensor of shape `dims`.
+fn tensor_i64_shaped(name: &str, dims: &[usize], values: &[i64]) -> Pb {
+    let mut t = Pb::default();
+    for &d in dims {
+        t.int(1, d as i64);
+    }
+    t.int(2, 7).str(8, name);
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    t.bytes(9, &raw);
+    t
+}
+
 /// Adds an INTS attribute to a node.
 fn ints_attr(n: &mut Pb, name: &str, values: &[i64]) {
     let mut a = Pb::default();
@@ -109,13 +121,15 @@ fn ints_attr(n: &mut Pb, name: &str, values: &[i64]) {
     n.msg(5, a);
 }
 
+/// The second symbolic dimension is `positions` (a sequence student's `[batch, positions]`).
 fn value_info(name: &str, elem: i64, dims: &[Option<usize>]) -> Pb {
     let mut shape = Pb::default();
-    for d in dims {
+    for (i, d) in dims.iter().enumerate() {
         let mut dim = Pb::default();
         match d {
             Some(v) => dim.int(1, *v as i64),
-            None => dim.str(2, "batch"),
+            None if i == 0 => dim.str(2, "batch"),
+            None => dim.str(2, "positions"),
         };
         shape.msg(1, dim);
     }
@@ -228,6 +242,90 @@ fn embed_nodes(
     }
 }
 
+/// The nodes that turn the teacher's `[batch, positions]` ids (and its attention mask) into the windows a
+/// sequence student reads, `[batch * positions, window]` int64: masked ids become the pad id, the
+/// sequence is padded with it on both sides, and position t gathers t-W..t+W (t-W..t for `next`).
+/// Returns the windows' name and the name of `[batch, positions]` (the output's leading shape).
+fn sequence_windows(
+    student: &StudentFile,
+    seq: &crate::store::Sequence,
+    ids: &str,
+    input_type: ElementType,
+    nodes: &mut Vec<Pb>,
+    inits: &mut Vec<Pb>,
+) -> Result<(String, String)> {
+    let w = student.info.settings.window as i64;
+    let width = student.student.input_width() as i64;
+    let offsets: Vec<i64> = seq.window_offsets(w as usize).collect();
+    if offsets.len() as i64 != width {
+        return Err(Error::Internal(format!("a window of {} tokens, the student reads {width}", offsets.len())));
+    }
+    let pad = i64::from(seq.fill(student.student.arch().embed.and_then(|e| e.pad_id))? as i32);
+    let (left, right) = (-offsets[0], *offsets.last().unwrap_or(&0));
+    let mut x = ids.to_string();
+    if input_type != ElementType::I64 {
+        nodes.push(node("Cast", &[&x], &["softlabel/ids"], "cast_ids", &[("to", 7)]));
+        x = "softlabel/ids".into();
+    }
+    if let Some(mask) = &seq.mask_input {
+        inits.push(tensor_i64("sequence.pad", &[pad]));
+        inits.push(tensor_i64("sequence.zero", &[0]));
+        nodes.push(node("Equal", &[mask, "sequence.zero"], &["softlabel/padding"], "padding", &[]));
+        nodes.push(node("Where", &["softlabel/padding", "sequence.pad", &x], &["softlabel/unmasked"], "unmask", &[]));
+        x = "softlabel/unmasked".into();
+    }
+    inits.push(tensor_i64("sequence.pads", &[0, left, 0, right]));
+    inits.push(tensor_i64("sequence.pad_value", &[pad]));
+    // Pad takes a scalar constant: the pad id reshaped to [].
+    inits.push(tensor_i64("sequence.scalar", &[]));
+    nodes.push(node("Reshape", &["sequence.pad_value", "sequence.scalar"], &["softlabel/pad0"], "pad0", &[]));
+    nodes.push(node("Pad", &[&x, "sequence.pads", "softlabel/pad0"], &["softlabel/padded"], "pad", &[]));
+    nodes.push(node("Shape", &[&x], &["softlabel/shape"], "shape", &[]));
+    inits.push(tensor_i64("sequence.one", &[1]));
+    nodes.push(node("Gather", &["softlabel/shape", "sequence.one"], &["softlabel/len1"], "len1", &[("axis", 0)]));
+    nodes.push(node("Reshape", &["softlabel/len1", "sequence.scalar"], &["softlabel/len"], "len", &[]));
+    inits.push(tensor_i64("sequence.start", &[0]));
+    inits.push(tensor_i64("sequence.step", &[1]));
+    nodes.push(node("Reshape", &["sequence.start", "sequence.scalar"], &["softlabel/start"], "start", &[]));
+    nodes.push(node("Reshape", &["sequence.step", "sequence.scalar"], &["softlabel/step"], "step", &[]));
+    nodes.push(node(
+        "Range",
+        &["softlabel/start", "softlabel/len", "softlabel/step"],
+        &["softlabel/positions"],
+        "positions",
+        &[],
+    ));
+    nodes.push(node(
+        "Unsqueeze",
+        &["softlabel/positions", "sequence.one"],
+        &["softlabel/positions2"],
+        "positions2",
+        &[],
+    ));
+    let shifted: Vec<i64> = offsets.iter().map(|o| o + left).collect();
+    inits.push(tensor_i64_shaped("sequence.offsets", &[1, width as usize], &shifted));
+    nodes.push(node("Add", &["softlabel/positions2", "sequence.offsets"], &["softlabel/index"], "index", &[]));
+    nodes.push(node(
+        "Gather",
+        &["softlabel/padded", "softlabel/index"],
+        &["softlabel/windows3"],
+        "windows3",
+        &[("axis", 1)],
+    ));
+    inits.push(tensor_i64("sequence.flat", &[-1, width]));
+    nodes.push(node("Reshape", &["softlabel/windows3", "sequence.flat"], &["softlabel/windows"], "windows", &[]));
+    inits.push(tensor_i64("sequence.lead_start", &[0]));
+    inits.push(tensor_i64("sequence.lead_end", &[2]));
+    nodes.push(node(
+        "Slice",
+        &["softlabel/shape", "sequence.lead_start", "sequence.lead_end"],
+        &["softlabel/lead"],
+        "lead",
+        &[],
+    ));
+    Ok(("softlabel/windows".into(), "softlabel/lead".into()))
+}
+
 /// Builds the ONNX model bytes for a student (float32).
 pub fn onnx_model(student: &StudentFile) -> Result<Vec<u8>> {
     build(student, None, None)
@@ -336,7 +434,17 @@ fn build(student: &StudentFile, ranges: Option<&[(f32, f32)]>, quantization: Opt
     let input_type = info.teacher_input_type.unwrap_or(info.input_dtype);
     let mut cur = input_name.clone();
     let mut nodes = Vec::new();
-    if row_shape.len() > 1 {
+    let mut inits = Vec::new();
+    // A sequence student takes the teacher's [batch, positions] ids (and its mask) and runs on the window
+    // around every position, as it was trained.
+    let sequence = match &info.sequence {
+        Some(seq) => Some(sequence_windows(student, seq, &input_name, input_type, &mut nodes, &mut inits)?),
+        None => None,
+    };
+    if let Some((windows, _)) = &sequence {
+        cur = windows.clone();
+    }
+    if row_shape.len() > 1 && sequence.is_none() {
         nodes.push(node("Flatten", &[&cur], &["softlabel/flat"], "flatten", &[("axis", 1)]));
         cur = "softlabel/flat".into();
     }
@@ -345,12 +453,14 @@ fn build(student: &StudentFile, ranges: Option<&[(f32, f32)]>, quantization: Opt
     // everything else is computed in float.
     let ids = matches!(ops.first(), Some(Op::Embed { .. }));
     let (to, want) = if ids { (7, ElementType::I64) } else { (1, ElementType::F32) };
-    if input_type != want {
+    if input_type != want && sequence.is_none() {
         nodes.push(node("Cast", &[&cur], &["softlabel/x"], "cast", &[("to", to)]));
         cur = "softlabel/x".into();
     }
     let linears = ops.iter().filter(|op| matches!(op, Op::Linear { .. })).count();
-    let mut inits = Vec::new();
+    // A sequence student's last layer gives [batch * positions, classes], reshaped to the teacher's
+    // [batch, positions, classes].
+    let last = if sequence.is_some() { "softlabel/position_logits" } else { "logits" };
     let mut i = 0; // Linear layers so far
     let mut conv = 0; // convolutions so far
     let mut step = 0; // a unique number per node
@@ -374,7 +484,7 @@ fn build(student: &StudentFile, ranges: Option<&[(f32, f32)]>, quantization: Opt
             Op::Linear { w, b } => {
                 let (wn, bn) = (format!("layers.{i}.weight"), format!("layers.{i}.bias"));
                 let wt = w.t().to_owned();
-                let z = if i + 1 == linears { "logits".to_string() } else { format!("softlabel/z{i}") };
+                let z = if i + 1 == linears { last.to_string() } else { format!("softlabel/z{i}") };
                 if let Some(q) = q.as_mut() {
                     let x = q.input(&cur, k, &mut nodes, &mut inits);
                     let (wd, bd) = q.weights(&wn, &bn, wt.view().into_dyn(), b, &mut nodes, &mut inits);
@@ -473,10 +583,15 @@ fn build(student: &StudentFile, ranges: Option<&[(f32, f32)]>, quantization: Opt
             }
         }
     }
-    if cur != "logits" {
+    if cur != last {
         return Err(Error::Internal(format!("student graph ends in '{cur}', not in a Linear layer")));
     }
-    nodes.push(node("Softmax", &["logits"], &["probs"], "softmax", &[("axis", 1)]));
+    if let Some((_, shape)) = &sequence {
+        inits.push(tensor_i64("sequence.classes", &[net.num_classes() as i64]));
+        nodes.push(node("Concat", &[shape, "sequence.classes"], &["softlabel/out_shape"], "out_shape", &[("axis", 0)]));
+        nodes.push(node("Reshape", &[last, "softlabel/out_shape"], &["logits"], "sequence_logits", &[]));
+    }
+    nodes.push(node("Softmax", &["logits"], &["probs"], "softmax", &[("axis", -1)]));
     for n in nodes {
         graph.msg(1, n);
     }
@@ -484,12 +599,24 @@ fn build(student: &StudentFile, ranges: Option<&[(f32, f32)]>, quantization: Opt
     for t in inits {
         graph.msg(5, t);
     }
-    let mut in_dims = vec![None];
-    in_dims.extend(row_shape.iter().map(|&v| Some(v)));
-    graph.msg(11, value_info(&input_name, onnx_type(input_type), &in_dims));
     let k = Some(net.num_classes());
-    graph.msg(12, value_info("logits", 1, &[None, k]));
-    graph.msg(12, value_info("probs", 1, &[None, k]));
+    match &info.sequence {
+        Some(seq) => {
+            graph.msg(11, value_info(&input_name, onnx_type(input_type), &[None, None]));
+            if let Some(mask) = &seq.mask_input {
+                graph.msg(11, value_info(mask, onnx_type(ElementType::I64), &[None, None]));
+            }
+            graph.msg(12, value_info("logits", 1, &[None, None, k]));
+            graph.msg(12, value_info("probs", 1, &[None, None, k]));
+        }
+        None => {
+            let mut in_dims = vec![None];
+            in_dims.extend(row_shape.iter().map(|&v| Some(v)));
+            graph.msg(11, value_info(&input_name, onnx_type(input_type), &in_dims));
+            graph.msg(12, value_info("logits", 1, &[None, k]));
+            graph.msg(12, value_info("probs", 1, &[None, k]));
+        }
+    }
 
     let mut model = Pb::default();
     model.int(1, IR_VERSION).str(2, "softlabel").str(3, env!("CARGO_PKG_VERSION"));

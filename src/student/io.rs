@@ -139,6 +139,10 @@ pub struct StudentInfo {
     /// Output-bias changes made after training (`softlabel adjust-bias`), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bias_adjustments: Vec<BiasAdjustment>,
+    /// Trained on a sequence dataset: how its sequences were made. The student reads a window of
+    /// `settings.window` tokens each side of a position; its export takes the teacher's sequences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<crate::store::Sequence>,
 }
 
 fn is_mlp(k: &super::StudentKind) -> bool {

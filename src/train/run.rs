@@ -273,5 +273,6 @@ pub fn student_info(
         train_seconds,
         weights_sha256: String::new(),
         bias_adjustments: Vec::new(),
+        sequence: m.sequence.clone(),
     })
 }

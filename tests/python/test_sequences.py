@@ -200,6 +200,53 @@ def test_a_window_student_learns_the_tagger_and_is_evaluated_per_token(tmp_path)
     # The tags are the teacher's top class of each token alone, which the student can learn: 703 tokens,
     # 600 labelled.
     assert r["accuracy"] > 0.9 and r["agreement"] > 0.9 and r["kl"] is not None, r
+    # Exported with the teacher's signature, [batch, positions] ids in, [batch, positions, classes] out, it
+    # computes what eval measured: the same KL to the teacher over the unmasked positions.
+    onnx_path = tmp_path / "student.onnx"
+    run("export", "--student", student, "--out", onnx_path)
+    s = ort.InferenceSession(str(onnx_path))
+    assert [(i.name, i.shape) for i in s.get_inputs()] == [("tokens", ["batch", "positions"])]
+    _, tokens, _ = tokens_of(FX / "seq_tagger.parquet")
+    z = s.run(["logits"], {"tokens": tokens})[0]
+    assert z.shape == (*tokens.shape, 5)
+    r_, p_ = np.nonzero(tokens != 0)
+    q = z[r_, p_].astype(np.float64)
+    tz = np.stack(pq.read_table(sorted(out.glob("part-*.parquet")))["logits"].to_numpy(zero_copy_only=False))
+    tz = tz.astype(np.float64)
+    log_softmax = lambda a: a - a.max(1, keepdims=True) - np.log(np.exp(a - a.max(1, keepdims=True)).sum(1, keepdims=True))
+    kl = (np.exp(log_softmax(tz)) * (log_softmax(tz) - log_softmax(q))).sum(1).mean()
+    assert abs(kl - r["kl"]) < 1e-6, (kl, r["kl"])
+    r = run("export", "--student", student, "--out", tmp_path / "int8.onnx", "--int8", "--calibration", out, check=False)
+    assert r.returncode == 1 and "--int8 is not built for sequence students" in r.stderr
+
+
+def test_a_causal_language_model_student_exports_with_the_mask_input(tmp_path):
+    out = tmp_path / "lm"
+    run("precompute", "--teacher", FX / "seq_lm.onnx", "--data", FX / "seq_lm.parquet", "--input-column", "tokens",
+        "--targets", "next", "--pad-id", "0", "--mask-input", "attention_mask", "--top-k", "8", "-T", "1", "--out", out)
+    student = tmp_path / "student"
+    run("train", "--labels", out, "--out", student, "--student", "embed", "--bag", "concat", "--window", "2",
+        "--embed-dim", "4", "--vocab", "30000", "--hidden", "8", "--epochs", "1", "--seed", "0")
+    r = json.loads(run("eval", "--student", student, "--data", out, "--json").stdout)
+    assert r["window"] == 2 and r["targets"] == "next" and r["tokens"] == json.loads((out / "_manifest.json").read_text())["rows"]
+    onnx_path = tmp_path / "student.onnx"
+    run("export", "--student", student, "--out", onnx_path)
+    s = ort.InferenceSession(str(onnx_path))
+    assert [i.name for i in s.get_inputs()] == ["input_ids", "attention_mask"]
+    _, tokens, _ = tokens_of(FX / "seq_lm.parquet")
+    mask = (tokens != 0).astype(np.int64)
+    z = s.run(["logits"], {"input_ids": tokens, "attention_mask": mask})[0]
+    # Causal: changing the tokens after position t leaves the outputs at t (the student never sees t + 1).
+    later = tokens.copy()
+    later[:, 6:] = np.where(later[:, 6:] != 0, 7, 0)
+    z2 = s.run(["logits"], {"input_ids": later, "attention_mask": mask})[0]
+    np.testing.assert_array_equal(z[:, :6], z2[:, :6])
+    assert not np.allclose(z[:, 6:], z2[:, 6:])
+    # Its top class agrees with the teacher's top stored class as eval counted.
+    r_, p_ = np.nonzero(mask)
+    stored = pq.read_table(sorted(out.glob("part-*.parquet")))
+    top = np.stack(stored["topk_index"].to_numpy(zero_copy_only=False))[:, 0]
+    assert abs((z[r_, p_].argmax(1) == top).mean() - r["agreement"]) < 1e-9
 
 
 def test_shards_merge_to_the_whole_dataset(tmp_path):
