@@ -225,6 +225,7 @@ impl Pipeline {
         paths.extend(f.data.train_labels_npy.as_mut());
         paths.extend(f.data.test_labels_npy.as_mut());
         paths.extend(f.teacher.model.paths_mut());
+        paths.extend(f.teacher.vocab_file.as_mut());
         for p in paths {
             if p.is_relative() {
                 *p = normalize(&base.join(&*p));
@@ -290,6 +291,7 @@ fn confine(f: &PipelineFile, path: &Path, root: &Path) -> Result<()> {
     named.extend(models.iter().map(|m| ("teacher", "model", m.as_path())));
     named.extend(f.data.train_labels_npy.iter().map(|p| ("data", "train_labels_npy", p.as_path())));
     named.extend(f.data.test_labels_npy.iter().map(|p| ("data", "test_labels_npy", p.as_path())));
+    named.extend(f.teacher.vocab_file.iter().map(|p| ("teacher", "vocab_file", p.as_path())));
     for (section, key, p) in named {
         let abs = crate::util::resolve(p)?;
         if !abs.starts_with(&root_abs) {

@@ -112,6 +112,23 @@ def test_language_model_top_k_is_exact_against_onnxruntime(tmp_path):
     assert "ok" in run("verify", out).stdout
 
 
+def test_sampled_draws_per_position_are_keyed_by_id_and_position(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["--teacher", FX / "seq_lm.onnx", "--data", FX / "seq_lm.parquet", "--input-column", "tokens",
+              "--targets", "next", "--pad-id", "0", "--mask-input", "attention_mask", "--sample-k", "16", "-T", "1"]
+    run("precompute", *common, "--batch-size", "7", "--out", a)
+    run("precompute", *common, "--batch-size", "64", "--rows-per-part", "200", "--out", b)
+    ta = pq.read_table(sorted(a.glob("part-*.parquet")))
+    tb = pq.read_table(sorted(b.glob("part-*.parquet")))
+    assert ta.schema.field("sample_index").type.value_type == pa.uint16()
+    # The draws depend on (seed, id, position) only, not on batching or parts; positions of one id differ.
+    assert ta["sample_index"].equals(tb["sample_index"])
+    first = ta.filter(pa.compute.equal(ta["id"], 1))
+    draws = first["sample_index"].to_pylist()
+    assert len({tuple(d) for d in draws}) > 1
+    assert "ok" in run("verify", a).stdout
+
+
 def test_a_resumed_sequence_run_equals_a_clean_one(tmp_path):
     clean = tagger(tmp_path, "--rows-per-part", "100", "--batch-size", "16", name="clean")
     m = json.loads((clean / "_manifest.json").read_text())
