@@ -87,15 +87,9 @@ fn tensor(name: &str, dims: &[usize], values: &[f32]) -> Pb {
     t
 }
 
-/// ValueInfoProto for a tensor with `dims` (`None`: the symbolic batch dimension).
-/// An int64 tensor (a shape for Reshape).
+/// An int64 tensor of one dimension (a shape for Reshape).
 fn tensor_i64(name: &str, values: &[i64]) -> Pb {
-    let mut t = Pb::default();
-    t.int(1, values.len() as i64);
-    t.int(2, 7).str(8, name);
-    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    t.bytes(9, &raw);
-    t
+    tensor_i64_shaped(name, &[values.len()], values)
 }
 
 /// An int64 tensor of shape `dims`.
@@ -121,7 +115,8 @@ fn ints_attr(n: &mut Pb, name: &str, values: &[i64]) {
     n.msg(5, a);
 }
 
-/// The second symbolic dimension is `positions` (a sequence student's `[batch, positions]`).
+/// ValueInfoProto for a tensor with `dims` (`None`: a symbolic dimension: `batch` first, then
+/// `positions`, a sequence student's `[batch, positions]`).
 fn value_info(name: &str, elem: i64, dims: &[Option<usize>]) -> Pb {
     let mut shape = Pb::default();
     for (i, d) in dims.iter().enumerate() {

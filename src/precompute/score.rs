@@ -274,29 +274,15 @@ impl Scorer<'_> {
         if let Some(seq) = &self.sequence {
             let token_labels = batch.token_labels.get(from * width..).unwrap_or_default();
             let rows = SequenceRows { seq, k, column: self.label_column, batch: &batch };
-            (ids, labels, input, source_rows, positions, logit_rows) =
-                rows.expand(&ids, &input, token_labels, logits.len(), &source_rows)?;
             // The writer reads the kept positions' logits in place (a vocabulary's logits are most of the
             // bytes: copying them cost the scoring thread as much as a tenth of inference) and checks them.
-            return Ok(Scored::Rows(
-                Box::new(ScoredRows {
-                    ids,
-                    labels,
-                    input,
-                    logits,
-                    source_rows,
-                    views,
-                    paths,
-                    features,
-                    positions,
-                    logit_rows,
-                }),
-                skipped,
-            ));
+            (ids, labels, input, source_rows, positions, logit_rows) =
+                rows.expand(&ids, &input, token_labels, logits.len(), &source_rows)?;
         }
         // -inf is a valid logit (log of a probability of 0); NaN, +inf and all--inf rows are not.
-        let bad_row = logits.chunks_exact(k).position(|r| r.iter().all(|&z| z == f32::NEG_INFINITY)).map(|r| r * k);
-        if let Some(pos) = logits.iter().position(|z| z.is_nan() || *z == f32::INFINITY).or(bad_row) {
+        let bad_row = || logits.chunks_exact(k).position(|r| r.iter().all(|&z| z == f32::NEG_INFINITY)).map(|r| r * k);
+        let bad = || logits.iter().position(|z| z.is_nan() || *z == f32::INFINITY).or_else(bad_row);
+        if let Some(pos) = if self.sequence.is_some() { None } else { bad() } {
             return Err(Error::model(
                 teacher.path(),
                 format!(
