@@ -1,5 +1,5 @@
-"""Spark (pyspark 4 with a JDK) reads the forms softlabel writes: dense, top-k, sampled, views and
-label-only datasets; row counts, ids and values equal pyarrow's, and ids arrive as Spark's own `bigint`
+"""Spark (pyspark 4 with a JDK) reads the forms softlabel writes: dense, top-k, sampled, views, label-only
+and sequence datasets; row counts, ids and values equal pyarrow's, and ids arrive as Spark's own `bigint`
 (schema 2: int64 ids), so they join Spark's int64 ids without casts. Spark 4.3 cannot read Parquet's
 FLOAT16 type (`--float16`): that is asserted, so the test says when a Spark release can, and the workaround
 SCHEMA.md gives (cast the float16 columns to float32 with pyarrow) is checked to give Spark the same
@@ -109,3 +109,26 @@ def test_float16_is_refused_by_spark_and_the_float32_workaround_reads(datasets, 
         got = np.array([r[column] for r in rows], dtype=np.float32)
         ref = np.stack(want.column(column).to_numpy(zero_copy_only=False)).astype(np.float32)
         np.testing.assert_array_equal(got, ref, err_msg=name)
+
+
+def test_spark_reads_a_sequence_dataset(tmp_path):
+    """A sequence teacher's dataset (schema 2.12): one row per (id, position), uint16 top-k indices."""
+    spark = spark_session()
+    fx = Path(os.environ.get("SOFTLABEL_FIXTURES", ROOT / "target" / "fixtures"))
+    out = tmp_path / "lm"
+    run("precompute", "--teacher", fx / "seq_lm.onnx", "--data", fx / "seq_lm.parquet", "--input-column", "tokens",
+        "--targets", "next", "--pad-id", "0", "--mask-input", "attention_mask", "--top-k", "8", "-T", "1",
+        "--rows-per-part", "300", "--out", out)
+    want = pq.read_table(sorted(out.glob("part-*.parquet")))
+    df = spark.read.parquet(str(out))
+    rows = df.orderBy("id", "position").collect()
+    assert len(rows) == want.num_rows == json.loads((out / "_manifest.json").read_text())["rows"]
+    order = np.lexsort([want.column("position").to_numpy(), want.column("id").to_numpy()])
+    np.testing.assert_array_equal([r["position"] for r in rows], want.column("position").to_numpy()[order])
+    got = np.array([r["topk_index"] for r in rows], dtype=np.int64)
+    ref = np.stack(want.column("topk_index").to_numpy(zero_copy_only=False)).astype(np.int64)[order]
+    np.testing.assert_array_equal(got, ref)
+    # Tokens per sequence, as a Spark user counts them.
+    per_id = {r["id"]: r["count"] for r in df.groupBy("id").count().collect()}
+    ids, counts = np.unique(want.column("id").to_numpy(), return_counts=True)
+    assert per_id == dict(zip(ids.tolist(), counts.tolist()))
