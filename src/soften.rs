@@ -178,6 +178,19 @@ pub fn kl_t(p_logits: &[f32], q_logits: &[f32], t: f32) -> f64 {
         .sum()
 }
 
+/// The reason a row of teacher logits is refused, if it is: its first NaN or +inf value, or -inf when
+/// every value is -inf (no class has any probability). -inf alone is valid: the log of a probability
+/// of 0. Branch-free folds first (vectorised); the value is looked for only on failure.
+pub fn invalid_logit(z: &[f32]) -> Option<f32> {
+    let any_bad = z.iter().fold(false, |a, &v| a | v.is_nan() | (v == f32::INFINITY));
+    let all_neg_inf = z.iter().fold(true, |a, &v| a & (v == f32::NEG_INFINITY));
+    match (any_bad, all_neg_inf) {
+        (true, _) => z.iter().copied().find(|v| v.is_nan() || *v == f32::INFINITY),
+        (false, true) => Some(f32::NEG_INFINITY),
+        (false, false) => None,
+    }
+}
+
 /// Indices of the `k` largest values, largest first (ties: lower index first). NaN sorts last.
 ///
 /// One pass that keeps the best `k` so far in order: a value that does not beat the current k-th is
@@ -319,6 +332,14 @@ mod tests {
             assert!((logsumexp_t(&z, t) - naive).abs() < 1e-12, "T {t}");
         }
         assert_eq!(logsumexp_t(&[f32::NEG_INFINITY, 0.0], 1.0), 0.0);
+    }
+
+    #[test]
+    fn invalid_logits_are_nan_plus_inf_or_a_row_of_minus_inf() {
+        assert_eq!(invalid_logit(&[0.0, f32::NEG_INFINITY, 2.0]), None);
+        assert_eq!(invalid_logit(&[0.0, f32::INFINITY, f32::NAN]), Some(f32::INFINITY));
+        assert!(invalid_logit(&[f32::NEG_INFINITY, f32::NAN]).is_some_and(f32::is_nan));
+        assert_eq!(invalid_logit(&[f32::NEG_INFINITY; 3]), Some(f32::NEG_INFINITY));
     }
 
     #[test]

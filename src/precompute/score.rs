@@ -279,18 +279,21 @@ impl Scorer<'_> {
             (ids, labels, input, source_rows, positions, logit_rows) =
                 rows.expand(&ids, &input, token_labels, logits.len(), &source_rows)?;
         }
-        // -inf is a valid logit (log of a probability of 0); NaN, +inf and all--inf rows are not.
-        let bad_row = || logits.chunks_exact(k).position(|r| r.iter().all(|&z| z == f32::NEG_INFINITY)).map(|r| r * k);
-        let bad = || logits.iter().position(|z| z.is_nan() || *z == f32::INFINITY).or_else(bad_row);
-        if let Some(pos) = if self.sequence.is_some() { None } else { bad() } {
+        // Rows read in place (a sequence's) are checked by the writer, the same way.
+        let invalid = match self.sequence {
+            Some(_) => None,
+            None => {
+                logits.chunks_exact(k).enumerate().find_map(|(r, z)| crate::soften::invalid_logit(z).map(|v| (r, v)))
+            }
+        };
+        if let Some((r, v)) = invalid {
             return Err(Error::model(
                 teacher.path(),
                 format!(
-                    "teacher produced a non-finite logit ({}) for {}, row {} (id {})",
-                    logits[pos],
+                    "teacher produced a non-finite logit ({v}) for {}, row {} (id {})",
                     batch.file.display(),
-                    row_in_file(&batch, source_rows[pos / k]),
-                    ids[pos / k]
+                    row_in_file(&batch, source_rows[r]),
+                    ids[r]
                 ),
             ));
         }

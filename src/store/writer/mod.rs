@@ -276,22 +276,16 @@ impl SoftLabelWriter {
         Ok(())
     }
 
-    /// The scorer's logit check for rows read in place ([`ScoredRows::logit_rows`]): -inf is a valid
-    /// logit (log of a probability of 0); NaN, +inf and rows of -inf only are not.
+    /// The scorer's logit check ([`crate::soften::invalid_logit`]) for rows read in place
+    /// ([`ScoredRows::logit_rows`]).
     fn check_logits(&self, rows: &ScoredRows) -> Result<()> {
         let k = self.manifest.num_classes;
         for r in 0..rows.ids.len() {
-            let z = rows.logits_of(r, k);
-            // Branch-free folds (vectorised); the position is looked for only on failure.
-            let any_bad = z.iter().fold(false, |a, &v| a | v.is_nan() | (v == f32::INFINITY));
-            let all_neg_inf = z.iter().fold(true, |a, &v| a & (v == f32::NEG_INFINITY));
-            if any_bad || all_neg_inf {
-                let bad = z.iter().position(|v| v.is_nan() || *v == f32::INFINITY);
+            if let Some(v) = crate::soften::invalid_logit(rows.logits_of(r, k)) {
                 return Err(Error::model(
                     std::path::Path::new(&self.manifest.teacher.file),
                     format!(
-                        "teacher produced a non-finite logit ({}) for id {}, position {}",
-                        bad.map_or(f32::NEG_INFINITY, |i| z[i]),
+                        "teacher produced a non-finite logit ({v}) for id {}, position {}",
                         rows.ids[r],
                         rows.positions.get(r).copied().unwrap_or(0)
                     ),
