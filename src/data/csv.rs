@@ -310,8 +310,8 @@ impl Source for CsvSource {
         ElementType::F32
     }
 
-    fn source_info(&self) -> Result<SourceInfo> {
-        super::files_identity(&[(self.path.as_path(), self.rows)])
+    fn source_info_until(&self, stop: &std::sync::atomic::AtomicBool) -> Result<SourceInfo> {
+        super::files_identity(&[(self.path.as_path(), self.rows)], stop)
     }
 
     /// Reads from the start (text cannot be seeked by row) and drops the batches before `skip`.

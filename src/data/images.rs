@@ -831,14 +831,14 @@ impl Source for ImageFolder {
 
     /// sha256 over every image's relative path, size and sha256 (in id order), recorded as one entry
     /// for the folder (a manifest listing a million images would be megabytes).
-    fn source_info(&self) -> Result<SourceInfo> {
+    fn source_info_until(&self, stop: &std::sync::atomic::AtomicBool) -> Result<SourceInfo> {
         let hashed: Vec<Result<(u64, String)>> = self
             .paths
             .par_iter()
             .map(|p| {
                 let (mut f, _) = crate::util::open_regular(p, crate::util::Links::Refuse)?;
                 let mut h = Sha256::new();
-                let n = std::io::copy(&mut f, &mut h).map_err(|e| Error::io(p, e))?;
+                let n = super::hash_until(&mut f, &mut h, stop).map_err(|e| Error::io(p, e))?;
                 Ok((n, hex(&h.finalize())))
             })
             .collect();

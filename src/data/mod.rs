@@ -12,6 +12,7 @@ pub mod numeric;
 pub mod parquet;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_array::ArrayRef;
 use arrow_schema::DataType;
@@ -37,7 +38,12 @@ pub trait Source: Send + Sync {
     /// The element type of [`Batch::input`].
     fn element_type(&self) -> ElementType;
     /// The source's identity (hashes every file once).
-    fn source_info(&self) -> Result<SourceInfo>;
+    fn source_info(&self) -> Result<SourceInfo> {
+        self.source_info_until(&AtomicBool::new(false))
+    }
+    /// [`Source::source_info`], given up (with an error) soon after `stop` is set: precompute hashes the
+    /// source on a thread of its own while rows are scored, and stops it when the run fails.
+    fn source_info_until(&self, stop: &AtomicBool) -> Result<SourceInfo>;
     /// Reads the rows in batches of at most `batch_size` rows, starting at the batch that holds source
     /// row `skip` (the batches are the ones a full read yields from there on, so the caller drops the
     /// rows before `skip` from the first one).
@@ -517,7 +523,7 @@ pub struct SourceInfo {
 /// The identity of `files` (each with its row count), read whole once: every file's name, size and
 /// sha256, and the fingerprint, sha256 over `name\0size\0sha256\n` of each in order. Only the file's
 /// name is recorded: a dataset shared with others does not say where the producer kept its data.
-pub(crate) fn files_identity(files: &[(&Path, u64)]) -> Result<SourceInfo> {
+pub(crate) fn files_identity(files: &[(&Path, u64)], stop: &AtomicBool) -> Result<SourceInfo> {
     use sha2::{Digest, Sha256};
     let mut outer = Sha256::new();
     let mut out = Vec::with_capacity(files.len());
@@ -527,7 +533,7 @@ pub(crate) fn files_identity(files: &[(&Path, u64)]) -> Result<SourceInfo> {
         } else {
             let (mut f, _) = crate::util::open_regular(path, crate::util::Links::Follow)?;
             let mut h = Sha256::new();
-            let bytes = std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+            let bytes = hash_until(&mut f, &mut h, stop).map_err(|e| Error::io(path, e))?;
             (crate::util::hex(&h.finalize()), bytes)
         };
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -535,6 +541,28 @@ pub(crate) fn files_identity(files: &[(&Path, u64)]) -> Result<SourceInfo> {
         out.push(SourceFile { path: name, bytes, sha256: sha, rows });
     }
     Ok(SourceInfo { files: out, fingerprint: crate::util::hex(&outer.finalize()) })
+}
+
+/// Feeds `f` to `h` in 1 MiB reads until its end (returning the bytes read) or until `stop` is set
+/// (an `Interrupted` error).
+pub(crate) fn hash_until(f: &mut impl std::io::Read, h: &mut sha2::Sha256, stop: &AtomicBool) -> std::io::Result<u64> {
+    use sha2::Digest;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "hashing stopped: the run failed"));
+        }
+        match f.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => {
+                h.update(&buf[..n]);
+                total += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// One input file's identity.

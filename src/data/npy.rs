@@ -593,8 +593,8 @@ impl Source for NpySource {
     }
 
     /// sha256 over the input file's name, size and sha256, as for Parquet (the labels file is not in it).
-    fn source_info(&self) -> Result<SourceInfo> {
-        super::files_identity(&[(self.x.path.as_path(), self.x.rows())])
+    fn source_info_until(&self, stop: &std::sync::atomic::AtomicBool) -> Result<SourceInfo> {
+        super::files_identity(&[(self.x.path.as_path(), self.x.rows())], stop)
     }
 
     fn batches_from(&self, batch_size: usize, skip: u64) -> Box<dyn Iterator<Item = Result<Batch>> + '_> {

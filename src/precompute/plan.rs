@@ -41,6 +41,9 @@ pub struct Plan<'s> {
     pub lock: OutputLock,
     /// The first batch and the teacher's outputs for it, from the probe.
     pub probe: Option<Probe>,
+    /// The source is still to be hashed (a fresh run: on a thread of its own while rows are scored;
+    /// a resumed run hashed it first, to compare it with the committed parts').
+    pub hash_source: bool,
 }
 
 /// What [`Plan::make`] found.
@@ -105,7 +108,12 @@ impl<'s> Plan<'s> {
                 settings.data.display()
             )));
         }
-        let source_info = source.source_info()?;
+        // A resumed run must know the source is the one its committed parts came from before it goes on;
+        // a fresh run hashes it while rows are scored (a 100 GB source would be minutes of reading first).
+        let source_info = match settings.resume {
+            true => source.source_info()?,
+            false => crate::data::SourceInfo { files: Vec::new(), fingerprint: String::new() },
+        };
 
         // A first inference call learns K before any output exists (models often leave it dynamic) and,
         // with --teacher-output auto, what the outputs are (logits, probabilities or log-probabilities).
@@ -306,6 +314,7 @@ impl<'s> Plan<'s> {
             skip,
             seen,
             lock,
+            hash_source: !settings.resume,
         })))
     }
 }

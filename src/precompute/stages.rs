@@ -1,6 +1,9 @@
 //! Three stages overlap, joined by bounded channels: a reader thread decodes source batches, the
 //! calling thread scores them (ONNX Runtime), and a writer thread softens, encodes and writes parts.
+//! On a fresh run a fourth thread hashes the source meanwhile; the writer awaits it before the first
+//! part is committed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 
 use super::score::{Primed, Scored, Scorer};
@@ -33,6 +36,7 @@ pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
         seen,
         lock: _lock,
         probe,
+        hash_source,
     } = plan;
     let extra_widths = probe.as_ref().map(|p| p.batch.extra.iter().map(|e| e.width).collect()).unwrap_or_default();
     let mut teacher = Primed { teacher: teacher.as_mut(), probe, features: None };
@@ -52,12 +56,13 @@ pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
         sequence: writer.manifest().sequence.clone(),
     };
     progress.begin("precompute", Some(source.rows().saturating_sub(skip)));
+    let stop_hashing = AtomicBool::new(false);
     let result = std::thread::scope(|scope| -> Result<Manifest> {
         let (batch_tx, batch_rx) = sync_channel::<Result<Batch>>(2);
-        // The writer encodes in blocks of WRITE_BLOCK rows, a burst of work every WRITE_BLOCK / batch_size
-        // batches: room for a block's worth of batches keeps inference from waiting on a burst (a 2-batch
-        // channel blocked ONNX Runtime for 1.4 s of a 13 s run on a 1000-class teacher).
-        let depth = (WRITE_BLOCK / settings.batch_size.max(1)).clamp(2, 64);
+        // The writer works in bursts (a block of WRITE_BLOCK rows, a row group's bytes to the file): room
+        // for 8 blocks of batches keeps inference from waiting on one (a 2-batch channel blocked ONNX
+        // Runtime for 1.4 s of a 13 s run on a 1000-class teacher).
+        let depth = (8 * WRITE_BLOCK / settings.batch_size.max(1)).clamp(2, 64);
         let (scored_tx, scored_rx) = sync_channel::<ToWriter>(depth);
         let source = source.as_ref();
         let batch_size = settings.batch_size;
@@ -71,6 +76,16 @@ pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
             }
         });
         spawned.map_err(|e| Error::Internal(format!("cannot start the reader thread: {e}")))?;
+        if hash_source {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let stop = &stop_hashing;
+            thread("sl-hash")
+                .spawn_scoped(scope, move || {
+                    let _ = tx.send(source.source_info_until(stop));
+                })
+                .map_err(|e| Error::Internal(format!("cannot start the hashing thread: {e}")))?;
+            writer.source_later(rx);
+        }
         let writer_thread = thread("sl-write")
             .spawn_scoped(scope, move || -> Result<Manifest> {
                 for msg in scored_rx {
@@ -114,10 +129,15 @@ pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
         drop(scored_tx);
         if let Err(e) = infer {
             // Dropping the channel ends the writer; its unfinished part is removed and no manifest written.
+            stop_hashing.store(true, Ordering::Relaxed);
             let _ = writer_thread.join();
             return Err(e);
         }
-        writer_thread.join().map_err(|_| Error::Internal("writer thread panicked".into()))?
+        let written = writer_thread.join().map_err(|_| Error::Internal("writer thread panicked".into()));
+        if !matches!(written, Ok(Ok(_))) {
+            stop_hashing.store(true, Ordering::Relaxed);
+        }
+        written?
     });
     progress.end();
     result

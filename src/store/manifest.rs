@@ -241,7 +241,8 @@ impl Manifest {
         serde_json::to_vec_pretty(self).map_err(|e| Error::Internal(e.to_string()))
     }
 
-    /// The Parquet key-value metadata every part carries (the manifest's fields, minus the parts list).
+    /// The Parquet key-value metadata every part carries from its start (the manifest's fields, minus the
+    /// parts list and the source, which [`Manifest::source_key_value`] adds when the part closes).
     pub fn key_values(&self) -> Vec<(String, String)> {
         let json = |v: &dyn erased::Json| v.to_json();
         let mut kv = vec![
@@ -254,7 +255,6 @@ impl Manifest {
             ("softlabel.teacher".into(), json(&self.teacher)),
             ("softlabel.input_shape".into(), json(&self.input.shape)),
             ("softlabel.input".into(), json(&self.input)),
-            ("softlabel.source".into(), json(&self.source)),
         ];
         if let Some(names) = &self.class_names {
             kv.push(("softlabel.class_names".into(), json(names)));
@@ -283,10 +283,18 @@ impl Manifest {
         kv
     }
 
-    /// The Arrow schema of every part, carrying [`Manifest::key_values`] as its metadata (so readers
-    /// that look at the embedded Arrow schema, like pyarrow's `schema.metadata`, see them too).
+    /// `softlabel.source`, the source's identity: a part's footer gets it last, when the part closes
+    /// (precompute hashes the source while the first rows are scored), after [`Manifest::key_values`].
+    pub fn source_key_value(&self) -> (String, String) {
+        ("softlabel.source".into(), erased::Json::to_json(&self.source))
+    }
+
+    /// The Arrow schema of every part, carrying [`Manifest::key_values`] and the source as its metadata
+    /// (so readers that look at the embedded Arrow schema, like pyarrow's `schema.metadata`, see them
+    /// too). Embedded when the part closes, with the source.
     pub fn arrow_schema(&self) -> Schema {
-        self.part_schema().with_metadata(self.key_values().into_iter().collect::<std::collections::HashMap<_, _>>())
+        let kv = self.key_values().into_iter().chain([self.source_key_value()]);
+        self.part_schema().with_metadata(kv.collect::<std::collections::HashMap<_, _>>())
     }
 
     /// The columns every part has, without the metadata (see [`Manifest::arrow_schema`]).

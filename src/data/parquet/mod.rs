@@ -338,10 +338,10 @@ impl Source for ParquetSource {
     }
 
     /// sha256 over every file's name, size and sha256 (reads the files whole, once).
-    fn source_info(&self) -> Result<SourceInfo> {
+    fn source_info_until(&self, stop: &std::sync::atomic::AtomicBool) -> Result<SourceInfo> {
         let files: Vec<(&Path, u64)> =
             self.files.iter().map(PathBuf::as_path).zip(self.rows_per_file.iter().copied()).collect();
-        super::files_identity(&files)
+        super::files_identity(&files, stop)
     }
 
     /// A batch never spans two files; within a file, batches start at multiples of `batch_size`. Files
