@@ -1,7 +1,8 @@
 //! Raw ONNX Runtime throughput, the ceiling for `softlabel precompute`: the teacher's `Session::run`
 //! over batches already in memory, in the teacher's input type, with no reading, conversion, softmax or
 //! writing. The session has exactly softlabel's options (`teacher::session_builder`). Used by
-//! scripts/bench; prints one JSON line.
+//! scripts/bench; prints one JSON line (with `session_s`, the seconds the session took to create, not
+//! timed in the rates).
 //!
 //!     cargo bench --bench raw_ort -- TEACHER.onnx DATA.parquet INPUT_COLUMN BATCH THREADS REPS [MASK_INPUT=PAD]
 //!
@@ -18,6 +19,7 @@ use softlabel::teacher::{session_builder, TeacherOptions};
 enum Values {
     F32(Vec<f32>),
     U8(Vec<u8>),
+    I32(Vec<i32>),
     I64(Vec<i64>),
 }
 
@@ -35,7 +37,9 @@ fn main() -> anyhow::Result<()> {
     };
     let (batch, threads, reps): (usize, usize, usize) = (batch.parse()?, threads.parse()?, reps.parse()?);
     let options = TeacherOptions { threads, ..Default::default() };
+    let started = Instant::now();
     let mut session = session_builder(&options)?.commit_from_file(teacher)?;
+    let session_s = started.elapsed().as_secs_f64();
     let first = session.inputs().iter().position(|i| mask.as_ref().is_none_or(|(m, _)| i.name() != m)).unwrap_or(0);
     let input = session.inputs()[first].name().to_string();
     let (ty, dims): (TensorElementType, Vec<i64>) = match session.inputs()[first].dtype() {
@@ -56,8 +60,9 @@ fn main() -> anyhow::Result<()> {
         batches.push(match ty {
             TensorElementType::Float32 => (shape, Values::F32(values)),
             TensorElementType::Uint8 => (shape, Values::U8(values.iter().map(|&v| v as u8).collect())),
+            TensorElementType::Int32 => (shape, Values::I32(values.iter().map(|&v| v as i32).collect())),
             TensorElementType::Int64 => (shape, Values::I64(values.iter().map(|&v| v as i64).collect())),
-            other => anyhow::bail!("raw_ort times float32, uint8 and int64 teachers, this one takes {other:?}"),
+            other => anyhow::bail!("raw_ort times float32, uint8, int32 and int64 teachers, this one takes {other:?}"),
         });
     }
     let rows: usize = batches.iter().map(|(s, _)| s[0]).sum();
@@ -87,6 +92,8 @@ fn main() -> anyhow::Result<()> {
                     .run(ort::inputs![input.as_str() => TensorRef::from_array_view((shape.clone(), v.as_slice()))?])?,
                 Values::U8(v) => session
                     .run(ort::inputs![input.as_str() => TensorRef::from_array_view((shape.clone(), v.as_slice()))?])?,
+                Values::I32(v) => session
+                    .run(ort::inputs![input.as_str() => TensorRef::from_array_view((shape.clone(), v.as_slice()))?])?,
             };
             let (_, logits) = outputs[0].try_extract_tensor::<f32>()?;
             checksum += f64::from(logits[0]);
@@ -96,7 +103,8 @@ fn main() -> anyhow::Result<()> {
     rates.sort_by(f64::total_cmp);
     println!(
         "{}",
-        serde_json::json!({"rows": rows, "rows_per_s_median": rates[rates.len() / 2], "rows_per_s": rates, "checksum": checksum})
+        serde_json::json!({"rows": rows, "rows_per_s_median": rates[rates.len() / 2], "rows_per_s": rates,
+            "checksum": checksum, "session_s": session_s})
     );
     Ok(())
 }

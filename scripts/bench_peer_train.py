@@ -3,7 +3,9 @@
 softlabel dataset (dense) into memory with pyarrow, standardises the inputs once (softlabel does it per
 batch), then trains the same MLP (or CNN: --student cnn --channels 16,32, 3x3 convolutions with padding 1,
 ReLU and 2x2 max-pooling, flattened into the --hidden layers) with the same loss, optimizer, schedule, batch size and thread count:
-alpha * T^2 * KL(p_T(teacher) || p_T(student)) + (1 - alpha) * CE, Adam, cosine decay per step.
+alpha * T^2 * KL(p_T(teacher) || p_T(student)) + (1 - alpha) * CE, Adam (or --optimizer sgd: SGD with
+momentum 0.9, lr 0.1, as softlabel's sgd), cosine decay per step. With top-k labels (--top-k) the KL is
+over the k stored classes plus the residual bucket of the others, as softlabel's top-k loss, in float32.
 Prints one JSON line with the seconds of every epoch. Used by scripts/bench.
 
     bench_peer_train.py LABELS_DIR --hidden 800,800 --epochs 3 --batch-size 128 --threads 1 -T 4 --alpha 0.9
@@ -34,16 +36,31 @@ def main():
     ap.add_argument("--channels", default="16,32")
     ap.add_argument("--image", default="1,28,28")
     ap.add_argument("--batch-norm", action="store_true", help="BatchNorm2d after each convolution (no conv bias)")
+    ap.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    ap.add_argument("--top-k", action="store_true", help="the labels are top-k (topk_index, topk_logit, logsumexp_t)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    t = pds.dataset(a.labels).to_table(columns=["input", "logits", "label"])
+    T, alpha = a.temperature, a.alpha
+    stored = ["topk_index", "topk_logit", "logsumexp_t"] if a.top_k else ["logits"]
+    t = pds.dataset(a.labels).to_table(columns=["input", "label", *stored])
     x = np.stack(t["input"].to_numpy(zero_copy_only=False)).astype(np.float32)
     x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-6)
     x = torch.from_numpy(x)
-    teacher = torch.from_numpy(np.stack(t["logits"].to_numpy(zero_copy_only=False)).astype(np.float32))
     y = torch.from_numpy(t["label"].to_numpy().astype(np.int64))
-    log_p = F.log_softmax(teacher / a.temperature, dim=1)
+    column = lambda c: np.stack(t[c].to_numpy(zero_copy_only=False))
+    if a.top_k:
+        index = torch.from_numpy(column("topk_index").astype(np.int64))
+        # p_T of the stored classes (exact), the residual mass of the others, and its log.
+        p_top = torch.from_numpy(np.exp(column("topk_logit") / T - t["logsumexp_t"].to_numpy()[:, None])
+                                 .astype(np.float32))
+        residual = (1 - p_top.sum(1)).clamp(min=0)
+        log_p_top, log_residual = torch.log(p_top.clamp(min=1e-30)), torch.log(residual.clamp(min=1e-30))
+        classes = int(pds.dataset(a.labels).schema.metadata[b"softlabel.num_classes"])
+    else:
+        teacher = torch.from_numpy(column("logits").astype(np.float32))
+        log_p = F.log_softmax(teacher / T, dim=1)
+        classes = teacher.shape[1]
     hidden = [int(h) for h in a.hidden.split(",") if h]
     layers = []
     if a.student == "cnn":
@@ -60,17 +77,19 @@ def main():
         features = c * h * w
     else:
         features = x.shape[1]
-    dims = [features, *hidden, teacher.shape[1]]
+    dims = [features, *hidden, classes]
     for i in range(len(dims) - 1):
         layers.append(nn.Linear(dims[i], dims[i + 1]))
         if i < len(dims) - 2:
             layers.append(nn.ReLU())
     model = nn.Sequential(*layers)
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    if a.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     n = x.shape[0]
     steps = a.epochs * ((n + a.batch_size - 1) // a.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    T, alpha = a.temperature, a.alpha
     seconds = []
     for _ in range(a.epochs):
         start = time.perf_counter()
@@ -78,7 +97,15 @@ def main():
         for i in range(0, n, a.batch_size):
             idx = perm[i:i + a.batch_size]
             z = model(x[idx])
-            kd = F.kl_div(F.log_softmax(z / T, dim=1), log_p[idx], log_target=True, reduction="batchmean")
+            log_q = F.log_softmax(z / T, dim=1)
+            if a.top_k:
+                i, p = index[idx], p_top[idx]
+                kl_top = (p * (log_p_top[idx] - log_q.gather(1, i))).sum(1)
+                log_q_rest = torch.logsumexp(log_q.scatter(1, i, float("-inf")), dim=1)
+                r = residual[idx]
+                kd = (kl_top + r * (log_residual[idx] - log_q_rest)).mean()
+            else:
+                kd = F.kl_div(log_q, log_p[idx], log_target=True, reduction="batchmean")
             loss = alpha * T * T * kd + (1 - alpha) * F.cross_entropy(z, y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
