@@ -1,7 +1,6 @@
 //! Everything decided before the first row is scored: the source, the teacher and the classes it
 //! outputs (probed on the first batch), the views, the manifest, and the writer (fresh or resumed).
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use super::{Infer, PrecomputeSettings, Probe};
@@ -14,6 +13,7 @@ use crate::store::{
 };
 use crate::teacher::{Ensemble, Imported, OutputKind, Teacher};
 use crate::util::{refuse_overlap, OutputLock};
+use roaring::RoaringTreemap;
 
 /// A teacher pass ready to run.
 pub struct Plan<'s> {
@@ -36,7 +36,7 @@ pub struct Plan<'s> {
     /// Source rows already covered by committed parts.
     pub skip: u64,
     /// Ids already committed.
-    pub seen: HashSet<u64>,
+    pub seen: RoaringTreemap,
     /// This process's exclusive hold on the output folder, for as long as the plan runs.
     pub lock: OutputLock,
     /// The first batch and the teacher's outputs for it, from the probe.
@@ -292,7 +292,7 @@ impl<'s> Plan<'s> {
             (SoftLabelWriter::create(&settings.out, manifest, settings.writer.clone(), settings.batch_size)?, 0)
         };
         // Ids already committed count for the duplicate check.
-        let mut seen: HashSet<u64> = HashSet::with_capacity(source.rows() as usize);
+        let mut seen = RoaringTreemap::new();
         if !writer.manifest().parts.is_empty() {
             let committed = SoftLabels::from_parts(writer.dir(), writer.manifest().clone());
             seen.extend(committed.ids()?);

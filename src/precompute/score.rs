@@ -3,7 +3,6 @@
 //! duplicates and the teacher's logits for NaN. No threads: [`Scorer::score`] is a plain function of a
 //! batch, an [`Infer`] and what earlier batches left (the ids seen).
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use crate::augment::Views;
@@ -145,7 +144,9 @@ pub struct Scorer<'a> {
     /// The id column, named in errors.
     pub id_column: &'a str,
     /// Ids written so far (committed parts included).
-    pub seen: HashSet<u64>,
+    /// The ids scored so far: compressed bitmaps (about 0.13 byte an id for dense ids; a hash set took
+    /// 16, 93 MB of precompute's peak memory at 6M rows).
+    pub seen: roaring::RoaringTreemap,
     /// Values per row of each further teacher input (as the first batch had them).
     pub extra_widths: Vec<usize>,
     /// A sequence teacher's dataset: each source row becomes one row per unmasked position.
@@ -463,7 +464,7 @@ mod tests {
             skip,
             label_column: "label",
             id_column: "id",
-            seen: HashSet::new(),
+            seen: roaring::RoaringTreemap::new(),
             extra_widths: Vec::new(),
             renderer: None,
             sequence: None,

@@ -26,7 +26,8 @@ pub(super) fn writer_properties(
 ) -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(options.zstd_level)
         .map_err(|e| Error::Config(format!("zstd level {}: {e}", options.zstd_level)))?;
-    let input_level = ZstdLevel::try_new(1).map_err(|e| Error::Internal(format!("zstd level 1: {e}")))?;
+    // The bulky columns (float values, integer inputs) at zstd level 1: see below.
+    let fast = Compression::ZSTD(ZstdLevel::try_new(1).map_err(|e| Error::Internal(format!("zstd level 1: {e}")))?);
     let descr =
         ArrowSchemaConverter::new().convert(schema).map_err(|e| Error::Internal(format!("schema conversion: {e}")))?;
     let kv = manifest.key_values().into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
@@ -46,8 +47,12 @@ pub(super) fn writer_properties(
         }
         if col.physical_type() == PhysicalType::FLOAT {
             // Floats compress far better with their bytes split into streams; dictionaries never pay.
+            // Only the exponent stream compresses much, and zstd level 1 does it as well as level 3: on
+            // the wide teacher's 20,000 dense rows of 1000 classes the parts took 139.1 MB at level 1,
+            // 140.6 at 3 and 163.8 uncompressed, and the run 0.15-0.3 s less CPU at level 1 than at 3.
             b = b
                 .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_compression(path.clone(), fast)
                 .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
         } else if top == columns::ID {
             // Ids are unique: a dictionary would only grow the file.
@@ -66,7 +71,7 @@ pub(super) fn writer_properties(
             b = b
                 .set_column_dictionary_enabled(path.clone(), true)
                 .set_column_statistics_enabled(path.clone(), EnabledStatistics::None)
-                .set_column_compression(path, Compression::ZSTD(input_level));
+                .set_column_compression(path, fast);
         }
     }
     Ok(b.build())
