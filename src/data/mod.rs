@@ -543,11 +543,11 @@ pub(crate) fn files_identity(files: &[(&Path, u64)], stop: &AtomicBool) -> Resul
     Ok(SourceInfo { files: out, fingerprint: crate::util::hex(&outer.finalize()) })
 }
 
-/// Feeds `f` to `h` in 1 MiB reads until its end (returning the bytes read) or until `stop` is set
-/// (an `Interrupted` error).
+/// Feeds `f` to `h` in 64 KiB reads until its end (returning the bytes read) or until `stop` is set
+/// (an `Interrupted` error). The buffer is per call: an image folder hashes thousands of small files.
 pub(crate) fn hash_until(f: &mut impl std::io::Read, h: &mut sha2::Sha256, stop: &AtomicBool) -> std::io::Result<u64> {
     use sha2::Digest;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; 64 << 10];
     let mut total = 0u64;
     loop {
         if stop.load(Ordering::Relaxed) {
