@@ -41,9 +41,6 @@ pub struct Plan<'s> {
     pub lock: OutputLock,
     /// The first batch and the teacher's outputs for it, from the probe.
     pub probe: Option<Probe>,
-    /// The source is still to be hashed (a fresh run: on a thread of its own while rows are scored;
-    /// a resumed run hashed it first, to compare it with the committed parts').
-    pub hash_source: bool,
 }
 
 /// What [`Plan::make`] found.
@@ -314,7 +311,6 @@ impl<'s> Plan<'s> {
             skip,
             seen,
             lock,
-            hash_source: !settings.resume,
         })))
     }
 }

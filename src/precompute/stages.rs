@@ -36,7 +36,6 @@ pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
         seen,
         lock: _lock,
         probe,
-        hash_source,
     } = plan;
     let extra_widths = probe.as_ref().map(|p| p.batch.extra.iter().map(|e| e.width).collect()).unwrap_or_default();
     let mut teacher = Primed { teacher: teacher.as_mut(), probe, features: None };
@@ -76,7 +75,8 @@ pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
             }
         });
         spawned.map_err(|e| Error::Internal(format!("cannot start the reader thread: {e}")))?;
-        if hash_source {
+        // A resumed run hashed the source in the plan, to compare it with its committed parts'.
+        if !settings.resume {
             let (tx, rx) = std::sync::mpsc::channel();
             let stop = &stop_hashing;
             thread("sl-hash")
