@@ -1,6 +1,7 @@
-//! The sgemm ceiling for student training: ndarray's `general_mat_mul` (what the trainer calls) on
-//! exactly the matrix products of one training step of a `dims` MLP, each of `threads` workers on its
-//! share of the batch, as the trainer splits it. Prints one JSON line with GFLOP/s (median of REPS).
+//! The sgemm ceiling for student training: `softlabel::util::gemm` (what the trainer calls) on exactly
+//! the matrix products of one training step of a `dims` MLP, each of `threads` workers on its share of
+//! the batch, as the trainer splits it; and ndarray's `general_mat_mul` (matrixmultiply) on the same
+//! products, alternated with it. Prints one JSON line with GFLOP/s (medians of REPS).
 //!
 //!     cargo bench --bench sgemm -- DIMS BATCH THREADS REPS      e.g. 784,800,800,10 128 1 5
 
@@ -34,10 +35,14 @@ impl Product {
         let k = if self.transpose_a { self.a.nrows() } else { self.a.ncols() };
         2.0 * (self.c.nrows() * self.c.ncols() * k) as f64
     }
-    fn run(&mut self) {
+    fn run(&mut self, ours: bool) {
         let a = if self.transpose_a { self.a.t() } else { self.a.view() };
         let b = if self.transpose_b { self.b.t() } else { self.b.view() };
-        general_mat_mul(1.0, &a, &b, 0.0, &mut self.c);
+        if ours {
+            softlabel::util::gemm(1.0, &a, &b, 0.0, &mut self.c);
+        } else {
+            general_mat_mul(1.0, &a, &b, 0.0, &mut self.c);
+        }
     }
 }
 
@@ -67,17 +72,26 @@ fn main() -> anyhow::Result<()> {
     let mut workers: Vec<Vec<Product>> = (0..threads).map(|_| step_products(&dims, chunk)).collect();
     let flops_per_step: f64 = workers.iter().flatten().map(Product::flops).sum();
     let steps = 200;
-    let mut rates = Vec::new();
+    let (mut ours, mut ndarray) = (Vec::new(), Vec::new());
     for _ in 0..reps {
-        let start = Instant::now();
-        pool.install(|| {
-            for _ in 0..steps {
-                workers.par_iter_mut().for_each(|w| w.iter_mut().for_each(Product::run));
-            }
-        });
-        rates.push(flops_per_step * steps as f64 / start.elapsed().as_secs_f64() / 1e9);
+        for (rates, kernel) in [(&mut ours, true), (&mut ndarray, false)] {
+            let start = Instant::now();
+            pool.install(|| {
+                for _ in 0..steps {
+                    workers.par_iter_mut().for_each(|w| w.iter_mut().for_each(|p| p.run(kernel)));
+                }
+            });
+            rates.push(flops_per_step * steps as f64 / start.elapsed().as_secs_f64() / 1e9);
+        }
     }
-    rates.sort_by(f64::total_cmp);
-    println!("{}", serde_json::json!({"gflops_median": rates[rates.len() / 2], "gflops": rates, "threads": threads}));
+    let median = |r: &mut Vec<f64>| {
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    };
+    println!(
+        "{}",
+        serde_json::json!({"gflops_median": median(&mut ours), "gflops": ours,
+            "ndarray_gflops_median": median(&mut ndarray), "ndarray_gflops": ndarray, "threads": threads})
+    );
     Ok(())
 }

@@ -114,8 +114,8 @@ pub fn hint(
     let loss = diff.iter().map(|&d| f64::from(d) * f64::from(d)).sum::<f64>() / f64::from(count);
     if let Some((mut gs, mut gw, mut gb)) = grads {
         let dr = diff * (2.0 * weight / count);
-        ndarray::linalg::general_mat_mul(1.0, &dr, &w.t(), 1.0, &mut gs);
-        ndarray::linalg::general_mat_mul(1.0, &s.t(), &dr, 1.0, &mut gw);
+        crate::util::gemm(1.0, &dr, &w.t(), 1.0, &mut gs);
+        crate::util::gemm(1.0, &s.t(), &dr, 1.0, &mut gw);
         gb += &dr.sum_axis(Axis(0));
     }
     loss

@@ -10,7 +10,7 @@
 //! MLP uses). The flattened features are in CHW order, as `torch.flatten(x, 1)` gives on NCHW, so the
 //! weights load into the PyTorch module of the same architecture and export to ONNX unchanged.
 
-use ndarray::linalg::general_mat_mul;
+use crate::util::gemm;
 use ndarray::{s, Array1, Array2, ArrayD, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMutD, Ix1, Ix2};
 use rand::Rng;
 
@@ -332,7 +332,7 @@ impl Cnn {
         let input = if i == 0 { &b.image } else { &b.pooled[i - 1] };
         im2col(input.slice(s![..positions, ..]), &mut b.cols[i], m, h, w);
         let mut z = b.z[i].slice_mut(s![..positions, ..]);
-        general_mat_mul(1.0, &b.cols[i].slice(s![..positions, ..9 * conv.inputs()]), &conv.w, 0.0, &mut z);
+        gemm(1.0, &b.cols[i].slice(s![..positions, ..9 * conv.inputs()]), &conv.w, 0.0, &mut z);
         z += &conv.b;
     }
 
@@ -469,7 +469,7 @@ impl Cnn {
         let g = self.block_params() * i;
         let d = b.drelu[i].slice(s![..positions, ..]);
         if let Ok(mut gw) = ws_grads[g].view_mut().into_dimensionality::<Ix2>() {
-            general_mat_mul(1.0, &b.cols[i].slice(s![..positions, ..9 * conv.inputs()]).t(), &d, 0.0, &mut gw);
+            gemm(1.0, &b.cols[i].slice(s![..positions, ..9 * conv.inputs()]).t(), &d, 0.0, &mut gw);
         }
         if !self.normalised() {
             if let Ok(mut gb) = ws_grads[g + 1].view_mut().into_dimensionality::<Ix1>() {
@@ -481,7 +481,7 @@ impl Cnn {
         }
         if i > 0 {
             let mut dc = b.dcols[i].slice_mut(s![..positions, ..]);
-            general_mat_mul(1.0, &d, &conv.w.t(), 0.0, &mut dc);
+            gemm(1.0, &d, &conv.w.t(), 0.0, &mut dc);
             let (before, _) = b.dpooled.split_at_mut(i);
             let mut da = before[i - 1].slice_mut(s![..positions, ..]);
             col2im(b.dcols[i].slice(s![..positions, ..]), &mut da, m, h, w);

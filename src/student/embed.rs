@@ -11,7 +11,7 @@
 //! `nn.Embedding(sparse=True)` with `SparseAdam` does, so a large vocabulary costs what a batch reads,
 //! not what the table holds.
 
-use ndarray::linalg::general_mat_mul;
+use crate::util::gemm;
 use ndarray::{s, Array1, Array2, ArrayD, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMutD, Ix1, Ix2};
 use rand::Rng;
 
@@ -317,7 +317,7 @@ impl Embed {
                     if i == 0 { b.x0.slice(s![..positions, ..]) } else { done[i - 1].slice(s![..positions, ..]) };
                 im2col(input, &mut b.cols[i], m, l);
                 let mut z = b.relu[i].slice_mut(s![..positions, ..]);
-                general_mat_mul(1.0, &b.cols[i].slice(s![..positions, ..KERNEL * cin]), &conv.w, 0.0, &mut z);
+                gemm(1.0, &b.cols[i].slice(s![..positions, ..KERNEL * cin]), &conv.w, 0.0, &mut z);
                 z += &conv.b;
                 Relu::forward(z.view_mut());
                 maxpool(b.relu[i].slice(s![..positions, ..]), &mut rest[0], &mut b.argmax[i], m, l);
@@ -631,13 +631,13 @@ impl Student for Embed {
                     return;
                 };
                 let d = dr.slice(s![..positions, ..]);
-                general_mat_mul(1.0, &b.cols[i].slice(s![..positions, ..KERNEL * cin]).t(), &d, 0.0, &mut gw);
+                gemm(1.0, &b.cols[i].slice(s![..positions, ..KERNEL * cin]).t(), &d, 0.0, &mut gw);
                 gb.fill(0.0);
                 for row in d.rows() {
                     gb += &row;
                 }
                 let mut dc = b.dcols[i].slice_mut(s![..positions, ..]);
-                general_mat_mul(1.0, &d, &conv.w.t(), 0.0, &mut dc);
+                gemm(1.0, &d, &conv.w.t(), 0.0, &mut dc);
                 let (before, _) = b.dpooled.split_at_mut(i);
                 let mut da = if i == 0 {
                     b.dx0.slice_mut(s![..positions, ..])

@@ -43,8 +43,8 @@ impl Mlp {
         let mut a = (&x - &shift.view().insert_axis(Axis(0))) * scale.view().insert_axis(Axis(0));
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
-            let mut z = a.dot(&layer.w);
-            z += &layer.b;
+            let mut z = Array2::zeros((a.nrows(), layer.outputs()));
+            layer.forward(a.view(), z.view_mut());
             if i < last {
                 z.mapv_inplace(|v| v.max(0.0));
             }

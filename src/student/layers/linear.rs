@@ -1,6 +1,6 @@
 //! A fully connected layer: `y = x W + b`.
 
-use ndarray::linalg::general_mat_mul;
+use crate::util::gemm;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 use rand::Rng;
 
@@ -30,7 +30,7 @@ impl Linear {
 
     /// `out = x W + b` for the rows of `x` (`out` has as many rows).
     pub fn forward(&self, x: ArrayView2<f32>, mut out: ArrayViewMut2<f32>) {
-        general_mat_mul(1.0, &x, &self.w, 0.0, &mut out);
+        gemm(1.0, &x, &self.w, 0.0, &mut out);
         out += &self.b;
     }
 
@@ -44,13 +44,13 @@ impl Linear {
         mut gb: ArrayViewMut1<f32>,
         dx: Option<ArrayViewMut2<f32>>,
     ) {
-        general_mat_mul(1.0, &x.t(), &d, 0.0, &mut gw);
+        gemm(1.0, &x.t(), &d, 0.0, &mut gw);
         gb.fill(0.0);
         for row in d.rows() {
             gb += &row;
         }
         if let Some(mut dx) = dx {
-            general_mat_mul(1.0, &d, &self.w.t(), 0.0, &mut dx);
+            gemm(1.0, &d, &self.w.t(), 0.0, &mut dx);
         }
     }
 }
