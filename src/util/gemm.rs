@@ -1,8 +1,9 @@
 //! The students' single-precision matrix product, `C = alpha A B + beta C`: an AVX-512 kernel where the
 //! CPU has one and the shapes fill it, ndarray's `general_mat_mul` (matrixmultiply) everywhere else.
 //!
-//! Why our own: training is GEMM-bound, and matrixmultiply stops at AVX2 (8 lanes). On an AVX-512 Xeon
-//! it reaches 70-81 GFLOP/s on one core where PyTorch's MKL reaches about 110 (BENCHMARKS.md).
+//! Why our own: training is GEMM-bound, and matrixmultiply stops at AVX2 (8 lanes). On an AVX-512 Xeon,
+//! on one core and the products of a training step, it reaches 72-78 GFLOP/s, this kernel 88-105 and
+//! PyTorch's matmul 148-160 (BENCHMARKS.md, section 3).
 //!
 //! The kernel is the usual blocked one (Goto and van de Geijn 2008), cut to what the students multiply:
 //! matrices of at most a few thousand rows, one product per worker thread (the trainer splits the batch,
@@ -291,7 +292,18 @@ mod tests {
     /// k-term sum: |error| <= k * 2^-23 * sum |a_p b_p| (plus beta's term).
     #[test]
     fn matches_float64_on_every_shape_class() {
-        let shapes = [(128, 784, 800), (64, 800, 10), (784, 128, 800), (13, 37, 45), (8, 600, 33), (200, 5, 64)];
+        // Kernel paths: B in place (m < 256) or packed, one or several blocks of k, partial row and column
+        // tiles; (64, 800, 10) and (13, 37, 45) fall back to matrixmultiply (narrow, little work).
+        let shapes = [
+            (128, 784, 800),
+            (784, 128, 800),
+            (300, 600, 40),
+            (13, 300, 45),
+            (8, 600, 33),
+            (200, 5, 64),
+            (64, 800, 10),
+            (13, 37, 45),
+        ];
         for (m, k, n) in shapes {
             for (transpose_a, transpose_b) in [(false, false), (true, false), (false, true), (true, true)] {
                 for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (1.0, -2.0)] {
