@@ -143,9 +143,8 @@ pub struct Scorer<'a> {
     pub label_column: &'a str,
     /// The id column, named in errors.
     pub id_column: &'a str,
-    /// Ids written so far (committed parts included).
-    /// The ids scored so far: compressed bitmaps (about 0.13 byte an id for dense ids; a hash set took
-    /// 16, 93 MB of precompute's peak memory at 6M rows).
+    /// Ids scored so far, committed parts' included: compressed bitmaps (about 0.13 byte an id for dense
+    /// ids; a hash set took 16, 93 MB of precompute's peak memory at 6M rows).
     pub seen: roaring::RoaringTreemap,
     /// Values per row of each further teacher input (as the first batch had them).
     pub extra_widths: Vec<usize>,

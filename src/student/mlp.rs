@@ -4,7 +4,7 @@ use ndarray::{s, Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMutD
 use rand::Rng;
 
 use super::layers::{
-    head_backward, head_extras, head_forward, head_position, head_width, HeadBuffers, InputScaling, Linear,
+    head_backward, head_extras, head_forward, head_position, head_width, HeadBuffers, InputScaling, Linear, Relu,
 };
 use super::{Op, Student, Tap, Tensor, Workspace};
 
@@ -46,7 +46,7 @@ impl Mlp {
             let mut z = Array2::zeros((a.nrows(), layer.outputs()));
             layer.forward(a.view(), z.view_mut());
             if i < last {
-                z.mapv_inplace(|v| v.max(0.0));
+                Relu::forward(z.view_mut());
             }
             a = z;
         }

@@ -34,8 +34,9 @@ pub fn gemm<S1, S2, S3>(
     let ((m, k), (k2, n)) = (a.dim(), b.dim());
     assert!(k == k2 && c.dim() == (m, n), "gemm: shapes {:?} x {:?} -> {:?}", a.dim(), b.dim(), c.dim());
     #[cfg(target_arch = "x86_64")]
-    if avx512::fits(m, n, k, c.strides()) && avx512::available() {
-        // SAFETY: `available` checked the CPU's AVX-512F; `fits` checked the strides the kernel relies on.
+    // std caches the CPU's answer: the check is an atomic load after the first call.
+    if avx512::fits(m, n, k, c.strides()) && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F; `fits` checked the strides the kernel relies on.
         unsafe { avx512::gemm(alpha, a.view(), b.view(), beta, c.view_mut()) };
         return;
     }
@@ -45,16 +46,15 @@ pub fn gemm<S1, S2, S3>(
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
-    use std::sync::OnceLock;
 
     use ndarray::{s, ArrayView2, ArrayViewMut2};
 
     /// Rows of a register tile: one broadcast of `A` each.
-    pub const MR: usize = 8;
-    /// Columns of a register tile: two zmm registers of `B`.
-    pub const NR: usize = 16 * V;
+    const MR: usize = 8;
     /// zmm registers across a tile's row.
-    pub const V: usize = 2;
+    const V: usize = 2;
+    /// Columns of a register tile: `V` zmm registers of `B`.
+    const NR: usize = 16 * V;
     /// The block of `k` a tile sums before it is written: `KC x NR` of `B` (32 KiB) stays in L1.
     const KC: usize = 256;
     /// Rows of `A` packed at once: `MC x KC` (512 KiB) stays in L2.
@@ -62,12 +62,6 @@ mod avx512 {
     /// From this many rows of `A` on, `B` is packed even when its rows are contiguous: enough tiles reuse
     /// each packed panel to pay for the copy (measured: packing is 5-10% slower at 128 rows, faster at 512).
     const PACK_B_ROWS: usize = 256;
-
-    /// Whether the CPU has AVX-512F (asked once).
-    pub fn available() -> bool {
-        static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
-    }
 
     /// Whether the kernel is worth it and can write `c`: rows of `c` contiguous, at least a tile of
     /// columns (narrower products, a 10-class head or a 16-channel convolution, would waste half of
@@ -109,7 +103,7 @@ mod avx512 {
                     let masks: [__mmask16; V] = std::array::from_fn(|h| lanes(cols.saturating_sub(16 * h)));
                     let b_panel = if b_in_place {
                         // SAFETY: row pc and column jr of b exist; the kernel reads kc rows of it, masked to `cols`.
-                        unsafe { b.as_ptr().offset(pc as isize * b.strides()[0] + jr as isize) }
+                        unsafe { b.as_ptr().offset(pc as isize * ldb + jr as isize) }
                     } else {
                         packed_b[jr * kc..(jr + NR) * kc].as_ptr()
                     };
