@@ -4,8 +4,9 @@
 //! pass on its chunk into its own preallocated [`Workspace`] (no allocation per step). A row-wise loss
 //! is evaluated by each worker on its chunk; a batch-level loss once on the whole batch's logits. Each
 //! worker then runs the backward pass, the gradients are summed in a fixed order, optionally clipped,
-//! and the optimizer updates the parameters in parallel. Same seed and thread count: bit-identical
-//! weights.
+//! and the optimizer updates the parameters in parallel; without clipping the sum happens inside the
+//! optimizer's pass ([`crate::optim::Optimizer::update_sum`]), one pass over the weights instead of two.
+//! Same seed and thread count: bit-identical weights.
 
 use ndarray::{s, Array2, ArrayD, ArrayView2, ArrayViewMut2, Axis, Zip};
 use rayon::prelude::*;
@@ -191,6 +192,9 @@ impl<'s> Trainer<'s> {
                 touched.sort_unstable();
                 touched.dedup();
             }
+            // The workers' gradients are summed here only where something needs the sum before the
+            // update (the sparse table; every parameter when clipping); otherwise the update sums them.
+            let clipping = settings.clip_norm.is_some();
             for other in rest.iter().filter(|w| w.rows > 0) {
                 for (p, (a, g)) in acc.grads.iter_mut().zip(&other.grads).enumerate() {
                     if Some(p) == sparse {
@@ -198,7 +202,7 @@ impl<'s> Trainer<'s> {
                             let mut a = a.index_axis_mut(Axis(0), r as usize);
                             a += &g.index_axis(Axis(0), r as usize);
                         }
-                    } else {
+                    } else if clipping {
                         Zip::from(a).and(g).par_for_each(|a, &b| *a += b);
                     }
                 }
@@ -206,6 +210,8 @@ impl<'s> Trainer<'s> {
             if let Some(max_norm) = settings.clip_norm {
                 clip(&mut acc.grads, max_norm, sparse.map(|p| (p, touched.as_slice())));
             }
+            let others: Vec<&Workspace> =
+                if clipping { Vec::new() } else { rest.iter().filter(|w| w.rows > 0).collect() };
             self.global_step += 1;
             totals.lr =
                 settings.schedule.rate(settings.optimizer.lr(), self.global_step - 1, self.total_steps, self.warmup);
@@ -220,7 +226,9 @@ impl<'s> Trainer<'s> {
                         opt.update_serial(w, g, m, v, self.global_step, totals.lr);
                     }
                 } else {
-                    opt.update(w, g.view(), m.view_mut(), v.view_mut(), self.global_step, totals.lr);
+                    let parts: Vec<&ArrayD<f32>> =
+                        std::iter::once(g).chain(others.iter().map(|o| &o.grads[p])).collect();
+                    opt.update_sum(w, &parts, m.view_mut(), v.view_mut(), self.global_step, totals.lr);
                 }
             }
             // The auxiliary parameters take the same optimizer step (their gradient is not clipped).

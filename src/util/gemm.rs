@@ -10,7 +10,9 @@
 //! so this runs on one core). `A` is packed into panels of `MR` rows, `MR` values per step of `k`; `B`
 //! is read in place when its rows are contiguous and `A` is short (the weights times a batch), packed
 //! into panels of `NR` columns otherwise (`W^T`, long products); each `MR x NR` tile of `C` is held in
-//! 16 zmm registers over a block of `k`.
+//! 16 zmm registers over a block of `k`. Packing moves 16 x 16 blocks through registers where it
+//! transposes (`W^T`, the rows of `x`), and reuses each thread's buffers from call to call: the input
+//! gradient of a 64-row share against an 800 x 800 `W^T` spent a third of its time packing before.
 //!
 //! Every element of `C` is summed in the same order whatever the thread count or the CPU's cache, so
 //! results are deterministic on a machine; they differ in the last bits from matrixmultiply's.
@@ -83,62 +85,61 @@ mod avx512 {
         let ldb = if b_in_place { b.strides()[0] } else { NR as isize };
         let blocks = k.div_ceil(KC);
         let kc_max = k.div_ceil(blocks);
-        let mut a_buf = Aligned::new(MC.min(m).next_multiple_of(MR) * kc_max);
-        let packed_a = a_buf.slice();
-        let mut b_buf = Aligned::new(if b_in_place { 0 } else { n.next_multiple_of(NR) * kc_max });
-        let packed_b = b_buf.slice();
-        let mut pc = 0;
-        for block in 0..blocks {
-            let kc = (k - pc).div_ceil(blocks - block);
-            if !b_in_place {
-                pack_b(b.slice(s![pc..pc + kc, ..]), packed_b);
-            }
-            // The first block of k applies beta; the later ones add to what it wrote.
-            let (beta, overwrite) = if pc == 0 { (beta, beta == 0.0) } else { (1.0, false) };
-            for ic in (0..m).step_by(MC) {
-                let mc = MC.min(m - ic);
-                pack_a(a.slice(s![ic..ic + mc, pc..pc + kc]), packed_a);
-                for jr in (0..n).step_by(NR) {
-                    let cols = NR.min(n - jr);
-                    let masks: [__mmask16; V] = std::array::from_fn(|h| lanes(cols.saturating_sub(16 * h)));
-                    let b_panel = if b_in_place {
-                        // SAFETY: row pc and column jr of b exist; the kernel reads kc rows of it, masked to `cols`.
-                        unsafe { b.as_ptr().offset(pc as isize * ldb + jr as isize) }
-                    } else {
-                        packed_b[jr * kc..(jr + NR) * kc].as_ptr()
-                    };
-                    for ir in (0..mc).step_by(MR) {
-                        let rows = MR.min(mc - ir);
-                        // SAFETY: row ic + ir and column jr of c exist.
-                        let ptr = unsafe { c_ptr.offset((ic + ir) as isize * ldc + jr as isize) };
-                        let tile = Tile { ptr, ldc, rows, masks };
-                        let a_panel = packed_a[ir * kc..(ir + MR) * kc].as_ptr();
-                        // SAFETY: the panels hold kc steps; the tile's rows and masked columns lie in c.
-                        unsafe { kernel(kc, a_panel, b_panel, ldb, tile, alpha, beta, overwrite) };
+        SCRATCH.with_borrow_mut(|[a_buf, b_buf]| {
+            let packed_a = aligned(a_buf, MC.min(m).next_multiple_of(MR) * kc_max);
+            let packed_b = aligned(b_buf, if b_in_place { 0 } else { n.next_multiple_of(NR) * kc_max });
+            let mut pc = 0;
+            for block in 0..blocks {
+                let kc = (k - pc).div_ceil(blocks - block);
+                if !b_in_place {
+                    // SAFETY: AVX-512F (this function's contract).
+                    unsafe { pack_b(b.slice(s![pc..pc + kc, ..]), packed_b) };
+                }
+                // The first block of k applies beta; the later ones add to what it wrote.
+                let (beta, overwrite) = if pc == 0 { (beta, beta == 0.0) } else { (1.0, false) };
+                for ic in (0..m).step_by(MC) {
+                    let mc = MC.min(m - ic);
+                    // SAFETY: AVX-512F (this function's contract).
+                    unsafe { pack_a(a.slice(s![ic..ic + mc, pc..pc + kc]), packed_a) };
+                    for jr in (0..n).step_by(NR) {
+                        let cols = NR.min(n - jr);
+                        let masks: [__mmask16; V] = std::array::from_fn(|h| lanes(cols.saturating_sub(16 * h)));
+                        let b_panel = if b_in_place {
+                            // SAFETY: row pc and column jr of b exist; the kernel reads kc rows of it, masked to `cols`.
+                            unsafe { b.as_ptr().offset(pc as isize * ldb + jr as isize) }
+                        } else {
+                            packed_b[jr * kc..(jr + NR) * kc].as_ptr()
+                        };
+                        for ir in (0..mc).step_by(MR) {
+                            let rows = MR.min(mc - ir);
+                            // SAFETY: row ic + ir and column jr of c exist.
+                            let ptr = unsafe { c_ptr.offset((ic + ir) as isize * ldc + jr as isize) };
+                            let tile = Tile { ptr, ldc, rows, masks };
+                            let a_panel = packed_a[ir * kc..(ir + MR) * kc].as_ptr();
+                            // SAFETY: the panels hold kc steps; the tile's rows and masked columns lie in c.
+                            unsafe { kernel(kc, a_panel, b_panel, ldb, tile, alpha, beta, overwrite) };
+                        }
                     }
                 }
+                pc += kc;
             }
-            pc += kc;
-        }
+        });
     }
 
-    /// A zeroed buffer of floats whose first one sits on a 64-byte boundary: a zmm load from it never
-    /// straddles two cache lines (glibc's large allocations start 16 bytes past a page).
-    struct Aligned {
-        buf: Vec<f32>,
-        start: usize,
-        len: usize,
+    thread_local! {
+        /// Each thread's packing buffers for `A` and `B`, kept between calls: a training step's products
+        /// would otherwise allocate (and the kernel fault in) a few MB each.
+        static SCRATCH: std::cell::RefCell<[Vec<f32>; 2]> = const { std::cell::RefCell::new([Vec::new(), Vec::new()]) };
     }
 
-    impl Aligned {
-        fn new(len: usize) -> Self {
-            let buf = vec![0.0f32; len + 16];
-            let start = buf.as_ptr().align_offset(64).min(16);
-            Aligned { buf, start, len }
+    /// `len` floats of `buf`, the first on a 64-byte boundary (a zmm load from them never straddles two
+    /// cache lines), growing it if needed. What they hold is stale: the packing writes all it uses.
+    fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+        if buf.len() < len + 16 {
+            *buf = vec![0.0; len + 16];
         }
-        fn slice(&mut self) -> &mut [f32] {
-            &mut self.buf[self.start..self.start + self.len]
-        }
+        let start = buf.as_ptr().align_offset(64).min(16);
+        &mut buf[start..start + len]
     }
 
     /// The first `n` of 16 lanes.
@@ -151,33 +152,151 @@ mod avx512 {
     }
 
     /// `a` (`mc x kc`) as panels of `MR` rows, each `kc` steps of `MR` values; rows past `mc` are zero.
-    fn pack_a(a: ArrayView2<f32>, out: &mut [f32]) {
+    /// Contiguous rows (`x`, `delta`) are transposed 16 rows by 16 steps in registers; contiguous columns
+    /// (`x^T`) are copied `MR` values a step.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_a(a: ArrayView2<f32>, out: &mut [f32]) {
         let (mc, kc) = a.dim();
-        for (panel, dst) in (0..mc).step_by(MR).zip(out.chunks_exact_mut(MR * kc)) {
-            let rows = MR.min(mc - panel);
-            for (p, step) in dst.chunks_exact_mut(MR).enumerate() {
-                for (i, v) in step.iter_mut().enumerate() {
-                    *v = if i < rows { a[[panel + i, p]] } else { 0.0 };
+        let [rs, cs] = [a.strides()[0], a.strides()[1]];
+        if cs == 1 && kc > 1 {
+            for (top, dst) in (0..mc).step_by(2 * MR).zip(out.chunks_mut(2 * MR * kc)) {
+                let rows = (2 * MR).min(mc - top);
+                for p0 in (0..kc).step_by(16) {
+                    let (steps, mut r) = (16.min(kc - p0), [_mm512_setzero_ps(); 16]);
+                    for (i, r) in r.iter_mut().enumerate().take(rows) {
+                        // SAFETY: row top + i < mc and steps p0..p0 + steps exist.
+                        *r = unsafe {
+                            _mm512_maskz_loadu_ps(
+                                lanes(steps),
+                                a.as_ptr().offset((top + i) as isize * rs + p0 as isize),
+                            )
+                        };
+                    }
+                    for (q, v) in transpose16(r).iter().enumerate().take(steps) {
+                        // Lanes 0..8 go to the first panel, 8..16 to the second (if it exists).
+                        let v = _mm512_castps_pd(*v);
+                        let at = (p0 + q) * MR;
+                        // SAFETY: dst holds kc steps of MR values per panel.
+                        unsafe { _mm256_storeu_pd(dst[at..at + MR].as_mut_ptr().cast(), _mm512_castpd512_pd256(v)) };
+                        if rows > MR {
+                            let at = at + MR * kc;
+                            // SAFETY: as above, for the second panel.
+                            unsafe {
+                                _mm256_storeu_pd(dst[at..at + MR].as_mut_ptr().cast(), _mm512_extractf64x4_pd::<1>(v))
+                            };
+                        }
+                    }
+                }
+            }
+        } else if rs == 1 {
+            for (panel, dst) in (0..mc).step_by(MR).zip(out.chunks_exact_mut(MR * kc)) {
+                let mask = lanes(MR.min(mc - panel));
+                for (p, step) in dst.chunks_exact_mut(MR).enumerate() {
+                    // SAFETY: rows panel.. (masked to those that exist) of column p.
+                    let v = unsafe { _mm512_maskz_loadu_ps(mask, a.as_ptr().offset(panel as isize + p as isize * cs)) };
+                    // SAFETY: step holds MR values.
+                    unsafe { _mm512_mask_storeu_ps(step.as_mut_ptr(), lanes(MR), v) };
+                }
+            }
+        } else {
+            for (panel, dst) in (0..mc).step_by(MR).zip(out.chunks_exact_mut(MR * kc)) {
+                for (p, step) in dst.chunks_exact_mut(MR).enumerate() {
+                    for (i, v) in step.iter_mut().enumerate() {
+                        *v = if panel + i < mc { a[[panel + i, p]] } else { 0.0 };
+                    }
                 }
             }
         }
     }
 
-    /// `b` (`kc x n`, a transposed view) as panels of `NR` columns, each `kc` rows of `NR` values;
-    /// columns past `n` are zero. Reads `b`'s columns, which are contiguous, one at a time.
-    fn pack_b(b: ArrayView2<f32>, out: &mut [f32]) {
+    /// `b` (`kc x n`) as panels of `NR` columns, each `kc` rows of `NR` values; columns past `n` are zero.
+    /// Rows of `b` that are contiguous are copied; contiguous columns (`W^T`, the usual case) are
+    /// transposed 16 x 16 in registers.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_b(b: ArrayView2<f32>, out: &mut [f32]) {
         let (kc, n) = b.dim();
+        if b.strides()[0] == 1 && kc > 1 {
+            // SAFETY: AVX-512F (this function's contract); columns are contiguous.
+            unsafe { pack_b_columns(b, out) };
+            return;
+        }
         for (panel, dst) in (0..n).step_by(NR).zip(out.chunks_exact_mut(NR * kc)) {
-            for j in 0..NR {
-                if panel + j < n {
-                    for (p, &v) in b.column(panel + j).iter().enumerate() {
-                        dst[p * NR + j] = v;
+            let cols = NR.min(n - panel);
+            for (row, step) in b.rows().into_iter().zip(dst.chunks_exact_mut(NR)) {
+                let row = row.slice_move(s![panel..panel + cols]);
+                match row.as_slice() {
+                    Some(src) => step[..cols].copy_from_slice(src),
+                    None => step.iter_mut().zip(row).for_each(|(v, &x)| *v = x),
+                }
+                step[cols..].fill(0.0);
+            }
+        }
+    }
+
+    /// [`pack_b`] for contiguous columns: each 16 x 16 block of `b` is loaded a column a vector,
+    /// transposed in registers and stored a row a vector.
+    ///
+    /// # Safety
+    /// AVX-512F; `b`'s columns are contiguous.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_b_columns(b: ArrayView2<f32>, out: &mut [f32]) {
+        let (kc, n) = b.dim();
+        let ld = b.strides()[1];
+        for (panel, dst) in (0..n).step_by(NR).zip(out.chunks_exact_mut(NR * kc)) {
+            for h in 0..V {
+                let first = panel + 16 * h;
+                let cols = n.saturating_sub(first).min(16);
+                for p0 in (0..kc).step_by(16) {
+                    let steps = 16.min(kc - p0);
+                    let mask = lanes(steps);
+                    let mut r: [__m512; 16] = [_mm512_setzero_ps(); 16];
+                    for (j, r) in r.iter_mut().enumerate().take(cols) {
+                        // SAFETY: column first + j < n exists; rows p0..p0 + steps exist.
+                        *r = unsafe {
+                            _mm512_maskz_loadu_ps(mask, b.as_ptr().offset((first + j) as isize * ld + p0 as isize))
+                        };
                     }
-                } else {
-                    (0..kc).for_each(|p| dst[p * NR + j] = 0.0);
+                    let r = transpose16(r);
+                    for (q, row) in r.iter().enumerate().take(steps) {
+                        let at = (p0 + q) * NR + 16 * h;
+                        // SAFETY: dst holds kc rows of NR values.
+                        unsafe { _mm512_storeu_ps(dst[at..at + 16].as_mut_ptr(), *row) };
+                    }
                 }
             }
         }
+    }
+
+    /// The 16 x 16 transpose: vector `j` of the result holds element `j` of each input vector.
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+        // Pairs interleaved, then quads within each 128-bit lane: t[4q + c], lane l = column 4l + c of rows 4q..4q+4.
+        let mut t = [_mm512_setzero_ps(); 16];
+        for q in 0..4 {
+            let (lo01, hi01) = (_mm512_unpacklo_ps(r[4 * q], r[4 * q + 1]), _mm512_unpackhi_ps(r[4 * q], r[4 * q + 1]));
+            let (lo23, hi23) =
+                (_mm512_unpacklo_ps(r[4 * q + 2], r[4 * q + 3]), _mm512_unpackhi_ps(r[4 * q + 2], r[4 * q + 3]));
+            t[4 * q] = _mm512_shuffle_ps::<0x44>(lo01, lo23);
+            t[4 * q + 1] = _mm512_shuffle_ps::<0xee>(lo01, lo23);
+            t[4 * q + 2] = _mm512_shuffle_ps::<0x44>(hi01, hi23);
+            t[4 * q + 3] = _mm512_shuffle_ps::<0xee>(hi01, hi23);
+        }
+        // Then 128-bit lanes across vectors, twice.
+        let mut u = [_mm512_setzero_ps(); 16];
+        for c in 0..4 {
+            u[c] = _mm512_shuffle_f32x4::<0x88>(t[c], t[4 + c]);
+            u[4 + c] = _mm512_shuffle_f32x4::<0xdd>(t[c], t[4 + c]);
+            u[8 + c] = _mm512_shuffle_f32x4::<0x88>(t[8 + c], t[12 + c]);
+            u[12 + c] = _mm512_shuffle_f32x4::<0xdd>(t[8 + c], t[12 + c]);
+        }
+        let mut out = [_mm512_setzero_ps(); 16];
+        for c in 0..4 {
+            out[c] = _mm512_shuffle_f32x4::<0x88>(u[c], u[8 + c]);
+            out[4 + c] = _mm512_shuffle_f32x4::<0x88>(u[4 + c], u[12 + c]);
+            out[8 + c] = _mm512_shuffle_f32x4::<0xdd>(u[c], u[8 + c]);
+            out[12 + c] = _mm512_shuffle_f32x4::<0xdd>(u[4 + c], u[12 + c]);
+        }
+        out
     }
 
     /// Where a register tile goes in `c`: its first element, the row stride, the rows that exist and
