@@ -62,8 +62,9 @@ mod avx512 {
     /// Rows of `A` packed at once: `MC x KC` (512 KiB) stays in L2.
     const MC: usize = 512;
     /// From this many rows of `A` on, `B` is packed even when its rows are contiguous: enough tiles reuse
-    /// each packed panel to pay for the copy (measured: packing is 5-10% slower at 128 rows, faster at 512).
-    const PACK_B_ROWS: usize = 256;
+    /// each packed panel to pay for the copy (measured on 784 x 800 and 800 x 800 `B`: reading it in place
+    /// is 5-10% faster at 32 and 64 rows, even at 128, packing 5-10% faster at 256 and 512 rows).
+    const PACK_B_ROWS: usize = 128;
 
     /// Whether the kernel is worth it and can write `c`: rows of `c` contiguous, at least a tile of
     /// columns (narrower products, a 10-class head or a 16-channel convolution, would waste half of
@@ -210,7 +211,7 @@ mod avx512 {
     }
 
     /// `b` (`kc x n`) as panels of `NR` columns, each `kc` rows of `NR` values; columns past `n` are zero.
-    /// Rows of `b` that are contiguous are copied; contiguous columns (`W^T`, the usual case) are
+    /// Rows of `b` that are contiguous are copied a vector at a time; contiguous columns (`W^T`) are
     /// transposed 16 x 16 in registers.
     #[target_feature(enable = "avx512f")]
     unsafe fn pack_b(b: ArrayView2<f32>, out: &mut [f32]) {
@@ -220,15 +221,25 @@ mod avx512 {
             unsafe { pack_b_columns(b, out) };
             return;
         }
+        let [rs, cs] = [b.strides()[0], b.strides()[1]];
         for (panel, dst) in (0..n).step_by(NR).zip(out.chunks_exact_mut(NR * kc)) {
             let cols = NR.min(n - panel);
-            for (row, step) in b.rows().into_iter().zip(dst.chunks_exact_mut(NR)) {
-                let row = row.slice_move(s![panel..panel + cols]);
-                match row.as_slice() {
-                    Some(src) => step[..cols].copy_from_slice(src),
-                    None => step.iter_mut().zip(row).for_each(|(v, &x)| *v = x),
+            let masks: [__mmask16; V] = std::array::from_fn(|h| lanes(cols.saturating_sub(16 * h)));
+            for (p, step) in dst.chunks_exact_mut(NR).enumerate() {
+                if cs == 1 {
+                    for (h, &mask) in masks.iter().enumerate() {
+                        // SAFETY: row p, columns panel + 16 h.. masked to those that exist.
+                        let v = unsafe {
+                            _mm512_maskz_loadu_ps(mask, b.as_ptr().offset(p as isize * rs + (panel + 16 * h) as isize))
+                        };
+                        // SAFETY: step holds NR values.
+                        unsafe { _mm512_storeu_ps(step.as_mut_ptr().add(16 * h), v) };
+                    }
+                } else {
+                    for (j, v) in step.iter_mut().enumerate() {
+                        *v = if j < cols { b[[p, panel + j]] } else { 0.0 };
+                    }
                 }
-                step[cols..].fill(0.0);
             }
         }
     }
