@@ -56,6 +56,24 @@ pub struct ScoredRows {
 }
 
 impl ScoredRows {
+    /// About the bytes of memory these rows hold: the queue between inference and the writer is bounded
+    /// by it.
+    pub(crate) fn bytes(&self) -> usize {
+        let views = self
+            .views
+            .as_ref()
+            .map_or(0, |v| v.view.len() * (2 + 2 + 2 + std::mem::size_of::<crate::augment::CropBox>()));
+        self.ids.len() * 8
+            + self.labels.len() * std::mem::size_of::<Option<i64>>()
+            + self.input.get_array_memory_size()
+            + self.logits.len() * 4
+            + self.source_rows.len() * 8
+            + views
+            + self.paths.iter().map(|p| p.len() + std::mem::size_of::<String>()).sum::<usize>()
+            + self.features.iter().map(|f| f.len() * 4).sum::<usize>()
+            + (self.positions.len() + self.logit_rows.len()) * 4
+    }
+
     /// The teacher's logits of row `r` (`k` classes).
     pub(crate) fn logits_of(&self, r: usize, k: usize) -> &[f32] {
         let at = self.logit_rows.get(r).map_or(r, |&i| i as usize);
