@@ -11,6 +11,7 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::arrow::ProjectionMask;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
+use rayon::prelude::*;
 
 use super::decode::Columns;
 use super::pages::Chunk;
@@ -359,6 +360,24 @@ impl SoftLabels {
             .map_err(|error| Error::Parquet { path: path.to_path_buf(), error })
     }
 
+    /// Part `part`'s path and footer ([`SoftLabels::block_metadata`]), from `metas` (each part's, once
+    /// loaded) or loaded into it.
+    fn cached_metadata(
+        &self,
+        part: usize,
+        metas: &mut Vec<Option<ArrowReaderMetadata>>,
+    ) -> Result<(PathBuf, ArrowReaderMetadata)> {
+        let info = self.manifest.parts.get(part).ok_or_else(|| Error::Internal("block of no part".into()))?;
+        let path = self.dir.join(&info.file);
+        metas.resize(self.manifest.parts.len(), None);
+        if let Some(meta) = &metas[part] {
+            return Ok((path, meta.clone()));
+        }
+        let meta = self.block_metadata(&path)?;
+        metas[part] = Some(meta.clone());
+        Ok((path, meta))
+    }
+
     /// Reads `blocks` into `acc`; `metas` caches each part's footer.
     fn read_blocks(
         &self,
@@ -369,18 +388,8 @@ impl SoftLabels {
     ) -> Result<()> {
         use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
         let m = &self.manifest;
-        metas.resize(m.parts.len(), None);
         for b in blocks {
-            let part = m.parts.get(b.part).ok_or_else(|| Error::Internal("block of no part".into()))?;
-            let path = self.dir.join(&part.file);
-            let meta = match &metas[b.part] {
-                Some(meta) => meta.clone(),
-                None => {
-                    let meta = self.block_metadata(&path)?;
-                    metas[b.part] = Some(meta.clone());
-                    meta
-                }
-            };
+            let (path, meta) = self.cached_metadata(b.part, metas)?;
             let file = ParquetFile::open(&path, Links::Refuse)?;
             let selection = RowSelection::from(vec![RowSelector::skip(b.offset), RowSelector::select(b.rows)]);
             let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta);
@@ -451,6 +460,48 @@ pub struct Windows<'a> {
     metas: Vec<Option<ArrowReaderMetadata>>,
 }
 
+/// The fewest rows a piece of a block is cut to for decoding on another worker.
+const MIN_PIECE_ROWS: usize = 512;
+
+impl Windows<'_> {
+    /// Reads `self.blocks[range]` into `acc`: cut into one piece per rayon worker (of at least
+    /// [`MIN_PIECE_ROWS`]), decoded side by side and appended in order, so the rows are those a
+    /// block-by-block read gives. A streamed epoch decodes while the trainer's workers would wait.
+    fn read_pieces(&mut self, range: std::ops::Range<usize>, acc: &mut Columns) -> Result<()> {
+        let blocks = &self.blocks[range];
+        let rows: usize = blocks.iter().map(|b| b.rows).sum();
+        let pieces = (rows / MIN_PIECE_ROWS).clamp(1, rayon::current_num_threads());
+        if pieces == 1 {
+            return self.labels.read_blocks(blocks, self.filter, acc, &mut self.metas);
+        }
+        // Each part's footer is loaded once, here; the pieces share it.
+        for b in blocks {
+            self.labels.cached_metadata(b.part, &mut self.metas)?;
+        }
+        let mut cut = Vec::with_capacity(pieces + blocks.len());
+        let share = rows.div_ceil(pieces);
+        for b in blocks {
+            for start in (0..b.rows).step_by(share) {
+                let n = share.min(b.rows - start);
+                cut.push(Block { offset: b.offset + start, rows: n, first_row: b.first_row + start as u64, ..*b });
+            }
+        }
+        let (m, labels, filter, metas) = (&self.labels.manifest, self.labels, self.filter, &self.metas);
+        let read: Vec<Result<Columns>> = cut
+            .par_iter()
+            .map(|piece| {
+                let mut c = Columns::with_capacity(m, piece.rows);
+                labels.read_blocks(std::slice::from_ref(piece), filter, &mut c, &mut metas.clone())?;
+                Ok(c)
+            })
+            .collect();
+        for c in read {
+            acc.extend(c?);
+        }
+        Ok(())
+    }
+}
+
 impl Iterator for Windows<'_> {
     type Item = Result<TeacherOutputs>;
 
@@ -465,12 +516,17 @@ impl Iterator for Windows<'_> {
             acc.extend(c);
         }
         while acc.len() < self.window && self.next < self.blocks.len() {
-            let block = &self.blocks[self.next..self.next + 1];
-            if let Err(e) = self.labels.read_blocks(block, self.filter, &mut acc, &mut self.metas) {
-                self.next = self.blocks.len();
+            // The blocks that fill the window if the filter keeps every row; it reads more if not.
+            let (mut end, mut want) = (self.next, self.window - acc.len());
+            while end < self.blocks.len() && want > 0 {
+                want = want.saturating_sub(self.blocks[end].rows);
+                end += 1;
+            }
+            let read = self.read_pieces(self.next..end, &mut acc);
+            self.next = if read.is_err() { self.blocks.len() } else { end };
+            if let Err(e) = read {
                 return Some(Err(e));
             }
-            self.next += 1;
         }
         if acc.len() > self.window {
             self.carry = Some(acc.split_off(self.window, m));

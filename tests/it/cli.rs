@@ -1128,6 +1128,32 @@ fn training_streams_datasets_over_the_memory_budget() {
     );
 }
 
+/// A streamed window is decoded in pieces on the rayon workers: with 2 workers the windows (rows, order,
+/// inputs, teacher outputs) are exactly those one worker reads block by block, the filter and the rows
+/// carried from one window to the next included.
+#[test]
+fn windows_decoded_in_pieces_are_those_read_block_by_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = tmp.path().join("labels");
+    mnist_test_labels(&labels);
+    let ds = SoftLabels::open(&labels).unwrap();
+    let mut blocks = ds.blocks(4096).unwrap();
+    blocks.reverse();
+    let filter = softlabel::store::RowFilter { exclude_labels: vec![3], ..Default::default() };
+    let read = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| ds.windows(&blocks, 3000, &filter).map(Result::unwrap).collect::<Vec<_>>())
+    };
+    let (one, two) = (read(1), read(2));
+    assert!(one.len() >= 3, "several windows: {}", one.len());
+    assert_eq!(one.iter().map(|w| w.len()).collect::<Vec<_>>(), two.iter().map(|w| w.len()).collect::<Vec<_>>());
+    for (a, b) in one.iter().zip(&two) {
+        assert_eq!((&a.ids, &a.labels, &a.inputs), (&b.ids, &b.labels, &b.inputs));
+        assert_eq!(format!("{:?}", a.outputs), format!("{:?}", b.outputs));
+        assert!(a.labels.iter().all(|&l| l != Some(3)), "the filter applies");
+    }
+}
+
 /// Labels meet data in `eval --labels` and `report --labels`, matched by id: labels made from other data
 /// (the train split's labels against the test split) are refused with both fingerprints, while the same
 /// rows in other files (the fixture's folder copy) are accepted. On main before this check, the first
