@@ -2,8 +2,8 @@
 //! CPU has one and the shapes fill it, ndarray's `general_mat_mul` (matrixmultiply) everywhere else.
 //!
 //! Why our own: training is GEMM-bound, and matrixmultiply stops at AVX2 (8 lanes). On an AVX-512 Xeon,
-//! on one core and the products of a training step, it reaches 72-78 GFLOP/s, this kernel 88-105 and
-//! PyTorch's matmul 148-160 (BENCHMARKS.md, section 3).
+//! on one core and the products of a training step, it reaches 77-88 GFLOP/s, this kernel 110-126
+//! (130-158 on one product at a time) and PyTorch's matmul 148-160 (BENCHMARKS.md, section 3).
 //!
 //! The kernel is the usual blocked one (Goto and van de Geijn 2008), cut to what the students multiply:
 //! matrices of at most a few thousand rows, one product per worker thread (the trainer splits the batch,
