@@ -123,13 +123,14 @@ impl Optimizer {
                 let mut g = [0.0f32; CHUNK];
                 let g = &mut g[..p.len()];
                 g.copy_from_slice(&gs[0][at.clone()]);
+                let chunk = Chunk { g, others: &gs[1..], at, p, m, v };
                 #[cfg(target_arch = "x86_64")]
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU has AVX-512F.
-                    unsafe { sum_and_step_avx512(self, g, &gs[1..], at, p, m, v, corrections) };
+                    unsafe { sum_and_step_avx512(self, chunk, corrections) };
                     return;
                 }
-                sum_and_step(self, g, &gs[1..], at, p, m, v, corrections);
+                sum_and_step(self, chunk, corrections);
             },
         );
     }
@@ -155,20 +156,22 @@ impl Optimizer {
     }
 }
 
-/// One chunk of [`Optimizer::update_sum`]: `g` (the first part's values) plus the other parts' values at
-/// `at`, then the update of `p`, `m`, `v`. `corrections` is Adam's (or the learning rate, for SGD).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn sum_and_step(
-    opt: &Optimizer,
-    g: &mut [f32],
-    others: &[&[f32]],
+/// One task's share of [`Optimizer::update_sum`]: a parameter's values, their state and the gradient
+/// parts at `at` (`g` holds the first part's values, then the sum).
+struct Chunk<'a> {
+    g: &'a mut [f32],
+    others: &'a [&'a [f32]],
     at: std::ops::Range<usize>,
-    p: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    corrections: [f32; 3],
-) {
+    p: &'a mut [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+}
+
+/// Adds the other parts into `g`, then updates `p`, `m`, `v`. `corrections` is Adam's (or the learning
+/// rate, for SGD).
+#[inline(always)]
+fn sum_and_step(opt: &Optimizer, c: Chunk, corrections: [f32; 3]) {
+    let Chunk { g, others, at, p, m, v } = c;
     for other in others {
         g.iter_mut().zip(&other[at.clone()]).for_each(|(g, &o)| *g += o);
     }
@@ -189,18 +192,8 @@ fn sum_and_step(
 /// The CPU must have AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn sum_and_step_avx512(
-    opt: &Optimizer,
-    g: &mut [f32],
-    others: &[&[f32]],
-    at: std::ops::Range<usize>,
-    p: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    corrections: [f32; 3],
-) {
-    sum_and_step(opt, g, others, at, p, m, v, corrections)
+unsafe fn sum_and_step_avx512(opt: &Optimizer, c: Chunk, corrections: [f32; 3]) {
+    sum_and_step(opt, c, corrections)
 }
 
 impl Sgd {

@@ -226,6 +226,21 @@ mod tests {
 
     const MB: usize = 1 << 20;
 
+    /// Runs `held.take(load)` on another thread, checks it is still waiting 100 ms later, runs
+    /// `release` and returns what `take` then returned.
+    fn waits_until(held: &Held, load: Load, release: impl FnOnce()) -> bool {
+        std::thread::scope(|scope| {
+            let (tx, rx) = channel();
+            scope.spawn(move || {
+                let _ = tx.send(held.take(load));
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            assert_eq!(rx.try_recv(), Err(TryRecvError::Empty), "the batch waits");
+            release();
+            rx.recv_timeout(Duration::from_secs(10)).expect("released")
+        })
+    }
+
     /// The queue admits two blocks of rows whatever their size, then batches while they fit in
     /// QUEUE_BYTES; past both, a batch waits until the writer gives rows back, or closes.
     #[test]
@@ -235,17 +250,7 @@ mod tests {
         assert!(held.take(big));
         assert!(held.take(big), "two blocks of rows are always room, however many bytes");
         let small = Load { rows: 256, bytes: 256 };
-        std::thread::scope(|scope| {
-            let (tx, rx) = channel();
-            let held = &held;
-            scope.spawn(move || {
-                let _ = tx.send(held.take(small));
-            });
-            std::thread::sleep(Duration::from_millis(100));
-            assert_eq!(rx.try_recv(), Err(TryRecvError::Empty), "a third block's batch waits");
-            held.give(big);
-            assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true), "room again once a block is written");
-        });
+        assert!(waits_until(&held, small, || held.give(big)), "room again once a block is written");
         // Under the byte bound, more rows fit: 16 batches of 0.25 MB (4 MB), though 8 hold two blocks.
         let held = Held::default();
         let quarter = Load { rows: 256, bytes: MB / 4 };
@@ -253,16 +258,6 @@ mod tests {
         for _ in 0..16 {
             assert!(held.take(quarter));
         }
-        std::thread::scope(|scope| {
-            let (tx, rx) = channel();
-            let held = &held;
-            scope.spawn(move || {
-                let _ = tx.send(held.take(quarter));
-            });
-            std::thread::sleep(Duration::from_millis(100));
-            assert_eq!(rx.try_recv(), Err(TryRecvError::Empty), "past both bounds it waits");
-            held.close();
-            assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(false), "a closed queue lets it go, refused");
-        });
+        assert!(!waits_until(&held, quarter, || held.close()), "a closed queue lets it go, refused");
     }
 }
