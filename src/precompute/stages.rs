@@ -26,7 +26,7 @@ enum ToWriter {
 /// The queue from inference to the writer holds up to two write blocks of rows (the writer works in
 /// bursts of a block: room for two keeps inference from waiting on one), and beyond them up to this
 /// many bytes. Bounded by batches alone it held 32 batches whatever their size: 7 MB of MNIST rows, 64
-/// MB of a 1000-class teacher's, the growth of precompute's peak memory over a long run.
+/// MB of a 1000-class teacher's.
 const QUEUE_BYTES: usize = 4 << 20;
 
 /// Rows and bytes of one message in the queue.
