@@ -1,7 +1,7 @@
 //! Optimizers and learning-rate schedules. Configs implement `Default`, so callers write
 //! `Adam { lr: 1e-3, ..Default::default() }`.
 
-use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Zip};
+use ndarray::{ArrayViewD, ArrayViewMutD, Zip};
 use rayon::prelude::*;
 
 /// SGD with (optionally Nesterov) momentum and L2 weight decay added to the gradient.
@@ -71,8 +71,8 @@ impl Optimizer {
         }
     }
 
-    /// Updates one parameter tensor. `m`, `v` are its state buffers (same shape, zero at start), `step`
-    /// is 1-based, `lr` the scheduled learning rate.
+    /// Updates one parameter tensor, in parallel. `m`, `v` are its state buffers (same shape, zero at
+    /// start), `step` is 1-based, `lr` the scheduled learning rate.
     pub fn update(
         &self,
         p: ArrayViewMutD<f32>,
@@ -82,23 +82,17 @@ impl Optimizer {
         step: u64,
         lr: f32,
     ) {
-        match *self {
-            Optimizer::Sgd(o) => Zip::from(p).and(g).and(m).par_for_each(|p, &g, buf| o.step(p, g, buf, lr)),
-            Optimizer::Adam(o) => {
-                let c = o.corrections(step, lr);
-                Zip::from(p).and(g).and(m).and(v).par_for_each(|p, &g, m, v| o.step(p, g, m, v, c));
-            }
-        }
+        self.update_sum(p, &[g], m, v, step, lr);
     }
 
     /// [`Optimizer::update`] with the gradient handed over as the workers' parts, summed value by value
     /// in their order (`(parts[0] + parts[1]) + ...`, as a separate sum into `parts[0]` would) inside the
     /// update: one pass over the parameter and its state instead of two. The parts are left as they
-    /// were. Results are identical to summing first and then calling [`Optimizer::update`].
+    /// were. Results are identical to summing first and then calling [`Optimizer::update_serial`].
     pub fn update_sum(
         &self,
         mut p: ArrayViewMutD<f32>,
-        parts: &[&ArrayD<f32>],
+        parts: &[ArrayViewD<f32>],
         mut m: ArrayViewMutD<f32>,
         mut v: ArrayViewMutD<f32>,
         step: u64,
@@ -107,9 +101,10 @@ impl Optimizer {
         let slices: Option<Vec<&[f32]>> = parts.iter().map(|g| g.as_slice()).collect();
         let (Some(ps), Some(ms), Some(vs), Some(gs)) = (p.as_slice_mut(), m.as_slice_mut(), v.as_slice_mut(), slices)
         else {
-            let mut g = parts[0].clone();
-            parts[1..].iter().for_each(|other| g += *other);
-            return self.update(p, g.view(), m, v, step, lr);
+            // Not laid out in rows (never the trainer's own tensors): sum, then update value by value.
+            let mut g = parts[0].to_owned();
+            parts[1..].iter().for_each(|other| g += other);
+            return self.update_serial(p, g.view(), m, v, step, lr);
         };
         /// Values a task sums and updates at once: its summed gradient lives on the stack.
         const CHUNK: usize = 4096;
@@ -135,8 +130,8 @@ impl Optimizer {
         );
     }
 
-    /// [`Optimizer::update`] on this thread (for the few rows of a sparse gradient: the same arithmetic
-    /// per value).
+    /// [`Optimizer::update`] on this thread, value by value (for the few rows of a sparse gradient: the
+    /// same arithmetic per value).
     pub fn update_serial(
         &self,
         p: ArrayViewMutD<f32>,
@@ -291,8 +286,8 @@ mod tests {
     }
 
     /// The fused sum-and-update gives exactly (bit for bit) what summing the parts first and then
-    /// updating gives, for both optimizers, over several chunks and a partial one, and for a part laid
-    /// out in columns (the fallback path).
+    /// updating value by value gives, for both optimizers, over several chunks and a partial one, and for
+    /// a part laid out in columns (the fallback path).
     #[test]
     fn update_sum_is_sum_then_update() {
         let n = 3 * 4096 + 77;
@@ -310,8 +305,8 @@ mod tests {
                 }
                 for step in 1..4 {
                     let summed = &(&parts[0] + &parts[1]) + &parts[2];
-                    opt.update(p1.view_mut(), summed.view(), m1.view_mut(), v1.view_mut(), step, 0.01);
-                    let refs = [&first, &parts[1], &parts[2]];
+                    opt.update_serial(p1.view_mut(), summed.view(), m1.view_mut(), v1.view_mut(), step, 0.01);
+                    let refs = [first.view(), parts[1].view(), parts[2].view()];
                     opt.update_sum(p2.view_mut(), &refs, m2.view_mut(), v2.view_mut(), step, 0.01);
                 }
                 let bits = |a: &ArrayD<f32>| a.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

@@ -8,7 +8,7 @@
 //! optimizer's pass ([`crate::optim::Optimizer::update_sum`]), one pass over the weights instead of two.
 //! Same seed and thread count: bit-identical weights.
 
-use ndarray::{s, Array2, ArrayD, ArrayView2, ArrayViewMut2, Axis, Zip};
+use ndarray::{s, Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, Zip};
 use rayon::prelude::*;
 
 use crate::config::TrainSettings;
@@ -226,8 +226,8 @@ impl<'s> Trainer<'s> {
                         opt.update_serial(w, g, m, v, self.global_step, totals.lr);
                     }
                 } else {
-                    let parts: Vec<&ArrayD<f32>> =
-                        std::iter::once(g).chain(others.iter().map(|o| &o.grads[p])).collect();
+                    let parts: Vec<ArrayViewD<f32>> =
+                        std::iter::once(g.view()).chain(others.iter().map(|o| o.grads[p].view())).collect();
                     opt.update_sum(w, &parts, m.view_mut(), v.view_mut(), self.global_step, totals.lr);
                 }
             }
