@@ -63,7 +63,7 @@ mod avx512 {
     const MC: usize = 512;
     /// From this many rows of `A` on, `B` is packed even when its rows are contiguous: enough tiles reuse
     /// each packed panel to pay for the copy (measured on 784 x 800 and 800 x 800 `B`: reading it in place
-    /// is 5-10% faster at 32 and 64 rows, even at 128, packing 5-10% faster at 256 and 512 rows).
+    /// is 5-10% faster at 32 and 64 rows, the two about even at 128, packing 5-10% faster at 256 and 512).
     const PACK_B_ROWS: usize = 128;
 
     /// Whether the kernel is worth it and can write `c`: rows of `c` contiguous, at least a tile of
@@ -216,17 +216,15 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     unsafe fn pack_b(b: ArrayView2<f32>, out: &mut [f32]) {
         let (kc, n) = b.dim();
-        if b.strides()[0] == 1 && kc > 1 {
+        let [rs, cs] = [b.strides()[0], b.strides()[1]];
+        if rs == 1 && kc > 1 {
             // SAFETY: AVX-512F (this function's contract); columns are contiguous.
             unsafe { pack_b_columns(b, out) };
-            return;
-        }
-        let [rs, cs] = [b.strides()[0], b.strides()[1]];
-        for (panel, dst) in (0..n).step_by(NR).zip(out.chunks_exact_mut(NR * kc)) {
-            let cols = NR.min(n - panel);
-            let masks: [__mmask16; V] = std::array::from_fn(|h| lanes(cols.saturating_sub(16 * h)));
-            for (p, step) in dst.chunks_exact_mut(NR).enumerate() {
-                if cs == 1 {
+        } else if cs == 1 {
+            for (panel, dst) in (0..n).step_by(NR).zip(out.chunks_exact_mut(NR * kc)) {
+                let cols = NR.min(n - panel);
+                let masks: [__mmask16; V] = std::array::from_fn(|h| lanes(cols.saturating_sub(16 * h)));
+                for (p, step) in dst.chunks_exact_mut(NR).enumerate() {
                     for (h, &mask) in masks.iter().enumerate() {
                         // SAFETY: row p, columns panel + 16 h.. masked to those that exist.
                         let v = unsafe {
@@ -235,9 +233,13 @@ mod avx512 {
                         // SAFETY: step holds NR values.
                         unsafe { _mm512_storeu_ps(step.as_mut_ptr().add(16 * h), v) };
                     }
-                } else {
+                }
+            }
+        } else {
+            for (panel, dst) in (0..n).step_by(NR).zip(out.chunks_exact_mut(NR * kc)) {
+                for (p, step) in dst.chunks_exact_mut(NR).enumerate() {
                     for (j, v) in step.iter_mut().enumerate() {
-                        *v = if j < cols { b[[p, panel + j]] } else { 0.0 };
+                        *v = if panel + j < n { b[[p, panel + j]] } else { 0.0 };
                     }
                 }
             }
