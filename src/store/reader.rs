@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt16Type;
@@ -24,6 +25,9 @@ use crate::util::{guarded, Guarded, Links, ParquetFile};
 pub struct SoftLabels {
     dir: PathBuf,
     manifest: Manifest,
+    /// Each part's checked footer with its offset index, loaded when a block of the part is first read
+    /// (see [`SoftLabels::block_metadata`]) and kept: every streamed epoch reads the same parts.
+    footers: Vec<OnceLock<ArrowReaderMetadata>>,
 }
 
 impl SoftLabels {
@@ -35,7 +39,7 @@ impl SoftLabels {
     /// crafted is refused here, before any work and before anything is sized from the manifest's claims.
     pub fn open(dir: &Path) -> Result<Self> {
         let manifest = Manifest::read(dir)?;
-        let labels = SoftLabels { dir: dir.to_path_buf(), manifest };
+        let labels = SoftLabels::from_parts(dir, manifest);
         for part in &labels.manifest.parts {
             labels.check_part(part)?;
         }
@@ -209,7 +213,8 @@ impl SoftLabels {
 
     /// A dataset from a manifest already checked by the caller (e.g. a resuming writer's committed parts).
     pub fn from_parts(dir: &Path, manifest: Manifest) -> Self {
-        SoftLabels { dir: dir.to_path_buf(), manifest }
+        let footers = manifest.parts.iter().map(|_| OnceLock::new()).collect();
+        SoftLabels { dir: dir.to_path_buf(), manifest, footers }
     }
 
     /// Every row's id, reading only the `id` column.
@@ -338,7 +343,7 @@ impl SoftLabels {
     pub fn load_blocks(&self, blocks: &[Block]) -> Result<TeacherOutputs> {
         let rows = blocks.iter().map(|b| b.rows).sum::<usize>();
         let mut acc = Columns::with_capacity(&self.manifest, initial_rows(rows as u64));
-        self.read_blocks(blocks, &RowFilter::all(), &mut acc, &mut Vec::new())?;
+        self.read_blocks(blocks, &RowFilter::all(), &mut acc)?;
         acc.finish(&self.manifest)
     }
 
@@ -346,7 +351,7 @@ impl SoftLabels {
     /// given, rows `filter` does not keep dropped as they are read. Each window is read into memory
     /// sized for it, and only the rows of its last block that overflow it are carried to the next.
     pub fn windows<'a>(&'a self, blocks: &'a [Block], window: usize, filter: &'a RowFilter) -> Windows<'a> {
-        Windows { labels: self, blocks, next: 0, window: window.max(1), filter, carry: None, metas: Vec::new() }
+        Windows { labels: self, blocks, next: 0, window: window.max(1), filter, carry: None }
     }
 
     /// A part's footer with its offset index, which lets a block be read without decoding the pages
@@ -360,36 +365,26 @@ impl SoftLabels {
             .map_err(|error| Error::Parquet { path: path.to_path_buf(), error })
     }
 
-    /// Part `part`'s path and footer ([`SoftLabels::block_metadata`]), from `metas` (each part's, once
-    /// loaded) or loaded into it.
-    fn cached_metadata(
-        &self,
-        part: usize,
-        metas: &mut Vec<Option<ArrowReaderMetadata>>,
-    ) -> Result<(PathBuf, ArrowReaderMetadata)> {
-        let info = self.manifest.parts.get(part).ok_or_else(|| Error::Internal("block of no part".into()))?;
+    /// Part `part`'s path and footer ([`SoftLabels::block_metadata`]), loaded once.
+    fn cached_metadata(&self, part: usize) -> Result<(PathBuf, ArrowReaderMetadata)> {
+        let (Some(info), Some(footer)) = (self.manifest.parts.get(part), self.footers.get(part)) else {
+            return Err(Error::Internal("block of no part".into()));
+        };
         let path = self.dir.join(&info.file);
-        metas.resize(self.manifest.parts.len(), None);
-        if let Some(meta) = &metas[part] {
+        if let Some(meta) = footer.get() {
             return Ok((path, meta.clone()));
         }
+        // Two threads may both load it; either's is the same footer.
         let meta = self.block_metadata(&path)?;
-        metas[part] = Some(meta.clone());
-        Ok((path, meta))
+        Ok((path, footer.get_or_init(|| meta).clone()))
     }
 
-    /// Reads `blocks` into `acc`; `metas` caches each part's footer.
-    fn read_blocks(
-        &self,
-        blocks: &[Block],
-        filter: &RowFilter,
-        acc: &mut Columns,
-        metas: &mut Vec<Option<ArrowReaderMetadata>>,
-    ) -> Result<()> {
+    /// Reads `blocks` into `acc`.
+    fn read_blocks(&self, blocks: &[Block], filter: &RowFilter, acc: &mut Columns) -> Result<()> {
         use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
         let m = &self.manifest;
         for b in blocks {
-            let (path, meta) = self.cached_metadata(b.part, metas)?;
+            let (path, meta) = self.cached_metadata(b.part)?;
             let file = ParquetFile::open(&path, Links::Refuse)?;
             let selection = RowSelection::from(vec![RowSelector::skip(b.offset), RowSelector::select(b.rows)]);
             let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta);
@@ -457,7 +452,6 @@ pub struct Windows<'a> {
     window: usize,
     filter: &'a RowFilter,
     carry: Option<Columns>,
-    metas: Vec<Option<ArrowReaderMetadata>>,
 }
 
 /// The fewest rows a piece of a block is cut to for decoding on another worker.
@@ -466,17 +460,18 @@ const MIN_PIECE_ROWS: usize = 512;
 impl Windows<'_> {
     /// Reads `self.blocks[range]` into `acc`: cut into one piece per rayon worker (of at least
     /// [`MIN_PIECE_ROWS`]), decoded side by side and appended in order, so the rows are those a
-    /// block-by-block read gives. A streamed epoch decodes while the trainer's workers would wait.
+    /// block-by-block read gives. Training reads on its pool of reading threads (`train::rows`), which
+    /// decode a window on every core while the trainer waits for it.
     fn read_pieces(&mut self, range: std::ops::Range<usize>, acc: &mut Columns) -> Result<()> {
         let blocks = &self.blocks[range];
         let rows: usize = blocks.iter().map(|b| b.rows).sum();
         let pieces = (rows / MIN_PIECE_ROWS).clamp(1, rayon::current_num_threads());
         if pieces == 1 {
-            return self.labels.read_blocks(blocks, self.filter, acc, &mut self.metas);
+            return self.labels.read_blocks(blocks, self.filter, acc);
         }
         // Each part's footer is loaded once, here; the pieces share it.
         for b in blocks {
-            self.labels.cached_metadata(b.part, &mut self.metas)?;
+            self.labels.cached_metadata(b.part)?;
         }
         let mut cut = Vec::with_capacity(pieces + blocks.len());
         let share = rows.div_ceil(pieces);
@@ -486,12 +481,12 @@ impl Windows<'_> {
                 cut.push(Block { offset: b.offset + start, rows: n, first_row: b.first_row + start as u64, ..*b });
             }
         }
-        let (m, labels, filter, metas) = (&self.labels.manifest, self.labels, self.filter, &self.metas);
+        let (m, labels, filter) = (&self.labels.manifest, self.labels, self.filter);
         let read: Vec<Result<Columns>> = cut
             .par_iter()
             .map(|piece| {
                 let mut c = Columns::with_capacity(m, piece.rows);
-                labels.read_blocks(std::slice::from_ref(piece), filter, &mut c, &mut metas.clone())?;
+                labels.read_blocks(std::slice::from_ref(piece), filter, &mut c)?;
                 Ok(c)
             })
             .collect();

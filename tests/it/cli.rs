@@ -1101,7 +1101,8 @@ fn training_streams_datasets_over_the_memory_budget() {
         assert_eq!(err.contains("streaming"), budget != "4096", "{err}");
         serde_json::from_slice(&o.stdout).unwrap()
     };
-    // 10k rows need ~31 MiB: 4096 MiB holds them, 4 MiB streams them in windows of ~1.3k rows.
+    // 10k rows need ~31 MiB: 4096 MiB holds them; 4 MiB streams them, in windows of 512 rows (3/8 of 4 MiB
+    // is 476 rows of 3304 bytes, rounded up to whole batches).
     let (memory, stream) = (train("memory", "4096"), train("stream", "4"));
     assert_eq!(memory["train_rows"], stream["train_rows"], "the same rows are left out");
     assert!(memory["train_rows"].as_u64().unwrap() < 9_000);
