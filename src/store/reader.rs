@@ -460,8 +460,7 @@ const MIN_PIECE_ROWS: usize = 512;
 impl Windows<'_> {
     /// Reads `self.blocks[range]` into `acc`: cut into one piece per rayon worker (of at least
     /// [`MIN_PIECE_ROWS`]), decoded side by side and appended in order, so the rows are those a
-    /// block-by-block read gives. Training reads on its pool of reading threads (`train::rows`), which
-    /// decode a window on every core while the trainer waits for it.
+    /// block-by-block read gives (on the trainer's workers, or on the threads that read ahead of it).
     fn read_pieces(&mut self, range: std::ops::Range<usize>, acc: &mut Columns) -> Result<()> {
         let blocks = &self.blocks[range];
         let rows: usize = blocks.iter().map(|b| b.rows).sum();
