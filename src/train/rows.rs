@@ -347,8 +347,8 @@ impl RowSource for StreamRows<'_> {
     fn epoch(&self, rng: &mut ChaCha8Rng, visit: &mut dyn FnMut(Window, &mut ChaCha8Rng) -> Result<()>) -> Result<()> {
         let mut shuffled = self.blocks.clone();
         shuffled.shuffle(rng);
-        // The next window is read while this one trains (the windows, and so the run, are those of a
-        // read in turn).
+        // Where cores are spare, the next window is read on them while this one trains; the windows, and
+        // so the run, are the same either way.
         let windows = self.labels.windows(&shuffled, self.window, &self.filter);
         match reader_pool()? {
             Some(readers) => read_ahead(&readers, windows.map(|w| w.map(Box::new)), |w| visit(Window::Read(w), rng)),
