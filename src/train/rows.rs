@@ -211,23 +211,19 @@ fn read_ahead<T: Send>(
     items: impl Iterator<Item = Result<T>> + Send,
     mut visit: impl FnMut(T) -> Result<()>,
 ) -> Result<()> {
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<T>>(0);
-        // This thread only waits: the items are made on the pool's workers.
-        std::thread::Builder::new()
-            .name("softlabel-read-ahead".into())
-            .spawn_scoped(scope, move || {
-                readers.install(move || {
-                    for item in items {
-                        let failed = item.is_err();
-                        if tx.send(item).is_err() || failed {
-                            break;
-                        }
-                    }
-                })
-            })
-            .map_err(|e| Error::Internal(format!("cannot start the read-ahead thread: {e}")))?;
-        // Returning drops `rx`: a reader waiting to hand over its item stops.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<T>>(0);
+    // `visit` runs on this thread; the items are made on one of the pool's workers (and decoded in
+    // pieces on the others).
+    readers.in_place_scope(|scope| {
+        scope.spawn(move |_| {
+            for item in items {
+                let failed = item.is_err();
+                if tx.send(item).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        // Returning drops `rx`: a reader waiting to hand over its item stops, and the scope ends.
         rx.into_iter().try_for_each(|item| visit(item?))
     })
 }
@@ -349,11 +345,11 @@ impl RowSource for StreamRows<'_> {
         shuffled.shuffle(rng);
         // Where cores are spare, the next window is read on them while this one trains; the windows, and
         // so the run, are the same either way.
-        let windows = self.labels.windows(&shuffled, self.window, &self.filter);
+        let mut windows = self.labels.windows(&shuffled, self.window, &self.filter);
         match reader_pool()? {
-            Some(readers) => read_ahead(&readers, windows.map(|w| w.map(Box::new)), |w| visit(Window::Read(w), rng)),
+            Some(readers) => read_ahead(&readers, windows, |w| visit(Window::Read(Box::new(w)), rng)),
             // No core to spare: each window is read in turn, in pieces on the trainer's workers.
-            None => windows.into_iter().try_for_each(|w| visit(Window::Read(Box::new(w?)), rng)),
+            None => windows.try_for_each(|w| visit(Window::Read(Box::new(w?)), rng)),
         }
     }
 
