@@ -76,6 +76,25 @@ def test_duckdb(labels):
     assert np.abs(soft - softmax_t(logits, T)).max() < 1e-6
 
 
+def test_every_reader_gets_the_source_pixels_back(labels):
+    """The `input` column's pages are built by softlabel's own 8-bit encoder (store::writer::part): each
+    reader decodes them to the source's pixels, id for id."""
+    src = pq.read_table(ROOT / "data/mnist/test.parquet")
+    images = np.stack(src["image"].to_numpy(zero_copy_only=False))
+    order = np.argsort(src["id"].to_numpy())
+    glob = str(labels / "*.parquet")
+    by_reader = {
+        "pyarrow": pq.read_table(labels, columns=["id", "input"]).sort_by("id")["input"].to_numpy(zero_copy_only=False),
+        "pandas": pd.read_parquet(labels, columns=["id", "input"]).sort_values("id")["input"].to_numpy(),
+        "polars": pl.read_parquet(glob, columns=["id", "input"]).sort("id")["input"].to_numpy(),
+        "duckdb": [r[0] for r in duckdb.connect().execute(f"SELECT input FROM read_parquet('{glob}') ORDER BY id").fetchall()],
+    }
+    for reader, rows in by_reader.items():
+        got = np.array([np.asarray(r) for r in rows]).astype(np.int64)
+        assert got.shape == (10_000, 784), reader
+        np.testing.assert_array_equal(got, images[order].astype(np.int64), err_msg=reader)
+
+
 def test_a_numpy_student_learns_from_the_files(labels):
     """The README's snippet, extended: softmax regression on the soft targets; the KD loss falls."""
     import pyarrow.dataset as ds

@@ -80,6 +80,14 @@ def test_spark_reads_every_form(datasets):
         got = np.array([r[values] for r in rows], dtype=np.float64)
         ref = np.stack(want.column(values).to_numpy(zero_copy_only=False)).astype(np.float64)[order]
         np.testing.assert_array_equal(got, ref, err_msg=name)
+    # The stored pixels (softlabel's own 8-bit pages, store::writer::part) read back as the source's.
+    rows = spark.read.parquet(str(datasets["dense"])).orderBy("id").select("input").collect()
+    want = pq.read_table(sorted(datasets["dense"].glob("part-*.parquet"))).sort_by("id")["input"]
+    np.testing.assert_array_equal(np.array([r["input"] for r in rows], dtype=np.int64),
+                                  np.stack(want.to_numpy(zero_copy_only=False)).astype(np.int64))
+    source = pq.read_table(datasets["dense"].parent / "x.parquet").sort_by("id")["image"]
+    np.testing.assert_array_equal(np.array([r["input"] for r in rows], dtype=np.int64),
+                                  np.stack(source.to_numpy(zero_copy_only=False)).astype(np.int64))
     # Joining Spark's own int64 ids needs no cast.
     ids = spark.createDataFrame([(int(i),) for i in range(0, 300, 7)], ["id"])
     joined = spark.read.parquet(str(datasets["dense"])).join(ids, "id")

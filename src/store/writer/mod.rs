@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
-use parquet::arrow::arrow_writer::ArrowWriterOptions;
-use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
@@ -23,8 +21,10 @@ pub(crate) use folder::{is_dataset_file, not_empty, prepare_dir};
 mod encode;
 mod folder;
 mod journal;
+mod part;
 
 use journal::Progress;
+use part::PartFile;
 
 /// Rows ready to be written: `input` holds `ids.len() * width` values of the manifest's input type,
 /// `logits` `ids.len() * num_classes` raw logits, `source_rows` each row's position in the source
@@ -146,7 +146,7 @@ impl HashingWriter {
 }
 
 struct OpenPart {
-    writer: ArrowWriter<HashingWriter>,
+    writer: PartFile<HashingWriter>,
     tmp: PathBuf,
     name: String,
     rows: u64,
@@ -402,12 +402,11 @@ impl SoftLabelWriter {
         let name = format!("part-{:05}.parquet", self.manifest.parts.len());
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let writer = ArrowWriter::try_new_with_options(
+        let writer = PartFile::new(
             HashingWriter { file: BufWriter::with_capacity(1 << 20, file), hasher: Default::default() },
             self.schema.clone(),
-            ArrowWriterOptions::new().with_properties(self.props.clone()).with_skip_arrow_metadata(true),
-        )
-        .map_err(|e| Error::dataset(&tmp, format!("cannot start Parquet writer: {e}")))?;
+            self.props.clone(),
+        )?;
         self.current = Some(OpenPart { writer, tmp, name, rows: 0, min_id: u64::MAX, max_id: 0 });
         self.part_rows = 0;
         Ok(())

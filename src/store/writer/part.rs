@@ -1,0 +1,579 @@
+//! One part file being written: the Parquet file and its open row group. Every column goes through the
+//! Parquet crate's Arrow column writers except an 8-bit `input` (pixels, bytes), whose dictionary pages
+//! are built here: the generic dictionary encoder hashes each of a part's values (47M for MNIST's
+//! 60,000 rows) and computes the fixed-size list's levels value by value, which made the input column
+//! the writer's largest cost (BENCHMARKS.md, "Where the time goes"). An 8-bit column has at most 256
+//! distinct values, so its dictionary is a table lookup and its levels a few runs a row. The pages are
+//! what that writer would produce in kind (a PLAIN dictionary page, then V1 data pages with RLE levels
+//! and RLE_DICTIONARY indices, zstd, an offset index, no statistics), so every reader reads them alike.
+
+use std::sync::Arc;
+
+use arrow_array::{Array, FixedSizeListArray, RecordBatch};
+use arrow_schema::{DataType, SchemaRef};
+use bytes::Bytes;
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory};
+use parquet::basic::{Compression, Encoding, PageType};
+use parquet::column::page::{CompressedPage, Page, PageWriter};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::{ColumnChunkMetaData, OffsetIndexBuilder, PageEncodingStats};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::{SerializedFileWriter, SerializedPageWriter, TrackedWrite};
+use parquet::schema::types::ColumnDescPtr;
+
+use crate::error::{Error, Result};
+use crate::store::columns;
+
+type ParquetResult<T> = std::result::Result<T, parquet::errors::ParquetError>;
+
+/// A Parquet file written a record batch at a time, as `ArrowWriter` would (row groups cut at the
+/// properties' row count, or when the caller flushes), with the byte path for an 8-bit `input`.
+pub(super) struct PartFile<W: std::io::Write + Send> {
+    file: SerializedFileWriter<W>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    /// The `input` field's index and its leaf, when it takes the byte path.
+    bytes_input: Option<(usize, ColumnDescPtr, i32)>,
+    group: Option<Group>,
+    max_rows: usize,
+}
+
+/// The open row group: a writer per leaf column, in the schema's order.
+struct Group {
+    columns: Vec<Column>,
+    rows: usize,
+}
+
+enum Column {
+    Arrow(Box<ArrowColumnWriter>),
+    Bytes(Box<ByteColumn>),
+}
+
+impl<W: std::io::Write + Send> PartFile<W> {
+    /// Starts a file of `schema` rows with `props` (the Arrow schema is not embedded here: the caller
+    /// appends it with the other footer metadata).
+    pub(super) fn new(out: W, schema: SchemaRef, props: WriterProperties) -> Result<Self> {
+        let descr = parquet::arrow::ArrowSchemaConverter::new()
+            .convert(&schema)
+            .map_err(|e| Error::Internal(format!("schema conversion: {e}")))?;
+        let max_rows = props.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
+        let props = Arc::new(props);
+        let bytes_input = schema.index_of(columns::INPUT).ok().and_then(|field| {
+            let leaf = descr.columns().iter().find(|c| c.path().parts()[0] == columns::INPUT)?.clone();
+            let DataType::FixedSizeList(item, width) = schema.field(field).data_type() else { return None };
+            let level = match props.compression(leaf.path()) {
+                Compression::ZSTD(level) => level.compression_level(),
+                _ => return None,
+            };
+            // A required list of required 8-bit integers: one definition level, one repetition level.
+            let bytes = matches!(item.data_type(), DataType::UInt8 | DataType::Int8)
+                && *width > 0
+                && leaf.max_def_level() == 1
+                && leaf.max_rep_level() == 1
+                && props.dictionary_enabled(leaf.path());
+            bytes.then_some((field, leaf, level))
+        });
+        let file = SerializedFileWriter::new(out, descr.root_schema_ptr(), props)
+            .map_err(|e| Error::Internal(format!("cannot start Parquet writer: {e}")))?;
+        let factory = ArrowRowGroupWriterFactory::new(&file, schema.clone());
+        Ok(PartFile { file, factory, schema, bytes_input, group: None, max_rows })
+    }
+
+    /// Encodes `batch` into the open row group, closing it at the row limit (and opening the next).
+    pub(super) fn write(&mut self, batch: &RecordBatch) -> ParquetResult<()> {
+        let mut at = 0;
+        while at < batch.num_rows() {
+            if self.group.is_none() {
+                self.group = Some(self.open_group()?);
+            }
+            let Some(group) = self.group.as_mut() else { return Err(general("no open row group")) };
+            let rows = (self.max_rows - group.rows).min(batch.num_rows() - at);
+            let part = batch.slice(at, rows);
+            let mut columns = group.columns.iter_mut();
+            for (i, (field, array)) in self.schema.fields().iter().zip(part.columns()).enumerate() {
+                if self.bytes_input.as_ref().is_some_and(|(f, ..)| *f == i) {
+                    match columns.next() {
+                        Some(Column::Bytes(c)) => c.push(array.as_ref())?,
+                        _ => return Err(general("the input column's writer is missing")),
+                    }
+                    continue;
+                }
+                for leaf in compute_leaves(field, array)? {
+                    match columns.next() {
+                        Some(Column::Arrow(w)) => w.write(&leaf)?,
+                        _ => return Err(general("a column writer is missing")),
+                    }
+                }
+            }
+            group.rows += rows;
+            at += rows;
+            if group.rows >= self.max_rows {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn open_group(&self) -> ParquetResult<Group> {
+        let arrow = self.factory.create_column_writers(self.file.flushed_row_groups().len())?;
+        let leaf = self.bytes_input.as_ref().and_then(|(_, leaf, level)| {
+            let index = self.file.schema_descr().columns().iter().position(|c| c.path() == leaf.path())?;
+            Some((index, leaf, *level))
+        });
+        let columns = arrow
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| match leaf {
+                Some((index, leaf, level)) if index == i => {
+                    Column::Bytes(Box::new(ByteColumn::new(leaf.clone(), level)))
+                }
+                _ => Column::Arrow(Box::new(w)),
+            })
+            .collect();
+        Ok(Group { columns, rows: 0 })
+    }
+
+    /// The open row group's encoded size so far (about: pages not yet compressed count whole).
+    pub(super) fn in_progress_size(&self) -> usize {
+        self.group.as_ref().map_or(0, |g| {
+            g.columns
+                .iter()
+                .map(|c| match c {
+                    Column::Arrow(w) => w.get_estimated_total_bytes(),
+                    Column::Bytes(b) => b.estimated_bytes(),
+                })
+                .sum()
+        })
+    }
+
+    /// Writes the open row group to the file.
+    pub(super) fn flush(&mut self) -> ParquetResult<()> {
+        let Some(group) = self.group.take() else { return Ok(()) };
+        let mut rg = self.file.next_row_group()?;
+        for column in group.columns {
+            match column {
+                Column::Arrow(w) => w.close()?.append_to_row_group(&mut rg)?,
+                Column::Bytes(b) => {
+                    let (bytes, close) = b.finish(group.rows)?;
+                    rg.append_column(&bytes, close)?;
+                }
+            }
+        }
+        rg.close()?;
+        Ok(())
+    }
+
+    /// Metadata for the footer.
+    pub(super) fn append_key_value_metadata(&mut self, kv: parquet::file::metadata::KeyValue) {
+        self.file.append_key_value_metadata(kv);
+    }
+
+    /// The file's sink (see `ArrowWriter::inner_mut`: writing to it directly would corrupt the file).
+    pub(super) fn inner_mut(&mut self) -> &mut W {
+        self.file.inner_mut()
+    }
+
+    /// Writes the last row group and the footer; returns the sink.
+    pub(super) fn into_inner(mut self) -> ParquetResult<W> {
+        self.flush()?;
+        self.file.into_inner()
+    }
+}
+
+fn general(msg: &str) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::General(msg.into())
+}
+
+/// Values a data page holds at most (bytes of 8-bit indices, before compression): the Parquet crate's
+/// default page size.
+const PAGE_VALUES: usize = 1 << 20;
+
+/// A row group's 8-bit input column, encoded a page at a time as its rows arrive: the dictionary holds
+/// the values in the order they first appear, so a page's indices never change once written (each page
+/// states its own bit width), and the dictionary page, written when the row group closes, goes first.
+struct ByteColumn {
+    leaf: ColumnDescPtr,
+    zstd_level: i32,
+    width: usize,
+    signed: bool,
+    /// Values of the rows not yet in a page (fewer than a page's rows).
+    pending: Vec<u8>,
+    /// The dictionary: entry of byte b (`NONE` until b appears), and the entries' values.
+    entry: [u16; 256],
+    dictionary: Vec<i32>,
+    /// The data pages so far (headers included), their specs and rows.
+    sink: TrackedWrite<Vec<u8>>,
+    pages: Vec<(parquet::column::page::PageWriteSpec, usize)>,
+    rows: usize,
+    /// Scratch: a page's indices and uncompressed body.
+    mapped: Vec<u8>,
+    body: Vec<u8>,
+}
+
+const NONE: u16 = u16::MAX;
+
+impl ByteColumn {
+    fn new(leaf: ColumnDescPtr, zstd_level: i32) -> Self {
+        ByteColumn {
+            leaf,
+            zstd_level,
+            width: 0,
+            signed: false,
+            pending: Vec::new(),
+            entry: [NONE; 256],
+            dictionary: Vec::new(),
+            sink: TrackedWrite::new(Vec::new()),
+            pages: Vec::new(),
+            rows: 0,
+            mapped: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// Rows a data page holds: about [`PAGE_VALUES`] values, at least one row.
+    fn page_rows(&self) -> usize {
+        (PAGE_VALUES / self.width).max(1)
+    }
+
+    /// The column's encoded bytes so far: compressed pages, and the pending values at one byte each.
+    fn estimated_bytes(&self) -> usize {
+        self.sink.bytes_written() + self.pending.len()
+    }
+
+    fn push(&mut self, array: &dyn Array) -> ParquetResult<()> {
+        let list = array
+            .as_any()
+            .downcast_ref::<FixedSizeListArray>()
+            .ok_or_else(|| general("the input column is not a fixed-size list"))?;
+        let width = usize::try_from(list.value_length()).map_err(|_| general("negative list width"))?;
+        if list.null_count() > 0 || (self.width != 0 && self.width != width) || width == 0 {
+            return Err(general("the input column holds nulls or changed width"));
+        }
+        self.width = width;
+        // A sliced fixed-size list slices its values too.
+        let values = list.values();
+        if values.len() != list.len() * width || values.null_count() > 0 {
+            return Err(general("the input column holds null values"));
+        }
+        let bytes: &[u8] = if let Some(v) = values.as_any().downcast_ref::<arrow_array::UInt8Array>() {
+            v.values()
+        } else if let Some(v) = values.as_any().downcast_ref::<arrow_array::Int8Array>() {
+            self.signed = true;
+            let v: &[i8] = v.values();
+            // SAFETY: i8 and u8 have the same size and alignment; every bit pattern is valid for both.
+            unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len()) }
+        } else {
+            return Err(general("the input column is not 8-bit"));
+        };
+        let page = self.page_rows() * width;
+        let mut bytes = bytes;
+        while !bytes.is_empty() {
+            let take = (page - self.pending.len()).min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.pending.len() == page {
+                self.write_page()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn compress(&self, body: &[u8]) -> ParquetResult<Bytes> {
+        zstd::bulk::compress(body, self.zstd_level).map(Bytes::from).map_err(|e| general(&format!("zstd: {e}")))
+    }
+
+    /// Encodes the pending rows as one data page (V1: repetition and definition levels, then the
+    /// dictionary indices, all compressed).
+    fn write_page(&mut self) -> ParquetResult<()> {
+        let (width, n) = (self.width, self.pending.len());
+        let rows = n / width;
+        self.mapped.clear();
+        for &b in &self.pending {
+            let mut e = self.entry[usize::from(b)];
+            if e == NONE {
+                e = self.dictionary.len() as u16;
+                self.entry[usize::from(b)] = e;
+                self.dictionary.push(if self.signed { i32::from(b as i8) } else { i32::from(b) });
+            }
+            self.mapped.push(e as u8);
+        }
+        let top = self.mapped.iter().copied().max().unwrap_or(0);
+        let bits = (u8::BITS - top.leading_zeros()).max(1);
+        let mut body = std::mem::take(&mut self.body);
+        body.clear();
+        // Repetition levels: 0 where a row starts, 1 for its other values.
+        let mut rep = Vec::new();
+        if width == 1 {
+            rle_run(&mut rep, rows, 0);
+        } else {
+            for _ in 0..rows {
+                rle_run(&mut rep, 1, 0);
+                rle_run(&mut rep, width - 1, 1);
+            }
+        }
+        // Definition levels: every value present.
+        let mut def = Vec::new();
+        rle_run(&mut def, n, 1);
+        for levels in [&rep, &def] {
+            body.extend_from_slice(&(levels.len() as u32).to_le_bytes());
+            body.extend_from_slice(levels);
+        }
+        body.push(bits as u8);
+        hybrid(&self.mapped, bits, &mut body);
+        let page = Page::DataPage {
+            buf: self.compress(&body)?,
+            num_values: n as u32,
+            encoding: Encoding::RLE_DICTIONARY,
+            def_level_encoding: Encoding::RLE,
+            rep_level_encoding: Encoding::RLE,
+            statistics: None,
+        };
+        let spec = SerializedPageWriter::new(&mut self.sink).write_page(CompressedPage::new(page, body.len()))?;
+        self.body = body;
+        self.pages.push((spec, rows));
+        self.rows += rows;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// The column chunk's bytes (the dictionary page, then the data pages) and its metadata.
+    fn finish(mut self, rows: usize) -> ParquetResult<(Bytes, ColumnCloseResult)> {
+        if !self.pending.is_empty() {
+            self.write_page()?;
+        }
+        if self.rows != rows {
+            return Err(general("the input column's rows differ from the row group's"));
+        }
+        let plain: Vec<u8> = self.dictionary.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let page = Page::DictionaryPage {
+            buf: self.compress(&plain)?,
+            num_values: self.dictionary.len() as u32,
+            encoding: Encoding::PLAIN,
+            is_sorted: false,
+        };
+        let mut chunk = TrackedWrite::new(Vec::new());
+        let dict = SerializedPageWriter::new(&mut chunk).write_page(CompressedPage::new(page, plain.len()))?;
+        let shift = dict.bytes_written;
+        let mut chunk = chunk.into_inner()?;
+        chunk.extend_from_slice(&self.sink.into_inner()?);
+
+        let mut offsets = OffsetIndexBuilder::new();
+        let (mut compressed, mut uncompressed) = (dict.compressed_size as u64, dict.uncompressed_size as u64);
+        let mut values = 0u64;
+        for (spec, page_rows) in &self.pages {
+            offsets.append_offset_and_size((spec.offset + shift) as i64, spec.compressed_size as i32);
+            offsets.append_row_count(*page_rows as i64);
+            compressed += spec.compressed_size as u64;
+            uncompressed += spec.uncompressed_size as u64;
+            values += u64::from(spec.num_values);
+        }
+        let stats = |page_type, encoding, count| PageEncodingStats { page_type, encoding, count };
+        let level = parquet::basic::ZstdLevel::try_new(self.zstd_level).map_err(|e| general(&e.to_string()))?;
+        let metadata = ColumnChunkMetaData::builder(self.leaf)
+            .set_compression(Compression::ZSTD(level))
+            .set_encodings_mask(parquet::basic::EncodingMask::new_from_encodings(
+                [Encoding::PLAIN, Encoding::RLE, Encoding::RLE_DICTIONARY].iter(),
+            ))
+            .set_page_encoding_stats(vec![
+                stats(PageType::DICTIONARY_PAGE, Encoding::PLAIN, 1),
+                stats(PageType::DATA_PAGE, Encoding::RLE_DICTIONARY, self.pages.len() as i32),
+            ])
+            .set_total_compressed_size(compressed as i64)
+            .set_total_uncompressed_size(uncompressed as i64)
+            .set_num_values(values as i64)
+            .set_data_page_offset(shift as i64)
+            .set_dictionary_page_offset(Some(0))
+            .build()?;
+        let close = ColumnCloseResult {
+            bytes_written: chunk.len() as u64,
+            rows_written: rows as u64,
+            metadata,
+            bloom_filter: None,
+            column_index: None,
+            offset_index: Some(offsets.build()),
+        };
+        Ok((Bytes::from(chunk), close))
+    }
+}
+
+/// Appends an RLE run of `count` copies of `value` (bit width at most 8) in Parquet's hybrid encoding.
+fn rle_run(out: &mut Vec<u8>, count: usize, value: u8) {
+    if count > 0 {
+        varint(out, (count as u64) << 1);
+        out.push(value);
+    }
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Appends `values` (each below 2^bits, bits 1..=8) in Parquet's RLE / bit-packed hybrid encoding: runs
+/// of 8 or more equal values as RLE runs, the rest bit-packed in groups of 8 (the last padded with 0).
+fn hybrid(values: &[u8], bits: u32, out: &mut Vec<u8>) {
+    let n = values.len();
+    let run_at = |i: usize| i + 8 <= n && values[i + 1..i + 8].iter().all(|&v| v == values[i]);
+    let mut i = 0;
+    while i < n {
+        if run_at(i) {
+            let v = values[i];
+            let end = values[i..].iter().position(|&x| x != v).map_or(n, |p| i + p);
+            rle_run(out, end - i, v);
+            i = end;
+            continue;
+        }
+        // Bit-packed groups until a run starts (at most 63 groups a run: a one-byte header).
+        let header = out.len();
+        out.push(0);
+        let mut groups = 0u8;
+        while i < n && groups < 63 && (groups == 0 || !run_at(i)) {
+            let mut acc = 0u64;
+            for (j, &v) in values[i..n.min(i + 8)].iter().enumerate() {
+                acc |= u64::from(v) << (j as u32 * bits);
+            }
+            out.extend_from_slice(&acc.to_le_bytes()[..bits as usize]);
+            groups += 1;
+            i += 8;
+        }
+        out[header] = (groups << 1) | 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{ArrayRef, Int64Array, Int8Array, UInt8Array};
+    use arrow_schema::{Field, Schema};
+    use parquet::arrow::arrow_reader::{
+        ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    };
+    use parquet::basic::ZstdLevel;
+    use parquet::file::metadata::{KeyValue, PageIndexPolicy};
+
+    fn batch(schema: &SchemaRef, input: ArrayRef, width: i32) -> RecordBatch {
+        let n = input.len() / width as usize;
+        let item = Arc::new(Field::new("item", input.data_type().clone(), false));
+        let list = FixedSizeListArray::try_new(item, width, input, None).unwrap();
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(0..n as i64)), Arc::new(list)])
+            .unwrap()
+    }
+
+    fn schema(item: DataType, width: i32) -> SchemaRef {
+        let list = DataType::FixedSizeList(Arc::new(Field::new("item", item, false)), width);
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new(columns::INPUT, list, false)]))
+    }
+
+    fn props(rows: usize) -> WriterProperties {
+        WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap()))
+            .set_max_row_group_row_count(Some(rows))
+            .build()
+    }
+
+    /// The file's bytes, with the Arrow schema embedded as the dataset writer does.
+    fn finish(mut part: PartFile<Vec<u8>>, schema: &SchemaRef) -> Bytes {
+        let embedded = parquet::arrow::encode_arrow_schema(schema);
+        part.append_key_value_metadata(KeyValue::new(parquet::arrow::ARROW_SCHEMA_META_KEY.into(), embedded));
+        Bytes::from(part.into_inner().unwrap())
+    }
+
+    /// Writes `batches` in pieces through `PartFile`, reads the file back with the Parquet crate's Arrow
+    /// reader, and checks the rows and that the input took the byte path.
+    fn round_trip(schema: SchemaRef, input: ArrayRef, width: i32, group_rows: usize, pieces: usize) {
+        let whole = batch(&schema, input, width);
+        let mut part = PartFile::new(Vec::new(), schema.clone(), props(group_rows)).unwrap();
+        assert!(part.bytes_input.is_some(), "8-bit input takes the byte path");
+        let n = whole.num_rows();
+        let step = n.div_ceil(pieces).max(1);
+        for at in (0..n).step_by(step) {
+            part.write(&whole.slice(at, step.min(n - at))).unwrap();
+        }
+        let file = finish(part, &schema);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file.clone()).unwrap();
+        let meta = reader.metadata().clone();
+        assert_eq!(meta.num_row_groups(), n.div_ceil(group_rows));
+        let back: Vec<RecordBatch> = reader.build().unwrap().collect::<std::result::Result<_, _>>().unwrap();
+        let back = arrow_select::concat::concat_batches(&schema, &back).unwrap();
+        assert_eq!(back, whole);
+        for rg in meta.row_groups() {
+            let c = rg.column(1);
+            assert!(c.dictionary_page_offset().is_some());
+            assert!(c.statistics().is_none());
+        }
+        // The offset index reads back, and a selection that skips pages by it reads the right rows.
+        let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Required);
+        let (skip, take) = (n / 3, n / 2);
+        let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).unwrap();
+        let page_rows = (PAGE_VALUES / width as usize).max(1);
+        for (i, rg) in reader.metadata().row_groups().iter().enumerate() {
+            let pages = reader.metadata().page_index_for_row_group(i).page_locations(1).expect("page locations").len();
+            assert_eq!(pages, (rg.num_rows() as usize).div_ceil(page_rows), "row group {i}");
+        }
+        let selected = reader
+            .with_row_selection(RowSelection::from(vec![RowSelector::skip(skip), RowSelector::select(take)]))
+            .build()
+            .unwrap()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .unwrap();
+        let selected = arrow_select::concat::concat_batches(&schema, &selected).unwrap();
+        assert_eq!(selected, whole.slice(skip, take));
+    }
+
+    #[test]
+    fn eight_bit_inputs_read_back_exactly() {
+        // MNIST-like: runs of zeros and every byte value, rows not a multiple of 8, several row groups.
+        let width: usize = 784;
+        let n = 1003;
+        let values: Vec<u8> =
+            (0..n * width).map(|i| if (i % width) < 200 { 0 } else { (i * 7919 % 251) as u8 }).collect();
+        round_trip(schema(DataType::UInt8, width as i32), Arc::new(UInt8Array::from(values)), width as i32, 400, 7);
+        // Several pages a row group, written in pieces that cross the pages' boundaries; values that first
+        // appear in later pages (the dictionary grows as pages are written).
+        let (width, n): (usize, usize) = (100, 25_000);
+        let values: Vec<u8> = (0..n * width).map(|i| ((i / 7) % (1 + i / 10_000).min(256)) as u8).collect();
+        round_trip(schema(DataType::UInt8, width as i32), Arc::new(UInt8Array::from(values)), width as i32, 20_000, 9);
+    }
+
+    #[test]
+    fn few_values_signed_values_and_width_one() {
+        // One distinct value (bit width 1), two values, signed bytes, width 1 and 3.
+        let one: Vec<u8> = vec![9; 50 * 3];
+        round_trip(schema(DataType::UInt8, 3), Arc::new(UInt8Array::from(one)), 3, 64, 3);
+        let two: Vec<u8> = (0..77).map(|i| if i % 3 == 0 { 255 } else { 0 }).collect();
+        round_trip(schema(DataType::UInt8, 1), Arc::new(UInt8Array::from(two)), 1, 1000, 2);
+        let signed: Vec<i8> = (0..600).map(|i| (i % 256) as i8).collect();
+        round_trip(schema(DataType::Int8, 5), Arc::new(Int8Array::from(signed)), 5, 50, 4);
+    }
+
+    #[test]
+    fn pages_split_on_rows() {
+        // Rows wider than a page's values: a page a row; and enough rows for several pages per group.
+        let width = PAGE_VALUES + 3;
+        let values: Vec<u8> = (0..3 * width).map(|i| (i % 13) as u8).collect();
+        round_trip(schema(DataType::UInt8, width as i32), Arc::new(UInt8Array::from(values)), width as i32, 10, 1);
+    }
+
+    #[test]
+    fn reads_back_as_the_arrow_writers_file_does() {
+        // The same rows written by the Parquet crate's ArrowWriter read back the same.
+        let width = 16;
+        let values: Vec<u8> = (0..40 * width).map(|i| [0u8, 0, 0, 1, 2, 3, 200, 0][i % 8] ^ ((i / 97) as u8)).collect();
+        let s = schema(DataType::UInt8, width as i32);
+        let whole = batch(&s, Arc::new(UInt8Array::from(values)), width as i32);
+        let mut reference = parquet::arrow::ArrowWriter::try_new(Vec::new(), s.clone(), Some(props(1000))).unwrap();
+        reference.write(&whole).unwrap();
+        let reference = Bytes::from(reference.into_inner().unwrap());
+        let mut part = PartFile::new(Vec::new(), s.clone(), props(1000)).unwrap();
+        part.write(&whole).unwrap();
+        let ours = finish(part, &s);
+        let read = |b: Bytes| -> RecordBatch {
+            let r = ParquetRecordBatchReaderBuilder::try_new(b).unwrap().build().unwrap();
+            r.collect::<std::result::Result<Vec<_>, _>>().unwrap().remove(0)
+        };
+        assert_eq!(read(ours), read(reference));
+    }
+}
