@@ -13,6 +13,13 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    // ONNX Runtime 1.32's telemetry (Microsoft's 1DS: a usage database and device id under
+    // ~/.cache/Microsoft/DeveloperTools, two more threads, HTTPS uploads where a network is reachable)
+    // is off unless the user asked for it: a run writes nothing outside its output and sends nothing.
+    // Set here, before any thread exists (setenv is not thread-safe); the runtime reads it when loaded.
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
+    }
     // A decoder's panic on a crafted file is reported as that file's error, not printed as a crash.
     softlabel::util::quiet_guarded_panics();
     let args = match cli::Cli::try_parse() {

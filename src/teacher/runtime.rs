@@ -98,7 +98,9 @@ fn python_package_library() -> Option<PathBuf> {
     None
 }
 
-/// Loads ONNX Runtime once per process and returns its environment.
+/// Loads ONNX Runtime once per process and returns its environment. ONNX Runtime 1.32 reads
+/// `ORT_DISABLE_TELEMETRY` as it loads: the `softlabel` command sets it to 1 at start-up unless the user
+/// set it (src/main.rs); a program embedding the library sets it itself, before its threads start.
 pub fn environment(ort_lib: Option<&Path>) -> Result<&'static Environment> {
     let entry = ENVIRONMENT.get_or_init(|| {
         let path = find_ort_library(ort_lib).map_err(|e| e.to_string())?;

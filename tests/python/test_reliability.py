@@ -18,3 +18,25 @@ def test_crash_test_three_trials():
     print(r.stdout, r.stderr)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "3 passed, 0 failed" in r.stdout
+
+
+def test_a_run_leaves_no_onnx_runtime_telemetry_behind(tmp_path):
+    """ONNX Runtime 1.32's telemetry (a usage database and a device id under ~/.cache/Microsoft, uploads
+    where a network is reachable) is off: a precompute writes nothing outside its output. The control run
+    opts in (ORT_DISABLE_TELEMETRY=0) and finds the database, so the check can tell the difference."""
+    binary = os.environ.get("SOFTLABEL_BIN", str(ROOT / "target" / "release" / "softlabel"))
+    data = tmp_path / "x.parquet"
+    import pyarrow.parquet as pq
+    pq.write_table(pq.read_table(ROOT / "data" / "mnist" / "test.parquet").slice(0, 64), data)
+    homes = {}
+    for name, extra in (("default", {}), ("opted_in", {"ORT_DISABLE_TELEMETRY": "0"})):
+        home = homes[name] = tmp_path / f"home-{name}"
+        home.mkdir()
+        env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "ORT_DISABLE_TELEMETRY")}
+        env.update(HOME=str(home), **extra)
+        r = subprocess.run([binary, "-q", "precompute", "--teacher", str(ROOT / "data" / "teachers" / "mnist_cnn.onnx"),
+                            "--data", str(data), "--input-column", "image", "-T", "4", "--out", str(tmp_path / name)],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+    assert list(homes["default"].rglob("*")) == []
+    assert (homes["opted_in"] / ".cache" / "Microsoft" / "DeveloperTools").is_dir()

@@ -406,7 +406,8 @@ impl SoftLabelWriter {
             HashingWriter { file: BufWriter::with_capacity(1 << 20, file), hasher: Default::default() },
             self.schema.clone(),
             self.props.clone(),
-        )?;
+        )
+        .map_err(|e| Error::dataset(&tmp, format!("cannot start Parquet writer: {e}")))?;
         self.current = Some(OpenPart { writer, tmp, name, rows: 0, min_id: u64::MAX, max_id: 0 });
         self.part_rows = 0;
         Ok(())

@@ -21,7 +21,6 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::writer::{SerializedFileWriter, SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 
-use crate::error::{Error, Result};
 use crate::store::columns;
 
 type ParquetResult<T> = std::result::Result<T, parquet::errors::ParquetError>;
@@ -32,8 +31,8 @@ pub(super) struct PartFile<W: std::io::Write + Send> {
     file: SerializedFileWriter<W>,
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
-    /// The `input` field's index and its leaf, when it takes the byte path.
-    bytes_input: Option<(usize, ColumnDescPtr, i32)>,
+    /// The `input` column, when it takes the byte path.
+    bytes_input: Option<ByteInput>,
     group: Option<Group>,
     max_rows: usize,
 }
@@ -49,32 +48,38 @@ enum Column {
     Bytes(Box<ByteColumn>),
 }
 
+/// Where the 8-bit `input` column is: its field, its leaf (index and descriptor), its zstd level.
+struct ByteInput {
+    field: usize,
+    leaf: usize,
+    descr: ColumnDescPtr,
+    zstd_level: i32,
+}
+
 impl<W: std::io::Write + Send> PartFile<W> {
     /// Starts a file of `schema` rows with `props` (the Arrow schema is not embedded here: the caller
     /// appends it with the other footer metadata).
-    pub(super) fn new(out: W, schema: SchemaRef, props: WriterProperties) -> Result<Self> {
-        let descr = parquet::arrow::ArrowSchemaConverter::new()
-            .convert(&schema)
-            .map_err(|e| Error::Internal(format!("schema conversion: {e}")))?;
+    pub(super) fn new(out: W, schema: SchemaRef, props: WriterProperties) -> ParquetResult<Self> {
+        let descr = parquet::arrow::ArrowSchemaConverter::new().convert(&schema)?;
         let max_rows = props.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
         let props = Arc::new(props);
         let bytes_input = schema.index_of(columns::INPUT).ok().and_then(|field| {
-            let leaf = descr.columns().iter().find(|c| c.path().parts()[0] == columns::INPUT)?.clone();
+            let leaf = descr.columns().iter().position(|c| c.path().parts()[0] == columns::INPUT)?;
+            let descr = descr.column(leaf);
             let DataType::FixedSizeList(item, width) = schema.field(field).data_type() else { return None };
-            let level = match props.compression(leaf.path()) {
+            let zstd_level = match props.compression(descr.path()) {
                 Compression::ZSTD(level) => level.compression_level(),
                 _ => return None,
             };
             // A required list of required 8-bit integers: one definition level, one repetition level.
             let bytes = matches!(item.data_type(), DataType::UInt8 | DataType::Int8)
                 && *width > 0
-                && leaf.max_def_level() == 1
-                && leaf.max_rep_level() == 1
-                && props.dictionary_enabled(leaf.path());
-            bytes.then_some((field, leaf, level))
+                && descr.max_def_level() == 1
+                && descr.max_rep_level() == 1
+                && props.dictionary_enabled(descr.path());
+            bytes.then_some(ByteInput { field, leaf, descr, zstd_level })
         });
-        let file = SerializedFileWriter::new(out, descr.root_schema_ptr(), props)
-            .map_err(|e| Error::Internal(format!("cannot start Parquet writer: {e}")))?;
+        let file = SerializedFileWriter::new(out, descr.root_schema_ptr(), props)?;
         let factory = ArrowRowGroupWriterFactory::new(&file, schema.clone());
         Ok(PartFile { file, factory, schema, bytes_input, group: None, max_rows })
     }
@@ -91,7 +96,7 @@ impl<W: std::io::Write + Send> PartFile<W> {
             let part = batch.slice(at, rows);
             let mut columns = group.columns.iter_mut();
             for (i, (field, array)) in self.schema.fields().iter().zip(part.columns()).enumerate() {
-                if self.bytes_input.as_ref().is_some_and(|(f, ..)| *f == i) {
+                if self.bytes_input.as_ref().is_some_and(|b| b.field == i) {
                     match columns.next() {
                         Some(Column::Bytes(c)) => c.push(array.as_ref())?,
                         _ => return Err(general("the input column's writer is missing")),
@@ -116,17 +121,11 @@ impl<W: std::io::Write + Send> PartFile<W> {
 
     fn open_group(&self) -> ParquetResult<Group> {
         let arrow = self.factory.create_column_writers(self.file.flushed_row_groups().len())?;
-        let leaf = self.bytes_input.as_ref().and_then(|(_, leaf, level)| {
-            let index = self.file.schema_descr().columns().iter().position(|c| c.path() == leaf.path())?;
-            Some((index, leaf, *level))
-        });
         let columns = arrow
             .into_iter()
             .enumerate()
-            .map(|(i, w)| match leaf {
-                Some((index, leaf, level)) if index == i => {
-                    Column::Bytes(Box::new(ByteColumn::new(leaf.clone(), level)))
-                }
+            .map(|(i, w)| match &self.bytes_input {
+                Some(b) if b.leaf == i => Column::Bytes(Box::new(ByteColumn::new(b.descr.clone(), b.zstd_level))),
                 _ => Column::Arrow(Box::new(w)),
             })
             .collect();
