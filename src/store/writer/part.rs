@@ -286,15 +286,26 @@ impl ByteColumn {
     fn write_page(&mut self) -> ParquetResult<()> {
         let (width, n) = (self.width, self.pending.len());
         let rows = n / width;
+        // Each value becomes its dictionary entry; values not seen before (an entry of NONE: any of its
+        // high bits set) first join the dictionary in the order they appear, and the page is mapped again.
+        let mut missing = 0u16;
+        let entry = &self.entry;
         self.mapped.clear();
-        for &b in &self.pending {
-            let mut e = self.entry[usize::from(b)];
-            if e == NONE {
-                e = self.dictionary.len() as u16;
-                self.entry[usize::from(b)] = e;
-                self.dictionary.push(if self.signed { i32::from(b as i8) } else { i32::from(b) });
+        self.mapped.extend(self.pending.iter().map(|&b| {
+            let e = entry[usize::from(b)];
+            missing |= e;
+            e as u8
+        }));
+        if missing > 0xff {
+            for &b in &self.pending {
+                if self.entry[usize::from(b)] == NONE {
+                    self.entry[usize::from(b)] = self.dictionary.len() as u16;
+                    self.dictionary.push(if self.signed { i32::from(b as i8) } else { i32::from(b) });
+                }
             }
-            self.mapped.push(e as u8);
+            let entry = &self.entry;
+            self.mapped.clear();
+            self.mapped.extend(self.pending.iter().map(|&b| entry[usize::from(b)] as u8));
         }
         let top = self.mapped.iter().copied().max().unwrap_or(0);
         let bits = (u8::BITS - top.leading_zeros()).max(1);
@@ -415,12 +426,19 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
 /// of 8 or more equal values as RLE runs, the rest bit-packed in groups of 8 (the last padded with 0).
 fn hybrid(values: &[u8], bits: u32, out: &mut Vec<u8>) {
     let n = values.len();
-    let run_at = |i: usize| i + 8 <= n && values[i + 1..i + 8].iter().all(|&v| v == values[i]);
+    // Eight values at i, as one little-endian word (the caller checks i + 8 <= n).
+    let word = |i: usize| u64::from_le_bytes(values[i..i + 8].try_into().unwrap_or([0; 8]));
+    let run_at = |i: usize| i + 8 <= n && word(i) == u64::from(values[i]) * 0x0101_0101_0101_0101;
     let mut i = 0;
     while i < n {
         if run_at(i) {
             let v = values[i];
-            let end = values[i..].iter().position(|&x| x != v).map_or(n, |p| i + p);
+            let same = u64::from(v) * 0x0101_0101_0101_0101;
+            let mut end = i + 8;
+            while end + 8 <= n && word(end) == same {
+                end += 8;
+            }
+            end = values[end..].iter().position(|&x| x != v).map_or(n, |p| end + p);
             rle_run(out, end - i, v);
             i = end;
             continue;
@@ -430,11 +448,16 @@ fn hybrid(values: &[u8], bits: u32, out: &mut Vec<u8>) {
         out.push(0);
         let mut groups = 0u8;
         while i < n && groups < 63 && (groups == 0 || !run_at(i)) {
-            let mut acc = 0u64;
-            for (j, &v) in values[i..n.min(i + 8)].iter().enumerate() {
-                acc |= u64::from(v) << (j as u32 * bits);
+            if bits == 8 && i + 8 <= n {
+                // Eight 8-bit values pack to themselves.
+                out.extend_from_slice(&values[i..i + 8]);
+            } else {
+                let mut acc = 0u64;
+                for (j, &v) in values[i..n.min(i + 8)].iter().enumerate() {
+                    acc |= u64::from(v) << (j as u32 * bits);
+                }
+                out.extend_from_slice(&acc.to_le_bytes()[..bits as usize]);
             }
-            out.extend_from_slice(&acc.to_le_bytes()[..bits as usize]);
             groups += 1;
             i += 8;
         }
