@@ -200,9 +200,10 @@ struct ByteColumn {
     /// The dictionary: entry of byte b (`NONE` until b appears), and the entries' values.
     entry: [u16; 256],
     dictionary: Vec<i32>,
-    /// The data pages so far (headers included), their specs and rows.
-    sink: TrackedWrite<Vec<u8>>,
-    pages: Vec<(parquet::column::page::PageWriteSpec, usize)>,
+    /// The data pages so far, each its own buffer (header included: no buffer grows and is copied as
+    /// the row group fills), with its spec and rows; and their bytes.
+    pages: Vec<(Bytes, parquet::column::page::PageWriteSpec, usize)>,
+    written: usize,
     rows: usize,
     /// Scratch: a page's indices and uncompressed body.
     mapped: Vec<u8>,
@@ -221,7 +222,7 @@ impl ByteColumn {
             pending: Vec::new(),
             entry: [NONE; 256],
             dictionary: Vec::new(),
-            sink: TrackedWrite::new(Vec::new()),
+            written: 0,
             pages: Vec::new(),
             rows: 0,
             mapped: Vec::new(),
@@ -236,7 +237,7 @@ impl ByteColumn {
 
     /// The column's encoded bytes so far: compressed pages, and the pending values at one byte each.
     fn estimated_bytes(&self) -> usize {
-        self.sink.bytes_written() + self.pending.len()
+        self.written + self.pending.len()
     }
 
     fn push(&mut self, array: &dyn Array) -> ParquetResult<()> {
@@ -338,16 +339,17 @@ impl ByteColumn {
             rep_level_encoding: Encoding::RLE,
             statistics: None,
         };
-        let spec = SerializedPageWriter::new(&mut self.sink).write_page(CompressedPage::new(page, body.len()))?;
+        let (bytes, spec) = serialized(CompressedPage::new(page, body.len()))?;
         self.body = body;
-        self.pages.push((spec, rows));
+        self.written += bytes.len();
+        self.pages.push((bytes, spec, rows));
         self.rows += rows;
         self.pending.clear();
         Ok(())
     }
 
     /// The column chunk's bytes (the dictionary page, then the data pages) and its metadata.
-    fn finish(mut self, rows: usize) -> ParquetResult<(Bytes, ColumnCloseResult)> {
+    fn finish(mut self, rows: usize) -> ParquetResult<(Pages, ColumnCloseResult)> {
         if !self.pending.is_empty() {
             self.write_page()?;
         }
@@ -361,21 +363,19 @@ impl ByteColumn {
             encoding: Encoding::PLAIN,
             is_sorted: false,
         };
-        let mut chunk = TrackedWrite::new(Vec::new());
-        let dict = SerializedPageWriter::new(&mut chunk).write_page(CompressedPage::new(page, plain.len()))?;
-        let shift = dict.bytes_written;
-        let mut chunk = chunk.into_inner()?;
-        chunk.extend_from_slice(&self.sink.into_inner()?);
+        let (dict_bytes, dict) = serialized(CompressedPage::new(page, plain.len()))?;
+        let shift = dict_bytes.len() as u64;
 
         let mut offsets = OffsetIndexBuilder::new();
         let (mut compressed, mut uncompressed) = (dict.compressed_size as u64, dict.uncompressed_size as u64);
-        let mut values = 0u64;
-        for (spec, page_rows) in &self.pages {
-            offsets.append_offset_and_size((spec.offset + shift) as i64, spec.compressed_size as i32);
+        let (mut values, mut at) = (0u64, shift);
+        for (bytes, spec, page_rows) in &self.pages {
+            offsets.append_offset_and_size(at as i64, spec.compressed_size as i32);
             offsets.append_row_count(*page_rows as i64);
             compressed += spec.compressed_size as u64;
             uncompressed += spec.uncompressed_size as u64;
             values += u64::from(spec.num_values);
+            at += bytes.len() as u64;
         }
         let stats = |page_type, encoding, count| PageEncodingStats { page_type, encoding, count };
         let level = parquet::basic::ZstdLevel::try_new(self.zstd_level).map_err(|e| general(&e.to_string()))?;
@@ -395,14 +395,79 @@ impl ByteColumn {
             .set_dictionary_page_offset(Some(0))
             .build()?;
         let close = ColumnCloseResult {
-            bytes_written: chunk.len() as u64,
+            bytes_written: at,
             rows_written: rows as u64,
             metadata,
             bloom_filter: None,
             column_index: None,
             offset_index: Some(offsets.build()),
         };
-        Ok((Bytes::from(chunk), close))
+        let chunk = std::iter::once(dict_bytes).chain(self.pages.into_iter().map(|(bytes, ..)| bytes)).collect();
+        Ok((Pages(chunk), close))
+    }
+}
+
+/// A page with its header, serialized into a buffer of its own size; and its spec.
+fn serialized(page: CompressedPage) -> ParquetResult<(Bytes, parquet::column::page::PageWriteSpec)> {
+    // Room for the page and its header (a page header takes a few dozen bytes).
+    let mut sink = TrackedWrite::new(Vec::with_capacity(page.data().len() + 256));
+    let spec = SerializedPageWriter::new(&mut sink).write_page(page)?;
+    Ok((Bytes::from(sink.into_inner()?), spec))
+}
+
+/// A column chunk as its pages' buffers, in file order: read as one stream, never joined in memory.
+struct Pages(Vec<Bytes>);
+
+impl parquet::file::reader::Length for Pages {
+    fn len(&self) -> u64 {
+        self.0.iter().map(|b| b.len() as u64).sum()
+    }
+}
+
+impl parquet::file::reader::ChunkReader for Pages {
+    type T = PagesRead;
+
+    fn get_read(&self, start: u64) -> ParquetResult<PagesRead> {
+        let mut rest: std::collections::VecDeque<Bytes> = self.0.iter().cloned().collect();
+        let mut skip = start;
+        while let Some(front) = rest.front_mut() {
+            if skip < front.len() as u64 {
+                bytes::Buf::advance(front, skip as usize);
+                skip = 0;
+                break;
+            }
+            skip -= front.len() as u64;
+            rest.pop_front();
+        }
+        if skip > 0 {
+            return Err(general("read past the end of a column chunk"));
+        }
+        Ok(PagesRead(rest))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> ParquetResult<Bytes> {
+        let mut out = vec![0; length];
+        std::io::Read::read_exact(&mut self.get_read(start)?, &mut out)?;
+        Ok(Bytes::from(out))
+    }
+}
+
+/// [`Pages`] from an offset on.
+struct PagesRead(std::collections::VecDeque<Bytes>);
+
+impl std::io::Read for PagesRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(front) = self.0.front_mut() {
+            if front.is_empty() {
+                self.0.pop_front();
+                continue;
+            }
+            let n = buf.len().min(front.len());
+            buf[..n].copy_from_slice(&front[..n]);
+            bytes::Buf::advance(front, n);
+            return Ok(n);
+        }
+        Ok(0)
     }
 }
 
@@ -577,6 +642,22 @@ mod tests {
         let width = PAGE_VALUES + 3;
         let values: Vec<u8> = (0..3 * width).map(|i| (i % 13) as u8).collect();
         round_trip(schema(DataType::UInt8, width as i32), Arc::new(UInt8Array::from(values)), width as i32, 10, 1);
+    }
+
+    #[test]
+    fn pages_read_as_one_stream_from_any_offset() {
+        use parquet::file::reader::{ChunkReader, Length};
+        use std::io::Read;
+        let pages = Pages(vec![Bytes::from_static(b"abc"), Bytes::new(), Bytes::from_static(b"defg")]);
+        assert_eq!(pages.len(), 7);
+        for start in 0..=7u64 {
+            let mut s = String::new();
+            pages.get_read(start).unwrap().read_to_string(&mut s).unwrap();
+            assert_eq!(s, &"abcdefg"[start as usize..]);
+        }
+        assert_eq!(&pages.get_bytes(2, 3).unwrap()[..], b"cde");
+        assert!(pages.get_read(8).is_err());
+        assert!(pages.get_bytes(5, 3).is_err());
     }
 
     #[test]
