@@ -201,10 +201,8 @@ struct ByteColumn {
     entry: [u16; 256],
     dictionary: Vec<i32>,
     /// The data pages so far, each its own buffer (header included: no buffer grows and is copied as
-    /// the row group fills), with its spec and rows; and their bytes.
+    /// the row group fills), with its spec and rows.
     pages: Vec<(Bytes, parquet::column::page::PageWriteSpec, usize)>,
-    written: usize,
-    rows: usize,
     /// Scratch: a page's indices and uncompressed body.
     mapped: Vec<u8>,
     body: Vec<u8>,
@@ -222,9 +220,7 @@ impl ByteColumn {
             pending: Vec::new(),
             entry: [NONE; 256],
             dictionary: Vec::new(),
-            written: 0,
             pages: Vec::new(),
-            rows: 0,
             mapped: Vec::new(),
             body: Vec::new(),
         }
@@ -237,7 +233,7 @@ impl ByteColumn {
 
     /// The column's encoded bytes so far: compressed pages, and the pending values at one byte each.
     fn estimated_bytes(&self) -> usize {
-        self.written + self.pending.len()
+        self.pages.iter().map(|(bytes, ..)| bytes.len()).sum::<usize>() + self.pending.len()
     }
 
     fn push(&mut self, array: &dyn Array) -> ParquetResult<()> {
@@ -341,9 +337,7 @@ impl ByteColumn {
         };
         let (bytes, spec) = serialized(CompressedPage::new(page, body.len()))?;
         self.body = body;
-        self.written += bytes.len();
         self.pages.push((bytes, spec, rows));
-        self.rows += rows;
         self.pending.clear();
         Ok(())
     }
@@ -353,7 +347,7 @@ impl ByteColumn {
         if !self.pending.is_empty() {
             self.write_page()?;
         }
-        if self.rows != rows {
+        if self.pages.iter().map(|&(.., r)| r).sum::<usize>() != rows {
             return Err(general("the input column's rows differ from the row group's"));
         }
         let plain: Vec<u8> = self.dictionary.iter().flat_map(|v| v.to_le_bytes()).collect();
