@@ -20,10 +20,24 @@ def test_crash_test_three_trials():
     assert "3 passed, 0 failed" in r.stdout
 
 
+# Variables under which ONNX Runtime 1.32 writes no telemetry by itself (CI services, its own unit tests), and
+# the two that move or switch it.
+ORT_QUIET_VARIABLES = (
+    "XDG_CACHE_HOME", "ORT_DISABLE_TELEMETRY", "ORT_RUNNING_UNIT_TESTS", "TF_BUILD", "GITHUB_ACTIONS", "GITLAB_CI",
+    "CIRCLECI", "TRAVIS", "JENKINS_URL", "CODEBUILD_BUILD_ID", "BUILDKITE", "TEAMCITY_VERSION", "APPVEYOR",
+    "BITBUCKET_BUILD_NUMBER",
+)
+
+
 def test_a_run_leaves_no_onnx_runtime_telemetry_behind(tmp_path):
     """ONNX Runtime 1.32's telemetry (a usage database and a device id under ~/.cache/Microsoft, uploads
     where a network is reachable) is off: a precompute writes nothing outside its output. The control run
-    opts in (ORT_DISABLE_TELEMETRY=0) and finds the database, so the check can tell the difference."""
+    opts in (ORT_DISABLE_TELEMETRY=0) and finds the database, so the check can tell the difference.
+
+    The runtime also keeps quiet on its own where it sees a CI service's variable (GITHUB_ACTIONS, TF_BUILD,
+    JENKINS_URL and the others below, listed in libonnxruntime.so 1.32's strings and each checked by hand:
+    with any one set, the opted-in run writes nothing). Both runs drop them, so that what is measured is
+    softlabel's own switch, as a user's machine outside CI would run it."""
     binary = os.environ.get("SOFTLABEL_BIN", str(ROOT / "target" / "release" / "softlabel"))
     data = tmp_path / "x.parquet"
     import pyarrow.parquet as pq
@@ -32,7 +46,7 @@ def test_a_run_leaves_no_onnx_runtime_telemetry_behind(tmp_path):
     for name, extra in (("default", {}), ("opted_in", {"ORT_DISABLE_TELEMETRY": "0"})):
         home = homes[name] = tmp_path / f"home-{name}"
         home.mkdir()
-        env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "ORT_DISABLE_TELEMETRY")}
+        env = {k: v for k, v in os.environ.items() if k not in ORT_QUIET_VARIABLES}
         env.update(HOME=str(home), **extra)
         r = subprocess.run([binary, "-q", "precompute", "--teacher", str(ROOT / "data" / "teachers" / "mnist_cnn.onnx"),
                             "--data", str(data), "--input-column", "image", "-T", "4", "--out", str(tmp_path / name)],
