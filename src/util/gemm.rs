@@ -341,6 +341,15 @@ mod avx512 {
         overwrite: bool,
     ) {
         let masks = tile.masks;
+        // The tile of c is read or written once the sum is done, from L3 when c is larger than L2 (a 512 x
+        // 800 product's): fetched now, its lines arrive while the FMAs run instead of stalling the update.
+        // 512-row products of a training step 3-6% faster (AMD EPYC, BENCHMARKS.md section 3).
+        for i in 0..tile.rows {
+            let row = tile.ptr.wrapping_offset(i as isize * tile.ldc);
+            for h in 0..V {
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(16 * h).cast());
+            }
+        }
         let mut acc = [[_mm512_setzero_ps(); V]; MR];
         // One step of k: two vectors of b's row, each of the MR values of a broadcast against them.
         let step = |acc: &mut [[__m512; V]; MR], a: *const f32, b: *const f32| {
