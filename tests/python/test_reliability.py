@@ -53,4 +53,6 @@ def test_a_run_leaves_no_onnx_runtime_telemetry_behind(tmp_path):
                            capture_output=True, text=True, env=env)
         assert r.returncode == 0, r.stderr
     assert list(homes["default"].rglob("*")) == []
-    assert (homes["opted_in"] / ".cache" / "Microsoft" / "DeveloperTools").is_dir()
+    cleared = [v for v in ORT_QUIET_VARIABLES if v in os.environ]
+    assert (homes["opted_in"] / ".cache" / "Microsoft" / "DeveloperTools").is_dir(), \
+        f"the opted-in run wrote no telemetry; variables cleared from this environment: {cleared}"
