@@ -90,7 +90,7 @@ pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
     let Plan {
         settings,
         source,
-        mut teacher,
+        teacher,
         width,
         column,
         num_classes,
@@ -102,7 +102,6 @@ pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
         probe,
     } = plan;
     let extra_widths = probe.as_ref().map(|p| p.batch.extra.iter().map(|e| e.width).collect()).unwrap_or_default();
-    let mut teacher = Primed { teacher: teacher.as_mut(), probe, features: None };
     let renderer = views.as_ref().filter(|v| v.crop.is_some()).and_then(|_| source.view_renderer());
     let mut scorer = Scorer {
         extra_widths,
@@ -171,6 +170,8 @@ pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
             })
             .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
 
+        let mut owned = teacher;
+        let mut teacher = Primed { teacher: owned.as_mut(), probe, features: None };
         let mut inference = std::time::Duration::ZERO;
         let infer = (|| -> Result<()> {
             for batch in batch_rx {
@@ -198,6 +199,11 @@ pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
             Ok(())
         })();
         tracing::info!(scoring_seconds = inference.as_secs_f64(), "teacher inference done");
+        // The teacher's session is freed here, while the writer encodes its last rows and syncs the part:
+        // ONNX Runtime's teardown (its arena's pages returned, 250 ms on one teacher) overlaps the end.
+        drop(teacher);
+        drop(owned);
+        tracing::debug!("teacher freed");
         if infer.is_ok() {
             let _ = scored_tx.send(ToWriter::Done);
         }
