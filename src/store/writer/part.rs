@@ -276,31 +276,13 @@ impl ByteColumn {
         }
     }
 
-    /// Rows a data page holds: about [`PAGE_VALUES`] values, at least one row.
-    fn page_rows(&self) -> usize {
-        (PAGE_VALUES / self.width).max(1)
-    }
-
     /// The column's encoded bytes so far: compressed pages, and the pending values at one byte each.
     fn estimated_bytes(&self) -> usize {
-        self.pages.iter().map(|(bytes, ..)| bytes.len()).sum::<usize>() + self.pending.len()
+        self.pages.iter().map(|((bytes, _), _)| bytes.len()).sum::<usize>() + self.pending.len()
     }
 
     fn push(&mut self, array: &dyn Array) -> ParquetResult<()> {
-        let list = array
-            .as_any()
-            .downcast_ref::<FixedSizeListArray>()
-            .ok_or_else(|| general("the input column is not a fixed-size list"))?;
-        let width = usize::try_from(list.value_length()).map_err(|_| general("negative list width"))?;
-        if list.null_count() > 0 || (self.width != 0 && self.width != width) || width == 0 {
-            return Err(general("the input column holds nulls or changed width"));
-        }
-        self.width = width;
-        // A sliced fixed-size list slices its values too.
-        let values = list.values();
-        if values.len() != list.len() * width || values.null_count() > 0 {
-            return Err(general("the input column holds null values"));
-        }
+        let values = list_values(array, &mut self.width)?;
         let bytes: &[u8] = if let Some(v) = values.as_any().downcast_ref::<arrow_array::UInt8Array>() {
             v.values()
         } else if let Some(v) = values.as_any().downcast_ref::<arrow_array::Int8Array>() {
@@ -311,17 +293,40 @@ impl ByteColumn {
         } else {
             return Err(general("the input column is not 8-bit"));
         };
-        let page = self.page_rows() * width;
-        let mut bytes = bytes;
-        while !bytes.is_empty() {
-            let take = (page - self.pending.len()).min(bytes.len());
-            self.pending.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if self.pending.len() == page {
-                self.write_page()?;
-            }
+        self.append(bytes)
+    }
+
+    /// The column chunk's bytes (the dictionary page, then the data pages) and its metadata.
+    fn finish(mut self, rows: usize) -> ParquetResult<(Pages, ColumnCloseResult)> {
+        if !self.pending.is_empty() {
+            self.write_page()?;
         }
-        Ok(())
+        let plain: Vec<u8> = self.dictionary.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let page = Page::DictionaryPage {
+            buf: compress(&plain, self.zstd_level)?,
+            num_values: self.dictionary.len() as u32,
+            encoding: Encoding::PLAIN,
+            is_sorted: false,
+        };
+        let dictionary = serialized(CompressedPage::new(page, plain.len()))?;
+        close_chunk(self.leaf, self.zstd_level, Some(dictionary), self.pages, rows, Encoding::RLE_DICTIONARY)
+    }
+}
+
+impl PagedColumn for ByteColumn {
+    type Value = u8;
+
+    fn pending(&mut self) -> &mut Vec<u8> {
+        &mut self.pending
+    }
+
+    fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Rows a data page holds: about [`PAGE_VALUES`] values, at least one row.
+    fn page_rows(&self) -> usize {
+        (PAGE_VALUES / self.width).max(1)
     }
 
     /// Encodes the pending rows as one data page (V1: repetition and definition levels, then the
@@ -357,52 +362,93 @@ impl ByteColumn {
         list_levels(rows, width, &mut body);
         body.push(bits as u8);
         hybrid(&self.mapped, bits, &mut body);
-        let page = Page::DataPage {
-            buf: compress(&body, self.zstd_level)?,
-            num_values: n as u32,
-            encoding: Encoding::RLE_DICTIONARY,
-            def_level_encoding: Encoding::RLE,
-            rep_level_encoding: Encoding::RLE,
-            statistics: None,
-        };
-        let (bytes, spec) = serialized(CompressedPage::new(page, body.len()))?;
+        let page = data_page(&body, n, Encoding::RLE_DICTIONARY, self.zstd_level);
         self.body = body;
-        self.pages.push((bytes, spec, rows));
+        self.pages.push((page?, rows));
         self.pending.clear();
         Ok(())
     }
+}
 
-    /// The column chunk's bytes (the dictionary page, then the data pages) and its metadata.
-    fn finish(mut self, rows: usize) -> ParquetResult<(Pages, ColumnCloseResult)> {
-        if !self.pending.is_empty() {
-            self.write_page()?;
+/// A page's bytes (header included) and its spec.
+type Serialized = (Bytes, parquet::column::page::PageWriteSpec);
+
+/// A data page and its rows.
+type DataPage = (Serialized, usize);
+
+/// The two columns whose pages are built here: rows arrive as a list's values and fill pages of
+/// whole rows.
+trait PagedColumn {
+    type Value: Copy;
+    /// Values of the rows not yet in a page.
+    fn pending(&mut self) -> &mut Vec<Self::Value>;
+    /// Values a row holds.
+    fn width(&self) -> usize;
+    /// Rows a data page holds.
+    fn page_rows(&self) -> usize;
+    /// Encodes the pending rows as one data page.
+    fn write_page(&mut self) -> ParquetResult<()>;
+
+    /// Adds `values` (whole rows), writing each page as it fills.
+    fn append(&mut self, mut values: &[Self::Value]) -> ParquetResult<()> {
+        let page = self.page_rows() * self.width();
+        while !values.is_empty() {
+            let pending = self.pending();
+            let take = (page - pending.len()).min(values.len());
+            pending.extend_from_slice(&values[..take]);
+            values = &values[take..];
+            if pending.len() == page {
+                self.write_page()?;
+            }
         }
-        let plain: Vec<u8> = self.dictionary.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let page = Page::DictionaryPage {
-            buf: compress(&plain, self.zstd_level)?,
-            num_values: self.dictionary.len() as u32,
-            encoding: Encoding::PLAIN,
-            is_sorted: false,
-        };
-        let dictionary = serialized(CompressedPage::new(page, plain.len()))?;
-        close_chunk(self.leaf, self.zstd_level, Some(dictionary), self.pages, rows, Encoding::RLE_DICTIONARY)
+        Ok(())
     }
 }
 
-/// A data page's bytes (header included), its spec and its rows.
-type DataPage = (Bytes, parquet::column::page::PageWriteSpec, usize);
+/// The values of a required fixed-size list `array` of `width` values a row (set by the first call,
+/// the same after), checked: no null list, no null value.
+fn list_values(array: &dyn Array, width: &mut usize) -> ParquetResult<arrow_array::ArrayRef> {
+    let list = array
+        .as_any()
+        .downcast_ref::<FixedSizeListArray>()
+        .ok_or_else(|| general("a list column is not a fixed-size list"))?;
+    let w = usize::try_from(list.value_length()).map_err(|_| general("negative list width"))?;
+    if list.null_count() > 0 || (*width != 0 && *width != w) || w == 0 {
+        return Err(general("a list column holds nulls or changed width"));
+    }
+    *width = w;
+    // A sliced fixed-size list slices its values too.
+    let values = list.values();
+    if values.len() != list.len() * w || values.null_count() > 0 {
+        return Err(general("a list column holds null values"));
+    }
+    Ok(values.clone())
+}
+
+/// A V1 data page of `n` values: `body` (levels, then values in `encoding`), compressed.
+fn data_page(body: &[u8], n: usize, encoding: Encoding, zstd_level: i32) -> ParquetResult<Serialized> {
+    let page = Page::DataPage {
+        buf: compress(body, zstd_level)?,
+        num_values: n as u32,
+        encoding,
+        def_level_encoding: Encoding::RLE,
+        rep_level_encoding: Encoding::RLE,
+        statistics: None,
+    };
+    serialized(CompressedPage::new(page, body.len()))
+}
 
 /// A column chunk of `pages` (after the `dictionary` page, if any), `data_encoding` values and RLE
 /// levels: its bytes and its metadata, with an offset index and no statistics.
 fn close_chunk(
     leaf: ColumnDescPtr,
     zstd_level: i32,
-    dictionary: Option<(Bytes, parquet::column::page::PageWriteSpec)>,
+    dictionary: Option<Serialized>,
     pages: Vec<DataPage>,
     rows: usize,
     data_encoding: Encoding,
 ) -> ParquetResult<(Pages, ColumnCloseResult)> {
-    if pages.iter().map(|&(.., r)| r).sum::<usize>() != rows {
+    if pages.iter().map(|&(_, r)| r).sum::<usize>() != rows {
         return Err(general("a column's rows differ from the row group's"));
     }
     let shift = dictionary.as_ref().map_or(0, |(bytes, _)| bytes.len() as u64);
@@ -410,7 +456,7 @@ fn close_chunk(
     let (mut compressed, mut uncompressed) =
         dictionary.as_ref().map_or((0, 0), |(_, spec)| (spec.compressed_size as u64, spec.uncompressed_size as u64));
     let (mut values, mut at) = (0u64, shift);
-    for (bytes, spec, page_rows) in &pages {
+    for ((bytes, spec), page_rows) in &pages {
         offsets.append_offset_and_size(at as i64, spec.compressed_size as i32);
         offsets.append_row_count(*page_rows as i64);
         compressed += spec.compressed_size as u64;
@@ -444,8 +490,7 @@ fn close_chunk(
         column_index: None,
         offset_index: Some(offsets.build()),
     };
-    let chunk =
-        dictionary.map(|(bytes, _)| bytes).into_iter().chain(pages.into_iter().map(|(bytes, ..)| bytes)).collect();
+    let chunk = dictionary.into_iter().chain(pages.into_iter().map(|(page, _)| page)).map(|(bytes, _)| bytes).collect();
     Ok((Pages(chunk), close))
 }
 
@@ -471,46 +516,40 @@ impl FloatColumn {
         FloatColumn { leaf, zstd_level, width: 0, pending: Vec::new(), pages: Vec::new(), body: Vec::new() }
     }
 
-    /// Rows a data page holds: about [`PAGE_BYTES`] of values, at least one row.
-    fn page_rows(&self) -> usize {
-        (PAGE_BYTES / 4 / self.width).max(1)
-    }
-
     /// The column's encoded bytes so far: compressed pages, and the pending values at four bytes each.
     fn estimated_bytes(&self) -> usize {
-        self.pages.iter().map(|(bytes, ..)| bytes.len()).sum::<usize>() + 4 * self.pending.len()
+        self.pages.iter().map(|((bytes, _), _)| bytes.len()).sum::<usize>() + 4 * self.pending.len()
     }
 
     fn push(&mut self, array: &dyn Array) -> ParquetResult<()> {
-        let list = array
-            .as_any()
-            .downcast_ref::<FixedSizeListArray>()
-            .ok_or_else(|| general("a float column is not a fixed-size list"))?;
-        let width = usize::try_from(list.value_length()).map_err(|_| general("negative list width"))?;
-        if list.null_count() > 0 || (self.width != 0 && self.width != width) || width == 0 {
-            return Err(general("a float column holds nulls or changed width"));
+        let values = list_values(array, &mut self.width)?;
+        let values = values.as_any().downcast_ref::<arrow_array::Float32Array>();
+        self.append(values.ok_or_else(|| general("a float column is not float32"))?.values())
+    }
+
+    /// The column chunk's bytes (its data pages) and its metadata.
+    fn finish(mut self, rows: usize) -> ParquetResult<(Pages, ColumnCloseResult)> {
+        if !self.pending.is_empty() {
+            self.write_page()?;
         }
-        self.width = width;
-        // A sliced fixed-size list slices its values too.
-        let values = list.values();
-        if values.len() != list.len() * width || values.null_count() > 0 {
-            return Err(general("a float column holds null values"));
-        }
-        let mut values: &[f32] = values
-            .as_any()
-            .downcast_ref::<arrow_array::Float32Array>()
-            .ok_or_else(|| general("a float column is not float32"))?
-            .values();
-        let page = self.page_rows() * width;
-        while !values.is_empty() {
-            let take = (page - self.pending.len()).min(values.len());
-            self.pending.extend_from_slice(&values[..take]);
-            values = &values[take..];
-            if self.pending.len() == page {
-                self.write_page()?;
-            }
-        }
-        Ok(())
+        close_chunk(self.leaf, self.zstd_level, None, self.pages, rows, Encoding::BYTE_STREAM_SPLIT)
+    }
+}
+
+impl PagedColumn for FloatColumn {
+    type Value = f32;
+
+    fn pending(&mut self) -> &mut Vec<f32> {
+        &mut self.pending
+    }
+
+    fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Rows a data page holds: about [`PAGE_BYTES`] of values, at least one row.
+    fn page_rows(&self) -> usize {
+        (PAGE_BYTES / 4 / self.width).max(1)
     }
 
     /// Encodes the pending rows as one data page (V1: repetition and definition levels, then the values'
@@ -522,27 +561,11 @@ impl FloatColumn {
         body.clear();
         list_levels(rows, width, &mut body);
         split_streams(&self.pending, &mut body);
-        let page = Page::DataPage {
-            buf: compress(&body, self.zstd_level)?,
-            num_values: n as u32,
-            encoding: Encoding::BYTE_STREAM_SPLIT,
-            def_level_encoding: Encoding::RLE,
-            rep_level_encoding: Encoding::RLE,
-            statistics: None,
-        };
-        let (bytes, spec) = serialized(CompressedPage::new(page, body.len()))?;
+        let page = data_page(&body, n, Encoding::BYTE_STREAM_SPLIT, self.zstd_level);
         self.body = body;
-        self.pages.push((bytes, spec, rows));
+        self.pages.push((page?, rows));
         self.pending.clear();
         Ok(())
-    }
-
-    /// The column chunk's bytes (its data pages) and its metadata.
-    fn finish(mut self, rows: usize) -> ParquetResult<(Pages, ColumnCloseResult)> {
-        if !self.pending.is_empty() {
-            self.write_page()?;
-        }
-        close_chunk(self.leaf, self.zstd_level, None, self.pages, rows, Encoding::BYTE_STREAM_SPLIT)
     }
 }
 
