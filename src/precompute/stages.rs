@@ -199,8 +199,8 @@ pub(super) fn run(plan: Plan, progress: &dyn Progress) -> Result<Manifest> {
             Ok(())
         })();
         tracing::info!(scoring_seconds = inference.as_secs_f64(), "teacher inference done");
-        // The teacher's session is freed here, while the writer encodes its last rows and syncs the part:
-        // ONNX Runtime's teardown (its arena's pages returned, 250 ms on one teacher) overlaps the end.
+        // The teacher's session is freed here, while the writer encodes its last rows and syncs the part,
+        // rather than after: ONNX Runtime's teardown overlaps the end.
         drop(teacher);
         drop(owned);
         tracing::debug!("teacher freed");

@@ -207,8 +207,8 @@ impl Teacher {
                 .map_err(|e| Error::io(path, e))?;
             Some(model)
         };
-        // The model is hashed on a second thread while ONNX Runtime loads and builds the session (a
-        // 32 MB teacher's hash is 16 ms of start-up, a 1 GB one's half a second).
+        // The model is hashed on a second thread while ONNX Runtime loads and builds the session: the
+        // hash reads the whole file (37 ms of CPU for a 32 MB teacher, perf), the session does not wait.
         let (model, file) = (model.as_deref(), &file);
         let hash = move || match model {
             None => crate::util::sha256_of(file, path),
