@@ -21,10 +21,11 @@ def test_crash_test_three_trials():
 
 
 # Variables under which ONNX Runtime 1.32 writes no telemetry by itself (CI services, its own unit tests), and
-# the two that move or switch it. Found by logging every getenv() the runtime makes in an opted-in run (an
-# LD_PRELOAD shim, 2026-12-07): it reads 21 names on that path; these are the ones that, set to 1 one at a time,
-# leave HOME empty. The others it reads (container, KUBERNETES_SERVICE_HOST, ECS_CONTAINER_METADATA_URI[_V4],
-# DOTNET_RUNNING_IN_CONTAINER) change nothing here. The generic CI=true, which the project's CI sets, is one.
+# the two that move or switch it. Found by logging every getenv() an opted-in precompute makes (an LD_PRELOAD
+# shim, 2026-12-07): of the names read, 19 concern CI services and containers; these 14 each leave HOME empty
+# when set to 1 one at a time, and the other five (container, KUBERNETES_SERVICE_HOST,
+# ECS_CONTAINER_METADATA_URI[_V4], DOTNET_RUNNING_IN_CONTAINER) change nothing here. The generic CI=true, which
+# the project's CI sets, is one of the 14.
 ORT_QUIET_VARIABLES = (
     "XDG_CACHE_HOME", "ORT_DISABLE_TELEMETRY", "ORT_RUNNING_UNIT_TESTS", "CI", "TF_BUILD",
     "SYSTEM_TEAMFOUNDATIONCOLLECTIONURI", "GITHUB_ACTIONS", "GITLAB_CI", "CIRCLECI", "TRAVIS", "JENKINS_URL",
