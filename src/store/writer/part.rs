@@ -237,115 +237,153 @@ fn general(msg: &str) -> parquet::errors::ParquetError {
 /// default page size.
 const PAGE_VALUES: usize = 1 << 20;
 
-/// A row group's 8-bit input column, encoded a page at a time as its rows arrive: the dictionary holds
-/// the values in the order they first appear, so a page's indices never change once written (each page
-/// states its own bit width), and the dictionary page, written when the row group closes, goes first.
-struct ByteColumn {
+/// A row group's column whose pages are built here, encoded a page of whole rows at a time as its rows
+/// arrive; `E` turns a page's values into its body (and may keep a dictionary).
+struct PagedColumn<E: PageValues> {
     leaf: ColumnDescPtr,
     zstd_level: i32,
     width: usize,
-    signed: bool,
     /// Values of the rows not yet in a page (fewer than a page's rows).
-    pending: Vec<u8>,
-    /// The dictionary: entry of byte b (`NONE` until b appears), and the entries' values.
-    entry: [u16; 256],
-    dictionary: Vec<i32>,
+    pending: Vec<E::Value>,
     /// The data pages so far, each its own buffer (header included: no buffer grows and is copied as
     /// the row group fills), with its spec and rows.
     pages: Vec<DataPage>,
-    /// Scratch: a page's indices and uncompressed body.
-    mapped: Vec<u8>,
+    /// Scratch: a page's uncompressed body.
     body: Vec<u8>,
+    values: E,
 }
 
-const NONE: u16 = u16::MAX;
+/// How a [`PagedColumn`]'s values are encoded.
+trait PageValues: Default {
+    type Value: Copy;
+    /// The data pages' encoding.
+    const ENCODING: Encoding;
+    /// Values a data page holds at most.
+    const PAGE_VALUES: usize;
+    /// The list's values as this encoding's values.
+    fn values_of<'a>(&mut self, values: &'a arrow_array::ArrayRef) -> ParquetResult<&'a [Self::Value]>;
+    /// Appends a page's `values` to its `body` (after the levels).
+    fn encode(&mut self, values: &[Self::Value], body: &mut Vec<u8>);
+    /// The chunk's dictionary page, for a dictionary encoding.
+    fn dictionary_page(&self, zstd_level: i32) -> ParquetResult<Option<Serialized>>;
+}
 
-impl ByteColumn {
+impl<E: PageValues> PagedColumn<E> {
     fn new(leaf: ColumnDescPtr, zstd_level: i32) -> Self {
-        ByteColumn {
-            leaf,
-            zstd_level,
-            width: 0,
-            signed: false,
-            pending: Vec::new(),
-            entry: [NONE; 256],
-            dictionary: Vec::new(),
-            pages: Vec::new(),
-            mapped: Vec::new(),
-            body: Vec::new(),
-        }
+        let (pending, pages, body) = (Vec::new(), Vec::new(), Vec::new());
+        PagedColumn { leaf, zstd_level, width: 0, pending, pages, body, values: E::default() }
     }
 
-    /// The column's encoded bytes so far: compressed pages, and the pending values at one byte each.
+    /// Rows a data page holds: about `E::PAGE_VALUES` values, at least one row.
+    fn page_rows(&self) -> usize {
+        (E::PAGE_VALUES / self.width).max(1)
+    }
+
+    /// The column's encoded bytes so far: compressed pages, and the pending values at their size.
     fn estimated_bytes(&self) -> usize {
-        self.pages.iter().map(|((bytes, _), _)| bytes.len()).sum::<usize>() + self.pending.len()
+        self.pages.iter().map(|((bytes, _), _)| bytes.len()).sum::<usize>()
+            + self.pending.len() * std::mem::size_of::<E::Value>()
     }
 
+    /// Adds the rows of `array` (a required fixed-size list), writing each page as it fills.
     fn push(&mut self, array: &dyn Array) -> ParquetResult<()> {
-        let values = list_values(array, &mut self.width)?;
-        let bytes: &[u8] = if let Some(v) = values.as_any().downcast_ref::<arrow_array::UInt8Array>() {
-            v.values()
-        } else if let Some(v) = values.as_any().downcast_ref::<arrow_array::Int8Array>() {
-            self.signed = true;
-            let v: &[i8] = v.values();
-            // SAFETY: i8 and u8 have the same size and alignment; every bit pattern is valid for both.
-            unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len()) }
-        } else {
-            return Err(general("the input column is not 8-bit"));
-        };
-        self.append(bytes)
+        let list = list_values(array, &mut self.width)?;
+        let mut values = self.values.values_of(&list)?;
+        let page = self.page_rows() * self.width;
+        while !values.is_empty() {
+            let take = (page - self.pending.len()).min(values.len());
+            self.pending.extend_from_slice(&values[..take]);
+            values = &values[take..];
+            if self.pending.len() == page {
+                self.write_page()?;
+            }
+        }
+        Ok(())
     }
 
-    /// The column chunk's bytes (the dictionary page, then the data pages) and its metadata.
+    /// Encodes the pending rows as one data page (V1: repetition and definition levels, then the
+    /// values, all compressed).
+    fn write_page(&mut self) -> ParquetResult<()> {
+        let (width, n) = (self.width, self.pending.len());
+        let mut body = std::mem::take(&mut self.body);
+        body.clear();
+        list_levels(n / width, width, &mut body);
+        self.values.encode(&self.pending, &mut body);
+        let page = data_page(&body, n, E::ENCODING, self.zstd_level);
+        self.body = body;
+        self.pages.push((page?, n / width));
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// The column chunk's bytes (the dictionary page if any, then the data pages) and its metadata.
     fn finish(mut self, rows: usize) -> ParquetResult<(Pages, ColumnCloseResult)> {
         if !self.pending.is_empty() {
             self.write_page()?;
         }
-        let plain: Vec<u8> = self.dictionary.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let page = Page::DictionaryPage {
-            buf: compress(&plain, self.zstd_level)?,
-            num_values: self.dictionary.len() as u32,
-            encoding: Encoding::PLAIN,
-            is_sorted: false,
-        };
-        let dictionary = serialized(CompressedPage::new(page, plain.len()))?;
-        close_chunk(self.leaf, self.zstd_level, Some(dictionary), self.pages, rows, Encoding::RLE_DICTIONARY)
+        let dictionary = self.values.dictionary_page(self.zstd_level)?;
+        close_chunk(self.leaf, self.zstd_level, dictionary, self.pages, rows, E::ENCODING)
     }
 }
 
-impl PagedColumn for ByteColumn {
+/// The 8-bit input column's pages: the dictionary holds the values in the order they first appear, so a
+/// page's indices never change once written (each page states its own bit width), and the dictionary
+/// page, written when the row group closes, goes first.
+type ByteColumn = PagedColumn<ByteDictionary>;
+
+/// A float32 list column's pages: the values' bytes split into four streams.
+type FloatColumn = PagedColumn<ByteStreams>;
+
+/// An 8-bit column's dictionary.
+struct ByteDictionary {
+    signed: bool,
+    /// The entry of byte b (`NONE` until b appears), and the entries' values.
+    entry: [u16; 256],
+    dictionary: Vec<i32>,
+    /// Scratch: a page's indices.
+    mapped: Vec<u8>,
+}
+
+const NONE: u16 = u16::MAX;
+
+impl Default for ByteDictionary {
+    fn default() -> Self {
+        ByteDictionary { signed: false, entry: [NONE; 256], dictionary: Vec::new(), mapped: Vec::new() }
+    }
+}
+
+impl PageValues for ByteDictionary {
     type Value = u8;
+    const ENCODING: Encoding = Encoding::RLE_DICTIONARY;
+    const PAGE_VALUES: usize = PAGE_VALUES;
 
-    fn pending(&mut self) -> &mut Vec<u8> {
-        &mut self.pending
+    fn values_of<'a>(&mut self, values: &'a arrow_array::ArrayRef) -> ParquetResult<&'a [u8]> {
+        if let Some(v) = values.as_any().downcast_ref::<arrow_array::UInt8Array>() {
+            Ok(v.values())
+        } else if let Some(v) = values.as_any().downcast_ref::<arrow_array::Int8Array>() {
+            self.signed = true;
+            let v: &[i8] = v.values();
+            // SAFETY: i8 and u8 have the same size and alignment; every bit pattern is valid for both.
+            Ok(unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len()) })
+        } else {
+            Err(general("the input column is not 8-bit"))
+        }
     }
 
-    fn width(&self) -> usize {
-        self.width
-    }
-
-    /// Rows a data page holds: about [`PAGE_VALUES`] values, at least one row.
-    fn page_rows(&self) -> usize {
-        (PAGE_VALUES / self.width).max(1)
-    }
-
-    /// Encodes the pending rows as one data page (V1: repetition and definition levels, then the
-    /// dictionary indices, all compressed).
-    fn write_page(&mut self) -> ParquetResult<()> {
-        let (width, n) = (self.width, self.pending.len());
-        let rows = n / width;
+    /// The page's dictionary indices: their bit width, then RLE / bit-packed.
+    fn encode(&mut self, values: &[u8], body: &mut Vec<u8>) {
         // Each value becomes its dictionary entry; values not seen before (an entry of NONE: any of its
         // high bits set) first join the dictionary in the order they appear, and the page is mapped again.
         let mut missing = 0u16;
         let entry = &self.entry;
         self.mapped.clear();
-        self.mapped.extend(self.pending.iter().map(|&b| {
+        self.mapped.extend(values.iter().map(|&b| {
             let e = entry[usize::from(b)];
             missing |= e;
             e as u8
         }));
         if missing > 0xff {
-            for &b in &self.pending {
+            for &b in values {
                 if self.entry[usize::from(b)] == NONE {
                     self.entry[usize::from(b)] = self.dictionary.len() as u16;
                     self.dictionary.push(if self.signed { i32::from(b as i8) } else { i32::from(b) });
@@ -353,20 +391,47 @@ impl PagedColumn for ByteColumn {
             }
             let entry = &self.entry;
             self.mapped.clear();
-            self.mapped.extend(self.pending.iter().map(|&b| entry[usize::from(b)] as u8));
+            self.mapped.extend(values.iter().map(|&b| entry[usize::from(b)] as u8));
         }
         let top = self.mapped.iter().copied().max().unwrap_or(0);
         let bits = (u8::BITS - top.leading_zeros()).max(1);
-        let mut body = std::mem::take(&mut self.body);
-        body.clear();
-        list_levels(rows, width, &mut body);
         body.push(bits as u8);
-        hybrid(&self.mapped, bits, &mut body);
-        let page = data_page(&body, n, Encoding::RLE_DICTIONARY, self.zstd_level);
-        self.body = body;
-        self.pages.push((page?, rows));
-        self.pending.clear();
-        Ok(())
+        hybrid(&self.mapped, bits, body);
+    }
+
+    fn dictionary_page(&self, zstd_level: i32) -> ParquetResult<Option<Serialized>> {
+        let plain: Vec<u8> = self.dictionary.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let page = Page::DictionaryPage {
+            buf: compress(&plain, zstd_level)?,
+            num_values: self.dictionary.len() as u32,
+            encoding: Encoding::PLAIN,
+            is_sorted: false,
+        };
+        serialized(CompressedPage::new(page, plain.len())).map(Some)
+    }
+}
+
+/// Float32 values as BYTE_STREAM_SPLIT.
+#[derive(Default)]
+struct ByteStreams;
+
+impl PageValues for ByteStreams {
+    type Value = f32;
+    const ENCODING: Encoding = Encoding::BYTE_STREAM_SPLIT;
+    /// About 1 MiB of values: the Parquet crate's default page size.
+    const PAGE_VALUES: usize = PAGE_BYTES / 4;
+
+    fn values_of<'a>(&mut self, values: &'a arrow_array::ArrayRef) -> ParquetResult<&'a [f32]> {
+        let values = values.as_any().downcast_ref::<arrow_array::Float32Array>();
+        Ok(values.ok_or_else(|| general("a float column is not float32"))?.values())
+    }
+
+    fn encode(&mut self, values: &[f32], body: &mut Vec<u8>) {
+        split_streams(values, body);
+    }
+
+    fn dictionary_page(&self, _zstd_level: i32) -> ParquetResult<Option<Serialized>> {
+        Ok(None)
     }
 }
 
@@ -375,35 +440,6 @@ type Serialized = (Bytes, parquet::column::page::PageWriteSpec);
 
 /// A data page and its rows.
 type DataPage = (Serialized, usize);
-
-/// The two columns whose pages are built here: rows arrive as a list's values and fill pages of
-/// whole rows.
-trait PagedColumn {
-    type Value: Copy;
-    /// Values of the rows not yet in a page.
-    fn pending(&mut self) -> &mut Vec<Self::Value>;
-    /// Values a row holds.
-    fn width(&self) -> usize;
-    /// Rows a data page holds.
-    fn page_rows(&self) -> usize;
-    /// Encodes the pending rows as one data page.
-    fn write_page(&mut self) -> ParquetResult<()>;
-
-    /// Adds `values` (whole rows), writing each page as it fills.
-    fn append(&mut self, mut values: &[Self::Value]) -> ParquetResult<()> {
-        let page = self.page_rows() * self.width();
-        while !values.is_empty() {
-            let pending = self.pending();
-            let take = (page - pending.len()).min(values.len());
-            pending.extend_from_slice(&values[..take]);
-            values = &values[take..];
-            if pending.len() == page {
-                self.write_page()?;
-            }
-        }
-        Ok(())
-    }
-}
 
 /// The values of a required fixed-size list `array` of `width` values a row (set by the first call,
 /// the same after), checked: no null list, no null value.
@@ -497,77 +533,6 @@ fn close_chunk(
 /// Bytes of values a float data page holds at most, before compression: the Parquet crate's default
 /// page size.
 const PAGE_BYTES: usize = 1 << 20;
-
-/// A row group's float32 list column, encoded a page at a time as its rows arrive.
-struct FloatColumn {
-    leaf: ColumnDescPtr,
-    zstd_level: i32,
-    width: usize,
-    /// Values of the rows not yet in a page (fewer than a page's rows).
-    pending: Vec<f32>,
-    /// The data pages so far, each its own buffer.
-    pages: Vec<DataPage>,
-    /// Scratch: a page's uncompressed body.
-    body: Vec<u8>,
-}
-
-impl FloatColumn {
-    fn new(leaf: ColumnDescPtr, zstd_level: i32) -> Self {
-        FloatColumn { leaf, zstd_level, width: 0, pending: Vec::new(), pages: Vec::new(), body: Vec::new() }
-    }
-
-    /// The column's encoded bytes so far: compressed pages, and the pending values at four bytes each.
-    fn estimated_bytes(&self) -> usize {
-        self.pages.iter().map(|((bytes, _), _)| bytes.len()).sum::<usize>() + 4 * self.pending.len()
-    }
-
-    fn push(&mut self, array: &dyn Array) -> ParquetResult<()> {
-        let values = list_values(array, &mut self.width)?;
-        let values = values.as_any().downcast_ref::<arrow_array::Float32Array>();
-        self.append(values.ok_or_else(|| general("a float column is not float32"))?.values())
-    }
-
-    /// The column chunk's bytes (its data pages) and its metadata.
-    fn finish(mut self, rows: usize) -> ParquetResult<(Pages, ColumnCloseResult)> {
-        if !self.pending.is_empty() {
-            self.write_page()?;
-        }
-        close_chunk(self.leaf, self.zstd_level, None, self.pages, rows, Encoding::BYTE_STREAM_SPLIT)
-    }
-}
-
-impl PagedColumn for FloatColumn {
-    type Value = f32;
-
-    fn pending(&mut self) -> &mut Vec<f32> {
-        &mut self.pending
-    }
-
-    fn width(&self) -> usize {
-        self.width
-    }
-
-    /// Rows a data page holds: about [`PAGE_BYTES`] of values, at least one row.
-    fn page_rows(&self) -> usize {
-        (PAGE_BYTES / 4 / self.width).max(1)
-    }
-
-    /// Encodes the pending rows as one data page (V1: repetition and definition levels, then the values'
-    /// bytes split into four streams, all compressed).
-    fn write_page(&mut self) -> ParquetResult<()> {
-        let (width, n) = (self.width, self.pending.len());
-        let rows = n / width;
-        let mut body = std::mem::take(&mut self.body);
-        body.clear();
-        list_levels(rows, width, &mut body);
-        split_streams(&self.pending, &mut body);
-        let page = data_page(&body, n, Encoding::BYTE_STREAM_SPLIT, self.zstd_level);
-        self.body = body;
-        self.pages.push((page?, rows));
-        self.pending.clear();
-        Ok(())
-    }
-}
 
 /// Appends a V1 data page's levels for `rows` rows of a required list of `width` required values:
 /// repetition levels 0 where a row starts and 1 for its other values, definition levels all 1; each
