@@ -21,6 +21,7 @@ pub(crate) use folder::{is_dataset_file, not_empty, prepare_dir};
 mod encode;
 mod folder;
 mod journal;
+mod pages;
 mod part;
 
 use journal::Progress;
