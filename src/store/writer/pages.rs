@@ -30,9 +30,9 @@ pub(super) fn general(msg: &str) -> parquet::errors::ParquetError {
     parquet::errors::ParquetError::General(msg.into())
 }
 
-/// Values a data page holds at most (bytes of 8-bit indices, before compression): the Parquet crate's
-/// default page size.
-pub(super) const PAGE_VALUES: usize = 1 << 20;
+/// Bytes of values a data page holds at most, before compression (an 8-bit page's indices, a float
+/// page's streams): the Parquet crate's default page size.
+pub(super) const PAGE_BYTES: usize = 1 << 20;
 
 /// A row group's column whose pages are built here, encoded a page of whole rows at a time as its rows
 /// arrive; `E` turns a page's values into its body (and may keep a dictionary).
@@ -55,8 +55,6 @@ pub(super) trait PageValues: Default {
     type Value: Copy;
     /// The data pages' encoding.
     const ENCODING: Encoding;
-    /// Values a data page holds at most.
-    const PAGE_VALUES: usize;
     /// The list's values as this encoding's values.
     fn values_of<'a>(&mut self, values: &'a arrow_array::ArrayRef) -> ParquetResult<&'a [Self::Value]>;
     /// Appends a page's `values` to its `body` (after the levels).
@@ -71,9 +69,9 @@ impl<E: PageValues> PagedColumn<E> {
         PagedColumn { leaf, zstd_level, width: 0, pending, pages, body, values: E::default() }
     }
 
-    /// Rows a data page holds: about `E::PAGE_VALUES` values, at least one row.
+    /// Rows a data page holds: about [`PAGE_BYTES`] of values, at least one row.
     fn page_rows(&self) -> usize {
-        (E::PAGE_VALUES / self.width).max(1)
+        (PAGE_BYTES / std::mem::size_of::<E::Value>() / self.width).max(1)
     }
 
     /// The column's encoded bytes so far: compressed pages, and the pending values at their size.
@@ -152,7 +150,6 @@ impl Default for ByteDictionary {
 impl PageValues for ByteDictionary {
     type Value = u8;
     const ENCODING: Encoding = Encoding::RLE_DICTIONARY;
-    const PAGE_VALUES: usize = PAGE_VALUES;
 
     fn values_of<'a>(&mut self, values: &'a arrow_array::ArrayRef) -> ParquetResult<&'a [u8]> {
         if let Some(v) = values.as_any().downcast_ref::<arrow_array::UInt8Array>() {
@@ -215,8 +212,6 @@ pub(super) struct ByteStreams;
 impl PageValues for ByteStreams {
     type Value = f32;
     const ENCODING: Encoding = Encoding::BYTE_STREAM_SPLIT;
-    /// About 1 MiB of values: the Parquet crate's default page size.
-    const PAGE_VALUES: usize = PAGE_BYTES / 4;
 
     fn values_of<'a>(&mut self, values: &'a arrow_array::ArrayRef) -> ParquetResult<&'a [f32]> {
         let values = values.as_any().downcast_ref::<arrow_array::Float32Array>();
@@ -326,10 +321,6 @@ fn close_chunk(
     let chunk = dictionary.into_iter().chain(pages.into_iter().map(|(page, _)| page)).map(|(bytes, _)| bytes).collect();
     Ok((Pages(chunk), close))
 }
-
-/// Bytes of values a float data page holds at most, before compression: the Parquet crate's default
-/// page size.
-pub(super) const PAGE_BYTES: usize = 1 << 20;
 
 /// Appends a V1 data page's levels for `rows` rows of a required list of `width` required values:
 /// repetition levels 0 where a row starts and 1 for its other values, definition levels all 1; each

@@ -215,7 +215,7 @@ impl<W: std::io::Write + Send> PartFile<W> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::pages::{PAGE_BYTES, PAGE_VALUES};
+    use super::super::pages::PAGE_BYTES;
     use super::*;
     use arrow_array::{Array, ArrayRef, FixedSizeListArray, Int64Array, Int8Array, UInt8Array};
     use arrow_schema::{Field, Schema};
@@ -296,7 +296,7 @@ mod tests {
         let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Required);
         let (skip, take) = (n / 3, n / 2);
         let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).unwrap();
-        let page_rows = (PAGE_VALUES / width as usize).max(1);
+        let page_rows = (PAGE_BYTES / width as usize).max(1);
         for (i, rg) in reader.metadata().row_groups().iter().enumerate() {
             let pages = reader.metadata().page_index_for_row_group(i).page_locations(1).expect("page locations").len();
             assert_eq!(pages, (rg.num_rows() as usize).div_ceil(page_rows), "row group {i}");
@@ -340,7 +340,7 @@ mod tests {
     #[test]
     fn pages_split_on_rows() {
         // Rows wider than a page's values: a page a row; and enough rows for several pages per group.
-        let width = PAGE_VALUES + 3;
+        let width = PAGE_BYTES + 3;
         let values: Vec<u8> = (0..3 * width).map(|i| (i % 13) as u8).collect();
         round_trip(schema(DataType::UInt8, width as i32), Arc::new(UInt8Array::from(values)), width as i32, 10, 1);
     }
